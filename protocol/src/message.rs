@@ -1,0 +1,414 @@
+//! Payload types of contract v1, one per channel, and the three fixture models.
+//!
+//! Every payload is a JSON object with `v` (schema version), `device_id`, and
+//! `ts` (UTC milliseconds since the Unix epoch, the device's clock). Telemetry
+//! and events also carry `boot_id` and `seq`: `seq` counts messages since boot
+//! `boot_id`, and `boot_id` is incremented in non-volatile storage at every
+//! boot, so `(boot_id, seq)` is strictly increasing over a device's life.
+//!
+//! Enums are externally tagged (`{"toilet":{...}}`) because that is the one
+//! serde representation that both encodes and decodes without an allocator.
+//! Units are in the field names: `_ml`, `_wh`, `_s`/`_seconds`, `_c`, `_kpa`, `_ppm`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::DeviceId;
+
+/// Firmware version string, e.g. `"2.4.1"`. Stored as a field, never as a tag.
+pub type FirmwareVersion = heapless::String<16>;
+
+/// Most cartridges a fixture reports.
+pub const MAX_CARTRIDGES: usize = 4;
+
+/// Periodic state and cumulative counters, on `fixtures/{id}/telemetry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Schema version, always [`crate::SCHEMA_VERSION`].
+    pub v: u8,
+    /// Must equal the device id of the topic.
+    pub device_id: DeviceId,
+    /// Boot counter, incremented at every boot and kept in non-volatile storage.
+    pub boot_id: u32,
+    /// Message counter since boot `boot_id`, shared by telemetry and events.
+    pub seq: u32,
+    /// Device time of the reading, UTC ms since the Unix epoch.
+    pub ts: i64,
+    /// Firmware version, optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fw: Option<FirmwareVersion>,
+    /// The model-specific reading.
+    pub reading: Reading,
+}
+
+/// A model-specific telemetry reading. Counters are cumulative since manufacture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reading {
+    /// A smart toilet.
+    Toilet(ToiletReading),
+    /// A water purifier with replaceable cartridges.
+    Purifier(PurifierReading),
+    /// A thermostatic shower with a filter.
+    Shower(ShowerReading),
+}
+
+impl Reading {
+    /// The fixture model this reading belongs to.
+    pub fn model(&self) -> Model {
+        match self {
+            Reading::Toilet(_) => Model::Toilet,
+            Reading::Purifier(_) => Model::Purifier,
+            Reading::Shower(_) => Model::Shower,
+        }
+    }
+}
+
+/// The fixture models of contract v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// Smart toilet.
+    Toilet,
+    /// Water purifier.
+    Purifier,
+    /// Thermostatic shower.
+    Shower,
+}
+
+impl Model {
+    /// Lower-case name, as used in JSON and as the InfluxDB measurement.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Model::Toilet => "toilet",
+            Model::Purifier => "purifier",
+            Model::Shower => "shower",
+        }
+    }
+}
+
+/// Smart toilet counters and temperatures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToiletReading {
+    /// Seat occupancy sessions, cumulative.
+    pub seat_sessions: u32,
+    /// Bidet washes, cumulative.
+    pub washes: u32,
+    /// Seconds of washing, cumulative.
+    pub wash_seconds: u32,
+    /// Flushes, cumulative.
+    pub flushes: u32,
+    /// Water used, millilitres, cumulative.
+    pub water_ml: u64,
+    /// Heater energy, watt-hours, cumulative.
+    pub heater_wh: u32,
+    /// Wash water temperature now, °C.
+    pub water_temp_c: f32,
+    /// Seat temperature now, °C.
+    pub seat_temp_c: f32,
+}
+
+/// Water purifier counters, water quality and cartridges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurifierReading {
+    /// Water dispensed, millilitres, cumulative.
+    pub dispensed_ml: u64,
+    /// Total dissolved solids at the inlet, ppm.
+    pub tds_in_ppm: u16,
+    /// Total dissolved solids at the outlet, ppm.
+    pub tds_out_ppm: u16,
+    /// Inlet pressure, kPa.
+    pub inlet_pressure_kpa: f32,
+    /// Pump running time, seconds, cumulative.
+    pub pump_seconds: u32,
+    /// Each cartridge's state.
+    pub cartridges: heapless::Vec<Cartridge, MAX_CARTRIDGES>,
+}
+
+/// Thermostatic shower counters, temperature, pressure and filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowerReading {
+    /// Showers taken, cumulative.
+    pub showers: u32,
+    /// Water used, millilitres, cumulative.
+    pub water_ml: u64,
+    /// Seconds of showering, cumulative.
+    pub shower_seconds: u32,
+    /// Mixed water temperature now (or of the last shower), °C.
+    pub temp_c: f32,
+    /// Supply pressure, kPa.
+    pub pressure_kpa: f32,
+    /// The shower's filter cartridge(s).
+    pub cartridges: heapless::Vec<Cartridge, MAX_CARTRIDGES>,
+}
+
+/// One replaceable filter cartridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cartridge {
+    /// Slot number on the fixture, 0-based, unique within a reading.
+    pub slot: u8,
+    /// What the cartridge is.
+    pub kind: CartridgeKind,
+    /// Water through this cartridge since it was last replaced, millilitres.
+    pub ml_since_replacement: u64,
+    /// How many times this slot's cartridge has been replaced, cumulative.
+    /// A change of this counter is how the gateway learns of a replacement.
+    pub replacements: u32,
+}
+
+/// Kinds of filter cartridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CartridgeKind {
+    /// Sediment pre-filter (PP cotton).
+    Sediment,
+    /// Activated carbon block.
+    Carbon,
+    /// Reverse-osmosis membrane.
+    ReverseOsmosis,
+    /// Shower filter (e.g. vitamin C / KDF).
+    Shower,
+}
+
+impl CartridgeKind {
+    /// Lower-case name as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CartridgeKind::Sediment => "sediment",
+            CartridgeKind::Carbon => "carbon",
+            CartridgeKind::ReverseOsmosis => "reverse_osmosis",
+            CartridgeKind::Shower => "shower",
+        }
+    }
+}
+
+/// Something that happened, on `fixtures/{id}/event`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Schema version, always [`crate::SCHEMA_VERSION`].
+    pub v: u8,
+    /// Must equal the device id of the topic.
+    pub device_id: DeviceId,
+    /// Boot counter (see [`Telemetry::boot_id`]).
+    pub boot_id: u32,
+    /// Message counter since boot, shared with telemetry.
+    pub seq: u32,
+    /// Device time of the event, UTC ms since the Unix epoch.
+    pub ts: i64,
+    /// What happened.
+    pub event: EventKind,
+}
+
+/// The kinds of event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A usage session ended.
+    Session(Session),
+    /// A fault was raised or cleared.
+    Fault(FaultEvent),
+}
+
+/// A finished usage session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    /// What kind of use it was.
+    pub kind: SessionKind,
+    /// Device time the session started, UTC ms; not after the event's `ts`.
+    pub started_ts: i64,
+    /// How long it lasted, seconds.
+    pub duration_s: u32,
+    /// Water used during the session, millilitres.
+    pub water_ml: u32,
+    /// Energy used during the session, watt-hours (0 if not metered).
+    #[serde(default)]
+    pub energy_wh: u32,
+    /// Mean water temperature during the session, °C, where measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temp_c: Option<f32>,
+}
+
+/// Kinds of usage session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// Someone sat on a toilet seat.
+    Seat,
+    /// A bidet wash.
+    Wash,
+    /// A flush.
+    Flush,
+    /// A purifier dispensed water.
+    Dispense,
+    /// A shower.
+    Shower,
+}
+
+impl SessionKind {
+    /// Lower-case name as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Seat => "seat",
+            SessionKind::Wash => "wash",
+            SessionKind::Flush => "flush",
+            SessionKind::Dispense => "dispense",
+            SessionKind::Shower => "shower",
+        }
+    }
+}
+
+/// A fault raised or cleared by the device's own detection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultEvent {
+    /// Which fault.
+    pub code: FaultCode,
+    /// How bad it is.
+    pub severity: Severity,
+    /// Raised or cleared.
+    pub state: FaultState,
+    /// The reading that tripped (or cleared) the fault, in the unit the code implies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f32>,
+}
+
+/// Fault codes of contract v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultCode {
+    /// Water flows with no usage session (value: flow in ml/min).
+    Leak,
+    /// A wash or flush valve did not close (value: seconds open).
+    ValveStuck,
+    /// Heater above its safe temperature (value: °C).
+    HeaterOverTemp,
+    /// Heater does not heat (value: °C reached).
+    HeaterFailure,
+    /// A sensor failed to answer after retries (value: sensor index).
+    SensorError,
+    /// Inlet pressure below the working minimum (value: kPa).
+    LowInletPressure,
+    /// The inlet screen is clogging: pressure fine, flow falling (value: flow ratio 0..1).
+    InletClog,
+    /// Main-board self-test failure (value: error register).
+    MainBoard,
+}
+
+impl FaultCode {
+    /// Lower-case name as in JSON; also the InfluxDB tag value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FaultCode::Leak => "leak",
+            FaultCode::ValveStuck => "valve_stuck",
+            FaultCode::HeaterOverTemp => "heater_over_temp",
+            FaultCode::HeaterFailure => "heater_failure",
+            FaultCode::SensorError => "sensor_error",
+            FaultCode::LowInletPressure => "low_inlet_pressure",
+            FaultCode::InletClog => "inlet_clog",
+            FaultCode::MainBoard => "main_board",
+        }
+    }
+}
+
+/// Fault severity, from least to most urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Needs attention soon.
+    Warning,
+    /// Needs a repair.
+    Major,
+    /// Needs action now (water damage, safety).
+    Critical,
+}
+
+impl Severity {
+    /// Lower-case name as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Whether a fault event raises or clears the fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultState {
+    /// The condition began.
+    Raised,
+    /// The condition ended.
+    Cleared,
+}
+
+/// Online or offline, on `fixtures/{id}/status`, retained; the offline form is the last will.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    /// Schema version, always [`crate::SCHEMA_VERSION`].
+    pub v: u8,
+    /// Must equal the device id of the topic.
+    pub device_id: DeviceId,
+    /// Device time, UTC ms. For a last will, the time the will was registered (at connect).
+    pub ts: i64,
+    /// Online or offline.
+    pub state: Presence,
+    /// The fixture model.
+    pub model: Model,
+    /// Firmware version, optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fw: Option<FirmwareVersion>,
+}
+
+/// Device presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Connected.
+    Online,
+    /// Disconnected (clean or by last will).
+    Offline,
+}
+
+/// A command from the gateway, on `fixtures/{id}/cmd`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// Schema version, always [`crate::SCHEMA_VERSION`].
+    pub v: u8,
+    /// Gateway-assigned id, echoed by the device in logs; commands are idempotent by id.
+    pub cmd_id: u32,
+    /// Gateway time the command was issued, UTC ms.
+    pub ts: i64,
+    /// What to do.
+    pub command: CommandKind,
+}
+
+/// Commands a fixture understands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandKind {
+    /// Report telemetry every `seconds` seconds.
+    SetReportInterval {
+        /// Interval, 10 to 86 400 seconds.
+        seconds: u32,
+    },
+    /// A technician replaced the cartridge in `slot`: reset its counter.
+    ResetCartridge {
+        /// Slot number.
+        slot: u8,
+    },
+    /// Run the self-test and report faults.
+    SelfTest,
+}

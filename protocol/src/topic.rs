@@ -1,0 +1,150 @@
+//! MQTT topic layout: `fixtures/{device_id}/{channel}`.
+//!
+//! The device id in the topic is what the broker's ACL vouches for (a device
+//! may only publish under its own subtree), so the gateway trusts it over the
+//! payload and rejects a payload that names another device.
+
+use core::fmt::Write;
+
+use crate::{is_valid_device_id, DeviceId};
+
+/// First topic level of every fixture topic.
+pub const ROOT: &str = "fixtures";
+
+/// Subscription filter the gateway uses for everything fixtures publish.
+pub const GATEWAY_FILTERS: [&str; 3] = ["fixtures/+/telemetry", "fixtures/+/event", "fixtures/+/status"];
+
+/// The last topic level: what kind of message travels on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// Periodic state and cumulative counters (device to gateway, QoS 1).
+    Telemetry,
+    /// A usage session ended, or a fault was raised or cleared (device to gateway, QoS 1).
+    Event,
+    /// Online or offline; retained, and the device's last will (device to gateway).
+    Status,
+    /// A command (gateway to device, QoS 1).
+    Cmd,
+}
+
+impl Channel {
+    /// The topic level for this channel.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Channel::Telemetry => "telemetry",
+            Channel::Event => "event",
+            Channel::Status => "status",
+            Channel::Cmd => "cmd",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "telemetry" => Channel::Telemetry,
+            "event" => Channel::Event,
+            "status" => Channel::Status,
+            "cmd" => Channel::Cmd,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed fixture topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    /// The device the topic belongs to.
+    pub device_id: DeviceId,
+    /// Which kind of message travels on it.
+    pub channel: Channel,
+}
+
+/// Why a topic is not a fixture topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not of the form `fixtures/{device_id}/{channel}`.
+    Shape,
+    /// The device id level is empty, too long or has characters outside `[a-z0-9-_]`.
+    DeviceId,
+    /// The last level is not one of telemetry, event, status, cmd.
+    Channel,
+}
+
+impl TopicError {
+    /// A stable, machine-readable reason code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            TopicError::Shape => "topic_shape",
+            TopicError::DeviceId => "topic_device_id",
+            TopicError::Channel => "topic_channel",
+        }
+    }
+}
+
+impl core::fmt::Display for TopicError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            TopicError::Shape => "topic is not fixtures/{device_id}/{channel}",
+            TopicError::DeviceId => "device id in topic is empty, longer than 32 bytes or not [a-z0-9-_]",
+            TopicError::Channel => "topic channel is not telemetry, event, status or cmd",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for TopicError {}
+
+impl Topic {
+    /// Parses `fixtures/{device_id}/{channel}`.
+    pub fn parse(topic: &str) -> Result<Topic, TopicError> {
+        let mut levels = topic.split('/');
+        let (Some(root), Some(id), Some(channel), None) =
+            (levels.next(), levels.next(), levels.next(), levels.next())
+        else {
+            return Err(TopicError::Shape);
+        };
+        if root != ROOT {
+            return Err(TopicError::Shape);
+        }
+        if !is_valid_device_id(id) {
+            return Err(TopicError::DeviceId);
+        }
+        let channel = Channel::parse(channel).ok_or(TopicError::Channel)?;
+        let device_id = DeviceId::try_from(id).map_err(|_| TopicError::DeviceId)?;
+        Ok(Topic { device_id, channel })
+    }
+
+    /// Formats the topic for `device_id` and `channel` into a bounded string.
+    pub fn format(device_id: &str, channel: Channel) -> heapless::String<64> {
+        let mut s = heapless::String::new();
+        // 9 + 32 + 1 + 9 bytes at most: always fits in 64.
+        let _ = write!(s, "{ROOT}/{device_id}/{}", channel.as_str());
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_channel() {
+        for ch in [Channel::Telemetry, Channel::Event, Channel::Status, Channel::Cmd] {
+            let t = Topic::format("purifier-7", ch);
+            let parsed = Topic::parse(&t).unwrap();
+            assert_eq!(parsed.device_id.as_str(), "purifier-7");
+            assert_eq!(parsed.channel, ch);
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_topics() {
+        assert_eq!(Topic::parse("fixtures/a/telemetry/x"), Err(TopicError::Shape));
+        assert_eq!(Topic::parse("devices/a/telemetry"), Err(TopicError::Shape));
+        assert_eq!(Topic::parse("fixtures//telemetry"), Err(TopicError::DeviceId));
+        assert_eq!(Topic::parse("fixtures/A,b=c/telemetry"), Err(TopicError::DeviceId));
+        assert_eq!(Topic::parse(&"fixtures/".repeat(1)), Err(TopicError::Shape));
+        let long = "fixtures/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/event";
+        assert_eq!(Topic::parse(long), Err(TopicError::DeviceId));
+        assert_eq!(Topic::parse("fixtures/a/metrics"), Err(TopicError::Channel));
+    }
+}
