@@ -1,0 +1,233 @@
+//! File-level helpers shared by the NAB binaries (`nab-detect`, `nab-score`,
+//! `nab-eval`): streaming detection of one CSV file, loading results, and the
+//! printed per-file / totals report. All the file I/O of the crate lives here.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use analytics::nab::csv::check_data_header;
+use analytics::nab::labels::Window;
+use analytics::nab::{parse_data_line, parse_profiles, parse_results_csv, parse_windows};
+use analytics::nab::{score_corpus, FileScores, Profile, ProfileResult};
+use analytics::{DetectorConfig, StreamingDetector};
+
+/// Minimal `--flag value` argument parser.
+pub struct Args {
+    pairs: Vec<(String, String)>,
+}
+
+impl Args {
+    /// Parse `std::env::args()`, accepting only the given flags.
+    pub fn parse(allowed: &[&str], usage: &str) -> Result<Self, String> {
+        let mut pairs = Vec::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            if a == "-h" || a == "--help" {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            if !allowed.contains(&a.as_str()) {
+                return Err(format!("unknown argument {a:?}\n{usage}"));
+            }
+            let v = it.next().ok_or_else(|| format!("{a} needs a value\n{usage}"))?;
+            pairs.push((a, v));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// Value of a flag, if given.
+    pub fn get(&self, flag: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == flag).map(|(_, v)| v.as_str())
+    }
+
+    /// All values of a repeatable flag, in order.
+    pub fn get_all(&self, flag: &str) -> Vec<&str> {
+        self.pairs.iter().filter(|(k, _)| k == flag).map(|(_, v)| v.as_str()).collect()
+    }
+
+    /// Value of a required flag.
+    pub fn require(&self, flag: &str) -> Result<&str, String> {
+        self.get(flag).ok_or_else(|| format!("missing required {flag}"))
+    }
+}
+
+/// Run the detector over one NAB data file in a single streaming pass, writing
+/// `timestamp,value,anomaly_score`. Returns the rows written.
+pub fn detect_file(input: &Path, output: &Path, cfg: DetectorConfig) -> Result<usize, String> {
+    let inp = File::open(input).map_err(|e| format!("{}: cannot open: {e}", input.display()))?;
+    if let Some(dir) = output.parent() {
+        if !dir.as_os_str().is_empty() {
+            fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+        }
+    }
+    let out = File::create(output).map_err(|e| format!("{}: cannot create: {e}", output.display()))?;
+    let mut reader = BufReader::new(inp);
+    let mut w = BufWriter::new(out);
+    let mut det = StreamingDetector::new(cfg).map_err(|e| e.to_string())?;
+    let werr = |e: std::io::Error| format!("{}: write failed: {e}", output.display());
+    let mut line = String::new();
+    let mut line_no = 0usize;
+    let mut rows = 0usize;
+    loop {
+        line.clear();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| format!("{}:{}: read failed: {e}", input.display(), line_no + 1))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if line_no == 1 {
+            check_data_header(&line).map_err(|e| format!("{}: {e}", input.display()))?;
+            writeln!(w, "timestamp,value,anomaly_score").map_err(werr)?;
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = parse_data_line(&line, line_no).map_err(|e| format!("{}: {e}", input.display()))?;
+        let score = det.update(row.ts_ms, row.value);
+        let value_text = line.trim_end_matches(['\r', '\n']).split(',').nth(1).unwrap_or("").trim();
+        writeln!(w, "{},{},{}", row.timestamp_text, value_text, score).map_err(werr)?;
+        rows += 1;
+    }
+    if line_no == 0 {
+        return Err(format!("{}: empty file (expected header `timestamp,value`)", input.display()));
+    }
+    w.flush().map_err(werr)?;
+    Ok(rows)
+}
+
+/// Apply `name=value` overrides (from `--set`) to a detector configuration.
+pub fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<DetectorConfig, String> {
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects name=value, got {s:?}"))?;
+        let x: f64 = v.trim().parse().map_err(|_| format!("--set {k}: {v:?} is not a number"))?;
+        match k.trim() {
+            "warmup" => cfg.warmup = x as u32,
+            "level_alpha" => cfg.level_alpha = x,
+            "scale_alpha" => cfg.scale_alpha = x,
+            "slow_alpha" => cfg.slow_alpha = x,
+            "season_alpha" => cfg.season_alpha = x,
+            "season_period_ms" => cfg.season_period_ms = x as i64,
+            "season_min_cycles" => cfg.season_min_cycles = x as u32,
+            "long_alpha" => cfg.long_alpha = x,
+            "clip" => cfg.clip = x,
+            "refractory_decay" => cfg.refractory_decay = x,
+            "rel_scale_floor" => cfg.rel_scale_floor = x,
+            other => return Err(format!("--set: unknown detector parameter {other:?}")),
+        }
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// Read a whole text file with a helpful error.
+pub fn read_text(path: &Path) -> Result<String, String> {
+    fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+}
+
+/// Load windows.json.
+pub fn load_windows(path: &Path) -> Result<BTreeMap<String, Vec<Window>>, String> {
+    parse_windows(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Load profiles.json.
+pub fn load_profiles(path: &Path) -> Result<Vec<Profile>, String> {
+    parse_profiles(&read_text(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Count data rows (non-empty lines after the header) of a data file.
+pub fn count_data_rows(path: &Path) -> Result<usize, String> {
+    Ok(read_text(path)?.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+}
+
+/// Load the results of every file listed in windows.json from `results/<key>`.
+pub fn load_results(
+    results: &Path,
+    windows: &BTreeMap<String, Vec<Window>>,
+    data: Option<&Path>,
+) -> Result<Vec<FileScores>, String> {
+    let mut files = Vec::new();
+    for key in windows.keys() {
+        let path = results.join(key);
+        let rows = parse_results_csv(&read_text(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(d) = data {
+            let want = count_data_rows(&d.join(key))?;
+            if want != rows.len() {
+                return Err(format!("{}: {} rows, but the data file has {want}", path.display(), rows.len()));
+            }
+        }
+        let (timestamps, scores) = rows.into_iter().unzip();
+        files.push(FileScores { key: key.clone(), timestamps, scores });
+    }
+    Ok(files)
+}
+
+/// Score all profiles and print the per-file table and the totals.
+pub fn score_and_print(
+    files: &[FileScores],
+    windows: &BTreeMap<String, Vec<Window>>,
+    profiles: &[Profile],
+) -> Result<Vec<ProfileResult>, String> {
+    let results: Vec<ProfileResult> = profiles
+        .iter()
+        .map(|p| score_corpus(files, windows, p))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    print!("{:<58} {:>4}", "file", "win");
+    for r in &results {
+        print!(" | {:>18}", short_name(&r.profile.name));
+    }
+    println!();
+    print!("{:<58} {:>4}", "", "");
+    for _ in &results {
+        print!(" | {:>7} {:>4} {:>5}", "raw", "tp", "fp");
+    }
+    println!();
+    for (i, f) in files.iter().enumerate() {
+        let nw = windows.get(&f.key).map_or(0, Vec::len);
+        print!("{:<58} {:>4}", f.key, nw);
+        for r in &results {
+            let s = &r.per_file[i].1;
+            print!(" | {:>7.3} {:>4} {:>5}", s.score, s.detected_windows, s.false_positives);
+        }
+        println!();
+    }
+    println!();
+    println!(
+        "{:<20} {:>10} {:>10} {:>10} {:>10} {:>6} {:>6} {:>6} {:>10}",
+        "profile", "threshold", "raw", "null", "perfect", "tp", "fn", "fp", "NAB score"
+    );
+    for r in &results {
+        println!(
+            "{:<20} {:>10.5} {:>10.3} {:>10.3} {:>10.3} {:>6} {:>6} {:>6} {:>10.2}",
+            r.profile.name,
+            r.best.threshold,
+            r.best.score,
+            r.null_score,
+            r.perfect_score,
+            r.best.detected_windows,
+            r.best.missed_windows,
+            r.best.false_positives,
+            r.normalized
+        );
+    }
+    Ok(results)
+}
+
+fn short_name(n: &str) -> &str {
+    match n {
+        "reward_low_FP_rate" => "low_FP",
+        "reward_low_FN_rate" => "low_FN",
+        other => other,
+    }
+}
+
+/// `dir/<key>` for a windows.json key.
+pub fn keyed(dir: &Path, key: &str) -> PathBuf {
+    dir.join(key)
+}
