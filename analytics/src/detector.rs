@@ -1,27 +1,29 @@
 //! Online, per-series anomaly detector ([`StreamingDetector`]).
 //!
 //! Each update is O(1) in time and the state is a fixed-size struct (well under
-//! 1 KiB), so one detector can run per device metric. Scores use only the points
-//! seen so far (no look-ahead) and event time only (no clock). The method:
+//! 1 KiB), so one detector can run per device metric. The score of a point uses only
+//! that point and the points before it (no look-ahead) and event time only (no clock).
 //!
-//! 1. **Prediction and robust scale.** Two predictors of the next value: a level
-//!    (EWMA) predictor and a daily-seasonal predictor (a slow level plus a
-//!    time-of-day profile of `SEASON_BUCKETS` buckets, indexed by event time). Each
-//!    has an EWMA mean-absolute-error scale. The surprise of a point is the smaller of
-//!    the two absolute errors in units of the respective scale (the better model wins).
-//! 2. **Point evidence.** Under a Laplace model of the errors, `P(|e| > x) = exp(-x/b)`,
-//!    so `-ln P` grows linearly with the standardised error; it is mapped to `[0, 1]`
-//!    like NAB's log-likelihood scores (1 at a tail probability of 1e-10).
-//! 3. **Anomaly likelihood** (as in Numenta's NAB detectors): the mean of the last
-//!    `SHORT_WINDOW` per-point surprise probabilities is compared with the long-run
-//!    distribution (EWMA mean and variance) of that mean; its Gaussian tail probability
-//!    gives the evidence that the recent regime differs from the learned one, which
-//!    catches sustained changes that no single point reveals.
+//! Method:
+//!
+//! 1. **Prediction and robust scale.** Two predictors of each value: a level (EWMA)
+//!    predictor and a daily-seasonal predictor (a slow level plus a time-of-day
+//!    profile of [`SEASON_BUCKETS`] buckets indexed by event time). Each has an EWMA
+//!    mean-absolute-error scale, updated with errors clipped at `clip` scales so that
+//!    outliers do not inflate it. The standardised error `z` of a point is the smaller
+//!    of the two (the model that explains the point better wins).
+//! 2. **Point evidence.** Under a Laplace error model `P(|E| > z·b) = exp(-z)`, so the
+//!    log tail probability is `-z`; it is mapped to `[0, 1]` NAB-style (`-ln p / -ln 1e-10`).
+//! 3. **Anomaly likelihood** (after Numenta's NAB detectors): the mean of the last
+//!    [`SHORT_WINDOW`] per-point surprise probabilities `1 - exp(-z)` is compared with the
+//!    long-run (EWMA) mean and variance of that mean; its Gaussian upper-tail
+//!    probability is the evidence that the recent regime differs from the learned one,
+//!    which catches sustained shifts that no single point reveals.
 //! 4. **Combination and refractory suppression.** The evidence is the larger of the
-//!    two; the score reported is the evidence in excess of a decaying memory of the
-//!    recent peak evidence, so one event gives one strong alarm, not a burst.
+//!    two; the reported score is the evidence in excess of a decaying memory of the
+//!    recent peak evidence, so one event gives one strong alarm rather than a burst.
 //!
-//! Non-finite values are ignored (state unchanged, score 0).
+//! Non-finite values are ignored: the state is not touched and the score is 0.
 
 use statrs::function::erf::erfc;
 
@@ -32,10 +34,11 @@ pub const SEASON_BUCKETS: usize = 48;
 /// Length of the short window of the anomaly-likelihood stage.
 pub const SHORT_WINDOW: usize = 10;
 
-/// `-ln(1e-10)`: tail probability that maps to score 1.
+/// `-ln(1e-10)`: the log tail probability that maps to score 1.
 const LN_TAIL_FLOOR: f64 = 23.025_850_929_940_457;
 
-/// Detector parameters. [`DetectorConfig::default`] is the tuned general-purpose set.
+/// Detector parameters. [`DetectorConfig::default`] is the general-purpose set used
+/// by `nab-detect`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetectorConfig {
     /// Points seen before any non-zero score is reported.
@@ -50,16 +53,20 @@ pub struct DetectorConfig {
     pub season_alpha: f64,
     /// Seasonal period in milliseconds of event time (0 disables the seasonal model).
     pub season_period_ms: i64,
-    /// Visits per bucket (on average) before the seasonal predictor is trusted.
+    /// Visits of a bucket before the seasonal predictor is trusted there.
     pub season_min_cycles: u32,
     /// EWMA rate of the long-run distribution of the short-window mean.
     pub long_alpha: f64,
-    /// Residuals are clipped at this many scale units when updating the scales.
+    /// Errors are clipped at this many scale units when updating the scales.
     pub clip: f64,
     /// Per-point decay of the refractory peak memory (0 disables suppression).
     pub refractory_decay: f64,
-    /// Relative floor of the scales (fraction of |level|) to keep flat series sane.
+    /// Relative floor of the scales (fraction of |slow level|), for flat series.
     pub rel_scale_floor: f64,
+    /// Weight of the point evidence (0 disables it).
+    pub point_weight: f64,
+    /// Weight of the anomaly-likelihood evidence (0 disables it).
+    pub likelihood_weight: f64,
 }
 
 impl Default for DetectorConfig {
@@ -74,27 +81,39 @@ impl Default for DetectorConfig {
             season_min_cycles: 2,
             long_alpha: 0.001,
             clip: 6.0,
-            refractory_decay: 0.99,
+            refractory_decay: 0.995,
             rel_scale_floor: 1e-3,
+            point_weight: 1.0,
+            likelihood_weight: 1.0,
         }
     }
 }
 
 impl DetectorConfig {
-    /// Check all parameters are in range.
+    /// Check that all parameters are in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let unit = |name: &'static str, v: f64| {
+        let rate = |name: &'static str, v: f64| {
             if v > 0.0 && v <= 1.0 {
                 Ok(())
             } else {
                 Err(ConfigError::OutOfRange { name, value: v, reason: "must be in (0, 1]" })
             }
         };
-        unit("level_alpha", self.level_alpha)?;
-        unit("scale_alpha", self.scale_alpha)?;
-        unit("slow_alpha", self.slow_alpha)?;
-        unit("season_alpha", self.season_alpha)?;
-        unit("long_alpha", self.long_alpha)?;
+        rate("level_alpha", self.level_alpha)?;
+        rate("scale_alpha", self.scale_alpha)?;
+        rate("slow_alpha", self.slow_alpha)?;
+        rate("season_alpha", self.season_alpha)?;
+        rate("long_alpha", self.long_alpha)?;
+        let nonneg = |name: &'static str, v: f64| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange { name, value: v, reason: "must be finite and >= 0" })
+            }
+        };
+        nonneg("rel_scale_floor", self.rel_scale_floor)?;
+        nonneg("point_weight", self.point_weight)?;
+        nonneg("likelihood_weight", self.likelihood_weight)?;
         if !(self.clip > 0.0 && self.clip.is_finite()) {
             return Err(ConfigError::OutOfRange { name: "clip", value: self.clip, reason: "must be > 0" });
         }
@@ -103,13 +122,6 @@ impl DetectorConfig {
                 name: "refractory_decay",
                 value: self.refractory_decay,
                 reason: "must be in [0, 1)",
-            });
-        }
-        if !(self.rel_scale_floor >= 0.0 && self.rel_scale_floor.is_finite()) {
-            return Err(ConfigError::OutOfRange {
-                name: "rel_scale_floor",
-                value: self.rel_scale_floor,
-                reason: "must be >= 0",
             });
         }
         if self.season_period_ms < 0 {
@@ -132,17 +144,17 @@ pub struct StreamingDetector {
     level_scale: f64,
     slow: f64,
     season_scale: f64,
+    long_mean: f64,
+    long_var: f64,
+    ring_sum: f64,
+    peak: f64,
+    last_score: f64,
     season: [f32; SEASON_BUCKETS],
     season_seen: [u8; SEASON_BUCKETS],
     ring: [f32; SHORT_WINDOW],
-    ring_sum: f64,
-    long_mean: f64,
-    long_var: f64,
-    peak: f64,
-    last_score: f64,
 }
 
-/// Score in `[0, 1]` from a tail probability, NAB style: `-ln(p) / -ln(1e-10)`.
+/// Score in `[0, 1]` from `-ln p`, NAB style: `-ln(p) / -ln(1e-10)`.
 fn tail_to_score(neg_ln_p: f64) -> f64 {
     (neg_ln_p / LN_TAIL_FLOOR).clamp(0.0, 1.0)
 }
@@ -169,14 +181,14 @@ impl StreamingDetector {
             level_scale: 0.0,
             slow: 0.0,
             season_scale: 0.0,
+            long_mean: 0.0,
+            long_var: 0.0,
+            ring_sum: 0.0,
+            peak: 0.0,
+            last_score: 0.0,
             season: [0.0; SEASON_BUCKETS],
             season_seen: [0; SEASON_BUCKETS],
             ring: [0.0; SHORT_WINDOW],
-            ring_sum: 0.0,
-            long_mean: 0.0,
-            long_var: 0.0,
-            peak: 0.0,
-            last_score: 0.0,
         })
     }
 
@@ -195,7 +207,7 @@ impl StreamingDetector {
         self.last_score
     }
 
-    /// Bytes of state per series (`size_of::<StreamingDetector>()`).
+    /// Bytes of state per series (`size_of::<StreamingDetector>()`, config included).
     pub const fn state_size() -> usize {
         std::mem::size_of::<Self>()
     }
@@ -205,11 +217,12 @@ impl StreamingDetector {
         if p <= 0 {
             return None;
         }
-        let phase = ts_ms.rem_euclid(p) as i128;
-        Some(((phase * SEASON_BUCKETS as i128) / p as i128) as usize % SEASON_BUCKETS)
+        let phase = i128::from(ts_ms.rem_euclid(p));
+        Some(((phase * SEASON_BUCKETS as i128) / i128::from(p)) as usize % SEASON_BUCKETS)
     }
 
-    /// Feed one observation (event time in ms, value) and get its anomaly score in `[0, 1]`.
+    /// Feed one observation (event time in ms, value) and get its anomaly score in
+    /// `[0, 1]`. Non-finite values return 0 and leave the state unchanged.
     pub fn update(&mut self, ts_ms: i64, value: f64) -> f64 {
         if !value.is_finite() {
             return 0.0;
@@ -224,60 +237,62 @@ impl StreamingDetector {
             return 0.0;
         }
         self.n += 1;
+        let scoring = self.n > u64::from(c.warmup);
         let floor = (c.rel_scale_floor * self.slow.abs()).max(1e-9);
 
-        // 1. Predictions and their standardised errors.
+        // 1. Predictions and standardised error (the better model wins).
         let e_level = value - self.level;
-        let b_level = self.level_scale.max(floor);
-        let mut z = e_level.abs() / b_level;
-        let mut e_season = None;
+        let mut z = e_level.abs() / self.level_scale.max(floor);
+        let mut season_err = None;
         if let Some(b) = bucket {
-            let ready = self.season_seen[b] as u32 >= c.season_min_cycles;
             let e = value - (self.slow + f64::from(self.season[b]));
+            let ready = u32::from(self.season_seen[b]) >= c.season_min_cycles;
             if ready && self.season_scale > 0.0 {
                 z = z.min(e.abs() / self.season_scale.max(floor));
             }
-            e_season = Some(e);
+            season_err = Some((b, e, ready));
         }
 
-        // 2. Point evidence (Laplace tail) and per-point surprise probability.
-        let point = if self.n as u32 > c.warmup { tail_to_score(z) } else { 0.0 };
-        let surprise = 1.0 - (-z).exp(); // P(|E| < |e|) under Laplace
+        // 2. Point evidence under a Laplace error model.
+        let point = if scoring { tail_to_score(z) } else { 0.0 };
 
         // 3. Anomaly likelihood of the short window under the long-run distribution.
-        let slot = (self.n as usize) % SHORT_WINDOW;
-        self.ring_sum += surprise - f64::from(self.ring[slot]);
-        self.ring[slot] = surprise as f32;
+        let surprise = (1.0 - (-z).exp()) as f32;
+        let slot = (self.n % SHORT_WINDOW as u64) as usize;
+        self.ring_sum += f64::from(surprise) - f64::from(self.ring[slot]);
+        self.ring[slot] = surprise;
         let short = self.ring_sum / SHORT_WINDOW as f64;
-        let mut likelihood = 0.0;
-        if self.n as u32 > c.warmup {
+        let likelihood = if scoring {
             let sd = self.long_var.max(1e-6).sqrt();
-            likelihood = tail_to_score(neg_ln_gauss_tail((short - self.long_mean) / sd));
-        }
-        let la = c.long_alpha.max(1.0 / self.n as f64);
+            tail_to_score(neg_ln_gauss_tail((short - self.long_mean) / sd))
+        } else {
+            0.0
+        };
+
+        // Model updates, after this point's evidence has been computed.
+        let inv_n = 1.0 / self.n as f64;
+        let la = c.long_alpha.max(inv_n);
         let d = short - self.long_mean;
         self.long_mean += la * d;
         self.long_var = (1.0 - la) * (self.long_var + la * d * d);
-
-        // Model updates (after scoring: no look-ahead into the current point's score).
-        let sa = c.scale_alpha.max(1.0 / self.n as f64);
+        let sa = c.scale_alpha.max(inv_n);
         let clip = |e: f64, b: f64| if b > 0.0 { e.abs().min(c.clip * b) } else { e.abs() };
         self.level_scale += sa * (clip(e_level, self.level_scale) - self.level_scale);
         self.level += c.level_alpha * e_level;
-        if let (Some(b), Some(e)) = (bucket, e_season) {
-            if self.season_seen[b] as u32 >= c.season_min_cycles {
+        if let Some((b, e, ready)) = season_err {
+            if ready {
                 self.season_scale += sa * (clip(e, self.season_scale) - self.season_scale);
             }
-            let dev = value - self.slow;
             let seen = self.season_seen[b];
             let ba = c.season_alpha.max(1.0 / (f64::from(seen) + 1.0));
+            let dev = value - self.slow;
             self.season[b] += (ba * (dev - f64::from(self.season[b]))) as f32;
             self.season_seen[b] = seen.saturating_add(1);
-            self.slow += c.slow_alpha.max(1.0 / self.n as f64) * (value - self.slow);
+            self.slow += c.slow_alpha.max(inv_n) * (value - self.slow);
         }
 
-        // 4. Combine and suppress repeats.
-        let evidence = point.max(likelihood);
+        // 4. Combine, then keep only the excess over the decaying recent peak.
+        let evidence = (c.point_weight * point).max(c.likelihood_weight * likelihood).clamp(0.0, 1.0);
         let score = if c.refractory_decay > 0.0 {
             let prev_peak = self.peak * c.refractory_decay;
             self.peak = prev_peak.max(evidence);
@@ -285,7 +300,6 @@ impl StreamingDetector {
         } else {
             evidence
         };
-        let score = score.clamp(0.0, 1.0);
         self.last_score = score;
         score
     }
@@ -294,6 +308,31 @@ impl StreamingDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const STEP: i64 = 300_000;
+
+    /// Deterministic pseudo-random noise in [-0.5, 0.5).
+    fn noise(seed: &mut u64) -> f64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    }
+
+    fn noisy_series(n: usize) -> Vec<(i64, f64)> {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|i| {
+                let v = 50.0 + 10.0 * (i as f64 * std::f64::consts::TAU / 288.0).sin() + noise(&mut s);
+                (i as i64 * STEP, v)
+            })
+            .collect()
+    }
+
+    fn run(points: &[(i64, f64)]) -> Vec<f64> {
+        let mut d = StreamingDetector::new(DetectorConfig::default()).expect("default config is valid");
+        points.iter().map(|&(t, v)| d.update(t, v)).collect()
+    }
 
     #[test]
     fn state_is_small() {
@@ -306,5 +345,80 @@ mod tests {
         assert!(StreamingDetector::new(cfg).is_err());
         let cfg = DetectorConfig { refractory_decay: 1.0, ..DetectorConfig::default() };
         assert!(StreamingDetector::new(cfg).is_err());
+        let cfg = DetectorConfig { clip: f64::NAN, ..DetectorConfig::default() };
+        assert!(StreamingDetector::new(cfg).is_err());
+    }
+
+    #[test]
+    fn flat_series_scores_zero() {
+        let pts: Vec<(i64, f64)> = (0..2000).map(|i| (i * STEP, 42.0)).collect();
+        assert!(run(&pts).iter().all(|&s| s == 0.0));
+    }
+
+    #[test]
+    fn scores_in_unit_interval_and_noise_is_low() {
+        let pts = noisy_series(3000);
+        let s = run(&pts);
+        assert!(s.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        let late_max = s[1000..].iter().cloned().fold(0.0, f64::max);
+        assert!(late_max < 0.3, "noise max {late_max}");
+    }
+
+    #[test]
+    fn big_spike_scores_high() {
+        let mut pts = noisy_series(3000);
+        pts[2500].1 += 40.0;
+        let s = run(&pts);
+        let before = s[1000..2500].iter().cloned().fold(0.0, f64::max);
+        assert!(s[2500] > 0.9, "spike score {}", s[2500]);
+        assert!(s[2500] > 3.0 * before, "spike {} vs background {before}", s[2500]);
+    }
+
+    #[test]
+    fn level_shift_is_detected_once() {
+        let mut pts = noisy_series(3000);
+        for p in &mut pts[2000..] {
+            p.1 += 15.0;
+        }
+        let s = run(&pts);
+        assert!(s[2000..2010].iter().cloned().fold(0.0, f64::max) > 0.5);
+        // The refractory memory keeps the aftermath quiet.
+        let after = s[2020..2100].iter().filter(|&&x| x > 0.5).count();
+        assert!(after <= 2, "{after} repeated alarms");
+    }
+
+    #[test]
+    fn no_look_ahead() {
+        let mut pts = noisy_series(1500);
+        pts[900].1 += 30.0;
+        let full = run(&pts);
+        for cut in [1, 150, 899, 901, 1200] {
+            let prefix = run(&pts[..cut]);
+            assert_eq!(prefix, full[..cut].to_vec(), "prefix of {cut} differs");
+        }
+    }
+
+    #[test]
+    fn non_finite_values_do_not_poison_state() {
+        let pts = noisy_series(1500);
+        let clean = run(&pts);
+        let mut d = StreamingDetector::new(DetectorConfig::default()).expect("valid");
+        let mut got = Vec::new();
+        for (i, &(t, v)) in pts.iter().enumerate() {
+            if i % 100 == 50 {
+                assert_eq!(d.update(t, f64::NAN), 0.0);
+                assert_eq!(d.update(t, f64::INFINITY), 0.0);
+                assert_eq!(d.update(t, f64::NEG_INFINITY), 0.0);
+            }
+            got.push(d.update(t, v));
+        }
+        assert_eq!(got, clean);
+        assert_eq!(d.count(), 1500);
+    }
+
+    #[test]
+    fn deterministic() {
+        let pts = noisy_series(800);
+        assert_eq!(run(&pts), run(&pts));
     }
 }

@@ -118,6 +118,8 @@ pub fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<Detecto
             "clip" => cfg.clip = x,
             "refractory_decay" => cfg.refractory_decay = x,
             "rel_scale_floor" => cfg.rel_scale_floor = x,
+            "point_weight" => cfg.point_weight = x,
+            "likelihood_weight" => cfg.likelihood_weight = x,
             other => return Err(format!("--set: unknown detector parameter {other:?}")),
         }
     }
