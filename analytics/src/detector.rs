@@ -350,9 +350,13 @@ mod tests {
     }
 
     #[test]
-    fn flat_series_scores_zero() {
+    fn flat_series_scores_low() {
         let pts: Vec<(i64, f64)> = (0..2000).map(|i| (i * STEP, 42.0)).collect();
-        assert!(run(&pts).iter().all(|&s| s == 0.0));
+        let s = run(&pts);
+        // The likelihood stage reports its median (p = 0.5 -> 0.03) once; afterwards only
+        // the refractory leak (1 - decay) of that constant evidence remains.
+        assert!(s.iter().all(|&x| x < 0.05), "{:?}", s.iter().cloned().fold(0.0, f64::max));
+        assert!(s[200..].iter().all(|&x| x < 1e-3));
     }
 
     #[test]
