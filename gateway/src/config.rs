@@ -1,0 +1,399 @@
+//! Configuration: one TOML file, overridden by environment variables, with
+//! defaults that need no file at all (embedded broker, SQLite, `./data`).
+//!
+//! Two stages, as in ripgrep: [`RawConfig`] mirrors the file (strings, numbers,
+//! options, unknown keys refused); [`Config::from_raw`] checks it and produces
+//! typed values (`Url`, `Duration`, enums). Any key can be overridden by an
+//! environment variable `GATEWAY__SECTION__KEY` (double underscores between
+//! levels), e.g. `GATEWAY__INFLUX__URL=http://db:8086` or `GATEWAY__BATCH__MAX_MESSAGES=200`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Configuration errors; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file (after env overrides) is not valid TOML for this schema.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is present but wrong.
+    #[error("invalid configuration value for {key}: {why}")]
+    Value {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The file as written. Every field is optional; see `gateway.example.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Directory for SQLite files, the spool and dead letters.
+    pub data_dir: Option<String>,
+    /// MQTT connection.
+    pub mqtt: RawMqtt,
+    /// Batching of writes.
+    pub batch: RawBatch,
+    /// Which telemetry store: "sqlite" (default), "influx_v1", "influx_v2".
+    pub store: Option<String>,
+    /// InfluxDB connection (for the influx stores).
+    pub influx: RawInflux,
+    /// Message validation.
+    pub validation: RawValidation,
+    /// HTTP endpoint for health, metrics and dead letters.
+    pub http: RawHttp,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    /// "embedded" (start rumqttd in-process, the default) or "external".
+    pub broker: Option<String>,
+    /// Broker URL, `mqtt://host:port`. For "embedded" this is also where it listens.
+    pub url: Option<String>,
+    /// Client id of the gateway's persistent session.
+    pub client_id: Option<String>,
+    /// Broker user name.
+    pub username: Option<String>,
+    /// Broker password.
+    pub password: Option<String>,
+    /// Keep-alive in seconds.
+    pub keep_alive_s: Option<u64>,
+    /// Largest packet the gateway reads; must be at least the broker's `message_size_limit`.
+    pub max_packet_bytes: Option<usize>,
+}
+
+/// `[batch]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBatch {
+    /// Most messages in a batch; must not exceed the broker's in-flight window.
+    pub max_messages: Option<usize>,
+    /// Longest a message waits for its batch to fill, ms.
+    pub max_wait_ms: Option<u64>,
+}
+
+/// `[influx]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInflux {
+    /// Server URL, e.g. `http://127.0.0.1:8086`.
+    pub url: Option<String>,
+    /// v1: database.
+    pub database: Option<String>,
+    /// v1: retention policy (default: the database's default).
+    pub retention_policy: Option<String>,
+    /// v1: basic-auth user.
+    pub username: Option<String>,
+    /// v1: basic-auth password.
+    pub password: Option<String>,
+    /// v2: organisation.
+    pub org: Option<String>,
+    /// v2: bucket.
+    pub bucket: Option<String>,
+    /// v2: API token.
+    pub token: Option<String>,
+    /// Request time-out, ms.
+    pub timeout_ms: Option<u64>,
+    /// v1: create the database at start-up if missing (default true).
+    pub create_database: Option<bool>,
+}
+
+/// `[validation]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawValidation {
+    /// Oldest accepted device timestamp, days before now.
+    pub max_age_days: Option<u32>,
+    /// Furthest accepted device timestamp, seconds after now.
+    pub max_future_s: Option<u32>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Listen address, default `127.0.0.1:8080`; "off" disables it.
+    pub listen: Option<String>,
+}
+
+/// Which MQTT broker to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerMode {
+    /// Start rumqttd in-process, listening on the URL's address. Keeps nothing on disk.
+    Embedded,
+    /// Connect to an external broker (Mosquitto in production and in every durability test).
+    External,
+}
+
+/// Typed MQTT settings.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Embedded or external.
+    pub broker: BrokerMode,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id.
+    pub client_id: String,
+    /// Credentials.
+    pub credentials: Option<(String, String)>,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Largest incoming packet.
+    pub max_packet_bytes: usize,
+}
+
+/// Typed batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// Most messages in a batch.
+    pub max_messages: usize,
+    /// Longest wait for a batch to fill.
+    pub max_wait: Duration,
+}
+
+/// InfluxDB API flavour and its settings.
+#[derive(Debug, Clone)]
+pub enum InfluxApi {
+    /// v1 `/write` (also served by 2.x and 3.x).
+    V1 {
+        /// Database.
+        database: String,
+        /// Retention policy.
+        retention_policy: Option<String>,
+        /// Basic-auth user.
+        username: Option<String>,
+        /// Basic-auth password.
+        password: Option<String>,
+    },
+    /// v2 `/api/v2/write`.
+    V2 {
+        /// Organisation.
+        org: String,
+        /// Bucket.
+        bucket: String,
+        /// Token.
+        token: String,
+    },
+}
+
+/// Typed InfluxDB settings.
+#[derive(Debug, Clone)]
+pub struct InfluxConfig {
+    /// Server URL.
+    pub url: Url,
+    /// API flavour.
+    pub api: InfluxApi,
+    /// Request time-out.
+    pub timeout: Duration,
+    /// Create the v1 database at start-up.
+    pub create_database: bool,
+}
+
+/// Where telemetry goes.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// `{data_dir}/telemetry.db`.
+    Sqlite,
+    /// InfluxDB.
+    Influx(InfluxConfig),
+}
+
+/// The checked configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// MQTT.
+    pub mqtt: MqttConfig,
+    /// Batching.
+    pub batch: BatchConfig,
+    /// Telemetry store.
+    pub store: StoreConfig,
+    /// Validation limits.
+    pub limits: protocol::validate::Limits,
+    /// HTTP listen address, if enabled.
+    pub http_listen: Option<SocketAddr>,
+}
+
+/// Default batch size. It must fit the broker's in-flight window: the shipped
+/// Mosquitto config sets `max_inflight_messages 1000`, rumqttd's embedded config 1000.
+pub const DEFAULT_BATCH_MESSAGES: usize = 500;
+
+impl Config {
+    /// Loads `path` (or nothing), applies `GATEWAY__*` overrides from `env`, and checks it.
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text.parse()?;
+        apply_env_overrides(&mut table, env);
+        let raw: RawConfig = table.try_into()?;
+        Config::from_raw(raw)
+    }
+
+    /// Stage two: checks and types every value.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let data_dir = PathBuf::from(raw.data_dir.unwrap_or_else(|| "data".into()));
+
+        let broker = match raw.mqtt.broker.as_deref().unwrap_or("embedded") {
+            "embedded" => BrokerMode::Embedded,
+            "external" => BrokerMode::External,
+            other => return Err(ConfigError::Value { key: "mqtt.broker", why: format!("{other:?} is not \"embedded\" or \"external\"") }),
+        };
+        let mqtt_url = raw.mqtt.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+        let url = Url::parse(&mqtt_url).map_err(|e| ConfigError::Value { key: "mqtt.url", why: format!("{mqtt_url:?}: {e}") })?;
+        if url.scheme() != "mqtt" && url.scheme() != "tcp" {
+            return Err(ConfigError::Value { key: "mqtt.url", why: format!("scheme {:?} is not mqtt://", url.scheme()) });
+        }
+        let host = url.host_str().ok_or(ConfigError::Value { key: "mqtt.url", why: "no host".into() })?.to_owned();
+        let credentials = match (raw.mqtt.username, raw.mqtt.password) {
+            (Some(u), p) => Some((u, p.unwrap_or_default())),
+            (None, Some(_)) => return Err(ConfigError::Value { key: "mqtt.password", why: "set without mqtt.username".into() }),
+            (None, None) => None,
+        };
+        let mqtt = MqttConfig {
+            broker,
+            host,
+            port: url.port().unwrap_or(1883),
+            client_id: raw.mqtt.client_id.unwrap_or_else(|| "fixture-gateway".into()),
+            credentials,
+            keep_alive: Duration::from_secs(raw.mqtt.keep_alive_s.unwrap_or(30).max(5)),
+            max_packet_bytes: raw.mqtt.max_packet_bytes.unwrap_or(32 * 1024 * 1024),
+        };
+
+        let max_messages = raw.batch.max_messages.unwrap_or(DEFAULT_BATCH_MESSAGES);
+        if max_messages == 0 || max_messages > 65_535 {
+            return Err(ConfigError::Value { key: "batch.max_messages", why: "must be 1..=65535 (and within the broker's in-flight window)".into() });
+        }
+        let batch = BatchConfig { max_messages, max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(50)) };
+
+        let store = match raw.store.as_deref().unwrap_or("sqlite") {
+            "sqlite" => StoreConfig::Sqlite,
+            kind @ ("influx_v1" | "influx_v2") => {
+                let i = raw.influx;
+                let url_text = i.url.unwrap_or_else(|| "http://127.0.0.1:8086".into());
+                let url = Url::parse(&url_text).map_err(|e| ConfigError::Value { key: "influx.url", why: format!("{url_text:?}: {e}") })?;
+                let api = if kind == "influx_v1" {
+                    InfluxApi::V1 {
+                        database: i.database.unwrap_or_else(|| "fixtures".into()),
+                        retention_policy: i.retention_policy.filter(|s| !s.is_empty()),
+                        username: i.username,
+                        password: i.password,
+                    }
+                } else {
+                    let need = |v: Option<String>, key| v.ok_or(ConfigError::Value { key, why: "required for store = \"influx_v2\"".into() });
+                    InfluxApi::V2 { org: need(i.org, "influx.org")?, bucket: need(i.bucket, "influx.bucket")?, token: need(i.token, "influx.token")? }
+                };
+                StoreConfig::Influx(InfluxConfig {
+                    url,
+                    api,
+                    timeout: Duration::from_millis(i.timeout_ms.unwrap_or(10_000)),
+                    create_database: i.create_database.unwrap_or(true),
+                })
+            }
+            other => return Err(ConfigError::Value { key: "store", why: format!("{other:?} is not sqlite, influx_v1 or influx_v2") }),
+        };
+
+        let defaults = protocol::validate::Limits::default();
+        let limits = protocol::validate::Limits {
+            max_age_ms: raw.validation.max_age_days.map_or(defaults.max_age_ms, |d| i64::from(d) * 86_400_000),
+            max_future_ms: raw.validation.max_future_s.map_or(defaults.max_future_ms, |s| i64::from(s) * 1000),
+        };
+
+        let http_listen = match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
+            "off" => None,
+            addr => Some(addr.parse().map_err(|e| ConfigError::Value { key: "http.listen", why: format!("{addr:?}: {e}") })?),
+        };
+
+        Ok(Config { data_dir, mqtt, batch, store, limits, http_listen })
+    }
+}
+
+/// Applies `GATEWAY__A__B=value` as `a.b = value` (parsed as a TOML value, else a string).
+fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
+    for (key, value) in env {
+        let Some(path) = key.strip_prefix("GATEWAY__") else { continue };
+        let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut cursor = &mut *table;
+        for (i, part) in parts.iter().enumerate() {
+            if i + 1 == parts.len() {
+                cursor.insert(part.clone(), parsed.clone());
+            } else {
+                let entry = cursor.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(toml::Table::new());
+                }
+                let Some(next) = entry.as_table_mut() else { break };
+                cursor = next;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn no_file_means_embedded_broker_and_sqlite() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.mqtt.broker, BrokerMode::Embedded);
+        assert_eq!(c.mqtt.port, 1883);
+        assert!(matches!(c.store, StoreConfig::Sqlite));
+        assert_eq!(c.batch.max_messages, DEFAULT_BATCH_MESSAGES);
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "store = \"influx_v1\"\n[influx]\nurl = \"http://db:8086\"\n[batch]\nmax_messages = 100\n").unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[("GATEWAY__BATCH__MAX_MESSAGES", "200"), ("GATEWAY__MQTT__URL", "mqtt://broker:1884"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.batch.max_messages, 200);
+        assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("broker", 1884));
+        let StoreConfig::Influx(i) = c.store else { panic!("expected influx") };
+        assert_eq!(i.url.as_str(), "http://db:8086/");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = Config::load(None, env(&[("GATEWAY__STORE", "mongo")])).unwrap_err();
+        assert!(err.to_string().contains("store"), "{err}");
+        let err = Config::load(None, env(&[("GATEWAY__STORE", "influx_v2")])).unwrap_err();
+        assert!(err.to_string().contains("influx.org"), "{err}");
+        let err = Config::load(None, env(&[("GATEWAY__MQTT__TYPO", "1")])).unwrap_err();
+        assert!(err.to_string().contains("typo"), "{err}");
+    }
+}

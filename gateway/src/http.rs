@@ -1,0 +1,84 @@
+//! The gateway's HTTP endpoint: `GET /health`, `GET /metrics` (JSON counters),
+//! `GET /dead-letters?reason=&limit=` (the newest rejected messages, raw bytes
+//! shown as lossy UTF-8) and `GET /dead-letters/counts` (by reason, all time).
+//! It only reads shared counters and the state database: it never blocks ingest.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::metrics::Metrics;
+use crate::state::{StateDb, StateError};
+use crate::store::durable::DurableWriter;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// For the spool backlog.
+    pub writer: Arc<DurableWriter>,
+    /// Dead letters.
+    pub state: StateDb,
+}
+
+/// An error answer: a stable code and a message, as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        tracing::error!(error = %self, "HTTP request failed.");
+        let body = serde_json::json!({ "code": "internal", "message": "internal error; see the gateway log" });
+        (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/counts", get(dead_letter_counts))
+        .with_state(state)
+}
+
+async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "store": s.writer.describe(),
+        "spool_backlog_batches": s.writer.backlog(),
+    }))
+}
+
+async fn metrics(State(s): State<AppState>) -> Json<crate::metrics::Snapshot> {
+    Json(s.metrics.snapshot(s.writer.backlog()))
+}
+
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    reason: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn dead_letters(State(s): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let rows = s.state.dead_letters(q.reason, limit).await?;
+    Ok(Json(rows).into_response())
+}
+
+async fn dead_letter_counts(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let counts: serde_json::Map<String, serde_json::Value> =
+        s.state.dead_letter_counts().await?.into_iter().map(|(k, v)| (k, v.into())).collect();
+    Ok(Json(counts).into_response())
+}

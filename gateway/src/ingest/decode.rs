@@ -1,0 +1,249 @@
+//! Turns one MQTT message into points, or into a rejection with a reason.
+//!
+//! This is the hot path, so it allocates little and never panics: the size cap
+//! comes first (before any parsing), then the topic, then JSON into the
+//! contract's types, then the contract's validation. Each rejection carries a
+//! stable reason code that is counted and stored with the raw bytes.
+
+use protocol::message::{
+    Cartridge, Event, EventKind, FaultState, Presence, Reading, Status, Telemetry,
+};
+use protocol::topic::{Channel, Topic};
+use protocol::validate::{self, Limits};
+use protocol::{DeviceId, MAX_PAYLOAD_BYTES};
+
+use crate::store::{FieldValue, Point};
+
+/// A message that passed every check.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The device (from the topic, equal to the payload's).
+    pub device_id: DeviceId,
+    /// `(boot_id, seq)` for telemetry and events; `None` for status.
+    pub sequence: Option<(u32, u32)>,
+    /// What to store.
+    pub points: Vec<Point>,
+}
+
+/// A message that failed a check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Stable reason code, e.g. `malformed_json`, `device_id_mismatch`.
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Rejection {
+        Rejection { reason, detail: detail.into() }
+    }
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
+    serde_json::from_slice(payload).map_err(|e| {
+        let reason = match e.classify() {
+            serde_json::error::Category::Data => "schema_mismatch",
+            _ => "malformed_json",
+        };
+        Rejection::new(reason, e.to_string())
+    })
+}
+
+fn invalid(e: validate::Invalid) -> Rejection {
+    Rejection::new(e.code(), e.to_string())
+}
+
+/// Decodes and validates a message received at `now_ms` on `topic`.
+pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Result<Accepted, Rejection> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(Rejection::new(
+            "payload_too_large",
+            format!("{} bytes, the limit is {MAX_PAYLOAD_BYTES}", payload.len()),
+        ));
+    }
+    let topic = Topic::parse(topic).map_err(|e| Rejection::new(e.code(), e.to_string()))?;
+    match topic.channel {
+        Channel::Telemetry => {
+            let msg: Telemetry = parse(payload)?;
+            validate::check_telemetry(&msg, &topic, now_ms, limits).map_err(invalid)?;
+            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: telemetry_points(&msg), device_id: topic.device_id })
+        }
+        Channel::Event => {
+            let msg: Event = parse(payload)?;
+            validate::check_event(&msg, &topic, now_ms, limits).map_err(invalid)?;
+            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: vec![event_point(&msg)], device_id: topic.device_id })
+        }
+        Channel::Status => {
+            let msg: Status = parse(payload)?;
+            validate::check_status(&msg, &topic, now_ms, limits).map_err(invalid)?;
+            Ok(Accepted { sequence: None, points: vec![status_point(&msg)], device_id: topic.device_id })
+        }
+        Channel::Cmd => Err(Rejection::new("wrong_channel", "the gateway does not ingest cmd topics")),
+    }
+}
+
+/// Widens an f32 to the f64 with the same shortest decimal form (36.6f32 stays 36.6, not 36.599998...).
+fn widen(x: f32) -> FieldValue {
+    FieldValue::Float(x.to_string().parse().unwrap_or(f64::from(x)))
+}
+
+fn int(x: impl Into<i64>) -> FieldValue {
+    FieldValue::Int(x.into())
+}
+
+fn uint64(x: u64) -> FieldValue {
+    // Validation caps every u64 counter far below i64::MAX.
+    FieldValue::Int(i64::try_from(x).unwrap_or(i64::MAX))
+}
+
+fn device_tags(id: &str) -> Vec<(String, String)> {
+    vec![("device_id".to_owned(), id.to_owned())]
+}
+
+fn f(name: &str, v: FieldValue) -> (String, FieldValue) {
+    (name.to_owned(), v)
+}
+
+fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
+    let mut fields = vec![f("boot_id", int(msg.boot_id)), f("seq", int(msg.seq))];
+    if let Some(fw) = &msg.fw {
+        fields.push(f("fw", FieldValue::Str(fw.as_str().to_owned())));
+    }
+    let mut cartridges: &[Cartridge] = &[];
+    match &msg.reading {
+        Reading::Toilet(r) => fields.extend([
+            f("seat_sessions", int(r.seat_sessions)),
+            f("washes", int(r.washes)),
+            f("wash_seconds", int(r.wash_seconds)),
+            f("flushes", int(r.flushes)),
+            f("water_ml", uint64(r.water_ml)),
+            f("heater_wh", int(r.heater_wh)),
+            f("water_temp_c", widen(r.water_temp_c)),
+            f("seat_temp_c", widen(r.seat_temp_c)),
+        ]),
+        Reading::Purifier(r) => {
+            fields.extend([
+                f("dispensed_ml", uint64(r.dispensed_ml)),
+                f("tds_in_ppm", int(r.tds_in_ppm)),
+                f("tds_out_ppm", int(r.tds_out_ppm)),
+                f("inlet_pressure_kpa", widen(r.inlet_pressure_kpa)),
+                f("pump_seconds", int(r.pump_seconds)),
+            ]);
+            cartridges = &r.cartridges;
+        }
+        Reading::Shower(r) => {
+            fields.extend([
+                f("showers", int(r.showers)),
+                f("water_ml", uint64(r.water_ml)),
+                f("shower_seconds", int(r.shower_seconds)),
+                f("temp_c", widen(r.temp_c)),
+                f("pressure_kpa", widen(r.pressure_kpa)),
+            ]);
+            cartridges = &r.cartridges;
+        }
+    }
+    let mut points = Vec::with_capacity(1 + cartridges.len());
+    points.push(Point {
+        measurement: msg.reading.model().as_str().to_owned(),
+        tags: device_tags(&msg.device_id),
+        fields,
+        ts_ms: msg.ts,
+    });
+    for c in cartridges {
+        points.push(Point {
+            measurement: "cartridge".to_owned(),
+            tags: vec![("device_id".to_owned(), msg.device_id.as_str().to_owned()), ("slot".to_owned(), c.slot.to_string())],
+            fields: vec![
+                f("kind", FieldValue::Str(c.kind.as_str().to_owned())),
+                f("ml_since_replacement", uint64(c.ml_since_replacement)),
+                f("replacements", int(c.replacements)),
+                f("model", FieldValue::Str(msg.reading.model().as_str().to_owned())),
+            ],
+            ts_ms: msg.ts,
+        });
+    }
+    points
+}
+
+fn event_point(msg: &Event) -> Point {
+    let mut fields = vec![f("boot_id", int(msg.boot_id)), f("seq", int(msg.seq))];
+    let (measurement, tag) = match &msg.event {
+        EventKind::Session(s) => {
+            fields.extend([
+                f("started_ts", int(s.started_ts)),
+                f("duration_s", int(s.duration_s)),
+                f("water_ml", int(s.water_ml)),
+                f("energy_wh", int(s.energy_wh)),
+            ]);
+            if let Some(t) = s.temp_c {
+                fields.push(f("temp_c", widen(t)));
+            }
+            ("session", ("kind", s.kind.as_str()))
+        }
+        EventKind::Fault(e) => {
+            fields.extend([
+                f("severity", FieldValue::Str(e.severity.as_str().to_owned())),
+                f("raised", FieldValue::Bool(e.state == FaultState::Raised)),
+            ]);
+            if let Some(v) = e.value {
+                fields.push(f("value", widen(v)));
+            }
+            ("fault", ("code", e.code.as_str()))
+        }
+    };
+    let mut tags = device_tags(&msg.device_id);
+    tags.push((tag.0.to_owned(), tag.1.to_owned()));
+    Point { measurement: measurement.to_owned(), tags, fields, ts_ms: msg.ts }
+}
+
+fn status_point(msg: &Status) -> Point {
+    let mut fields = vec![
+        f("online", FieldValue::Bool(msg.state == Presence::Online)),
+        f("model", FieldValue::Str(msg.model.as_str().to_owned())),
+    ];
+    if let Some(fw) = &msg.fw {
+        fields.push(f("fw", FieldValue::Str(fw.as_str().to_owned())));
+    }
+    Point { measurement: "status".to_owned(), tags: device_tags(&msg.device_id), fields, ts_ms: msg.ts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_000_000_000;
+
+    #[test]
+    fn purifier_telemetry_becomes_one_point_plus_one_per_cartridge() {
+        let json = format!(
+            r#"{{"v":1,"device_id":"pur-1","boot_id":2,"seq":5,"ts":{NOW},"fw":"1.0.0","reading":{{"purifier":{{"dispensed_ml":5000,"tds_in_ppm":300,"tds_out_ppm":9,"inlet_pressure_kpa":250.5,"pump_seconds":60,"cartridges":[{{"slot":0,"kind":"sediment","ml_since_replacement":4000,"replacements":1}},{{"slot":1,"kind":"reverse_osmosis","ml_since_replacement":4000,"replacements":0}}]}}}}}}"#
+        );
+        let a = decode("fixtures/pur-1/telemetry", json.as_bytes(), NOW, &Limits::default()).unwrap();
+        assert_eq!(a.sequence, Some((2, 5)));
+        assert_eq!(a.points.len(), 3);
+        assert_eq!(a.points[0].measurement, "purifier");
+        assert!(a.points[0].fields.contains(&("inlet_pressure_kpa".into(), FieldValue::Float(250.5))));
+        assert!(a.points[0].tags.iter().all(|(k, _)| k != "fw"), "firmware version is a field, never a tag");
+        assert_eq!(a.points[2].tags[1], ("slot".into(), "1".into()));
+    }
+
+    #[test]
+    fn floats_keep_their_decimal_form() {
+        assert_eq!(widen(36.6), FieldValue::Float(36.6));
+    }
+
+    #[test]
+    fn rejections_carry_reason_codes() {
+        let lim = Limits::default();
+        let reason = |topic: &str, payload: &[u8]| decode(topic, payload, NOW, &lim).unwrap_err().reason;
+        assert_eq!(reason("fixtures/t-1/telemetry", b"{not json"), "malformed_json");
+        assert_eq!(reason("fixtures/t-1/telemetry", br#"{"v":"one"}"#), "schema_mismatch");
+        assert_eq!(reason("fixtures/t-1/telemetry", &vec![b' '; 5000]), "payload_too_large");
+        assert_eq!(reason("fixtures/T 1/telemetry", b"{}"), "topic_device_id");
+        assert_eq!(reason("other/t-1/telemetry", b"{}"), "topic_shape");
+        assert_eq!(reason("fixtures/t-1/cmd", b"{}"), "wrong_channel");
+        let spoof = format!(r#"{{"v":1,"device_id":"t-2","ts":{NOW},"state":"online","model":"toilet"}}"#);
+        assert_eq!(reason("fixtures/t-1/status", spoof.as_bytes()), "device_id_mismatch");
+    }
+}

@@ -1,0 +1,95 @@
+//! The broker connection: a persistent session (`clean_session = false`) with
+//! manual acknowledgements, polled in one task that forwards every PUBLISH to
+//! the pipeline through a bounded channel.
+//!
+//! Back-pressure: the broker sends at most its in-flight window of unacknowledged
+//! QoS 1 messages (Mosquitto's `max_inflight_messages`), and we acknowledge only
+//! after durable writes, so the channel never holds more than that window.
+//! Each (re)connection bumps a generation number: an acknowledgement prepared for
+//! a message of an older connection is dropped, since the broker will redeliver
+//! that message on the new one (and the write is idempotent).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use tokio::sync::{mpsc, watch};
+
+use super::Inbound;
+use crate::config::MqttConfig;
+use crate::metrics::Metrics;
+use crate::store::retry::Backoff;
+
+/// Builds the client and its event loop from the configuration.
+pub fn connect(cfg: &MqttConfig, channel_capacity: usize) -> (AsyncClient, EventLoop) {
+    let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
+    opts.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(cfg.keep_alive)
+        .set_max_packet_size(cfg.max_packet_bytes, 64 * 1024)
+        .set_request_channel_capacity(channel_capacity.max(64));
+    if let Some((user, pass)) = &cfg.credentials {
+        opts.set_credentials(user, pass);
+    }
+    AsyncClient::new(opts, channel_capacity.max(64))
+}
+
+/// Polls the connection until `shutdown` flips, forwarding publishes to `tx`.
+pub async fn run(
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Inbound>,
+    generation: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        let event = tokio::select! {
+            e = eventloop.poll() => e,
+            _ = shutdown.changed() => break,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                metrics.received.fetch_add(1, Ordering::Relaxed);
+                let inbound = Inbound { publish, generation: generation.load(Ordering::SeqCst) };
+                if tx.send(inbound).await.is_err() {
+                    break; // The pipeline has stopped.
+                }
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                generation.fetch_add(1, Ordering::SeqCst);
+                metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
+                backoff.reset();
+                tracing::info!(session_present = ack.session_present, "Connected to the MQTT broker.");
+                if !ack.session_present {
+                    let filters = protocol::topic::GATEWAY_FILTERS
+                        .iter()
+                        .map(|f| SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce));
+                    if let Err(e) = client.subscribe_many(filters).await {
+                        tracing::error!(error = %e, "Cannot queue the subscription.");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.mqtt_errors.fetch_add(1, Ordering::Relaxed);
+                let delay = backoff.next_delay();
+                match &e {
+                    ConnectionError::ConnectionRefused(code) => {
+                        tracing::error!(?code, "The MQTT broker refused the connection; check mqtt.username/password and the broker's ACL.");
+                    }
+                    _ => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting."),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => break,
+                }
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    // Drive the event loop briefly so the DISCONNECT goes out.
+    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+}

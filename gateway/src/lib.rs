@@ -1,0 +1,205 @@
+//! The smart-fixture gateway: receives fixture telemetry over MQTT and makes it
+//! durable in InfluxDB (or SQLite), acknowledging each message only after that.
+//!
+//! # Layout
+//! - [`config`]: TOML file + `GATEWAY__*` env overrides → typed [`config::Config`].
+//! - [`broker`]: the embedded rumqttd broker of the zero-setup run.
+//! - [`ingest`]: MQTT connection, decoding and validation, batching, acknowledgement.
+//! - [`store`]: line protocol, InfluxDB v1/v2, SQLite, the spool, retries, the durable writer.
+//! - [`state`]: the state database (dead letters, per-device sequence state).
+//! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
+//! - [`demo`]: a few simulated fixtures for the zero-setup run.
+//!
+//! [`run`] wires them together and returns when `shutdown` resolves.
+
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use config::{BrokerMode, Config, StoreConfig};
+use ingest::pipeline::{now_ms, refused_to_dead_letters, Pipeline};
+use metrics::Metrics;
+use state::StateDb;
+use store::durable::DurableWriter;
+use store::TelemetryStore;
+
+/// Why the gateway could not start (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: std::path::PathBuf,
+        /// Error.
+        source: std::io::Error,
+    },
+    /// The state database cannot be opened.
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    /// The SQLite telemetry store cannot be opened.
+    #[error("cannot open the SQLite telemetry store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// InfluxDB set-up failed.
+    #[error(transparent)]
+    Influx(#[from] store::influx::SetupError),
+    /// The spool cannot be opened.
+    #[error(transparent)]
+    Spool(#[from] store::spool::SpoolError),
+    /// The embedded broker cannot start.
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    /// The HTTP endpoint cannot listen.
+    #[error("cannot listen for HTTP on {addr}: {source}. Set http.listen to a free address, or \"off\".")]
+    HttpBind {
+        /// Address.
+        addr: SocketAddr,
+        /// Error.
+        source: std::io::Error,
+    },
+}
+
+/// Options of [`run`] that are not configuration but run-time choices.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Simulated demo fixtures to start (0: none).
+    pub demo_fixtures: usize,
+    /// Seconds between console summaries (0: none).
+    pub report_every_s: u64,
+}
+
+async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite => TelemetryStore::Sqlite(store::sqlite::SqliteStore::open(&config.data_dir.join("telemetry.db"))?),
+        StoreConfig::Influx(influx) => {
+            let s = store::influx::InfluxStore::new(influx.clone())?;
+            if influx.create_database {
+                // An unreachable InfluxDB at start-up is not fatal: the spool takes over.
+                if let Err(e) = s.ensure_database().await {
+                    tracing::warn!(error = %e, "Could not make sure the InfluxDB database exists; writes will be spooled until it does.");
+                }
+            }
+            TelemetryStore::Influx(s)
+        }
+    })
+}
+
+/// Runs the gateway until `shutdown` resolves.
+pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir { path: config.data_dir.clone(), source })?;
+    let metrics = Arc::new(Metrics::default());
+    let state = StateDb::open(&config.data_dir.join("state.db"))?;
+    let spool = store::spool::Spool::open(&config.data_dir.join("spool"))?;
+    let writer = Arc::new(DurableWriter::new(open_store(&config).await?, spool, Arc::clone(&metrics)));
+    let devices = state.load_devices().await?;
+    metrics.sequence_gaps.store(devices.values().map(|d| d.gaps).sum(), std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(store = %writer.describe(), data_dir = %config.data_dir.display(), spool_backlog = writer.backlog(), devices = devices.len(), "Gateway starting.");
+
+    if config.mqtt.broker == BrokerMode::Embedded {
+        let addr: SocketAddr = format!("{}:{}", config.mqtt.host, config.mqtt.port)
+            .parse()
+            .map_err(|_| broker::BrokerError::Bind { addr: ([127, 0, 0, 1], config.mqtt.port).into(), source: std::io::Error::other("mqtt.url host must be an IP address for the embedded broker") })?;
+        broker::start(addr)?;
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if let Some(addr) = config.http_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::HttpBind { addr, source })?;
+        let app = http::router(http::AppState { metrics: Arc::clone(&metrics), writer: Arc::clone(&writer), state: state.clone() });
+        let mut rx = shutdown_rx.clone();
+        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters");
+        tasks.spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await;
+        });
+    }
+
+    // Replay of the spool, with refused points going to the dead-letter store.
+    {
+        let writer = Arc::clone(&writer);
+        let state = state.clone();
+        let metrics = Arc::clone(&metrics);
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move {
+            writer
+                .replay(rx, |refused, points| {
+                    metrics.points_refused.fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let dead = refused_to_dead_letters(refused, points, now_ms());
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = state.commit_batch(dead, Vec::new(), now_ms()).await {
+                            tracing::error!(error = %e, "Cannot store refused points as dead letters.");
+                        }
+                    });
+                })
+                .await;
+        });
+    }
+
+    let capacity = config.batch.max_messages * 2 + 64;
+    let (client, eventloop) = ingest::mqtt::connect(&config.mqtt, capacity);
+    let generation = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel(capacity);
+    let pipeline = Pipeline {
+        batch: config.batch,
+        limits: config.limits,
+        writer: Arc::clone(&writer),
+        state: state.clone(),
+        metrics: Arc::clone(&metrics),
+        client: client.clone(),
+        generation: Arc::clone(&generation),
+        devices,
+    };
+    let pipeline_task = tokio::spawn(pipeline.run(rx, shutdown_rx.clone()));
+    let mqtt_task = tokio::spawn(ingest::mqtt::run(client, eventloop, tx, generation, Arc::clone(&metrics), shutdown_rx.clone()));
+
+    if options.demo_fixtures > 0 {
+        tasks.spawn(demo::run(config.mqtt.host.clone(), config.mqtt.port, options.demo_fixtures, shutdown_rx.clone()));
+    }
+    if options.report_every_s > 0 {
+        tasks.spawn(report(Arc::clone(&metrics), Arc::clone(&writer), Duration::from_secs(options.report_every_s), shutdown_rx.clone()));
+    }
+
+    shutdown.await;
+    tracing::info!("Shutting down: flushing the batch in hand.");
+    let _ = shutdown_tx.send(true);
+    let _ = pipeline_task.await;
+    let _ = mqtt_task.await;
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("Gateway stopped.");
+    Ok(())
+}
+
+/// Logs a one-line account of what arrived, every `every`.
+async fn report(metrics: Arc<Metrics>, writer: Arc<DurableWriter>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut last = metrics.snapshot(0);
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        let s = metrics.snapshot(writer.backlog());
+        let rate = (s.received - last.received) as f64 / every.as_secs_f64();
+        tracing::info!(
+            "received {} ({rate:.0}/s) | accepted {} | points stored {} | rejected {} {:?} | acked {} | spool backlog {} | devices {} | seq gaps {}",
+            s.received, s.accepted, s.points_stored, s.rejected, s.rejected_by_reason, s.acked, s.spool_backlog_batches, s.devices, s.sequence_gaps
+        );
+        last = s;
+    }
+}

@@ -1,0 +1,109 @@
+//! Operational counters, shared by every stage and served at `GET /metrics`.
+//!
+//! Plain atomics: incrementing one is a single instruction on the hot path.
+//! Rejections are counted by reason code in a small map behind a mutex, taken
+//! once per batch, not once per message.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Every counter the gateway keeps since it started.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// MQTT messages received.
+    pub received: AtomicU64,
+    /// Messages that passed validation.
+    pub accepted: AtomicU64,
+    /// Messages refused (all reasons).
+    pub rejected: AtomicU64,
+    /// Points written to the telemetry store (directly or by replay).
+    pub points_stored: AtomicU64,
+    /// Points the store refused for good (in the dead-letter store).
+    pub points_refused: AtomicU64,
+    /// Batches flushed.
+    pub batches: AtomicU64,
+    /// Messages acknowledged to the broker.
+    pub acked: AtomicU64,
+    /// Acknowledgements skipped because the connection they belonged to was gone
+    /// (the broker redelivers those messages; writes are idempotent).
+    pub acks_skipped_stale: AtomicU64,
+    /// Batches written to the spool while the store was unavailable.
+    pub spooled_batches: AtomicU64,
+    /// Spooled batches replayed into the store.
+    pub replayed_batches: AtomicU64,
+    /// Failed store writes (each retry counts).
+    pub store_errors: AtomicU64,
+    /// MQTT connections established.
+    pub mqtt_connects: AtomicU64,
+    /// MQTT connection errors.
+    pub mqtt_errors: AtomicU64,
+    /// Messages missing before the broker, by per-device sequence gaps (net of late fills).
+    pub sequence_gaps: AtomicU64,
+    /// Redeliveries recognised by sequence number.
+    pub duplicates: AtomicU64,
+    /// Devices seen (with sequence state).
+    pub devices: AtomicU64,
+    rejected_by_reason: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A point-in-time copy of [`Metrics`], as served over HTTP.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Snapshot {
+    pub received: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    pub points_stored: u64,
+    pub points_refused: u64,
+    pub batches: u64,
+    pub acked: u64,
+    pub acks_skipped_stale: u64,
+    pub spooled_batches: u64,
+    pub replayed_batches: u64,
+    pub spool_backlog_batches: u64,
+    pub store_errors: u64,
+    pub mqtt_connects: u64,
+    pub mqtt_errors: u64,
+    pub sequence_gaps: u64,
+    pub duplicates: u64,
+    pub devices: u64,
+}
+
+impl Metrics {
+    /// Adds one batch's rejections, by reason.
+    pub fn add_rejections<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+        let mut map = self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner());
+        for r in reasons {
+            *map.entry(r.to_owned()).or_default() += 1;
+            self.rejected.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Copies every counter.
+    pub fn snapshot(&self, spool_backlog_batches: u64) -> Snapshot {
+        Snapshot {
+            received: self.received.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            rejected_by_reason: self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            points_stored: self.points_stored.load(Relaxed),
+            points_refused: self.points_refused.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            acks_skipped_stale: self.acks_skipped_stale.load(Relaxed),
+            spooled_batches: self.spooled_batches.load(Relaxed),
+            replayed_batches: self.replayed_batches.load(Relaxed),
+            spool_backlog_batches,
+            store_errors: self.store_errors.load(Relaxed),
+            mqtt_connects: self.mqtt_connects.load(Relaxed),
+            mqtt_errors: self.mqtt_errors.load(Relaxed),
+            sequence_gaps: self.sequence_gaps.load(Relaxed),
+            duplicates: self.duplicates.load(Relaxed),
+            devices: self.devices.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! InfluxDB over HTTP: the v1 API (`/write`, `/query`) and, as an option, the v2 API.
+//!
+//! Status handling follows InfluxDB's contract: 204 is durable; 400 means some
+//! lines were refused (a "partial write" keeps the good ones), which is never
+//! retried as a whole: the batch is bisected until each refused line is isolated
+//! and handed back as rejected (re-sending good lines is harmless, writes are
+//! idempotent). 413 splits the batch too. Everything else that fails — 5xx, 429,
+//! 401/403, 404 (no such database), connection errors and time-outs — is
+//! [`WriteError::Unavailable`]: the caller retries with backoff and spools meanwhile.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use url::Url;
+
+use super::line_protocol::encode_point;
+use super::{Point, RejectedPoint, WriteError, WriteOutcome};
+use crate::config::{InfluxApi, InfluxConfig};
+
+/// An InfluxDB writer.
+pub struct InfluxStore {
+    http: reqwest::Client,
+    write_url: Url,
+    config: InfluxConfig,
+}
+
+/// Errors while setting up the InfluxDB connection.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The HTTP client could not be built.
+    #[error("cannot build HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The database could not be created.
+    #[error("cannot create InfluxDB database {database:?} at {url}: {detail}. Is InfluxDB running and are the credentials right?")]
+    CreateDatabase {
+        /// Database name.
+        database: String,
+        /// Server URL.
+        url: Url,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+enum Attempt {
+    Stored,
+    Refused(String),
+    TooLarge,
+}
+
+impl InfluxStore {
+    /// Builds the writer. Does not contact the server.
+    pub fn new(config: InfluxConfig) -> Result<InfluxStore, SetupError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(4)
+            .build()?;
+        let mut write_url = config.url.clone();
+        match &config.api {
+            InfluxApi::V1 { database, retention_policy, .. } => {
+                write_url.set_path("/write");
+                let mut q = write_url.query_pairs_mut();
+                q.append_pair("db", database).append_pair("precision", "ms");
+                if let Some(rp) = retention_policy {
+                    q.append_pair("rp", rp);
+                }
+            }
+            InfluxApi::V2 { org, bucket, .. } => {
+                write_url.set_path("/api/v2/write");
+                write_url
+                    .query_pairs_mut()
+                    .append_pair("org", org)
+                    .append_pair("bucket", bucket)
+                    .append_pair("precision", "ms");
+            }
+        }
+        Ok(InfluxStore { http, write_url, config })
+    }
+
+    /// A short description for logs (no credentials).
+    pub fn describe(&self) -> String {
+        match &self.config.api {
+            InfluxApi::V1 { database, .. } => format!("InfluxDB v1 at {} (database {database})", self.config.url),
+            InfluxApi::V2 { org, bucket, .. } => format!("InfluxDB v2 at {} (org {org}, bucket {bucket})", self.config.url),
+        }
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.config.api {
+            InfluxApi::V1 { username: Some(u), password, .. } => req.basic_auth(u, password.as_deref()),
+            InfluxApi::V1 { .. } => req,
+            InfluxApi::V2 { token, .. } => req.header("Authorization", format!("Token {token}")),
+        }
+    }
+
+    /// Creates the v1 database if it does not exist (`CREATE DATABASE` is idempotent).
+    /// Does nothing for the v2 API, whose buckets are provisioned by the operator.
+    pub async fn ensure_database(&self) -> Result<(), SetupError> {
+        let InfluxApi::V1 { database, .. } = &self.config.api else { return Ok(()) };
+        let mut url = self.config.url.clone();
+        url.set_path("/query");
+        let q = format!("CREATE DATABASE \"{}\"", database.replace('\\', "\\\\").replace('"', "\\\""));
+        let fail = |detail: String| SetupError::CreateDatabase {
+            database: database.clone(),
+            url: self.config.url.clone(),
+            detail,
+        };
+        let resp = self
+            .authorize(self.http.post(url).form(&[("q", q)]))
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if !status.is_success() || body.contains("\"error\"") {
+            return Err(fail(format!("HTTP {status}: {body}")));
+        }
+        Ok(())
+    }
+
+    async fn post(&self, body: String) -> Result<Attempt, WriteError> {
+        let resp = self
+            .authorize(self.http.post(self.write_url.clone()).body(body))
+            .send()
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("{}: {e}", self.config.url)))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Attempt::Stored);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        match status {
+            StatusCode::BAD_REQUEST => Ok(Attempt::Refused(error_message(&text))),
+            StatusCode::PAYLOAD_TOO_LARGE => Ok(Attempt::TooLarge),
+            _ => Err(WriteError::Unavailable(format!("HTTP {status} from {}: {}", self.config.url, error_message(&text)))),
+        }
+    }
+
+    /// Writes the points; see the module docs for how each answer is handled.
+    pub async fn write(&self, points: &[Point]) -> Result<WriteOutcome, WriteError> {
+        let mut outcome = WriteOutcome::default();
+        let mut lines: Vec<Option<String>> = Vec::with_capacity(points.len());
+        for (index, p) in points.iter().enumerate() {
+            let mut line = String::with_capacity(160);
+            match encode_point(&mut line, p) {
+                Ok(()) => lines.push(Some(line)),
+                Err(e) => {
+                    outcome.rejected.push(RejectedPoint { index, line: format!("{p:?}"), reason: e.to_string() });
+                    lines.push(None);
+                }
+            }
+        }
+        // Ranges still to write; a refused range is split until each refusal is one line.
+        let mut pending = vec![0..points.len()];
+        while let Some(range) = pending.pop() {
+            let body: String = lines[range.clone()].iter().flatten().map(String::as_str).collect();
+            if body.is_empty() {
+                continue;
+            }
+            match self.post(body).await? {
+                Attempt::Stored => {}
+                Attempt::Refused(_) | Attempt::TooLarge if range.len() > 1 => {
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+                Attempt::Refused(reason) => {
+                    let index = lines[range.clone()].iter().position(Option::is_some).map_or(range.start, |o| range.start + o);
+                    let line = lines[index].clone().unwrap_or_default();
+                    outcome.rejected.push(RejectedPoint { index, line, reason: format!("influxdb refused: {reason}") });
+                }
+                Attempt::TooLarge => {
+                    let line = lines[range.start].clone().unwrap_or_default();
+                    outcome.rejected.push(RejectedPoint { index: range.start, line, reason: "influxdb refused: line too large".into() });
+                }
+            }
+        }
+        outcome.rejected.sort_by_key(|r| r.index);
+        Ok(outcome)
+    }
+}
+
+/// Extracts `error` from InfluxDB's JSON error body, or returns the body.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .or_else(|| serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v.get("message").and_then(|e| e.as_str()).map(str::to_owned)))
+        .unwrap_or_else(|| body.chars().take(500).collect())
+}

@@ -1,0 +1,171 @@
+//! InfluxDB 1.x line-protocol encoding, exact for every string we may be handed.
+//!
+//! Why not the `influxdb-line-protocol` crate: it targets InfluxDB IOx and escapes
+//! a backslash in tag values as `\\`, which InfluxDB 1.x stores as two backslashes,
+//! and it has no answer for newlines. These rules were checked one by one against
+//! the real InfluxDB 1.6.7 (see `tests/` in the workspace, `line_protocol_round_trip`):
+//!
+//! - measurement: escape `,` and space;
+//! - tag keys, tag values, field keys: escape `,`, `=` and space; a backslash is
+//!   literal unless it precedes one of those, so a value that *ends* in a backslash
+//!   (which would escape the following separator) cannot be written, nor can a newline
+//!   (a line ends there): both are rejected with [`EncodeError`];
+//! - string field values: wrapped in `"`, with `"` and `\` escaped; a newline
+//!   inside the quotes is kept (1.x's line scanner tracks quotes);
+//! - integers carry the `i` suffix, floats must be finite, timestamps are ms.
+
+use std::fmt::Write;
+
+use super::{FieldValue, Point};
+
+/// Why a point cannot be written as line protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A name or value contains a character line protocol cannot carry there.
+    #[error("{what} {value:?} cannot be written as line protocol: {why}")]
+    Unrepresentable {
+        /// Which part of the point.
+        what: &'static str,
+        /// The offending text.
+        value: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A float field is NaN or infinite.
+    #[error("field {0:?} is not a finite number")]
+    NotFinite(String),
+    /// A point without fields.
+    #[error("point has no fields")]
+    NoFields,
+}
+
+fn check_plain(what: &'static str, s: &str) -> Result<(), EncodeError> {
+    let bad = |why| Err(EncodeError::Unrepresentable { what, value: s.to_owned(), why });
+    if s.is_empty() {
+        return bad("it is empty");
+    }
+    if s.contains(['\n', '\r']) {
+        return bad("it contains a line break");
+    }
+    if s.ends_with('\\') {
+        return bad("it ends in a backslash");
+    }
+    Ok(())
+}
+
+fn push_escaped(out: &mut String, s: &str, specials: &[char]) {
+    for c in s.chars() {
+        if specials.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// Appends one point as a line (with trailing `\n`) to `out`; on error `out` is unchanged.
+pub fn encode_point(out: &mut String, p: &Point) -> Result<(), EncodeError> {
+    check_plain("measurement", &p.measurement)?;
+    if p.fields.is_empty() {
+        return Err(EncodeError::NoFields);
+    }
+    for (k, v) in &p.tags {
+        check_plain("tag key", k)?;
+        check_plain("tag value", v)?;
+    }
+    for (k, v) in &p.fields {
+        check_plain("field key", k)?;
+        match v {
+            FieldValue::Float(x) if !x.is_finite() => return Err(EncodeError::NotFinite(k.clone())),
+            _ => {}
+        }
+    }
+
+    push_escaped(out, &p.measurement, &[',', ' ']);
+    for (k, v) in &p.tags {
+        out.push(',');
+        push_escaped(out, k, &[',', '=', ' ']);
+        out.push('=');
+        push_escaped(out, v, &[',', '=', ' ']);
+    }
+    for (i, (k, v)) in p.fields.iter().enumerate() {
+        out.push(if i == 0 { ' ' } else { ',' });
+        push_escaped(out, k, &[',', '=', ' ']);
+        out.push('=');
+        match v {
+            FieldValue::Float(x) => {
+                // `{:?}` prints the shortest representation that round-trips, and always
+                // with a decimal point or exponent, so InfluxDB reads it as a float.
+                let _ = write!(out, "{x:?}");
+            }
+            FieldValue::Int(i) => {
+                let _ = write!(out, "{i}i");
+            }
+            FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            FieldValue::Str(s) => {
+                out.push('"');
+                push_escaped(out, s, &['"', '\\']);
+                out.push('"');
+            }
+        }
+    }
+    let _ = writeln!(out, " {}", p.ts_ms);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(tags: &[(&str, &str)], fields: Vec<(&str, FieldValue)>) -> Point {
+        Point {
+            measurement: "m".into(),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            ts_ms: 1_700_000_000_123,
+        }
+    }
+
+    fn encode(p: &Point) -> Result<String, EncodeError> {
+        let mut s = String::new();
+        encode_point(&mut s, p).map(|()| s)
+    }
+
+    #[test]
+    fn escapes_separators_in_tags_and_quotes_in_strings() {
+        let p = point(
+            &[("device id", "a,b=c d")],
+            vec![
+                ("note", FieldValue::Str("say \"hi\" \\ bye\n".into())),
+                ("n", FieldValue::Int(-3)),
+                ("x", FieldValue::Float(1.0)),
+                ("ok", FieldValue::Bool(true)),
+            ],
+        );
+        assert_eq!(
+            encode(&p).unwrap(),
+            "m,device\\ id=a\\,b\\=c\\ d note=\"say \\\"hi\\\" \\\\ bye\n\",n=-3i,x=1.0,ok=true 1700000000123\n"
+        );
+    }
+
+    #[test]
+    fn a_backslash_inside_a_tag_stays_literal() {
+        let p = point(&[("t", r"C:\temp")], vec![("v", FieldValue::Int(1))]);
+        assert_eq!(encode(&p).unwrap(), "m,t=C:\\temp v=1i 1700000000123\n");
+    }
+
+    #[test]
+    fn rejects_what_line_protocol_cannot_carry() {
+        let nl = point(&[("t", "a\nb")], vec![("v", FieldValue::Int(1))]);
+        assert!(matches!(encode(&nl), Err(EncodeError::Unrepresentable { what: "tag value", .. })));
+        let trailing = point(&[("t", "a\\")], vec![("v", FieldValue::Int(1))]);
+        assert!(encode(&trailing).is_err());
+        let nan = point(&[], vec![("v", FieldValue::Float(f64::NAN))]);
+        assert_eq!(encode(&nan), Err(EncodeError::NotFinite("v".into())));
+        let empty_tag = point(&[("t", "")], vec![("v", FieldValue::Int(1))]);
+        assert!(encode(&empty_tag).is_err());
+        assert_eq!(encode(&point(&[], vec![])), Err(EncodeError::NoFields));
+        let mut out = String::from("kept");
+        assert!(encode_point(&mut out, &nl).is_err());
+        assert_eq!(out, "kept");
+    }
+}

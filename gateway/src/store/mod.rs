@@ -1,0 +1,117 @@
+//! Telemetry stores: where validated points become durable.
+//!
+//! Only this module talks to the telemetry database. A [`TelemetryStore`] is
+//! either InfluxDB over HTTP (v1 `/write` or v2 `/api/v2/write`) or the embedded
+//! SQLite default. Writes are idempotent: a point is keyed by measurement, tag set
+//! and device timestamp, so a redelivered message overwrites instead of duplicating.
+//! When the store is unreachable, [`spool`] keeps batches on local disk (fsynced)
+//! and replays them later.
+
+pub mod durable;
+pub mod influx;
+pub mod line_protocol;
+pub mod retry;
+pub mod spool;
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+/// A field value.
+///
+/// Serialised untagged (the spool and SQLite keep points as JSON): `Int` comes
+/// before `Float` so `300` reads back as an integer, while a float is always
+/// written with a decimal point or exponent (`300.0`) and reads back as a float.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FieldValue {
+    /// A signed integer.
+    Int(i64),
+    /// A float (always finite once validated).
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string.
+    Str(String),
+}
+
+/// One time-series point, keyed by `(measurement, tags, ts_ms)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Measurement name.
+    pub measurement: String,
+    /// Tags: only what identifies a series (device id, slot, kind), sorted by key.
+    pub tags: Vec<(String, String)>,
+    /// Fields.
+    pub fields: Vec<(String, FieldValue)>,
+    /// Device timestamp, UTC ms.
+    pub ts_ms: i64,
+}
+
+/// A point the store refused, with its reason; it goes to the dead-letter store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedPoint {
+    /// Index of the point in the written slice.
+    pub index: usize,
+    /// The encoded line (or a JSON rendering for stores without line protocol).
+    pub line: String,
+    /// Why the store refused it.
+    pub reason: String,
+}
+
+/// Why a write did not (entirely) succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The store could not be reached or answered 5xx/429/auth errors: retry later, spool meanwhile.
+    #[error("telemetry store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The outcome of a write that reached the store: every point is durable
+/// except the `rejected` ones, which the store will never accept.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// Points refused for good (bad line, field type conflict).
+    pub rejected: Vec<RejectedPoint>,
+}
+
+/// The configured telemetry store.
+pub enum TelemetryStore {
+    /// InfluxDB over HTTP, v1 or v2 API.
+    Influx(influx::InfluxStore),
+    /// The embedded SQLite default.
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl TelemetryStore {
+    /// Writes `points`; see [`WriteOutcome`] and [`WriteError`].
+    pub async fn write(&self, points: &[Point]) -> Result<WriteOutcome, WriteError> {
+        if points.is_empty() {
+            return Ok(WriteOutcome::default());
+        }
+        match self {
+            TelemetryStore::Influx(s) => s.write(points).await,
+            TelemetryStore::Sqlite(s) => s.write(points).await,
+        }
+    }
+
+    /// A short name for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            TelemetryStore::Influx(s) => s.describe(),
+            TelemetryStore::Sqlite(s) => s.describe(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FieldValue;
+
+    #[test]
+    fn field_values_keep_their_type_through_json() {
+        for v in [FieldValue::Int(300), FieldValue::Float(300.0), FieldValue::Float(1e-7), FieldValue::Bool(true), FieldValue::Str("1".into())] {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(serde_json::from_str::<FieldValue>(&json).unwrap(), v, "{json}");
+        }
+    }
+}
