@@ -1,4 +1,5 @@
 //! Criterion bench: cost of one `StreamingDetector::update` per message.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use analytics::{DetectorConfig, StreamingDetector};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};

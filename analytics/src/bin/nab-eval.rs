@@ -25,6 +25,10 @@ fn run() -> Result<(), String> {
     }
     let files = common::load_results(out, &windows, Some(&data))?;
     common::score_and_print(&files, &windows, &profiles)?;
+    println!(
+        "\ndetector state: {} bytes per series (size_of::<StreamingDetector>())",
+        analytics::StreamingDetector::state_size()
+    );
     Ok(())
 }
 
