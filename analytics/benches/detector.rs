@@ -23,7 +23,8 @@ fn bench_update(c: &mut Criterion) {
     g.throughput(Throughput::Elements(n as u64));
     g.bench_function("update_10k_points", |b| {
         b.iter(|| {
-            let mut d = StreamingDetector::new(DetectorConfig::default()).expect("valid default config");
+            let mut d =
+                StreamingDetector::new(DetectorConfig::default()).expect("valid default config");
             let mut acc = 0.0;
             for &(t, v) in &data {
                 acc += d.update(black_box(t), black_box(v));

@@ -96,7 +96,11 @@ impl DetectorConfig {
             if v > 0.0 && v <= 1.0 {
                 Ok(())
             } else {
-                Err(ConfigError::OutOfRange { name, value: v, reason: "must be in (0, 1]" })
+                Err(ConfigError::OutOfRange {
+                    name,
+                    value: v,
+                    reason: "must be in (0, 1]",
+                })
             }
         };
         rate("level_alpha", self.level_alpha)?;
@@ -108,14 +112,22 @@ impl DetectorConfig {
             if v >= 0.0 && v.is_finite() {
                 Ok(())
             } else {
-                Err(ConfigError::OutOfRange { name, value: v, reason: "must be finite and >= 0" })
+                Err(ConfigError::OutOfRange {
+                    name,
+                    value: v,
+                    reason: "must be finite and >= 0",
+                })
             }
         };
         nonneg("rel_scale_floor", self.rel_scale_floor)?;
         nonneg("point_weight", self.point_weight)?;
         nonneg("likelihood_weight", self.likelihood_weight)?;
         if !(self.clip > 0.0 && self.clip.is_finite()) {
-            return Err(ConfigError::OutOfRange { name: "clip", value: self.clip, reason: "must be > 0" });
+            return Err(ConfigError::OutOfRange {
+                name: "clip",
+                value: self.clip,
+                reason: "must be > 0",
+            });
         }
         if !(0.0..1.0).contains(&self.refractory_decay) {
             return Err(ConfigError::OutOfRange {
@@ -276,7 +288,13 @@ impl StreamingDetector {
         self.long_mean += la * d;
         self.long_var = (1.0 - la) * (self.long_var + la * d * d);
         let sa = c.scale_alpha.max(inv_n);
-        let clip = |e: f64, b: f64| if b > 0.0 { e.abs().min(c.clip * b) } else { e.abs() };
+        let clip = |e: f64, b: f64| {
+            if b > 0.0 {
+                e.abs().min(c.clip * b)
+            } else {
+                e.abs()
+            }
+        };
         self.level_scale += sa * (clip(e_level, self.level_scale) - self.level_scale);
         self.level += c.level_alpha * e_level;
         if let Some((b, e, ready)) = season_err {
@@ -292,7 +310,9 @@ impl StreamingDetector {
         }
 
         // 4. Combine, then keep only the excess over the decaying recent peak.
-        let evidence = (c.point_weight * point).max(c.likelihood_weight * likelihood).clamp(0.0, 1.0);
+        let evidence = (c.point_weight * point)
+            .max(c.likelihood_weight * likelihood)
+            .clamp(0.0, 1.0);
         let score = if c.refractory_decay > 0.0 {
             let prev_peak = self.peak * c.refractory_decay;
             self.peak = prev_peak.max(evidence);
@@ -323,29 +343,44 @@ mod tests {
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
         (0..n)
             .map(|i| {
-                let v = 50.0 + 10.0 * (i as f64 * std::f64::consts::TAU / 288.0).sin() + noise(&mut s);
+                let v =
+                    50.0 + 10.0 * (i as f64 * std::f64::consts::TAU / 288.0).sin() + noise(&mut s);
                 (i as i64 * STEP, v)
             })
             .collect()
     }
 
     fn run(points: &[(i64, f64)]) -> Vec<f64> {
-        let mut d = StreamingDetector::new(DetectorConfig::default()).expect("default config is valid");
+        let mut d =
+            StreamingDetector::new(DetectorConfig::default()).expect("default config is valid");
         points.iter().map(|&(t, v)| d.update(t, v)).collect()
     }
 
     #[test]
     fn state_is_small() {
-        assert!(StreamingDetector::state_size() < 1024, "{}", StreamingDetector::state_size());
+        assert!(
+            StreamingDetector::state_size() < 1024,
+            "{}",
+            StreamingDetector::state_size()
+        );
     }
 
     #[test]
     fn bad_config_is_rejected() {
-        let cfg = DetectorConfig { level_alpha: 0.0, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            level_alpha: 0.0,
+            ..DetectorConfig::default()
+        };
         assert!(StreamingDetector::new(cfg).is_err());
-        let cfg = DetectorConfig { refractory_decay: 1.0, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            refractory_decay: 1.0,
+            ..DetectorConfig::default()
+        };
         assert!(StreamingDetector::new(cfg).is_err());
-        let cfg = DetectorConfig { clip: f64::NAN, ..DetectorConfig::default() };
+        let cfg = DetectorConfig {
+            clip: f64::NAN,
+            ..DetectorConfig::default()
+        };
         assert!(StreamingDetector::new(cfg).is_err());
     }
 
@@ -355,7 +390,11 @@ mod tests {
         let s = run(&pts);
         // The likelihood stage reports its median (p = 0.5 -> 0.03) once; afterwards only
         // the refractory leak (1 - decay) of that constant evidence remains.
-        assert!(s.iter().all(|&x| x < 0.05), "{:?}", s.iter().cloned().fold(0.0, f64::max));
+        assert!(
+            s.iter().all(|&x| x < 0.05),
+            "{:?}",
+            s.iter().cloned().fold(0.0, f64::max)
+        );
         assert!(s[200..].iter().all(|&x| x < 1e-3));
     }
 
@@ -375,7 +414,11 @@ mod tests {
         let s = run(&pts);
         let before = s[1000..2500].iter().cloned().fold(0.0, f64::max);
         assert!(s[2500] > 0.9, "spike score {}", s[2500]);
-        assert!(s[2500] > 3.0 * before, "spike {} vs background {before}", s[2500]);
+        assert!(
+            s[2500] > 3.0 * before,
+            "spike {} vs background {before}",
+            s[2500]
+        );
     }
 
     #[test]

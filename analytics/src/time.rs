@@ -4,7 +4,10 @@
 use crate::error::NabError;
 
 fn bad(text: &str, reason: &'static str) -> NabError {
-    NabError::BadTimestamp { text: text.to_string(), reason }
+    NabError::BadTimestamp {
+        text: text.to_string(),
+        reason,
+    }
 }
 
 fn digits(text: &str, s: &str, what: &'static str) -> Result<i64, NabError> {
@@ -83,7 +86,10 @@ mod tests {
     #[test]
     fn parses_plain_and_fractional() {
         assert_eq!(parse_timestamp_ms("1970-01-01 00:00:00"), Ok(0));
-        assert_eq!(parse_timestamp_ms("1970-01-02 00:00:01.500000"), Ok(86_401_500));
+        assert_eq!(
+            parse_timestamp_ms("1970-01-02 00:00:01.500000"),
+            Ok(86_401_500)
+        );
         let a = parse_timestamp_ms("2014-04-01 00:00:00").unwrap_or(0);
         let b = parse_timestamp_ms("2014-04-01 00:00:00.000000").unwrap_or(1);
         assert_eq!(a, b);

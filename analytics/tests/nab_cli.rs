@@ -26,11 +26,20 @@ fn nab_detect_round_trip() {
     let mut text = String::from("timestamp,value\n");
     for i in 0..400 {
         let v = if i == 350 { 500 } else { 10 + i % 3 };
-        text.push_str(&format!("2014-04-01 {:02}:{:02}:00,{v}\n", (i / 12) % 24, (i % 12) * 5));
+        text.push_str(&format!(
+            "2014-04-01 {:02}:{:02}:00,{v}\n",
+            (i / 12) % 24,
+            (i % 12) * 5
+        ));
     }
     fs::write(&input, &text).expect("write input");
     let st = Command::new(env!("CARGO_BIN_EXE_nab-detect"))
-        .args(["--input", input.to_str().unwrap_or(""), "--output", output.to_str().unwrap_or("")])
+        .args([
+            "--input",
+            input.to_str().unwrap_or(""),
+            "--output",
+            output.to_str().unwrap_or(""),
+        ])
         .status()
         .expect("run nab-detect");
     assert!(st.success());
@@ -61,9 +70,18 @@ fn nab_detect_round_trip() {
 #[test]
 fn nab_detect_reports_bad_line() {
     let input = tmp("bad.csv");
-    fs::write(&input, "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,oops\n").expect("write");
+    fs::write(
+        &input,
+        "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,oops\n",
+    )
+    .expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_nab-detect"))
-        .args(["--input", input.to_str().unwrap_or(""), "--output", tmp("bad-out.csv").to_str().unwrap_or("")])
+        .args([
+            "--input",
+            input.to_str().unwrap_or(""),
+            "--output",
+            tmp("bad-out.csv").to_str().unwrap_or(""),
+        ])
         .output()
         .expect("run nab-detect");
     assert!(!out.status.success());
@@ -71,7 +89,12 @@ fn nab_detect_reports_bad_line() {
     assert!(err.contains("line 3") && err.contains("oops"), "{err}");
     fs::write(&input, "time,val\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_nab-detect"))
-        .args(["--input", input.to_str().unwrap_or(""), "--output", tmp("bad-out.csv").to_str().unwrap_or("")])
+        .args([
+            "--input",
+            input.to_str().unwrap_or(""),
+            "--output",
+            tmp("bad-out.csv").to_str().unwrap_or(""),
+        ])
         .output()
         .expect("run nab-detect");
     assert!(!out.status.success());
@@ -82,10 +105,12 @@ fn nab_detect_reports_bad_line() {
 #[test]
 fn nab_subset_score_floor() {
     let nab = nab_dir();
-    let windows = parse_windows(&fs::read_to_string(nab.join("windows.json")).expect("windows.json"))
-        .expect("parse windows");
-    let profiles = parse_profiles(&fs::read_to_string(nab.join("profiles.json")).expect("profiles.json"))
-        .expect("parse profiles");
+    let windows =
+        parse_windows(&fs::read_to_string(nab.join("windows.json")).expect("windows.json"))
+            .expect("parse windows");
+    let profiles =
+        parse_profiles(&fs::read_to_string(nab.join("profiles.json")).expect("profiles.json"))
+            .expect("parse profiles");
     let mut files = Vec::new();
     for key in windows.keys() {
         let text = fs::read_to_string(nab.join("data").join(key)).expect("data file");
@@ -96,7 +121,11 @@ fn nab_subset_score_floor() {
             timestamps.push(row.ts_ms);
             scores.push(d.update(row.ts_ms, row.value));
         }
-        files.push(FileScores { key: key.clone(), timestamps, scores });
+        files.push(FileScores {
+            key: key.clone(),
+            timestamps,
+            scores,
+        });
     }
     assert_eq!(files.len(), 41);
     let mut got = BTreeMap::new();

@@ -14,7 +14,11 @@ fn run() -> Result<(), String> {
     let args = common::Args::parse(&["--input", "--output"], USAGE)?;
     let input = args.require("--input")?;
     let output = args.require("--output")?;
-    common::detect_file(Path::new(input), Path::new(output), DetectorConfig::default())?;
+    common::detect_file(
+        Path::new(input),
+        Path::new(output),
+        DetectorConfig::default(),
+    )?;
     Ok(())
 }
 

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use crate::error::NabError;
 use crate::nab::labels::{Profile, Window};
 use crate::nab::scorer::{
-    normalized_score, optimize_threshold, score_at_threshold, sweep_file, SweepPoint, ThresholdScore,
+    normalized_score, optimize_threshold, score_at_threshold, sweep_file, SweepPoint,
+    ThresholdScore,
 };
 
 /// NAB's probationary fraction.
@@ -54,7 +55,15 @@ fn sweep_all(
     for f in files {
         let w = windows.get(&f.key).map(Vec::as_slice).unwrap_or(&[]);
         let scores = scores_of(f, w);
-        let pts = sweep_file(&f.key, &f.timestamps, &scores, w, &profile.costs, PROBATION_PERCENT, next_id)?;
+        let pts = sweep_file(
+            &f.key,
+            &f.timestamps,
+            &scores,
+            w,
+            &profile.costs,
+            PROBATION_PERCENT,
+            next_id,
+        )?;
         next_id += w.len();
         let start = all.len();
         all.extend(pts);
@@ -74,9 +83,16 @@ pub fn score_corpus(
     let per_file = files
         .iter()
         .zip(&ranges)
-        .map(|(f, r)| (f.key.clone(), score_at_threshold(&points[r.clone()], &profile.costs, best.threshold)))
+        .map(|(f, r)| {
+            (
+                f.key.clone(),
+                score_at_threshold(&points[r.clone()], &profile.costs, best.threshold),
+            )
+        })
         .collect();
-    let (null_pts, _) = sweep_all(files, windows, profile, |f, _| vec![0.0; f.timestamps.len()])?;
+    let (null_pts, _) = sweep_all(files, windows, profile, |f, _| {
+        vec![0.0; f.timestamps.len()]
+    })?;
     let null_score = optimize_threshold(&null_pts, &profile.costs).score;
     let (perfect_pts, _) = sweep_all(files, windows, profile, |f, w| {
         let mut s = vec![0.0; f.timestamps.len()];

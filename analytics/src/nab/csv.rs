@@ -16,7 +16,10 @@ pub struct DataRow<'a> {
 }
 
 fn line_err(line: usize, reason: impl Into<String>) -> NabError {
-    NabError::BadCsvLine { line, reason: reason.into() }
+    NabError::BadCsvLine {
+        line,
+        reason: reason.into(),
+    }
 }
 
 /// Check that a header line is `timestamp,value` (case-insensitive, spaces ignored).
@@ -29,7 +32,13 @@ pub fn check_data_header(header: &str) -> Result<(), NabError> {
     if cols.len() >= 2 && cols[0] == "timestamp" && cols[1] == "value" {
         Ok(())
     } else {
-        Err(line_err(1, format!("expected header `timestamp,value`, found {:?}", header.trim_end())))
+        Err(line_err(
+            1,
+            format!(
+                "expected header `timestamp,value`, found {:?}",
+                header.trim_end()
+            ),
+        ))
     }
 }
 
@@ -40,17 +49,29 @@ pub fn parse_data_line(line: &str, line_no: usize) -> Result<DataRow<'_>, NabErr
     let ts = parts.next().unwrap_or("").trim().trim_matches('"');
     let val = parts
         .next()
-        .ok_or_else(|| line_err(line_no, format!("expected `timestamp,value`, found {line:?}")))?
+        .ok_or_else(|| {
+            line_err(
+                line_no,
+                format!("expected `timestamp,value`, found {line:?}"),
+            )
+        })?
         .trim()
         .trim_matches('"');
     if parts.next().is_some() {
-        return Err(line_err(line_no, format!("expected 2 columns, found more in {line:?}")));
+        return Err(line_err(
+            line_no,
+            format!("expected 2 columns, found more in {line:?}"),
+        ));
     }
     let ts_ms = parse_timestamp_ms(ts).map_err(|e| line_err(line_no, e.to_string()))?;
     let value = val
         .parse::<f64>()
         .map_err(|_| line_err(line_no, format!("value {val:?} is not a number")))?;
-    Ok(DataRow { timestamp_text: ts, ts_ms, value })
+    Ok(DataRow {
+        timestamp_text: ts,
+        ts_ms,
+        value,
+    })
 }
 
 /// Parse a whole results CSV (header with `timestamp` and `anomaly_score` columns)
@@ -77,16 +98,25 @@ pub fn parse_results_csv(text: &str) -> Result<Vec<(i64, f64)>, NabError> {
         if line.trim().is_empty() {
             continue;
         }
-        let fields: Vec<&str> = line.split(',').map(|f| f.trim().trim_matches('"')).collect();
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
         let (Some(ts), Some(sc)) = (fields.get(ts_col), fields.get(score_col)) else {
-            return Err(line_err(line_no, format!("expected {} columns, found {}", cols.len(), fields.len())));
+            return Err(line_err(
+                line_no,
+                format!("expected {} columns, found {}", cols.len(), fields.len()),
+            ));
         };
         let ts_ms = parse_timestamp_ms(ts).map_err(|e| line_err(line_no, e.to_string()))?;
         let score = sc
             .parse::<f64>()
             .map_err(|_| line_err(line_no, format!("anomaly_score {sc:?} is not a number")))?;
         if !(0.0..=1.0).contains(&score) {
-            return Err(line_err(line_no, format!("anomaly_score {score} is outside [0, 1]")));
+            return Err(line_err(
+                line_no,
+                format!("anomaly_score {score} is outside [0, 1]"),
+            ));
         }
         out.push((ts_ms, score));
     }
@@ -100,7 +130,9 @@ mod tests {
     #[test]
     fn data_lines() {
         let r = parse_data_line("2014-04-01 00:05:00,18.5\r\n", 2);
-        assert!(matches!(r, Ok(DataRow { timestamp_text: "2014-04-01 00:05:00", value, .. }) if value == 18.5));
+        assert!(
+            matches!(r, Ok(DataRow { timestamp_text: "2014-04-01 00:05:00", value, .. }) if value == 18.5)
+        );
         let e = parse_data_line("2014-04-01 00:05:00,abc", 7);
         assert!(matches!(e, Err(NabError::BadCsvLine { line: 7, .. })));
         assert!(parse_data_line("2014-04-01 00:05:00", 3).is_err());
@@ -110,9 +142,13 @@ mod tests {
 
     #[test]
     fn results_file() {
-        let text = "timestamp,value,anomaly_score\n2014-04-01 00:00:00,1,0.5\n2014-04-01 00:05:00,2,0\n";
+        let text =
+            "timestamp,value,anomaly_score\n2014-04-01 00:00:00,1,0.5\n2014-04-01 00:05:00,2,0\n";
         let rows = parse_results_csv(text);
         assert_eq!(rows.as_ref().map(Vec::len), Ok(2));
-        assert!(parse_results_csv("timestamp,value,anomaly_score\n2014-04-01 00:00:00,1,1.5\n").is_err());
+        assert!(
+            parse_results_csv("timestamp,value,anomaly_score\n2014-04-01 00:00:00,1,1.5\n")
+                .is_err()
+        );
     }
 }

@@ -22,14 +22,19 @@ pub struct Profile {
 pub type Window = (i64, i64);
 
 fn json_err(what: &'static str, reason: impl Into<String>) -> NabError {
-    NabError::BadJson { what, reason: reason.into() }
+    NabError::BadJson {
+        what,
+        reason: reason.into(),
+    }
 }
 
 /// Parse `windows.json`: `{ "<category>/<file>.csv": [[start, end], ...], ... }`.
 pub fn parse_windows(text: &str) -> Result<BTreeMap<String, Vec<Window>>, NabError> {
     const WHAT: &str = "windows.json";
     let v: Value = serde_json::from_str(text).map_err(|e| json_err(WHAT, e.to_string()))?;
-    let obj = v.as_object().ok_or_else(|| json_err(WHAT, "top level is not an object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| json_err(WHAT, "top level is not an object"))?;
     let mut out = BTreeMap::new();
     for (file, wins) in obj {
         let arr = wins
@@ -42,13 +47,17 @@ pub fn parse_windows(text: &str) -> Result<BTreeMap<String, Vec<Window>>, NabErr
             })?;
             let mut ends = [0i64; 2];
             for (slot, item) in ends.iter_mut().zip(pair) {
-                let s = item
-                    .as_str()
-                    .ok_or_else(|| json_err(WHAT, format!("{file}: window bound is not a string")))?;
-                *slot = parse_timestamp_ms(s).map_err(|e| json_err(WHAT, format!("{file}: {e}")))?;
+                let s = item.as_str().ok_or_else(|| {
+                    json_err(WHAT, format!("{file}: window bound is not a string"))
+                })?;
+                *slot =
+                    parse_timestamp_ms(s).map_err(|e| json_err(WHAT, format!("{file}: {e}")))?;
             }
             if ends[1] < ends[0] {
-                return Err(json_err(WHAT, format!("{file}: window ends before it starts")));
+                return Err(json_err(
+                    WHAT,
+                    format!("{file}: window ends before it starts"),
+                ));
             }
             list.push((ends[0], ends[1]));
         }
@@ -62,7 +71,9 @@ pub fn parse_windows(text: &str) -> Result<BTreeMap<String, Vec<Window>>, NabErr
 pub fn parse_profiles(text: &str) -> Result<Vec<Profile>, NabError> {
     const WHAT: &str = "profiles.json";
     let v: Value = serde_json::from_str(text).map_err(|e| json_err(WHAT, e.to_string()))?;
-    let obj = v.as_object().ok_or_else(|| json_err(WHAT, "top level is not an object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| json_err(WHAT, "top level is not an object"))?;
     let mut out = Vec::new();
     for (name, p) in obj {
         let cm = p
@@ -76,7 +87,11 @@ pub fn parse_profiles(text: &str) -> Result<Vec<Profile>, NabError> {
         };
         out.push(Profile {
             name: name.clone(),
-            costs: CostMatrix { tp_weight: w("tpWeight")?, fp_weight: w("fpWeight")?, fn_weight: w("fnWeight")? },
+            costs: CostMatrix {
+                tp_weight: w("tpWeight")?,
+                fp_weight: w("fpWeight")?,
+                fn_weight: w("fnWeight")?,
+            },
         });
     }
     // NAB's customary order.
@@ -86,7 +101,11 @@ pub fn parse_profiles(text: &str) -> Result<Vec<Profile>, NabError> {
         "reward_low_FN_rate" => 2,
         _ => 3,
     };
-    out.sort_by(|a, b| rank(&a.name).cmp(&rank(&b.name)).then_with(|| a.name.cmp(&b.name)));
+    out.sort_by(|a, b| {
+        rank(&a.name)
+            .cmp(&rank(&b.name))
+            .then_with(|| a.name.cmp(&b.name))
+    });
     Ok(out)
 }
 
@@ -96,7 +115,9 @@ mod tests {
 
     #[test]
     fn windows_and_profiles() {
-        let w = parse_windows(r#"{"a/b.csv": [["2014-04-01 00:10:00.000000", "2014-04-01 00:20:00.000000"]], "a/c.csv": []}"#);
+        let w = parse_windows(
+            r#"{"a/b.csv": [["2014-04-01 00:10:00.000000", "2014-04-01 00:20:00.000000"]], "a/c.csv": []}"#,
+        );
         let w = w.unwrap_or_default();
         assert_eq!(w.len(), 2);
         assert_eq!(w["a/b.csv"].len(), 1);

@@ -27,7 +27,11 @@ pub struct CostMatrix {
 }
 
 /// NAB's standard profile weights.
-pub const STANDARD: CostMatrix = CostMatrix { tp_weight: 1.0, fp_weight: 0.11, fn_weight: 1.0 };
+pub const STANDARD: CostMatrix = CostMatrix {
+    tp_weight: 1.0,
+    fp_weight: 0.11,
+    fn_weight: 1.0,
+};
 
 /// Where a row falls for scoring purposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +106,13 @@ pub fn sweep_file(
         });
     }
     let index_of = |t: i64| {
-        timestamps.iter().position(|&x| x == t).ok_or_else(|| NabError::WindowNotInData {
-            file: file.to_string(),
-            timestamp: t.to_string(),
-        })
+        timestamps
+            .iter()
+            .position(|&x| x == t)
+            .ok_or_else(|| NabError::WindowNotInData {
+                file: file.to_string(),
+                timestamp: t.to_string(),
+            })
     };
     // Resolve window indices up front (also validates them).
     let mut resolved = Vec::with_capacity(windows.len());
@@ -129,18 +136,31 @@ pub fn sweep_file(
         let (sweep, label) = match cur {
             Some((id, _, right, width)) => {
                 let pos = -((right as f64) - (i as f64) + 1.0) / width;
-                (scaled_sigmoid(pos) * costs.tp_weight / max_tp, PointLabel::Window(id))
+                (
+                    scaled_sigmoid(pos) * costs.tp_weight / max_tp,
+                    PointLabel::Window(id),
+                )
             }
             None => {
                 let pos = match prev {
-                    Some((right, width)) if width > 1.0 => (right as f64 - i as f64).abs() / (width - 1.0),
+                    Some((right, width)) if width > 1.0 => {
+                        (right as f64 - i as f64).abs() / (width - 1.0)
+                    }
                     _ => 3.0,
                 };
                 (scaled_sigmoid(pos) * costs.fp_weight, PointLabel::Outside)
             }
         };
-        let label = if (i as f64) >= prob_len { label } else { PointLabel::Probation };
-        out.push(SweepPoint { anomaly_score: score, sweep_score: sweep, label });
+        let label = if (i as f64) >= prob_len {
+            label
+        } else {
+            PointLabel::Probation
+        };
+        out.push(SweepPoint {
+            anomaly_score: score,
+            sweep_score: sweep,
+            label,
+        });
         if let Some((_, end, right, width)) = cur {
             if ts == end {
                 prev = Some((right, width));
@@ -172,9 +192,15 @@ fn window_slots(points: &[SweepPoint]) -> Vec<Option<f64>> {
 /// Score of every distinct threshold, from "nothing detected" (threshold 1.1) down
 /// to the lowest anomaly score (NAB `Sweeper.calcScoreByThreshold`).
 pub fn scores_by_threshold(points: &[SweepPoint], costs: &CostMatrix) -> Vec<ThresholdScore> {
-    let mut scorable: Vec<&SweepPoint> =
-        points.iter().filter(|p| p.label != PointLabel::Probation).collect();
-    scorable.sort_by(|a, b| b.anomaly_score.partial_cmp(&a.anomaly_score).unwrap_or(Ordering::Equal));
+    let mut scorable: Vec<&SweepPoint> = points
+        .iter()
+        .filter(|p| p.label != PointLabel::Probation)
+        .collect();
+    scorable.sort_by(|a, b| {
+        b.anomaly_score
+            .partial_cmp(&a.anomaly_score)
+            .unwrap_or(Ordering::Equal)
+    });
     let mut best = window_slots(points);
     let n_windows = best.iter().filter(|s| s.is_some()).count();
     let mut total = -(n_windows as f64) * costs.fn_weight;
@@ -237,7 +263,11 @@ pub fn optimize_threshold(points: &[SweepPoint], costs: &CostMatrix) -> Threshol
 }
 
 /// Score of a set of sweep points (one file or a corpus) with a fixed threshold.
-pub fn score_at_threshold(points: &[SweepPoint], costs: &CostMatrix, threshold: f64) -> ThresholdScore {
+pub fn score_at_threshold(
+    points: &[SweepPoint],
+    costs: &CostMatrix,
+    threshold: f64,
+) -> ThresholdScore {
     let mut best = window_slots(points);
     let n_windows = best.iter().filter(|s| s.is_some()).count();
     let mut fp_total = 0.0;
@@ -322,7 +352,10 @@ mod tests {
         let p = sweep(&[(40, 1.0)]);
         let s = score_at_threshold(&p, &STANDARD, 0.5);
         assert!(close(s.score, 1.0), "{s:?}");
-        assert_eq!((s.detected_windows, s.missed_windows, s.false_positives), (1, 0, 0));
+        assert_eq!(
+            (s.detected_windows, s.missed_windows, s.false_positives),
+            (1, 0, 0)
+        );
     }
 
     #[test]
@@ -344,14 +377,20 @@ mod tests {
     fn false_positives_cost_fp_weight() {
         // Before any window: full fpWeight; plus the missed window.
         let p = sweep(&[(20, 1.0)]);
-        assert!(close(score_at_threshold(&p, &STANDARD, 0.5).score, -1.0 - 0.11));
+        assert!(close(
+            score_at_threshold(&p, &STANDARD, 0.5).score,
+            -1.0 - 0.11
+        ));
         // Right after the window: scaled by the sigmoid of 1/9 window-lengths.
         let p = sweep(&[(40, 1.0), (50, 1.0)]);
         let want = 1.0 + 0.11 * (2.0 / (1.0 + (5.0f64 / 9.0).exp()) - 1.0);
         assert!(close(score_at_threshold(&p, &STANDARD, 0.5).score, want));
         // Three window-lengths (27 rows) after the end: full cost again.
         let p = sweep(&[(40, 1.0), (76, 1.0)]);
-        assert!(close(score_at_threshold(&p, &STANDARD, 0.5).score, 1.0 - 0.11));
+        assert!(close(
+            score_at_threshold(&p, &STANDARD, 0.5).score,
+            1.0 - 0.11
+        ));
     }
 
     #[test]
@@ -389,11 +428,17 @@ mod tests {
         let best = optimize_threshold(&p, &STANDARD);
         assert_eq!(best.threshold, 0.9);
         assert!(close(best.score, 0.89));
-        assert!(close(score_at_threshold(&p, &STANDARD, best.threshold).score, 0.89));
+        assert!(close(
+            score_at_threshold(&p, &STANDARD, best.threshold).score,
+            0.89
+        ));
         // Normalised: (0.89 + 1) / 2 * 100.
         assert!(close(normalized_score(best.score, -1.0, 1.0), 94.5));
         // With fpWeight 0.22 the same detections score 0.78.
-        let low_fp = CostMatrix { fp_weight: 0.22, ..STANDARD };
+        let low_fp = CostMatrix {
+            fp_weight: 0.22,
+            ..STANDARD
+        };
         let p = {
             let (ts, mut sc, w) = setup(&[]);
             for &(i, s) in &d {

@@ -32,7 +32,9 @@ impl Args {
             if !allowed.contains(&a.as_str()) {
                 return Err(format!("unknown argument {a:?}\n{usage}"));
             }
-            let v = it.next().ok_or_else(|| format!("{a} needs a value\n{usage}"))?;
+            let v = it
+                .next()
+                .ok_or_else(|| format!("{a} needs a value\n{usage}"))?;
             pairs.push((a, v));
         }
         Ok(Self { pairs })
@@ -40,17 +42,26 @@ impl Args {
 
     /// Value of a flag, if given.
     pub fn get(&self, flag: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(k, _)| k == flag).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == flag)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All values of a repeatable flag, in order.
     pub fn get_all(&self, flag: &str) -> Vec<&str> {
-        self.pairs.iter().filter(|(k, _)| k == flag).map(|(_, v)| v.as_str()).collect()
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == flag)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// Value of a required flag.
     pub fn require(&self, flag: &str) -> Result<&str, String> {
-        self.get(flag).ok_or_else(|| format!("missing required {flag}"))
+        self.get(flag)
+            .ok_or_else(|| format!("missing required {flag}"))
     }
 }
 
@@ -60,10 +71,12 @@ pub fn detect_file(input: &Path, output: &Path, cfg: DetectorConfig) -> Result<u
     let inp = File::open(input).map_err(|e| format!("{}: cannot open: {e}", input.display()))?;
     if let Some(dir) = output.parent() {
         if !dir.as_os_str().is_empty() {
-            fs::create_dir_all(dir).map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
+            fs::create_dir_all(dir)
+                .map_err(|e| format!("{}: cannot create: {e}", dir.display()))?;
         }
     }
-    let out = File::create(output).map_err(|e| format!("{}: cannot create: {e}", output.display()))?;
+    let out =
+        File::create(output).map_err(|e| format!("{}: cannot create: {e}", output.display()))?;
     let mut reader = BufReader::new(inp);
     let mut w = BufWriter::new(out);
     let mut det = StreamingDetector::new(cfg).map_err(|e| e.to_string())?;
@@ -88,14 +101,23 @@ pub fn detect_file(input: &Path, output: &Path, cfg: DetectorConfig) -> Result<u
         if line.trim().is_empty() {
             continue;
         }
-        let row = parse_data_line(&line, line_no).map_err(|e| format!("{}: {e}", input.display()))?;
+        let row =
+            parse_data_line(&line, line_no).map_err(|e| format!("{}: {e}", input.display()))?;
         let score = det.update(row.ts_ms, row.value);
-        let value_text = line.trim_end_matches(['\r', '\n']).split(',').nth(1).unwrap_or("").trim();
+        let value_text = line
+            .trim_end_matches(['\r', '\n'])
+            .split(',')
+            .nth(1)
+            .unwrap_or("")
+            .trim();
         writeln!(w, "{},{},{}", row.timestamp_text, value_text, score).map_err(werr)?;
         rows += 1;
     }
     if line_no == 0 {
-        return Err(format!("{}: empty file (expected header `timestamp,value`)", input.display()));
+        return Err(format!(
+            "{}: empty file (expected header `timestamp,value`)",
+            input.display()
+        ));
     }
     w.flush().map_err(werr)?;
     Ok(rows)
@@ -104,8 +126,13 @@ pub fn detect_file(input: &Path, output: &Path, cfg: DetectorConfig) -> Result<u
 /// Apply `name=value` overrides (from `--set`) to a detector configuration.
 pub fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<DetectorConfig, String> {
     for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set expects name=value, got {s:?}"))?;
-        let x: f64 = v.trim().parse().map_err(|_| format!("--set {k}: {v:?} is not a number"))?;
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--set expects name=value, got {s:?}"))?;
+        let x: f64 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("--set {k}: {v:?} is not a number"))?;
         match k.trim() {
             "warmup" => cfg.warmup = x as u32,
             "level_alpha" => cfg.level_alpha = x,
@@ -144,7 +171,11 @@ pub fn load_profiles(path: &Path) -> Result<Vec<Profile>, String> {
 
 /// Count data rows (non-empty lines after the header) of a data file.
 pub fn count_data_rows(path: &Path) -> Result<usize, String> {
-    Ok(read_text(path)?.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+    Ok(read_text(path)?
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .count())
 }
 
 /// Load the results of every file listed in windows.json from `results/<key>`.
@@ -156,15 +187,24 @@ pub fn load_results(
     let mut files = Vec::new();
     for key in windows.keys() {
         let path = results.join(key);
-        let rows = parse_results_csv(&read_text(&path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        let rows = parse_results_csv(&read_text(&path)?)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(d) = data {
             let want = count_data_rows(&d.join(key))?;
             if want != rows.len() {
-                return Err(format!("{}: {} rows, but the data file has {want}", path.display(), rows.len()));
+                return Err(format!(
+                    "{}: {} rows, but the data file has {want}",
+                    path.display(),
+                    rows.len()
+                ));
             }
         }
         let (timestamps, scores) = rows.into_iter().unzip();
-        files.push(FileScores { key: key.clone(), timestamps, scores });
+        files.push(FileScores {
+            key: key.clone(),
+            timestamps,
+            scores,
+        });
     }
     Ok(files)
 }
@@ -195,7 +235,10 @@ pub fn score_and_print(
         print!("{:<58} {:>4}", f.key, nw);
         for r in &results {
             let s = &r.per_file[i].1;
-            print!(" | {:>7.3} {:>4} {:>5}", s.score, s.detected_windows, s.false_positives);
+            print!(
+                " | {:>7.3} {:>4} {:>5}",
+                s.score, s.detected_windows, s.false_positives
+            );
         }
         println!();
     }
