@@ -1,0 +1,551 @@
+//! One simulated fixture: the real firmware [`Node`] fed with simulated sensors and
+//! physics (water flow and flow-meter pulses, heater tank, filters, pressure, TDS),
+//! with the faults of its plan applied.
+//!
+//! The device is event-driven: it ticks the firmware at every use (every 5 s while
+//! water runs, 15 s for showers) and on an idle grid (every 5 minutes, every 30 s
+//! while the heater is on), so 90 days of a fleet run in seconds while every
+//! firmware rule still sees the time steps it was written for.
+
+use std::convert::Infallible;
+
+use firmware::inputs::{FlowCalibration, FlowMeter};
+use firmware::logic::Counters;
+use firmware::node::Node;
+use firmware::storage::{PersistentStore, RamStorage};
+use firmware::{Config, Demand, Sample};
+use protocol::message::{CartridgeKind, Model, Presence};
+use protocol::topic::{Channel, Topic};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use crate::faults::{FaultKind, Planned, Truth};
+use crate::household::{normal, room_temp_c, Household, Usage, UsageKind, DAY_MS};
+
+/// Offline queue length of every simulated device.
+pub const QUEUE: usize = 64;
+/// Nominal flow-meter calibration, pulses per litre.
+pub const PULSES_PER_LITRE: u32 = 450;
+const IDLE_STEP_MS: i64 = 5 * 60_000;
+const HEATER_STEP_MS: i64 = 30_000;
+const TANK_ML: f64 = 800.0;
+const HEATER_MAX_C: f64 = 41.0;
+
+type SimNode = Node<RamStorage<4>, QUEUE>;
+
+/// A message ready to publish: when (simulated time), from which device, where, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutMessage {
+    /// Simulated time at which the device (or, for a last will, the broker) publishes it.
+    pub at_ms: i64,
+    /// Device index in the fleet.
+    pub device: u32,
+    /// MQTT topic.
+    pub topic: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+    /// Retained (status messages).
+    pub retain: bool,
+}
+
+/// The flow sensor's pin is simulated by counting pulses directly into the firmware's
+/// [`FlowMeter`] (as a board's timer-capture counter would); the pin itself is never read.
+#[derive(Debug, Clone, Copy)]
+pub struct NoPin;
+
+impl embedded_hal::digital::ErrorType for NoPin {
+    type Error = Infallible;
+}
+
+impl embedded_hal::digital::InputPin for NoPin {
+    fn is_high(&mut self) -> Result<bool, Infallible> {
+        Ok(false)
+    }
+    fn is_low(&mut self) -> Result<bool, Infallible> {
+        Ok(true)
+    }
+}
+
+/// Rated capacity of each cartridge kind, litres.
+pub fn rated_litres(kind: CartridgeKind) -> u32 {
+    match kind {
+        CartridgeKind::Sediment => 1_500,
+        CartridgeKind::Carbon => 3_000,
+        CartridgeKind::ReverseOsmosis => 6_000,
+        CartridgeKind::Shower => 8_000,
+    }
+}
+
+/// The cartridge kinds of a model, by slot.
+pub fn cartridge_kinds(model: Model) -> &'static [CartridgeKind] {
+    match model {
+        Model::Toilet => &[],
+        Model::Purifier => &[CartridgeKind::Sediment, CartridgeKind::Carbon, CartridgeKind::ReverseOsmosis],
+        Model::Shower => &[CartridgeKind::Shower],
+    }
+}
+
+/// Tick inputs from the usage player.
+#[derive(Debug, Clone, Copy, Default)]
+struct In {
+    demand: Demand,
+    seat: bool,
+    /// Water drawn by the use in the interval ending now, ml.
+    ml: f64,
+    /// The water went through the heater tank (bidet wash).
+    heated: bool,
+}
+
+/// One simulated fixture.
+#[derive(Debug)]
+pub struct SimDevice {
+    /// Index in the fleet.
+    pub idx: u32,
+    /// Device id.
+    pub id: String,
+    /// Model.
+    pub model: Model,
+    household: Household,
+    rng: StdRng,
+    node: Option<Box<SimNode>>,
+    plan: Vec<Planned>,
+    reboots: Vec<i64>,
+    end_ms: i64,
+    t: i64,
+    heater_on: bool,
+    tank_c: f64,
+    meter: FlowMeter<NoPin>,
+    pulses_per_true_litre: f64,
+    true_ml: f64,
+    pulses_fed: u64,
+    cart_true_ml: [f64; 4],
+    cart_done: [bool; 4],
+    online: bool,
+    connected_at: i64,
+    stuck: Option<(i64, f64)>,
+    stuck_used: bool,
+    topics: [String; 3],
+    truth: Vec<Truth>,
+    last_ml_rate: f64,
+    announced: bool,
+}
+
+impl SimDevice {
+    /// Builds a device with a history (counters, partly used cartridges) and boots its firmware at `start_ms`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        idx: u32,
+        model: Model,
+        household: Household,
+        mut rng: StdRng,
+        plan: Vec<Planned>,
+        start_ms: i64,
+        end_ms: i64,
+        telemetry_every_ms: i64,
+    ) -> SimDevice {
+        let id = format!("{}-{:04}", model.as_str(), idx);
+        // Meters are within ±2 % of their nominal calibration.
+        let pulses_per_true_litre = f64::from(PULSES_PER_LITRE) * (1.0 + rng.random_range(-0.02..0.02));
+        let kinds = cartridge_kinds(model);
+        let mut cart_true_ml = [0.0; 4];
+        let mut counters = Counters::default();
+        for (slot, kind) in kinds.iter().enumerate() {
+            let used = rng.random_range(0.0..0.9) * f64::from(rated_litres(*kind)) * 1000.0;
+            cart_true_ml[slot] = used;
+            counters.cartridges[slot].ml = (used * pulses_per_true_litre / f64::from(PULSES_PER_LITRE)) as u64;
+            counters.cartridges[slot].replacements = rng.random_range(0..4);
+        }
+        counters.water_ml = rng.random_range(1_000_000..50_000_000);
+        if model == Model::Purifier {
+            counters.dispensed_ml = counters.water_ml;
+        }
+        let boot_count = rng.random_range(0..30);
+        let (mut store, _) = PersistentStore::open(RamStorage::<4>::default());
+        let _ = store.save(boot_count, &counters);
+        let storage = store.release();
+        let reboots = {
+            let n = ((end_ms - start_ms) as f64 / (60.0 * DAY_MS as f64) * rng.random_range(0.0..2.0)) as usize;
+            let mut r: Vec<i64> = (0..n).map(|_| rng.random_range(start_ms + DAY_MS..end_ms.max(start_ms + DAY_MS + 1))).collect();
+            r.sort_unstable();
+            r
+        };
+        let mut truth = Vec::new();
+        for &(a, b) in &household.away {
+            if a < end_ms {
+                truth.push(Truth::Away { device: id.clone(), start_ms: a, end_ms: b });
+            }
+        }
+        for p in &plan {
+            if p.kind == FaultKind::ValveStuck || p.start_ms >= end_ms {
+                continue; // valve_stuck is recorded when a wash actually sticks
+            }
+            let detail = match p.kind {
+                FaultKind::Leak => Some(format!("{:.0} ml/min{}", p.magnitude, if p.wets_probe { ", probe wet" } else { "" })),
+                FaultKind::SensorDrift | FaultKind::SensorDropout => Some(Self::affected_sensor(model, p.kind).to_string()),
+                FaultKind::InletClog => Some(format!("flow falls to {:.0} %", p.magnitude * 100.0)),
+                FaultKind::LowPressure => Some(format!("pressure × {:.2}", p.magnitude)),
+                _ => None,
+            };
+            truth.push(Truth::Fault {
+                device: id.clone(),
+                model,
+                kind: p.kind,
+                start_ms: p.start_ms,
+                end_ms: (p.end_ms < end_ms).then_some(p.end_ms),
+                detail,
+            });
+        }
+        let topics = [Channel::Telemetry, Channel::Event, Channel::Status].map(|c| Topic::format(&id, c).to_string());
+        let mut dev = SimDevice {
+            idx,
+            id,
+            model,
+            household,
+            rng,
+            node: None,
+            plan,
+            reboots,
+            end_ms,
+            t: start_ms,
+            heater_on: false,
+            tank_c: 38.0,
+            meter: FlowMeter::new(NoPin, FlowCalibration { pulses_per_litre: PULSES_PER_LITRE }),
+            pulses_per_true_litre,
+            true_ml: 0.0,
+            pulses_fed: 0,
+            cart_true_ml,
+            cart_done: [false; 4],
+            online: true,
+            connected_at: start_ms,
+            stuck: None,
+            stuck_used: false,
+            topics,
+            truth,
+            last_ml_rate: 0.0,
+            announced: false,
+        };
+        dev.boot(storage, start_ms, telemetry_every_ms);
+        dev
+    }
+
+    fn boot(&mut self, storage: RamStorage<4>, t: i64, telemetry_every_ms: i64) {
+        let node = match Node::boot(&self.id, self.model, Config::for_model(self.model), storage, t) {
+            Ok(n) => n,
+            // Ids are generated as `{model}-{nnnn}`, always valid.
+            Err(_) => unreachable!("generated device id is valid"),
+        };
+        let mut node = Box::new(node);
+        node.set_report_interval_ms(telemetry_every_ms);
+        self.node = Some(node);
+    }
+
+    /// The ground truth gathered so far.
+    pub fn truth(&self) -> &[Truth] {
+        &self.truth
+    }
+
+    fn affected_sensor(model: Model, kind: FaultKind) -> &'static str {
+        match (model, kind) {
+            (Model::Purifier, FaultKind::SensorDrift) => "tds_out",
+            (Model::Purifier, _) => "inlet_pressure",
+            _ => "water_temp",
+        }
+    }
+
+    fn active(&self, kind: FaultKind, t: i64) -> Option<Planned> {
+        self.plan.iter().copied().find(|p| p.kind == kind && p.active(t))
+    }
+
+    /// Simulates the day starting at `day_ms`, appending what the device publishes to `out`.
+    pub fn run_day(&mut self, day_ms: i64, out: &mut Vec<OutMessage>) {
+        let uses = self.household.day_usage(self.model, day_ms, &mut self.rng);
+        for u in uses {
+            if u.start_ms >= self.end_ms || u.start_ms <= self.t {
+                continue;
+            }
+            if self.active(FaultKind::Unused, u.start_ms).is_some() {
+                continue;
+            }
+            self.idle_until(u.start_ms, out);
+            self.play(u, out);
+        }
+        self.idle_until((day_ms + DAY_MS).min(self.end_ms), out);
+    }
+
+    fn idle_until(&mut self, until: i64, out: &mut Vec<OutMessage>) {
+        let interval = self.node.as_ref().map_or(IDLE_STEP_MS, |n| n.report_interval_ms());
+        loop {
+            let step = if self.heater_on { HEATER_STEP_MS } else { IDLE_STEP_MS.min(interval) };
+            let next = self.t + step;
+            if next >= until {
+                break;
+            }
+            self.tick(next, In::default(), out);
+        }
+    }
+
+    /// Flow factor for purifier and shower draws: pressure, filter loading, inlet clog.
+    fn flow_factor(&mut self, t: i64) -> f64 {
+        let p = self.static_pressure_kpa(t);
+        let mut f = (p / 300.0).sqrt().clamp(0.3, 1.3);
+        if let Some(kind) = cartridge_kinds(self.model).first() {
+            let load = (self.cart_true_ml[0] / (f64::from(rated_litres(*kind)) * 1000.0)).min(1.2);
+            f *= 1.0 - 0.2 * load * load;
+        }
+        if let Some(c) = self.active(FaultKind::InletClog, t) {
+            let ramp = ((t - c.start_ms) as f64 / ((c.end_ms - c.start_ms) as f64 * 0.5)).min(1.0);
+            f *= 1.0 - (1.0 - c.magnitude) * ramp;
+        }
+        f * (1.0 + normal(&mut self.rng, 0.0, 0.01))
+    }
+
+    fn static_pressure_kpa(&self, t: i64) -> f64 {
+        let p = self.household.site.static_pressure_kpa;
+        match self.active(FaultKind::LowPressure, t) {
+            Some(lp) => p * lp.magnitude,
+            None => p,
+        }
+    }
+
+    fn play(&mut self, u: Usage, out: &mut Vec<OutMessage>) {
+        let s = u.start_ms;
+        match u.kind {
+            UsageKind::ToiletVisit { seat_ms, wash, flush } => {
+                self.tick(s, In { seat: true, ..In::default() }, out);
+                if let Some((off, dur)) = wash {
+                    let rate = self.rng.random_range(6.0..9.0); // ml/s, 0.36–0.54 L/min
+                    let ws = s + off;
+                    let we = ws + dur;
+                    if !self.stuck_used {
+                        if let Some(p) = self.plan.iter().find(|p| p.kind == FaultKind::ValveStuck && ws >= p.start_ms).copied() {
+                            self.stuck_used = true;
+                            let until = we + (p.end_ms - p.start_ms);
+                            self.stuck = Some((until, rate));
+                            self.truth.push(Truth::Fault {
+                                device: self.id.clone(),
+                                model: self.model,
+                                kind: FaultKind::ValveStuck,
+                                start_ms: ws,
+                                end_ms: (until < self.end_ms).then_some(until),
+                                detail: Some(format!("wash valve open {:.0} min after the wash", (until - we) as f64 / 60_000.0)),
+                            });
+                        }
+                    }
+                    let mut t = ws;
+                    let wash_in = |ml| In { demand: Demand::Wash, seat: true, ml, heated: true };
+                    self.tick(ws, wash_in(0.0), out);
+                    while t + 5_000 < we {
+                        t += 5_000;
+                        self.tick(t, wash_in(rate * 5.0), out);
+                    }
+                    self.tick(we, In { demand: Demand::None, ..wash_in(rate * (we - t) as f64 / 1000.0) }, out);
+                    t = we;
+                    while t + 5_000 < s + seat_ms {
+                        t += 5_000;
+                        self.tick(t, In { seat: true, ..In::default() }, out);
+                    }
+                }
+                let so = s + seat_ms;
+                self.tick(so, In::default(), out);
+                if flush {
+                    let fs = so + 3_000;
+                    self.tick(fs, In { demand: Demand::Flush, ..In::default() }, out);
+                    let refill = self.rng.random_range(100.0..170.0); // ml/s for 40 s: 4–7 L
+                    let mut t = fs;
+                    for _ in 0..8 {
+                        t += 5_000;
+                        self.tick(t, In { ml: refill * 5.0, ..In::default() }, out);
+                    }
+                    self.tick(t + 5_000, In::default(), out);
+                }
+            }
+            UsageKind::Dispense { ml } => {
+                let rate = 25.0 * self.flow_factor(s);
+                self.draw(s, ml / rate * 1000.0, rate, 5_000, out);
+            }
+            UsageKind::Shower { dur_ms } => {
+                let rate = 150.0 * self.flow_factor(s);
+                self.draw(s, dur_ms as f64, rate, 15_000, out);
+            }
+        }
+    }
+
+    fn draw(&mut self, s: i64, dur_ms: f64, rate_ml_s: f64, step: i64, out: &mut Vec<OutMessage>) {
+        let e = s + dur_ms as i64;
+        let draw_in = |ml| In { demand: Demand::Draw, ml, ..In::default() };
+        self.last_ml_rate = rate_ml_s;
+        self.tick(s, draw_in(0.0), out);
+        let mut t = s;
+        while t + step < e {
+            t += step;
+            self.tick(t, draw_in(rate_ml_s * step as f64 / 1000.0), out);
+        }
+        self.tick(e, In { demand: Demand::None, ..draw_in(rate_ml_s * (e - t) as f64 / 1000.0) }, out);
+        self.tick(e + 5_000, In::default(), out);
+        self.last_ml_rate = 0.0;
+    }
+
+    /// Water that flows by itself over `(from, to]`: a leak, a stuck valve.
+    fn background_ml(&self, from: i64, to: i64) -> f64 {
+        let mut ml = 0.0;
+        if let Some(l) = self.active(FaultKind::Leak, to) {
+            let a = from.max(l.start_ms);
+            ml += l.magnitude / 60_000.0 * (to - a).max(0) as f64;
+        }
+        if let Some((until, rate)) = self.stuck {
+            let b = to.min(until);
+            ml += rate / 1000.0 * (b - from).max(0) as f64;
+        }
+        ml
+    }
+
+    fn tick(&mut self, t: i64, input: In, out: &mut Vec<OutMessage>) {
+        if t >= self.end_ms || t < self.t {
+            return;
+        }
+        self.transitions(t, out);
+        let dt_s = (t - self.t) as f64 / 1000.0;
+        let ml = input.ml + self.background_ml(self.t, t);
+        if let Some((until, _)) = self.stuck {
+            if t >= until {
+                self.stuck = None;
+            }
+        }
+        // Heater tank (toilet): cools to the room, heats while on (unless failed), mixes in cold water.
+        if self.model == Model::Toilet {
+            let room = room_temp_c(t);
+            self.tank_c = room + (self.tank_c - room) * (-dt_s / (3.0 * 3600.0)).exp();
+            if self.heater_on && self.active(FaultKind::HeaterFailure, t).is_none() {
+                self.tank_c = HEATER_MAX_C - (HEATER_MAX_C - self.tank_c) * (-dt_s / 60.0).exp();
+            }
+            if input.heated {
+                let frac = (input.ml / TANK_ML).min(1.0);
+                self.tank_c -= frac * (self.tank_c - self.household.inlet_temp_c(t));
+            }
+        }
+        // Flow meter: pulses from the true volume through a meter with its own calibration error.
+        self.true_ml += ml;
+        let pulses = (self.true_ml / 1000.0 * self.pulses_per_true_litre) as u64;
+        self.meter.add_pulses(u32::try_from(pulses - self.pulses_fed).unwrap_or(u32::MAX));
+        self.pulses_fed = pulses;
+        let flow_ml = self.meter.take_ml();
+        // Filters: the true water through them, and the day each reaches its rating.
+        for (slot, kind) in cartridge_kinds(self.model).iter().enumerate() {
+            self.cart_true_ml[slot] += ml;
+            let rated = rated_litres(*kind);
+            if !self.cart_done[slot] && self.cart_true_ml[slot] >= f64::from(rated) * 1000.0 {
+                self.cart_done[slot] = true;
+                self.truth.push(Truth::CartridgeCapacity { device: self.id.clone(), slot: slot as u8, kind: *kind, rated_l: rated, ts: t });
+            }
+        }
+        let sample = self.sample(t, input, flow_ml, ml > 0.0);
+        let Some(node) = self.node.as_mut() else { return };
+        let outputs = node.tick(t, &sample);
+        self.heater_on = outputs.heater_on;
+        self.t = t;
+        self.drain(t, out);
+    }
+
+    fn sample(&mut self, t: i64, input: In, flow_ml: u32, flowing: bool) -> Sample {
+        let mc = |c: f64| (c * 1000.0).round() as i32;
+        let drift = self.active(FaultKind::SensorDrift, t).map(|d| d.magnitude * ((t - d.start_ms) as f64 / (d.end_ms - d.start_ms) as f64));
+        let dropout = self.active(FaultKind::SensorDropout, t).is_some();
+        let probe = self.active(FaultKind::Leak, t).is_some_and(|l| l.wets_probe);
+        let rng = &mut self.rng;
+        let mut s = Sample { seat: input.seat, leak_probe: probe, demand: input.demand, flow_ml, ..Sample::default() };
+        let p = self.household.site.static_pressure_kpa;
+        let p = match self.plan.iter().find(|lp| lp.kind == FaultKind::LowPressure && lp.active(t)) {
+            Some(lp) => p * lp.magnitude,
+            None => p,
+        };
+        let p_kpa = p - if flowing { 25.0 } else { 0.0 } + normal(rng, 0.0, 3.0);
+        match self.model {
+            Model::Toilet => {
+                let temp = self.tank_c + drift.unwrap_or(0.0) * 5.0 + normal(rng, 0.0, 0.15);
+                s.water_temp_mc = (!dropout).then(|| mc(temp));
+                s.seat_temp_mc = Some(mc(33.0 + normal(rng, 0.0, 0.3)));
+            }
+            Model::Purifier => {
+                let tds_in = self.household.site.inlet_tds_ppm * (1.0 + normal(rng, 0.0, 0.02));
+                let ro_load = self.cart_true_ml[2] / (f64::from(rated_litres(CartridgeKind::ReverseOsmosis)) * 1000.0);
+                let rejection = (0.04 + 0.3 * (ro_load - 0.8).max(0.0)).min(0.5);
+                let tds_out = tds_in * rejection + drift.unwrap_or(0.0) * 80.0;
+                s.pressure_pa = (!dropout).then(|| (p_kpa.max(0.0) * 1000.0) as i32);
+                s.tds_in_ppm = Some(tds_in.clamp(0.0, 5000.0) as u16);
+                s.tds_out_ppm = Some(tds_out.clamp(0.0, 5000.0) as u16);
+            }
+            Model::Shower => {
+                let base = if input.demand == Demand::Draw || self.last_ml_rate > 0.0 {
+                    self.household.shower_pref_c
+                } else {
+                    room_temp_c(t)
+                };
+                let temp = base + drift.unwrap_or(0.0) * 5.0 + normal(rng, 0.0, 0.2);
+                s.water_temp_mc = (!dropout).then(|| mc(temp));
+                s.pressure_pa = Some((p_kpa.max(0.0) * 1000.0) as i32);
+            }
+        }
+        s
+    }
+
+    /// Reboots and network changes due at `t`.
+    fn transitions(&mut self, t: i64, out: &mut Vec<OutMessage>) {
+        if !self.announced {
+            // First tick: the device connects and announces itself.
+            self.announced = true;
+            self.status(self.t, Presence::Online, out);
+        }
+        while self.reboots.first().is_some_and(|&r| r <= t) {
+            let r = self.reboots.remove(0);
+            let interval = self.node.as_ref().map_or(IDLE_STEP_MS * 3, |n| n.report_interval_ms());
+            if let Some(node) = self.node.take() {
+                let storage = node.shutdown();
+                self.meter = FlowMeter::new(NoPin, FlowCalibration { pulses_per_litre: PULSES_PER_LITRE });
+                self.pulses_fed = (self.true_ml / 1000.0 * self.pulses_per_true_litre) as u64;
+                self.boot(storage, t, interval);
+            }
+            self.truth.push(Truth::Reboot { device: self.id.clone(), ts: r.max(self.t) });
+            if self.online {
+                self.connected_at = t;
+                self.status(t, Presence::Online, out);
+            }
+        }
+        let offline = self.active(FaultKind::Offline, t).is_some();
+        if self.online && offline {
+            self.online = false;
+            // The broker publishes the last will (its `ts` is when it was registered, at connect).
+            let connected_at = self.connected_at;
+            self.status_at(t, connected_at, Presence::Offline, out);
+        } else if !self.online && !offline {
+            self.online = true;
+            self.connected_at = t;
+            self.status(t, Presence::Online, out);
+        }
+    }
+
+    fn status(&mut self, t: i64, presence: Presence, out: &mut Vec<OutMessage>) {
+        self.status_at(t, t, presence, out);
+    }
+
+    fn status_at(&mut self, at: i64, ts: i64, presence: Presence, out: &mut Vec<OutMessage>) {
+        let Some(node) = self.node.as_ref() else { return };
+        let mut buf = [0u8; 256];
+        if let Ok(n) = node.status(ts, presence, &mut buf) {
+            out.push(OutMessage { at_ms: at, device: self.idx, topic: self.topics[2].clone(), payload: buf[..n].to_vec(), retain: true });
+        }
+    }
+
+    fn drain(&mut self, t: i64, out: &mut Vec<OutMessage>) {
+        if !self.online {
+            return;
+        }
+        let Some(node) = self.node.as_mut() else { return };
+        while let Some(m) = node.outbox_mut().pop() {
+            let topic = match m.channel {
+                Channel::Telemetry => self.topics[0].clone(),
+                _ => self.topics[1].clone(),
+            };
+            out.push(OutMessage { at_ms: t, device: self.idx, topic, payload: m.payload.to_vec(), retain: false });
+        }
+    }
+}
