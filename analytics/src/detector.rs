@@ -34,6 +34,9 @@ pub const SEASON_BUCKETS: usize = 48;
 /// Length of the short window of the anomaly-likelihood stage.
 pub const SHORT_WINDOW: usize = 10;
 
+/// 64-bit words per generation of the context table.
+pub const CTX_WORDS: usize = 16;
+
 /// `-ln(1e-10)`: the log tail probability that maps to score 1.
 const LN_TAIL_FLOOR: f64 = 23.025_850_929_940_457;
 
@@ -67,12 +70,20 @@ pub struct DetectorConfig {
     pub point_weight: f64,
     /// Weight of the anomaly-likelihood evidence (0 disables it).
     pub likelihood_weight: f64,
+    /// Factor applied to the point evidence when its context was seen before (1 disables).
+    pub novelty_damp: f64,
+    /// Buckets per doubling of the deviation in the context key.
+    pub ctx_res: f64,
+    /// Points per generation of the context table (0: never forget).
+    pub ctx_generation: u32,
+    /// Time-of-day slots of the context (0: the previous value bucket is the context).
+    pub ctx_tod: u32,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
-            warmup: 100,
+            warmup: 300,
             level_alpha: 0.1,
             scale_alpha: 0.01,
             slow_alpha: 0.002,
@@ -85,6 +96,10 @@ impl Default for DetectorConfig {
             rel_scale_floor: 1e-3,
             point_weight: 1.0,
             likelihood_weight: 1.0,
+            novelty_damp: 0.2,
+            ctx_res: 2.0,
+            ctx_generation: 1000,
+            ctx_tod: 48,
         }
     }
 }
@@ -122,6 +137,20 @@ impl DetectorConfig {
         nonneg("rel_scale_floor", self.rel_scale_floor)?;
         nonneg("point_weight", self.point_weight)?;
         nonneg("likelihood_weight", self.likelihood_weight)?;
+        if !(0.0..=1.0).contains(&self.novelty_damp) {
+            return Err(ConfigError::OutOfRange {
+                name: "novelty_damp",
+                value: self.novelty_damp,
+                reason: "must be in [0, 1]",
+            });
+        }
+        if !(self.ctx_res > 0.0 && self.ctx_res <= 8.0) {
+            return Err(ConfigError::OutOfRange {
+                name: "ctx_res",
+                value: self.ctx_res,
+                reason: "must be in (0, 8]",
+            });
+        }
         if !(self.clip > 0.0 && self.clip.is_finite()) {
             return Err(ConfigError::OutOfRange {
                 name: "clip",
@@ -156,6 +185,10 @@ pub struct StreamingDetector {
     level_scale: f64,
     slow: f64,
     season_scale: f64,
+    dev_scale: f64,
+    prev_bucket: i32,
+    ctx_age: u32,
+    ctx: [[u64; CTX_WORDS]; 2],
     long_mean: f64,
     long_var: f64,
     ring_sum: f64,
@@ -193,6 +226,10 @@ impl StreamingDetector {
             level_scale: 0.0,
             slow: 0.0,
             season_scale: 0.0,
+            dev_scale: 0.0,
+            prev_bucket: 0,
+            ctx_age: 0,
+            ctx: [[0; CTX_WORDS]; 2],
             long_mean: 0.0,
             long_var: 0.0,
             ring_sum: 0.0,
@@ -250,6 +287,7 @@ impl StreamingDetector {
         }
         self.n += 1;
         let scoring = self.n > u64::from(c.warmup);
+        let inv_n_now = 1.0 / self.n as f64;
         let floor = (c.rel_scale_floor * self.slow.abs()).max(1e-9);
 
         // 1. Predictions and standardised error (the better model wins).
@@ -265,8 +303,47 @@ impl StreamingDetector {
             season_err = Some((b, e, ready));
         }
 
-        // 2. Point evidence under a Laplace error model.
-        let point = if scoring { tail_to_score(z) } else { 0.0 };
+        // 2. Point evidence under a Laplace error model, damped when its context is not
+        //    novel. The context is the value bucket (deviation from the slow level in units
+        //    of its long-run mean absolute deviation, log scale, signed) together with the
+        //    time-of-day slot (or the previous value bucket); seen contexts are kept as
+        //    bits of a small hashed table with two generations, so old ones are forgotten.
+        let mut novelty = 1.0;
+        if c.novelty_damp < 1.0 {
+            let d = value - self.slow;
+            let u = d.abs() / self.dev_scale.max(floor);
+            let mag = ((1.0 + u).log2() * c.ctx_res).floor().min(15.0) as i32;
+            let b = if d < 0.0 { -mag } else { mag };
+            let ctx_a = if c.ctx_tod > 0 && c.season_period_ms > 0 {
+                let p = c.season_period_ms;
+                (i128::from(ts_ms.rem_euclid(p)) * i128::from(c.ctx_tod) / i128::from(p)) as i32
+                    + 1000
+            } else {
+                self.prev_bucket + 32
+            };
+            let key = (ctx_a * 64 + (b + 32)) as u64;
+            let h = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize; // 10 bits
+            let (w, bit) = (h / 64 % CTX_WORDS, 1u64 << (h % 64));
+            let seen = (self.ctx[0][w] | self.ctx[1][w]) & bit != 0;
+            if seen {
+                novelty = c.novelty_damp;
+            }
+            self.ctx[0][w] |= bit;
+            self.prev_bucket = b;
+            self.ctx_age += 1;
+            if c.ctx_generation > 0 && self.ctx_age >= c.ctx_generation {
+                self.ctx[1] = self.ctx[0];
+                self.ctx[0] = [0; CTX_WORDS];
+                self.ctx_age = 0;
+            }
+            let da = c.slow_alpha.max(inv_n_now);
+            self.dev_scale += da * (d.abs() - self.dev_scale);
+        }
+        let point = if scoring {
+            novelty * tail_to_score(z)
+        } else {
+            0.0
+        };
 
         // 3. Anomaly likelihood of the short window under the long-run distribution.
         let surprise = (1.0 - (-z).exp()) as f32;
@@ -378,6 +455,11 @@ mod tests {
         };
         assert!(StreamingDetector::new(cfg).is_err());
         let cfg = DetectorConfig {
+            novelty_damp: 1.5,
+            ..DetectorConfig::default()
+        };
+        assert!(StreamingDetector::new(cfg).is_err());
+        let cfg = DetectorConfig {
             clip: f64::NAN,
             ..DetectorConfig::default()
         };
@@ -395,7 +477,7 @@ mod tests {
             "{:?}",
             s.iter().cloned().fold(0.0, f64::max)
         );
-        assert!(s[200..].iter().all(|&x| x < 1e-3));
+        assert!(s[400..].iter().all(|&x| x < 1e-3));
     }
 
     #[test]
@@ -432,6 +514,22 @@ mod tests {
         // The refractory memory keeps the aftermath quiet.
         let after = s[2020..2100].iter().filter(|&&x| x > 0.5).count();
         assert!(after <= 2, "{after} repeated alarms");
+    }
+
+    #[test]
+    fn recurring_daily_spike_loses_novelty() {
+        // The same spike at the same time of day, every day: once its (time-of-day, value)
+        // context has been seen, later repeats score lower than the first occurrence.
+        let mut pts = noisy_series(288 * 6);
+        let days: Vec<usize> = (2..6).map(|d| d * 288 + 100).collect();
+        for &i in &days {
+            pts[i].1 += 40.0;
+        }
+        let s = run(&pts);
+        assert!(s[days[0]] > 0.9, "first spike {}", s[days[0]]);
+        for &i in &days[1..] {
+            assert!(s[i] < 0.5 * s[days[0]], "repeat at {i}: {}", s[i]);
+        }
     }
 
     #[test]

@@ -147,6 +147,10 @@ pub fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<Detecto
             "rel_scale_floor" => cfg.rel_scale_floor = x,
             "point_weight" => cfg.point_weight = x,
             "likelihood_weight" => cfg.likelihood_weight = x,
+            "novelty_damp" => cfg.novelty_damp = x,
+            "ctx_res" => cfg.ctx_res = x,
+            "ctx_generation" => cfg.ctx_generation = x as u32,
+            "ctx_tod" => cfg.ctx_tod = x as u32,
             other => return Err(format!("--set: unknown detector parameter {other:?}")),
         }
     }
