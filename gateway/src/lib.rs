@@ -150,10 +150,10 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         });
     }
 
-    let capacity = config.batch.max_messages * 2 + 64;
-    let (client, eventloop) = ingest::mqtt::connect(&config.mqtt, capacity);
+    // Room for every PUBACK of a full in-flight window and more: acks never wait for space long.
+    let (client, eventloop) = ingest::mqtt::connect(&config.mqtt, config.batch.max_messages * 4 + 10_000);
     let generation = Arc::new(AtomicU64::new(0));
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
         batch: config.batch,
         limits: config.limits,

@@ -32,6 +32,22 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| "loading the configuration (see gateway.example.toml)")?;
     let options = gateway::RunOptions { demo_fixtures: cli.demo, report_every_s: cli.report_every };
     let shutdown = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     };
     gateway::run(config, options, shutdown).await.context("the gateway stopped with an error")?;

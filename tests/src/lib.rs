@@ -1,1 +1,480 @@
-//! Test harness for end-to-end tests (services started on free loopback ports).
+//! Harness for the end-to-end tests and the ingest benchmark.
+//!
+//! Starts real services on free loopback ports in temporary directories and
+//! stops them by PID when dropped: [`Mosquitto`] (with the persistence and
+//! in-flight settings of `deploy/mosquitto/mosquitto.conf`), [`Influx`]
+//! (Debian's InfluxDB 1.6.7, v1 HTTP API) and the gateway itself
+//! ([`GatewayProcess`], the real binary, so a test can `kill -9` it).
+//! [`publish_all`] is a QoS 1 publisher that reconnects and counts PUBACKs;
+//! [`fleet_messages`] makes a deterministic burst of valid contract messages.
+//!
+//! A missing `mosquitto` or `influxd` is an error, never a skip: `scripts/test`
+//! installs both from Debian packages.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use protocol::message::*;
+use protocol::topic::{Channel, Topic};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// Finds a service binary on PATH or in /usr/sbin, or says how to install it.
+pub fn require_binary(name: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("`{name}` is not installed. Run `scripts/test` (it installs mosquitto and influxdb from Debian packages), or `apt-get install -y influxdb mosquitto`."))
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) -> Result<()> {
+    wait_until(Duration::from_secs(20), what, || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
+}
+
+fn stop_child(child: &mut Option<Child>, signal: &str) {
+    if let Some(mut c) = child.take() {
+        let _ = Command::new("kill").arg(signal).arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A Mosquitto broker on a free port, with persistence in a temporary directory.
+pub struct Mosquitto {
+    child: Option<Child>,
+    /// The MQTT port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts a broker. The configuration mirrors `deploy/mosquitto/mosquitto.conf`
+    /// (persistence, a 1000-message in-flight window, a deep offline queue) minus
+    /// authentication, which the tests do not exercise.
+    pub fn start() -> Result<Mosquitto> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             autosave_interval 1\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n\
+             message_size_limit 0\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
+        let mut m = Mosquitto { child: None, port, dir };
+        m.launch()?;
+        Ok(m)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let bin = require_binary("mosquitto")?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?;
+        self.child = Some(child);
+        wait_for_port(self.port, "mosquitto to listen")
+    }
+
+    /// Stops the broker gracefully (it saves its persistence file) and starts it again.
+    pub fn restart(&mut self) -> Result<()> {
+        stop_child(&mut self.child, "-TERM");
+        self.launch()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, "-KILL");
+    }
+}
+
+/// An InfluxDB 1.x server on free ports, with its data in a temporary directory.
+pub struct Influx {
+    child: Option<Child>,
+    /// The HTTP port.
+    pub http_port: u16,
+    dir: tempfile::TempDir,
+    http: reqwest::blocking::Client,
+}
+
+impl Influx {
+    /// Starts a server.
+    pub fn start() -> Result<Influx> {
+        let dir = tempfile::tempdir()?;
+        let http_port = free_port();
+        let rpc_port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n  max-body-size = 0\n\
+             [monitor]\n  store-enabled = false\n\
+             [continuous_queries]\n  enabled = false\n"
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), conf)?;
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut i = Influx { child: None, http_port, dir, http };
+        i.launch()?;
+        Ok(i)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let bin = require_binary("influxd")?;
+        let log = std::fs::File::create(self.dir.path().join("influxd.log"))?;
+        let child = Command::new(bin)
+            .arg("-config")
+            .arg(self.dir.path().join("influxdb.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting influxd")?;
+        self.child = Some(child);
+        let ping = format!("{}/ping", self.url());
+        wait_until(Duration::from_secs(30), "influxd to answer /ping", || {
+            self.http.get(&ping).send().ok().filter(|r| r.status().as_u16() == 204).map(|_| ())
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Stops the server (SIGTERM).
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child, "-TERM");
+    }
+
+    /// Starts it again with the same data and ports.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.launch()
+    }
+
+    /// Runs an InfluxQL query and returns the JSON answer.
+    pub fn query(&self, db: &str, q: &str) -> Result<serde_json::Value> {
+        let resp = self.http.post(format!("{}/query", self.url())).form(&[("db", db), ("q", q), ("epoch", "ms")]).send()?;
+        let v: serde_json::Value = resp.json()?;
+        if let Some(e) = v.pointer("/results/0/error").or_else(|| v.get("error")) {
+            bail!("InfluxQL error for {q:?}: {e}");
+        }
+        Ok(v)
+    }
+
+    /// Creates a database.
+    pub fn create_db(&self, db: &str) -> Result<()> {
+        self.query(db, &format!("CREATE DATABASE \"{db}\"")).map(|_| ())
+    }
+
+    /// Sums the first value column of every series of a query's first result
+    /// (e.g. `SELECT count(seq) FROM toilet, purifier, shower`).
+    pub fn sum_counts(&self, db: &str, q: &str) -> Result<i64> {
+        let v = self.query(db, q)?;
+        Ok(series_counts(&v).iter().map(|(_, n)| n).sum())
+    }
+
+    /// Per-series `(tags, count)` of a count query.
+    pub fn counts_by_series(&self, db: &str, q: &str) -> Result<Vec<(String, i64)>> {
+        Ok(series_counts(&self.query(db, q)?))
+    }
+}
+
+fn series_counts(v: &serde_json::Value) -> Vec<(String, i64)> {
+    let Some(series) = v.pointer("/results/0/series").and_then(|s| s.as_array()) else { return Vec::new() };
+    series
+        .iter()
+        .map(|s| {
+            let tags = s.get("tags").map(|t| t.to_string()).unwrap_or_default();
+            let key = format!("{}{}", s.get("name").and_then(|n| n.as_str()).unwrap_or(""), tags);
+            let n = s.pointer("/values/0/1").and_then(|x| x.as_i64()).unwrap_or(0);
+            (key, n)
+        })
+        .collect()
+}
+
+impl Drop for Influx {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, "-KILL");
+    }
+}
+
+/// Where the gateway under test stores telemetry.
+#[derive(Debug, Clone)]
+pub enum StoreTarget {
+    /// InfluxDB v1 at `url`, database `db`.
+    Influx {
+        /// Base URL.
+        url: String,
+        /// Database.
+        db: String,
+    },
+    /// The embedded SQLite store.
+    Sqlite,
+}
+
+/// The gateway binary running as a child process, with its own data directory.
+pub struct GatewayProcess {
+    child: Option<Child>,
+    /// HTTP port of /health and /metrics.
+    pub http_port: u16,
+    config: PathBuf,
+    /// The data directory (kept across restarts).
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    http: reqwest::blocking::Client,
+}
+
+/// Path of the gateway binary built for the tests (`gateway-under-test`, see
+/// `tests/Cargo.toml`): `$GATEWAY_BIN`, or next to the running executable
+/// (`target/<profile>/` for the bench, `target/<profile>/deps/..` for tests).
+pub fn gateway_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    [dir.join("gateway-under-test"), dir.join("../gateway-under-test")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join("gateway-under-test"))
+}
+
+impl GatewayProcess {
+    /// Writes a config for an external broker on `mqtt_port` and starts the gateway.
+    pub fn spawn(work_dir: &Path, mqtt_port: u16, store: &StoreTarget, client_id: &str, extra_toml: &str) -> Result<GatewayProcess> {
+        let data_dir = work_dir.join("data");
+        let http_port = free_port();
+        let store_toml = match store {
+            StoreTarget::Influx { url, db } => format!("store = \"influx_v1\"\n[influx]\nurl = \"{url}\"\ndatabase = \"{db}\"\ntimeout_ms = 3000\n"),
+            StoreTarget::Sqlite => "store = \"sqlite\"\n".to_owned(),
+        };
+        let config = work_dir.join("gateway.toml");
+        let mut f = std::fs::File::create(&config)?;
+        write!(
+            f,
+            "data_dir = \"{}\"\n{store_toml}[mqtt]\nbroker = \"external\"\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{client_id}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{extra_toml}",
+            data_dir.display()
+        )?;
+        let mut g = GatewayProcess {
+            child: None,
+            http_port,
+            config,
+            data_dir,
+            log: work_dir.join("gateway.log"),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        };
+        g.launch()?;
+        Ok(g)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(gateway_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--report-every")
+            .arg("0")
+            .env("GATEWAY_LOG", "info,rumqttd=warn")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the gateway binary")?;
+        self.child = Some(child);
+        wait_until(Duration::from_secs(20), "the gateway to connect to the broker", || {
+            self.metrics().ok().filter(|m| m["mqtt_connects"].as_u64().unwrap_or(0) >= 1)
+        })
+        .map_err(|e| anyhow!("{e}; gateway log:\n{}", self.log_tail()))?;
+        Ok(())
+    }
+
+    /// The last lines of the gateway's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// `GET /metrics` as JSON.
+    pub fn metrics(&self) -> Result<serde_json::Value> {
+        Ok(self.http.get(format!("http://127.0.0.1:{}/metrics", self.http_port)).send()?.json()?)
+    }
+
+    /// `GET /dead-letters?limit=N` as JSON.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let v: serde_json::Value = self.http.get(format!("http://127.0.0.1:{}/dead-letters?limit={limit}", self.http_port)).send()?.json()?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9`: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        stop_child(&mut self.child, "-KILL");
+    }
+
+    /// Graceful stop (SIGTERM: the batch in hand is flushed).
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child, "-TERM");
+    }
+
+    /// Starts the gateway again with the same config and data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.launch()
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, "-KILL");
+    }
+}
+
+/// Base timestamp for generated messages: now minus one day, so every message
+/// is inside the gateway's default window.
+pub fn base_ts() -> i64 {
+    gateway::ingest::pipeline::now_ms() - 86_400_000
+}
+
+/// Device id `i` of a generated fleet, with its model.
+pub fn fleet_device(i: usize) -> (String, Model) {
+    let model = [Model::Toilet, Model::Purifier, Model::Shower][i % 3];
+    (format!("{}-{i:05}", model.as_str()), model)
+}
+
+/// One valid telemetry message for fleet device `device` at round `round`.
+pub fn telemetry_message(device: usize, round: u32, base_ts: i64) -> (String, Vec<u8>) {
+    let (id, model) = fleet_device(device);
+    let r = u64::from(round);
+    let cartridge = |slot, kind| Cartridge { slot, kind, ml_since_replacement: r * 1200, replacements: 0 };
+    let reading = match model {
+        Model::Toilet => Reading::Toilet(ToiletReading {
+            seat_sessions: round,
+            washes: round / 2,
+            wash_seconds: round * 20,
+            flushes: round,
+            water_ml: r * 4500,
+            heater_wh: round * 2,
+            water_temp_c: 36.5,
+            seat_temp_c: 34.0,
+        }),
+        Model::Purifier => Reading::Purifier(PurifierReading {
+            dispensed_ml: r * 1200,
+            tds_in_ppm: 300,
+            tds_out_ppm: 10,
+            inlet_pressure_kpa: 260.0,
+            pump_seconds: round * 8,
+            cartridges: [cartridge(0, CartridgeKind::Sediment), cartridge(1, CartridgeKind::ReverseOsmosis)].into_iter().collect(),
+        }),
+        Model::Shower => Reading::Shower(ShowerReading {
+            showers: round,
+            water_ml: r * 50_000,
+            shower_seconds: round * 400,
+            temp_c: 39.0,
+            pressure_kpa: 310.0,
+            cartridges: [cartridge(0, CartridgeKind::Shower)].into_iter().collect(),
+        }),
+    };
+    let msg = Telemetry {
+        v: 1,
+        device_id: id.as_str().try_into().unwrap_or_default(),
+        boot_id: 1,
+        seq: round,
+        ts: base_ts + i64::from(round) * 1000,
+        fw: Some("1.2.0".try_into().unwrap_or_default()),
+        reading,
+    };
+    (Topic::format(&id, Channel::Telemetry).to_string(), serde_json::to_vec(&msg).unwrap_or_default())
+}
+
+/// `devices × rounds` telemetry messages, round by round (as a fleet would publish).
+pub fn fleet_messages(devices: usize, rounds: u32, base_ts: i64) -> Vec<(String, Vec<u8>)> {
+    (0..rounds).flat_map(|r| (0..devices).map(move |d| telemetry_message(d, r, base_ts))).collect()
+}
+
+/// InfluxQL counting every stored telemetry point of the fleet.
+pub const COUNT_TELEMETRY: &str = "SELECT count(seq) FROM toilet, purifier, shower";
+
+/// Publishes every message with QoS 1 through one persistent session,
+/// reconnecting on errors, and returns once the broker has acknowledged them all.
+/// `acked` (if given) is updated as PUBACKs arrive, for tests that act mid-stream.
+pub fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>, acked: Option<Arc<AtomicUsize>>, rate_per_s: Option<u32>) -> Result<usize> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let acked = acked.unwrap_or_default();
+    rt.block_on(async move {
+        let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_inflight(100)
+            .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
+        let total = messages.len();
+        let publisher = tokio::spawn(async move {
+            let start = Instant::now();
+            for (i, (topic, payload)) in messages.into_iter().enumerate() {
+                if let Some(rate) = rate_per_s {
+                    let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await?;
+            }
+            Ok::<_, rumqttc::ClientError>(client)
+        });
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while acked.load(Ordering::SeqCst) < total {
+            if Instant::now() > deadline {
+                bail!("publisher timed out with {} of {total} acknowledged", acked.load(Ordering::SeqCst));
+            }
+            match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        let client = publisher.await??;
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
+        Ok(acked.load(Ordering::SeqCst))
+    })
+}

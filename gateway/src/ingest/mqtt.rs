@@ -4,7 +4,11 @@
 //!
 //! Back-pressure: the broker sends at most its in-flight window of unacknowledged
 //! QoS 1 messages (Mosquitto's `max_inflight_messages`), and we acknowledge only
-//! after durable writes, so the channel never holds more than that window.
+//! after durable writes, so the channel to the pipeline holds at most about that
+//! window. The channel is unbounded on purpose: this task must never block,
+//! because rumqttc sends our PUBACKs only while its event loop is polled, and a
+//! poll loop blocked on a full channel while the pipeline waits to queue PUBACKs
+//! is a deadlock.
 //! Each (re)connection bumps a generation number: an acknowledgement prepared for
 //! a message of an older connection is dropped, since the broker will redeliver
 //! that message on the new one (and the write is idempotent).
@@ -39,7 +43,7 @@ pub fn connect(cfg: &MqttConfig, channel_capacity: usize) -> (AsyncClient, Event
 pub async fn run(
     client: AsyncClient,
     mut eventloop: EventLoop,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::UnboundedSender<Inbound>,
     generation: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -54,7 +58,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics.received.fetch_add(1, Ordering::Relaxed);
                 let inbound = Inbound { publish, generation: generation.load(Ordering::SeqCst) };
-                if tx.send(inbound).await.is_err() {
+                if tx.send(inbound).is_err() {
                     break; // The pipeline has stopped.
                 }
             }

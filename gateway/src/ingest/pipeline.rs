@@ -63,7 +63,7 @@ pub fn refused_to_dead_letters(refused: Vec<RejectedPoint>, points: &[Point], no
 
 impl Pipeline {
     /// Runs until the channel closes or `shutdown` flips; the batch in hand is flushed first.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Inbound>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Inbound>, mut shutdown: watch::Receiver<bool>) {
         let mut batch: Vec<Inbound> = Vec::with_capacity(self.batch.max_messages);
         loop {
             // Wait for the first message of a batch.
