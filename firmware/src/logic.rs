@@ -428,8 +428,11 @@ impl Fixture {
         if self.model == Model::Toilet {
             self.seat_session(now_ms, s.seat, events);
         }
+        // Flow measured at the sample that starts a session ran before the demand was seen:
+        // it belongs to the idle period (and the leak rule), not to the session.
+        let idle_before = matches!(self.phase, Phase::Idle);
         let valve_open = self.usage_session(now_ms, dt, s, events);
-        self.leak(now_ms, dt, s, events);
+        self.leak(now_ms, dt, s, idle_before, events);
         let heater_on = if self.model == Model::Toilet { self.heater(now_ms, dt, s, events) } else { false };
         if self.model != Model::Toilet {
             if let Some(p) = s.pressure_pa {
@@ -545,14 +548,13 @@ impl Fixture {
         match self.phase {
             Phase::Idle => {
                 let Some(kind) = self.session_for(s.demand) else { return false };
-                let temp = s.water_temp_mc.filter(|_| flow > 0);
                 self.phase = Phase::Running(Running {
                     kind,
                     started: now_ms,
-                    ml: u64::from(flow),
+                    ml: 0,
                     heater_mwh_at_start: self.counters.heater_mwh,
-                    temp_sum_mc: temp.map_or(0, i64::from),
-                    temp_n: u32::from(temp.is_some()),
+                    temp_sum_mc: 0,
+                    temp_n: 0,
                     valve_closed_at: None,
                     last_flow_at: now_ms,
                 });
@@ -659,9 +661,13 @@ impl Fixture {
             self.clog_run = (self.clog_run.0.saturating_add(1), 0);
         } else if ratio_pm >= self.cfg.clog_ratio_clear_pm {
             self.clog_run = (0, self.clog_run.1.saturating_add(1));
-            if ratio_pm > 850 && !self.faults.clog {
-                // Follow slow normal drift, never a clog.
+            if ratio_pm > 1100 {
+                // Flow went up (a new cartridge, a cleaned screen): follow quickly.
                 c.flow_baseline_ml_min = ((u64::from(base) * 7 + u64::from(rate_ml_min)) / 8) as u32;
+            } else if ratio_pm >= 950 && !self.faults.clog {
+                // Follow only very slow drift (a cartridge loading over months). A clog that
+                // lowers the flow by more than 5 % between sessions is never learnt as normal.
+                c.flow_baseline_ml_min = ((u64::from(base) * 31 + u64::from(rate_ml_min)) / 32) as u32;
             }
         } else {
             self.clog_run = (0, 0);
@@ -676,9 +682,9 @@ impl Fixture {
         }
     }
 
-    fn leak(&mut self, now_ms: i64, dt: i64, s: &Sample, events: &mut Events) {
+    fn leak(&mut self, now_ms: i64, dt: i64, s: &Sample, idle_before: bool, events: &mut Events) {
         // Flow with no usage session (and no known stuck valve) is unexplained.
-        if matches!(self.phase, Phase::Idle) {
+        if idle_before {
             self.leak_window.0 += u64::from(s.flow_ml);
         }
         self.leak_window.1 += dt;

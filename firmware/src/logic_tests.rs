@@ -55,7 +55,8 @@ fn toilet_seat_session_with_a_wash_inside() {
     run(&mut f, T0 + 120_000, T0 + 121_000, 1000, idle, &mut ev);
     let s = sessions(&ev);
     assert_eq!(s.len(), 2, "{s:?}");
-    assert_eq!((s[0].kind, s[0].water_ml, s[0].duration_s), (SessionKind::Wash, 600, 30));
+    // The flow of the sample that saw the demand ran before it: 29 of the 30 samples count.
+    assert_eq!((s[0].kind, s[0].water_ml, s[0].duration_s), (SessionKind::Wash, 580, 30));
     assert_eq!(s[0].temp_c, Some(38.0));
     assert_eq!((s[1].kind, s[1].water_ml, s[1].duration_s, s[1].started_ts), (SessionKind::Seat, 600, 120, T0));
     let c = f.counters();
@@ -143,6 +144,19 @@ fn unexplained_flow_is_a_leak_after_ten_minutes_and_clears_after_thirty_dry() {
     run(&mut f, T0 + 42 * 60_000, T0 + 44 * 60_000, 5000, toilet_ok(), &mut ev);
     assert!(!f.fault_active(F::Leak));
     assert_eq!(faults(&ev).len(), 2);
+}
+
+#[test]
+fn flow_before_a_session_starts_counts_as_idle_not_as_session_water() {
+    let mut f = fx(Model::Purifier);
+    let mut ev = vec![];
+    // 5 minutes of a 60 ml/min leak measured at the sample that starts a dispense.
+    run(&mut f, T0, T0 + 1000, 1000, purifier_ok(), &mut ev);
+    run(&mut f, T0 + 301_000, T0 + 302_000, 1000, Sample { demand: Demand::Draw, flow_ml: 300, ..purifier_ok() }, &mut ev);
+    run(&mut f, T0 + 302_000, T0 + 312_000, 1000, Sample { demand: Demand::Draw, flow_ml: 25, ..purifier_ok() }, &mut ev);
+    run(&mut f, T0 + 312_000, T0 + 313_000, 1000, purifier_ok(), &mut ev);
+    assert_eq!(sessions(&ev)[0].water_ml, 250);
+    assert_eq!(f.counters().water_ml, 550);
 }
 
 #[test]
@@ -253,7 +267,7 @@ fn inlet_clog_needs_three_low_flow_sessions_at_good_pressure_and_clears_after_tw
     for d in 0..5 {
         shower(&mut f, T0 + d * day, 150, 300_000, &mut ev);
     }
-    assert_eq!(f.counters().flow_baseline_ml_min, 9000);
+    assert_eq!(f.counters().flow_baseline_ml_min, 8970); // 299 × 150 ml in 300 s
     // Low flow but low pressure: not a clog (the pressure explains it).
     for d in 5..9 {
         shower(&mut f, T0 + d * day, 60, 140_000, &mut ev);
@@ -281,7 +295,7 @@ fn purifier_dispense_feeds_every_cartridge_and_the_pump_counter() {
     run(&mut f, T0, T0 + 20_000, 1000, Sample { demand: Demand::Draw, flow_ml: 25, ..purifier_ok() }, &mut ev);
     run(&mut f, T0 + 20_000, T0 + 22_000, 1000, purifier_ok(), &mut ev);
     let s = sessions(&ev);
-    assert_eq!((s.len(), s[0].kind, s[0].water_ml, s[0].temp_c), (1, SessionKind::Dispense, 500, None));
+    assert_eq!((s.len(), s[0].kind, s[0].water_ml, s[0].temp_c), (1, SessionKind::Dispense, 475, None));
     let Reading::Purifier(r) = f.reading() else { panic!("model") };
     assert_eq!((r.dispensed_ml, r.pump_seconds, r.tds_in_ppm, r.tds_out_ppm, r.inlet_pressure_kpa), (500, 20, 250, 12, 300.0));
     assert_eq!(r.cartridges.iter().map(|c| (c.slot, c.kind, c.ml_since_replacement)).collect::<std::vec::Vec<_>>(), [
@@ -299,13 +313,14 @@ fn purifier_dispense_feeds_every_cartridge_and_the_pump_counter() {
 fn shower_session_reports_mean_temperature() {
     let mut f = fx(Model::Shower);
     let mut ev = vec![];
-    run(&mut f, T0, T0 + 10_000, 1000, Sample { demand: Demand::Draw, flow_ml: 150, water_temp_mc: Some(38_000), ..shower_ok() }, &mut ev);
-    run(&mut f, T0 + 10_000, T0 + 20_000, 1000, Sample { demand: Demand::Draw, flow_ml: 150, water_temp_mc: Some(40_000), ..shower_ok() }, &mut ev);
-    run(&mut f, T0 + 20_000, T0 + 21_000, 1000, shower_ok(), &mut ev);
+    run(&mut f, T0, T0 + 1000, 1000, Sample { demand: Demand::Draw, ..shower_ok() }, &mut ev);
+    run(&mut f, T0 + 1000, T0 + 11_000, 1000, Sample { demand: Demand::Draw, flow_ml: 150, water_temp_mc: Some(38_000), ..shower_ok() }, &mut ev);
+    run(&mut f, T0 + 11_000, T0 + 21_000, 1000, Sample { demand: Demand::Draw, flow_ml: 150, water_temp_mc: Some(40_000), ..shower_ok() }, &mut ev);
+    run(&mut f, T0 + 21_000, T0 + 22_000, 1000, shower_ok(), &mut ev);
     let s = sessions(&ev);
     assert_eq!((s[0].kind, s[0].temp_c, s[0].water_ml), (SessionKind::Shower, Some(39.0), 3000));
     let Reading::Shower(r) = f.reading() else { panic!("model") };
-    assert_eq!((r.showers, r.temp_c, r.shower_seconds), (1, 39.0, 20));
+    assert_eq!((r.showers, r.temp_c, r.shower_seconds), (1, 39.0, 21));
 }
 
 #[test]

@@ -163,10 +163,16 @@ impl SimDevice {
         let (mut store, _) = PersistentStore::open(RamStorage::<4>::default());
         let _ = store.save(boot_count, &counters);
         let storage = store.release();
+        // Power cuts: about one per device every 300 days.
         let reboots = {
-            let n = ((end_ms - start_ms) as f64 / (60.0 * DAY_MS as f64) * rng.random_range(0.0..2.0)) as usize;
-            let mut r: Vec<i64> = (0..n).map(|_| rng.random_range(start_ms + DAY_MS..end_ms.max(start_ms + DAY_MS + 1))).collect();
-            r.sort_unstable();
+            let mut r = Vec::new();
+            let mut t = start_ms + DAY_MS;
+            while t + 30 * DAY_MS <= end_ms {
+                if rng.random_bool(0.1) {
+                    r.push(rng.random_range(t..t + 30 * DAY_MS));
+                }
+                t += 30 * DAY_MS;
+            }
             r
         };
         let mut truth = Vec::new();
@@ -183,7 +189,7 @@ impl SimDevice {
                 FaultKind::Leak => Some(format!("{:.0} ml/min{}", p.magnitude, if p.wets_probe { ", probe wet" } else { "" })),
                 FaultKind::SensorDrift | FaultKind::SensorDropout => Some(Self::affected_sensor(model, p.kind).to_string()),
                 FaultKind::InletClog => Some(format!("flow falls to {:.0} %", p.magnitude * 100.0)),
-                FaultKind::LowPressure => Some(format!("pressure × {:.2}", p.magnitude)),
+                FaultKind::LowPressure => Some(format!("supply {:.0} kPa", p.magnitude)),
                 _ => None,
             };
             truth.push(Truth::Fault {
@@ -302,7 +308,7 @@ impl SimDevice {
     fn static_pressure_kpa(&self, t: i64) -> f64 {
         let p = self.household.site.static_pressure_kpa;
         match self.active(FaultKind::LowPressure, t) {
-            Some(lp) => p * lp.magnitude,
+            Some(lp) => p.min(lp.magnitude),
             None => p,
         }
     }
@@ -455,7 +461,7 @@ impl SimDevice {
         let mut s = Sample { seat: input.seat, leak_probe: probe, demand: input.demand, flow_ml, ..Sample::default() };
         let p = self.household.site.static_pressure_kpa;
         let p = match self.plan.iter().find(|lp| lp.kind == FaultKind::LowPressure && lp.active(t)) {
-            Some(lp) => p * lp.magnitude,
+            Some(lp) => p.min(lp.magnitude),
             None => p,
         };
         let p_kpa = p - if flowing { 25.0 } else { 0.0 } + normal(rng, 0.0, 3.0);

@@ -210,8 +210,8 @@ pub struct Planned {
     pub start_ms: i64,
     /// End, UTC ms.
     pub end_ms: i64,
-    /// Kind-specific magnitude: leak ml/min, clog final flow factor, drift full offset,
-    /// low-pressure factor.
+    /// Kind-specific magnitude: leak ml/min, clog final flow factor, drift full offset
+    /// (fraction of the sensor's drift span), low pressure: the supply pressure in kPa.
     pub magnitude: f64,
     /// Leak: whether the water reaches the leak probe.
     pub wets_probe: bool,
@@ -232,7 +232,7 @@ pub fn plan_one(rng: &mut StdRng, kind: FaultKind, start_ms: i64, dur_ms: Option
         FaultKind::Leak => rng.random_range(20.0..90.0),
         FaultKind::InletClog => rng.random_range(0.25..0.45),
         FaultKind::SensorDrift => rng.random_range(0.5..1.0),
-        FaultKind::LowPressure => rng.random_range(0.15..0.3),
+        FaultKind::LowPressure => rng.random_range(40.0..85.0),
         _ => 0.0,
     };
     Planned { kind, start_ms, end_ms: start_ms + dur, magnitude, wets_probe: rng.random_bool(0.4) }
@@ -366,6 +366,20 @@ mod tests {
             for w in plan.windows(2) {
                 assert!(w[0].end_ms < w[1].start_ms);
             }
+        }
+    }
+
+    #[test]
+    fn every_kind_can_be_drawn_for_its_models() {
+        let all = FaultMix(FaultKind::ALL.iter().map(|&k| (k, 1.0)).collect());
+        for model in [Model::Toilet, Model::Purifier, Model::Shower] {
+            let mut seen = std::collections::BTreeSet::new();
+            for seed in 0..200 {
+                let mut rng = StdRng::seed_from_u64(seed);
+                seen.extend(plan_random(&mut rng, &all, model, 0, 365 * DAY_MS).iter().map(|p| p.kind));
+            }
+            let expected: std::collections::BTreeSet<_> = FaultKind::ALL.into_iter().filter(|k| k.applies_to(model)).collect();
+            assert_eq!(seen, expected, "{model:?}");
         }
     }
 

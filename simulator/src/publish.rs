@@ -157,10 +157,10 @@ impl Publisher {
                             }
                             failures += 1;
                             tracing::warn!(connection = k, error = %e, failures, "MQTT connection error; retrying");
-                            if failures > 10 {
+                            if failures > 5 {
                                 return Err(PublishError::Connection(k, e.to_string()));
                             }
-                            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+                            tokio::time::sleep(Duration::from_millis(100 * u64::from(failures))).await;
                         }
                     }
                 }
