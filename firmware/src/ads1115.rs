@@ -307,7 +307,10 @@ pub struct Ads1115<I2C> {
 impl<I2C: I2c> Ads1115<I2C> {
     /// Wraps the bus; the device is not touched until the first call.
     pub fn new(i2c: I2C, address: Address) -> Self {
-        Ads1115 { i2c, address: address.bits() }
+        Ads1115 {
+            i2c,
+            address: address.bits(),
+        }
     }
 
     /// Gives the bus back (in tests: to call `.done()` on the mock).
@@ -345,9 +348,21 @@ impl<I2C: I2c> Ads1115<I2C> {
     }
 
     /// Starts continuous conversion on `mux` with `pga` and `data_rate`, comparator off.
-    pub fn start_continuous(&mut self, mux: Mux, pga: Pga, data_rate: DataRate) -> Result<(), Error<I2C::Error>> {
+    pub fn start_continuous(
+        &mut self,
+        mux: Mux,
+        pga: Pga,
+        data_rate: DataRate,
+    ) -> Result<(), Error<I2C::Error>> {
         // OS=1 as in the datasheet's quickstart example; in continuous mode it has no further effect.
-        self.write_config(Config { os: true, mux, pga, single_shot: false, data_rate, ..Config::default() })
+        self.write_config(Config {
+            os: true,
+            mux,
+            pga,
+            single_shot: false,
+            data_rate,
+            ..Config::default()
+        })
     }
 
     /// Runs one single-shot conversion and returns the raw code.
@@ -362,7 +377,14 @@ impl<I2C: I2c> Ads1115<I2C> {
         data_rate: DataRate,
         delay: &mut impl DelayNs,
     ) -> Result<i16, Error<I2C::Error>> {
-        let config = Config { os: true, mux, pga, single_shot: true, data_rate, ..Config::default() };
+        let config = Config {
+            os: true,
+            mux,
+            pga,
+            single_shot: true,
+            data_rate,
+            ..Config::default()
+        };
         self.write_config(config)?;
         for _ in 0..MAX_POLLS {
             delay.delay_us(data_rate.period_us());
@@ -400,7 +422,15 @@ mod tests {
         // COMP_POL=0, COMP_LAT=0, COMP_QUE=11 -> 1000 0101 1000 0011 = 0x8583.
         let c = Config::default();
         assert!(c.os && c.single_shot);
-        assert_eq!((c.mux, c.pga, c.data_rate, c.comp_queue), (Mux::Diff01, Pga::Fsr2_048, DataRate::Sps128, CompQueue::Disabled));
+        assert_eq!(
+            (c.mux, c.pga, c.data_rate, c.comp_queue),
+            (
+                Mux::Diff01,
+                Pga::Fsr2_048,
+                DataRate::Sps128,
+                CompQueue::Disabled
+            )
+        );
         assert_eq!(c.bits(), 0x8583);
         assert_eq!(Config::from_bits(c.bits()), c);
     }
@@ -410,7 +440,11 @@ mod tests {
         for b in [0x0000u16, 0xFFFF, 0x8583, 0x8483, 0xC383, 0x5E1F] {
             let c = Config::from_bits(b);
             // PGA codes 110 and 111 alias 101 (±0.256 V); normalise them before comparing.
-            let pga_alias = if (b >> 9) & 7 >= 5 { (b & !0x0E00) | 0x0A00 } else { b };
+            let pga_alias = if (b >> 9) & 7 >= 5 {
+                (b & !0x0E00) | 0x0A00
+            } else {
+                b
+            };
             assert_eq!(c.bits(), pga_alias, "{b:#06x}");
         }
     }
@@ -418,7 +452,10 @@ mod tests {
     #[test]
     fn addresses_follow_the_addr_pin() {
         // SBAS444D §9.5.1.1, Table 4: GND 1001000, VDD 1001001, SDA 1001010, SCL 1001011.
-        assert_eq!([Address::Gnd, Address::Vdd, Address::Sda, Address::Scl].map(Address::bits), [0x48, 0x49, 0x4A, 0x4B]);
+        assert_eq!(
+            [Address::Gnd, Address::Vdd, Address::Sda, Address::Scl].map(Address::bits),
+            [0x48, 0x49, 0x4A, 0x4B]
+        );
     }
 
     #[test]
@@ -431,7 +468,8 @@ mod tests {
             Transaction::write_read(ADDR, vec![0x00], vec![0x7F, 0xFF]),
         ];
         let mut adc = Ads1115::new(I2cMock::new(&expectations), Address::Gnd);
-        adc.start_continuous(Mux::Diff01, Pga::Fsr2_048, DataRate::Sps128).unwrap();
+        adc.start_continuous(Mux::Diff01, Pga::Fsr2_048, DataRate::Sps128)
+            .unwrap();
         // §9.3.4 Table 5 (output codes): 0x7FFF is positive full scale.
         assert_eq!(adc.read_conversion().unwrap(), 0x7FFF);
         adc.release().done();
@@ -449,7 +487,14 @@ mod tests {
             Transaction::write_read(ADDR, vec![0x00], vec![0x40, 0x00]),
         ];
         let mut adc = Ads1115::new(I2cMock::new(&expectations), Address::Gnd);
-        let uv = adc.read_microvolts(Mux::Single2, Pga::Fsr4_096, DataRate::Sps860, &mut NoopDelay).unwrap();
+        let uv = adc
+            .read_microvolts(
+                Mux::Single2,
+                Pga::Fsr4_096,
+                DataRate::Sps860,
+                &mut NoopDelay,
+            )
+            .unwrap();
         // 0x4000 = 16384 codes × 125 µV = 2.048 V.
         assert_eq!(uv, 2_048_000);
         adc.release().done();
@@ -471,16 +516,28 @@ mod tests {
             expectations.push(Transaction::write_read(ADDR, vec![0x01], vec![0x41, 0x83]));
         }
         let mut adc = Ads1115::new(I2cMock::new(&expectations), Address::Gnd);
-        let r = adc.read_single_shot(Mux::Single0, Pga::Fsr6_144, DataRate::Sps128, &mut NoopDelay);
+        let r = adc.read_single_shot(
+            Mux::Single0,
+            Pga::Fsr6_144,
+            DataRate::Sps128,
+            &mut NoopDelay,
+        );
         assert_eq!(r, Err(Error::Timeout));
         adc.release().done();
     }
 
     #[test]
     fn bus_error_is_passed_through() {
-        let expectations = [Transaction::write(ADDR, vec![0x01, 0xC1, 0x83]).with_error(ErrorKind::NoAcknowledge(embedded_hal::i2c::NoAcknowledgeSource::Address))];
+        let expectations = [Transaction::write(ADDR, vec![0x01, 0xC1, 0x83]).with_error(
+            ErrorKind::NoAcknowledge(embedded_hal::i2c::NoAcknowledgeSource::Address),
+        )];
         let mut adc = Ads1115::new(I2cMock::new(&expectations), Address::Gnd);
-        let r = adc.read_single_shot(Mux::Single0, Pga::Fsr6_144, DataRate::Sps128, &mut NoopDelay);
+        let r = adc.read_single_shot(
+            Mux::Single0,
+            Pga::Fsr6_144,
+            DataRate::Sps128,
+            &mut NoopDelay,
+        );
         assert!(matches!(r, Err(Error::I2c(ErrorKind::NoAcknowledge(_)))));
         adc.release().done();
     }

@@ -91,7 +91,15 @@ where
         valve: VALVE,
         heater: HEATER,
     ) -> Self {
-        Board { model, adc, seat, leak, flow, valve, heater }
+        Board {
+            model,
+            adc,
+            seat,
+            leak,
+            flow,
+            valve,
+            heater,
+        }
     }
 
     /// The flow meter, e.g. to feed it from a pulse-counting interrupt.
@@ -100,7 +108,11 @@ where
     }
 
     fn analog(&mut self, ch: u8, pga: Pga, delay: &mut impl DelayNs) -> Option<i32> {
-        (0..RETRIES).find_map(|_| self.adc.read_microvolts(Mux::single(ch), pga, DataRate::Sps128, delay).ok())
+        (0..RETRIES).find_map(|_| {
+            self.adc
+                .read_microvolts(Mux::single(ch), pga, DataRate::Sps128, delay)
+                .ok()
+        })
     }
 
     /// Samples every input at `now_ms`. A digital pin that fails to read keeps its last state.
@@ -113,20 +125,30 @@ where
         let leak_probe = self.leak.sample(now_ms).unwrap_or(self.leak.state());
         let _ = self.flow.poll();
         let flow_ml = self.flow.take_ml();
-        let mut s = Sample { seat, leak_probe, demand, flow_ml, ..Sample::default() };
+        let mut s = Sample {
+            seat,
+            leak_probe,
+            demand,
+            flow_ml,
+            ..Sample::default()
+        };
         match self.model {
             Model::Toilet => {
                 s.water_temp_mc = self.analog(0, Pga::Fsr4_096, delay).map(temp_mc_from_uv);
                 s.seat_temp_mc = self.analog(3, Pga::Fsr4_096, delay).map(temp_mc_from_uv);
             }
             Model::Purifier => {
-                s.pressure_pa = self.analog(1, Pga::Fsr6_144, delay).map(pressure_pa_from_uv);
+                s.pressure_pa = self
+                    .analog(1, Pga::Fsr6_144, delay)
+                    .map(pressure_pa_from_uv);
                 s.tds_in_ppm = self.analog(2, Pga::Fsr4_096, delay).map(tds_ppm_from_uv);
                 s.tds_out_ppm = self.analog(3, Pga::Fsr4_096, delay).map(tds_ppm_from_uv);
             }
             Model::Shower => {
                 s.water_temp_mc = self.analog(0, Pga::Fsr4_096, delay).map(temp_mc_from_uv);
-                s.pressure_pa = self.analog(1, Pga::Fsr6_144, delay).map(pressure_pa_from_uv);
+                s.pressure_pa = self
+                    .analog(1, Pga::Fsr6_144, delay)
+                    .map(pressure_pa_from_uv);
             }
         }
         s
@@ -134,14 +156,25 @@ where
 
     /// Drives the valve and heater pins.
     pub fn apply(&mut self, out: Outputs) -> Result<(), OutputError<VALVE::Error, HEATER::Error>> {
-        self.valve.set_state(out.valve_open.into()).map_err(OutputError::Valve)?;
-        self.heater.set_state(out.heater_on.into()).map_err(OutputError::Heater)?;
+        self.valve
+            .set_state(out.valve_open.into())
+            .map_err(OutputError::Valve)?;
+        self.heater
+            .set_state(out.heater_on.into())
+            .map_err(OutputError::Heater)?;
         Ok(())
     }
 
     /// Takes the board apart (tests call `.done()` on each mock).
     pub fn release(self) -> (I2C, SEAT, LEAK, FLOW, VALVE, HEATER) {
-        (self.adc.release(), self.seat.release(), self.leak.release(), self.flow.release(), self.valve, self.heater)
+        (
+            self.adc.release(),
+            self.seat.release(),
+            self.leak.release(),
+            self.flow.release(),
+            self.valve,
+            self.heater,
+        )
     }
 }
 
@@ -194,7 +227,12 @@ mod tests {
             Ads1115::new(i2c, Address::Gnd),
             Debounced::new(seat, true, 0),
             Debounced::new(leak, false, 0),
-            FlowMeter::new(flow, FlowCalibration { pulses_per_litre: 1 }),
+            FlowMeter::new(
+                flow,
+                FlowCalibration {
+                    pulses_per_litre: 1,
+                },
+            ),
             valve,
             heater,
         );
@@ -203,7 +241,12 @@ mod tests {
         assert_eq!(s.seat_temp_mc, Some(30_000));
         assert!(s.seat && !s.leak_probe);
         assert_eq!(s.flow_ml, 1000); // one pulse at 1 pulse/L
-        board.apply(Outputs { valve_open: true, heater_on: false }).unwrap();
+        board
+            .apply(Outputs {
+                valve_open: true,
+                heater_on: false,
+            })
+            .unwrap();
         let (i2c, mut seat, mut leak, mut flow, mut valve, mut heater) = board.release();
         i2c.clone().done();
         seat.done();
@@ -231,12 +274,20 @@ mod tests {
             Ads1115::new(I2cMock::new(&tx), Address::Gnd),
             Debounced::new(PinMock::new(&[]), true, 0),
             Debounced::new(leak, false, 0),
-            FlowMeter::new(flow, FlowCalibration { pulses_per_litre: 450 }),
+            FlowMeter::new(
+                flow,
+                FlowCalibration {
+                    pulses_per_litre: 450,
+                },
+            ),
             PinMock::new(&[]),
             PinMock::new(&[]),
         );
         let s = board.sample(0, Demand::None, &mut NoopDelay);
-        assert_eq!((s.pressure_pa, s.tds_in_ppm, s.tds_out_ppm), (None, Some(486), Some(13)));
+        assert_eq!(
+            (s.pressure_pa, s.tds_in_ppm, s.tds_out_ppm),
+            (None, Some(486), Some(13))
+        );
         assert!(s.leak_probe);
         let (mut i2c, mut a, mut b, mut c, mut d, mut e) = board.release();
         i2c.done();

@@ -20,7 +20,12 @@ pub struct Hysteresis {
 impl Hysteresis {
     /// A tracker with the given persistence times.
     pub const fn new(raise_after_ms: u32, clear_after_ms: u32) -> Self {
-        Hysteresis { raise_after_ms, clear_after_ms, active: false, since_ms: None }
+        Hysteresis {
+            raise_after_ms,
+            clear_after_ms,
+            active: false,
+            since_ms: None,
+        }
     }
 
     /// Whether the fault is raised.
@@ -29,8 +34,17 @@ impl Hysteresis {
     }
 
     /// Feeds one evaluation at `now_ms`; returns the transition, if any.
-    pub fn update(&mut self, now_ms: i64, raise_cond: bool, clear_cond: bool) -> Option<FaultState> {
-        let (cond, after) = if self.active { (clear_cond, self.clear_after_ms) } else { (raise_cond, self.raise_after_ms) };
+    pub fn update(
+        &mut self,
+        now_ms: i64,
+        raise_cond: bool,
+        clear_cond: bool,
+    ) -> Option<FaultState> {
+        let (cond, after) = if self.active {
+            (clear_cond, self.clear_after_ms)
+        } else {
+            (raise_cond, self.raise_after_ms)
+        };
         if !cond {
             self.since_ms = None;
             return None;
@@ -41,7 +55,11 @@ impl Hysteresis {
         }
         self.active = !self.active;
         self.since_ms = None;
-        Some(if self.active { FaultState::Raised } else { FaultState::Cleared })
+        Some(if self.active {
+            FaultState::Raised
+        } else {
+            FaultState::Cleared
+        })
     }
 
     /// Raises at once (e.g. a wet leak probe), returning `Raised` if it was not active.

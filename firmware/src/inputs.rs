@@ -20,7 +20,14 @@ pub struct Debounced<P> {
 impl<P: InputPin> Debounced<P> {
     /// Wraps `pin`; `active_high` says which level means "active" (seat taken, probe wet).
     pub fn new(pin: P, active_high: bool, settle_ms: u32) -> Self {
-        Debounced { pin, active_high, settle_ms, state: false, candidate: false, since_ms: i64::MIN }
+        Debounced {
+            pin,
+            active_high,
+            settle_ms,
+            state: false,
+            candidate: false,
+            since_ms: i64::MIN,
+        }
     }
 
     /// Samples the pin at `now_ms` and returns the debounced state.
@@ -35,7 +42,9 @@ impl<P: InputPin> Debounced<P> {
             self.candidate = raw_active;
             self.since_ms = now_ms;
         }
-        if self.candidate != self.state && now_ms.saturating_sub(self.since_ms) >= i64::from(self.settle_ms) {
+        if self.candidate != self.state
+            && now_ms.saturating_sub(self.since_ms) >= i64::from(self.settle_ms)
+        {
             self.state = self.candidate;
         }
         self.state
@@ -88,7 +97,13 @@ impl<P: InputPin> FlowMeter<P> {
         if cal.pulses_per_litre == 0 {
             cal.pulses_per_litre = 1;
         }
-        FlowMeter { pin, cal, last_high: false, total_pulses: 0, emitted_ml: 0 }
+        FlowMeter {
+            pin,
+            cal,
+            last_high: false,
+            total_pulses: 0,
+            emitted_ml: 0,
+        }
     }
 
     /// Samples the pin once; counts a pulse on a low-to-high transition.
@@ -134,7 +149,15 @@ mod tests {
 
     #[test]
     fn debounce_ignores_a_short_blip_and_accepts_a_stable_change() {
-        let seq = [State::High, State::Low, State::High, State::High, State::High, State::Low, State::Low];
+        let seq = [
+            State::High,
+            State::Low,
+            State::High,
+            State::High,
+            State::High,
+            State::Low,
+            State::Low,
+        ];
         let pin = PinMock::new(&seq.map(T::get));
         let mut seat = Debounced::new(pin, true, 500);
         assert!(!seat.sample(0).unwrap()); // first high seen at 0
@@ -159,9 +182,22 @@ mod tests {
     #[test]
     fn flow_meter_counts_rising_edges_and_carries_the_remainder() {
         // 3 rising edges out of this level sequence.
-        let seq = [State::Low, State::High, State::High, State::Low, State::High, State::Low, State::High];
+        let seq = [
+            State::Low,
+            State::High,
+            State::High,
+            State::Low,
+            State::High,
+            State::Low,
+            State::High,
+        ];
         let pin = PinMock::new(&seq.map(T::get));
-        let mut meter = FlowMeter::new(pin, FlowCalibration { pulses_per_litre: 450 });
+        let mut meter = FlowMeter::new(
+            pin,
+            FlowCalibration {
+                pulses_per_litre: 450,
+            },
+        );
         for _ in 0..seq.len() {
             meter.poll().unwrap();
         }
@@ -175,7 +211,12 @@ mod tests {
 
     #[test]
     fn flow_meter_never_loses_water_to_rounding() {
-        let mut meter = FlowMeter::new(PinMock::new(&[]), FlowCalibration { pulses_per_litre: 7 });
+        let mut meter = FlowMeter::new(
+            PinMock::new(&[]),
+            FlowCalibration {
+                pulses_per_litre: 7,
+            },
+        );
         let mut ml = 0u64;
         for _ in 0..700 {
             meter.add_pulses(1);

@@ -21,8 +21,8 @@
 
 use heapless::Vec;
 use protocol::message::{
-    Cartridge, CartridgeKind, EventKind, FaultCode, FaultEvent, FaultState, Model, PurifierReading, Reading, Session,
-    SessionKind, Severity, ShowerReading, ToiletReading, MAX_CARTRIDGES,
+    Cartridge, CartridgeKind, EventKind, FaultCode, FaultEvent, FaultState, Model, PurifierReading,
+    Reading, Session, SessionKind, Severity, ShowerReading, ToiletReading, MAX_CARTRIDGES,
 };
 
 use crate::fault::Hysteresis;
@@ -245,7 +245,12 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Seat {
     Free,
-    Taken { started: i64, water_ml_at_start: u64, heater_mwh_at_start: u64, latched: bool },
+    Taken {
+        started: i64,
+        water_ml_at_start: u64,
+        heater_mwh_at_start: u64,
+        latched: bool,
+    },
 }
 
 /// Every fault code's hysteresis.
@@ -289,9 +294,16 @@ fn fault(code: FaultCode, state: FaultState, value: f32) -> EventKind {
     let severity = match code {
         FaultCode::Leak | FaultCode::HeaterOverTemp => Severity::Critical,
         FaultCode::ValveStuck | FaultCode::HeaterFailure | FaultCode::MainBoard => Severity::Major,
-        FaultCode::SensorError | FaultCode::LowInletPressure | FaultCode::InletClog => Severity::Warning,
+        FaultCode::SensorError | FaultCode::LowInletPressure | FaultCode::InletClog => {
+            Severity::Warning
+        }
     };
-    EventKind::Fault(FaultEvent { code, severity, state, value: Some(value) })
+    EventKind::Fault(FaultEvent {
+        code,
+        severity,
+        state,
+        value: Some(value),
+    })
 }
 
 fn push(events: &mut Events, e: EventKind) {
@@ -373,7 +385,11 @@ impl Fixture {
     pub fn set_main_board_fault(&mut self, active: bool, value: f32, events: &mut Events) {
         if active != self.faults.main_board {
             self.faults.main_board = active;
-            let state = if active { FaultState::Raised } else { FaultState::Cleared };
+            let state = if active {
+                FaultState::Raised
+            } else {
+                FaultState::Cleared
+            };
             push(events, fault(FaultCode::MainBoard, state, value));
         }
     }
@@ -393,7 +409,11 @@ impl Fixture {
     pub fn cartridge_kinds(&self) -> &'static [CartridgeKind] {
         match self.model {
             Model::Toilet => &[],
-            Model::Purifier => &[CartridgeKind::Sediment, CartridgeKind::Carbon, CartridgeKind::ReverseOsmosis],
+            Model::Purifier => &[
+                CartridgeKind::Sediment,
+                CartridgeKind::Carbon,
+                CartridgeKind::ReverseOsmosis,
+            ],
             Model::Shower => &[CartridgeKind::Shower],
         }
     }
@@ -433,7 +453,11 @@ impl Fixture {
         let idle_before = matches!(self.phase, Phase::Idle);
         let valve_open = self.usage_session(now_ms, dt, s, events);
         self.leak(now_ms, dt, s, idle_before, events);
-        let heater_on = if self.model == Model::Toilet { self.heater(now_ms, dt, s, events) } else { false };
+        let heater_on = if self.model == Model::Toilet {
+            self.heater(now_ms, dt, s, events)
+        } else {
+            false
+        };
         if self.model != Model::Toilet {
             if let Some(p) = s.pressure_pa {
                 if let Some(st) = self.faults.low_pressure.update(
@@ -441,11 +465,17 @@ impl Fixture {
                     p < self.cfg.low_pressure_raise_pa,
                     p >= self.cfg.low_pressure_clear_pa,
                 ) {
-                    push(events, fault(FaultCode::LowInletPressure, st, p as f32 / 1000.0));
+                    push(
+                        events,
+                        fault(FaultCode::LowInletPressure, st, p as f32 / 1000.0),
+                    );
                 }
             }
         }
-        Outputs { valve_open, heater_on }
+        Outputs {
+            valve_open,
+            heater_on,
+        }
     }
 
     fn take_sensors(&mut self, now_ms: i64, s: &Sample, events: &mut Events) {
@@ -482,7 +512,11 @@ impl Fixture {
             ],
         };
         let first_missing = missing.iter().find(|(_, m)| *m).map(|(i, _)| *i);
-        if let Some(st) = self.faults.sensor.update(now_ms, first_missing.is_some(), first_missing.is_none()) {
+        if let Some(st) =
+            self.faults
+                .sensor
+                .update(now_ms, first_missing.is_some(), first_missing.is_none())
+        {
             let value = match (st, first_missing) {
                 (FaultState::Raised, Some(i)) => i,
                 _ => self.last_sensor_fault,
@@ -514,7 +548,15 @@ impl Fixture {
                     latched: false,
                 };
             }
-            (Seat::Taken { started, water_ml_at_start, heater_mwh_at_start, latched }, occupied) => {
+            (
+                Seat::Taken {
+                    started,
+                    water_ml_at_start,
+                    heater_mwh_at_start,
+                    latched,
+                },
+                occupied,
+            ) => {
                 let too_long = now_ms - started >= MAX_SEAT_MS;
                 if !latched && (!occupied || too_long) {
                     self.counters.seat_sessions += 1;
@@ -525,8 +567,10 @@ impl Fixture {
                             kind: SessionKind::Seat,
                             started_ts: started,
                             duration_s: ((now_ms - started) / 1000) as u32,
-                            water_ml: u32::try_from(self.counters.water_ml - water_ml_at_start).unwrap_or(u32::MAX),
-                            energy_wh: ((self.counters.heater_mwh - heater_mwh_at_start) / 1000) as u32,
+                            water_ml: u32::try_from(self.counters.water_ml - water_ml_at_start)
+                                .unwrap_or(u32::MAX),
+                            energy_wh: ((self.counters.heater_mwh - heater_mwh_at_start) / 1000)
+                                as u32,
                             temp_c: Some(self.seat_temp_mc as f32 / 1000.0),
                         }),
                     );
@@ -534,7 +578,12 @@ impl Fixture {
                 if !occupied {
                     self.seat = Seat::Free;
                 } else if too_long {
-                    self.seat = Seat::Taken { started, water_ml_at_start, heater_mwh_at_start, latched: true };
+                    self.seat = Seat::Taken {
+                        started,
+                        water_ml_at_start,
+                        heater_mwh_at_start,
+                        latched: true,
+                    };
                 }
             }
             (Seat::Free, false) => {}
@@ -544,10 +593,16 @@ impl Fixture {
     /// Returns whether the valve should be open.
     fn usage_session(&mut self, now_ms: i64, dt: i64, s: &Sample, events: &mut Events) -> bool {
         let flow = s.flow_ml;
-        let flowing = if dt > 0 { u64::from(flow) * 60_000 / dt as u64 >= FLOW_STOPPED_ML_MIN } else { flow > 0 };
+        let flowing = if dt > 0 {
+            u64::from(flow) * 60_000 / dt as u64 >= FLOW_STOPPED_ML_MIN
+        } else {
+            flow > 0
+        };
         match self.phase {
             Phase::Idle => {
-                let Some(kind) = self.session_for(s.demand) else { return false };
+                let Some(kind) = self.session_for(s.demand) else {
+                    return false;
+                };
                 self.phase = Phase::Running(Running {
                     kind,
                     started: now_ms,
@@ -574,21 +629,33 @@ impl Fixture {
                 }
                 let i = Self::kind_index(r.kind);
                 let want = self.session_for(s.demand) == Some(r.kind);
-                if r.valve_closed_at.is_none() && (!want || now_ms - r.started >= i64::from(self.cfg.max_on_ms[i])) {
+                if r.valve_closed_at.is_none()
+                    && (!want || now_ms - r.started >= i64::from(self.cfg.max_on_ms[i]))
+                {
                     r.valve_closed_at = Some(now_ms);
                 }
                 let valve_open = r.valve_closed_at.is_none();
                 match r.valve_closed_at {
                     Some(_) if !flowing => {
-                        self.end_session(now_ms, &r, r.last_flow_at.max(r.valve_closed_at.unwrap_or(now_ms)), events);
+                        self.end_session(
+                            now_ms,
+                            &r,
+                            r.last_flow_at.max(r.valve_closed_at.unwrap_or(now_ms)),
+                            events,
+                        );
                         self.phase = Phase::Idle;
                     }
                     Some(closed) if now_ms - closed >= i64::from(self.cfg.stuck_after_ms[i]) => {
                         self.faults.valve_stuck = true;
                         let open_s = (now_ms - r.started) as f32 / 1000.0;
-                        push(events, fault(FaultCode::ValveStuck, FaultState::Raised, open_s));
+                        push(
+                            events,
+                            fault(FaultCode::ValveStuck, FaultState::Raised, open_s),
+                        );
                         self.end_session(now_ms, &r, now_ms, events);
-                        self.phase = Phase::Stuck { last_flow_at: now_ms };
+                        self.phase = Phase::Stuck {
+                            last_flow_at: now_ms,
+                        };
                     }
                     _ => self.phase = Phase::Running(r),
                 }
@@ -596,10 +663,15 @@ impl Fixture {
             }
             Phase::Stuck { last_flow_at } => {
                 if flowing {
-                    self.phase = Phase::Stuck { last_flow_at: now_ms };
+                    self.phase = Phase::Stuck {
+                        last_flow_at: now_ms,
+                    };
                 } else if now_ms - last_flow_at >= STUCK_CLEAR_MS {
                     self.faults.valve_stuck = false;
-                    push(events, fault(FaultCode::ValveStuck, FaultState::Cleared, 0.0));
+                    push(
+                        events,
+                        fault(FaultCode::ValveStuck, FaultState::Cleared, 0.0),
+                    );
                     self.phase = Phase::Idle;
                 }
                 false
@@ -636,7 +708,11 @@ impl Fixture {
                 duration_s: (dur_ms / 1000).min(i64::from(u32::MAX)) as u32,
                 water_ml: u32::try_from(r.ml).unwrap_or(u32::MAX),
                 energy_wh: ((self.counters.heater_mwh - r.heater_mwh_at_start) / 1000) as u32,
-                temp_c: if metered_temp { temp.map(|t| t as f32 / 1000.0) } else { None },
+                temp_c: if metered_temp {
+                    temp.map(|t| t as f32 / 1000.0)
+                } else {
+                    None
+                },
             }),
         );
         let main = matches!(r.kind, SessionKind::Dispense | SessionKind::Shower);
@@ -650,7 +726,9 @@ impl Fixture {
         let c = &mut self.counters;
         if c.flow_baseline_n < BASELINE_SESSIONS {
             let n = c.flow_baseline_n;
-            c.flow_baseline_ml_min = ((u64::from(c.flow_baseline_ml_min) * u64::from(n) + u64::from(rate_ml_min)) / u64::from(n + 1)) as u32;
+            c.flow_baseline_ml_min = ((u64::from(c.flow_baseline_ml_min) * u64::from(n)
+                + u64::from(rate_ml_min))
+                / u64::from(n + 1)) as u32;
             c.flow_baseline_n += 1;
             return;
         }
@@ -663,11 +741,13 @@ impl Fixture {
             self.clog_run = (0, self.clog_run.1.saturating_add(1));
             if ratio_pm > 1100 {
                 // Flow went up (a new cartridge, a cleaned screen): follow quickly.
-                c.flow_baseline_ml_min = ((u64::from(base) * 7 + u64::from(rate_ml_min)) / 8) as u32;
+                c.flow_baseline_ml_min =
+                    ((u64::from(base) * 7 + u64::from(rate_ml_min)) / 8) as u32;
             } else if ratio_pm >= 950 && !self.faults.clog {
                 // Follow only very slow drift (a cartridge loading over months). A clog that
                 // lowers the flow by more than 5 % between sessions is never learnt as normal.
-                c.flow_baseline_ml_min = ((u64::from(base) * 31 + u64::from(rate_ml_min)) / 32) as u32;
+                c.flow_baseline_ml_min =
+                    ((u64::from(base) * 31 + u64::from(rate_ml_min)) / 32) as u32;
             }
         } else {
             self.clog_run = (0, 0);
@@ -675,10 +755,16 @@ impl Fixture {
         let ratio = ratio_pm as f32 / 1000.0;
         if !self.faults.clog && self.clog_run.0 >= self.cfg.clog_sessions.0 {
             self.faults.clog = true;
-            push(events, fault(FaultCode::InletClog, FaultState::Raised, ratio));
+            push(
+                events,
+                fault(FaultCode::InletClog, FaultState::Raised, ratio),
+            );
         } else if self.faults.clog && self.clog_run.1 >= self.cfg.clog_sessions.1 {
             self.faults.clog = false;
-            push(events, fault(FaultCode::InletClog, FaultState::Cleared, ratio));
+            push(
+                events,
+                fault(FaultCode::InletClog, FaultState::Cleared, ratio),
+            );
         }
     }
 
@@ -688,7 +774,11 @@ impl Fixture {
             self.leak_window.0 += u64::from(s.flow_ml);
         }
         self.leak_window.1 += dt;
-        let rate = if self.leak_window.1 > 0 { self.leak_window.0 * 60_000 / self.leak_window.1 as u64 } else { 0 };
+        let rate = if self.leak_window.1 > 0 {
+            self.leak_window.0 * 60_000 / self.leak_window.1 as u64
+        } else {
+            0
+        };
         if s.leak_probe {
             if let Some(st) = self.faults.leak.force_raise() {
                 push(events, fault(FaultCode::Leak, st, rate as f32));
@@ -698,7 +788,11 @@ impl Fixture {
             return;
         }
         let dripping = rate >= u64::from(self.cfg.leak_min_ml_min);
-        if let Some(st) = self.faults.leak.update(now_ms, dripping || s.leak_probe, !dripping && !s.leak_probe) {
+        if let Some(st) =
+            self.faults
+                .leak
+                .update(now_ms, dripping || s.leak_probe, !dripping && !s.leak_probe)
+        {
             push(events, fault(FaultCode::Leak, st, rate as f32));
         }
         self.leak_window = (0, 0);
@@ -712,8 +806,15 @@ impl Fixture {
         }
         let temp = s.water_temp_mc;
         if let Some(t) = temp {
-            if let Some(st) = self.faults.over_temp.update(now_ms, t > cfg.over_temp_raise_mc, t < cfg.over_temp_clear_mc) {
-                push(events, fault(FaultCode::HeaterOverTemp, st, t as f32 / 1000.0));
+            if let Some(st) = self.faults.over_temp.update(
+                now_ms,
+                t > cfg.over_temp_raise_mc,
+                t < cfg.over_temp_clear_mc,
+            ) {
+                push(
+                    events,
+                    fault(FaultCode::HeaterOverTemp, st, t as f32 / 1000.0),
+                );
             }
         }
         let on = match temp {
@@ -731,10 +832,19 @@ impl Fixture {
         self.heater_on = on;
         if let Some(t) = temp {
             let cold = t < cfg.heater_setpoint_mc - cfg.heater_fail_margin_mc;
-            let long = self.heater_on_since.is_some_and(|since| now_ms - since >= i64::from(cfg.heater_fail_after_ms));
+            let long = self
+                .heater_on_since
+                .is_some_and(|since| now_ms - since >= i64::from(cfg.heater_fail_after_ms));
             let warm = t >= cfg.heater_setpoint_mc - 3_000;
-            if let Some(st) = self.faults.heater_failure.update(now_ms, cold && long, warm) {
-                push(events, fault(FaultCode::HeaterFailure, st, t as f32 / 1000.0));
+            if let Some(st) = self
+                .faults
+                .heater_failure
+                .update(now_ms, cold && long, warm)
+            {
+                push(
+                    events,
+                    fault(FaultCode::HeaterFailure, st, t as f32 / 1000.0),
+                );
             }
         }
         on
@@ -747,7 +857,12 @@ impl Fixture {
             let mut v: Vec<Cartridge, MAX_CARTRIDGES> = Vec::new();
             for (slot, kind) in self.cartridge_kinds().iter().enumerate() {
                 let cc = c.cartridges[slot];
-                let _ = v.push(Cartridge { slot: slot as u8, kind: *kind, ml_since_replacement: cc.ml, replacements: cc.replacements });
+                let _ = v.push(Cartridge {
+                    slot: slot as u8,
+                    kind: *kind,
+                    ml_since_replacement: cc.ml,
+                    replacements: cc.replacements,
+                });
             }
             v
         };

@@ -6,7 +6,9 @@
 //! [`Node::outbox_mut`] whenever the network is up. `seq` is shared by telemetry
 //! and events and restarts at 0 on every boot, with `boot_id` one higher.
 
-use protocol::message::{Command, CommandKind, Event, EventKind, FirmwareVersion, Model, Presence, Status, Telemetry};
+use protocol::message::{
+    Command, CommandKind, Event, EventKind, FirmwareVersion, Model, Presence, Status, Telemetry,
+};
 use protocol::topic::Channel;
 use protocol::{DeviceId, SCHEMA_VERSION};
 use serde::Serialize;
@@ -63,7 +65,13 @@ pub struct Node<S, const Q: usize> {
 
 impl<S: Storage, const Q: usize> Node<S, Q> {
     /// Boots: loads the counters, increments and saves the boot counter.
-    pub fn boot(device_id: &str, model: Model, cfg: Config, storage: S, now_ms: i64) -> Result<Self, BootError> {
+    pub fn boot(
+        device_id: &str,
+        model: Model,
+        cfg: Config,
+        storage: S,
+        now_ms: i64,
+    ) -> Result<Self, BootError> {
         if !protocol::is_valid_device_id(device_id) {
             return Err(BootError::BadDeviceId);
         }
@@ -126,7 +134,10 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
 
     /// Sets the telemetry interval (ms), as the `set_report_interval` command does.
     pub fn set_report_interval_ms(&mut self, ms: i64) {
-        self.report_interval_ms = ms.clamp(i64::from(REPORT_INTERVAL_RANGE_S.0) * 1000, i64::from(REPORT_INTERVAL_RANGE_S.1) * 1000);
+        self.report_interval_ms = ms.clamp(
+            i64::from(REPORT_INTERVAL_RANGE_S.0) * 1000,
+            i64::from(REPORT_INTERVAL_RANGE_S.1) * 1000,
+        );
     }
 
     /// The storage, for inspection.
@@ -144,13 +155,20 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
         let mut events = Events::new();
         let out = self.fixture.step(now_ms, sample, &mut events);
         let c = self.fixture.counters();
-        let changed = self.fixture.sessions_ended() != self.saved_sessions || c.water_ml != self.saved_water;
-        if changed && (self.fixture.sessions_ended() != self.saved_sessions || now_ms - self.last_save_ms >= SAVE_EVERY_MS) {
+        let changed =
+            self.fixture.sessions_ended() != self.saved_sessions || c.water_ml != self.saved_water;
+        if changed
+            && (self.fixture.sessions_ended() != self.saved_sessions
+                || now_ms - self.last_save_ms >= SAVE_EVERY_MS)
+        {
             // Saved before the events are queued: what the gateway learns is already durable.
             self.save(now_ms, &mut events);
         }
         self.queue_events(now_ms, &events);
-        if self.last_report_ms.is_none_or(|last| now_ms - last >= self.report_interval_ms) {
+        if self
+            .last_report_ms
+            .is_none_or(|last| now_ms - last >= self.report_interval_ms)
+        {
             self.queue_telemetry(now_ms);
         }
         out
@@ -200,7 +218,12 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
     }
 
     /// The status payload (`online`, or `offline` for the last will), encoded.
-    pub fn status(&self, now_ms: i64, state: Presence, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    pub fn status(
+        &self,
+        now_ms: i64,
+        state: Presence,
+        buf: &mut [u8],
+    ) -> Result<usize, EncodeError> {
         let msg = Status {
             v: SCHEMA_VERSION,
             device_id: self.device_id.clone(),
@@ -213,7 +236,10 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
     }
 
     fn save(&mut self, now_ms: i64, events: &mut Events) {
-        let ok = self.store.save(self.boot_id, self.fixture.counters()).is_ok();
+        let ok = self
+            .store
+            .save(self.boot_id, self.fixture.counters())
+            .is_ok();
         self.last_save_ms = now_ms;
         self.saved_sessions = self.fixture.sessions_ended();
         self.saved_water = self.fixture.counters().water_ml;
@@ -223,7 +249,8 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             self.storage_failures += 1;
         }
         // Storage failing is a main-board fault (value: consecutive failed saves).
-        self.fixture.set_main_board_fault(!ok, self.storage_failures as f32, events);
+        self.fixture
+            .set_main_board_fault(!ok, self.storage_failures as f32, events);
     }
 
     fn queue_events(&mut self, now_ms: i64, events: &Events) {
@@ -232,7 +259,14 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
                 EventKind::Session(_) => Class::Session,
                 EventKind::Fault(_) => Class::Fault,
             };
-            let msg = Event { v: SCHEMA_VERSION, device_id: self.device_id.clone(), boot_id: self.boot_id, seq: self.seq, ts: now_ms, event: e.clone() };
+            let msg = Event {
+                v: SCHEMA_VERSION,
+                device_id: self.device_id.clone(),
+                boot_id: self.boot_id,
+                seq: self.seq,
+                ts: now_ms,
+                event: e.clone(),
+            };
             self.enqueue(&msg, Channel::Event, class);
         }
     }
@@ -247,7 +281,12 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
         let _ = payload.extend_from_slice(&buf[..n]);
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        self.outbox.push(Message { channel, class, seq, payload })
+        self.outbox.push(Message {
+            channel,
+            class,
+            seq,
+            payload,
+        })
     }
 }
 

@@ -65,7 +65,10 @@ pub struct Outbox<const N: usize> {
 
 impl<const N: usize> Default for Outbox<N> {
     fn default() -> Self {
-        Outbox { queue: Vec::new(), dropped: [0; 3] }
+        Outbox {
+            queue: Vec::new(),
+            dropped: [0; 3],
+        }
     }
 }
 
@@ -81,7 +84,9 @@ impl<const N: usize> Outbox<N> {
             (Some(i), _) => Some(i),
             (None, Class::Telemetry) => None,
             (None, Class::Session) => oldest(&self.queue, Class::Session),
-            (None, Class::Fault) => oldest(&self.queue, Class::Session).or_else(|| oldest(&self.queue, Class::Fault)),
+            (None, Class::Fault) => {
+                oldest(&self.queue, Class::Session).or_else(|| oldest(&self.queue, Class::Fault))
+            }
         };
         match victim {
             Some(i) => {
@@ -137,8 +142,17 @@ mod tests {
     use super::*;
 
     fn msg(class: Class, seq: u32) -> Message {
-        let channel = if class == Class::Telemetry { Channel::Telemetry } else { Channel::Event };
-        Message { channel, class, seq, payload: Vec::new() }
+        let channel = if class == Class::Telemetry {
+            Channel::Telemetry
+        } else {
+            Channel::Event
+        };
+        Message {
+            channel,
+            class,
+            seq,
+            payload: Vec::new(),
+        }
     }
 
     fn seqs<const N: usize>(o: &Outbox<N>) -> std::vec::Vec<u32> {
@@ -163,9 +177,15 @@ mod tests {
         o.push(msg(Class::Telemetry, 1));
         o.push(msg(Class::Session, 2));
         o.push(msg(Class::Telemetry, 3));
-        assert_eq!(o.push(msg(Class::Fault, 4)), Pushed::Evicted(Class::Telemetry));
+        assert_eq!(
+            o.push(msg(Class::Fault, 4)),
+            Pushed::Evicted(Class::Telemetry)
+        );
         assert_eq!(seqs(&o), [0, 2, 3, 4]);
-        assert_eq!(o.push(msg(Class::Telemetry, 5)), Pushed::Evicted(Class::Telemetry));
+        assert_eq!(
+            o.push(msg(Class::Telemetry, 5)),
+            Pushed::Evicted(Class::Telemetry)
+        );
         assert_eq!(seqs(&o), [0, 2, 4, 5]);
         assert_eq!(o.dropped(Class::Telemetry), 2);
     }
@@ -177,14 +197,27 @@ mod tests {
         o.push(msg(Class::Fault, 1));
         o.push(msg(Class::Session, 2));
         assert_eq!(o.push(msg(Class::Telemetry, 3)), Pushed::Rejected);
-        assert_eq!(o.push(msg(Class::Fault, 4)), Pushed::Evicted(Class::Session));
-        assert_eq!(o.push(msg(Class::Fault, 5)), Pushed::Evicted(Class::Session));
+        assert_eq!(
+            o.push(msg(Class::Fault, 4)),
+            Pushed::Evicted(Class::Session)
+        );
+        assert_eq!(
+            o.push(msg(Class::Fault, 5)),
+            Pushed::Evicted(Class::Session)
+        );
         assert_eq!(seqs(&o), [1, 4, 5]);
         // Only faults left: a session is rejected, a fault replaces the oldest fault.
         assert_eq!(o.push(msg(Class::Session, 6)), Pushed::Rejected);
         assert_eq!(o.push(msg(Class::Fault, 7)), Pushed::Evicted(Class::Fault));
         assert_eq!(seqs(&o), [4, 5, 7]);
-        assert_eq!((o.dropped(Class::Telemetry), o.dropped(Class::Session), o.dropped(Class::Fault)), (1, 3, 1));
+        assert_eq!(
+            (
+                o.dropped(Class::Telemetry),
+                o.dropped(Class::Session),
+                o.dropped(Class::Fault)
+            ),
+            (1, 3, 1)
+        );
     }
 
     #[test]

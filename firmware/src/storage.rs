@@ -38,7 +38,10 @@ pub struct RamStorage<const SLOTS: usize> {
 
 impl<const SLOTS: usize> Default for RamStorage<SLOTS> {
     fn default() -> Self {
-        RamStorage { data: [[0xFF; RECORD_LEN]; SLOTS], writes: [0; SLOTS] }
+        RamStorage {
+            data: [[0xFF; RECORD_LEN]; SLOTS],
+            writes: [0; SLOTS],
+        }
     }
 }
 
@@ -79,7 +82,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -122,15 +129,32 @@ impl Record {
     pub fn encode(&self) -> [u8; RECORD_LEN] {
         let mut buf = [0u8; RECORD_LEN];
         let c = &self.counters;
-        let mut w = Cursor { buf: &mut buf, pos: 0 };
+        let mut w = Cursor {
+            buf: &mut buf,
+            pos: 0,
+        };
         w.put(&MAGIC);
         w.put(&[VERSION, 0, 0, 0]);
         w.put(&self.generation.to_le_bytes());
         w.put(&self.boot_count.to_le_bytes());
-        for v in [c.seat_sessions, c.washes, c.flushes, c.showers, c.flow_baseline_ml_min, c.flow_baseline_n] {
+        for v in [
+            c.seat_sessions,
+            c.washes,
+            c.flushes,
+            c.showers,
+            c.flow_baseline_ml_min,
+            c.flow_baseline_n,
+        ] {
             w.put(&v.to_le_bytes());
         }
-        for v in [c.wash_ms, c.water_ml, c.heater_mwh, c.dispensed_ml, c.pump_ms, c.shower_ms] {
+        for v in [
+            c.wash_ms,
+            c.water_ml,
+            c.heater_mwh,
+            c.dispensed_ml,
+            c.pump_ms,
+            c.shower_ms,
+        ] {
             w.put(&v.to_le_bytes());
         }
         for cart in &c.cartridges {
@@ -144,7 +168,12 @@ impl Record {
 
     /// Parses a record; `None` if the magic, version or CRC is wrong (erased or torn write).
     pub fn decode(buf: &[u8; RECORD_LEN]) -> Option<Record> {
-        let crc = u32::from_le_bytes([buf[RECORD_LEN - 4], buf[RECORD_LEN - 3], buf[RECORD_LEN - 2], buf[RECORD_LEN - 1]]);
+        let crc = u32::from_le_bytes([
+            buf[RECORD_LEN - 4],
+            buf[RECORD_LEN - 3],
+            buf[RECORD_LEN - 2],
+            buf[RECORD_LEN - 1],
+        ]);
         if buf[..4] != MAGIC || buf[4] != VERSION || crc32(&buf[..RECORD_LEN - 4]) != crc {
             return None;
         }
@@ -170,7 +199,11 @@ impl Record {
             cart.ml = r.u64();
             cart.replacements = r.u32();
         }
-        Some(Record { generation, boot_count, counters: c })
+        Some(Record {
+            generation,
+            boot_count,
+            counters: c,
+        })
     }
 }
 
@@ -193,7 +226,10 @@ impl<S: Storage> PersistentStore<S> {
                 continue;
             }
             if let Some(rec) = Record::decode(&buf) {
-                if best.as_ref().is_none_or(|(_, b)| rec.generation > b.generation) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, b)| rec.generation > b.generation)
+                {
                     best = Some((slot, rec));
                 }
             }
@@ -203,7 +239,14 @@ impl<S: Storage> PersistentStore<S> {
             // Nothing valid: the first save goes to slot 0.
             None => (storage.slots().saturating_sub(1), 0),
         };
-        (PersistentStore { storage, last_slot, generation }, best.map(|(_, r)| r))
+        (
+            PersistentStore {
+                storage,
+                last_slot,
+                generation,
+            },
+            best.map(|(_, r)| r),
+        )
     }
 
     /// Saves `boot_count` and `counters` as the next generation in the next slot.
@@ -211,7 +254,11 @@ impl<S: Storage> PersistentStore<S> {
         let slots = self.storage.slots().max(1);
         let slot = (self.last_slot + 1) % slots;
         let generation = self.generation.wrapping_add(1);
-        let rec = Record { generation, boot_count, counters: *counters };
+        let rec = Record {
+            generation,
+            boot_count,
+            counters: *counters,
+        };
         self.storage.write(slot, &rec.encode())?;
         self.last_slot = slot;
         self.generation = generation;
@@ -234,7 +281,13 @@ mod tests {
     use super::*;
 
     fn sample_counters() -> Counters {
-        let mut c = Counters { seat_sessions: 7, washes: 5, water_ml: 123_456_789, heater_mwh: 42, ..Counters::default() };
+        let mut c = Counters {
+            seat_sessions: 7,
+            washes: 5,
+            water_ml: 123_456_789,
+            heater_mwh: 42,
+            ..Counters::default()
+        };
         c.cartridges[2].ml = 9_999;
         c.cartridges[2].replacements = 3;
         c
@@ -248,7 +301,11 @@ mod tests {
 
     #[test]
     fn record_round_trips_and_rejects_corruption() {
-        let rec = Record { generation: 9, boot_count: 4, counters: sample_counters() };
+        let rec = Record {
+            generation: 9,
+            boot_count: 4,
+            counters: sample_counters(),
+        };
         let mut bytes = rec.encode();
         assert_eq!(Record::decode(&bytes), Some(rec));
         bytes[20] ^= 1;

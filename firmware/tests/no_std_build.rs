@@ -15,7 +15,10 @@ const TEST_ONLY: [&str; 2] = ["logic_tests.rs", "node_tests.rs"];
 #[test]
 fn library_is_no_std_outside_tests() {
     let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
-    assert!(lib.contains("#![cfg_attr(not(test), no_std)]"), "lib.rs must be no_std outside tests");
+    assert!(
+        lib.contains("#![cfg_attr(not(test), no_std)]"),
+        "lib.rs must be no_std outside tests"
+    );
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut scanned = 0;
     for entry in fs::read_dir(&src).unwrap() {
@@ -32,8 +35,21 @@ fn library_is_no_std_outside_tests() {
             if line.starts_with("//") {
                 continue;
             }
-            for banned in ["std::", "alloc::", "extern crate", "Box<", "String::from", "format!", "vec!", "println!"] {
-                assert!(!line.contains(banned), "{name}:{}: `{banned}` outside cfg(test): {line}", i + 1);
+            for banned in [
+                "std::",
+                "alloc::",
+                "extern crate",
+                "Box<",
+                "String::from",
+                "format!",
+                "vec!",
+                "println!",
+            ] {
+                assert!(
+                    !line.contains(banned),
+                    "{name}:{}: `{banned}` outside cfg(test): {line}",
+                    i + 1
+                );
             }
         }
         scanned += 1;

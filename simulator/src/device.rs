@@ -80,7 +80,11 @@ pub fn rated_litres(kind: CartridgeKind) -> u32 {
 pub fn cartridge_kinds(model: Model) -> &'static [CartridgeKind] {
     match model {
         Model::Toilet => &[],
-        Model::Purifier => &[CartridgeKind::Sediment, CartridgeKind::Carbon, CartridgeKind::ReverseOsmosis],
+        Model::Purifier => &[
+            CartridgeKind::Sediment,
+            CartridgeKind::Carbon,
+            CartridgeKind::ReverseOsmosis,
+        ],
         Model::Shower => &[CartridgeKind::Shower],
     }
 }
@@ -145,14 +149,16 @@ impl SimDevice {
     ) -> SimDevice {
         let id = format!("{}-{:04}", model.as_str(), idx);
         // Meters are within ±2 % of their nominal calibration.
-        let pulses_per_true_litre = f64::from(PULSES_PER_LITRE) * (1.0 + rng.random_range(-0.02..0.02));
+        let pulses_per_true_litre =
+            f64::from(PULSES_PER_LITRE) * (1.0 + rng.random_range(-0.02..0.02));
         let kinds = cartridge_kinds(model);
         let mut cart_true_ml = [0.0; 4];
         let mut counters = Counters::default();
         for (slot, kind) in kinds.iter().enumerate() {
             let used = rng.random_range(0.0..0.9) * f64::from(rated_litres(*kind)) * 1000.0;
             cart_true_ml[slot] = used;
-            counters.cartridges[slot].ml = (used * pulses_per_true_litre / f64::from(PULSES_PER_LITRE)) as u64;
+            counters.cartridges[slot].ml =
+                (used * pulses_per_true_litre / f64::from(PULSES_PER_LITRE)) as u64;
             counters.cartridges[slot].replacements = rng.random_range(0..4);
         }
         counters.water_ml = rng.random_range(1_000_000..50_000_000);
@@ -178,7 +184,11 @@ impl SimDevice {
         let mut truth = Vec::new();
         for &(a, b) in &household.away {
             if a < end_ms {
-                truth.push(Truth::Away { device: id.clone(), start_ms: a, end_ms: b });
+                truth.push(Truth::Away {
+                    device: id.clone(),
+                    start_ms: a,
+                    end_ms: b,
+                });
             }
         }
         for p in &plan {
@@ -186,8 +196,14 @@ impl SimDevice {
                 continue; // valve_stuck is recorded when a wash actually sticks
             }
             let detail = match p.kind {
-                FaultKind::Leak => Some(format!("{:.0} ml/min{}", p.magnitude, if p.wets_probe { ", probe wet" } else { "" })),
-                FaultKind::SensorDrift | FaultKind::SensorDropout => Some(Self::affected_sensor(model, p.kind).to_string()),
+                FaultKind::Leak => Some(format!(
+                    "{:.0} ml/min{}",
+                    p.magnitude,
+                    if p.wets_probe { ", probe wet" } else { "" }
+                )),
+                FaultKind::SensorDrift | FaultKind::SensorDropout => {
+                    Some(Self::affected_sensor(model, p.kind).to_string())
+                }
                 FaultKind::InletClog => Some(format!("flow falls to {:.0} %", p.magnitude * 100.0)),
                 FaultKind::LowPressure => Some(format!("supply {:.0} kPa", p.magnitude)),
                 _ => None,
@@ -201,7 +217,8 @@ impl SimDevice {
                 detail,
             });
         }
-        let topics = [Channel::Telemetry, Channel::Event, Channel::Status].map(|c| Topic::format(&id, c).to_string());
+        let topics = [Channel::Telemetry, Channel::Event, Channel::Status]
+            .map(|c| Topic::format(&id, c).to_string());
         let mut dev = SimDevice {
             idx,
             id,
@@ -215,7 +232,12 @@ impl SimDevice {
             t: start_ms,
             heater_on: false,
             tank_c: 38.0,
-            meter: FlowMeter::new(NoPin, FlowCalibration { pulses_per_litre: PULSES_PER_LITRE }),
+            meter: FlowMeter::new(
+                NoPin,
+                FlowCalibration {
+                    pulses_per_litre: PULSES_PER_LITRE,
+                },
+            ),
             pulses_per_true_litre,
             true_ml: 0.0,
             pulses_fed: 0,
@@ -235,7 +257,13 @@ impl SimDevice {
     }
 
     fn boot(&mut self, storage: RamStorage<4>, t: i64, telemetry_every_ms: i64) {
-        let node = match Node::boot(&self.id, self.model, Config::for_model(self.model), storage, t) {
+        let node = match Node::boot(
+            &self.id,
+            self.model,
+            Config::for_model(self.model),
+            storage,
+            t,
+        ) {
             Ok(n) => n,
             // Ids are generated as `{model}-{nnnn}`, always valid.
             Err(_) => unreachable!("generated device id is valid"),
@@ -259,7 +287,10 @@ impl SimDevice {
     }
 
     fn active(&self, kind: FaultKind, t: i64) -> Option<Planned> {
-        self.plan.iter().copied().find(|p| p.kind == kind && p.active(t))
+        self.plan
+            .iter()
+            .copied()
+            .find(|p| p.kind == kind && p.active(t))
     }
 
     /// Simulates the day starting at `day_ms`, appending what the device publishes to `out`.
@@ -279,9 +310,16 @@ impl SimDevice {
     }
 
     fn idle_until(&mut self, until: i64, out: &mut Vec<OutMessage>) {
-        let interval = self.node.as_ref().map_or(IDLE_STEP_MS, |n| n.report_interval_ms());
+        let interval = self
+            .node
+            .as_ref()
+            .map_or(IDLE_STEP_MS, |n| n.report_interval_ms());
         loop {
-            let step = if self.heater_on { HEATER_STEP_MS } else { IDLE_STEP_MS.min(interval) };
+            let step = if self.heater_on {
+                HEATER_STEP_MS
+            } else {
+                IDLE_STEP_MS.min(interval)
+            };
             let next = self.t + step;
             if next >= until {
                 break;
@@ -316,14 +354,30 @@ impl SimDevice {
     fn play(&mut self, u: Usage, out: &mut Vec<OutMessage>) {
         let s = u.start_ms;
         match u.kind {
-            UsageKind::ToiletVisit { seat_ms, wash, flush } => {
-                self.tick(s, In { seat: true, ..In::default() }, out);
+            UsageKind::ToiletVisit {
+                seat_ms,
+                wash,
+                flush,
+            } => {
+                self.tick(
+                    s,
+                    In {
+                        seat: true,
+                        ..In::default()
+                    },
+                    out,
+                );
                 if let Some((off, dur)) = wash {
                     let rate = self.rng.random_range(6.0..9.0); // ml/s, 0.36–0.54 L/min
                     let ws = s + off;
                     let we = ws + dur;
                     if !self.stuck_used {
-                        if let Some(p) = self.plan.iter().find(|p| p.kind == FaultKind::ValveStuck && ws >= p.start_ms).copied() {
+                        if let Some(p) = self
+                            .plan
+                            .iter()
+                            .find(|p| p.kind == FaultKind::ValveStuck && ws >= p.start_ms)
+                            .copied()
+                        {
                             self.stuck_used = true;
                             let until = we + (p.end_ms - p.start_ms);
                             self.stuck = Some((until, rate));
@@ -333,34 +387,70 @@ impl SimDevice {
                                 kind: FaultKind::ValveStuck,
                                 start_ms: ws,
                                 end_ms: (until < self.end_ms).then_some(until),
-                                detail: Some(format!("wash valve open {:.0} min after the wash", (until - we) as f64 / 60_000.0)),
+                                detail: Some(format!(
+                                    "wash valve open {:.0} min after the wash",
+                                    (until - we) as f64 / 60_000.0
+                                )),
                             });
                         }
                     }
                     let mut t = ws;
-                    let wash_in = |ml| In { demand: Demand::Wash, seat: true, ml, heated: true };
+                    let wash_in = |ml| In {
+                        demand: Demand::Wash,
+                        seat: true,
+                        ml,
+                        heated: true,
+                    };
                     self.tick(ws, wash_in(0.0), out);
                     while t + 5_000 < we {
                         t += 5_000;
                         self.tick(t, wash_in(rate * 5.0), out);
                     }
-                    self.tick(we, In { demand: Demand::None, ..wash_in(rate * (we - t) as f64 / 1000.0) }, out);
+                    self.tick(
+                        we,
+                        In {
+                            demand: Demand::None,
+                            ..wash_in(rate * (we - t) as f64 / 1000.0)
+                        },
+                        out,
+                    );
                     t = we;
                     while t + 5_000 < s + seat_ms {
                         t += 5_000;
-                        self.tick(t, In { seat: true, ..In::default() }, out);
+                        self.tick(
+                            t,
+                            In {
+                                seat: true,
+                                ..In::default()
+                            },
+                            out,
+                        );
                     }
                 }
                 let so = s + seat_ms;
                 self.tick(so, In::default(), out);
                 if flush {
                     let fs = so + 3_000;
-                    self.tick(fs, In { demand: Demand::Flush, ..In::default() }, out);
+                    self.tick(
+                        fs,
+                        In {
+                            demand: Demand::Flush,
+                            ..In::default()
+                        },
+                        out,
+                    );
                     let refill = self.rng.random_range(100.0..170.0); // ml/s for 40 s: 4–7 L
                     let mut t = fs;
                     for _ in 0..8 {
                         t += 5_000;
-                        self.tick(t, In { ml: refill * 5.0, ..In::default() }, out);
+                        self.tick(
+                            t,
+                            In {
+                                ml: refill * 5.0,
+                                ..In::default()
+                            },
+                            out,
+                        );
                     }
                     self.tick(t + 5_000, In::default(), out);
                 }
@@ -378,7 +468,11 @@ impl SimDevice {
 
     fn draw(&mut self, s: i64, dur_ms: f64, rate_ml_s: f64, step: i64, out: &mut Vec<OutMessage>) {
         let e = s + dur_ms as i64;
-        let draw_in = |ml| In { demand: Demand::Draw, ml, ..In::default() };
+        let draw_in = |ml| In {
+            demand: Demand::Draw,
+            ml,
+            ..In::default()
+        };
         self.last_ml_rate = rate_ml_s;
         self.tick(s, draw_in(0.0), out);
         let mut t = s;
@@ -386,7 +480,14 @@ impl SimDevice {
             t += step;
             self.tick(t, draw_in(rate_ml_s * step as f64 / 1000.0), out);
         }
-        self.tick(e, In { demand: Demand::None, ..draw_in(rate_ml_s * (e - t) as f64 / 1000.0) }, out);
+        self.tick(
+            e,
+            In {
+                demand: Demand::None,
+                ..draw_in(rate_ml_s * (e - t) as f64 / 1000.0)
+            },
+            out,
+        );
         self.tick(e + 5_000, In::default(), out);
         self.last_ml_rate = 0.0;
     }
@@ -432,7 +533,8 @@ impl SimDevice {
         // Flow meter: pulses from the true volume through a meter with its own calibration error.
         self.true_ml += ml;
         let pulses = (self.true_ml / 1000.0 * self.pulses_per_true_litre) as u64;
-        self.meter.add_pulses(u32::try_from(pulses - self.pulses_fed).unwrap_or(u32::MAX));
+        self.meter
+            .add_pulses(u32::try_from(pulses - self.pulses_fed).unwrap_or(u32::MAX));
         self.pulses_fed = pulses;
         let flow_ml = self.meter.take_ml();
         // Filters: the true water through them, and the day each reaches its rating.
@@ -441,11 +543,19 @@ impl SimDevice {
             let rated = rated_litres(*kind);
             if !self.cart_done[slot] && self.cart_true_ml[slot] >= f64::from(rated) * 1000.0 {
                 self.cart_done[slot] = true;
-                self.truth.push(Truth::CartridgeCapacity { device: self.id.clone(), slot: slot as u8, kind: *kind, rated_l: rated, ts: t });
+                self.truth.push(Truth::CartridgeCapacity {
+                    device: self.id.clone(),
+                    slot: slot as u8,
+                    kind: *kind,
+                    rated_l: rated,
+                    ts: t,
+                });
             }
         }
         let sample = self.sample(t, input, flow_ml, ml > 0.0);
-        let Some(node) = self.node.as_mut() else { return };
+        let Some(node) = self.node.as_mut() else {
+            return;
+        };
         let outputs = node.tick(t, &sample);
         self.heater_on = outputs.heater_on;
         self.t = t;
@@ -454,13 +564,27 @@ impl SimDevice {
 
     fn sample(&mut self, t: i64, input: In, flow_ml: u32, flowing: bool) -> Sample {
         let mc = |c: f64| (c * 1000.0).round() as i32;
-        let drift = self.active(FaultKind::SensorDrift, t).map(|d| d.magnitude * ((t - d.start_ms) as f64 / (d.end_ms - d.start_ms) as f64));
+        let drift = self
+            .active(FaultKind::SensorDrift, t)
+            .map(|d| d.magnitude * ((t - d.start_ms) as f64 / (d.end_ms - d.start_ms) as f64));
         let dropout = self.active(FaultKind::SensorDropout, t).is_some();
-        let probe = self.active(FaultKind::Leak, t).is_some_and(|l| l.wets_probe);
+        let probe = self
+            .active(FaultKind::Leak, t)
+            .is_some_and(|l| l.wets_probe);
         let rng = &mut self.rng;
-        let mut s = Sample { seat: input.seat, leak_probe: probe, demand: input.demand, flow_ml, ..Sample::default() };
+        let mut s = Sample {
+            seat: input.seat,
+            leak_probe: probe,
+            demand: input.demand,
+            flow_ml,
+            ..Sample::default()
+        };
         let p = self.household.site.static_pressure_kpa;
-        let p = match self.plan.iter().find(|lp| lp.kind == FaultKind::LowPressure && lp.active(t)) {
+        let p = match self
+            .plan
+            .iter()
+            .find(|lp| lp.kind == FaultKind::LowPressure && lp.active(t))
+        {
             Some(lp) => p.min(lp.magnitude),
             None => p,
         };
@@ -473,7 +597,8 @@ impl SimDevice {
             }
             Model::Purifier => {
                 let tds_in = self.household.site.inlet_tds_ppm * (1.0 + normal(rng, 0.0, 0.02));
-                let ro_load = self.cart_true_ml[2] / (f64::from(rated_litres(CartridgeKind::ReverseOsmosis)) * 1000.0);
+                let ro_load = self.cart_true_ml[2]
+                    / (f64::from(rated_litres(CartridgeKind::ReverseOsmosis)) * 1000.0);
                 let rejection = (0.04 + 0.3 * (ro_load - 0.8).max(0.0)).min(0.5);
                 let tds_out = tds_in * rejection + drift.unwrap_or(0.0) * 80.0;
                 s.pressure_pa = (!dropout).then(|| (p_kpa.max(0.0) * 1000.0) as i32);
@@ -503,14 +628,25 @@ impl SimDevice {
         }
         while self.reboots.first().is_some_and(|&r| r <= t) {
             let r = self.reboots.remove(0);
-            let interval = self.node.as_ref().map_or(IDLE_STEP_MS * 3, |n| n.report_interval_ms());
+            let interval = self
+                .node
+                .as_ref()
+                .map_or(IDLE_STEP_MS * 3, |n| n.report_interval_ms());
             if let Some(node) = self.node.take() {
                 let storage = node.shutdown();
-                self.meter = FlowMeter::new(NoPin, FlowCalibration { pulses_per_litre: PULSES_PER_LITRE });
+                self.meter = FlowMeter::new(
+                    NoPin,
+                    FlowCalibration {
+                        pulses_per_litre: PULSES_PER_LITRE,
+                    },
+                );
                 self.pulses_fed = (self.true_ml / 1000.0 * self.pulses_per_true_litre) as u64;
                 self.boot(storage, t, interval);
             }
-            self.truth.push(Truth::Reboot { device: self.id.clone(), ts: r.max(self.t) });
+            self.truth.push(Truth::Reboot {
+                device: self.id.clone(),
+                ts: r.max(self.t),
+            });
             if self.online {
                 self.connected_at = t;
                 self.status(t, Presence::Online, out);
@@ -534,10 +670,18 @@ impl SimDevice {
     }
 
     fn status_at(&mut self, at: i64, ts: i64, presence: Presence, out: &mut Vec<OutMessage>) {
-        let Some(node) = self.node.as_ref() else { return };
+        let Some(node) = self.node.as_ref() else {
+            return;
+        };
         let mut buf = [0u8; 256];
         if let Ok(n) = node.status(ts, presence, &mut buf) {
-            out.push(OutMessage { at_ms: at, device: self.idx, topic: self.topics[2].clone(), payload: buf[..n].to_vec(), retain: true });
+            out.push(OutMessage {
+                at_ms: at,
+                device: self.idx,
+                topic: self.topics[2].clone(),
+                payload: buf[..n].to_vec(),
+                retain: true,
+            });
         }
     }
 
@@ -545,13 +689,21 @@ impl SimDevice {
         if !self.online {
             return;
         }
-        let Some(node) = self.node.as_mut() else { return };
+        let Some(node) = self.node.as_mut() else {
+            return;
+        };
         while let Some(m) = node.outbox_mut().pop() {
             let topic = match m.channel {
                 Channel::Telemetry => self.topics[0].clone(),
                 _ => self.topics[1].clone(),
             };
-            out.push(OutMessage { at_ms: t, device: self.idx, topic, payload: m.payload.to_vec(), retain: false });
+            out.push(OutMessage {
+                at_ms: t,
+                device: self.idx,
+                topic,
+                payload: m.payload.to_vec(),
+                retain: false,
+            });
         }
     }
 }

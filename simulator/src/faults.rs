@@ -106,7 +106,10 @@ pub enum FaultSpecError {
 impl FromStr for FaultKind {
     type Err = FaultSpecError;
     fn from_str(s: &str) -> Result<Self, FaultSpecError> {
-        FaultKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| FaultSpecError::UnknownKind(s.to_string()))
+        FaultKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| FaultSpecError::UnknownKind(s.to_string()))
     }
 }
 
@@ -140,7 +143,11 @@ impl FaultMix {
                 "none" => mix.0.clear(),
                 _ => {
                     let (kind, p) = match part.split_once('=') {
-                        Some((k, p)) => (k, p.parse::<f64>().map_err(|_| FaultSpecError::BadProbability(p.to_string()))?),
+                        Some((k, p)) => (
+                            k,
+                            p.parse::<f64>()
+                                .map_err(|_| FaultSpecError::BadProbability(p.to_string()))?,
+                        ),
                         None => (part, 0.25),
                     };
                     if !(0.0..=1.0).contains(&p) {
@@ -235,12 +242,24 @@ pub fn plan_one(rng: &mut StdRng, kind: FaultKind, start_ms: i64, dur_ms: Option
         FaultKind::LowPressure => rng.random_range(40.0..85.0),
         _ => 0.0,
     };
-    Planned { kind, start_ms, end_ms: start_ms + dur, magnitude, wets_probe: rng.random_bool(0.4) }
+    Planned {
+        kind,
+        start_ms,
+        end_ms: start_ms + dur,
+        magnitude,
+        wets_probe: rng.random_bool(0.4),
+    }
 }
 
 /// Draws a device's random faults from `mix` for the span `[start_ms, end_ms)`;
 /// windows of one device never overlap and start after the first two days.
-pub fn plan_random(rng: &mut StdRng, mix: &FaultMix, model: Model, start_ms: i64, end_ms: i64) -> Vec<Planned> {
+pub fn plan_random(
+    rng: &mut StdRng,
+    mix: &FaultMix,
+    model: Model,
+    start_ms: i64,
+    end_ms: i64,
+) -> Vec<Planned> {
     let mut plan: Vec<Planned> = Vec::new();
     for (&kind, &p) in &mix.0 {
         let hit = rng.random_bool(p.clamp(0.0, 1.0));
@@ -255,7 +274,10 @@ pub fn plan_random(rng: &mut StdRng, mix: &FaultMix, model: Model, start_ms: i64
         for _ in 0..10 {
             let s = rng.random_range(earliest..end_ms - lo);
             let f = plan_one(rng, kind, s, None);
-            if plan.iter().all(|o| f.end_ms + DAY_MS < o.start_ms || f.start_ms > o.end_ms + DAY_MS) {
+            if plan
+                .iter()
+                .all(|o| f.end_ms + DAY_MS < o.start_ms || f.start_ms > o.end_ms + DAY_MS)
+            {
                 plan.push(f);
                 break;
             }
@@ -320,7 +342,10 @@ impl Truth {
     /// The device the record is about.
     pub fn device(&self) -> &str {
         match self {
-            Truth::Fault { device, .. } | Truth::Away { device, .. } | Truth::Reboot { device, .. } | Truth::CartridgeCapacity { device, .. } => device,
+            Truth::Fault { device, .. }
+            | Truth::Away { device, .. }
+            | Truth::Reboot { device, .. }
+            | Truth::CartridgeCapacity { device, .. } => device,
         }
     }
 
@@ -343,9 +368,22 @@ mod tests {
         assert_eq!(FaultMix::parse("default").unwrap(), FaultMix::default_mix());
         assert!(FaultMix::parse("none").unwrap().0.is_empty());
         let m = FaultMix::parse("default,leak=0.5,offline").unwrap();
-        assert_eq!((m.0[&FaultKind::Leak], m.0[&FaultKind::Offline], m.0[&FaultKind::Unused]), (0.5, 0.25, 0.03));
-        assert!(matches!(FaultMix::parse("flood"), Err(FaultSpecError::UnknownKind(_))));
-        assert!(matches!(FaultMix::parse("leak=2"), Err(FaultSpecError::BadProbability(_))));
+        assert_eq!(
+            (
+                m.0[&FaultKind::Leak],
+                m.0[&FaultKind::Offline],
+                m.0[&FaultKind::Unused]
+            ),
+            (0.5, 0.25, 0.03)
+        );
+        assert!(matches!(
+            FaultMix::parse("flood"),
+            Err(FaultSpecError::UnknownKind(_))
+        ));
+        assert!(matches!(
+            FaultMix::parse("leak=2"),
+            Err(FaultSpecError::BadProbability(_))
+        ));
     }
 
     #[test]
@@ -353,7 +391,9 @@ mod tests {
         let s = Scenario::parse(r#"{"mix":{"leak":0.1},"inject":[{"device":"toilet-0000","kind":"valve_stuck","start_day":2.5},{"device":4,"kind":"offline","start_day":1,"days":0.5}]}"#).unwrap();
         assert_eq!(s.inject.len(), 2);
         assert_eq!(s.inject[1].device, DeviceRef::Index(4));
-        assert!(Scenario::parse(r#"{"inject":[{"device":1,"kind":"meteor","start_day":1}]}"#).is_err());
+        assert!(
+            Scenario::parse(r#"{"inject":[{"device":1,"kind":"meteor","start_day":1}]}"#).is_err()
+        );
     }
 
     #[test]
@@ -362,7 +402,9 @@ mod tests {
         for seed in 0..50 {
             let mut rng = StdRng::seed_from_u64(seed);
             let plan = plan_random(&mut rng, &all, Model::Purifier, 0, 90 * DAY_MS);
-            assert!(plan.iter().all(|f| f.kind.applies_to(Model::Purifier) && f.start_ms >= 2 * DAY_MS));
+            assert!(plan
+                .iter()
+                .all(|f| f.kind.applies_to(Model::Purifier) && f.start_ms >= 2 * DAY_MS));
             for w in plan.windows(2) {
                 assert!(w[0].end_ms < w[1].start_ms);
             }
@@ -376,16 +418,33 @@ mod tests {
             let mut seen = std::collections::BTreeSet::new();
             for seed in 0..200 {
                 let mut rng = StdRng::seed_from_u64(seed);
-                seen.extend(plan_random(&mut rng, &all, model, 0, 365 * DAY_MS).iter().map(|p| p.kind));
+                seen.extend(
+                    plan_random(&mut rng, &all, model, 0, 365 * DAY_MS)
+                        .iter()
+                        .map(|p| p.kind),
+                );
             }
-            let expected: std::collections::BTreeSet<_> = FaultKind::ALL.into_iter().filter(|k| k.applies_to(model)).collect();
+            let expected: std::collections::BTreeSet<_> = FaultKind::ALL
+                .into_iter()
+                .filter(|k| k.applies_to(model))
+                .collect();
             assert_eq!(seen, expected, "{model:?}");
         }
     }
 
     #[test]
     fn truth_lines_are_tagged_json() {
-        let t = Truth::Fault { device: "toilet-0001".into(), model: Model::Toilet, kind: FaultKind::Leak, start_ms: 1, end_ms: None, detail: None };
-        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"type":"fault","device":"toilet-0001","model":"toilet","kind":"leak","start_ms":1,"end_ms":null}"#);
+        let t = Truth::Fault {
+            device: "toilet-0001".into(),
+            model: Model::Toilet,
+            kind: FaultKind::Leak,
+            start_ms: 1,
+            end_ms: None,
+            detail: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"type":"fault","device":"toilet-0001","model":"toilet","kind":"leak","start_ms":1,"end_ms":null}"#
+        );
     }
 }

@@ -57,7 +57,9 @@ impl Default for FleetConfig {
 
 /// The wall clock, UTC ms.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why a fleet cannot be built.
@@ -91,7 +93,8 @@ pub fn device_id(idx: u32) -> String {
 
 fn sub_seed(seed: u64, stream: u64, idx: u64) -> u64 {
     // SplitMix64 of the triple: independent, reproducible streams.
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ idx.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let mut z =
+        seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ idx.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -110,7 +113,10 @@ impl Fleet {
     /// Builds the households, devices and fault plans.
     pub fn new(cfg: FleetConfig) -> Result<Fleet, FleetError> {
         if cfg.devices == 0 || cfg.devices > 999_999 || cfg.days == 0 || cfg.days > 399 {
-            return Err(FleetError::Size { devices: cfg.devices, days: cfg.days });
+            return Err(FleetError::Size {
+                devices: cfg.devices,
+                days: cfg.days,
+            });
         }
         if !(1..=1440).contains(&cfg.telemetry_every_min) {
             return Err(FleetError::Interval(cfg.telemetry_every_min));
@@ -132,9 +138,15 @@ impl Fleet {
         for idx in 0..cfg.devices {
             let h = idx / 3;
             if idx % 3 == 0 {
-                household = Some(Household::generate(&mut StdRng::seed_from_u64(sub_seed(cfg.seed, 1, u64::from(h))), start_ms, end_ms));
+                household = Some(Household::generate(
+                    &mut StdRng::seed_from_u64(sub_seed(cfg.seed, 1, u64::from(h))),
+                    start_ms,
+                    end_ms,
+                ));
             }
-            let Some(hh) = household.clone() else { unreachable!("household set at idx % 3 == 0") };
+            let Some(hh) = household.clone() else {
+                unreachable!("household set at idx % 3 == 0")
+            };
             let model = model_of(idx);
             let mut plan_rng = StdRng::seed_from_u64(sub_seed(cfg.seed, 2, u64::from(idx)));
             let mut plan = plan_random(&mut plan_rng, &cfg.mix, model, start_ms, end_ms);
@@ -147,9 +159,23 @@ impl Fleet {
             }
             plan.sort_by_key(|p| p.start_ms);
             let rng = StdRng::seed_from_u64(sub_seed(cfg.seed, 3, u64::from(idx)));
-            devices.push(SimDevice::new(idx, model, hh, rng, plan, start_ms, end_ms, i64::from(cfg.telemetry_every_min) * 60_000));
+            devices.push(SimDevice::new(
+                idx,
+                model,
+                hh,
+                rng,
+                plan,
+                start_ms,
+                end_ms,
+                i64::from(cfg.telemetry_every_min) * 60_000,
+            ));
         }
-        Ok(Fleet { cfg, devices, start_ms, next_day: start_ms })
+        Ok(Fleet {
+            cfg,
+            devices,
+            start_ms,
+            next_day: start_ms,
+        })
     }
 
     /// First simulated instant, UTC ms (midnight).
@@ -196,7 +222,11 @@ impl Fleet {
     /// Ground truth so far (all of it once [`Fleet::next_batch`] returned `None`),
     /// ordered by device, then time.
     pub fn truth(&self) -> Vec<Truth> {
-        let mut t: Vec<Truth> = self.devices.iter().flat_map(|d| d.truth().iter().cloned()).collect();
+        let mut t: Vec<Truth> = self
+            .devices
+            .iter()
+            .flat_map(|d| d.truth().iter().cloned())
+            .collect();
         t.sort_by(|a, b| a.device().cmp(b.device()).then(a.start().cmp(&b.start())));
         t
     }

@@ -118,7 +118,9 @@ impl Usage {
     /// How long the fixture is busy with it (including a flush refill), ms.
     pub fn busy_ms(&self) -> i64 {
         match self.kind {
-            UsageKind::ToiletVisit { seat_ms, flush, .. } => seat_ms + if flush { 60_000 } else { 5_000 },
+            UsageKind::ToiletVisit { seat_ms, flush, .. } => {
+                seat_ms + if flush { 60_000 } else { 5_000 }
+            }
             UsageKind::Dispense { ml } => (ml / 25.0 * 1000.0) as i64 + 15_000,
             UsageKind::Shower { dur_ms } => dur_ms + 30_000,
         }
@@ -142,14 +144,22 @@ impl Household {
         // Holidays: most households take none in a quarter, some one or two.
         let mut away = Vec::new();
         let span_days = (end_ms - start_ms) / DAY_MS;
-        let trips = if span_days < 10 { 0 } else { [0, 0, 0, 1, 1, 2][rng.random_range(0..6)] * (span_days / 60 + 1) };
+        let trips = if span_days < 10 {
+            0
+        } else {
+            [0, 0, 0, 1, 1, 2][rng.random_range(0..6)] * (span_days / 60 + 1)
+        };
         for _ in 0..trips {
             let len = rng.random_range(3..=14) * DAY_MS;
             if span_days * DAY_MS <= len + 2 * DAY_MS {
                 continue;
             }
-            let s = day_floor(start_ms + rng.random_range(DAY_MS..(span_days * DAY_MS - len))) + 10 * HOUR_MS;
-            if away.iter().all(|&(a, b)| s + len + DAY_MS < a || s > b + DAY_MS) {
+            let s = day_floor(start_ms + rng.random_range(DAY_MS..(span_days * DAY_MS - len)))
+                + 10 * HOUR_MS;
+            if away
+                .iter()
+                .all(|&(a, b)| s + len + DAY_MS < a || s > b + DAY_MS)
+            {
                 away.push((s, s + len));
             }
         }
@@ -186,9 +196,15 @@ impl Household {
     /// sorted and not overlapping. Uses falling in an away period are left out.
     pub fn day_usage(&self, model: Model, day_ms: i64, rng: &mut StdRng) -> Vec<Usage> {
         let weekend = is_weekend(day_ms);
-        let wake = if weekend { self.wake_weekend_h } else { self.wake_weekday_h };
+        let wake = if weekend {
+            self.wake_weekend_h
+        } else {
+            self.wake_weekday_h
+        };
         let home = weekend || self.home_daytime;
-        let at = |rng: &mut StdRng, h: f64, sd: f64| day_ms + (normal(rng, h, sd).clamp(0.0, 23.9) * HOUR_MS as f64) as i64;
+        let at = |rng: &mut StdRng, h: f64, sd: f64| {
+            day_ms + (normal(rng, h, sd).clamp(0.0, 23.9) * HOUR_MS as f64) as i64
+        };
         let mut uses = Vec::new();
         for _person in 0..self.size {
             match model {
@@ -206,31 +222,63 @@ impl Household {
                     ];
                     for (h, sd, p) in slots {
                         if rng.random_bool(p) {
-                            let seat_ms = (normal(rng, 180.0, 90.0).clamp(30.0, 900.0) * 1000.0) as i64;
+                            let seat_ms =
+                                (normal(rng, 180.0, 90.0).clamp(30.0, 900.0) * 1000.0) as i64;
                             let wash = rng.random_bool(self.bidet_use).then(|| {
-                                let dur = (normal(rng, 35.0, 12.0).clamp(12.0, 90.0) * 1000.0) as i64;
+                                let dur =
+                                    (normal(rng, 35.0, 12.0).clamp(12.0, 90.0) * 1000.0) as i64;
                                 (seat_ms.saturating_sub(dur + 15_000).max(5_000), dur)
                             });
-                            let seat_ms = wash.map_or(seat_ms, |(o, d)| seat_ms.max(o + d + 10_000));
-                            uses.push(Usage { start_ms: at(rng, h, sd), kind: UsageKind::ToiletVisit { seat_ms, wash, flush: rng.random_bool(0.97) } });
+                            let seat_ms =
+                                wash.map_or(seat_ms, |(o, d)| seat_ms.max(o + d + 10_000));
+                            uses.push(Usage {
+                                start_ms: at(rng, h, sd),
+                                kind: UsageKind::ToiletVisit {
+                                    seat_ms,
+                                    wash,
+                                    flush: rng.random_bool(0.97),
+                                },
+                            });
                         }
                     }
                 }
                 Model::Purifier => {
-                    let draws = if home { rng.random_range(4..9) } else { rng.random_range(2..5) };
+                    let draws = if home {
+                        rng.random_range(4..9)
+                    } else {
+                        rng.random_range(2..5)
+                    };
                     for _ in 0..draws {
                         let h = rng.random_range(wake..self.bed_h.min(23.5));
-                        uses.push(Usage { start_ms: at(rng, h, 0.2), kind: UsageKind::Dispense { ml: rng.random_range(200.0..700.0) } });
+                        uses.push(Usage {
+                            start_ms: at(rng, h, 0.2),
+                            kind: UsageKind::Dispense {
+                                ml: rng.random_range(200.0..700.0),
+                            },
+                        });
                     }
                     if rng.random_bool(0.6) {
-                        uses.push(Usage { start_ms: at(rng, 18.5, 0.7), kind: UsageKind::Dispense { ml: rng.random_range(1000.0..2500.0) } });
+                        uses.push(Usage {
+                            start_ms: at(rng, 18.5, 0.7),
+                            kind: UsageKind::Dispense {
+                                ml: rng.random_range(1000.0..2500.0),
+                            },
+                        });
                     }
                 }
                 Model::Shower => {
                     if rng.random_bool(0.8) {
-                        let h = if rng.random_bool(0.6) { wake + 0.3 } else { self.bed_h - 1.2 };
-                        let dur_ms = (normal(rng, 8.0, 3.0).clamp(3.0, 25.0) * MIN_MS as f64) as i64;
-                        uses.push(Usage { start_ms: at(rng, h, 0.3), kind: UsageKind::Shower { dur_ms } });
+                        let h = if rng.random_bool(0.6) {
+                            wake + 0.3
+                        } else {
+                            self.bed_h - 1.2
+                        };
+                        let dur_ms =
+                            (normal(rng, 8.0, 3.0).clamp(3.0, 25.0) * MIN_MS as f64) as i64;
+                        uses.push(Usage {
+                            start_ms: at(rng, h, 0.3),
+                            kind: UsageKind::Shower { dur_ms },
+                        });
                     }
                 }
             }
@@ -272,18 +320,32 @@ mod tests {
     fn weekends_start_later_than_weekdays() {
         // 2026-01-05 is a Monday, 2026-01-10 a Saturday.
         let monday = START + 4 * DAY_MS;
-        assert!(!is_weekend(monday) && is_weekend(monday + 5 * DAY_MS) && is_weekend(monday + 6 * DAY_MS));
+        assert!(
+            !is_weekend(monday)
+                && is_weekend(monday + 5 * DAY_MS)
+                && is_weekend(monday + 6 * DAY_MS)
+        );
         let mut rng = StdRng::seed_from_u64(3);
         let (mut wd, mut we) = (vec![], vec![]);
         for i in 0..200 {
             let mut h = Household::generate(&mut rng, START, START + 90 * DAY_MS);
             h.away.clear();
-            let first = |d: i64, rng: &mut StdRng| h.day_usage(Model::Shower, d, rng).iter().map(|u| u.start_ms - d).min();
+            let first = |d: i64, rng: &mut StdRng| {
+                h.day_usage(Model::Shower, d, rng)
+                    .iter()
+                    .map(|u| u.start_ms - d)
+                    .min()
+            };
             wd.extend(first(monday + (i % 5) * DAY_MS, &mut rng));
             we.extend(first(monday + 5 * DAY_MS, &mut rng));
         }
         let mean = |v: &[i64]| v.iter().sum::<i64>() as f64 / v.len() as f64 / HOUR_MS as f64;
-        assert!(mean(&we) > mean(&wd) + 0.5, "weekday {} weekend {}", mean(&wd), mean(&we));
+        assert!(
+            mean(&we) > mean(&wd) + 0.5,
+            "weekday {} weekend {}",
+            mean(&wd),
+            mean(&we)
+        );
     }
 
     #[test]
@@ -291,12 +353,24 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(5);
         let mut h = Household::generate(&mut rng, START, START + 90 * DAY_MS);
         h.size = 1;
-        let one: usize = (0..30).map(|d| h.day_usage(Model::Toilet, START + d * DAY_MS, &mut rng).len()).sum();
+        let one: usize = (0..30)
+            .map(|d| {
+                h.day_usage(Model::Toilet, START + d * DAY_MS, &mut rng)
+                    .len()
+            })
+            .sum();
         h.size = 5;
-        let five: usize = (0..30).map(|d| h.day_usage(Model::Toilet, START + d * DAY_MS, &mut rng).len()).sum();
+        let five: usize = (0..30)
+            .map(|d| {
+                h.day_usage(Model::Toilet, START + d * DAY_MS, &mut rng)
+                    .len()
+            })
+            .sum();
         assert!(five > 3 * one, "{one} vs {five}");
         h.away = vec![(START, START + 3 * DAY_MS)];
-        assert!(h.day_usage(Model::Toilet, START + DAY_MS, &mut rng).is_empty());
+        assert!(h
+            .day_usage(Model::Toilet, START + DAY_MS, &mut rng)
+            .is_empty());
     }
 
     #[test]
@@ -316,7 +390,15 @@ mod tests {
     fn mains_water_is_coldest_in_february_and_warmest_in_august() {
         let feb = START + 39 * DAY_MS;
         let aug = START + 221 * DAY_MS;
-        assert!((mains_temp_c(feb) - 6.0).abs() < 0.2, "{}", mains_temp_c(feb));
-        assert!((mains_temp_c(aug) - 21.0).abs() < 0.2, "{}", mains_temp_c(aug));
+        assert!(
+            (mains_temp_c(feb) - 6.0).abs() < 0.2,
+            "{}",
+            mains_temp_c(feb)
+        );
+        assert!(
+            (mains_temp_c(aug) - 21.0).abs() < 0.2,
+            "{}",
+            mains_temp_c(aug)
+        );
     }
 }

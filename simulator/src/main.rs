@@ -104,8 +104,10 @@ fn fleet_config(a: &FleetArgs) -> Result<FleetConfig> {
     let mut mix = FaultMix::parse(&a.faults)?;
     let mut inject = Vec::new();
     if let Some(path) = &a.scenario {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading scenario {}", path.display()))?;
-        let sc = Scenario::parse(&text).with_context(|| format!("parsing scenario {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading scenario {}", path.display()))?;
+        let sc = Scenario::parse(&text)
+            .with_context(|| format!("parsing scenario {}", path.display()))?;
         mix.0.extend(sc.mix.0);
         inject = sc.inject;
     }
@@ -125,7 +127,9 @@ fn progress(days: u64, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(days);
-    if let Ok(style) = ProgressStyle::with_template("{elapsed_precise} [{bar:40}] day {pos}/{len} {msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] day {pos}/{len} {msg}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb
@@ -134,7 +138,9 @@ fn progress(days: u64, quiet: bool) -> ProgressBar {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -148,18 +154,31 @@ async fn run(a: RunArgs) -> Result<()> {
     let speed: Speed = a.speed.parse().map_err(anyhow::Error::msg)?;
     let cfg = fleet_config(&a.fleet)?;
     let mut fleet = Fleet::new(cfg)?;
-    tracing::info!(devices = a.fleet.devices, days = a.fleet.days, seed = a.fleet.seed, start_ms = fleet.start_ms(), end_ms = fleet.end_ms(), "simulating");
+    tracing::info!(
+        devices = a.fleet.devices,
+        days = a.fleet.days,
+        seed = a.fleet.seed,
+        start_ms = fleet.start_ms(),
+        end_ms = fleet.end_ms(),
+        "simulating"
+    );
     let mut publisher = match &a.broker {
         Some(url) => {
             let broker: BrokerUrl = url.parse()?;
             let mut pc = PublisherConfig::new(broker);
             pc.connections = a.connections;
-            Some(Publisher::connect(&pc).await.context("connecting to the broker")?)
+            Some(
+                Publisher::connect(&pc)
+                    .await
+                    .context("connecting to the broker")?,
+            )
         }
         None => None,
     };
     let mut out = match &a.out {
-        Some(p) => Some(BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+        Some(p) => Some(BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
         None => None,
     };
     let pb = progress(fleet.total_days(), a.quiet);
@@ -182,7 +201,10 @@ async fn run(a: RunArgs) -> Result<()> {
         match &publisher {
             Some(p) => {
                 let s = p.stats();
-                pb.set_message(format!("{generated} msgs, {} sent, {} acked", s.sent, s.acked));
+                pb.set_message(format!(
+                    "{generated} msgs, {} sent, {} acked",
+                    s.sent, s.acked
+                ));
             }
             None => pb.set_message(format!("{generated} msgs")),
         }
@@ -193,7 +215,9 @@ async fn run(a: RunArgs) -> Result<()> {
         w.flush()?;
     }
     if let Some(path) = &a.truth {
-        let mut w = BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+        let mut w = BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
         for t in fleet.truth() {
             writeln!(w, "{}", serde_json::to_string(&t)?)?;
         }
@@ -202,10 +226,22 @@ async fn run(a: RunArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     if let Some(p) = publisher {
         let stats = p.finish(Duration::from_secs(60)).await?;
-        tracing::info!(generated, sent = stats.sent, acked = stats.acked, secs, "published; every message acknowledged");
-        println!("generated {generated} messages, published {} (QoS 1), {} PUBACKs, in {secs:.1} s", stats.sent, stats.acked);
+        tracing::info!(
+            generated,
+            sent = stats.sent,
+            acked = stats.acked,
+            secs,
+            "published; every message acknowledged"
+        );
+        println!(
+            "generated {generated} messages, published {} (QoS 1), {} PUBACKs, in {secs:.1} s",
+            stats.sent, stats.acked
+        );
     } else {
-        println!("generated {generated} messages in {secs:.1} s ({:.0} msg/s), no broker", generated as f64 / secs.max(1e-9));
+        println!(
+            "generated {generated} messages in {secs:.1} s ({:.0} msg/s), no broker",
+            generated as f64 / secs.max(1e-9)
+        );
     }
     Ok(())
 }

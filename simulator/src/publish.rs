@@ -30,19 +30,28 @@ pub struct BrokerUrl {
 impl std::str::FromStr for BrokerUrl {
     type Err = PublishError;
     fn from_str(s: &str) -> Result<Self, PublishError> {
-        let rest = s.strip_prefix("mqtt://").or_else(|| s.strip_prefix("tcp://")).unwrap_or(s);
+        let rest = s
+            .strip_prefix("mqtt://")
+            .or_else(|| s.strip_prefix("tcp://"))
+            .unwrap_or(s);
         if rest.contains("://") || rest.is_empty() {
             return Err(PublishError::BadUrl(s.to_string()));
         }
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| PublishError::BadUrl(s.to_string()))?),
+            Some((h, p)) => (
+                h,
+                p.parse().map_err(|_| PublishError::BadUrl(s.to_string()))?,
+            ),
             None => (rest, 1883),
         };
         if host.is_empty() {
             return Err(PublishError::BadUrl(s.to_string()));
         }
-        Ok(BrokerUrl { host: host.to_string(), port })
+        Ok(BrokerUrl {
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -91,7 +100,13 @@ pub struct PublisherConfig {
 impl PublisherConfig {
     /// Defaults for `broker`: 2 connections, 100 in flight, channel of 1000.
     pub fn new(broker: BrokerUrl) -> Self {
-        PublisherConfig { broker, connections: 2, inflight: 100, channel_capacity: 1000, client_prefix: "fixture-sim".into() }
+        PublisherConfig {
+            broker,
+            connections: 2,
+            inflight: 100,
+            channel_capacity: 1000,
+            client_prefix: "fixture-sim".into(),
+        }
     }
 }
 
@@ -115,7 +130,9 @@ pub struct Publisher {
 }
 
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!("{}-{:x}", std::process::id(), nanos & 0xFFFF_FFFF_FFFF)
 }
 
@@ -129,7 +146,11 @@ impl Publisher {
         let mut tasks = Vec::new();
         let mut ready = Vec::new();
         for k in 0..cfg.connections.max(1) {
-            let mut opts = MqttOptions::new(format!("{}-{suffix}-{k}", cfg.client_prefix), cfg.broker.host.clone(), cfg.broker.port);
+            let mut opts = MqttOptions::new(
+                format!("{}-{suffix}-{k}", cfg.client_prefix),
+                cfg.broker.host.clone(),
+                cfg.broker.port,
+            );
             opts.set_keep_alive(Duration::from_secs(30))
                 .set_clean_session(true)
                 .set_inflight(cfg.inflight)
@@ -173,23 +194,41 @@ impl Publisher {
             let ok = tokio::time::timeout(timeout, r.wait_for(|v| *v)).await;
             if !matches!(ok, Ok(Ok(_))) {
                 let _ = stop.send(true);
-                return Err(PublishError::ConnectTimeout(format!("{}:{}", cfg.broker.host, cfg.broker.port), timeout));
+                return Err(PublishError::ConnectTimeout(
+                    format!("{}:{}", cfg.broker.host, cfg.broker.port),
+                    timeout,
+                ));
             }
         }
-        Ok(Publisher { clients, tasks, acks, stop, sent: 0 })
+        Ok(Publisher {
+            clients,
+            tasks,
+            acks,
+            stop,
+            sent: 0,
+        })
     }
 
     /// Publishes one message with QoS 1 on its device's connection (awaits when the channel is full).
     pub async fn publish(&mut self, m: &OutMessage) -> Result<(), PublishError> {
         let c = &self.clients[m.device as usize % self.clients.len()];
-        c.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.clone()).await?;
+        c.publish(
+            m.topic.clone(),
+            QoS::AtLeastOnce,
+            m.retain,
+            m.payload.clone(),
+        )
+        .await?;
         self.sent += 1;
         Ok(())
     }
 
     /// Current counts.
     pub fn stats(&self) -> PublishStats {
-        PublishStats { sent: self.sent, acked: self.acks.load(Ordering::Relaxed) }
+        PublishStats {
+            sent: self.sent,
+            acked: self.acks.load(Ordering::Relaxed),
+        }
     }
 
     /// Waits until every publish is acknowledged (or `timeout`), then disconnects.
@@ -221,7 +260,11 @@ impl Publisher {
             }
         }
         if stats.acked < stats.sent {
-            return Err(PublishError::AckTimeout { sent: stats.sent, acked: stats.acked, waited: started.elapsed() });
+            return Err(PublishError::AckTimeout {
+                sent: stats.sent,
+                acked: stats.acked,
+                waited: started.elapsed(),
+            });
         }
         Ok(stats)
     }
@@ -242,7 +285,10 @@ impl std::str::FromStr for Speed {
         if s == "max" {
             return Ok(Speed::Max);
         }
-        let f: f64 = s.trim_end_matches('x').parse().map_err(|_| format!("speed `{s}` is not `max` or a number"))?;
+        let f: f64 = s
+            .trim_end_matches('x')
+            .parse()
+            .map_err(|_| format!("speed `{s}` is not `max` or a number"))?;
         if f.is_finite() && f > 0.0 {
             Ok(Speed::Factor(f))
         } else {
@@ -262,13 +308,18 @@ pub struct Pacer {
 impl Pacer {
     /// Starts the clock now.
     pub fn new(speed: Speed, sim_start: i64) -> Self {
-        Pacer { speed, sim_start, wall_start: tokio::time::Instant::now() }
+        Pacer {
+            speed,
+            sim_start,
+            wall_start: tokio::time::Instant::now(),
+        }
     }
 
     /// Waits until `at_ms` is due.
     pub async fn wait(&self, at_ms: i64) {
         if let Speed::Factor(f) = self.speed {
-            let due = Duration::from_secs_f64(((at_ms - self.sim_start).max(0) as f64 / 1000.0) / f);
+            let due =
+                Duration::from_secs_f64(((at_ms - self.sim_start).max(0) as f64 / 1000.0) / f);
             tokio::time::sleep_until(self.wall_start + due).await;
         }
     }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use fleet_sim::faults::{DeviceRef, FaultKind, FaultMix, Injection, Truth};
 use fleet_sim::{Fleet, FleetConfig, OutMessage};
-use protocol::message::{Event, EventKind, FaultCode, FaultState, Presence, Reading, Status, Telemetry};
+use protocol::message::{
+    Event, EventKind, FaultCode, FaultState, Presence, Reading, Status, Telemetry,
+};
 use protocol::topic::{Channel, Topic};
 use protocol::validate::{check_event, check_status, check_telemetry, Limits};
 
@@ -13,11 +15,24 @@ const END: i64 = 1_764_000_000_000; // 2025-11-24 16:00 UTC
 const HOUR: i64 = 3_600_000;
 
 fn small(seed: u64) -> FleetConfig {
-    FleetConfig { devices: 15, days: 10, end_ms: END, seed, telemetry_every_min: 15, mix: FaultMix::default_mix(), inject: vec![] }
+    FleetConfig {
+        devices: 15,
+        days: 10,
+        end_ms: END,
+        seed,
+        telemetry_every_min: 15,
+        mix: FaultMix::default_mix(),
+        inject: vec![],
+    }
 }
 
 fn inj(device: &str, kind: FaultKind, start_day: f64, days: Option<f64>) -> Injection {
-    Injection { device: DeviceRef::Id(device.into()), kind, start_day, days }
+    Injection {
+        device: DeviceRef::Id(device.into()),
+        kind,
+        start_day,
+        days,
+    }
 }
 
 /// A fleet with one of every fault kind on known devices, and no random faults.
@@ -58,16 +73,24 @@ fn parse_all(msgs: &[OutMessage], now: i64) -> Vec<Parsed> {
     msgs.iter()
         .map(|m| {
             let topic = Topic::parse(&m.topic).unwrap_or_else(|e| panic!("{}: {e}", m.topic));
-            let mut p = Parsed { at: m.at_ms, device: topic.device_id.to_string(), telemetry: None, event: None, status: None };
+            let mut p = Parsed {
+                at: m.at_ms,
+                device: topic.device_id.to_string(),
+                telemetry: None,
+                event: None,
+                status: None,
+            };
             match topic.channel {
                 Channel::Telemetry => {
                     let t: Telemetry = serde_json::from_slice(&m.payload).unwrap();
-                    check_telemetry(&t, &topic, now, &limits).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&m.payload)));
+                    check_telemetry(&t, &topic, now, &limits)
+                        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&m.payload)));
                     p.telemetry = Some(t);
                 }
                 Channel::Event => {
                     let e: Event = serde_json::from_slice(&m.payload).unwrap();
-                    check_event(&e, &topic, now, &limits).unwrap_or_else(|x| panic!("{x}: {}", String::from_utf8_lossy(&m.payload)));
+                    check_event(&e, &topic, now, &limits)
+                        .unwrap_or_else(|x| panic!("{x}: {}", String::from_utf8_lossy(&m.payload)));
                     p.event = Some(e);
                 }
                 Channel::Status => {
@@ -98,8 +121,14 @@ fn same_seed_gives_the_same_messages_and_truth() {
 fn every_message_is_valid_and_ordered() {
     let (msgs, _) = Fleet::generate_all(small(5)).unwrap();
     let parsed = parse_all(&msgs, END);
-    assert!(msgs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms), "stream is in publish-time order");
-    assert!(msgs.iter().all(|m| m.at_ms < END), "nothing after the end (= now)");
+    assert!(
+        msgs.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "stream is in publish-time order"
+    );
+    assert!(
+        msgs.iter().all(|m| m.at_ms < END),
+        "nothing after the end (= now)"
+    );
     // (boot_id, seq) strictly increases per device.
     let mut last: HashMap<String, (u32, u32)> = HashMap::new();
     for p in &parsed {
@@ -146,30 +175,81 @@ fn ground_truth_agrees_with_the_stream() {
     let faults: Vec<_> = truth
         .iter()
         .filter_map(|t| match t {
-            Truth::Fault { device, kind, start_ms, end_ms, .. } => Some((device.clone(), *kind, *start_ms, end_ms.unwrap_or(END))),
+            Truth::Fault {
+                device,
+                kind,
+                start_ms,
+                end_ms,
+                ..
+            } => Some((device.clone(), *kind, *start_ms, end_ms.unwrap_or(END))),
             _ => None,
         })
         .collect();
     let kinds: Vec<FaultKind> = faults.iter().map(|f| f.1).collect();
-    for k in [FaultKind::Leak, FaultKind::ValveStuck, FaultKind::HeaterFailure, FaultKind::InletClog, FaultKind::SensorDropout, FaultKind::Offline, FaultKind::Unused, FaultKind::LowPressure, FaultKind::SensorDrift] {
-        assert!(kinds.contains(&k), "{k:?} missing from the truth: {faults:?}");
+    for k in [
+        FaultKind::Leak,
+        FaultKind::ValveStuck,
+        FaultKind::HeaterFailure,
+        FaultKind::InletClog,
+        FaultKind::SensorDropout,
+        FaultKind::Offline,
+        FaultKind::Unused,
+        FaultKind::LowPressure,
+        FaultKind::SensorDrift,
+    ] {
+        assert!(
+            kinds.contains(&k),
+            "{k:?} missing from the truth: {faults:?}"
+        );
     }
     // Every detectable injected fault is raised by the firmware while it is in force.
     for (device, kind, start, end) in &faults {
         if let Some(code) = code_for(*kind) {
             let hits = raised(&parsed, device, code);
-            assert!(hits.iter().any(|&ts| ts >= *start && ts <= *end + HOUR), "{device} {kind:?} [{start}, {end}] not raised: {hits:?}");
+            assert!(
+                hits.iter().any(|&ts| ts >= *start && ts <= *end + HOUR),
+                "{device} {kind:?} [{start}, {end}] not raised: {hits:?}"
+            );
         }
         match kind {
             FaultKind::Offline => {
-                let st: Vec<_> = parsed.iter().filter(|p| &p.device == device).filter_map(|p| p.status.as_ref().map(|s| (p.at, s.state))).collect();
-                assert!(st.iter().any(|&(at, s)| s == Presence::Offline && at >= *start && at < start + HOUR), "{st:?}");
-                assert!(st.iter().any(|&(at, s)| s == Presence::Online && at >= *end && at < end + HOUR), "{st:?}");
+                let st: Vec<_> = parsed
+                    .iter()
+                    .filter(|p| &p.device == device)
+                    .filter_map(|p| p.status.as_ref().map(|s| (p.at, s.state)))
+                    .collect();
+                assert!(
+                    st.iter().any(|&(at, s)| s == Presence::Offline
+                        && at >= *start
+                        && at < start + HOUR),
+                    "{st:?}"
+                );
+                assert!(
+                    st.iter()
+                        .any(|&(at, s)| s == Presence::Online && at >= *end && at < end + HOUR),
+                    "{st:?}"
+                );
                 // Nothing published while offline; what was measured meanwhile arrives after.
-                let inside = parsed.iter().filter(|p| &p.device == device && p.status.is_none() && p.at > start + 600_000 && p.at < *end).count();
+                let inside = parsed
+                    .iter()
+                    .filter(|p| {
+                        &p.device == device
+                            && p.status.is_none()
+                            && p.at > start + 600_000
+                            && p.at < *end
+                    })
+                    .count();
                 assert_eq!(inside, 0);
-                let caught_up = parsed.iter().filter(|p| &p.device == device && p.at >= *end).filter_map(|p| p.telemetry.as_ref()).filter(|t| t.ts > *start && t.ts < *end).count();
-                assert!(caught_up > 10, "queued telemetry delivered after reconnect: {caught_up}");
+                let caught_up = parsed
+                    .iter()
+                    .filter(|p| &p.device == device && p.at >= *end)
+                    .filter_map(|p| p.telemetry.as_ref())
+                    .filter(|t| t.ts > *start && t.ts < *end)
+                    .count();
+                assert!(
+                    caught_up > 10,
+                    "queued telemetry delivered after reconnect: {caught_up}"
+                );
             }
             FaultKind::Unused => {
                 let used = parsed
@@ -186,18 +266,39 @@ fn ground_truth_agrees_with_the_stream() {
     }
     // And nothing is raised that was not injected.
     for p in &parsed {
-        let Some(Event { event: EventKind::Fault(f), ts, .. }) = &p.event else { continue };
+        let Some(Event {
+            event: EventKind::Fault(f),
+            ts,
+            ..
+        }) = &p.event
+        else {
+            continue;
+        };
         if f.state != FaultState::Raised {
             continue;
         }
-        let explained = faults.iter().any(|(d, k, s, e)| d == &p.device && code_for(*k) == Some(f.code) && *ts >= *s && *ts <= e + HOUR);
-        assert!(explained, "unexplained {:?} on {} at {ts}", f.code, p.device);
+        let explained = faults.iter().any(|(d, k, s, e)| {
+            d == &p.device && code_for(*k) == Some(f.code) && *ts >= *s && *ts <= e + HOUR
+        });
+        assert!(
+            explained,
+            "unexplained {:?} on {} at {ts}",
+            f.code, p.device
+        );
     }
 }
 
 #[test]
 fn cartridge_capacity_truth_matches_the_reported_counters() {
-    let cfg = FleetConfig { devices: 60, days: 60, end_ms: END, seed: 21, telemetry_every_min: 60, mix: FaultMix::default(), inject: vec![] };
+    let cfg = FleetConfig {
+        devices: 60,
+        days: 60,
+        end_ms: END,
+        seed: 21,
+        telemetry_every_min: 60,
+        mix: FaultMix::default(),
+        inject: vec![],
+    };
     let (msgs, truth) = Fleet::generate_all(cfg).unwrap();
     let parsed = parse_all(&msgs, END);
     let mut by_dev: BTreeMap<&str, Vec<&Telemetry>> = BTreeMap::new();
@@ -208,7 +309,16 @@ fn cartridge_capacity_truth_matches_the_reported_counters() {
     }
     let mut checked = 0;
     for t in &truth {
-        let Truth::CartridgeCapacity { device, slot, rated_l, ts, .. } = t else { continue };
+        let Truth::CartridgeCapacity {
+            device,
+            slot,
+            rated_l,
+            ts,
+            ..
+        } = t
+        else {
+            continue;
+        };
         let series = &by_dev[device.as_str()];
         let ml = |tel: &Telemetry| -> u64 {
             let carts = match &tel.reading {
@@ -216,17 +326,26 @@ fn cartridge_capacity_truth_matches_the_reported_counters() {
                 Reading::Shower(r) => &r.cartridges,
                 Reading::Toilet(_) => panic!("toilets have no cartridges"),
             };
-            carts.iter().find(|c| c.slot == *slot).map_or(0, |c| c.ml_since_replacement)
+            carts
+                .iter()
+                .find(|c| c.slot == *slot)
+                .map_or(0, |c| c.ml_since_replacement)
         };
         let rated = u64::from(*rated_l) * 1000;
         let before = series.iter().rev().find(|x| x.ts < *ts).map(|x| ml(x));
         let after = series.iter().find(|x| x.ts >= *ts).map(|x| ml(x));
         // The device's meter is within ±2 % of the truth.
         if let Some(b) = before {
-            assert!(b < rated * 103 / 100, "{device} slot {slot}: {b} before {rated}");
+            assert!(
+                b < rated * 103 / 100,
+                "{device} slot {slot}: {b} before {rated}"
+            );
         }
         if let Some(a) = after {
-            assert!(a >= rated * 97 / 100, "{device} slot {slot}: {a} after {rated}");
+            assert!(
+                a >= rated * 97 / 100,
+                "{device} slot {slot}: {a} after {rated}"
+            );
         }
         checked += 1;
     }
@@ -235,9 +354,27 @@ fn cartridge_capacity_truth_matches_the_reported_counters() {
 
 #[test]
 fn bad_configurations_are_rejected() {
-    assert!(Fleet::new(FleetConfig { devices: 0, ..small(1) }).is_err());
-    assert!(Fleet::new(FleetConfig { days: 500, ..small(1) }).is_err());
-    assert!(Fleet::new(FleetConfig { telemetry_every_min: 0, ..small(1) }).is_err());
-    let bad = FleetConfig { inject: vec![inj("toilet-9999", FaultKind::Leak, 1.0, None)], ..small(1) };
-    assert!(matches!(Fleet::new(bad), Err(fleet_sim::FleetError::UnknownDevice(_))));
+    assert!(Fleet::new(FleetConfig {
+        devices: 0,
+        ..small(1)
+    })
+    .is_err());
+    assert!(Fleet::new(FleetConfig {
+        days: 500,
+        ..small(1)
+    })
+    .is_err());
+    assert!(Fleet::new(FleetConfig {
+        telemetry_every_min: 0,
+        ..small(1)
+    })
+    .is_err());
+    let bad = FleetConfig {
+        inject: vec![inj("toilet-9999", FaultKind::Leak, 1.0, None)],
+        ..small(1)
+    };
+    assert!(matches!(
+        Fleet::new(bad),
+        Err(fleet_sim::FleetError::UnknownDevice(_))
+    ));
 }

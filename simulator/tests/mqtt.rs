@@ -22,23 +22,56 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start() -> Mosquitto {
-        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-            .or_else(|| std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("mosquitto")).find(|p| p.exists())))
-            .expect("mosquitto is not installed (apt-get install mosquitto): this test needs a real broker");
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("fleet-sim-mosquitto-{}-{nanos}", std::process::id()));
+        let bin = [
+            "/usr/sbin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("mosquitto"))
+                    .find(|p| p.exists())
+            })
+        })
+        .expect(
+            "mosquitto is not installed (apt-get install mosquitto): this test needs a real broker",
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "fleet-sim-mosquitto-{}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).expect("config");
-        let child = Command::new(bin).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn mosquitto");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("config");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto");
         let m = Mosquitto { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         m
@@ -56,12 +89,24 @@ impl Drop for Mosquitto {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_every_message_with_qos1_and_counts_the_pubacks() {
     let broker = Mosquitto::start();
-    let cfg = FleetConfig { devices: 9, days: 2, end_ms: fleet_sim::fleet::now_ms(), seed: 1, telemetry_every_min: 15, mix: FaultMix::default_mix(), inject: vec![] };
+    let cfg = FleetConfig {
+        devices: 9,
+        days: 2,
+        end_ms: fleet_sim::fleet::now_ms(),
+        seed: 1,
+        telemetry_every_min: 15,
+        mix: FaultMix::default_mix(),
+        inject: vec![],
+    };
     let (msgs, _) = Fleet::generate_all(cfg.clone()).unwrap();
     assert!(msgs.len() > 1000);
 
     // A subscriber that counts what the broker delivers.
-    let mut opts = MqttOptions::new(format!("fleet-sim-test-sub-{}", std::process::id()), "127.0.0.1", broker.port);
+    let mut opts = MqttOptions::new(
+        format!("fleet-sim-test-sub-{}", std::process::id()),
+        "127.0.0.1",
+        broker.port,
+    );
     opts.set_max_packet_size(64 * 1024, 64 * 1024);
     let (sub, mut el) = AsyncClient::new(opts, 100);
     sub.subscribe("fixtures/#", QoS::AtLeastOnce).await.unwrap();
@@ -116,7 +161,10 @@ async fn publishes_every_message_with_qos1_and_counts_the_pubacks() {
 
 #[tokio::test]
 async fn unreachable_broker_is_a_connect_error() {
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
     let pc = PublisherConfig::new(format!("mqtt://127.0.0.1:{port}").parse().unwrap());
     assert!(Publisher::connect(&pc).await.is_err());
 }
@@ -130,5 +178,9 @@ fn broker_urls_parse() {
     assert_eq!(u.port, 1883);
     assert!("http://x:1".parse::<BrokerUrl>().is_err());
     assert!("mqtt://:1883".parse::<BrokerUrl>().is_err());
-    assert!("100".parse::<Speed>().is_ok() && "max".parse::<Speed>().is_ok() && "-1".parse::<Speed>().is_err());
+    assert!(
+        "100".parse::<Speed>().is_ok()
+            && "max".parse::<Speed>().is_ok()
+            && "-1".parse::<Speed>().is_err()
+    );
 }
