@@ -1,0 +1,190 @@
+//! The SQLite schema and connection setup.
+//!
+//! One database holds the registry, tickets, reminders, the outbox and the audit log,
+//! so a ticket or reminder and the notifications it causes commit in one transaction.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::Result;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS homes (
+    id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    region TEXT NOT NULL,
+    tz TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    quiet_start TEXT NOT NULL,
+    quiet_end TEXT NOT NULL,
+    weekly_cap INTEGER,
+    channels TEXT NOT NULL,
+    owner_name TEXT NOT NULL,
+    owner_phone TEXT NOT NULL,
+    owner_email TEXT
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    home_id TEXT NOT NULL REFERENCES homes(id),
+    model TEXT NOT NULL,
+    installed_ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS devices_home ON devices(home_id);
+CREATE TABLE IF NOT EXISTS cartridges (
+    device_id TEXT NOT NULL REFERENCES devices(id),
+    slot INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    rated_litres INTEGER NOT NULL,
+    max_age_days INTEGER NOT NULL,
+    replaced_ts_ms INTEGER,
+    replacements INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device_id, slot)
+);
+CREATE TABLE IF NOT EXISTS technicians (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    region TEXT NOT NULL,
+    skills TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    subject TEXT,
+    created_ts_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    home_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fault_key TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    skill TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    condition_cleared INTEGER NOT NULL DEFAULT 0,
+    began_ts_ms INTEGER NOT NULL,
+    opened_ts_ms INTEGER NOT NULL,
+    deadline_ts_ms INTEGER NOT NULL,
+    ack_ts_ms INTEGER,
+    resolved_ts_ms INTEGER,
+    closed_ts_ms INTEGER,
+    assignee TEXT,
+    escalation_level INTEGER NOT NULL DEFAULT 0,
+    next_escalation_ts_ms INTEGER,
+    breached INTEGER NOT NULL DEFAULT 0,
+    reopen_count INTEGER NOT NULL DEFAULT 0,
+    linked_ticket_id INTEGER,
+    recurred INTEGER NOT NULL DEFAULT 0,
+    visit_address TEXT,
+    followup_due_ts_ms INTEGER,
+    followup_sent INTEGER NOT NULL DEFAULT 0,
+    satisfaction INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tickets_one_active
+    ON tickets(device_id, fault_key) WHERE status IN ('open', 'assigned', 'in_progress');
+CREATE INDEX IF NOT EXISTS tickets_home ON tickets(home_id);
+CREATE INDEX IF NOT EXISTS tickets_assignee ON tickets(assignee);
+CREATE TABLE IF NOT EXISTS ticket_evidence (
+    id INTEGER PRIMARY KEY,
+    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    ts_ms INTEGER NOT NULL,
+    severity TEXT NOT NULL,
+    evidence TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ticket_history (
+    id INTEGER PRIMARY KEY,
+    ticket_id INTEGER NOT NULL REFERENCES tickets(id),
+    ts_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    from_status TEXT,
+    to_status TEXT NOT NULL,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS reminders (
+    id INTEGER PRIMARY KEY,
+    home_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    fault_key TEXT NOT NULL,
+    template TEXT NOT NULL,
+    vars TEXT NOT NULL,
+    urgent INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    dedup_key TEXT NOT NULL UNIQUE,
+    created_ts_ms INTEGER NOT NULL,
+    send_at_ts_ms INTEGER NOT NULL,
+    sent_ts_ms INTEGER,
+    done_ts_ms INTEGER,
+    ticket_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS reminders_due ON reminders(status, send_at_ts_ms);
+CREATE INDEX IF NOT EXISTS reminders_home ON reminders(home_id, sent_ts_ms);
+CREATE TABLE IF NOT EXISTS filter_schedules (
+    device_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    due_ts_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    updated_ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, slot)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    idem_key TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    target TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_ts_ms INTEGER NOT NULL,
+    next_attempt_ts_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'pending',
+    last_error TEXT,
+    delivered_ts_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_ts_ms);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL
+);
+"#;
+
+/// Opens (creating if needed) the database at `path` and applies the schema.
+pub fn open(path: impl AsRef<Path>) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    prepare(conn)
+}
+
+/// Opens a private in-memory database (tests, demos).
+pub fn open_in_memory() -> Result<Connection> {
+    prepare(Connection::open_in_memory()?)
+}
+
+fn prepare(conn: Connection) -> Result<Connection> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL: readers never block the writer; NORMAL sync is durable at each commit in WAL mode
+    // except on power loss, which FULL covers; the outbox wants FULL.
+    let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    conn.execute_batch(SCHEMA)?;
+    let instance: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))
+        .optional()?;
+    if instance.is_none() {
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
+            [crate::random_hex(8)],
+        )?;
+    }
+    Ok(conn)
+}
+
+/// This database's random instance id, the prefix of every idempotency key.
+pub fn instance_id(conn: &Connection) -> Result<String> {
+    Ok(conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))?)
+}

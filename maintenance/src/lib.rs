@@ -1,0 +1,63 @@
+//! Maintenance engine: tickets for the after-sales team, reminders for homeowners,
+//! delivered reliably, behind an API with roles.
+//!
+//! The gateway hands the [`Engine`] findings (from the analytics crate or device fault
+//! events), cartridge replacements and the time; the engine applies the [`Policy`],
+//! keeps tickets and reminders in SQLite, and writes every notification to an outbox in
+//! the same transaction. The [`Dispatcher`] delivers the outbox; [`router`] serves the API.
+//!
+//! # Layout
+//! - [`finding`]: the input type and the mapping from protocol fault codes.
+//! - [`policy`]: the TOML policy (raw → checked), defaults in `policy.default.toml`.
+//! - [`registry`]: homes, owners, devices with cartridge specs, technicians.
+//! - [`tickets`]: lifecycle, de-duplication, recurrence, assignment, KPIs.
+//! - [`reminders`]: quiet hours, weekly cap, snooze/done/book.
+//! - [`templates`]: zh-CN and en message texts.
+//! - [`outbox`] and [`dispatch`]: transactional outbox, signed webhooks, SMTP.
+//! - [`access`]: bearer tokens, roles, the audit log, phone masking.
+//! - [`api`]: the axum router, one `ApiError`, the OpenAPI document.
+//!
+//! # Invariants
+//! - The engine never reads the clock: every call takes `now_ms`.
+//! - A notification exists only if the change that caused it committed, and vice versa.
+//! - At most one active ticket per device and fault key (enforced by a unique index).
+
+pub mod access;
+pub mod api;
+pub mod db;
+pub mod dispatch;
+pub mod engine;
+pub mod error;
+pub mod finding;
+pub mod outbox;
+pub mod policy;
+pub mod registry;
+pub mod reminders;
+pub mod templates;
+pub mod tickets;
+
+pub use access::{Principal, Role};
+pub use api::{router, AppState};
+pub use dispatch::{DeliveryConfig, Dispatcher, RawDeliveryConfig};
+pub use engine::{Engine, EngineConfig, Outcome, TicketEffect, TickReport};
+pub use error::Error;
+pub use finding::{Finding, FindingKind, FindingState, Resource};
+pub use policy::Policy;
+
+/// `n` random bytes as lower-case hex (tokens, instance ids).
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    if let Err(e) = getrandom::fill(&mut buf) {
+        // No OS randomness is not recoverable for a service that issues tokens.
+        panic!("OS random source unavailable: {e}");
+    }
+    hex::encode(buf)
+}
+
+/// The wall clock, UTC ms; used only by the production loops, never by the engine.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
