@@ -33,6 +33,7 @@ pub enum FindingKind {
     /// Inlet pressure below the working minimum.
     LowInletPressure,
     /// No use for seven days.
+    #[serde(rename = "unused_7_days")]
     Unused7Days,
     /// Water or energy use well above the home's norm.
     AbnormalUsage {
@@ -178,6 +179,14 @@ mod tests {
         ] {
             let kind = FindingKind::from(code);
             assert!(FindingKind::ALL_KEYS.contains(&kind.policy_key()));
+        }
+    }
+
+    #[test]
+    fn json_tag_equals_the_policy_key() {
+        for kind in [FindingKind::Unused7Days, FindingKind::LongWash, FindingKind::DeviceSilent] {
+            let v = serde_json::to_value(kind).unwrap();
+            assert_eq!(v["type"], kind.policy_key());
         }
     }
 
