@@ -14,6 +14,14 @@
 //!    of the two (the model that explains the point better wins).
 //! 2. **Point evidence.** Under a Laplace error model `P(|E| > z·b) = exp(-z)`, so the
 //!    log tail probability is `-z`; it is mapped to `[0, 1]` NAB-style (`-ln p / -ln 1e-10`).
+//!    **Contextual novelty** (after NAB's winning "contextOSE" detector): each point gets
+//!    a signed value bucket, `±floor(ctx_res·log2(1 + |x - slow| / mad))` with `mad` the
+//!    long-run mean absolute deviation from the slow level, and the context is the pair
+//!    (previous bucket, current bucket). Seen contexts are bits of a hashed table of
+//!    [`CTX_WORDS`]·64 bits with two generations of `ctx_generation` points each, so a
+//!    context is remembered for 1-2 generations and then forgotten. If the context was
+//!    seen, the point evidence is multiplied by `novelty_damp`: a recurrent spike (same
+//!    jump from the same level) stops alarming, a jump never seen before keeps its score.
 //! 3. **Anomaly likelihood** (after Numenta's NAB detectors): the mean of the last
 //!    [`SHORT_WINDOW`] per-point surprise probabilities `1 - exp(-z)` is compared with the
 //!    long-run (EWMA) mean and variance of that mean; its Gaussian upper-tail
