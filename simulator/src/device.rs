@@ -132,6 +132,7 @@ pub struct SimDevice {
     truth: Vec<Truth>,
     last_ml_rate: f64,
     announced: bool,
+    ticks: u64,
 }
 
 impl SimDevice {
@@ -251,6 +252,7 @@ impl SimDevice {
             truth,
             last_ml_rate: 0.0,
             announced: false,
+            ticks: 0,
         };
         dev.boot(storage, start_ms, telemetry_every_ms);
         dev
@@ -271,6 +273,11 @@ impl SimDevice {
         let mut node = Box::new(node);
         node.set_report_interval_ms(telemetry_every_ms);
         self.node = Some(node);
+    }
+
+    /// Firmware ticks (`Node::tick` calls) so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
     }
 
     /// The ground truth gathered so far.
@@ -557,6 +564,7 @@ impl SimDevice {
             return;
         };
         let outputs = node.tick(t, &sample);
+        self.ticks += 1;
         self.heater_on = outputs.heater_on;
         self.t = t;
         self.drain(t, out);

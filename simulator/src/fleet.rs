@@ -198,6 +198,11 @@ impl Fleet {
         &self.cfg
     }
 
+    /// Firmware ticks run so far, over all devices.
+    pub fn ticks(&self) -> u64 {
+        self.devices.iter().map(SimDevice::ticks).sum()
+    }
+
     /// The devices.
     pub fn devices(&self) -> &[SimDevice] {
         &self.devices

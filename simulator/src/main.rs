@@ -261,12 +261,13 @@ async fn bench(b: BenchArgs) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let device_days = u64::from(cfg.devices) * fleet.total_days();
     println!(
-        "generation: {n} messages ({:.1} MB payload) for {} devices × {} days in {secs:.2} s (setup {build:.2} s): {:.0} msg/s, {:.0} device-days/s",
+        "generation: {n} messages ({:.1} MB payload) for {} devices × {} days in {secs:.2} s (setup {build:.2} s): {:.0} msg/s, {:.0} device-days/s, {:.2} M firmware ticks/s",
         bytes as f64 / 1e6,
         cfg.devices,
         fleet.total_days(),
         n as f64 / secs,
-        device_days as f64 / secs
+        device_days as f64 / secs,
+        fleet.ticks() as f64 / secs / 1e6
     );
     // 2. With a broker, at the given speed-up, for a bounded time.
     let Some(url) = b.broker else { return Ok(()) };

@@ -324,3 +324,25 @@ impl Pacer {
         }
     }
 }
+
+/// Runs the whole `fleet` into the broker of `cfg` at `speed`: publishes every message
+/// with QoS 1 on its device's topic, waits for every PUBACK (up to `ack_timeout` after
+/// the last publish) and returns the counts. `on_day` is called after each simulated day.
+pub async fn publish_fleet(
+    fleet: &mut crate::Fleet,
+    cfg: &PublisherConfig,
+    speed: Speed,
+    ack_timeout: Duration,
+    mut on_day: impl FnMut(PublishStats),
+) -> Result<PublishStats, PublishError> {
+    let mut publisher = Publisher::connect(cfg).await?;
+    let pacer = Pacer::new(speed, fleet.start_ms());
+    while let Some(batch) = fleet.next_batch() {
+        for m in &batch {
+            pacer.wait(m.at_ms).await;
+            publisher.publish(m).await?;
+        }
+        on_day(publisher.stats());
+    }
+    publisher.finish(ack_timeout).await
+}

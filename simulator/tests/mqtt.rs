@@ -55,7 +55,7 @@ impl Mosquitto {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n# The counting subscriber may lag on a busy machine: queue, do not drop.\nmax_queued_messages 1000000\n"),
         )
         .expect("config");
         let child = Command::new(bin)
@@ -157,6 +157,19 @@ async fn publishes_every_message_with_qos1_and_counts_the_pubacks() {
     }
     assert_eq!(received, n, "the subscriber got every message");
     counter.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_fleet_helper_sends_a_whole_fleet() {
+    let broker = Mosquitto::start();
+    let cfg = FleetConfig { devices: 3, days: 1, end_ms: fleet_sim::fleet::now_ms(), seed: 2, telemetry_every_min: 60, mix: FaultMix::default(), inject: vec![] };
+    let expected = Fleet::generate_all(cfg.clone()).unwrap().0.len() as u64;
+    let mut fleet = Fleet::new(cfg).unwrap();
+    let pc = PublisherConfig::new(format!("mqtt://127.0.0.1:{}", broker.port).parse().unwrap());
+    let mut days = 0;
+    let stats = fleet_sim::publish::publish_fleet(&mut fleet, &pc, Speed::Max, Duration::from_secs(20), |_| days += 1).await.unwrap();
+    assert_eq!((stats.sent, stats.acked), (expected, expected));
+    assert!(days >= 1);
 }
 
 #[tokio::test]
