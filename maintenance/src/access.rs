@@ -71,19 +71,30 @@ impl Engine {
         self.write(|tx| {
             match (role, subject) {
                 (Role::Technician, Some(s)) => {
-                    let ok: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM technicians WHERE id = ?1)", [s], |r| r.get(0))?;
+                    let ok: bool = tx.query_row(
+                        "SELECT EXISTS(SELECT 1 FROM technicians WHERE id = ?1)",
+                        [s],
+                        |r| r.get(0),
+                    )?;
                     if !ok {
                         return Err(Error::not_found("technician", s));
                     }
                 }
                 (Role::Homeowner, Some(s)) => {
-                    let ok: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM homes WHERE id = ?1)", [s], |r| r.get(0))?;
+                    let ok: bool = tx.query_row(
+                        "SELECT EXISTS(SELECT 1 FROM homes WHERE id = ?1)",
+                        [s],
+                        |r| r.get(0),
+                    )?;
                     if !ok {
                         return Err(Error::not_found("home", s));
                     }
                 }
                 (Role::Technician | Role::Homeowner, None) => {
-                    return Err(Error::invalid("subject", "required for technician and homeowner tokens"));
+                    return Err(Error::invalid(
+                        "subject",
+                        "required for technician and homeowner tokens",
+                    ));
                 }
                 (Role::Admin | Role::Agent, _) => {}
             }
@@ -105,7 +116,11 @@ impl Engine {
         let h = hash(token);
         self.read(|c| {
             let row: Option<(String, Option<String>)> = c
-                .query_row("SELECT role, subject FROM tokens WHERE hash = ?1", [&h], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(
+                    "SELECT role, subject FROM tokens WHERE hash = ?1",
+                    [&h],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             Ok(row.and_then(|(role, subject)| {
                 let role: Role = serde_json::from_value(serde_json::Value::String(role)).ok()?;
@@ -113,7 +128,11 @@ impl Engine {
                     Some(s) => format!("{}:{s}", role.as_str()),
                     None => format!("{}:{}", role.as_str(), &h[..8]),
                 };
-                Some(Principal { role, subject, label })
+                Some(Principal {
+                    role,
+                    subject,
+                    label,
+                })
             }))
         })
     }
@@ -136,10 +155,16 @@ impl Engine {
 }
 
 fn audit_log(c: &Connection, limit: usize) -> Result<Vec<AuditEntry>> {
-    let mut stmt = c.prepare("SELECT ts_ms, actor, action, resource FROM audit ORDER BY id DESC LIMIT ?1")?;
+    let mut stmt =
+        c.prepare("SELECT ts_ms, actor, action, resource FROM audit ORDER BY id DESC LIMIT ?1")?;
     let rows = stmt
         .query_map([limit as i64], |r| {
-            Ok(AuditEntry { ts_ms: r.get(0)?, actor: r.get(1)?, action: r.get(2)?, resource: r.get(3)? })
+            Ok(AuditEntry {
+                ts_ms: r.get(0)?,
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                resource: r.get(3)?,
+            })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)

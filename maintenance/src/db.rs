@@ -173,7 +173,9 @@ fn prepare(conn: Connection) -> Result<Connection> {
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
     conn.execute_batch(SCHEMA)?;
     let instance: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     if instance.is_none() {
         conn.execute(
@@ -186,5 +188,9 @@ fn prepare(conn: Connection) -> Result<Connection> {
 
 /// This database's random instance id, the prefix of every idempotency key.
 pub fn instance_id(conn: &Connection) -> Result<String> {
-    Ok(conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| r.get(0))?)
+    Ok(
+        conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+            r.get(0)
+        })?,
+    )
 }

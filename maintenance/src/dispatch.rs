@@ -33,7 +33,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// The signature header value for `body` signed at `ts_ms`.
 pub fn sign(secret: &[u8], ts_ms: i64, body: &[u8]) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac = HmacSha256::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(ts_ms.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -42,9 +43,15 @@ pub fn sign(secret: &[u8], ts_ms: i64, body: &[u8]) -> String {
 
 /// Checks a signature header in constant time (for receivers and tests).
 pub fn verify(secret: &[u8], ts_ms: i64, body: &[u8], signature: &str) -> bool {
-    let Some(hex_sig) = signature.strip_prefix("sha256=") else { return false };
-    let Ok(sig) = hex::decode(hex_sig) else { return false };
-    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else { return false };
+    let Some(hex_sig) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
     mac.update(ts_ms.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -136,14 +143,18 @@ impl TryFrom<RawDeliveryConfig> for DeliveryConfig {
 
     fn try_from(raw: RawDeliveryConfig) -> Result<Self> {
         let url = |field: &str, u: Option<String>| -> Result<Option<reqwest::Url>> {
-            u.map(|u| reqwest::Url::parse(&u).map_err(|e| Error::Config(format!("{field}: {e}")))).transpose()
+            u.map(|u| reqwest::Url::parse(&u).map_err(|e| Error::Config(format!("{field}: {e}"))))
+                .transpose()
         };
         if raw.hmac_secret.len() < 16 {
             return Err(Error::Config("hmac_secret: at least 16 characters".into()));
         }
         if let Some(s) = &raw.smtp {
             if s.from.parse::<lettre::message::Mailbox>().is_err() {
-                return Err(Error::Config(format!("smtp.from: not an address: {}", s.from)));
+                return Err(Error::Config(format!(
+                    "smtp.from: not an address: {}",
+                    s.from
+                )));
             }
         }
         Ok(DeliveryConfig {
@@ -191,13 +202,23 @@ impl Dispatcher {
                 .timeout(Some(cfg.timeout))
                 .build()
         });
-        Ok(Dispatcher { engine, cfg, http, mailer })
+        Ok(Dispatcher {
+            engine,
+            cfg,
+            http,
+            mailer,
+        })
     }
 
     /// The retry delay after `attempts` failures: base × 2^(attempts−1), capped.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempts.saturating_sub(1).min(20)).unwrap_or(u32::MAX);
-        self.cfg.backoff_base.saturating_mul(factor).min(self.cfg.backoff_max)
+        let factor = 1u32
+            .checked_shl(attempts.saturating_sub(1).min(20))
+            .unwrap_or(u32::MAX);
+        self.cfg
+            .backoff_base
+            .saturating_mul(factor)
+            .min(self.cfg.backoff_max)
     }
 
     /// Delivers every row due at `now_ms` (up to `limit`) once and records the results.
@@ -207,7 +228,8 @@ impl Dispatcher {
         for row in rows {
             match self.deliver(&row, now_ms).await {
                 Ok(()) => {
-                    self.engine.read(|c| outbox::mark_delivered(c, row.id, now_ms))?;
+                    self.engine
+                        .write(|tx| outbox::mark_delivered(tx, row.id, now_ms))?;
                     tracing::debug!(id = row.id, key = %row.idem_key, channel = row.channel.as_str(), "Outbox row delivered.");
                     rep.delivered += 1;
                 }
@@ -215,7 +237,8 @@ impl Dispatcher {
                     let attempts = row.attempts + 1;
                     let give_up = attempts >= self.cfg.max_attempts;
                     let retry_at = now_ms + self.backoff(attempts).as_millis() as i64;
-                    self.engine.read(|c| outbox::mark_failed(c, row.id, &e, retry_at, give_up))?;
+                    self.engine
+                        .write(|tx| outbox::mark_failed(tx, row.id, &e, retry_at, give_up))?;
                     if give_up {
                         tracing::error!(id = row.id, key = %row.idem_key, error = %e, "Outbox row failed for the last time; an operator must act.");
                         rep.dead += 1;
@@ -244,8 +267,14 @@ impl Dispatcher {
                 let url = self.cfg.sms_url.clone().ok_or("no sms_url configured")?;
                 let text = format!(
                     "{} {}",
-                    row.payload.get("title").and_then(|v| v.as_str()).unwrap_or_default(),
-                    row.payload.get("body").and_then(|v| v.as_str()).unwrap_or_default()
+                    row.payload
+                        .get("title")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default(),
+                    row.payload
+                        .get("body")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
                 );
                 let body = serde_json::json!({ "to": row.target, "text": text });
                 self.post(url, row, &body, now_ms).await
@@ -254,7 +283,13 @@ impl Dispatcher {
         }
     }
 
-    async fn post(&self, url: reqwest::Url, row: &OutboxRow, body: &serde_json::Value, now_ms: i64) -> std::result::Result<(), String> {
+    async fn post(
+        &self,
+        url: reqwest::Url,
+        row: &OutboxRow,
+        body: &serde_json::Value,
+        now_ms: i64,
+    ) -> std::result::Result<(), String> {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
         let resp = self
             .http
@@ -263,7 +298,10 @@ impl Dispatcher {
             .header(IDEMPOTENCY_HEADER, &row.idem_key)
             .header(TOPIC_HEADER, &row.topic)
             .header(TIMESTAMP_HEADER, now_ms.to_string())
-            .header(SIGNATURE_HEADER, sign(&self.cfg.hmac_secret, now_ms, &bytes))
+            .header(
+                SIGNATURE_HEADER,
+                sign(&self.cfg.hmac_secret, now_ms, &bytes),
+            )
             .body(bytes)
             .send()
             .await
@@ -282,8 +320,16 @@ impl Dispatcher {
         };
         let from = smtp.from.parse().map_err(|e| format!("from: {e}"))?;
         let to = row.target.parse().map_err(|e| format!("to: {e}"))?;
-        let subject = row.payload.get("title").and_then(|v| v.as_str()).unwrap_or("Notice");
-        let body = row.payload.get("body").and_then(|v| v.as_str()).unwrap_or_default();
+        let subject = row
+            .payload
+            .get("title")
+            .and_then(|v| v.as_str())
+            .unwrap_or("Notice");
+        let body = row
+            .payload
+            .get("body")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         let msg = lettre::Message::builder()
             .from(from)
             .to(to)
@@ -292,7 +338,11 @@ impl Dispatcher {
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .body(body.to_owned())
             .map_err(|e| format!("build: {e}"))?;
-        mailer.send(msg).await.map(|_| ()).map_err(|e| format!("smtp: {e}"))
+        mailer
+            .send(msg)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("smtp: {e}"))
     }
 
     /// Delivers until `shutdown` resolves, polling every `interval` on the wall clock.

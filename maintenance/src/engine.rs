@@ -91,7 +91,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("webhooks", &self.webhooks).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("webhooks", &self.webhooks)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,11 @@ impl Engine {
     }
 
     fn with_connection(conn: Connection, cfg: EngineConfig) -> Engine {
-        Engine { conn: Mutex::new(conn), policy: cfg.policy, webhooks: cfg.ticket_webhooks }
+        Engine {
+            conn: Mutex::new(conn),
+            policy: cfg.policy,
+            webhooks: cfg.ticket_webhooks,
+        }
     }
 
     /// The policy in force.
@@ -174,9 +180,20 @@ impl Engine {
 
         if f.state == FindingState::Cleared {
             if let Some(t) = tickets::active_for(tx, &device.id, &fault_key)? {
-                tx.execute("UPDATE tickets SET condition_cleared = 1 WHERE id = ?1", [t.id])?;
+                tx.execute(
+                    "UPDATE tickets SET condition_cleared = 1 WHERE id = ?1",
+                    [t.id],
+                )?;
                 tickets::add_evidence(tx, t.id, now_ms, f.severity.as_str(), &f.evidence)?;
-                tickets::history(tx, t.id, now_ms, "device", Some(t.status), t.status, Some("condition cleared; confirm and resolve"))?;
+                tickets::history(
+                    tx,
+                    t.id,
+                    now_ms,
+                    "device",
+                    Some(t.status),
+                    t.status,
+                    Some("condition cleared; confirm and resolve"),
+                )?;
                 tickets::emit(tx, &self.webhooks, "ticket.updated", t.id, now_ms)?;
                 out.ticket = Some((t.id, TicketEffect::ConditionCleared));
             }
@@ -222,7 +239,10 @@ impl Engine {
                 template: n.template,
                 vars: serde_json::json!({ "device": device.id, "resource": resource, "ticket": ticket_id }),
                 urgent: n.urgent,
-                dedup_key: format!("{}:{}:{}:{:?}:{}", device.id, fault_key, f.began_ts_ms, ticket_id, round),
+                dedup_key: format!(
+                    "{}:{}:{}:{:?}:{}",
+                    device.id, fault_key, f.began_ts_ms, ticket_id, round
+                ),
                 send_at_ts_ms: now_ms,
                 ticket_id,
             };
@@ -247,14 +267,30 @@ impl Engine {
             tickets::add_evidence(tx, t.id, now_ms, f.severity.as_str(), &f.evidence)?;
             if t.condition_cleared {
                 // The condition came back before anyone confirmed the clear.
-                tx.execute("UPDATE tickets SET condition_cleared = 0 WHERE id = ?1", [t.id])?;
+                tx.execute(
+                    "UPDATE tickets SET condition_cleared = 0 WHERE id = ?1",
+                    [t.id],
+                )?;
             }
             return Ok((t.id, TicketEffect::Attached));
         }
-        let recent = tickets::recent_finished(tx, &f.device_id, fault_key, now_ms - self.policy.recurrence_ms)?;
+        let recent = tickets::recent_finished(
+            tx,
+            &f.device_id,
+            fault_key,
+            now_ms - self.policy.recurrence_ms,
+        )?;
         let (id, effect) = match recent {
             Some(old) if old.status == TicketStatus::Resolved => {
-                tickets::transition(tx, &self.policy, old.id, TicketStatus::Open, "system", Some("recurrence within the window"), now_ms)?;
+                tickets::transition(
+                    tx,
+                    &self.policy,
+                    old.id,
+                    TicketStatus::Open,
+                    "system",
+                    Some("recurrence within the window"),
+                    now_ms,
+                )?;
                 tx.execute(
                     "UPDATE tickets SET deadline_ts_ms = ?2, escalation_level = 0, next_escalation_ts_ms = NULL,
                      visit_address = ?3 WHERE id = ?1",
@@ -284,14 +320,25 @@ impl Engine {
                     },
                     now_ms,
                 )?;
-                (id, if linked.is_some() { TicketEffect::Linked } else { TicketEffect::Opened })
+                (
+                    id,
+                    if linked.is_some() {
+                        TicketEffect::Linked
+                    } else {
+                        TicketEffect::Opened
+                    },
+                )
             }
         };
         tickets::add_evidence(tx, id, now_ms, f.severity.as_str(), &f.evidence)?;
         if self.policy.auto_assign {
             tickets::assign(tx, &self.policy, id, None, "system", now_ms)?;
         }
-        let topic = if effect == TicketEffect::Opened { "ticket.opened" } else { "ticket.reopened" };
+        let topic = if effect == TicketEffect::Opened {
+            "ticket.opened"
+        } else {
+            "ticket.reopened"
+        };
         tickets::emit(tx, &self.webhooks, topic, id, now_ms)?;
         Ok((id, effect))
     }
@@ -326,7 +373,11 @@ impl Engine {
         } else if current.as_ref().is_some_and(|c| c.1 != "pending") {
             return Ok(Vec::new());
         }
-        let Some(n) = self.policy.for_kind(&FindingKind::FilterDue { slot, due_ts_ms }).notify else {
+        let Some(n) = self
+            .policy
+            .for_kind(&FindingKind::FilterDue { slot, due_ts_ms })
+            .notify
+        else {
             return Ok(Vec::new());
         };
         if due_ts_ms <= now_ms {
@@ -353,7 +404,13 @@ impl Engine {
                 template: n.template,
                 vars: serde_json::json!({ "device": device.id, "slot": slot, "due_ts_ms": due_ts_ms }),
                 urgent: n.urgent,
-                dedup_key: format!("filter:{}:{}:{}:{}", device.id, slot, due_ts_ms, off / DAY_MS),
+                dedup_key: format!(
+                    "filter:{}:{}:{}:{}",
+                    device.id,
+                    slot,
+                    due_ts_ms,
+                    off / DAY_MS
+                ),
                 send_at_ts_ms: send_at,
                 ticket_id: None,
             };
@@ -370,7 +427,13 @@ impl Engine {
     /// The gateway calls this when a device's cartridge counter changes: the homeowner's
     /// "done" is confirmed, the slot's reminders end and a replacement-visit ticket is
     /// marked "condition cleared". Replays of an already-seen counter do nothing.
-    pub fn cartridge_replaced(&self, device_id: &str, slot: u8, replacements: u32, now_ms: i64) -> Result<bool> {
+    pub fn cartridge_replaced(
+        &self,
+        device_id: &str,
+        slot: u8,
+        replacements: u32,
+        now_ms: i64,
+    ) -> Result<bool> {
         self.write(|tx| {
             let device = registry::get_device(tx, device_id)?.ok_or_else(|| Error::not_found("device", device_id))?;
             let known = device.cartridges.iter().find(|c| c.slot == slot).map(|c| c.replacements);
@@ -420,7 +483,9 @@ impl Engine {
                 "SELECT id FROM tickets WHERE status IN ('open', 'assigned', 'in_progress')
                  AND deadline_ts_ms <= ?1 AND (next_escalation_ts_ms IS NULL OR next_escalation_ts_ms <= ?1)",
             )?;
-            let ids = stmt.query_map([now_ms], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let ids = stmt
+                .query_map([now_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             ids
         };
         for id in breached {
@@ -430,9 +495,24 @@ impl Engine {
                 params![id, now_ms + self.policy.escalation_repeat_ms],
             )?;
             let t = tickets::must_get(tx, id)?;
-            tickets::history(tx, id, now_ms, "system", Some(t.status), t.status, Some(&format!("deadline breached; escalation level {}", t.escalation_level)))?;
+            tickets::history(
+                tx,
+                id,
+                now_ms,
+                "system",
+                Some(t.status),
+                t.status,
+                Some(&format!(
+                    "deadline breached; escalation level {}",
+                    t.escalation_level
+                )),
+            )?;
             tickets::emit(tx, &self.webhooks, "ticket.escalated", id, now_ms)?;
-            tracing::warn!(ticket = id, level = t.escalation_level, "Ticket deadline breached; escalated.");
+            tracing::warn!(
+                ticket = id,
+                level = t.escalation_level,
+                "Ticket deadline breached; escalated."
+            );
             rep.escalated += 1;
         }
 
@@ -453,9 +533,15 @@ impl Engine {
             if !self.policy.filter_visit_on_due {
                 continue;
             }
-            let kind = FindingKind::FilterDue { slot, due_ts_ms: due };
+            let kind = FindingKind::FilterDue {
+                slot,
+                due_ts_ms: due,
+            };
             if let Some(action) = self.policy.for_kind(&kind).ticket {
-                if self.open_ticket_for(tx, &device_id, &kind, &action, "filter_due", due, now_ms)?.is_some() {
+                if self
+                    .open_ticket_for(tx, &device_id, &kind, &action, "filter_due", due, now_ms)?
+                    .is_some()
+                {
                     rep.visits_opened += 1;
                 }
             }
@@ -468,7 +554,9 @@ impl Engine {
                  WHERE status IN ('resolved', 'closed') AND followup_sent = 0 AND followup_due_ts_ms <= ?1",
             )?;
             let rows = stmt
-                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .query_map([now_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };
@@ -496,7 +584,9 @@ impl Engine {
             let mut stmt = tx.prepare(
                 "SELECT id FROM reminders WHERE status = 'scheduled' AND send_at_ts_ms <= ?1 ORDER BY urgent DESC, id",
             )?;
-            let ids = stmt.query_map([now_ms], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let ids = stmt
+                .query_map([now_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             ids
         };
         for id in due_reminders {
@@ -531,8 +621,10 @@ impl Engine {
         if tickets::active_for(tx, device_id, &fault_key)?.is_some() {
             return Ok(None);
         }
-        let device = registry::get_device(tx, device_id)?.ok_or_else(|| Error::not_found("device", device_id))?;
-        let home = registry::get_home(tx, &device.home_id)?.ok_or_else(|| Error::not_found("home", &device.home_id))?;
+        let device = registry::get_device(tx, device_id)?
+            .ok_or_else(|| Error::not_found("device", device_id))?;
+        let home = registry::get_home(tx, &device.home_id)?
+            .ok_or_else(|| Error::not_found("home", &device.home_id))?;
         let id = tickets::insert(
             tx,
             &NewTicket {
@@ -560,7 +652,14 @@ impl Engine {
     // ---- people's actions ----
 
     /// Moves a ticket through its lifecycle on behalf of `actor`.
-    pub fn transition(&self, id: i64, to: TicketStatus, actor: &str, note: Option<&str>, now_ms: i64) -> Result<tickets::Ticket> {
+    pub fn transition(
+        &self,
+        id: i64,
+        to: TicketStatus,
+        actor: &str,
+        note: Option<&str>,
+        now_ms: i64,
+    ) -> Result<tickets::Ticket> {
         self.write(|tx| {
             let t = tickets::transition(tx, &self.policy, id, to, actor, note, now_ms)?;
             tickets::emit(tx, &self.webhooks, "ticket.updated", id, now_ms)?;
@@ -569,7 +668,13 @@ impl Engine {
     }
 
     /// Assigns a ticket to a technician, or to the best match if `None`.
-    pub fn assign(&self, id: i64, technician: Option<&str>, actor: &str, now_ms: i64) -> Result<Option<String>> {
+    pub fn assign(
+        &self,
+        id: i64,
+        technician: Option<&str>,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>> {
         self.write(|tx| {
             let chosen = tickets::assign(tx, &self.policy, id, technician, actor, now_ms)?;
             if chosen.is_some() {
@@ -587,10 +692,24 @@ impl Engine {
         self.write(|tx| {
             let t = tickets::must_get(tx, id)?;
             if !matches!(t.status, TicketStatus::Resolved | TicketStatus::Closed) {
-                return Err(Error::invalid("ticket", "only a resolved or closed ticket can be rated"));
+                return Err(Error::invalid(
+                    "ticket",
+                    "only a resolved or closed ticket can be rated",
+                ));
             }
-            tx.execute("UPDATE tickets SET satisfaction = ?2 WHERE id = ?1", params![id, score])?;
-            tickets::history(tx, id, now_ms, "homeowner", Some(t.status), t.status, Some(&format!("rated {score}")))?;
+            tx.execute(
+                "UPDATE tickets SET satisfaction = ?2 WHERE id = ?1",
+                params![id, score],
+            )?;
+            tickets::history(
+                tx,
+                id,
+                now_ms,
+                "homeowner",
+                Some(t.status),
+                t.status,
+                Some(&format!("rated {score}")),
+            )?;
             Ok(())
         })
     }

@@ -75,8 +75,12 @@ impl FindingKind {
     /// in the key; a filter's due date does not, since a new due date is the same cartridge.
     pub fn fault_key(&self) -> String {
         match self {
-            FindingKind::AbnormalUsage { resource: Resource::Water } => "abnormal_usage:water".into(),
-            FindingKind::AbnormalUsage { resource: Resource::Energy } => "abnormal_usage:energy".into(),
+            FindingKind::AbnormalUsage {
+                resource: Resource::Water,
+            } => "abnormal_usage:water".into(),
+            FindingKind::AbnormalUsage {
+                resource: Resource::Energy,
+            } => "abnormal_usage:energy".into(),
             FindingKind::FilterDue { slot, .. } => format!("filter_due:{slot}"),
             other => other.policy_key().into(),
         }
@@ -184,7 +188,11 @@ mod tests {
 
     #[test]
     fn json_tag_equals_the_policy_key() {
-        for kind in [FindingKind::Unused7Days, FindingKind::LongWash, FindingKind::DeviceSilent] {
+        for kind in [
+            FindingKind::Unused7Days,
+            FindingKind::LongWash,
+            FindingKind::DeviceSilent,
+        ] {
             let v = serde_json::to_value(kind).unwrap();
             assert_eq!(v["type"], kind.policy_key());
         }
@@ -192,8 +200,14 @@ mod tests {
 
     #[test]
     fn filter_fault_key_names_the_slot_not_the_date() {
-        let a = FindingKind::FilterDue { slot: 1, due_ts_ms: 5 };
-        let b = FindingKind::FilterDue { slot: 1, due_ts_ms: 9 };
+        let a = FindingKind::FilterDue {
+            slot: 1,
+            due_ts_ms: 5,
+        };
+        let b = FindingKind::FilterDue {
+            slot: 1,
+            due_ts_ms: 9,
+        };
         assert_eq!(a.fault_key(), b.fault_key());
         assert_eq!(a.fault_key(), "filter_due:1");
     }

@@ -15,6 +15,7 @@
 //! - [`templates`]: zh-CN and en message texts.
 //! - [`outbox`] and [`dispatch`]: transactional outbox, signed webhooks, SMTP.
 //! - [`access`]: bearer tokens, roles, the audit log, phone masking.
+//! - [`config`]: the `[maintenance]` table the gateway embeds (raw → checked), the tick loop.
 //! - [`api`]: the axum router, one `ApiError`, the OpenAPI document.
 //!
 //! # Invariants
@@ -22,8 +23,12 @@
 //! - A notification exists only if the change that caused it committed, and vice versa.
 //! - At most one active ticket per device and fault key (enforced by a unique index).
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod api;
+pub mod config;
 pub mod db;
 pub mod dispatch;
 pub mod engine;
@@ -38,8 +43,9 @@ pub mod tickets;
 
 pub use access::{Principal, Role};
 pub use api::{router, AppState};
+pub use config::{run_ticker, Config, RawConfig};
 pub use dispatch::{DeliveryConfig, Dispatcher, RawDeliveryConfig};
-pub use engine::{Engine, EngineConfig, Outcome, TicketEffect, TickReport};
+pub use engine::{Engine, EngineConfig, Outcome, TickReport, TicketEffect};
 pub use error::Error;
 pub use finding::{Finding, FindingKind, FindingState, Resource};
 pub use policy::Policy;

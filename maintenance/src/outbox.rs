@@ -110,8 +110,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-const COLUMNS: &str =
-    "id, idem_key, channel, target, topic, payload, attempts, status, last_error";
+const COLUMNS: &str = "id, idem_key, channel, target, topic, payload, attempts, status, last_error";
 
 /// Pending rows due at `now_ms`, oldest first.
 pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow>> {
@@ -127,8 +126,9 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow
 
 /// All rows (for tests and the admin view), newest first, at most `limit`.
 pub fn list(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>> {
-    let mut stmt =
-        conn.prepare(&format!("SELECT {COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"
+    ))?;
     let rows = stmt
         .query_map(params![limit as i64], row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -138,7 +138,11 @@ pub fn list(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>> {
 /// One row by id.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<OutboxRow>> {
     Ok(conn
-        .query_row(&format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1"), [id], row)
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1"),
+            [id],
+            row,
+        )
         .optional()?)
 }
 

@@ -187,8 +187,10 @@ pub struct NotifyAction {
 }
 
 fn hours(field: &'static str, h: f64) -> Result<i64> {
-    if !h.is_finite() || h < 0.0 || h > 24.0 * 3650.0 {
-        return Err(Error::Config(format!("{field}: {h} is not a duration in hours")));
+    if !h.is_finite() || !(0.0..=24.0 * 3650.0).contains(&h) {
+        return Err(Error::Config(format!(
+            "{field}: {h} is not a duration in hours"
+        )));
     }
     Ok((h * HOUR_MS).round() as i64)
 }
@@ -206,7 +208,10 @@ impl TryFrom<RawPolicy> for Policy {
                 None => None,
                 Some(t) => Some(TicketAction {
                     priority: Priority::parse(&t.priority).ok_or_else(|| {
-                        Error::Config(format!("kinds.{key}.ticket.priority: unknown {:?}", t.priority))
+                        Error::Config(format!(
+                            "kinds.{key}.ticket.priority: unknown {:?}",
+                            t.priority
+                        ))
                     })?,
                     deadline_ms: hours("ticket.deadline_hours", t.deadline_hours)?,
                     skill: t.skill,
@@ -216,7 +221,10 @@ impl TryFrom<RawPolicy> for Policy {
                 None => None,
                 Some(n) => Some(NotifyAction {
                     template: Template::parse(&n.template).ok_or_else(|| {
-                        Error::Config(format!("kinds.{key}.notify.template: unknown {:?}", n.template))
+                        Error::Config(format!(
+                            "kinds.{key}.notify.template: unknown {:?}",
+                            n.template
+                        ))
                     })?,
                     urgent: n.urgent,
                     min_interval_ms: i64::from(n.min_interval_days) * DAY_MS,
@@ -233,7 +241,9 @@ impl TryFrom<RawPolicy> for Policy {
         before.sort_unstable_by(|a, b| b.cmp(a));
         before.dedup();
         if raw.default_weekly_cap == 0 {
-            return Err(Error::Config("default_weekly_cap must be at least 1".into()));
+            return Err(Error::Config(
+                "default_weekly_cap must be at least 1".into(),
+            ));
         }
         Ok(Policy {
             recurrence_ms: i64::from(raw.recurrence_days) * DAY_MS,
@@ -260,7 +270,10 @@ impl Policy {
 
     /// The actions for `kind` (none if the policy does not mention it).
     pub fn for_kind(&self, kind: &FindingKind) -> KindPolicy {
-        self.kinds.get(kind.policy_key()).cloned().unwrap_or_default()
+        self.kinds
+            .get(kind.policy_key())
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -280,7 +293,10 @@ mod tests {
         let p = Policy::from_toml(DEFAULT_POLICY_TOML).unwrap();
         let leak = p.for_kind(&FindingKind::Leak);
         let t = leak.ticket.unwrap();
-        assert_eq!((t.priority, t.deadline_ms), (Priority::Critical, 4 * 3_600_000));
+        assert_eq!(
+            (t.priority, t.deadline_ms),
+            (Priority::Critical, 4 * 3_600_000)
+        );
         assert!(leak.notify.unwrap().urgent);
         let clog = p.for_kind(&FindingKind::InletClog);
         assert!(clog.ticket.is_none() && clog.notify.is_some());

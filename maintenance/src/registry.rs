@@ -99,30 +99,49 @@ impl Home {
             return Err(Error::invalid("region", "1 to 64 characters"));
         }
         if self.tz.parse::<chrono_tz::Tz>().is_err() {
-            return Err(Error::invalid("tz", format!("unknown time zone {:?}", self.tz)));
+            return Err(Error::invalid(
+                "tz",
+                format!("unknown time zone {:?}", self.tz),
+            ));
         }
         if parse_hhmm(&self.quiet_start).is_none() || parse_hhmm(&self.quiet_end).is_none() {
-            return Err(Error::invalid("quiet_start/quiet_end", "local time as HH:MM"));
+            return Err(Error::invalid(
+                "quiet_start/quiet_end",
+                "local time as HH:MM",
+            ));
         }
         if self.weekly_cap == Some(0) {
             return Err(Error::invalid("weekly_cap", "at least 1"));
         }
         if self.channels.is_empty() {
-            return Err(Error::invalid("channels", "at least one of app, email, sms"));
+            return Err(Error::invalid(
+                "channels",
+                "at least one of app, email, sms",
+            ));
         }
         if self.owner.name.trim().is_empty() || self.owner.name.len() > 100 {
             return Err(Error::invalid("owner.name", "1 to 100 characters"));
         }
-        let digits = self.owner.phone.strip_prefix('+').unwrap_or(&self.owner.phone);
+        let digits = self
+            .owner
+            .phone
+            .strip_prefix('+')
+            .unwrap_or(&self.owner.phone);
         if digits.len() < 7 || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::invalid("owner.phone", "7 to 15 digits, optional leading +"));
+            return Err(Error::invalid(
+                "owner.phone",
+                "7 to 15 digits, optional leading +",
+            ));
         }
         match &self.owner.email {
             Some(e) if !(e.contains('@') && e.len() <= 254 && !e.contains(char::is_whitespace)) => {
                 return Err(Error::invalid("owner.email", "an e-mail address"));
             }
             None if self.channels.contains(&Channel::Email) => {
-                return Err(Error::invalid("owner.email", "required for the email channel"));
+                return Err(Error::invalid(
+                    "owner.email",
+                    "required for the email channel",
+                ));
             }
             _ => {}
         }
@@ -174,7 +193,10 @@ impl Device {
             return Err(Error::invalid("id", "1 to 32 characters of [a-z0-9-_]"));
         }
         if !valid_id(&self.home_id) {
-            return Err(Error::invalid("home_id", "1 to 32 characters of [a-z0-9-_]"));
+            return Err(Error::invalid(
+                "home_id",
+                "1 to 32 characters of [a-z0-9-_]",
+            ));
         }
         if self.installed_ts_ms < 0 {
             return Err(Error::invalid("installed_ts_ms", "not before 1970"));
@@ -182,11 +204,20 @@ impl Device {
         let mut slots: Vec<u8> = self.cartridges.iter().map(|c| c.slot).collect();
         slots.sort_unstable();
         slots.dedup();
-        if slots.len() != self.cartridges.len() || self.cartridges.len() > protocol::message::MAX_CARTRIDGES {
+        if slots.len() != self.cartridges.len()
+            || self.cartridges.len() > protocol::message::MAX_CARTRIDGES
+        {
             return Err(Error::invalid("cartridges", "unique slots, at most 4"));
         }
-        if self.cartridges.iter().any(|c| c.rated_litres == 0 || c.max_age_days == 0) {
-            return Err(Error::invalid("cartridges", "rated_litres and max_age_days above 0"));
+        if self
+            .cartridges
+            .iter()
+            .any(|c| c.rated_litres == 0 || c.max_age_days == 0)
+        {
+            return Err(Error::invalid(
+                "cartridges",
+                "rated_litres and max_age_days above 0",
+            ));
         }
         Ok(())
     }
@@ -213,15 +244,19 @@ impl Technician {
             return Err(Error::invalid("id", "1 to 32 characters of [a-z0-9-_]"));
         }
         if self.name.trim().is_empty() || self.region.trim().is_empty() || self.skills.is_empty() {
-            return Err(Error::invalid("technician", "name, region and at least one skill"));
+            return Err(Error::invalid(
+                "technician",
+                "name, region and at least one skill",
+            ));
         }
         Ok(())
     }
 }
 
 fn enum_parse<T: for<'de> Deserialize<'de>>(s: String) -> rusqlite::Result<T> {
-    serde_json::from_value(serde_json::Value::String(s))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_value(serde_json::Value::String(s)).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Inserts or replaces a home.
@@ -263,7 +298,11 @@ fn home_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Home> {
         quiet_end: r.get(6)?,
         weekly_cap: r.get(7)?,
         channels: serde_json::from_str(&channels).unwrap_or_default(),
-        owner: Owner { name: r.get(9)?, phone: r.get(10)?, email: r.get(11)? },
+        owner: Owner {
+            name: r.get(9)?,
+            phone: r.get(10)?,
+            email: r.get(11)?,
+        },
     })
 }
 
@@ -272,14 +311,20 @@ const HOME_COLS: &str = "id, address, region, tz, lang, quiet_start, quiet_end, 
 /// One home.
 pub fn get_home(conn: &Connection, id: &str) -> Result<Option<Home>> {
     Ok(conn
-        .query_row(&format!("SELECT {HOME_COLS} FROM homes WHERE id = ?1"), [id], home_row)
+        .query_row(
+            &format!("SELECT {HOME_COLS} FROM homes WHERE id = ?1"),
+            [id],
+            home_row,
+        )
         .optional()?)
 }
 
 /// All homes, by id.
 pub fn list_homes(conn: &Connection) -> Result<Vec<Home>> {
     let mut stmt = conn.prepare(&format!("SELECT {HOME_COLS} FROM homes ORDER BY id"))?;
-    let rows = stmt.query_map([], home_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([], home_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -297,7 +342,15 @@ pub fn put_device(conn: &Connection, d: &Device) -> Result<()> {
     conn.execute(
         &format!(
             "DELETE FROM cartridges WHERE device_id = ?1 AND slot NOT IN ({})",
-            if slots.is_empty() { "-1".to_owned() } else { slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",") }
+            if slots.is_empty() {
+                "-1".to_owned()
+            } else {
+                slots
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
         ),
         [&d.id],
     )?;
@@ -345,7 +398,11 @@ fn with_cartridges(conn: &Connection, mut d: Device) -> Result<Device> {
 /// One device with its cartridges.
 pub fn get_device(conn: &Connection, id: &str) -> Result<Option<Device>> {
     let d = conn
-        .query_row("SELECT id, home_id, model, installed_ts_ms FROM devices WHERE id = ?1", [id], device_row)
+        .query_row(
+            "SELECT id, home_id, model, installed_ts_ms FROM devices WHERE id = ?1",
+            [id],
+            device_row,
+        )
         .optional()?;
     d.map(|d| with_cartridges(conn, d)).transpose()
 }
@@ -356,8 +413,13 @@ pub fn list_devices(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Devi
         "SELECT id, home_id, model, installed_ts_ms FROM devices
          WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id",
     )?;
-    let devices = stmt.query_map([home_id], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
-    devices.into_iter().map(|d| with_cartridges(conn, d)).collect()
+    let devices = stmt
+        .query_map([home_id], device_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    devices
+        .into_iter()
+        .map(|d| with_cartridges(conn, d))
+        .collect()
 }
 
 /// Inserts or replaces a technician.

@@ -81,7 +81,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reminder> {
 
 /// One reminder.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Reminder>> {
-    Ok(conn.query_row(&format!("SELECT {COLS} FROM reminders WHERE id = ?1"), [id], row).optional()?)
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM reminders WHERE id = ?1"),
+            [id],
+            row,
+        )
+        .optional()?)
 }
 
 /// Reminders of one home (or all if `None`), newest first, at most 500.
@@ -89,7 +95,9 @@ pub fn list(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Reminder>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLS} FROM reminders WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT 500"
     ))?;
-    let rows = stmt.query_map([home_id], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt
+        .query_map([home_id], row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -109,7 +117,11 @@ pub(crate) struct NewReminder<'a> {
 }
 
 /// Schedules a reminder unless one with the same dedup key exists. Returns the new id.
-pub(crate) fn schedule(tx: &Transaction<'_>, r: &NewReminder<'_>, now_ms: i64) -> Result<Option<i64>> {
+pub(crate) fn schedule(
+    tx: &Transaction<'_>,
+    r: &NewReminder<'_>,
+    now_ms: i64,
+) -> Result<Option<i64>> {
     let template = serde_json::to_value(r.template)?;
     let n = tx.execute(
         "INSERT OR IGNORE INTO reminders (home_id, device_id, kind, fault_key, template, vars, urgent,
@@ -141,7 +153,11 @@ pub fn quiet_until(home: &Home, now_ms: i64) -> Option<i64> {
     }
     let local = tz.timestamp_millis_opt(now_ms).single()?;
     let minute = local.hour() * 60 + local.minute();
-    let quiet = if start < end { minute >= start && minute < end } else { minute >= start || minute < end };
+    let quiet = if start < end {
+        minute >= start && minute < end
+    } else {
+        minute >= start || minute < end
+    };
     if !quiet {
         return None;
     }
@@ -151,10 +167,10 @@ pub fn quiet_until(home: &Home, now_ms: i64) -> Option<i64> {
     }
     let naive = date.and_time(NaiveTime::from_hms_opt(end / 60, end % 60, 0)?);
     // A DST gap can swallow the end time: then take the first instant after the gap.
-    let end_local = tz
-        .from_local_datetime(&naive)
-        .earliest()
-        .or_else(|| tz.from_local_datetime(&(naive + Duration::hours(1))).earliest())?;
+    let end_local = tz.from_local_datetime(&naive).earliest().or_else(|| {
+        tz.from_local_datetime(&(naive + Duration::hours(1)))
+            .earliest()
+    })?;
     Some(end_local.timestamp_millis())
 }
 
@@ -170,18 +186,31 @@ pub(crate) enum SendOutcome {
 }
 
 /// Sends a scheduled reminder now if quiet hours and the weekly cap allow; otherwise defers it.
-pub(crate) fn try_send(tx: &Transaction<'_>, policy: &Policy, id: i64, now_ms: i64) -> Result<SendOutcome> {
-    let Some(r) = get(tx, id)? else { return Ok(SendOutcome::Skipped) };
+pub(crate) fn try_send(
+    tx: &Transaction<'_>,
+    policy: &Policy,
+    id: i64,
+    now_ms: i64,
+) -> Result<SendOutcome> {
+    let Some(r) = get(tx, id)? else {
+        return Ok(SendOutcome::Skipped);
+    };
     if r.status != "scheduled" {
         return Ok(SendOutcome::Skipped);
     }
     let Some(home) = crate::registry::get_home(tx, &r.home_id)? else {
-        tx.execute("UPDATE reminders SET status = 'cancelled' WHERE id = ?1", [id])?;
+        tx.execute(
+            "UPDATE reminders SET status = 'cancelled' WHERE id = ?1",
+            [id],
+        )?;
         return Ok(SendOutcome::Skipped);
     };
     if !r.urgent {
         if let Some(until) = quiet_until(&home, now_ms) {
-            tx.execute("UPDATE reminders SET send_at_ts_ms = ?2 WHERE id = ?1", params![id, until])?;
+            tx.execute(
+                "UPDATE reminders SET send_at_ts_ms = ?2 WHERE id = ?1",
+                params![id, until],
+            )?;
             return Ok(SendOutcome::Deferred(until));
         }
         let cap = home.weekly_cap.unwrap_or(policy.default_weekly_cap);
@@ -194,12 +223,18 @@ pub(crate) fn try_send(tx: &Transaction<'_>, policy: &Policy, id: i64, now_ms: i
         if sent >= cap {
             let until = oldest.unwrap_or(now_ms) + WEEK_MS + 1;
             tracing::debug!(home = %home.id, reminder = id, until, "Weekly cap reached; reminder deferred.");
-            tx.execute("UPDATE reminders SET send_at_ts_ms = ?2 WHERE id = ?1", params![id, until])?;
+            tx.execute(
+                "UPDATE reminders SET send_at_ts_ms = ?2 WHERE id = ?1",
+                params![id, until],
+            )?;
             return Ok(SendOutcome::Deferred(until));
         }
     }
     let mut vars = r.vars.clone();
-    if let (Some(due), Some(obj)) = (vars.get("due_ts_ms").and_then(Value::as_i64), vars.as_object_mut()) {
+    if let (Some(due), Some(obj)) = (
+        vars.get("due_ts_ms").and_then(Value::as_i64),
+        vars.as_object_mut(),
+    ) {
         // Days left at the moment of sending, rounded up, so a late reminder still tells the truth.
         let days = ((due - now_ms).max(0) + DAY_MS - 1) / DAY_MS;
         obj.insert("days".into(), Value::from(days));
@@ -229,7 +264,12 @@ pub(crate) fn try_send(tx: &Transaction<'_>, policy: &Policy, id: i64, now_ms: i
 }
 
 /// Whether a reminder for this device and fault key was created after `since_ms`.
-pub(crate) fn recent_exists(conn: &Connection, device_id: &str, fault_key: &str, since_ms: i64) -> Result<bool> {
+pub(crate) fn recent_exists(
+    conn: &Connection,
+    device_id: &str,
+    fault_key: &str,
+    since_ms: i64,
+) -> Result<bool> {
     Ok(conn.query_row(
         "SELECT EXISTS(SELECT 1 FROM reminders WHERE device_id = ?1 AND fault_key = ?2
          AND created_ts_ms > ?3 AND status != 'cancelled')",
@@ -242,7 +282,10 @@ pub(crate) fn recent_exists(conn: &Connection, device_id: &str, fault_key: &str,
 pub(crate) fn snooze(tx: &Transaction<'_>, id: i64, until_ms: i64) -> Result<Reminder> {
     let r = get(tx, id)?.ok_or_else(|| Error::not_found("reminder", id))?;
     if !matches!(r.status.as_str(), "scheduled" | "sent") {
-        return Err(Error::invalid("reminder", format!("cannot snooze a {} reminder", r.status)));
+        return Err(Error::invalid(
+            "reminder",
+            format!("cannot snooze a {} reminder", r.status),
+        ));
     }
     tx.execute(
         "UPDATE reminders SET status = 'scheduled', send_at_ts_ms = ?2 WHERE id = ?1",

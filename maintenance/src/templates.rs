@@ -130,7 +130,10 @@ mod tests {
     fn renders_both_languages_with_variables() {
         let vars = serde_json::json!({"device": "pur-1", "slot": 2, "days": 14});
         let (_, en) = Template::FilterDue.render(Lang::En, &vars);
-        assert!(en.contains("slot 2 of device pur-1 is due in 14 days"), "{en}");
+        assert!(
+            en.contains("slot 2 of device pur-1 is due in 14 days"),
+            "{en}"
+        );
         let (_, zh) = Template::FilterDue.render(Lang::ZhCn, &vars);
         assert!(zh.contains("14 天后到期"), "{zh}");
         assert_eq!(Template::parse("saving_tip"), Some(Template::SavingTip));

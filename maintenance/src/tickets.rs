@@ -51,7 +51,10 @@ impl TicketStatus {
 
     /// Open, assigned or in progress.
     pub const fn is_active(self) -> bool {
-        matches!(self, TicketStatus::Open | TicketStatus::Assigned | TicketStatus::InProgress)
+        matches!(
+            self,
+            TicketStatus::Open | TicketStatus::Assigned | TicketStatus::InProgress
+        )
     }
 
     /// Whether the lifecycle allows `self → to`.
@@ -157,7 +160,13 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
 
 /// One ticket.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<Ticket>> {
-    Ok(conn.query_row(&format!("SELECT {COLS} FROM tickets WHERE id = ?1"), [id], row).optional()?)
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM tickets WHERE id = ?1"),
+            [id],
+            row,
+        )
+        .optional()?)
 }
 
 /// One ticket, or [`Error::NotFound`].
@@ -220,7 +229,12 @@ pub fn list(conn: &Connection, f: &TicketFilter) -> Result<Vec<Ticket>> {
     ))?;
     let rows = stmt
         .query_map(
-            params![f.home_id, f.assignee, f.status.map(|s| s.as_str()), f.device_id],
+            params![
+                f.home_id,
+                f.assignee,
+                f.status.map(|s| s.as_str()),
+                f.device_id
+            ],
             row,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -235,7 +249,11 @@ pub fn evidence(conn: &Connection, id: i64) -> Result<Vec<(i64, String, serde_js
     let rows = stmt
         .query_map([id], |r| {
             let e: String = r.get(2)?;
-            Ok((r.get(0)?, r.get(1)?, serde_json::from_str(&e).unwrap_or(serde_json::Value::Null)))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                serde_json::from_str(&e).unwrap_or(serde_json::Value::Null),
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
@@ -278,7 +296,15 @@ pub(crate) fn insert(tx: &Transaction<'_>, t: &NewTicket<'_>, now_ms: i64) -> Re
         ],
     )?;
     let id = tx.last_insert_rowid();
-    history(tx, id, now_ms, "system", None, TicketStatus::Open, Some(t.source))?;
+    history(
+        tx,
+        id,
+        now_ms,
+        "system",
+        None,
+        TicketStatus::Open,
+        Some(t.source),
+    )?;
     Ok(id)
 }
 
@@ -295,7 +321,14 @@ pub(crate) fn history(
     tx.execute(
         "INSERT INTO ticket_history (ticket_id, ts_ms, actor, from_status, to_status, note)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id, now_ms, actor, from.map(|s| s.as_str()), to.as_str(), note],
+        params![
+            id,
+            now_ms,
+            actor,
+            from.map(|s| s.as_str()),
+            to.as_str(),
+            note
+        ],
     )?;
     Ok(())
 }
@@ -359,14 +392,27 @@ pub(crate) fn transition(
 ) -> Result<Ticket> {
     let t = must_get(tx, id)?;
     if !t.status.can_go(to) {
-        return Err(Error::InvalidTransition { id, from: t.status.as_str(), to: to.as_str() });
+        return Err(Error::InvalidTransition {
+            id,
+            from: t.status.as_str(),
+            to: to.as_str(),
+        });
     }
     if to == TicketStatus::Assigned && t.assignee.is_none() {
-        return Err(Error::invalid("assignee", "assign a technician to move a ticket to assigned"));
+        return Err(Error::invalid(
+            "assignee",
+            "assign a technician to move a ticket to assigned",
+        ));
     }
-    tx.execute("UPDATE tickets SET status = ?2 WHERE id = ?1", params![id, to.as_str()])?;
+    tx.execute(
+        "UPDATE tickets SET status = ?2 WHERE id = ?1",
+        params![id, to.as_str()],
+    )?;
     if actor != "system" && t.ack_ts_ms.is_none() {
-        tx.execute("UPDATE tickets SET ack_ts_ms = ?2 WHERE id = ?1", params![id, now_ms])?;
+        tx.execute(
+            "UPDATE tickets SET ack_ts_ms = ?2 WHERE id = ?1",
+            params![id, now_ms],
+        )?;
     }
     match to {
         TicketStatus::Resolved => {
@@ -377,7 +423,10 @@ pub(crate) fn transition(
             )?;
         }
         TicketStatus::Closed | TicketStatus::Cancelled => {
-            tx.execute("UPDATE tickets SET closed_ts_ms = ?2 WHERE id = ?1", params![id, now_ms])?;
+            tx.execute(
+                "UPDATE tickets SET closed_ts_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )?;
         }
         TicketStatus::Open => {
             // Reopened (recurrence) or handed back: the follow-up no longer applies.
@@ -414,7 +463,11 @@ pub(crate) fn assign(
 ) -> Result<Option<String>> {
     let t = must_get(tx, id)?;
     if !t.status.is_active() {
-        return Err(Error::InvalidTransition { id, from: t.status.as_str(), to: "assigned" });
+        return Err(Error::InvalidTransition {
+            id,
+            from: t.status.as_str(),
+            to: "assigned",
+        });
     }
     let chosen: Option<String> = match technician {
         Some(tech) => {
@@ -445,14 +498,36 @@ pub(crate) fn assign(
         tracing::info!(ticket = id, skill = %t.skill, "No technician with the region and skill; ticket stays open.");
         return Ok(None);
     };
-    tx.execute("UPDATE tickets SET assignee = ?2 WHERE id = ?1", params![id, tech])?;
+    tx.execute(
+        "UPDATE tickets SET assignee = ?2 WHERE id = ?1",
+        params![id, tech],
+    )?;
     if t.status == TicketStatus::Assigned {
-        history(tx, id, now_ms, actor, Some(t.status), TicketStatus::Assigned, Some(&format!("reassigned to {tech}")))?;
+        history(
+            tx,
+            id,
+            now_ms,
+            actor,
+            Some(t.status),
+            TicketStatus::Assigned,
+            Some(&format!("reassigned to {tech}")),
+        )?;
         if actor != "system" && t.ack_ts_ms.is_none() {
-            tx.execute("UPDATE tickets SET ack_ts_ms = ?2 WHERE id = ?1", params![id, now_ms])?;
+            tx.execute(
+                "UPDATE tickets SET ack_ts_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )?;
         }
     } else if t.status == TicketStatus::Open {
-        transition(tx, policy, id, TicketStatus::Assigned, actor, Some(&format!("assigned to {tech}")), now_ms)?;
+        transition(
+            tx,
+            policy,
+            id,
+            TicketStatus::Assigned,
+            actor,
+            Some(&format!("assigned to {tech}")),
+            now_ms,
+        )?;
     }
     Ok(Some(tech))
 }
@@ -527,7 +602,9 @@ mod tests {
 
     #[test]
     fn lifecycle_allows_the_forward_path_and_forbids_skips() {
-        assert!(Open.can_go(Assigned) && Assigned.can_go(InProgress) && InProgress.can_go(Resolved));
+        assert!(
+            Open.can_go(Assigned) && Assigned.can_go(InProgress) && InProgress.can_go(Resolved)
+        );
         assert!(Resolved.can_go(Closed) && Resolved.can_go(Open));
         assert!(!Open.can_go(Closed) && !Closed.can_go(Open) && !Cancelled.can_go(Open));
         assert!(!Open.can_go(InProgress));

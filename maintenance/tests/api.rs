@@ -42,30 +42,46 @@ impl Fixture {
     }
 
     fn tech(&self, id: &str) -> String {
-        self.engine.issue_token(Role::Technician, Some(id), t0()).expect("token")
+        self.engine
+            .issue_token(Role::Technician, Some(id), t0())
+            .expect("token")
     }
 
     fn app(&self) -> Router {
         let clock = self.clock.clone();
-        let state = AppState::with_clock(self.engine.clone(), Arc::new(move || clock.load(Ordering::SeqCst)));
+        let state = AppState::with_clock(
+            self.engine.clone(),
+            Arc::new(move || clock.load(Ordering::SeqCst)),
+        );
         // Mounted as the gateway will.
         Router::new().nest("/api", maintenance::router(state))
     }
 
-    async fn call(&self, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
         }
         .expect("request");
         let resp = self.app().oneshot(req).await.expect("response");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     async fn raw(&self, method: &str, uri: &str, token: &str, body: &str) -> (StatusCode, Value) {
@@ -79,11 +95,19 @@ impl Fixture {
         let resp = self.app().oneshot(req).await.expect("response");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     fn audit_actions(&self) -> Vec<(String, String, String)> {
-        self.engine.audit_log(1000).expect("audit").into_iter().map(|a| (a.actor, a.action, a.resource)).collect()
+        self.engine
+            .audit_log(1000)
+            .expect("audit")
+            .into_iter()
+            .map(|a| (a.actor, a.action, a.resource))
+            .collect()
     }
 }
 
@@ -98,17 +122,25 @@ async fn openapi_document_lists_exactly_the_routes_and_every_route_is_mounted() 
             documented.push((method.clone(), path.clone()));
         }
     }
-    let mut routes: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), format!("/api{p}"))).collect();
+    let mut routes: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), format!("/api{p}")))
+        .collect();
     documented.sort();
     routes.sort();
     assert_eq!(documented, routes, "openapi.json and api::ROUTES differ");
     for (method, path) in ROUTES {
         let uri = format!("/api{}", path.replace("{id}", "999"));
         let body = (*method == "post").then(|| json!({}));
-        let (status, body) = fx.call(&method.to_uppercase(), &uri, Some(&fx.admin), body).await;
+        let (status, body) = fx
+            .call(&method.to_uppercase(), &uri, Some(&fx.admin), body)
+            .await;
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         if status == StatusCode::NOT_FOUND {
-            assert!(body["error"]["code"].is_string(), "{method} {path} is not mounted");
+            assert!(
+                body["error"]["code"].is_string(),
+                "{method} {path} is not mounted"
+            );
         }
     }
 }
@@ -117,10 +149,21 @@ async fn openapi_document_lists_exactly_the_routes_and_every_route_is_mounted() 
 async fn a_homeowner_cannot_reach_another_home_on_any_endpoint() {
     let fx = Fixture::new();
     let now = t0();
-    let out = fx.engine.ingest(&finding("toilet-2", FindingKind::Leak, now), now).expect("ingest");
+    let out = fx
+        .engine
+        .ingest(&finding("toilet-2", FindingKind::Leak, now), now)
+        .expect("ingest");
     let (t2, _) = out.ticket.expect("ticket");
     let r2 = out.reminders[0];
-    fx.engine.transition(t2, maintenance::tickets::TicketStatus::Resolved, "agent", None, now).expect("resolve");
+    fx.engine
+        .transition(
+            t2,
+            maintenance::tickets::TicketStatus::Resolved,
+            "agent",
+            None,
+            now,
+        )
+        .expect("resolve");
     let forbidden: Vec<(&str, String, Option<Value>)> = vec![
         ("GET", "/api/homes".into(), None),
         ("GET", "/api/homes/h2".into(), None),
@@ -129,21 +172,47 @@ async fn a_homeowner_cannot_reach_another_home_on_any_endpoint() {
         ("GET", "/api/devices/toilet-2/filters".into(), None),
         ("GET", format!("/api/tickets/{t2}"), None),
         ("GET", "/api/tickets?home_id=h2".into(), None),
-        ("POST", format!("/api/tickets/{t2}/rate"), Some(json!({"score": 1}))),
-        ("POST", format!("/api/tickets/{t2}/transition"), Some(json!({"to": "closed"}))),
+        (
+            "POST",
+            format!("/api/tickets/{t2}/rate"),
+            Some(json!({"score": 1})),
+        ),
+        (
+            "POST",
+            format!("/api/tickets/{t2}/transition"),
+            Some(json!({"to": "closed"})),
+        ),
         ("POST", format!("/api/tickets/{t2}/assign"), Some(json!({}))),
         ("GET", "/api/reminders?home_id=h2".into(), None),
         ("GET", format!("/api/reminders/{r2}"), None),
-        ("POST", format!("/api/reminders/{r2}/snooze"), Some(json!({"hours": 2}))),
+        (
+            "POST",
+            format!("/api/reminders/{r2}/snooze"),
+            Some(json!({"hours": 2})),
+        ),
         ("POST", format!("/api/reminders/{r2}/done"), None),
         ("POST", format!("/api/reminders/{r2}/book"), None),
-        ("POST", "/api/homes".into(), Some(serde_json::to_value(home("h2", "x", "13900000000")).expect("json"))),
-        ("POST", "/api/devices".into(), Some(json!({"id": "toilet-2", "home_id": "h1", "model": "toilet", "installed_ts_ms": 0}))),
+        (
+            "POST",
+            "/api/homes".into(),
+            Some(serde_json::to_value(home("h2", "x", "13900000000")).expect("json")),
+        ),
+        (
+            "POST",
+            "/api/devices".into(),
+            Some(
+                json!({"id": "toilet-2", "home_id": "h1", "model": "toilet", "installed_ts_ms": 0}),
+            ),
+        ),
         ("GET", "/api/technicians".into(), None),
         ("GET", "/api/kpi".into(), None),
         ("GET", "/api/audit".into(), None),
         ("POST", "/api/tokens".into(), Some(json!({"role": "admin"}))),
-        ("POST", "/api/findings".into(), Some(serde_json::to_value(finding("toilet-2", FindingKind::Leak, now)).expect("json"))),
+        (
+            "POST",
+            "/api/findings".into(),
+            Some(serde_json::to_value(finding("toilet-2", FindingKind::Leak, now)).expect("json")),
+        ),
         ("GET", "/api/outbox".into(), None),
     ];
     for (method, uri, body) in forbidden {
@@ -159,23 +228,50 @@ async fn a_homeowner_cannot_reach_another_home_on_any_endpoint() {
     let (_, reminders) = fx.call("GET", "/api/reminders", Some(&fx.h1), None).await;
     assert_eq!(reminders.as_array().map(Vec::len), Some(0));
     // While the owner of h2 sees their own.
-    let (status, mine) = fx.call("GET", &format!("/api/tickets/{t2}"), Some(&fx.h2), None).await;
+    let (status, mine) = fx
+        .call("GET", &format!("/api/tickets/{t2}"), Some(&fx.h2), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(mine["contact"].is_null() && mine["address"].is_null());
-    let (status, _) = fx.call("POST", &format!("/api/tickets/{t2}/rate"), Some(&fx.h2), Some(json!({"score": 4}))).await;
+    let (status, _) = fx
+        .call(
+            "POST",
+            &format!("/api/tickets/{t2}/rate"),
+            Some(&fx.h2),
+            Some(json!({"score": 4})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = fx.call("GET", "/api/homes/h2", Some(&fx.h2), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(fx.audit_actions().contains(&("homeowner:h2".into(), "read_home".into(), "home/h2".into())));
+    assert!(fx.audit_actions().contains(&(
+        "homeowner:h2".into(),
+        "read_home".into(),
+        "home/h2".into()
+    )));
 }
 
 #[tokio::test]
 async fn a_technician_sees_a_masked_phone_and_the_address_only_while_the_visit_is_open() {
     let fx = Fixture::new();
     let now = t0();
-    let (id, _) = fx.engine.ingest(&finding("toilet-1", FindingKind::Leak, now), now).expect("ingest").ticket.expect("t");
-    let assignee = fx.engine.read(|c| maintenance::tickets::must_get(c, id)).expect("t").assignee.expect("assigned");
-    let other = if assignee == "tech-a" { "tech-b" } else { "tech-a" };
+    let (id, _) = fx
+        .engine
+        .ingest(&finding("toilet-1", FindingKind::Leak, now), now)
+        .expect("ingest")
+        .ticket
+        .expect("t");
+    let assignee = fx
+        .engine
+        .read(|c| maintenance::tickets::must_get(c, id))
+        .expect("t")
+        .assignee
+        .expect("assigned");
+    let other = if assignee == "tech-a" {
+        "tech-b"
+    } else {
+        "tech-a"
+    };
     let (tech, stranger) = (fx.tech(&assignee), fx.tech(other));
     let uri = format!("/api/tickets/{id}");
 
@@ -189,20 +285,44 @@ async fn a_technician_sees_a_masked_phone_and_the_address_only_while_the_visit_i
     assert_eq!(list.as_array().map(Vec::len), Some(0));
 
     for to in ["in_progress", "resolved"] {
-        let (status, body) = fx.call("POST", &format!("{uri}/transition"), Some(&tech), Some(json!({"to": to}))).await;
+        let (status, body) = fx
+            .call(
+                "POST",
+                &format!("{uri}/transition"),
+                Some(&tech),
+                Some(json!({"to": to})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (status, _) = fx.call("POST", &format!("{uri}/transition"), Some(&tech), Some(json!({"to": "closed"}))).await;
+    let (status, _) = fx
+        .call(
+            "POST",
+            &format!("{uri}/transition"),
+            Some(&tech),
+            Some(json!({"to": "closed"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "closing is the agent's job");
     let (_, t) = fx.call("GET", &uri, Some(&tech), None).await;
     assert!(t["address"].is_null(), "visit over: no address");
     assert_eq!(t["contact"]["phone"], "138****1234");
 
     fx.clock.store(now + 3 * HOUR, Ordering::SeqCst);
-    let (status, _) = fx.call("POST", &format!("{uri}/transition"), Some(&fx.agent), Some(json!({"to": "closed"}))).await;
+    let (status, _) = fx
+        .call(
+            "POST",
+            &format!("{uri}/transition"),
+            Some(&fx.agent),
+            Some(json!({"to": "closed"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (_, t) = fx.call("GET", &uri, Some(&fx.agent), None).await;
-    assert_eq!(t["contact"]["phone"], "13812341234", "the agent sees the full number");
+    assert_eq!(
+        t["contact"]["phone"], "13812341234",
+        "the agent sees the full number"
+    );
     assert!(t["address"].is_string(), "not purged yet");
     fx.engine.tick(now + 27 * HOUR).expect("tick");
     let (_, t) = fx.call("GET", &uri, Some(&fx.agent), None).await;
@@ -210,63 +330,171 @@ async fn a_technician_sees_a_masked_phone_and_the_address_only_while_the_visit_i
 
     // Every personal-data read left an audit entry with who, what and when.
     let audit = fx.engine.audit_log(1000).expect("audit");
-    let tech_reads = audit.iter().filter(|a| a.actor == format!("technician:{assignee}") && a.action == "read_ticket").count();
+    let tech_reads = audit
+        .iter()
+        .filter(|a| a.actor == format!("technician:{assignee}") && a.action == "read_ticket")
+        .count();
     assert_eq!(tech_reads, 2);
-    assert!(audit.iter().any(|a| a.actor.starts_with("agent:") && a.resource == format!("ticket/{id}") && a.ts_ms == now + 3 * HOUR));
+    assert!(audit.iter().any(|a| a.actor.starts_with("agent:")
+        && a.resource == format!("ticket/{id}")
+        && a.ts_ms == now + 3 * HOUR));
     let (status, via_api) = fx.call("GET", "/api/audit", Some(&fx.admin), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(via_api.as_array().map(Vec::len), Some(audit.len()));
     // Listing homes is a personal-data read too.
     fx.call("GET", "/api/homes", Some(&fx.agent), None).await;
-    assert!(fx.audit_actions().iter().any(|(_, action, _)| action == "list_homes"));
+    assert!(fx
+        .audit_actions()
+        .iter()
+        .any(|(_, action, _)| action == "list_homes"));
 }
 
 #[tokio::test]
 async fn errors_are_json_with_stable_codes() {
     let fx = Fixture::new();
     let (status, e) = fx.call("GET", "/api/tickets", None, None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
     let (status, e) = fx.call("GET", "/api/tickets", Some("nope"), None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
     let (status, e) = fx.raw("POST", "/api/homes", &fx.admin, "{not json").await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_json")));
-    let (status, e) = fx.call("GET", "/api/tickets/abc", Some(&fx.admin), None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")));
-    let (status, e) = fx.call("GET", "/api/homes/BAD!", Some(&fx.admin), None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed")));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_json"))
+    );
+    let (status, e) = fx
+        .call("GET", "/api/tickets/abc", Some(&fx.admin), None)
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_path"))
+    );
+    let (status, e) = fx
+        .call("GET", "/api/homes/BAD!", Some(&fx.admin), None)
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("validation_failed"))
+    );
     let mut bad = serde_json::to_value(home("h3", "shanghai", "13800000000")).expect("json");
     bad["tz"] = json!("Mars/Olympus");
-    let (status, e) = fx.call("POST", "/api/homes", Some(&fx.admin), Some(bad)).await;
-    assert_eq!((status, e["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("tz")));
-    let (status, e) = fx.call("GET", "/api/tickets?status=bogus", Some(&fx.admin), None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_query")));
+    let (status, e) = fx
+        .call("POST", "/api/homes", Some(&fx.admin), Some(bad))
+        .await;
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("tz"))
+    );
+    let (status, e) = fx
+        .call("GET", "/api/tickets?status=bogus", Some(&fx.admin), None)
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
     let now = t0();
-    let (id, _) = fx.engine.ingest(&finding("toilet-1", FindingKind::MainBoardFault, now), now).expect("i").ticket.expect("t");
-    let (status, e) = fx.call("POST", &format!("/api/tickets/{id}/transition"), Some(&fx.agent), Some(json!({"to": "closed"}))).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("invalid_transition")));
+    let (id, _) = fx
+        .engine
+        .ingest(&finding("toilet-1", FindingKind::MainBoardFault, now), now)
+        .expect("i")
+        .ticket
+        .expect("t");
+    let (status, e) = fx
+        .call(
+            "POST",
+            &format!("/api/tickets/{id}/transition"),
+            Some(&fx.agent),
+            Some(json!({"to": "closed"})),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("invalid_transition"))
+    );
     let tech = fx.tech("tech-a");
     let (status, e) = fx.call("GET", "/api/homes", Some(&tech), None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")));
-    let (status, e) = fx.call("GET", "/api/tickets/424242", Some(&fx.admin), None).await;
-    assert_eq!((status, e["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (status, e) = fx
+        .call("GET", "/api/tickets/424242", Some(&fx.admin), None)
+        .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
 }
 
 #[tokio::test]
 async fn a_homeowner_snoozes_completes_and_books_through_the_api() {
     let fx = Fixture::new();
     let now = t0();
-    let out = fx.engine.ingest(&finding("toilet-1", FindingKind::InletClog, now), now).expect("ingest");
+    let out = fx
+        .engine
+        .ingest(&finding("toilet-1", FindingKind::InletClog, now), now)
+        .expect("ingest");
     let r = out.reminders[0];
-    let (status, body) = fx.call("POST", &format!("/api/reminders/{r}/snooze"), Some(&fx.h1), Some(json!({"hours": 0}))).await;
-    assert_eq!((status, body["error"]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("hours")));
-    let (status, body) = fx.call("POST", &format!("/api/reminders/{r}/snooze"), Some(&fx.h1), Some(json!({"hours": 12}))).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("scheduled")));
-    let (status, body) = fx.call("POST", &format!("/api/reminders/{r}/book"), Some(&fx.h1), None).await;
+    let (status, body) = fx
+        .call(
+            "POST",
+            &format!("/api/reminders/{r}/snooze"),
+            Some(&fx.h1),
+            Some(json!({"hours": 0})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("hours"))
+    );
+    let (status, body) = fx
+        .call(
+            "POST",
+            &format!("/api/reminders/{r}/snooze"),
+            Some(&fx.h1),
+            Some(json!({"hours": 12})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("scheduled"))
+    );
+    let (status, body) = fx
+        .call(
+            "POST",
+            &format!("/api/reminders/{r}/book"),
+            Some(&fx.h1),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let ticket = body["ticket_id"].as_i64().expect("ticket id");
-    let (status, t) = fx.call("GET", &format!("/api/tickets/{ticket}"), Some(&fx.h1), None).await;
-    assert_eq!((status, t["source"].as_str()), (StatusCode::OK, Some("homeowner")));
-    let out = fx.engine.ingest(&finding("toilet-1", FindingKind::Unused7Days, now), now).expect("ingest");
-    let (status, body) = fx.call("POST", &format!("/api/reminders/{}/done", out.reminders[0]), Some(&fx.h1), None).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("done")));
+    let (status, t) = fx
+        .call("GET", &format!("/api/tickets/{ticket}"), Some(&fx.h1), None)
+        .await;
+    assert_eq!(
+        (status, t["source"].as_str()),
+        (StatusCode::OK, Some("homeowner"))
+    );
+    let out = fx
+        .engine
+        .ingest(&finding("toilet-1", FindingKind::Unused7Days, now), now)
+        .expect("ingest");
+    let (status, body) = fx
+        .call(
+            "POST",
+            &format!("/api/reminders/{}/done", out.reminders[0]),
+            Some(&fx.h1),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("done"))
+    );
 }

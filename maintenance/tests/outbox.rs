@@ -34,8 +34,19 @@ struct Receiver {
 
 type Shared = Arc<Mutex<Receiver>>;
 
-async fn receive(State(s): State<Shared>, Path(path): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+async fn receive(
+    State(s): State<Shared>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let key = header(dispatch::IDEMPOTENCY_HEADER);
     let ts: i64 = header(dispatch::TIMESTAMP_HEADER).parse().unwrap_or(-1);
     let sig = header(dispatch::SIGNATURE_HEADER);
@@ -47,9 +58,7 @@ async fn receive(State(s): State<Shared>, Path(path): Path<String>, headers: Hea
         return StatusCode::UNAUTHORIZED;
     }
     // Honour the key: process a key once, acknowledge repeats without processing.
-    if !r.processed.contains_key(&key) {
-        r.processed.insert(key, 1);
-    }
+    r.processed.entry(key).or_insert(1);
     if r.fail_next > 0 {
         r.fail_next -= 1;
         return StatusCode::INTERNAL_SERVER_ERROR;
@@ -58,8 +67,12 @@ async fn receive(State(s): State<Shared>, Path(path): Path<String>, headers: Hea
 }
 
 async fn start_receiver(state: Shared) -> String {
-    let app = Router::new().route("/{*path}", post(receive)).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = Router::new()
+        .route("/{*path}", post(receive))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -82,7 +95,10 @@ fn delivery(base: &str, max_attempts: u32) -> DeliveryConfig {
 }
 
 fn engine_to(base: &str, path: Option<&std::path::Path>) -> Arc<Engine> {
-    let cfg = EngineConfig { policy: Policy::default(), ticket_webhooks: vec![format!("{base}/tickets")] };
+    let cfg = EngineConfig {
+        policy: Policy::default(),
+        ticket_webhooks: vec![format!("{base}/tickets")],
+    };
     let e = match path {
         Some(p) => Engine::open(p, cfg),
         None => Engine::in_memory(cfg),
@@ -99,22 +115,43 @@ async fn failures_are_retried_with_backoff_and_each_key_is_processed_once() {
     let e = engine_to(&base, None);
     populate(&e);
     let now = t0();
-    e.ingest(&finding("toilet-1", FindingKind::Leak, now), now).expect("ingest");
+    e.ingest(&finding("toilet-1", FindingKind::Leak, now), now)
+        .expect("ingest");
     let d = Dispatcher::new(e.clone(), delivery(&base, 10)).expect("dispatcher");
 
     let rep = d.run_once(now, 100).await.expect("run");
-    assert_eq!((rep.delivered, rep.retrying), (0, 3), "the receiver processed but failed all three");
-    assert_eq!(d.run_once(now + 4_999, 100).await.expect("run").delivered, 0, "backoff not over");
+    assert_eq!(
+        (rep.delivered, rep.retrying),
+        (0, 3),
+        "the receiver processed but failed all three"
+    );
+    assert_eq!(
+        d.run_once(now + 4_999, 100).await.expect("run").delivered,
+        0,
+        "backoff not over"
+    );
     let rep = d.run_once(now + 5_000, 100).await.expect("run");
     assert_eq!(rep.delivered, 3);
-    assert_eq!(d.run_once(now + 600_000, 100).await.expect("run"), Default::default(), "nothing left");
+    assert_eq!(
+        d.run_once(now + 600_000, 100).await.expect("run"),
+        Default::default(),
+        "nothing left"
+    );
 
     let r = state.lock().expect("lock");
     assert_eq!(r.requests, 6);
     assert_eq!(r.bad_signatures, 0, "every HMAC signature verifies");
     assert_eq!(r.processed.len(), 3);
-    assert!(r.processed.values().all(|n| *n == 1), "each idempotency key processed once");
-    let keys: Vec<String> = e.read(|c| outbox::list(c, 10)).expect("rows").into_iter().map(|r| r.idem_key).collect();
+    assert!(
+        r.processed.values().all(|n| *n == 1),
+        "each idempotency key processed once"
+    );
+    let keys: Vec<String> = e
+        .read(|c| outbox::list(c, 10))
+        .expect("rows")
+        .into_iter()
+        .map(|r| r.idem_key)
+        .collect();
     assert!(keys.iter().all(|k| r.processed.contains_key(k)));
     let mut paths = r.paths.clone();
     paths.sort();
@@ -132,13 +169,17 @@ async fn undelivered_rows_survive_a_restart() {
     {
         let e = engine_to(&base, Some(&db));
         populate(&e);
-        e.ingest(&finding("toilet-1", FindingKind::Leak, now), now).expect("ingest");
+        e.ingest(&finding("toilet-1", FindingKind::Leak, now), now)
+            .expect("ingest");
         // Crash before any delivery: the engine and its connection are dropped.
     }
     let e = engine_to(&base, Some(&db));
     let d = Dispatcher::new(e.clone(), delivery(&base, 10)).expect("dispatcher");
-    assert_eq!(d.run_once(now + 1_000, 100).await.expect("run").delivered, 3);
-    assert_eq!(e.read(|c| outbox::counts(c)).expect("counts"), (0, 3, 0));
+    assert_eq!(
+        d.run_once(now + 1_000, 100).await.expect("run").delivered,
+        3
+    );
+    assert_eq!(e.read(outbox::counts).expect("counts"), (0, 3, 0));
     assert_eq!(state.lock().expect("lock").processed.len(), 3);
 }
 
@@ -150,11 +191,12 @@ async fn a_row_that_keeps_failing_goes_dead_after_max_attempts() {
     let e = engine_to(&base, None);
     populate(&e);
     let now = t0();
-    e.ingest(&finding("toilet-1", FindingKind::InletClog, now), now).expect("ingest"); // push + sms
+    e.ingest(&finding("toilet-1", FindingKind::InletClog, now), now)
+        .expect("ingest"); // push + sms
     let d = Dispatcher::new(e.clone(), delivery(&base, 2)).expect("dispatcher");
     assert_eq!(d.run_once(now, 100).await.expect("run").retrying, 2);
     assert_eq!(d.run_once(now + 60_000, 100).await.expect("run").dead, 2);
-    assert_eq!(e.read(|c| outbox::counts(c)).expect("counts"), (0, 0, 2));
+    assert_eq!(e.read(outbox::counts).expect("counts"), (0, 0, 2));
     assert_eq!(d.backoff(1).as_secs(), 5);
     assert_eq!(d.backoff(3).as_secs(), 20);
     assert_eq!(d.backoff(30).as_secs(), 60, "capped");

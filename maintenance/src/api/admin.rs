@@ -36,14 +36,24 @@ struct TokenResponse {
     subject: Option<String>,
 }
 
-async fn issue_token(State(s): State<AppState>, auth: Auth, AppJson(req): AppJson<TokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
+async fn issue_token(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppJson(req): AppJson<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
     auth.require(&[Role::Admin])?;
     if let Some(sub) = &req.subject {
         check_id("subject", sub)?;
     }
-    let token = s.engine.issue_token(req.role, req.subject.as_deref(), s.now())?;
+    let token = s
+        .engine
+        .issue_token(req.role, req.subject.as_deref(), s.now())?;
     tracing::info!(by = %auth.0.label, role = req.role.as_str(), "Token issued.");
-    Ok(Json(TokenResponse { token, role: req.role, subject: req.subject }))
+    Ok(Json(TokenResponse {
+        token,
+        role: req.role,
+        subject: req.subject,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -53,9 +63,15 @@ struct Limit {
     limit: Option<usize>,
 }
 
-async fn audit(State(s): State<AppState>, auth: Auth, AppQuery(q): AppQuery<Limit>) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+async fn audit(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<Limit>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     auth.require(&[Role::Admin])?;
-    Ok(Json(s.engine.audit_log(q.limit.unwrap_or(100).clamp(1, 1000))?))
+    Ok(Json(
+        s.engine.audit_log(q.limit.unwrap_or(100).clamp(1, 1000))?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -67,17 +83,28 @@ struct Window {
     to_ms: Option<i64>,
 }
 
-async fn kpi(State(s): State<AppState>, auth: Auth, AppQuery(w): AppQuery<Window>) -> Result<Json<Kpi>, ApiError> {
+async fn kpi(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppQuery(w): AppQuery<Window>,
+) -> Result<Json<Kpi>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
     let now = s.now();
-    let (from, to) = (w.from_ms.unwrap_or(now - 30 * 86_400_000), w.to_ms.unwrap_or(now + 1));
+    let (from, to) = (
+        w.from_ms.unwrap_or(now - 30 * 86_400_000),
+        w.to_ms.unwrap_or(now + 1),
+    );
     if from >= to {
         return Err(ApiError::invalid("from_ms", "must be before to_ms"));
     }
     Ok(Json(s.engine.kpi(from, to)?))
 }
 
-async fn finding(State(s): State<AppState>, auth: Auth, AppJson(f): AppJson<Finding>) -> Result<Json<Outcome>, ApiError> {
+async fn finding(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppJson(f): AppJson<Finding>,
+) -> Result<Json<Outcome>, ApiError> {
     auth.require(&[Role::Admin])?;
     check_id("device_id", &f.device_id)?;
     Ok(Json(s.engine.ingest(&f, s.now())?))
@@ -93,5 +120,9 @@ struct OutboxState {
 async fn outbox(State(s): State<AppState>, auth: Auth) -> Result<Json<OutboxState>, ApiError> {
     auth.require(&[Role::Admin])?;
     let (pending, delivered, dead) = s.engine.read(crate::outbox::counts)?;
-    Ok(Json(OutboxState { pending, delivered, dead }))
+    Ok(Json(OutboxState {
+        pending,
+        delivered,
+        dead,
+    }))
 }

@@ -77,7 +77,10 @@ impl ApiError {
 
     /// Shorthand for a validation error.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        ApiError::Validation { field, reason: reason.into() }
+        ApiError::Validation {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -116,7 +119,13 @@ impl IntoResponse for ApiError {
             ApiError::Validation { field, .. } => Some(*field),
             _ => None,
         };
-        let body = Body { error: Inner { code: self.code(), message: self.to_string(), field } };
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message: self.to_string(),
+                field,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }

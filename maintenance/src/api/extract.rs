@@ -29,29 +29,44 @@ impl Auth {
 
     /// The home a homeowner token is bound to.
     pub fn home(&self) -> Option<&str> {
-        (self.0.role == Role::Homeowner).then_some(self.0.subject.as_deref()).flatten()
+        (self.0.role == Role::Homeowner)
+            .then_some(self.0.subject.as_deref())
+            .flatten()
     }
 
     /// The technician a technician token is bound to.
     pub fn technician(&self) -> Option<&str> {
-        (self.0.role == Role::Technician).then_some(self.0.subject.as_deref()).flatten()
+        (self.0.role == Role::Technician)
+            .then_some(self.0.subject.as_deref())
+            .flatten()
     }
 }
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or(ApiError::Unauthorized)?;
-        let token = header.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()).ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
         if token.len() > 200 {
             return Err(ApiError::Unauthorized);
         }
-        state.engine.authenticate(token)?.map(Auth).ok_or(ApiError::Unauthorized)
+        state
+            .engine
+            .authenticate(token)?
+            .map(Auth)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -65,7 +80,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
         axum::Json::<T>::from_request(req, state)
             .await
             .map(|j| AppJson(j.0))
-            .map_err(|e| ApiError::BadRequest { code: "invalid_json", message: e.body_text() })
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_json",
+                message: e.body_text(),
+            })
     }
 }
 
@@ -79,7 +97,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| AppPath(p.0))
-            .map_err(|e| ApiError::BadRequest { code: "invalid_path", message: e.body_text() })
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_path",
+                message: e.body_text(),
+            })
     }
 }
 
@@ -93,6 +114,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| AppQuery(q.0))
-            .map_err(|e| ApiError::BadRequest { code: "invalid_query", message: e.body_text() })
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_query",
+                message: e.body_text(),
+            })
     }
 }

@@ -39,31 +39,58 @@ async fn list_homes(State(s): State<AppState>, auth: Auth) -> Result<Json<Vec<Ho
     Ok(Json(homes))
 }
 
-async fn put_home(State(s): State<AppState>, auth: Auth, AppJson(home): AppJson<Home>) -> Result<Json<Home>, ApiError> {
+async fn put_home(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppJson(home): AppJson<Home>,
+) -> Result<Json<Home>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
     s.engine.put_home(&home)?;
     Ok(Json(home))
 }
 
-async fn get_home(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<String>) -> Result<Json<Home>, ApiError> {
+async fn get_home(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Home>, ApiError> {
     check_id("id", &id)?;
     can_see_home(&auth, &id)?;
-    let home = s.engine.read(|c| registry::get_home(c, &id))?.ok_or(ApiError::NotFound("home"))?;
-    s.engine.audit(&auth.0, "read_home", &format!("home/{id}"), s.now())?;
+    let home = s
+        .engine
+        .read(|c| registry::get_home(c, &id))?
+        .ok_or(ApiError::NotFound("home"))?;
+    s.engine
+        .audit(&auth.0, "read_home", &format!("home/{id}"), s.now())?;
     Ok(Json(home))
 }
 
-async fn home_devices(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<String>) -> Result<Json<Vec<Device>>, ApiError> {
+async fn home_devices(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Vec<Device>>, ApiError> {
     check_id("id", &id)?;
     can_see_home(&auth, &id)?;
-    s.engine.read(|c| registry::get_home(c, &id))?.ok_or(ApiError::NotFound("home"))?;
-    Ok(Json(s.engine.read(|c| registry::list_devices(c, Some(&id)))?))
+    s.engine
+        .read(|c| registry::get_home(c, &id))?
+        .ok_or(ApiError::NotFound("home"))?;
+    Ok(Json(
+        s.engine.read(|c| registry::list_devices(c, Some(&id)))?,
+    ))
 }
 
-async fn put_device(State(s): State<AppState>, auth: Auth, AppJson(device): AppJson<Device>) -> Result<Json<Device>, ApiError> {
+async fn put_device(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppJson(device): AppJson<Device>,
+) -> Result<Json<Device>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
     s.engine.put_device(&device)?;
-    let stored = s.engine.read(|c| registry::get_device(c, &device.id))?.ok_or(ApiError::NotFound("device"))?;
+    let stored = s
+        .engine
+        .read(|c| registry::get_device(c, &device.id))?
+        .ok_or(ApiError::NotFound("device"))?;
     Ok(Json(stored))
 }
 
@@ -73,26 +100,44 @@ fn visible_device(s: &AppState, auth: &Auth, id: &str) -> Result<Device, ApiErro
     if auth.role() == Role::Technician {
         return Err(ApiError::Forbidden);
     }
-    let device = s.engine.read(|c| registry::get_device(c, id))?.ok_or(ApiError::NotFound("device"))?;
+    let device = s
+        .engine
+        .read(|c| registry::get_device(c, id))?
+        .ok_or(ApiError::NotFound("device"))?;
     can_see_home(auth, &device.home_id).map_err(|_| ApiError::NotFound("device"))?;
     Ok(device)
 }
 
-async fn get_device(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<String>) -> Result<Json<Device>, ApiError> {
+async fn get_device(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Device>, ApiError> {
     Ok(Json(visible_device(&s, &auth, &id)?))
 }
 
-async fn device_filters(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<String>) -> Result<Json<Vec<FilterSchedule>>, ApiError> {
+async fn device_filters(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<Vec<FilterSchedule>>, ApiError> {
     let device = visible_device(&s, &auth, &id)?;
     Ok(Json(s.engine.filters(&device.id)?))
 }
 
-async fn list_technicians(State(s): State<AppState>, auth: Auth) -> Result<Json<Vec<Technician>>, ApiError> {
+async fn list_technicians(
+    State(s): State<AppState>,
+    auth: Auth,
+) -> Result<Json<Vec<Technician>>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
     Ok(Json(s.engine.read(registry::list_technicians)?))
 }
 
-async fn put_technician(State(s): State<AppState>, auth: Auth, AppJson(t): AppJson<Technician>) -> Result<Json<Technician>, ApiError> {
+async fn put_technician(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppJson(t): AppJson<Technician>,
+) -> Result<Json<Technician>, ApiError> {
     auth.require(&[Role::Admin])?;
     s.engine.put_technician(&t)?;
     Ok(Json(t))

@@ -38,7 +38,10 @@ pub struct AppState {
 impl AppState {
     /// State on the wall clock.
     pub fn new(engine: Arc<Engine>) -> AppState {
-        AppState { engine, clock: Arc::new(crate::wall_clock_ms) }
+        AppState {
+            engine,
+            clock: Arc::new(crate::wall_clock_ms),
+        }
     }
 
     /// State on a given clock (tests).

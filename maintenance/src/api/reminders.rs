@@ -27,7 +27,11 @@ struct ListQuery {
     home_id: Option<String>,
 }
 
-async fn list(State(s): State<AppState>, auth: Auth, AppQuery(q): AppQuery<ListQuery>) -> Result<Json<Vec<Reminder>>, ApiError> {
+async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<Vec<Reminder>>, ApiError> {
     if let Some(h) = &q.home_id {
         check_id("home_id", h)?;
     }
@@ -41,12 +45,17 @@ async fn list(State(s): State<AppState>, auth: Auth, AppQuery(q): AppQuery<ListQ
         }
         Role::Technician => return Err(ApiError::Forbidden),
     };
-    Ok(Json(s.engine.read(|c| reminders::list(c, home.as_deref()))?))
+    Ok(Json(
+        s.engine.read(|c| reminders::list(c, home.as_deref()))?,
+    ))
 }
 
 /// The reminder, if the caller may see it; 404 otherwise.
 fn visible(s: &AppState, auth: &Auth, id: i64) -> Result<Reminder, ApiError> {
-    let r = s.engine.read(|c| reminders::get(c, id))?.ok_or(ApiError::NotFound("reminder"))?;
+    let r = s
+        .engine
+        .read(|c| reminders::get(c, id))?
+        .ok_or(ApiError::NotFound("reminder"))?;
     match auth.role() {
         Role::Admin | Role::Agent => Ok(r),
         Role::Homeowner if auth.home() == Some(r.home_id.as_str()) => Ok(r),
@@ -55,7 +64,11 @@ fn visible(s: &AppState, auth: &Auth, id: i64) -> Result<Reminder, ApiError> {
     }
 }
 
-async fn one(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<i64>) -> Result<Json<Reminder>, ApiError> {
+async fn one(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<i64>,
+) -> Result<Json<Reminder>, ApiError> {
     Ok(Json(visible(&s, &auth, id)?))
 }
 
@@ -76,7 +89,11 @@ async fn snooze(
     Ok(Json(s.engine.snooze(id, req.hours, s.now())?))
 }
 
-async fn done(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<i64>) -> Result<Json<Reminder>, ApiError> {
+async fn done(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<i64>,
+) -> Result<Json<Reminder>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent, Role::Homeowner])?;
     visible(&s, &auth, id)?;
     Ok(Json(s.engine.done(id, s.now())?))
@@ -87,9 +104,15 @@ struct Booked {
     ticket_id: i64,
 }
 
-async fn book(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<i64>) -> Result<Json<Booked>, ApiError> {
+async fn book(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<i64>,
+) -> Result<Json<Booked>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent, Role::Homeowner])?;
     let r = visible(&s, &auth, id)?;
     check_id("device_id", &r.device_id)?;
-    Ok(Json(Booked { ticket_id: s.engine.book(id, s.now())? }))
+    Ok(Json(Booked {
+        ticket_id: s.engine.book(id, s.now())?,
+    }))
 }

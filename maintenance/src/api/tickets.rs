@@ -113,11 +113,20 @@ struct ListQuery {
     home_id: Option<String>,
 }
 
-async fn list(State(s): State<AppState>, auth: Auth, AppQuery(q): AppQuery<ListQuery>) -> Result<Json<Vec<Summary>>, ApiError> {
+async fn list(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<Json<Vec<Summary>>, ApiError> {
     for id in [&q.device_id, &q.home_id].into_iter().flatten() {
         check_id("query", id)?;
     }
-    let mut f = TicketFilter { home_id: q.home_id, assignee: None, status: q.status, device_id: q.device_id };
+    let mut f = TicketFilter {
+        home_id: q.home_id,
+        assignee: None,
+        status: q.status,
+        device_id: q.device_id,
+    };
     match auth.role() {
         Role::Admin | Role::Agent => {}
         Role::Technician => f.assignee = auth.technician().map(str::to_owned),
@@ -134,10 +143,15 @@ async fn list(State(s): State<AppState>, auth: Auth, AppQuery(q): AppQuery<ListQ
 
 /// The ticket, if the caller may see it; 404 otherwise.
 fn visible(s: &AppState, auth: &Auth, id: i64) -> Result<Ticket, ApiError> {
-    let t = s.engine.read(|c| tickets::get(c, id))?.ok_or(ApiError::NotFound("ticket"))?;
+    let t = s
+        .engine
+        .read(|c| tickets::get(c, id))?
+        .ok_or(ApiError::NotFound("ticket"))?;
     let ok = match auth.role() {
         Role::Admin | Role::Agent => true,
-        Role::Technician => t.assignee.as_deref() == auth.technician() && auth.technician().is_some(),
+        Role::Technician => {
+            t.assignee.as_deref() == auth.technician() && auth.technician().is_some()
+        }
         Role::Homeowner => Some(t.home_id.as_str()) == auth.home(),
     };
     if ok {
@@ -147,30 +161,55 @@ fn visible(s: &AppState, auth: &Auth, id: i64) -> Result<Ticket, ApiError> {
     }
 }
 
-async fn detail(State(s): State<AppState>, auth: Auth, AppPath(id): AppPath<i64>) -> Result<Json<Detail>, ApiError> {
+async fn detail(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<i64>,
+) -> Result<Json<Detail>, ApiError> {
     let t = visible(&s, &auth, id)?;
     let home = s.engine.read(|c| registry::get_home(c, &t.home_id))?;
     let visit_open = matches!(t.status, TicketStatus::Assigned | TicketStatus::InProgress);
     let (contact, address) = match (auth.role(), home) {
-        (Role::Admin | Role::Agent, Some(h)) => {
-            (Some(Contact { name: h.owner.name, phone: h.owner.phone }), t.visit_address.clone())
-        }
+        (Role::Admin | Role::Agent, Some(h)) => (
+            Some(Contact {
+                name: h.owner.name,
+                phone: h.owner.phone,
+            }),
+            t.visit_address.clone(),
+        ),
         (Role::Technician, Some(h)) => (
-            Some(Contact { name: h.owner.name, phone: mask_phone(&h.owner.phone) }),
-            if visit_open { t.visit_address.clone() } else { None },
+            Some(Contact {
+                name: h.owner.name,
+                phone: mask_phone(&h.owner.phone),
+            }),
+            if visit_open {
+                t.visit_address.clone()
+            } else {
+                None
+            },
         ),
         _ => (None, None),
     };
     if contact.is_some() || address.is_some() {
-        s.engine.audit(&auth.0, "read_ticket", &format!("ticket/{id}"), s.now())?;
+        s.engine
+            .audit(&auth.0, "read_ticket", &format!("ticket/{id}"), s.now())?;
     }
     let evidence = s
         .engine
         .read(|c| tickets::evidence(c, id))?
         .into_iter()
-        .map(|(ts_ms, severity, evidence)| Evidence { ts_ms, severity, evidence })
+        .map(|(ts_ms, severity, evidence)| Evidence {
+            ts_ms,
+            severity,
+            evidence,
+        })
         .collect();
-    Ok(Json(Detail { ticket: Summary::from(&t), contact, address, evidence }))
+    Ok(Json(Detail {
+        ticket: Summary::from(&t),
+        contact,
+        address,
+        evidence,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -190,14 +229,19 @@ async fn transition(
     auth.require(&[Role::Admin, Role::Agent, Role::Technician])?;
     visible(&s, &auth, id)?;
     if auth.role() == Role::Technician
-        && !matches!(req.to, TicketStatus::InProgress | TicketStatus::Resolved | TicketStatus::Assigned)
+        && !matches!(
+            req.to,
+            TicketStatus::InProgress | TicketStatus::Resolved | TicketStatus::Assigned
+        )
     {
         return Err(ApiError::Forbidden);
     }
     if req.note.as_ref().is_some_and(|n| n.len() > 2000) {
         return Err(ApiError::invalid("note", "at most 2000 characters"));
     }
-    let t = s.engine.transition(id, req.to, &auth.0.label, req.note.as_deref(), s.now())?;
+    let t = s
+        .engine
+        .transition(id, req.to, &auth.0.label, req.note.as_deref(), s.now())?;
     Ok(Json(Summary::from(&t)))
 }
 
@@ -223,8 +267,12 @@ async fn assign(
     if let Some(t) = &req.technician_id {
         check_id("technician_id", t)?;
     }
-    let chosen = s.engine.assign(id, req.technician_id.as_deref(), &auth.0.label, s.now())?;
-    Ok(Json(AssignResponse { technician_id: chosen }))
+    let chosen = s
+        .engine
+        .assign(id, req.technician_id.as_deref(), &auth.0.label, s.now())?;
+    Ok(Json(AssignResponse {
+        technician_id: chosen,
+    }))
 }
 
 #[derive(Deserialize)]

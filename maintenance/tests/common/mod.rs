@@ -14,7 +14,11 @@ pub const WEBHOOK: &str = "http://127.0.0.1:9/tickets";
 
 /// 2026-03-02 10:00 in Shanghai (UTC+8): daytime, outside quiet hours.
 pub fn t0() -> i64 {
-    chrono::Utc.with_ymd_and_hms(2026, 3, 2, 2, 0, 0).single().map(|t| t.timestamp_millis()).unwrap_or(0)
+    chrono::Utc
+        .with_ymd_and_hms(2026, 3, 2, 2, 0, 0)
+        .single()
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(0)
 }
 
 pub fn home(id: &str, region: &str, phone: &str) -> Home {
@@ -28,12 +32,20 @@ pub fn home(id: &str, region: &str, phone: &str) -> Home {
         quiet_end: "08:00".into(),
         weekly_cap: None,
         channels: vec![Channel::App, Channel::Sms],
-        owner: Owner { name: format!("Owner of {id}"), phone: phone.into(), email: None },
+        owner: Owner {
+            name: format!("Owner of {id}"),
+            phone: phone.into(),
+            email: None,
+        },
     }
 }
 
 pub fn engine_with(policy: Policy) -> Engine {
-    let e = Engine::in_memory(EngineConfig { policy, ticket_webhooks: vec![WEBHOOK.into()] }).expect("engine");
+    let e = Engine::in_memory(EngineConfig {
+        policy,
+        ticket_webhooks: vec![WEBHOOK.into()],
+    })
+    .expect("engine");
     populate(&e);
     e
 }
@@ -43,8 +55,10 @@ pub fn engine() -> Engine {
 }
 
 pub fn populate(e: &Engine) {
-    e.put_home(&home("h1", "shanghai", "13812341234")).expect("h1");
-    e.put_home(&home("h2", "shanghai", "13987654321")).expect("h2");
+    e.put_home(&home("h1", "shanghai", "13812341234"))
+        .expect("h1");
+    e.put_home(&home("h2", "shanghai", "13987654321"))
+        .expect("h2");
     for (id, home, model) in [
         ("toilet-1", "h1", Model::Toilet),
         ("purifier-1", "h1", Model::Purifier),
@@ -53,16 +67,40 @@ pub fn populate(e: &Engine) {
     ] {
         let cartridges = if model == Model::Purifier {
             vec![
-                CartridgeSpec { slot: 0, kind: CartridgeKind::Sediment, rated_litres: 2000, max_age_days: 180, replaced_ts_ms: None, replacements: 0 },
-                CartridgeSpec { slot: 1, kind: CartridgeKind::ReverseOsmosis, rated_litres: 8000, max_age_days: 720, replaced_ts_ms: None, replacements: 0 },
+                CartridgeSpec {
+                    slot: 0,
+                    kind: CartridgeKind::Sediment,
+                    rated_litres: 2000,
+                    max_age_days: 180,
+                    replaced_ts_ms: None,
+                    replacements: 0,
+                },
+                CartridgeSpec {
+                    slot: 1,
+                    kind: CartridgeKind::ReverseOsmosis,
+                    rated_litres: 8000,
+                    max_age_days: 720,
+                    replaced_ts_ms: None,
+                    replacements: 0,
+                },
             ]
         } else {
             Vec::new()
         };
-        e.put_device(&Device { id: id.into(), home_id: home.into(), model, installed_ts_ms: t0() - 100 * DAY, cartridges })
-            .expect("device");
+        e.put_device(&Device {
+            id: id.into(),
+            home_id: home.into(),
+            model,
+            installed_ts_ms: t0() - 100 * DAY,
+            cartridges,
+        })
+        .expect("device");
     }
-    for (id, skills) in [("tech-a", vec!["plumbing", "filter"]), ("tech-b", vec!["plumbing", "electrical"]), ("tech-c", vec!["electrical"])] {
+    for (id, skills) in [
+        ("tech-a", vec!["plumbing", "filter"]),
+        ("tech-b", vec!["plumbing", "electrical"]),
+        ("tech-c", vec!["electrical"]),
+    ] {
         e.put_technician(&Technician {
             id: id.into(),
             name: id.to_uppercase(),
@@ -85,5 +123,8 @@ pub fn finding(device: &str, kind: FindingKind, began: i64) -> Finding {
 }
 
 pub fn cleared(device: &str, kind: FindingKind, began: i64) -> Finding {
-    Finding { state: FindingState::Cleared, ..finding(device, kind, began) }
+    Finding {
+        state: FindingState::Cleared,
+        ..finding(device, kind, began)
+    }
 }
