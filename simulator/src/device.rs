@@ -14,7 +14,7 @@ use firmware::logic::Counters;
 use firmware::node::Node;
 use firmware::storage::{PersistentStore, RamStorage};
 use firmware::{Config, Demand, Sample};
-use protocol::message::{CartridgeKind, Model, Presence};
+use protocol::message::{CartridgeKind, Command, CommandKind, Model, Presence};
 use protocol::topic::{Channel, Topic};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -133,6 +133,8 @@ pub struct SimDevice {
     last_ml_rate: f64,
     announced: bool,
     ticks: u64,
+    replace_at: [Option<i64>; 4],
+    service_cmds: u32,
 }
 
 impl SimDevice {
@@ -253,6 +255,8 @@ impl SimDevice {
             last_ml_rate: 0.0,
             announced: false,
             ticks: 0,
+            replace_at: [None; 4],
+            service_cmds: 0,
         };
         dev.boot(storage, start_ms, telemetry_every_ms);
         dev
@@ -550,6 +554,10 @@ impl SimDevice {
             let rated = rated_litres(*kind);
             if !self.cart_done[slot] && self.cart_true_ml[slot] >= f64::from(rated) * 1000.0 {
                 self.cart_done[slot] = true;
+                // Most households get the cartridge replaced 2–30 days later.
+                if self.rng.random_bool(0.8) {
+                    self.replace_at[slot] = Some(t + self.rng.random_range(2 * DAY_MS..30 * DAY_MS));
+                }
                 self.truth.push(Truth::CartridgeCapacity {
                     device: self.id.clone(),
                     slot: slot as u8,
@@ -559,6 +567,7 @@ impl SimDevice {
                 });
             }
         }
+        self.service(t);
         let sample = self.sample(t, input, flow_ml, ml > 0.0);
         let Some(node) = self.node.as_mut() else {
             return;
@@ -568,6 +577,31 @@ impl SimDevice {
         self.heater_on = outputs.heater_on;
         self.t = t;
         self.drain(t, out);
+    }
+
+    /// A technician's visit: the service tool sends the firmware the same
+    /// `reset_cartridge` command the gateway would.
+    fn service(&mut self, t: i64) {
+        for slot in 0..cartridge_kinds(self.model).len() {
+            if self.replace_at[slot].is_none_or(|at| t < at) {
+                continue;
+            }
+            self.replace_at[slot] = None;
+            self.service_cmds += 1;
+            let cmd = Command {
+                v: protocol::SCHEMA_VERSION,
+                cmd_id: 0x8000_0000 | self.service_cmds,
+                ts: t,
+                command: CommandKind::ResetCartridge { slot: slot as u8 },
+            };
+            let Some(node) = self.node.as_mut() else { return };
+            if node.handle_command(&cmd, t) {
+                self.cart_true_ml[slot] = 0.0;
+                self.cart_done[slot] = false;
+                let kind = cartridge_kinds(self.model)[slot];
+                self.truth.push(Truth::CartridgeReplaced { device: self.id.clone(), slot: slot as u8, kind, ts: t });
+            }
+        }
     }
 
     fn sample(&mut self, t: i64, input: In, flow_ml: u32, flowing: bool) -> Sample {

@@ -323,6 +323,18 @@ pub enum Truth {
         /// When, UTC ms.
         ts: i64,
     },
+    /// A technician replaced a cartridge (some days after it reached capacity); the
+    /// firmware's `replacements` counter for the slot goes up and its volume restarts at 0.
+    CartridgeReplaced {
+        /// Device id.
+        device: String,
+        /// Slot.
+        slot: u8,
+        /// Cartridge kind.
+        kind: protocol::message::CartridgeKind,
+        /// When, UTC ms.
+        ts: i64,
+    },
     /// A filter cartridge reached its rated capacity, by the true water volume.
     CartridgeCapacity {
         /// Device id.
@@ -345,7 +357,8 @@ impl Truth {
             Truth::Fault { device, .. }
             | Truth::Away { device, .. }
             | Truth::Reboot { device, .. }
-            | Truth::CartridgeCapacity { device, .. } => device,
+            | Truth::CartridgeCapacity { device, .. }
+            | Truth::CartridgeReplaced { device, .. } => device,
         }
     }
 
@@ -353,7 +366,7 @@ impl Truth {
     pub fn start(&self) -> i64 {
         match self {
             Truth::Fault { start_ms, .. } | Truth::Away { start_ms, .. } => *start_ms,
-            Truth::Reboot { ts, .. } | Truth::CartridgeCapacity { ts, .. } => *ts,
+            Truth::Reboot { ts, .. } | Truth::CartridgeCapacity { ts, .. } | Truth::CartridgeReplaced { ts, .. } => *ts,
         }
     }
 }
