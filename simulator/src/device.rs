@@ -556,7 +556,8 @@ impl SimDevice {
                 self.cart_done[slot] = true;
                 // Most households get the cartridge replaced 2–30 days later.
                 if self.rng.random_bool(0.8) {
-                    self.replace_at[slot] = Some(t + self.rng.random_range(2 * DAY_MS..30 * DAY_MS));
+                    self.replace_at[slot] =
+                        Some(t + self.rng.random_range(2 * DAY_MS..30 * DAY_MS));
                 }
                 self.truth.push(Truth::CartridgeCapacity {
                     device: self.id.clone(),
@@ -594,12 +595,19 @@ impl SimDevice {
                 ts: t,
                 command: CommandKind::ResetCartridge { slot: slot as u8 },
             };
-            let Some(node) = self.node.as_mut() else { return };
+            let Some(node) = self.node.as_mut() else {
+                return;
+            };
             if node.handle_command(&cmd, t) {
                 self.cart_true_ml[slot] = 0.0;
                 self.cart_done[slot] = false;
                 let kind = cartridge_kinds(self.model)[slot];
-                self.truth.push(Truth::CartridgeReplaced { device: self.id.clone(), slot: slot as u8, kind, ts: t });
+                self.truth.push(Truth::CartridgeReplaced {
+                    device: self.id.clone(),
+                    slot: slot as u8,
+                    kind,
+                    ts: t,
+                });
             }
         }
     }

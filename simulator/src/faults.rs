@@ -366,7 +366,9 @@ impl Truth {
     pub fn start(&self) -> i64 {
         match self {
             Truth::Fault { start_ms, .. } | Truth::Away { start_ms, .. } => *start_ms,
-            Truth::Reboot { ts, .. } | Truth::CartridgeCapacity { ts, .. } | Truth::CartridgeReplaced { ts, .. } => *ts,
+            Truth::Reboot { ts, .. }
+            | Truth::CartridgeCapacity { ts, .. }
+            | Truth::CartridgeReplaced { ts, .. } => *ts,
         }
     }
 }

@@ -334,10 +334,18 @@ fn cartridge_capacity_truth_matches_the_reported_counters() {
         let rated = u64::from(*rated_l) * 1000;
         let before = series.iter().rev().find(|x| x.ts < *ts).map(|x| ml(x));
         let replaced = truth.iter().find_map(|r| match r {
-            Truth::CartridgeReplaced { device: d, slot: s, ts: rts, .. } if d == device && s == slot && rts > ts => Some(*rts),
+            Truth::CartridgeReplaced {
+                device: d,
+                slot: s,
+                ts: rts,
+                ..
+            } if d == device && s == slot && rts > ts => Some(*rts),
             _ => None,
         });
-        let after = series.iter().find(|x| x.ts >= *ts && replaced.is_none_or(|r| x.ts < r)).map(|x| ml(x));
+        let after = series
+            .iter()
+            .find(|x| x.ts >= *ts && replaced.is_none_or(|r| x.ts < r))
+            .map(|x| ml(x));
         // The device's meter is within ±2 % of the truth.
         if let Some(b) = before {
             assert!(
@@ -358,25 +366,62 @@ fn cartridge_capacity_truth_matches_the_reported_counters() {
 
 #[test]
 fn replaced_cartridges_show_up_in_telemetry() {
-    let cfg = FleetConfig { devices: 60, days: 60, end_ms: END, seed: 21, telemetry_every_min: 60, mix: FaultMix::default(), inject: vec![] };
+    let cfg = FleetConfig {
+        devices: 60,
+        days: 60,
+        end_ms: END,
+        seed: 21,
+        telemetry_every_min: 60,
+        mix: FaultMix::default(),
+        inject: vec![],
+    };
     let (msgs, truth) = Fleet::generate_all(cfg).unwrap();
     let parsed = parse_all(&msgs, END);
     let mut checked = 0;
     for t in &truth {
-        let Truth::CartridgeReplaced { device, slot, ts, .. } = t else { continue };
+        let Truth::CartridgeReplaced {
+            device, slot, ts, ..
+        } = t
+        else {
+            continue;
+        };
         let reading = |x: &Telemetry| -> (u32, u64) {
             let carts = match &x.reading {
                 Reading::Purifier(r) => r.cartridges.clone(),
                 Reading::Shower(r) => r.cartridges.clone(),
                 Reading::Toilet(_) => panic!("toilets have no cartridges"),
             };
-            carts.iter().find(|c| c.slot == *slot).map(|c| (c.replacements, c.ml_since_replacement)).unwrap_or_default()
+            carts
+                .iter()
+                .find(|c| c.slot == *slot)
+                .map(|c| (c.replacements, c.ml_since_replacement))
+                .unwrap_or_default()
         };
-        let series: Vec<&Telemetry> = parsed.iter().filter(|p| &p.device == device).filter_map(|p| p.telemetry.as_ref()).collect();
-        let before = series.iter().rev().find(|x| x.ts < *ts).map(|x| reading(x)).unwrap();
-        let after = series.iter().find(|x| x.ts >= *ts).map(|x| reading(x)).unwrap();
-        assert_eq!(after.0, before.0 + 1, "{device} slot {slot}: replacements counter");
-        assert!(after.1 < 20_000 && before.1 > after.1, "{device} slot {slot}: volume restarts: {before:?} -> {after:?}");
+        let series: Vec<&Telemetry> = parsed
+            .iter()
+            .filter(|p| &p.device == device)
+            .filter_map(|p| p.telemetry.as_ref())
+            .collect();
+        let before = series
+            .iter()
+            .rev()
+            .find(|x| x.ts < *ts)
+            .map(|x| reading(x))
+            .unwrap();
+        let after = series
+            .iter()
+            .find(|x| x.ts >= *ts)
+            .map(|x| reading(x))
+            .unwrap();
+        assert_eq!(
+            after.0,
+            before.0 + 1,
+            "{device} slot {slot}: replacements counter"
+        );
+        assert!(
+            after.1 < 20_000 && before.1 > after.1,
+            "{device} slot {slot}: volume restarts: {before:?} -> {after:?}"
+        );
         // The replacement came after the cartridge reached capacity.
         assert!(truth.iter().any(|c| matches!(c, Truth::CartridgeCapacity { device: d, slot: s, ts: cts, .. } if d == device && s == slot && cts < ts)));
         checked += 1;

@@ -162,12 +162,28 @@ async fn publishes_every_message_with_qos1_and_counts_the_pubacks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_fleet_helper_sends_a_whole_fleet() {
     let broker = Mosquitto::start();
-    let cfg = FleetConfig { devices: 3, days: 1, end_ms: fleet_sim::fleet::now_ms(), seed: 2, telemetry_every_min: 60, mix: FaultMix::default(), inject: vec![] };
+    let cfg = FleetConfig {
+        devices: 3,
+        days: 1,
+        end_ms: fleet_sim::fleet::now_ms(),
+        seed: 2,
+        telemetry_every_min: 60,
+        mix: FaultMix::default(),
+        inject: vec![],
+    };
     let expected = Fleet::generate_all(cfg.clone()).unwrap().0.len() as u64;
     let mut fleet = Fleet::new(cfg).unwrap();
     let pc = PublisherConfig::new(format!("mqtt://127.0.0.1:{}", broker.port).parse().unwrap());
     let mut days = 0;
-    let stats = fleet_sim::publish::publish_fleet(&mut fleet, &pc, Speed::Max, Duration::from_secs(20), |_| days += 1).await.unwrap();
+    let stats = fleet_sim::publish::publish_fleet(
+        &mut fleet,
+        &pc,
+        Speed::Max,
+        Duration::from_secs(20),
+        |_| days += 1,
+    )
+    .await
+    .unwrap();
     assert_eq!((stats.sent, stats.acked), (expected, expected));
     assert!(days >= 1);
 }
