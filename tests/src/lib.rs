@@ -434,10 +434,19 @@ pub fn fleet_messages(devices: usize, rounds: u32, base_ts: i64) -> Vec<(String,
 /// InfluxQL counting every stored telemetry point of the fleet.
 pub const COUNT_TELEMETRY: &str = "SELECT count(seq) FROM toilet, purifier, shower";
 
-/// Publishes every message with QoS 1 through one persistent session,
-/// reconnecting on errors, and returns once the broker has acknowledged them all.
-/// `acked` (if given) is updated as PUBACKs arrive, for tests that act mid-stream.
-pub fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>, acked: Option<Arc<AtomicUsize>>, rate_per_s: Option<u32>) -> Result<usize> {
+/// Publishes every message with QoS 1 through one persistent session and
+/// returns which of them the broker acknowledged (PUBACKs are matched to
+/// messages by packet id).
+///
+/// rumqttc re-sends in-flight messages after a reconnect. A message still
+/// unacknowledged after a quiet spell of `give_up_after_quiet` was lost on a
+/// dying connection before the broker took responsibility for it: it is reported
+/// as not accepted. `acked` (if given) counts acknowledged messages as they
+/// arrive, for tests that act mid-stream.
+pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>, acked: Option<Arc<AtomicUsize>>, rate_per_s: Option<u32>, give_up_after_quiet: Duration) -> Result<Vec<bool>> {
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let acked = acked.unwrap_or_default();
     rt.block_on(async move {
@@ -448,33 +457,150 @@ pub fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>,
             .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
         let total = messages.len();
-        let publisher = tokio::spawn(async move {
-            let start = Instant::now();
-            for (i, (topic, payload)) in messages.into_iter().enumerate() {
-                if let Some(rate) = rate_per_s {
-                    let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
-                    tokio::time::sleep_until(due.into()).await;
+        let messages = Arc::new(messages);
+        // Indices in the order they were handed to rumqttc, not yet given a packet id.
+        let handed: Arc<Mutex<VecDeque<usize>>> = Arc::default();
+        let (queue_tx, mut queue_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        for i in 0..total {
+            let _ = queue_tx.send(i);
+        }
+        drop(queue_tx);
+        let publisher = {
+            let (client, messages, handed) = (client.clone(), Arc::clone(&messages), Arc::clone(&handed));
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut sent = 0usize;
+                while let Some(i) = queue_rx.recv().await {
+                    if let Some(rate) = rate_per_s {
+                        let due = start + Duration::from_secs_f64(sent as f64 / f64::from(rate));
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    sent += 1;
+                    let (topic, payload) = &messages[i];
+                    handed.lock().map_err(|_| anyhow!("poisoned"))?.push_back(i);
+                    client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload.clone()).await?;
                 }
-                client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await?;
-            }
-            Ok::<_, rumqttc::ClientError>(client)
-        });
+                Ok::<_, anyhow::Error>(())
+            })
+        };
+        let mut in_flight: HashMap<u16, usize> = HashMap::new();
+        let mut done = vec![false; total];
+        let mut done_count = 0usize;
+        let _ = &done_count;
+        let mut last_progress = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(600);
-        while acked.load(Ordering::SeqCst) < total {
+        while done_count < total {
             if Instant::now() > deadline {
-                bail!("publisher timed out with {} of {total} acknowledged", acked.load(Ordering::SeqCst));
+                bail!("publisher timed out with {done_count} of {total} acknowledged");
             }
-            match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
-                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => {
-                    acked.fetch_add(1, Ordering::SeqCst);
+            if last_progress.elapsed() > give_up_after_quiet && publisher.is_finished() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
+                Ok(Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid)))) => {
+                    if !in_flight.contains_key(&pkid) {
+                        if let Some(i) = handed.lock().map_err(|_| anyhow!("poisoned"))?.pop_front() {
+                            in_flight.insert(pkid, i);
+                        }
+                    }
+                }
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(ack)))) => {
+                    if let Some(i) = in_flight.remove(&ack.pkid) {
+                        if !done[i] {
+                            done[i] = true;
+                            done_count += 1;
+                            acked.fetch_add(1, Ordering::SeqCst);
+                            last_progress = Instant::now();
+                        }
+                    }
                 }
                 Ok(Ok(_)) | Err(_) => {}
                 Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
-        let client = publisher.await??;
+        publisher.abort();
         let _ = client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
-        Ok(acked.load(Ordering::SeqCst))
+        Ok(done)
     })
+}
+
+/// Publishes every message (see [`publish_tracked`]) and returns how many the broker acknowledged.
+pub fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>, acked: Option<Arc<AtomicUsize>>, rate_per_s: Option<u32>) -> Result<usize> {
+    let done = publish_tracked(port, client_id, messages, acked, rate_per_s, Duration::from_secs(30))?;
+    Ok(done.iter().filter(|d| **d).count())
+}
+
+/// Every stored telemetry point of the fleet as `(device_id, seq)`.
+pub fn stored_telemetry_keys(influx: &Influx, db: &str) -> Result<std::collections::HashSet<(String, i64)>> {
+    let v = influx.query(db, "SELECT seq FROM toilet, purifier, shower GROUP BY device_id")?;
+    let mut keys = std::collections::HashSet::new();
+    for s in v.pointer("/results/0/series").and_then(|s| s.as_array()).cloned().unwrap_or_default() {
+        let device = s.pointer("/tags/device_id").and_then(|d| d.as_str()).unwrap_or_default().to_owned();
+        for row in s.get("values").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+            keys.insert((device.clone(), row[1].as_i64().unwrap_or(-1)));
+        }
+    }
+    Ok(keys)
+}
+
+/// A bare QoS 1 subscriber with a persistent session that records every fleet
+/// telemetry message the broker delivers to it, as `(device_id, seq)`: the
+/// oracle of what the broker accepted, across broker restarts.
+pub struct Witness {
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<(String, i64)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Witness {
+    /// Connects, subscribes to `fixtures/+/telemetry` and returns once subscribed.
+    pub fn start(port: u16, client_id: &str) -> Result<Witness> {
+        let seen: Arc<std::sync::Mutex<std::collections::HashSet<(String, i64)>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen2, stop2, sub2, id) = (Arc::clone(&seen), Arc::clone(&stop), Arc::clone(&subscribed), client_id.to_owned());
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+                opts.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+                let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+                while !stop2.load(Ordering::SeqCst) {
+                    match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
+                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => sub2.store(true, Ordering::SeqCst),
+                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) if !ack.session_present => {
+                            let _ = client.subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce).await;
+                        }
+                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
+                            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                                let key = (v["device_id"].as_str().unwrap_or_default().to_owned(), v["seq"].as_i64().unwrap_or(-1));
+                                if let Ok(mut s) = seen2.lock() {
+                                    s.insert(key);
+                                }
+                            }
+                        }
+                        Ok(Ok(_)) | Err(_) => {}
+                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+        });
+        wait_until(Duration::from_secs(10), "the witness subscription", || subscribed.load(Ordering::SeqCst).then_some(()))?;
+        Ok(Witness { seen, stop, thread: Some(thread) })
+    }
+
+    /// How many distinct messages it has seen.
+    pub fn count(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Stops and returns everything seen.
+    pub fn finish(mut self) -> std::collections::HashSet<(String, i64)> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }

@@ -121,19 +121,42 @@ fn mosquitto_restart_mid_stream_loses_nothing_it_accepted() {
     let influx = Influx::start().unwrap();
     let store = StoreTarget::Influx { url: influx.url(), db: "broker_restart".into() };
     let gw = GatewayProcess::spawn(work.path(), broker.port, &store, "gw-broker-restart", "").unwrap();
+    // A second, bare subscriber records what the broker accepted and delivered.
+    let witness = Witness::start(broker.port, "witness-broker-restart").unwrap();
 
     let messages = fleet_messages(DEVICES, 50, base_ts());
     let acked = Arc::new(AtomicUsize::new(0));
     let publisher = {
         let acked = Arc::clone(&acked);
         let port = broker.port;
-        std::thread::spawn(move || publish_all(port, "pub-broker-restart", messages, Some(acked), Some(5000)))
+        std::thread::spawn(move || publish_tracked(port, "pub-broker-restart", messages, Some(acked), Some(5000), Duration::from_secs(10)))
     };
     wait_until(Duration::from_secs(60), "a third of the stream", || (acked.load(Ordering::SeqCst) >= 15_000).then_some(())).unwrap();
     broker.restart().unwrap();
-    let total = publisher.join().unwrap().unwrap();
-    published_everything(total, 50_000);
-    assert_all_stored(&influx, "broker_restart", &gw, 50_000, 50);
+    let accepted = publisher.join().unwrap().unwrap();
+    let acked_count = accepted.iter().filter(|a| **a).count();
+    assert!(acked_count >= 49_000, "the stream went on after the restart: {acked_count} acknowledged");
+    // Let the witness drain what the broker holds for it.
+    let mut last = (0, std::time::Instant::now());
+    wait_until(Duration::from_secs(60), "the witness to go quiet", || {
+        let n = witness.count();
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        }
+        (n >= acked_count || last.1.elapsed() > Duration::from_secs(3)).then_some(())
+    })
+    .unwrap();
+    let delivered = witness.finish();
+    assert!(delivered.len() > 15_000, "the witness saw the stream on both sides of the restart: {}", delivered.len());
+
+    let stored = wait_until(Duration::from_secs(120), "every accepted message in InfluxDB", || {
+        let stored = stored_telemetry_keys(&influx, "broker_restart").ok()?;
+        delivered.is_subset(&stored).then_some(stored)
+    })
+    .unwrap_or_else(|e| panic!("{e}; metrics {:?}\n{}", gw.metrics().ok(), gw.log_tail()));
+    assert!(stored.len() <= 50_000, "nothing stored that was not published");
+    assert!(stored.len() >= acked_count, "every message the broker acknowledged is stored: {} < {acked_count}", stored.len());
     let m = gw.metrics().unwrap();
     assert!(m["mqtt_connects"].as_u64().unwrap() >= 2, "the gateway reconnected: {m}");
+    eprintln!("broker restart: {acked_count} of 50000 acknowledged to the publisher, {} delivered to the witness, {} stored", delivered.len(), stored.len());
 }
