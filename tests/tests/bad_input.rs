@@ -119,7 +119,12 @@ fn every_bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
     assert_eq!(m["rejected"].as_u64().unwrap(), bad.len() as u64, "{m}");
 
     // Each bad input is in the dead-letter store, with its topic, raw bytes and the expected reason.
-    let mut letters = gw.dead_letters(1000).unwrap();
+    // (Counters move when a batch is judged; dead letters land when it is committed, just after.)
+    let mut letters = wait_until(Duration::from_secs(30), "the dead letters to be committed", || {
+        let l = gw.dead_letters(1000).ok()?;
+        (l.len() >= bad.len()).then_some(l)
+    })
+    .unwrap();
     letters.reverse(); // oldest first, the order they were published in
     assert_eq!(letters.len(), bad.len());
     for ((topic, payload, reason), letter) in bad.iter().zip(&letters) {
