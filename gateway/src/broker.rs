@@ -25,7 +25,7 @@ pub enum BrokerError {
 }
 
 /// The rumqttd configuration: one MQTT 3.1.1 listener; an in-flight window of
-/// 1000 so the gateway's batches (500 by default) fit; payloads up to 32 MiB so
+/// 10 000 so the gateway's batches in flight (3 × 2 000 by default) fit; payloads up to 32 MiB so
 /// oversized messages reach the gateway's validation and its dead-letter store.
 fn config_toml(listen: SocketAddr) -> String {
     format!(
@@ -33,7 +33,7 @@ fn config_toml(listen: SocketAddr) -> String {
 id = 0
 [router]
 max_connections = 10010
-max_outgoing_packet_count = 1000
+max_outgoing_packet_count = 10000
 max_segment_size = 104857600
 max_segment_count = 10
 
@@ -44,7 +44,7 @@ next_connection_delay_ms = 1
 [v4.1.connections]
 connection_timeout_ms = 60000
 max_payload_size = 33554432
-max_inflight_count = 1000
+max_inflight_count = 10000
 dynamic_filters = true
 "#
     )

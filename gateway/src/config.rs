@@ -86,6 +86,8 @@ pub struct RawBatch {
     pub max_messages: Option<usize>,
     /// Longest a message waits for its batch to fill, ms.
     pub max_wait_ms: Option<u64>,
+    /// Batches being written at once (acknowledged in order).
+    pub max_in_flight: Option<usize>,
 }
 
 /// `[influx]`.
@@ -167,6 +169,8 @@ pub struct BatchConfig {
     pub max_messages: usize,
     /// Longest wait for a batch to fill.
     pub max_wait: Duration,
+    /// Batches being written at once; `max_messages × (max_in_flight + 1)` must fit the broker's in-flight window.
+    pub max_in_flight: usize,
 }
 
 /// InfluxDB API flavour and its settings.
@@ -233,9 +237,13 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
 }
 
-/// Default batch size. It must fit the broker's in-flight window: the shipped
-/// Mosquitto config sets `max_inflight_messages 1000`, rumqttd's embedded config 1000.
-pub const DEFAULT_BATCH_MESSAGES: usize = 500;
+/// Default batch size. Batches in flight plus the one filling must fit the
+/// broker's in-flight window: 2 000 × (2 + 1) = 6 000 ≤ the shipped Mosquitto
+/// config's `max_inflight_messages 10000` (and the embedded rumqttd's 10 000).
+pub const DEFAULT_BATCH_MESSAGES: usize = 2000;
+
+/// Default number of batches written concurrently.
+pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 2;
 
 impl Config {
     /// Loads `path` (or nothing), applies `GATEWAY__*` overrides from `env`, and checks it.
@@ -284,7 +292,11 @@ impl Config {
         if max_messages == 0 || max_messages > 65_535 {
             return Err(ConfigError::Value { key: "batch.max_messages", why: "must be 1..=65535 (and within the broker's in-flight window)".into() });
         }
-        let batch = BatchConfig { max_messages, max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(50)) };
+        let max_in_flight = raw.batch.max_in_flight.unwrap_or(DEFAULT_BATCHES_IN_FLIGHT);
+    if max_in_flight == 0 || max_in_flight > 16 {
+        return Err(ConfigError::Value { key: "batch.max_in_flight", why: "must be 1..=16".into() });
+    }
+    let batch = BatchConfig { max_messages, max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(50)), max_in_flight };
 
         let store = match raw.store.as_deref().unwrap_or("sqlite") {
             "sqlite" => StoreConfig::Sqlite,

@@ -88,7 +88,7 @@ impl Mosquitto {
         let port = free_port();
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
-             autosave_interval 1\nmax_inflight_messages 1000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n\
+             autosave_interval 1\nmax_inflight_messages 10000\nmax_queued_messages 1000000\nmax_queued_bytes 0\n\
              message_size_limit 0\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
             dir.path().display(),
             dir.path().display()
@@ -311,7 +311,7 @@ impl GatewayProcess {
             .arg(&self.config)
             .arg("--report-every")
             .arg("0")
-            .env("GATEWAY_LOG", "info,rumqttd=warn")
+            .env("GATEWAY_LOG", std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info,rumqttd=warn".into()))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

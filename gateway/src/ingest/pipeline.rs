@@ -1,19 +1,22 @@
 //! The batching pipeline: collect → decode → persist → commit state → acknowledge.
 //!
 //! A batch closes when it holds `max_messages` or its first message has waited
-//! `max_wait`. Then, in this order: the points go to the [`DurableWriter`]
-//! (store or spool); dead letters (invalid messages and points the store refused)
-//! and sequence state are committed to the state database; and every message of
-//! the batch is acknowledged in the order it arrived. One batch is in flight at a
-//! time, so acknowledgements across batches keep arrival order too, as MQTT requires.
+//! `max_wait`. It is decoded at once (sequence state is updated in arrival order),
+//! then its points go to the [`DurableWriter`] (store or spool) in a task of its
+//! own, so up to `max_in_flight` batches are being written while the next one
+//! fills. Batches complete strictly in order: for the oldest, once its write is
+//! durable, its dead letters (invalid messages and points the store refused) and
+//! sequence state are committed to the state database, and then every message of
+//! the batch is acknowledged in the order it arrived, as MQTT requires.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::{Relaxed, SeqCst}};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::decode::{decode, Rejection};
@@ -61,46 +64,83 @@ pub fn refused_to_dead_letters(refused: Vec<RejectedPoint>, points: &[Point], no
         .collect()
 }
 
+/// A decoded batch whose points are being made durable.
+struct InFlight {
+    messages: Vec<Inbound>,
+    dead: Vec<DeadLetter>,
+    devices: Vec<(String, DeviceSeq)>,
+    received_ms: i64,
+    started: std::time::Instant,
+    write: JoinHandle<(Vec<Point>, Vec<RejectedPoint>)>,
+}
+
 impl Pipeline {
-    /// Runs until the channel closes or `shutdown` flips; the batch in hand is flushed first.
+    /// Runs until the channel closes or `shutdown` flips; batches in hand are finished first.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Inbound>, mut shutdown: watch::Receiver<bool>) {
         let mut batch: Vec<Inbound> = Vec::with_capacity(self.batch.max_messages);
-        loop {
-            // Wait for the first message of a batch.
-            let first = tokio::select! {
-                m = rx.recv() => m,
-                _ = shutdown.changed() => None,
-            };
-            let Some(first) = first else { break };
-            batch.push(first);
-            let deadline = Instant::now() + self.batch.max_wait;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut closing = false;
+        while !closing {
+            // Collect a batch, finishing written batches as they complete.
+            let mut deadline: Option<Instant> = None;
             while batch.len() < self.batch.max_messages {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::select! {
-                            m = rx.recv() => match m { Some(m) => batch.push(m), None => break },
-                            _ = tokio::time::sleep_until(deadline) => break,
-                        }
+                if let Ok(m) = rx.try_recv() {
+                    batch.push(m);
+                    deadline.get_or_insert_with(|| Instant::now() + self.batch.max_wait);
+                    continue;
+                }
+                let front_done = in_flight.front().is_some_and(|f| f.write.is_finished());
+                if front_done {
+                    if let Some(f) = in_flight.pop_front() {
+                        self.complete(f).await;
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    continue;
+                }
+                let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                let has_front = !in_flight.is_empty();
+                let front = in_flight.front_mut().map(|f| &mut f.write);
+                let finished = tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => {
+                            batch.push(m);
+                            deadline.get_or_insert_with(|| Instant::now() + self.batch.max_wait);
+                            None
+                        }
+                        None => { closing = true; break; }
+                    },
+                    _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => break,
+                    // The oldest write finished: its result is taken here, so the handle is not polled again.
+                    r = async { match front { Some(h) => Some(h.await), None => None } }, if has_front => r,
+                    _ = shutdown.changed() => { closing = true; break; }
+                };
+                if let Some(result) = finished {
+                    if let Some(f) = in_flight.pop_front() {
+                        self.finish(f, result).await;
+                    }
                 }
             }
-            self.flush(&mut batch).await;
-        }
-        if !batch.is_empty() {
-            self.flush(&mut batch).await;
+            if !batch.is_empty() {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch.max_messages));
+                in_flight.push_back(self.start(full));
+            }
+            while in_flight.len() >= self.batch.max_in_flight.max(1) || (closing && !in_flight.is_empty()) {
+                if let Some(f) = in_flight.pop_front() {
+                    self.complete(f).await;
+                }
+            }
         }
     }
 
-    async fn flush(&mut self, batch: &mut Vec<Inbound>) {
+    /// Decodes a batch, updates sequence state, and starts writing its points.
+    fn start(&mut self, messages: Vec<Inbound>) -> InFlight {
+        let started = std::time::Instant::now();
         let now = now_ms();
-        let mut points = Vec::with_capacity(batch.len() * 2);
+        let mut points = Vec::with_capacity(messages.len() * 2);
         let mut dead = Vec::new();
         let mut touched: HashMap<String, DeviceSeq> = HashMap::new();
         let mut reasons: Vec<&'static str> = Vec::new();
         let mut gap_delta: i64 = 0;
-        for m in batch.iter() {
+        for m in &messages {
             match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
                 Ok(accepted) => {
                     if let Some((boot, seq)) = accepted.sequence {
@@ -120,33 +160,54 @@ impl Pipeline {
                 }
             }
         }
-        let accepted = (batch.len() - reasons.len()) as u64;
-        self.metrics.accepted.fetch_add(accepted, Relaxed);
+        self.metrics.accepted.fetch_add((messages.len() - reasons.len()) as u64, Relaxed);
         self.metrics.add_rejections(reasons.iter().copied());
         if gap_delta >= 0 {
             self.metrics.sequence_gaps.fetch_add(gap_delta as u64, Relaxed);
         } else {
             self.metrics.sequence_gaps.fetch_sub(gap_delta.unsigned_abs(), Relaxed);
         }
+        self.metrics.devices.store(self.devices.len() as u64, Relaxed);
+        let writer = Arc::clone(&self.writer);
+        let write = tokio::spawn(async move {
+            let refused = writer.persist(&points).await;
+            (points, refused)
+        });
+        InFlight { messages, dead, devices: touched.into_iter().collect(), received_ms: now, started, write }
+    }
 
-        let refused = self.writer.persist(&points).await;
+    /// Waits for the oldest batch's write, then finishes it.
+    async fn complete(&mut self, mut f: InFlight) {
+        let result = (&mut f.write).await;
+        self.finish(f, result).await;
+    }
+
+    /// Finishes the oldest batch: commits its dead letters and sequence state, then acknowledges it.
+    async fn finish(&mut self, f: InFlight, result: Result<(Vec<Point>, Vec<RejectedPoint>), tokio::task::JoinError>) {
+        let InFlight { messages, mut dead, devices, received_ms, started, write: _ } = f;
+        let (points, refused) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                // The write task panicked: acknowledge nothing, the broker will redeliver.
+                tracing::error!(error = %e, "A batch write task failed; its messages stay unacknowledged.");
+                return;
+            }
+        };
+        let persisted = started.elapsed();
         if !refused.is_empty() {
             self.metrics.points_refused.fetch_add(refused.len() as u64, Relaxed);
             tracing::warn!(count = refused.len(), "The telemetry store refused points; they are in the dead-letter store.");
-            dead.extend(refused_to_dead_letters(refused, &points, now));
+            dead.extend(refused_to_dead_letters(refused, &points, received_ms));
         }
-
-        let devices: Vec<(String, DeviceSeq)> = touched.into_iter().collect();
         let mut backoff = crate::store::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        while let Err(e) = self.state.commit_batch(dead.clone(), devices.clone(), now).await {
+        while let Err(e) = self.state.commit_batch(dead.clone(), devices.clone(), received_ms).await {
             tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");
             tokio::time::sleep(backoff.next_delay()).await;
         }
-
+        let committed = started.elapsed();
         self.metrics.batches.fetch_add(1, Relaxed);
-        self.metrics.devices.store(self.devices.len() as u64, Relaxed);
         let current = self.generation.load(SeqCst);
-        for m in batch.drain(..) {
+        for m in &messages {
             if m.generation != current {
                 self.metrics.acks_skipped_stale.fetch_add(1, Relaxed);
                 continue;
@@ -155,10 +216,16 @@ impl Pipeline {
                 Ok(()) => {
                     self.metrics.acked.fetch_add(1, Relaxed);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot queue an acknowledgement; the broker will redeliver.");
-                }
+                Err(e) => tracing::warn!(error = %e, "Cannot queue an acknowledgement; the broker will redeliver."),
             }
         }
+        tracing::debug!(
+            messages = messages.len(),
+            points = points.len(),
+            written_after_us = persisted.as_micros() as u64,
+            committed_after_us = committed.as_micros() as u64,
+            acked_after_us = started.elapsed().as_micros() as u64,
+            "Batch done."
+        );
     }
 }

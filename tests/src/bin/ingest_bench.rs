@@ -1,2 +1,210 @@
-//! Placeholder, replaced below.
-fn main() {}
+//! `ingest-bench`: the ingest benchmark of issue #2, in one run on one machine.
+//!
+//! Starts Mosquitto and InfluxDB 1.6.7 on free loopback ports, then measures:
+//! (a) a bare rumqttc QoS 1 subscriber draining a burst of N messages from D
+//!     devices that the broker queued for its persistent session, and
+//! (b) the gateway draining the same burst, queued the same way, into InfluxDB
+//!     (timed until every message is acknowledged, i.e. durable),
+//! and prints both rates, their ratio, the loss count (published minus stored)
+//! and the gateway's peak resident memory. Run it with `scripts/bench`.
+//!
+//! It then repeats both with the subscriber online while the burst is published
+//! ("live"): there the publisher's pace bounds both rates, which is the situation
+//! of a fleet publishing in real time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use e2e_tests::*;
+
+/// Ingest benchmark: bare subscriber vs gateway into InfluxDB, same burst, same run.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Messages in the burst.
+    #[arg(long, default_value_t = 200_000)]
+    messages: usize,
+    /// Devices publishing them.
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Gateway batch size ([batch] max_messages).
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+}
+
+fn step(msg: &str) {
+    eprintln!("[ingest-bench] {msg}");
+}
+
+/// Drains `n` messages with a bare subscriber whose session already holds them.
+fn bare_subscriber_drain(port: u16, n: usize) -> Result<Duration> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut opts = rumqttc::MqttOptions::new("bench-bare", "127.0.0.1", port);
+        opts.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
+        let start = Instant::now();
+        let mut received = 0usize;
+        while received < n {
+            match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))) => received += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => bail!("bare subscriber: {e}"),
+                Err(_) => bail!("bare subscriber stalled at {received} of {n}"),
+            }
+        }
+        let elapsed = start.elapsed();
+        // Leave nothing queued for this session during the gateway's run.
+        client.unsubscribe("fixtures/+/telemetry").await?;
+        for _ in 0..20 {
+            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_)))) = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+                break;
+            }
+        }
+        Ok(elapsed)
+    })
+}
+
+/// Bare subscriber online while `messages` are published: time from the first publish to the last message received.
+fn bare_subscriber_live(port: u16, messages: Vec<(String, Vec<u8>)>) -> Result<Duration> {
+    let n = messages.len();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let sub = std::thread::spawn(move || -> Result<Instant> {
+        rt.block_on(async {
+            let mut opts = rumqttc::MqttOptions::new("bench-bare-live", "127.0.0.1", port);
+            opts.set_clean_session(true).set_keep_alive(Duration::from_secs(30));
+            let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
+            client.subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce).await?;
+            let mut received = 0usize;
+            while received < n {
+                match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
+                    Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_)))) => received += 1,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => bail!("live bare subscriber: {e}"),
+                    Err(_) => bail!("live bare subscriber stalled at {received} of {n}"),
+                }
+            }
+            Ok(Instant::now())
+        })
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).context("live bare subscriber did not subscribe")?;
+    let start = Instant::now();
+    publish_all(port, "bench-pub-live-a", messages, None, None)?;
+    let end = sub.join().map_err(|_| anyhow::anyhow!("live bare subscriber panicked"))??;
+    Ok(end - start)
+}
+
+/// Creates the bare subscriber's persistent session and subscription, then disconnects.
+fn bare_subscriber_register(port: u16) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut opts = rumqttc::MqttOptions::new("bench-bare", "127.0.0.1", port);
+        opts.set_clean_session(false);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
+        client.subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce).await?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => bail!("registering the bare subscriber: {e}"),
+                Err(_) => bail!("no SUBACK for the bare subscriber"),
+            }
+        }
+        client.disconnect().await?;
+        let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
+        Ok(())
+    })
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rounds = (args.messages / args.devices) as u32;
+    let total = rounds as usize * args.devices;
+    step(&format!("starting Mosquitto and InfluxDB; burst of {total} messages from {} devices", args.devices));
+    let broker = Mosquitto::start()?;
+    let influx = Influx::start()?;
+    let work = tempfile::tempdir()?;
+    let base = base_ts();
+
+    // (a) The bare subscriber.
+    bare_subscriber_register(broker.port)?;
+    step("publishing the burst for the bare subscriber");
+    let acked = publish_all(broker.port, "bench-pub-a", fleet_messages(args.devices, rounds, base), None, None)?;
+    if acked != total {
+        bail!("the broker acknowledged {acked} of {total} publishes");
+    }
+    step("draining with the bare subscriber");
+    let bare = bare_subscriber_drain(broker.port, total)?;
+    let bare_rate = total as f64 / bare.as_secs_f64();
+    step(&format!("bare subscriber: {total} in {:.2} s = {bare_rate:.0} msg/s", bare.as_secs_f64()));
+
+    // (b) The gateway: register its session, stop it, queue the burst, start it, time the drain.
+    let store = StoreTarget::Influx { url: influx.url(), db: "bench".into() };
+    let extra = format!("[batch]\nmax_messages = {}\n", args.batch);
+    let mut gw = GatewayProcess::spawn(work.path(), broker.port, &store, "bench-gateway", &extra)?;
+    gw.stop();
+    step("publishing the same burst for the gateway");
+    let acked = publish_all(broker.port, "bench-pub-b", fleet_messages(args.devices, rounds, base), None, None)?;
+    if acked != total {
+        bail!("the broker acknowledged {acked} of {total} publishes");
+    }
+    step("draining with the gateway into InfluxDB");
+    let start = Instant::now();
+    gw.restart()?;
+    let mut last_report = Instant::now();
+    let drained = wait_until(Duration::from_secs(600), "the gateway to acknowledge the burst", || {
+        let m = gw.metrics().ok()?;
+        let acked = m["acked"].as_u64().unwrap_or(0);
+        if last_report.elapsed() > Duration::from_secs(2) {
+            step(&format!("  gateway acknowledged {acked} of {total}"));
+            last_report = Instant::now();
+        }
+        (acked >= total as u64).then(|| start.elapsed())
+    })
+    .with_context(|| gw.log_tail())?;
+    let rss = gw.pid().and_then(peak_rss_kib);
+    let stored = influx.sum_counts("bench", COUNT_TELEMETRY)?;
+    let gw_rate = total as f64 / drained.as_secs_f64();
+    let m = gw.metrics()?;
+    if std::env::var_os("GATEWAY_LOG").is_some() {
+        eprintln!("{}", gw.log_tail());
+    }
+
+    // (c) Live: subscribers online while the burst is published.
+    step("live: bare subscriber online while the burst is published");
+    let base_live = base + 10_000_000;
+    let bare_live = bare_subscriber_live(broker.port, fleet_messages(args.devices, rounds, base_live))?;
+    let bare_live_rate = total as f64 / bare_live.as_secs_f64();
+    step("live: gateway online while the burst is published");
+    let acked_before = m["acked"].as_u64().unwrap_or(0);
+    let live_start = Instant::now();
+    publish_all(broker.port, "bench-pub-live-b", fleet_messages(args.devices, rounds, base_live), None, None)?;
+    let gw_live = wait_until(Duration::from_secs(600), "the gateway to acknowledge the live burst", || {
+        let a = gw.metrics().ok()?["acked"].as_u64()?;
+        (a >= acked_before + total as u64).then(|| live_start.elapsed())
+    })?;
+    let gw_live_rate = total as f64 / gw_live.as_secs_f64();
+    let stored_live = influx.sum_counts("bench", COUNT_TELEMETRY)? - stored;
+
+    println!("ingest benchmark: {total} QoS 1 messages from {} devices, Mosquitto and InfluxDB 1.6.7 on this machine", args.devices);
+    println!("  bare rumqttc subscriber : {bare_rate:>9.0} msg/s ({:.2} s)", bare.as_secs_f64());
+    println!("  gateway into InfluxDB   : {gw_rate:>9.0} msg/s ({:.2} s, batch {}, {} batches)", drained.as_secs_f64(), args.batch, m["batches"]);
+    println!("  ratio gateway / bare    : {:>9.2}", gw_rate / bare_rate);
+    println!("  loss (published - stored): {}", total as i64 - stored);
+    println!("  gateway peak RSS        : {} MiB", rss.map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)));
+    println!("live (subscriber online while the burst is published; the publisher's pace bounds both):");
+    println!("  bare rumqttc subscriber : {bare_live_rate:>9.0} msg/s ({:.2} s)", bare_live.as_secs_f64());
+    println!("  gateway into InfluxDB   : {gw_live_rate:>9.0} msg/s ({:.2} s)", gw_live.as_secs_f64());
+    println!("  ratio gateway / bare    : {:>9.2}", gw_live_rate / bare_live_rate);
+    println!("  loss (published - stored): {}", total as i64 - stored_live);
+    Ok(())
+}
