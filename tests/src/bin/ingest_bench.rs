@@ -27,9 +27,9 @@ struct Args {
     /// Devices publishing them.
     #[arg(long, default_value_t = 1000)]
     devices: usize,
-    /// Gateway batch size ([batch] max_messages).
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
+    /// Gateway batch size ([batch] max_messages); the gateway's default if not given.
+    #[arg(long)]
+    batch: Option<usize>,
 }
 
 fn step(msg: &str) {
@@ -149,7 +149,8 @@ fn main() -> Result<()> {
 
     // (b) The gateway: register its session, stop it, queue the burst, start it, time the drain.
     let store = StoreTarget::Influx { url: influx.url(), db: "bench".into() };
-    let extra = format!("[batch]\nmax_messages = {}\n", args.batch);
+    let batch = args.batch.unwrap_or(gateway::config::DEFAULT_BATCH_MESSAGES);
+    let extra = format!("[batch]\nmax_messages = {batch}\n");
     let mut gw = GatewayProcess::spawn(work.path(), broker.port, &store, "bench-gateway", &extra)?;
     gw.stop();
     step("publishing the same burst for the gateway");
@@ -197,7 +198,7 @@ fn main() -> Result<()> {
 
     println!("ingest benchmark: {total} QoS 1 messages from {} devices, Mosquitto and InfluxDB 1.6.7 on this machine", args.devices);
     println!("  bare rumqttc subscriber : {bare_rate:>9.0} msg/s ({:.2} s)", bare.as_secs_f64());
-    println!("  gateway into InfluxDB   : {gw_rate:>9.0} msg/s ({:.2} s, batch {}, {} batches)", drained.as_secs_f64(), args.batch, m["batches"]);
+    println!("  gateway into InfluxDB   : {gw_rate:>9.0} msg/s ({:.2} s, batch {}, {} batches)", drained.as_secs_f64(), batch, m["batches"]);
     println!("  ratio gateway / bare    : {:>9.2}", gw_rate / bare_rate);
     println!("  loss (published - stored): {}", total as i64 - stored);
     println!("  gateway peak RSS        : {} MiB", rss.map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)));
