@@ -1,11 +1,12 @@
 //! The gateway's HTTP endpoint: `GET /health`, `GET /metrics` (JSON counters),
 //! `GET /dead-letters?reason=&limit=` (the newest rejected messages, raw bytes
-//! shown as lossy UTF-8) and `GET /dead-letters/counts` (by reason, all time).
+//! shown as lossy UTF-8), `GET /dead-letters/counts` (by reason, all time) and
+//! `GET /devices/{device_id}` (its sequence state: messages, gaps, duplicates).
 //! It only reads shared counters and the state database: it never blocks ingest.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/counts", get(dead_letter_counts))
+        .route("/devices/{device_id}", get(device))
         .with_state(state)
 }
 
@@ -81,4 +83,18 @@ async fn dead_letter_counts(State(s): State<AppState>) -> Result<Response, ApiEr
     let counts: serde_json::Map<String, serde_json::Value> =
         s.state.dead_letter_counts().await?.into_iter().map(|(k, v)| (k, v.into())).collect();
     Ok(Json(counts).into_response())
+}
+
+async fn device(State(s): State<AppState>, Path(device_id): Path<String>) -> Result<Response, ApiError> {
+    if !protocol::is_valid_device_id(&device_id) {
+        let body = serde_json::json!({ "code": "invalid_device_id", "message": "device ids are 1-32 characters of [a-z0-9-_]" });
+        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+    }
+    match s.state.device(device_id.clone()).await? {
+        Some(seq) => Ok(Json(serde_json::json!({ "device_id": device_id, "sequence": seq })).into_response()),
+        None => {
+            let body = serde_json::json!({ "code": "unknown_device", "message": "no message from this device has been stored" });
+            Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
+        }
+    }
 }

@@ -122,7 +122,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::HttpBind { addr, source })?;
         let app = http::router(http::AppState { metrics: Arc::clone(&metrics), writer: Arc::clone(&writer), state: state.clone() });
         let mut rx = shutdown_rx.clone();
-        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters");
+        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}}");
         tasks.spawn(async move {
             let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await;
         });

@@ -46,6 +46,28 @@ fn hundred_thousand_messages_from_a_thousand_devices_are_stored_exactly_once() {
     assert_eq!(m["rejected"], 0, "{m}");
     assert!(m["acked"].as_u64().unwrap() >= 100_000, "{m}");
     assert_eq!(m["sequence_gaps"], 0, "no gaps in a complete stream: {m}");
+    let device: serde_json::Value = reqwest::blocking::get(format!("http://127.0.0.1:{}/devices/toilet-00000", gw.http_port)).unwrap().json().unwrap();
+    assert_eq!(device["sequence"]["messages"], 100, "{device}");
+    assert_eq!(device["sequence"]["gaps"], 0, "{device}");
+}
+
+#[test]
+fn sequence_gaps_before_the_broker_are_counted_per_device() {
+    let work = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start().unwrap();
+    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Sqlite, "gw-gaps", "").unwrap();
+    let base = base_ts();
+    // Device 0 skips rounds 3, 4 and 7 (lost before the broker); round 7 arrives late, after 9.
+    let mut messages: Vec<_> = (0..10u32).filter(|r| ![3, 4, 7].contains(r)).map(|r| telemetry_message(0, r, base)).collect();
+    messages.push(telemetry_message(0, 7, base));
+    publish_all(broker.port, "pub-gaps", messages, None, None).unwrap();
+    let device = wait_until(Duration::from_secs(30), "the device's sequence state", || {
+        let v: serde_json::Value = reqwest::blocking::get(format!("http://127.0.0.1:{}/devices/toilet-00000", gw.http_port)).ok()?.json().ok()?;
+        (v["sequence"]["messages"] == 8).then_some(v)
+    })
+    .unwrap();
+    assert_eq!(device["sequence"]["gaps"], 2, "3 missing, then 7 filled late: {device}");
+    assert_eq!(gw.metrics().unwrap()["sequence_gaps"], 2);
 }
 
 #[test]
