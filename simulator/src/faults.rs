@@ -49,6 +49,21 @@ impl FaultKind {
         FaultKind::LowPressure,
     ];
 
+    /// The fault code the device's own firmware raises for this kind, if it detects it
+    /// locally (drift, unused and offline are for the gateway's analytics to find).
+    pub fn device_code(self) -> Option<protocol::message::FaultCode> {
+        use protocol::message::FaultCode;
+        Some(match self {
+            FaultKind::Leak => FaultCode::Leak,
+            FaultKind::ValveStuck => FaultCode::ValveStuck,
+            FaultKind::HeaterFailure => FaultCode::HeaterFailure,
+            FaultKind::InletClog => FaultCode::InletClog,
+            FaultKind::SensorDropout => FaultCode::SensorError,
+            FaultKind::LowPressure => FaultCode::LowInletPressure,
+            FaultKind::SensorDrift | FaultKind::Unused | FaultKind::Offline => return None,
+        })
+    }
+
     /// Snake-case name, as in flags and the truth file.
     pub fn as_str(self) -> &'static str {
         match self {

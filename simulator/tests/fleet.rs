@@ -157,15 +157,7 @@ fn raised(parsed: &[Parsed], device: &str, code: FaultCode) -> Vec<i64> {
 }
 
 fn code_for(kind: FaultKind) -> Option<FaultCode> {
-    Some(match kind {
-        FaultKind::Leak => FaultCode::Leak,
-        FaultKind::ValveStuck => FaultCode::ValveStuck,
-        FaultKind::HeaterFailure => FaultCode::HeaterFailure,
-        FaultKind::InletClog => FaultCode::InletClog,
-        FaultKind::SensorDropout => FaultCode::SensorError,
-        FaultKind::LowPressure => FaultCode::LowInletPressure,
-        _ => return None,
-    })
+    kind.device_code()
 }
 
 #[test]

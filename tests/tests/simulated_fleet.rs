@@ -7,24 +7,11 @@ use std::time::Duration;
 use e2e_tests::*;
 use fleet_sim::faults::{DeviceRef, FaultKind, FaultMix, Injection, Truth};
 use fleet_sim::{Fleet, FleetConfig};
-use protocol::message::FaultCode;
 
 const DB: &str = "simulated_fleet";
 
 fn inj(device: &str, kind: FaultKind, start_day: f64, days: f64) -> Injection {
     Injection { device: DeviceRef::Id(device.into()), kind, start_day, days: Some(days) }
-}
-
-fn code_for(kind: FaultKind) -> Option<FaultCode> {
-    Some(match kind {
-        FaultKind::Leak => FaultCode::Leak,
-        FaultKind::ValveStuck => FaultCode::ValveStuck,
-        FaultKind::HeaterFailure => FaultCode::HeaterFailure,
-        FaultKind::InletClog => FaultCode::InletClog,
-        FaultKind::SensorDropout => FaultCode::SensorError,
-        FaultKind::LowPressure => FaultCode::LowInletPressure,
-        _ => return None,
-    })
 }
 
 #[test]
@@ -73,7 +60,7 @@ fn a_simulated_fleet_is_stored_whole_and_its_injected_faults_appear() {
     let mut checked = 0;
     for t in &truth {
         let Truth::Fault { device, kind, start_ms, end_ms, .. } = t else { continue };
-        let Some(code) = code_for(*kind) else { continue };
+        let Some(code) = kind.device_code() else { continue };
         let end = end_ms.unwrap_or(i64::MAX / 2);
         let q = format!(
             "SELECT count(seq) FROM fault WHERE device_id = '{device}' AND code = '{}' AND raised = true AND time >= {}ms AND time <= {}ms",
