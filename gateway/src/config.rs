@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub validation: RawValidation,
     /// HTTP endpoint for health, metrics and dead letters.
     pub http: RawHttp,
+    /// The maintenance engine (tickets, reminders); off unless present. See `maintenance/README.md`.
+    pub maintenance: Option<toml::Table>,
 }
 
 /// `[mqtt]`.
@@ -235,6 +237,8 @@ pub struct Config {
     pub limits: protocol::validate::Limits,
     /// HTTP listen address, if enabled.
     pub http_listen: Option<SocketAddr>,
+    /// The maintenance engine, if configured.
+    pub maintenance: Option<maintenance::Config>,
 }
 
 /// Default batch size. Batches in flight plus the one filling must fit the
@@ -336,7 +340,20 @@ impl Config {
             addr => Some(addr.parse().map_err(|e| ConfigError::Value { key: "http.listen", why: format!("{addr:?}: {e}") })?),
         };
 
-        Ok(Config { data_dir, mqtt, batch, store, limits, http_listen })
+        let maintenance = match raw.maintenance {
+            None => None,
+            Some(mut table) => {
+                // The engine's database lives under the data directory unless placed elsewhere.
+                if !table.contains_key("db_path") {
+                    let path = data_dir.join("maintenance.db").to_string_lossy().into_owned();
+                    table.insert("db_path".into(), toml::Value::String(path));
+                }
+                let text = toml::to_string(&table).map_err(|e| ConfigError::Value { key: "maintenance", why: e.to_string() })?;
+                Some(maintenance::Config::from_toml(&text).map_err(|e| ConfigError::Value { key: "maintenance", why: e.to_string() })?)
+            }
+        };
+
+        Ok(Config { data_dir, mqtt, batch, store, limits, http_listen, maintenance })
     }
 }
 
@@ -397,6 +414,19 @@ mod tests {
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("broker", 1884));
         let StoreConfig::Influx(i) = c.store else { panic!("expected influx") };
         assert_eq!(i.url.as_str(), "http://db:8086/");
+    }
+
+    #[test]
+    fn a_maintenance_table_is_checked_and_placed_under_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "data_dir = \"/srv/gw\"\n[maintenance]\n[maintenance.delivery]\nhmac_secret = \"0123456789abcdef\"\n").unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.maintenance.unwrap().db_path, std::path::Path::new("/srv/gw/maintenance.db"));
+        std::fs::write(&path, "[maintenance]\n[maintenance.delivery]\nhmac_secret = \"short\"\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("maintenance"), "{err}");
+        assert!(Config::load(None, env(&[])).unwrap().maintenance.is_none());
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum RunError {
     /// The embedded broker cannot start.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    /// The maintenance engine cannot start.
+    #[error("cannot start the maintenance engine: {0}")]
+    Maintenance(#[from] maintenance::Error),
     /// The HTTP endpoint cannot listen.
     #[error("cannot listen for HTTP on {addr}: {source}. Set http.listen to a free address, or \"off\".")]
     HttpBind {
@@ -118,9 +121,28 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
 
+    // The maintenance engine: its outbox dispatcher and ticker run beside ingest; its API is under /api.
+    let maintenance = match &config.maintenance {
+        None => None,
+        Some(m) => {
+            let engine = Arc::new(maintenance::Engine::open(&m.db_path, m.engine.clone())?);
+            let dispatcher = maintenance::Dispatcher::new(Arc::clone(&engine), m.delivery.clone())?;
+            let until = |mut rx: watch::Receiver<bool>| async move {
+                let _ = rx.changed().await;
+            };
+            tasks.spawn(dispatcher.run(m.dispatch_interval, until(shutdown_rx.clone())));
+            tasks.spawn(maintenance::run_ticker(Arc::clone(&engine), m.tick_interval, until(shutdown_rx.clone())));
+            tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
+            Some(engine)
+        }
+    };
+
     if let Some(addr) = config.http_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::HttpBind { addr, source })?;
-        let app = http::router(http::AppState { metrics: Arc::clone(&metrics), writer: Arc::clone(&writer), state: state.clone() });
+        let mut app = http::router(http::AppState { metrics: Arc::clone(&metrics), writer: Arc::clone(&writer), state: state.clone() });
+        if let Some(engine) = &maintenance {
+            app = app.nest("/api", maintenance::router(maintenance::AppState::new(Arc::clone(engine))));
+        }
         let mut rx = shutdown_rx.clone();
         tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}}");
         tasks.spawn(async move {
@@ -163,6 +185,8 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         client: client.clone(),
         generation: Arc::clone(&generation),
         devices,
+        maintenance,
+        cartridges_seen: std::collections::HashMap::new(),
     };
     let pipeline_task = tokio::spawn(pipeline.run(rx, shutdown_rx.clone()));
     let mqtt_task = tokio::spawn(ingest::mqtt::run(client, eventloop, tx, generation, Arc::clone(&metrics), shutdown_rx.clone()));

@@ -46,6 +46,10 @@ pub struct Metrics {
     pub duplicates: AtomicU64,
     /// Devices seen (with sequence state).
     pub devices: AtomicU64,
+    /// Device faults and cartridge replacements applied by the maintenance engine.
+    pub maintenance_applied: AtomicU64,
+    /// Device reports the maintenance engine failed to apply (logged).
+    pub maintenance_errors: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -71,6 +75,8 @@ pub struct Snapshot {
     pub sequence_gaps: u64,
     pub duplicates: u64,
     pub devices: u64,
+    pub maintenance_applied: u64,
+    pub maintenance_errors: u64,
 }
 
 impl Metrics {
@@ -104,6 +110,8 @@ impl Metrics {
             sequence_gaps: self.sequence_gaps.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
             devices: self.devices.load(Relaxed),
+            maintenance_applied: self.maintenance_applied.load(Relaxed),
+            maintenance_errors: self.maintenance_errors.load(Relaxed),
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct Accepted {
     pub sequence: Option<(u32, u32)>,
     /// What to store.
     pub points: Vec<Point>,
+    /// A fault raised or cleared by the device (for the maintenance engine).
+    pub fault: Option<protocol::message::FaultEvent>,
+    /// `(slot, replacements)` of each cartridge reported (for the maintenance engine).
+    pub cartridges: Vec<(u8, u32)>,
 }
 
 /// A message that failed a check.
@@ -67,17 +71,26 @@ pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Resu
         Channel::Telemetry => {
             let msg: Telemetry = parse(payload)?;
             validate::check_telemetry(&msg, &topic, now_ms, limits).map_err(invalid)?;
-            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: telemetry_points(&msg), device_id: topic.device_id })
+            let cartridges = match &msg.reading {
+                Reading::Purifier(r) => r.cartridges.iter().map(|c| (c.slot, c.replacements)).collect(),
+                Reading::Shower(r) => r.cartridges.iter().map(|c| (c.slot, c.replacements)).collect(),
+                Reading::Toilet(_) => Vec::new(),
+            };
+            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: telemetry_points(&msg), device_id: topic.device_id, fault: None, cartridges })
         }
         Channel::Event => {
             let msg: Event = parse(payload)?;
             validate::check_event(&msg, &topic, now_ms, limits).map_err(invalid)?;
-            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: vec![event_point(&msg)], device_id: topic.device_id })
+            let fault = match &msg.event {
+                EventKind::Fault(f) => Some(f.clone()),
+                EventKind::Session(_) => None,
+            };
+            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: vec![event_point(&msg)], device_id: topic.device_id, fault, cartridges: Vec::new() })
         }
         Channel::Status => {
             let msg: Status = parse(payload)?;
             validate::check_status(&msg, &topic, now_ms, limits).map_err(invalid)?;
-            Ok(Accepted { sequence: None, points: vec![status_point(&msg)], device_id: topic.device_id })
+            Ok(Accepted { sequence: None, points: vec![status_point(&msg)], device_id: topic.device_id, fault: None, cartridges: Vec::new() })
         }
         Channel::Cmd => Err(Rejection::new("wrong_channel", "the gateway does not ingest cmd topics")),
     }

@@ -6,8 +6,10 @@
 //! own, so up to `max_in_flight` batches are being written while the next one
 //! fills. Batches complete strictly in order: for the oldest, once its write is
 //! durable, its dead letters (invalid messages and points the store refused) and
-//! sequence state are committed to the state database, and then every message of
-//! the batch is acknowledged in the order it arrived, as MQTT requires.
+//! sequence state are committed to the state database, device faults and
+//! cartridge replacements are handed to the maintenance engine (if configured),
+//! and then every message of the batch is acknowledged in the order it arrived,
+//! as MQTT requires.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::{Relaxed, SeqCst}};
@@ -51,6 +53,44 @@ pub struct Pipeline {
     pub generation: Arc<AtomicU64>,
     /// Sequence state per device, loaded from the state database.
     pub devices: HashMap<String, DeviceSeq>,
+    /// The maintenance engine, if configured.
+    pub maintenance: Option<Arc<maintenance::Engine>>,
+    /// Last `replacements` counter seen per (device, slot), so the engine hears only of changes.
+    pub cartridges_seen: HashMap<(String, u8), u32>,
+}
+
+/// What the maintenance engine must hear about, from one batch.
+#[derive(Debug)]
+enum MaintenanceAction {
+    Fault { device_id: String, fault: protocol::message::FaultEvent, ts_ms: i64 },
+    CartridgeReplaced { device_id: String, slot: u8, replacements: u32 },
+}
+
+/// Applies a batch's maintenance actions (blocking SQLite work). An unregistered
+/// device is normal (not every fixture has a service contract) and only logged.
+fn apply_maintenance(engine: &maintenance::Engine, actions: &[MaintenanceAction], now: i64, metrics: &Metrics) {
+    for a in actions {
+        let result = match a {
+            MaintenanceAction::Fault { device_id, fault, ts_ms } => {
+                engine.ingest(&maintenance::Finding::from_fault(device_id, fault, *ts_ms), now).map(|_| ())
+            }
+            MaintenanceAction::CartridgeReplaced { device_id, slot, replacements } => {
+                engine.cartridge_replaced(device_id, *slot, *replacements, now).map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => {
+                metrics.maintenance_applied.fetch_add(1, Relaxed);
+            }
+            Err(maintenance::Error::NotFound { .. }) => {
+                tracing::debug!(?a, "Device not registered with the maintenance engine; skipped.");
+            }
+            Err(e) => {
+                metrics.maintenance_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, ?a, "The maintenance engine could not apply a device report.");
+            }
+        }
+    }
 }
 
 /// Turns refused points into dead letters.
@@ -71,6 +111,7 @@ struct InFlight {
     devices: Vec<(String, DeviceSeq)>,
     received_ms: i64,
     started: std::time::Instant,
+    maintenance: Vec<MaintenanceAction>,
     write: JoinHandle<(Vec<Point>, Vec<RejectedPoint>)>,
 }
 
@@ -140,9 +181,13 @@ impl Pipeline {
         let mut touched: HashMap<String, DeviceSeq> = HashMap::new();
         let mut reasons: Vec<&'static str> = Vec::new();
         let mut gap_delta: i64 = 0;
+        let mut actions = Vec::new();
         for m in &messages {
             match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
                 Ok(accepted) => {
+                    if self.maintenance.is_some() {
+                        self.maintenance_actions(&accepted, &mut actions);
+                    }
                     if let Some((boot, seq)) = accepted.sequence {
                         let state = self.devices.entry(accepted.device_id.as_str().to_owned()).or_default();
                         let (gaps_before, dups_before) = (state.gaps, state.duplicates);
@@ -173,7 +218,23 @@ impl Pipeline {
             let refused = writer.persist(&points).await;
             (points, refused)
         });
-        InFlight { messages, dead, devices: touched.into_iter().collect(), received_ms: now, started, write }
+        InFlight { messages, dead, devices: touched.into_iter().collect(), received_ms: now, started, maintenance: actions, write }
+    }
+
+    /// Notes what the maintenance engine must hear of one accepted message.
+    fn maintenance_actions(&mut self, accepted: &super::decode::Accepted, actions: &mut Vec<MaintenanceAction>) {
+        let device_id = accepted.device_id.as_str();
+        if let Some(fault) = &accepted.fault {
+            let ts_ms = accepted.points.first().map_or(0, |p| p.ts_ms);
+            actions.push(MaintenanceAction::Fault { device_id: device_id.to_owned(), fault: fault.clone(), ts_ms });
+        }
+        for &(slot, replacements) in &accepted.cartridges {
+            let key = (device_id.to_owned(), slot);
+            if self.cartridges_seen.get(&key) != Some(&replacements) {
+                self.cartridges_seen.insert(key, replacements);
+                actions.push(MaintenanceAction::CartridgeReplaced { device_id: device_id.to_owned(), slot, replacements });
+            }
+        }
     }
 
     /// Waits for the oldest batch's write, then finishes it.
@@ -184,7 +245,7 @@ impl Pipeline {
 
     /// Finishes the oldest batch: commits its dead letters and sequence state, then acknowledges it.
     async fn finish(&mut self, f: InFlight, result: Result<(Vec<Point>, Vec<RejectedPoint>), tokio::task::JoinError>) {
-        let InFlight { messages, mut dead, devices, received_ms, started, write: _ } = f;
+        let InFlight { messages, mut dead, devices, received_ms, started, maintenance: actions, write: _ } = f;
         let (points, refused) = match result {
             Ok(done) => done,
             Err(e) => {
@@ -203,6 +264,13 @@ impl Pipeline {
         while let Err(e) = self.state.commit_batch(dead.clone(), devices.clone(), received_ms).await {
             tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");
             tokio::time::sleep(backoff.next_delay()).await;
+        }
+        if let (Some(engine), false) = (&self.maintenance, actions.is_empty()) {
+            let (engine, metrics) = (Arc::clone(engine), Arc::clone(&self.metrics));
+            let applied = tokio::task::spawn_blocking(move || apply_maintenance(&engine, &actions, now_ms(), &metrics)).await;
+            if let Err(e) = applied {
+                tracing::error!(error = %e, "The maintenance task failed.");
+            }
         }
         let committed = started.elapsed();
         self.metrics.batches.fetch_add(1, Relaxed);
