@@ -6,12 +6,17 @@
 //! * [`nab`]: parsing of NAB data/label files (from strings, no I/O) and NAB's
 //!   windowed, sigmoid-weighted scoring with per-profile threshold optimisation.
 //!
+//! * [`forecast`]: [`CartridgeForecaster`], a streaming due-date forecaster of filter
+//!   cartridges (rated volume or maximum age, with a prediction interval).
+//!
 //! The library does no I/O and reads no clock; the binaries in `src/bin` do the file work.
 
 pub mod detector;
 pub mod error;
+pub mod forecast;
 pub mod nab;
 pub mod time;
 
 pub use detector::{DetectorConfig, StreamingDetector};
+pub use forecast::{CartridgeForecaster, CartridgeSpec, DueReason, Forecast, ForecastConfig, ForecastError};
 pub use error::{AnalyticsError, ConfigError, NabError};

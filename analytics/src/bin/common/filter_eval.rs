@@ -1,0 +1,361 @@
+//! Evaluation harness of the cartridge due-date forecaster against the fleet
+//! simulator's ground truth, shared by the `filter-eval` binary and the integration
+//! test (included with `#[path]`, so the library never depends on the simulator).
+//!
+//! For every `cartridge_capacity` truth record at time `T`, the forecaster and two
+//! baselines are asked at `T − h` for each horizon `h`, using only the telemetry up to
+//! then; a query counts when all three can answer and the same cartridge is in the slot
+//! at `T − h` and at `T`.
+
+use std::collections::HashMap;
+
+use analytics::{CartridgeForecaster, CartridgeSpec, ForecastConfig};
+use fleet_sim::{faults::FaultMix, Fleet, FleetConfig, Truth};
+use protocol::message::{CartridgeKind, Reading, Telemetry};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// What to simulate and evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// Devices in the fleet (a third are purifiers, a third showers).
+    pub devices: u32,
+    /// Simulated days.
+    pub days: u32,
+    /// Seed.
+    pub seed: u64,
+    /// End of the simulated span, UTC ms (fixed for reproducibility).
+    pub end_ms: i64,
+    /// Inject the simulator's default random faults.
+    pub faults: bool,
+    /// Horizons, days before the true capacity date.
+    pub horizons: Vec<i64>,
+    /// History the straight-line baseline needs since its anchor, days.
+    pub line_min_days: i64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            devices: 300,
+            days: 120,
+            seed: 7,
+            end_ms: 1_764_000_000_000,
+            faults: false,
+            horizons: vec![60, 30, 14, 7],
+            line_min_days: 3,
+        }
+    }
+}
+
+/// Errors of one method at one horizon.
+#[derive(Debug, Clone, Default)]
+pub struct MethodErrors {
+    /// Signed errors (predicted − true), days.
+    pub errors: Vec<f64>,
+}
+
+impl MethodErrors {
+    /// Mean absolute error, days.
+    pub fn mae(&self) -> f64 {
+        if self.errors.is_empty() {
+            return f64::NAN;
+        }
+        self.errors.iter().map(|e| e.abs()).sum::<f64>() / self.errors.len() as f64
+    }
+    /// Mean signed error, days.
+    pub fn bias(&self) -> f64 {
+        if self.errors.is_empty() {
+            return f64::NAN;
+        }
+        self.errors.iter().sum::<f64>() / self.errors.len() as f64
+    }
+}
+
+/// Results at one horizon.
+#[derive(Debug, Clone, Default)]
+pub struct HorizonResult {
+    /// Days before the true capacity date.
+    pub horizon_days: i64,
+    /// The forecaster (volume date).
+    pub forecaster: MethodErrors,
+    /// Baseline (a): fixed interval from the anchor at the fleet-average daily use.
+    pub fixed: MethodErrors,
+    /// Baseline (b): straight line of mean daily use since installation.
+    pub line: MethodErrors,
+    /// Queries whose true date fell inside the 80 % interval.
+    pub covered: usize,
+    /// Sum of interval widths, days.
+    pub width_sum: f64,
+    /// Queries per kind: (count, forecaster abs error sum, straight-line abs error sum).
+    pub per_kind: HashMap<&'static str, (usize, f64, f64)>,
+}
+
+impl HorizonResult {
+    /// Number of queries.
+    pub fn n(&self) -> usize {
+        self.forecaster.errors.len()
+    }
+    /// Interval coverage.
+    pub fn coverage(&self) -> f64 {
+        self.covered as f64 / self.n().max(1) as f64
+    }
+    /// Mean interval width, days.
+    pub fn mean_width(&self) -> f64 {
+        self.width_sum / self.n().max(1) as f64
+    }
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Per horizon, in the order asked.
+    pub horizons: Vec<HorizonResult>,
+    /// Telemetry messages parsed.
+    pub telemetry: usize,
+    /// Cartridge slots seen.
+    pub cartridges: usize,
+    /// Capacity truth records.
+    pub capacity_events: usize,
+    /// Queries where the forecaster's due date was the age limit or RO rejection.
+    pub not_volume: usize,
+    /// Fleet-average daily use per kind (litres/day), used by baseline (a).
+    pub fleet_rate: Vec<(&'static str, f64)>,
+}
+
+#[derive(Clone, Copy)]
+struct Obs {
+    ts: i64,
+    ml: u64,
+    repl: u32,
+    tds_in: u16,
+    tds_out: u16,
+}
+
+struct Stream {
+    kind: CartridgeKind,
+    obs: Vec<Obs>,
+}
+
+struct Query {
+    at: i64,
+    truth: i64,
+    horizon: usize,
+}
+
+/// Runs the simulation and the evaluation.
+pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
+    let mut fleet = Fleet::new(FleetConfig {
+        devices: cfg.devices,
+        days: cfg.days,
+        end_ms: cfg.end_ms,
+        seed: cfg.seed,
+        telemetry_every_min: 15,
+        mix: if cfg.faults { FaultMix::default_mix() } else { FaultMix::default() },
+        inject: Vec::new(),
+    })
+    .map_err(|e| e.to_string())?;
+    let mut streams: HashMap<(u32, u8), Stream> = HashMap::new();
+    let mut report = Report::default();
+    while let Some(batch) = fleet.next_batch() {
+        for m in batch {
+            if !m.topic.ends_with("/telemetry") {
+                continue;
+            }
+            let t: Telemetry = serde_json::from_slice(&m.payload)
+                .map_err(|e| format!("bad telemetry on {}: {e}", m.topic))?;
+            report.telemetry += 1;
+            let (carts, tds) = match &t.reading {
+                Reading::Purifier(r) => (&r.cartridges, (r.tds_in_ppm, r.tds_out_ppm)),
+                Reading::Shower(r) => (&r.cartridges, (0, 0)),
+                Reading::Toilet(_) => continue,
+            };
+            for c in carts {
+                let s = streams.entry((m.device, c.slot)).or_insert_with(|| Stream {
+                    kind: c.kind,
+                    obs: Vec::new(),
+                });
+                s.obs.push(Obs {
+                    ts: t.ts,
+                    ml: c.ml_since_replacement,
+                    repl: c.replacements,
+                    tds_in: tds.0,
+                    tds_out: tds.1,
+                });
+            }
+        }
+    }
+    report.cartridges = streams.len();
+    // Queries from the ground truth.
+    let start_ms = fleet.start_ms();
+    let mut queries: HashMap<(u32, u8), Vec<Query>> = HashMap::new();
+    for t in fleet.truth() {
+        if let Truth::CartridgeCapacity { device, slot, ts, .. } = t {
+            let idx: u32 = device
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("bad device id {device:?}"))?;
+            report.capacity_events += 1;
+            let q = queries.entry((idx, slot)).or_default();
+            // Horizon index usize::MAX: the state at the true date itself.
+            q.push(Query { at: ts, truth: ts, horizon: usize::MAX });
+            for (i, h) in cfg.horizons.iter().enumerate() {
+                let at = ts - h * DAY_MS;
+                if at > start_ms {
+                    q.push(Query { at, truth: ts, horizon: i });
+                }
+            }
+        }
+    }
+    // Fleet-average daily use per kind (over the whole run: a look-ahead that favours
+    // baseline (a)).
+    let mut per_kind: HashMap<CartridgeKind, (f64, f64)> = HashMap::new();
+    for s in streams.values_mut() {
+        s.obs.sort_by_key(|o| o.ts);
+        let (mut litres, mut prev) = (0.0, None::<Obs>);
+        for o in &s.obs {
+            if let Some(p) = prev {
+                litres += if o.repl != p.repl || o.ml < p.ml { o.ml } else { o.ml - p.ml } as f64 / 1000.0;
+            }
+            prev = Some(*o);
+        }
+        if let (Some(a), Some(b)) = (s.obs.first(), s.obs.last()) {
+            let e = per_kind.entry(s.kind).or_default();
+            e.0 += litres;
+            e.1 += (b.ts - a.ts) as f64 / DAY_MS as f64;
+        }
+    }
+    let fleet_rate = |k: CartridgeKind| per_kind.get(&k).map_or(f64::NAN, |(l, d)| l / d);
+    let mut kinds: Vec<_> = per_kind.keys().copied().collect();
+    kinds.sort_by_key(|k| k.as_str());
+    report.fleet_rate = kinds.iter().map(|k| (k.as_str(), fleet_rate(*k))).collect();
+    report.horizons = cfg
+        .horizons
+        .iter()
+        .map(|&h| HorizonResult { horizon_days: h, ..Default::default() })
+        .collect();
+
+    let mut keys: Vec<_> = queries.keys().copied().collect();
+    keys.sort_unstable();
+    for key in keys {
+        let Some(stream) = streams.get(&key) else { continue };
+        let Some(qs) = queries.get_mut(&key) else { continue };
+        qs.sort_by_key(|q| q.at);
+        let spec = CartridgeSpec::for_kind(stream.kind.as_str())
+            .ok_or_else(|| format!("no spec for {}", stream.kind.as_str()))?;
+        let cap_ml = spec.capacity_l * 1000.0;
+        let mut f = CartridgeForecaster::new(ForecastConfig::new(spec)).map_err(|e| e.to_string())?;
+        let fleet_ml_per_ms = fleet_rate(stream.kind) * 1000.0 / DAY_MS as f64;
+        // Anchor of the baselines: first observation of the current cartridge.
+        let mut anchor: Option<Obs> = None;
+        let mut last: Option<Obs> = None;
+        // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line).
+        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>);
+        let mut answers: Vec<Answer> = Vec::with_capacity(qs.len());
+        let mut qi = 0;
+        let answer = |q: &Query, f: &CartridgeForecaster, anchor: Option<Obs>, last: Option<Obs>| -> Answer {
+            let fc = f.forecast(q.at).ok().map(|fc| {
+                (fc.by_volume_ms, fc.volume_interval_ms.0, fc.volume_interval_ms.1, fc.reason == analytics::DueReason::Volume)
+            });
+            let (fixed, line) = match (anchor, last) {
+                (Some(a), Some(l)) => {
+                    let fixed = a.ts + ((cap_ml - a.ml as f64) / fleet_ml_per_ms) as i64;
+                    let span = l.ts - a.ts;
+                    let used = l.ml as f64 - a.ml as f64;
+                    let line = (span >= cfg.line_min_days * DAY_MS && used > 0.0)
+                        .then(|| l.ts + ((cap_ml - l.ml as f64) / (used / span as f64)) as i64);
+                    (Some(fixed), line)
+                }
+                _ => (None, None),
+            };
+            (f.replacements(), fc, fixed, line)
+        };
+        for o in &stream.obs {
+            while qi < qs.len() && qs[qi].at < o.ts {
+                answers.push(answer(&qs[qi], &f, anchor, last));
+                qi += 1;
+            }
+            if f.observe(o.ts, o.ml, o.repl).is_err() {
+                continue; // duplicate/out-of-order: already sorted, cannot happen
+            }
+            if stream.kind == CartridgeKind::ReverseOsmosis {
+                f.observe_quality(o.ts, o.tds_in, o.tds_out);
+            }
+            if anchor.is_none_or(|a| a.repl != o.repl || last.is_some_and(|l| o.ml < l.ml)) {
+                anchor = Some(*o);
+            }
+            last = Some(*o);
+        }
+        while qi < qs.len() {
+            answers.push(answer(&qs[qi], &f, anchor, last));
+            qi += 1;
+        }
+        // Score: each horizon query against the state at its true date.
+        for (q, a) in qs.iter().zip(&answers) {
+            if q.horizon == usize::MAX {
+                continue;
+            }
+            let Some(at_truth) = qs.iter().zip(&answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
+                continue;
+            };
+            let (repl, Some((due, lo, hi, is_volume)), Some(fixed), Some(line)) = *a else {
+                continue;
+            };
+            if repl != at_truth.1 .0 {
+                continue; // another cartridge was in the slot at T − h
+            }
+            let r = &mut report.horizons[q.horizon];
+            let d = |t: i64| (t - q.truth) as f64 / DAY_MS as f64;
+            r.forecaster.errors.push(d(due));
+            r.fixed.errors.push(d(fixed));
+            r.line.errors.push(d(line));
+            if lo <= q.truth && q.truth <= hi {
+                r.covered += 1;
+            }
+            r.width_sum += (hi - lo) as f64 / DAY_MS as f64;
+            let k = r.per_kind.entry(stream.kind.as_str()).or_default();
+            k.0 += 1;
+            k.1 += d(due).abs();
+            k.2 += d(line).abs();
+            if !is_volume {
+                report.not_volume += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The report as a Markdown table.
+pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
+    let mut s = format!(
+        "fleet: {} devices, {} days, seed {}, end_ms {}, faults {}; {} telemetry messages, {} cartridge slots, {} capacity events\n",
+        cfg.devices, cfg.days, cfg.seed, cfg.end_ms, if cfg.faults { "default" } else { "none" },
+        r.telemetry, r.cartridges, r.capacity_events
+    );
+    s += "fleet-average daily use (baseline a):";
+    for (k, v) in &r.fleet_rate {
+        s += &format!(" {k} {v:.1} L/d;");
+    }
+    s += "\n\n| horizon | n | forecaster MAE (bias) | (a) fixed interval MAE | (b) straight line MAE | vs (b) | 80 % PI coverage | mean PI width | n by kind: forecaster / line MAE |\n|---|---|---|---|---|---|---|---|---|\n";
+    for h in &r.horizons {
+        let mut kinds: Vec<_> = h.per_kind.iter().collect();
+        kinds.sort_by_key(|(k, _)| **k);
+        let kinds: Vec<String> = kinds.iter().map(|(k, (n, f, l))| format!("{k} {n}: {:.1} / {:.1}", f / *n as f64, l / *n as f64)).collect();
+        s += &format!(
+            "| {} d | {} | {:.2} d ({:+.2}) | {:.2} d | {:.2} d | {:+.0} % | {:.1} % | {:.1} d | {} |\n",
+            h.horizon_days,
+            h.n(),
+            h.forecaster.mae(),
+            h.forecaster.bias(),
+            h.fixed.mae(),
+            h.line.mae(),
+            (h.forecaster.mae() / h.line.mae() - 1.0) * 100.0,
+            h.coverage() * 100.0,
+            h.mean_width(),
+            kinds.join(", ")
+        );
+    }
+    s += &format!("\nqueries where the age limit or RO rejection came first: {}\n", r.not_volume);
+    s
+}

@@ -1,0 +1,215 @@
+//! Unit tests of the cartridge due-date forecaster.
+
+use super::*;
+
+const H: i64 = 3_600_000;
+
+fn spec(capacity_l: f64, max_age_days: f64) -> CartridgeSpec {
+    CartridgeSpec {
+        capacity_l,
+        max_age_days,
+        min_rejection: None,
+    }
+}
+
+/// No presence prior (every day is expected to have use): exact arithmetic.
+fn exact_cfg(capacity_l: f64, max_age_days: f64) -> ForecastConfig {
+    ForecastConfig {
+        presence_prior: 1.0,
+        ..ForecastConfig::new(spec(capacity_l, max_age_days))
+    }
+}
+
+/// Hourly observations of days `[from, to)` (day 0 = 1970-01-05, a Monday... offset by
+/// `base_day`), each day's litres spread evenly over the active hours 06-23.
+/// Returns the cumulative ml after the last day.
+fn feed(
+    f: &mut CartridgeForecaster,
+    base_day: i64,
+    from: i64,
+    to: i64,
+    mut ml: f64,
+    repl: u32,
+    per_day: impl Fn(i64) -> f64,
+) -> f64 {
+    for d in from..to {
+        let litres = per_day(d);
+        for h in 0..24 {
+            let ts = (base_day + d) * DAY_MS + h * H;
+            let frac = ((h as f64 - 6.0) / 17.0).clamp(0.0, 1.0);
+            let prev = ((h as f64 - 7.0) / 17.0).clamp(0.0, 1.0);
+            ml += (frac - prev) * litres * 1000.0;
+            f.observe(ts, ml.round() as u64, repl).unwrap();
+        }
+    }
+    ml
+}
+
+/// 1970-01-05 was a Monday.
+const MONDAY: i64 = 4;
+
+#[test]
+fn constant_use_gives_the_exact_due_date() {
+    let mut f = CartridgeForecaster::new(exact_cfg(1000.0, 3650.0)).unwrap();
+    let ml = feed(&mut f, MONDAY, 0, 21, 0.0, 0, |_| 10.0);
+    assert!((ml - 210_000.0).abs() < 1.0);
+    // Now: start of day 21 (nothing used yet today); 790 L left = 79 days of use:
+    // the last litre goes through at the end of the active hours of day 21 + 78.
+    let now = (MONDAY + 21) * DAY_MS;
+    let fc = f.forecast(now).unwrap();
+    let expected = (MONDAY + 21 + 78) * DAY_MS + 23 * H;
+    assert_eq!(fc.reason, DueReason::Volume);
+    assert!(
+        (fc.due_ms - expected).abs() < 60_000,
+        "due {} expected {} (diff {} min)",
+        fc.due_ms,
+        expected,
+        (fc.due_ms - expected) / 60_000
+    );
+    assert!((fc.daily_l - 10.0).abs() < 1e-9);
+    assert!(fc.lo_ms <= fc.due_ms && fc.due_ms <= fc.hi_ms);
+    assert_eq!(fc.by_age_ms, None, "install time unknown without a replacement");
+}
+
+#[test]
+fn weekday_weekend_rhythm_is_learned() {
+    let per_day = |d: i64| if d.rem_euclid(7) >= 5 { 30.0 } else { 10.0 };
+    let mut f = CartridgeForecaster::new(exact_cfg(2000.0, 3650.0)).unwrap();
+    let ml = feed(&mut f, MONDAY, 0, 28, 0.0, 0, per_day);
+    let now = (MONDAY + 28) * DAY_MS;
+    let fc = f.forecast(now).unwrap();
+    assert!((fc.daily_l - (5.0 * 10.0 + 2.0 * 30.0) / 7.0).abs() < 1e-6, "{}", fc.daily_l);
+    // Expected: walk the true pattern.
+    let mut rem = 2000.0 - ml / 1000.0;
+    let mut d = 28;
+    while rem > per_day(d) {
+        rem -= per_day(d);
+        d += 1;
+    }
+    let expected = (MONDAY + d) * DAY_MS + ((6.0 + rem / per_day(d) * 17.0) * H as f64) as i64;
+    assert!((fc.due_ms - expected).abs() < 60_000, "diff {} ms", fc.due_ms - expected);
+    // A flat rate at the same mean would be off by up to a few days: the rhythm matters.
+}
+
+#[test]
+fn a_holiday_absence_moves_the_forecast_little() {
+    let cfg = ForecastConfig::new(spec(3000.0, 3650.0));
+    let mut home = CartridgeForecaster::new(cfg).unwrap();
+    let mut away = CartridgeForecaster::new(cfg).unwrap();
+    let ml_home = feed(&mut home, MONDAY, 0, 67, 0.0, 0, |_| 20.0);
+    let ml_away = feed(&mut away, MONDAY, 0, 67, 0.0, 0, |d| if d >= 60 { 0.0 } else { 20.0 });
+    let now = (MONDAY + 67) * DAY_MS;
+    let fh = home.forecast(now).unwrap();
+    let fa = away.forecast(now).unwrap();
+    // Compare the daily rate (the remaining volumes differ by the week of no use).
+    let rel = (fh.daily_l - fa.daily_l) / fh.daily_l;
+    assert!(rel >= 0.0 && rel < 0.07, "rate fell by {:.1} %", rel * 100.0);
+    // A mean over all days would drop by 7/67 = 10.4 %.
+    let horizon = |fc: &Forecast, ml: f64| (fc.due_ms - now) as f64 / DAY_MS as f64 / ((3000.0 - ml / 1000.0) / 20.0);
+    assert!(horizon(&fa, ml_away) / horizon(&fh, ml_home) < 1.07);
+}
+
+#[test]
+fn a_replacement_resets_volume_and_install_time() {
+    let mut f = CartridgeForecaster::new(exact_cfg(500.0, 180.0)).unwrap();
+    let ml = feed(&mut f, MONDAY, 0, 30, 200_000.0, 2, |_| 10.0);
+    let now = (MONDAY + 30) * DAY_MS;
+    let before = f.forecast(now).unwrap();
+    assert!((before.remaining_l - (500.0 - ml / 1000.0)).abs() < 1e-6);
+    // New cartridge: counter goes up, volume restarts.
+    let t = now + 9 * H;
+    f.observe(t, 1_000, 3).unwrap();
+    assert_eq!(f.installed_ms(), Some(t));
+    let after = f.forecast(t).unwrap();
+    assert!((after.remaining_l - 499.0).abs() < 1e-9);
+    assert!(after.due_ms > before.due_ms + 45 * DAY_MS, "due date jumps forward");
+    assert_eq!(after.by_age_ms, Some(t + 180 * DAY_MS));
+    // The household's rate is kept across the replacement.
+    assert!((after.daily_l - 10.0).abs() < 1e-9);
+    // A drop of the volume without a counter change is a replacement too.
+    f.observe(t + H, 5_000, 3).unwrap();
+    f.observe(t + 2 * H, 100, 3).unwrap();
+    assert_eq!(f.installed_ms(), Some(t + 2 * H));
+}
+
+#[test]
+fn the_interval_widens_with_the_horizon() {
+    // Noisy, deterministic daily use.
+    let noisy = |d: i64| 20.0 + 8.0 * ((d * 7919 % 13) as f64 / 6.0 - 1.0);
+    let width = |capacity: f64| {
+        let mut f = CartridgeForecaster::new(ForecastConfig::new(spec(capacity, 3650.0))).unwrap();
+        feed(&mut f, MONDAY, 0, 40, 0.0, 0, noisy);
+        let fc = f.forecast((MONDAY + 40) * DAY_MS).unwrap();
+        assert!(fc.lo_ms < fc.due_ms && fc.due_ms < fc.hi_ms);
+        (fc.hi_ms - fc.lo_ms) as f64 / DAY_MS as f64
+    };
+    let (w7, w30, w60) = (width(800.0 + 7.0 * 20.0), width(800.0 + 30.0 * 20.0), width(800.0 + 60.0 * 20.0));
+    assert!(w7 < w30 && w30 < w60, "widths {w7:.2} {w30:.2} {w60:.2}");
+    assert!(w60 > 1.5 * w7);
+}
+
+#[test]
+fn the_age_limit_wins_when_use_is_tiny() {
+    let mut f = CartridgeForecaster::new(exact_cfg(1500.0, 180.0)).unwrap();
+    f.set_installed(MONDAY * DAY_MS);
+    feed(&mut f, MONDAY, 0, 20, 0.0, 0, |_| 0.5);
+    let fc = f.forecast((MONDAY + 20) * DAY_MS).unwrap();
+    assert_eq!(fc.reason, DueReason::Age);
+    assert_eq!(fc.due_ms, (MONDAY + 180) * DAY_MS);
+    assert!(fc.by_volume_ms > fc.due_ms);
+    assert!(fc.hi_ms <= fc.due_ms && fc.lo_ms <= fc.due_ms);
+}
+
+#[test]
+fn ro_rejection_decay_brings_the_due_date_forward() {
+    let s = CartridgeSpec {
+        min_rejection: Some(0.85),
+        ..spec(6000.0, 730.0)
+    };
+    let mut f = CartridgeForecaster::new(ForecastConfig::new(s)).unwrap();
+    let mut ml = 0u64;
+    let mut crossed = None;
+    for i in 0..(30 * 24) {
+        let ts = MONDAY * DAY_MS + i * H;
+        ml += 400;
+        f.observe(ts, ml, 0).unwrap();
+        // Rejection 0.96 for 15 days, then falling 1 point a day.
+        let rej = if i < 15 * 24 { 0.96 } else { 0.96 - (i - 15 * 24) as f64 / 24.0 * 0.01 };
+        f.observe_quality(ts, 300, (300.0 * (1.0 - rej)) as u16);
+        if crossed.is_none() && f.rejection().is_some_and(|r| r < 0.85) {
+            crossed = Some(ts);
+        }
+    }
+    let fc = f.forecast(MONDAY * DAY_MS + 30 * DAY_MS).unwrap();
+    assert_eq!(fc.reason, DueReason::Rejection);
+    assert!(fc.due_ms <= MONDAY * DAY_MS + 30 * DAY_MS);
+    assert!(crossed.is_some());
+}
+
+#[test]
+fn errors_are_typed() {
+    assert!(matches!(
+        CartridgeForecaster::new(ForecastConfig::new(spec(0.0, 10.0))),
+        Err(ForecastError::InvalidConfig { name: "capacity_l", .. })
+    ));
+    assert!(matches!(
+        CartridgeForecaster::new(ForecastConfig { interval: 1.0, ..ForecastConfig::new(spec(1.0, 10.0)) }),
+        Err(ForecastError::InvalidConfig { name: "interval", .. })
+    ));
+    let mut f = CartridgeForecaster::new(ForecastConfig::new(spec(100.0, 10.0))).unwrap();
+    assert!(matches!(f.forecast(0), Err(ForecastError::NotReady { .. })));
+    f.observe(1000, 5, 0).unwrap();
+    assert_eq!(
+        f.observe(999, 6, 0),
+        Err(ForecastError::OutOfOrder { ts_ms: 999, last_ms: 1000 })
+    );
+    assert!(matches!(f.forecast(2000), Err(ForecastError::NotReady { days: 0, needed: 5 })));
+}
+
+#[test]
+fn state_is_small() {
+    assert!(CartridgeForecaster::state_size() < 1024, "{}", CartridgeForecaster::state_size());
+    assert!(CartridgeSpec::for_kind("shower").is_some());
+    assert!(CartridgeSpec::for_kind("nope").is_none());
+    assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-6);
+}
