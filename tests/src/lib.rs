@@ -486,7 +486,6 @@ pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8
         let mut in_flight: HashMap<u16, usize> = HashMap::new();
         let mut done = vec![false; total];
         let mut done_count = 0usize;
-        let _ = &done_count;
         let mut last_progress = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(600);
         while done_count < total {

@@ -95,13 +95,12 @@ fn every_bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
     // Interleave: a good message from a healthy device before and after every bad one.
     let mut messages = Vec::new();
     let mut good = 0;
-    for (i, (topic, payload, _)) in bad.iter().enumerate() {
+    for (topic, payload, _) in &bad {
         for _ in 0..2 {
             messages.push(("fixtures/good-1/telemetry".to_owned(), good_toilet("good-1", now + good * 1000).into_bytes()));
             good += 1;
         }
         messages.push((topic.clone(), payload.clone()));
-        let _ = i;
     }
     // A valid message whose firmware string is hostile to line protocol: stored exactly.
     let hostile_fw = r#"1,x=\"y z\\"#;
