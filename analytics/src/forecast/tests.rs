@@ -208,6 +208,7 @@ fn errors_are_typed() {
 
 #[test]
 fn state_is_small() {
+    eprintln!("state_size {}", CartridgeForecaster::state_size());
     assert!(CartridgeForecaster::state_size() < 1024, "{}", CartridgeForecaster::state_size());
     assert!(CartridgeSpec::for_kind("shower").is_some());
     assert!(CartridgeSpec::for_kind("nope").is_none());
