@@ -11,6 +11,10 @@
 //! It then repeats both with the subscriber online while the burst is published
 //! ("live"): there the publisher's pace bounds both rates, which is the situation
 //! of a fleet publishing in real time.
+//!
+//! Last, fault-to-ticket latency under that load: a gateway with the maintenance
+//! engine drains a live burst while 100 registered toilets each report a leak;
+//! the latency of each is the ticket's opening time minus the fault's publish time.
 
 use std::time::{Duration, Instant};
 
@@ -196,6 +200,9 @@ fn main() -> Result<()> {
     let gw_live_rate = total as f64 / gw_live.as_secs_f64();
     let stored_live = influx.sum_counts("bench", COUNT_TELEMETRY)? - stored;
 
+    gw.stop();
+    let latencies = fault_to_ticket_latency(&broker, &influx, work.path(), args.devices, rounds, base + 20_000_000)?;
+
     println!("ingest benchmark: {total} QoS 1 messages from {} devices, Mosquitto and InfluxDB 1.6.7 on this machine", args.devices);
     println!("  bare rumqttc subscriber : {bare_rate:>9.0} msg/s ({:.2} s)", bare.as_secs_f64());
     println!("  gateway into InfluxDB   : {gw_rate:>9.0} msg/s ({:.2} s, batch {}, {} batches)", drained.as_secs_f64(), batch, m["batches"]);
@@ -207,5 +214,78 @@ fn main() -> Result<()> {
     println!("  gateway into InfluxDB   : {gw_live_rate:>9.0} msg/s ({:.2} s)", gw_live.as_secs_f64());
     println!("  ratio gateway / bare    : {:>9.2}", gw_live_rate / bare_live_rate);
     println!("  loss (published - stored): {}", total as i64 - stored_live);
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    println!("fault-to-ticket latency under the live load ({} leaks): p50 {} ms, p99 {} ms, max {} ms", latencies.len(), pct(0.5), pct(0.99), pct(1.0));
     Ok(())
+}
+
+/// Fault-to-ticket latency (ms, sorted) of `LEAKS` leaks published one every 50 ms
+/// while a live telemetry burst loads the gateway.
+fn fault_to_ticket_latency(broker: &Mosquitto, influx: &Influx, work: &std::path::Path, devices: usize, rounds: u32, base: i64) -> Result<Vec<i64>> {
+    use maintenance::registry::{Channel, Device, Home, Owner};
+    const LEAKS: usize = 100;
+    step("latency: a gateway with the maintenance engine, 100 leaks during a live burst");
+    let dir = work.join("latency");
+    std::fs::create_dir_all(&dir)?;
+    let db = dir.join("maintenance.db");
+    let admin = {
+        let engine = maintenance::Engine::open(&db, maintenance::EngineConfig { policy: maintenance::Policy::default(), ticket_webhooks: Vec::new() })?;
+        engine.put_home(&Home {
+            id: "bench".into(),
+            address: "1 Bench Road".into(),
+            region: "sh".into(),
+            tz: "Asia/Shanghai".into(),
+            lang: maintenance::templates::Lang::En,
+            quiet_start: "22:00".into(),
+            quiet_end: "08:00".into(),
+            weekly_cap: None,
+            channels: vec![Channel::App],
+            owner: Owner { name: "Bench".into(), phone: "13800000000".into(), email: None },
+        })?;
+        for i in 0..LEAKS {
+            engine.put_device(&Device { id: format!("leak-{i:03}"), home_id: "bench".into(), model: protocol::message::Model::Toilet, installed_ts_ms: 0, cartridges: Vec::new() })?;
+        }
+        engine.issue_token(maintenance::Role::Admin, None, gateway::ingest::pipeline::now_ms())?
+    };
+    let extra = format!("[maintenance]\ndb_path = \"{}\"\n[maintenance.delivery]\nhmac_secret = \"bench-secret-0123456789\"\n", db.display());
+    let store = StoreTarget::Influx { url: influx.url(), db: "bench_latency".into() };
+    let gw = GatewayProcess::spawn(&dir, broker.port, &store, "bench-gateway-latency", &extra)?;
+
+    let port = broker.port;
+    let load = std::thread::spawn(move || publish_all(port, "bench-pub-latency-load", fleet_messages(devices, rounds, base), None, None));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let published: Vec<i64> = rt.block_on(async {
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("bench-leaks", "127.0.0.1", port), 100);
+        let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        let mut times = Vec::with_capacity(LEAKS);
+        for i in 0..LEAKS {
+            let ts = gateway::ingest::pipeline::now_ms();
+            let payload = format!(r#"{{"v":1,"device_id":"leak-{i:03}","boot_id":1,"seq":1,"ts":{ts},"event":{{"fault":{{"code":"leak","severity":"critical","state":"raised"}}}}}}"#);
+            client.publish(format!("fixtures/leak-{i:03}/event"), rumqttc::QoS::AtLeastOnce, false, payload).await?;
+            times.push(ts);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        poller.abort();
+        Ok::<_, anyhow::Error>(times)
+    })?;
+    load.join().map_err(|_| anyhow::anyhow!("load publisher panicked"))??;
+    let http = reqwest::blocking::Client::new();
+    let tickets = wait_until(Duration::from_secs(120), "a ticket for every leak", || {
+        let v: serde_json::Value = http.get(format!("http://127.0.0.1:{}/api/tickets", gw.http_port)).bearer_auth(&admin).send().ok()?.json().ok()?;
+        let list = v.as_array()?.clone();
+        (list.len() >= LEAKS).then_some(list)
+    })?;
+    let mut latencies: Vec<i64> = tickets
+        .iter()
+        .filter_map(|t| {
+            let i: usize = t["device_id"].as_str()?.strip_prefix("leak-")?.parse().ok()?;
+            Some(t["opened_ts_ms"].as_i64()? - published[i])
+        })
+        .collect();
+    latencies.sort_unstable();
+    if latencies.len() != LEAKS {
+        bail!("{} tickets for {LEAKS} leaks", latencies.len());
+    }
+    Ok(latencies)
 }
