@@ -19,6 +19,38 @@ struct Cli {
     /// Seconds between console summaries of what arrived (0: none).
     #[arg(long, default_value_t = 5)]
     report_every: u64,
+    /// Instead of running: a one-off task.
+    #[command(subcommand)]
+    task: Option<Task>,
+}
+
+/// One-off tasks.
+#[derive(Debug, clap::Subcommand)]
+enum Task {
+    /// Issue a bearer token for the maintenance API (needs [maintenance] in the config) and print it.
+    IssueToken {
+        /// admin, agent, technician or homeowner.
+        #[arg(long, value_parser = ["admin", "agent", "technician", "homeowner"])]
+        role: String,
+        /// The technician id or home id the token belongs to (technician and homeowner roles).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+fn issue_token(config: &gateway::config::Config, role: &str, subject: Option<&str>) -> anyhow::Result<()> {
+    let m = config.maintenance.as_ref().context("the config has no [maintenance] table, so there is no maintenance API to issue a token for")?;
+    let role = match role {
+        "admin" => maintenance::Role::Admin,
+        "agent" => maintenance::Role::Agent,
+        "technician" => maintenance::Role::Technician,
+        _ => maintenance::Role::Homeowner,
+    };
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let engine = maintenance::Engine::open(&m.db_path, m.engine.clone()).context("opening the maintenance database")?;
+    let token = engine.issue_token(role, subject, gateway::ingest::pipeline::now_ms()).context("issuing the token")?;
+    println!("{token}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -30,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
 
     let config = gateway::config::Config::load(cli.config.as_deref(), std::env::vars())
         .with_context(|| "loading the configuration (see gateway.example.toml)")?;
+    if let Some(Task::IssueToken { role, subject }) = &cli.task {
+        return issue_token(&config, role, subject.as_deref());
+    }
     let options = gateway::RunOptions { demo_fixtures: cli.demo, report_every_s: cli.report_every };
     let shutdown = async {
         #[cfg(unix)]

@@ -133,6 +133,21 @@ fn a_repeated_device_leak_opens_one_critical_ticket_and_its_clear_is_marked() {
     let deadline_h = (list[0]["deadline_ts_ms"].as_i64().unwrap() - list[0]["opened_ts_ms"].as_i64().unwrap()) / 3_600_000;
     assert_eq!(deadline_h, 4, "a leak's deadline is 4 h");
 
+    // An operator's token from the command line works too.
+    let out = std::process::Command::new(gateway_bin())
+        .args(["--config", &work.path().join("gateway.toml").to_string_lossy(), "issue-token", "--role", "agent"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agent = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let status = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{}/api/tickets", gw.http_port))
+        .bearer_auth(&agent)
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+
     let unauthorised = reqwest::blocking::get(format!("http://127.0.0.1:{}/api/tickets", gw.http_port)).unwrap();
     assert_eq!(unauthorised.status().as_u16(), 401);
 }
