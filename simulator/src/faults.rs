@@ -200,6 +200,13 @@ pub struct Injection {
     pub days: Option<f64>,
 }
 
+impl Injection {
+    /// `kind` on the device with id `device`, from `start_day` for `days` days (or the kind's typical duration).
+    pub fn on(device: &str, kind: FaultKind, start_day: f64, days: Option<f64>) -> Injection {
+        Injection { device: DeviceRef::Id(device.into()), kind, start_day, days }
+    }
+}
+
 /// A scenario file: an optional mix plus explicit injections.
 ///
 /// ```json

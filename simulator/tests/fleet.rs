@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use fleet_sim::faults::{DeviceRef, FaultKind, FaultMix, Injection, Truth};
+use fleet_sim::faults::{FaultKind, FaultMix, Injection, Truth};
 use fleet_sim::{Fleet, FleetConfig, OutMessage};
 use protocol::message::{
     Event, EventKind, FaultCode, FaultState, Presence, Reading, Status, Telemetry,
@@ -27,12 +27,7 @@ fn small(seed: u64) -> FleetConfig {
 }
 
 fn inj(device: &str, kind: FaultKind, start_day: f64, days: Option<f64>) -> Injection {
-    Injection {
-        device: DeviceRef::Id(device.into()),
-        kind,
-        start_day,
-        days,
-    }
+    Injection::on(device, kind, start_day, days)
 }
 
 /// A fleet with one of every fault kind on known devices, and no random faults.

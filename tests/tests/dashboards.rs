@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e_tests::*;
-use fleet_sim::faults::{DeviceRef, FaultKind, FaultMix, Injection};
+use fleet_sim::faults::{FaultKind, FaultMix, Injection};
 use fleet_sim::{Fleet, FleetConfig};
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ const INTERVAL_MS: &str = "600000";
 const DEVICES: [&str; 3] = ["toilet-0000", "purifier-0001", "shower-0002"];
 
 fn inj(device: &str, kind: FaultKind, start_day: f64, days: f64) -> Injection {
-    Injection { device: DeviceRef::Id(device.into()), kind, start_day, days: Some(days) }
+    Injection::on(device, kind, start_day, Some(days))
 }
 
 fn fleet() -> FleetConfig {

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use e2e_tests::*;
-use fleet_sim::faults::{DeviceRef, FaultKind, FaultMix, Injection, Truth};
+use fleet_sim::faults::{FaultKind, FaultMix, Injection, Truth};
 use fleet_sim::{Fleet, FleetConfig};
 
 const DB: &str = "simulated_fleet";
 
 fn inj(device: &str, kind: FaultKind, start_day: f64, days: f64) -> Injection {
-    Injection { device: DeviceRef::Id(device.into()), kind, start_day, days: Some(days) }
+    Injection::on(device, kind, start_day, Some(days))
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub struct DurableWriter {
 impl DurableWriter {
     /// Wraps a store and a spool.
     pub fn new(store: TelemetryStore, spool: Spool, metrics: Arc<Metrics>) -> DurableWriter {
-        let backlog = spool.files().map(|f| f.len() as u64).unwrap_or(0);
+        let backlog = spool.backlog();
         DurableWriter { store, spool, metrics, backlog: backlog.into() }
     }
 
@@ -136,7 +136,7 @@ impl DurableWriter {
                     tracing::error!(error = %e, "Cannot delete a replayed spool file; it will be replayed again (harmless, writes are idempotent).");
                     return Err(());
                 }
-                let left = self.spool.files().map(|f| f.len() as u64).unwrap_or(0);
+                let left = self.spool.backlog();
                 self.backlog.store(left, Relaxed);
                 self.metrics.replayed_batches.fetch_add(1, Relaxed);
                 if left == 0 {

@@ -77,9 +77,9 @@ impl Spool {
         Ok(files)
     }
 
-    /// True if nothing is waiting for replay.
-    pub fn is_empty(&self) -> bool {
-        self.files().map(|f| f.is_empty()).unwrap_or(false)
+    /// Batches waiting for replay (0 if the directory cannot be read; the next append or read reports that).
+    pub fn backlog(&self) -> u64 {
+        self.files().map(|f| f.len() as u64).unwrap_or(0)
     }
 
     /// Appends a batch durably: when this returns Ok, the batch survives a crash.
