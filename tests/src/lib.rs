@@ -23,6 +23,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use protocol::message::*;
 use protocol::topic::{Channel, Topic};
 
+pub mod smtp;
+pub use smtp::SmtpServer;
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
@@ -52,11 +55,11 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
-fn wait_for_port(port: u16, what: &str) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
     wait_until(Duration::from_secs(20), what, || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
 }
 
-fn stop_child(child: &mut Option<Child>, signal: &str) {
+pub(crate) fn stop_child(child: &mut Option<Child>, signal: &str) {
     if let Some(mut c) = child.take() {
         let _ = Command::new("kill").arg(signal).arg(c.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(15);
