@@ -20,6 +20,7 @@ pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod service_kpi;
 pub mod state;
 pub mod store;
 
@@ -134,6 +135,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
             };
             tasks.spawn(dispatcher.run(m.dispatch_interval, until(shutdown_rx.clone())));
             tasks.spawn(maintenance::run_ticker(Arc::clone(&engine), m.tick_interval, until(shutdown_rx.clone())));
+            tasks.spawn(service_kpi::run(Arc::clone(&engine), Arc::clone(&writer), m.tick_interval, shutdown_rx.clone()));
             tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
             Some(engine)
         }

@@ -819,4 +819,9 @@ impl Engine {
     pub fn kpi(&self, from_ms: i64, to_ms: i64) -> Result<tickets::Kpi> {
         self.read(|c| tickets::kpi(c, &self.policy, from_ms, to_ms))
     }
+
+    /// Active tickets per priority, with how many are past their deadline at `now_ms`.
+    pub fn backlog_by_priority(&self, now_ms: i64) -> Result<Vec<(Priority, u64, u64)>> {
+        self.read(|c| tickets::backlog_by_priority(c, now_ms))
+    }
 }

@@ -53,6 +53,54 @@ fn fleet() -> FleetConfig {
     }
 }
 
+/// Registers a home (with a technician for its region) for every simulated device in
+/// a maintenance database under `work`; returns the gateway's `[maintenance]` table and an admin token.
+fn register_fleet(work: &std::path::Path, cfg: &FleetConfig) -> (String, String) {
+    use maintenance::registry::{Channel, Device, Home, Owner, Technician};
+    let db = work.join("maintenance.db");
+    let engine = maintenance::Engine::open(&db, maintenance::EngineConfig { policy: maintenance::Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
+    engine
+        .put_technician(&Technician { id: "tech-a".into(), name: "Tech A".into(), region: "sh".into(), skills: vec!["plumbing".into(), "electrical".into(), "filter".into()] })
+        .unwrap();
+    for i in 0..cfg.devices {
+        let id = fleet_sim::fleet::device_id(i);
+        let home = format!("h{i}");
+        engine
+            .put_home(&Home {
+                id: home.clone(),
+                address: format!("{i} Century Avenue"),
+                region: "sh".into(),
+                tz: "Asia/Shanghai".into(),
+                lang: maintenance::templates::Lang::En,
+                quiet_start: "22:00".into(),
+                quiet_end: "08:00".into(),
+                weekly_cap: None,
+                channels: vec![Channel::App],
+                owner: Owner { name: format!("Owner {i}"), phone: "13812341234".into(), email: None },
+            })
+            .unwrap();
+        engine.put_device(&Device { id, home_id: home, model: fleet_sim::fleet::model_of(i), installed_ts_ms: 0, cartridges: Vec::new() }).unwrap();
+    }
+    let admin = engine.issue_token(maintenance::Role::Admin, None, gateway::ingest::pipeline::now_ms()).unwrap();
+    let toml = format!(
+        "[maintenance]\ndb_path = \"{}\"\ntick_interval_s = 1\ndispatch_interval_s = 60\n[maintenance.delivery]\nhmac_secret = \"0123456789abcdef0123\"\n",
+        db.display()
+    );
+    (toml, admin)
+}
+
+/// Takes the first ticket through in progress to resolved, as an agent would.
+fn work_one_ticket(http_port: u16, admin: &str) {
+    let http = reqwest::blocking::Client::new();
+    let api = format!("http://127.0.0.1:{http_port}/api");
+    let tickets: Value = http.get(format!("{api}/tickets")).bearer_auth(admin).send().unwrap().json().unwrap();
+    let id = tickets.as_array().and_then(|a| a.first()).and_then(|t| t["id"].as_i64()).unwrap_or_else(|| panic!("the injected faults opened tickets: {tickets}"));
+    for to in ["in_progress", "resolved"] {
+        let resp = http.post(format!("{api}/tickets/{id}/transition")).bearer_auth(admin).json(&serde_json::json!({ "to": to })).send().unwrap();
+        assert!(resp.status().is_success(), "{to}: {}", resp.text().unwrap_or_default());
+    }
+}
+
 fn dashboards_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards/grafana")
 }
@@ -194,7 +242,9 @@ fn every_dashboard_panel_returns_data_from_a_simulated_fleet() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
     let influx = Influx::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Influx { url: influx.url(), db: DB.into() }, "gw-dash", "").unwrap();
+    // The maintenance engine knows every simulated device, so its tickets and KPIs reach InfluxDB too.
+    let (maintenance_toml, admin) = register_fleet(work.path(), &fleet());
+    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Influx { url: influx.url(), db: DB.into() }, "gw-dash", &maintenance_toml).unwrap();
     let acked = publish_all(broker.port, "dash-publisher", messages.into_iter().map(|m| (m.topic, m.payload)).collect(), None, None).unwrap();
     assert_eq!(acked, total);
     wait_until(Duration::from_secs(180), "every simulated message to be stored", || {
@@ -203,6 +253,13 @@ fn every_dashboard_panel_returns_data_from_a_simulated_fleet() {
     })
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", gw.metrics().ok(), gw.log_tail()));
     assert_eq!(gw.metrics().unwrap()["rejected"], 0, "every simulated message is valid");
+    // An agent works a ticket, so the time-to-acknowledge and time-to-resolve KPIs have data.
+    work_one_ticket(gw.http_port, &admin);
+    wait_until(Duration::from_secs(30), "the KPI export after the agent's work", || {
+        let answer = influx.query(DB, "SELECT last(\"mean_resolve_h\") FROM \"service_kpi\"").ok()?;
+        (data_points(&answer) > 0).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
 
     let mut failures = Vec::new();
     let (mut panels, mut queries) = (0, 0);
