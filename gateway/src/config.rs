@@ -58,6 +58,8 @@ pub struct RawConfig {
     pub http: RawHttp,
     /// The maintenance engine (tickets, reminders); off unless present. See `maintenance/README.md`.
     pub maintenance: Option<toml::Table>,
+    /// The analytics stage (fault rules, filter forecasts); on by default.
+    pub analytics: crate::analysis::AnalyticsConfig,
 }
 
 /// `[mqtt]`.
@@ -239,6 +241,8 @@ pub struct Config {
     pub http_listen: Option<SocketAddr>,
     /// The maintenance engine, if configured.
     pub maintenance: Option<maintenance::Config>,
+    /// The analytics stage.
+    pub analytics: crate::analysis::AnalyticsConfig,
 }
 
 /// Default batch size. Batches in flight plus the one filling must fit the
@@ -353,7 +357,7 @@ impl Config {
             }
         };
 
-        Ok(Config { data_dir, mqtt, batch, store, limits, http_listen, maintenance })
+        Ok(Config { data_dir, mqtt, batch, store, limits, http_listen, maintenance, analytics: raw.analytics })
     }
 }
 

@@ -14,6 +14,7 @@
 //!
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
+pub mod analysis;
 pub mod broker;
 pub mod config;
 pub mod demo;
@@ -176,6 +177,16 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         });
     }
 
+    // The analytics stage, with the rule state saved before the last stop.
+    let analyzer = if config.analytics.enabled {
+        let mut analyzer = analysis::Analyzer::new(config.analytics.clone());
+        let restored = analyzer.restore(state.load_analytics().await?);
+        tracing::info!(restored, "Analytics stage on: fault rules and filter forecasts per device.");
+        Some(analyzer)
+    } else {
+        None
+    };
+
     // Room for every PUBACK of a full in-flight window and more: acks never wait for space long.
     let (client, eventloop) = ingest::mqtt::connect(&config.mqtt, config.batch.max_messages * 4 + 10_000);
     let generation = Arc::new(AtomicU64::new(0));
@@ -191,6 +202,8 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         devices,
         maintenance,
         cartridges_seen: std::collections::HashMap::new(),
+        analyzer,
+        snapshot_every: Duration::from_secs(config.analytics.snapshot_every_s.max(1)),
     };
     let pipeline_task = tokio::spawn(pipeline.run(rx, shutdown_rx.clone()));
     let mqtt_task = tokio::spawn(ingest::mqtt::run(client, eventloop, tx, generation, Arc::clone(&metrics), shutdown_rx.clone()));

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub maintenance_applied: AtomicU64,
     /// Device reports the maintenance engine failed to apply (logged).
     pub maintenance_errors: AtomicU64,
+    /// Findings (edges) produced by the analytics stage.
+    pub findings: AtomicU64,
+    /// Devices with analytics state.
+    pub analytics_devices: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -77,6 +81,8 @@ pub struct Snapshot {
     pub devices: u64,
     pub maintenance_applied: u64,
     pub maintenance_errors: u64,
+    pub findings: u64,
+    pub analytics_devices: u64,
 }
 
 impl Metrics {
@@ -112,6 +118,8 @@ impl Metrics {
             devices: self.devices.load(Relaxed),
             maintenance_applied: self.maintenance_applied.load(Relaxed),
             maintenance_errors: self.maintenance_errors.load(Relaxed),
+            findings: self.findings.load(Relaxed),
+            analytics_devices: self.analytics_devices.load(Relaxed),
         }
     }
 }

@@ -90,6 +90,10 @@ impl StateDb {
                 payload_len INTEGER NOT NULL
             );
             CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (reason);
+            CREATE TABLE IF NOT EXISTS analytics_state (
+                device_id TEXT PRIMARY KEY,
+                rules TEXT NOT NULL        -- JSON of analytics::rules::DeviceRules
+            );
             CREATE TABLE IF NOT EXISTS devices (
                 device_id TEXT PRIMARY KEY,
                 seq_state TEXT NOT NULL,   -- JSON of DeviceSeq
@@ -139,6 +143,32 @@ impl StateDb {
                 }
             }
             tx.commit()
+        })
+        .await
+    }
+
+    /// Saves the analytics rule state of some devices (upsert).
+    pub async fn save_analytics(&self, states: Vec<(String, String)>) -> Result<(), StateError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare("INSERT INTO analytics_state (device_id, rules) VALUES (?1, ?2) ON CONFLICT(device_id) DO UPDATE SET rules = excluded.rules")?;
+                for (id, json) in &states {
+                    stmt.execute(rusqlite::params![id, json])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Loads every device's saved analytics rule state.
+    pub async fn load_analytics(&self) -> Result<Vec<(String, String)>, StateError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare("SELECT device_id, rules FROM analytics_state")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

@@ -27,6 +27,19 @@ pub struct Accepted {
     pub fault: Option<protocol::message::FaultEvent>,
     /// `(slot, replacements)` of each cartridge reported (for the maintenance engine).
     pub cartridges: Vec<(u8, u32)>,
+    /// The validated message itself, for the analytics stage.
+    pub message: Message,
+}
+
+/// A validated contract message (boxed: they are a few hundred bytes each).
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Periodic counters and readings.
+    Telemetry(Box<Telemetry>),
+    /// A usage session or a fault.
+    Event(Box<Event>),
+    /// Online/offline (nothing for the analytics).
+    Status,
 }
 
 /// A message that failed a check.
@@ -76,7 +89,7 @@ pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Resu
                 Reading::Shower(r) => r.cartridges.iter().map(|c| (c.slot, c.replacements)).collect(),
                 Reading::Toilet(_) => Vec::new(),
             };
-            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: telemetry_points(&msg), device_id: topic.device_id, fault: None, cartridges })
+            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: telemetry_points(&msg), device_id: topic.device_id, fault: None, cartridges, message: Message::Telemetry(Box::new(msg)) })
         }
         Channel::Event => {
             let msg: Event = parse(payload)?;
@@ -85,12 +98,12 @@ pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Resu
                 EventKind::Fault(f) => Some(f.clone()),
                 EventKind::Session(_) => None,
             };
-            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: vec![event_point(&msg)], device_id: topic.device_id, fault, cartridges: Vec::new() })
+            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: vec![event_point(&msg)], device_id: topic.device_id, fault, cartridges: Vec::new(), message: Message::Event(Box::new(msg)) })
         }
         Channel::Status => {
             let msg: Status = parse(payload)?;
             validate::check_status(&msg, &topic, now_ms, limits).map_err(invalid)?;
-            Ok(Accepted { sequence: None, points: vec![status_point(&msg)], device_id: topic.device_id, fault: None, cartridges: Vec::new() })
+            Ok(Accepted { sequence: None, points: vec![status_point(&msg)], device_id: topic.device_id, fault: None, cartridges: Vec::new(), message: Message::Status })
         }
         Channel::Cmd => Err(Rejection::new("wrong_channel", "the gateway does not ingest cmd topics")),
     }

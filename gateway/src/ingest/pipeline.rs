@@ -6,8 +6,9 @@
 //! own, so up to `max_in_flight` batches are being written while the next one
 //! fills. Batches complete strictly in order: for the oldest, once its write is
 //! durable, its dead letters (invalid messages and points the store refused) and
-//! sequence state are committed to the state database, device faults and
-//! cartridge replacements are handed to the maintenance engine (if configured),
+//! sequence state are committed to the state database, the analytics stage's
+//! findings (see [`crate::analysis`]; device faults go through it) and cartridge
+//! replacements are handed to the maintenance engine (if configured),
 //! and then every message of the batch is acknowledged in the order it arrived,
 //! as MQTT requires.
 
@@ -22,7 +23,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::decode::{decode, Rejection};
-use super::sequence::DeviceSeq;
+use super::sequence::{DeviceSeq, SeqVerdict};
+use crate::analysis::{Analyzer, DeviceFinding};
 use super::Inbound;
 use crate::config::BatchConfig;
 use crate::metrics::Metrics;
@@ -57,12 +59,17 @@ pub struct Pipeline {
     pub maintenance: Option<Arc<maintenance::Engine>>,
     /// Last `replacements` counter seen per (device, slot), so the engine hears only of changes.
     pub cartridges_seen: HashMap<(String, u8), u32>,
+    /// The analytics stage, if enabled.
+    pub analyzer: Option<Analyzer>,
+    /// Wall-clock interval between snapshots of the analytics state.
+    pub snapshot_every: Duration,
 }
 
 /// What the maintenance engine must hear about, from one batch.
 #[derive(Debug)]
 enum MaintenanceAction {
     Fault { device_id: String, fault: protocol::message::FaultEvent, ts_ms: i64 },
+    Finding(maintenance::Finding),
     CartridgeReplaced { device_id: String, slot: u8, replacements: u32 },
 }
 
@@ -74,6 +81,7 @@ fn apply_maintenance(engine: &maintenance::Engine, actions: &[MaintenanceAction]
             MaintenanceAction::Fault { device_id, fault, ts_ms } => {
                 engine.ingest(&maintenance::Finding::from_fault(device_id, fault, *ts_ms), now).map(|_| ())
             }
+            MaintenanceAction::Finding(finding) => engine.ingest(finding, now).map(|_| ()),
             MaintenanceAction::CartridgeReplaced { device_id, slot, replacements } => {
                 engine.cartridge_replaced(device_id, *slot, *replacements, now).map(|_| ())
             }
@@ -121,7 +129,12 @@ impl Pipeline {
         let mut batch: Vec<Inbound> = Vec::with_capacity(self.batch.max_messages);
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut closing = false;
+        let mut last_snapshot = Instant::now();
         while !closing {
+            if last_snapshot.elapsed() >= self.snapshot_every {
+                last_snapshot = Instant::now();
+                self.save_analytics();
+            }
             // Collect a batch, finishing written batches as they complete.
             let mut deadline: Option<Instant> = None;
             while batch.len() < self.batch.max_messages {
@@ -170,6 +183,25 @@ impl Pipeline {
                 }
             }
         }
+        self.save_analytics();
+    }
+
+    /// Saves the analytics state of the devices touched since the last save (in the background).
+    fn save_analytics(&mut self) {
+        let Some(analyzer) = &mut self.analyzer else { return };
+        let snapshot = analyzer.take_snapshot();
+        if snapshot.is_empty() {
+            return;
+        }
+        let state = self.state.clone();
+        let n = snapshot.len();
+        let task = tokio::spawn(async move {
+            if let Err(e) = state.save_analytics(snapshot).await {
+                tracing::warn!(error = %e, "Cannot save the analytics state; a restart would relearn some baselines.");
+            }
+        });
+        tracing::debug!(devices = n, "Analytics state snapshot queued.");
+        drop(task);
     }
 
     /// Decodes a batch, updates sequence state, and starts writing its points.
@@ -182,26 +214,49 @@ impl Pipeline {
         let mut reasons: Vec<&'static str> = Vec::new();
         let mut gap_delta: i64 = 0;
         let mut actions = Vec::new();
+        let mut findings: Vec<DeviceFinding> = Vec::new();
         for m in &messages {
             match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
                 Ok(accepted) => {
                     if self.maintenance.is_some() {
                         self.maintenance_actions(&accepted, &mut actions);
                     }
+                    let mut verdict = None;
                     if let Some((boot, seq)) = accepted.sequence {
                         let state = self.devices.entry(accepted.device_id.as_str().to_owned()).or_default();
                         let (gaps_before, dups_before) = (state.gaps, state.duplicates);
-                        state.observe(boot, seq);
+                        verdict = Some(state.observe(boot, seq));
                         gap_delta += state.gaps as i64 - gaps_before as i64;
                         self.metrics.duplicates.fetch_add(state.duplicates - dups_before, Relaxed);
                         touched.insert(accepted.device_id.as_str().to_owned(), *state);
                     }
                     points.extend(accepted.points);
+                    // A redelivery was analysed the first time round.
+                    if let (Some(analyzer), false) = (&mut self.analyzer, verdict == Some(SeqVerdict::Duplicate)) {
+                        analyzer.observe(accepted.device_id.as_str(), &accepted.message, &mut findings, &mut points);
+                    }
                 }
                 Err(Rejection { reason, detail }) => {
                     reasons.push(reason);
                     tracing::debug!(topic = %m.publish.topic, reason, %detail, "Message rejected.");
                     dead.push(DeadLetter::new(now, &m.publish.topic, reason, &detail, &m.publish.payload));
+                }
+            }
+        }
+        if let Some(analyzer) = &mut self.analyzer {
+            analyzer.sweep(now, &mut findings);
+            self.metrics.analytics_devices.store(analyzer.devices() as u64, Relaxed);
+        }
+        if !findings.is_empty() {
+            self.metrics.findings.fetch_add(findings.len() as u64, Relaxed);
+            for f in &findings {
+                tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), "Finding.");
+                points.push(f.point());
+                if self.maintenance.is_some() {
+                    match f.to_maintenance() {
+                        Ok(m) => actions.push(MaintenanceAction::Finding(m)),
+                        Err(e) => tracing::error!(error = %e, "A finding has no maintenance counterpart."),
+                    }
                 }
             }
         }
@@ -224,7 +279,8 @@ impl Pipeline {
     /// Notes what the maintenance engine must hear of one accepted message.
     fn maintenance_actions(&mut self, accepted: &super::decode::Accepted, actions: &mut Vec<MaintenanceAction>) {
         let device_id = accepted.device_id.as_str();
-        if let Some(fault) = &accepted.fault {
+        // With analytics on, device faults reach the engine as the rules' findings.
+        if let (Some(fault), None) = (&accepted.fault, &self.analyzer) {
             let ts_ms = accepted.points.first().map_or(0, |p| p.ts_ms);
             actions.push(MaintenanceAction::Fault { device_id: device_id.to_owned(), fault: fault.clone(), ts_ms });
         }

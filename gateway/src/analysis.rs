@@ -1,0 +1,358 @@
+//! The analytics stage of ingest: every accepted telemetry and event message goes
+//! through its device's fault rules (`analytics::rules::DeviceRules`) and each
+//! cartridge's due-date forecaster (`analytics::CartridgeForecaster`), in arrival
+//! order, on device time. What comes out:
+//!
+//! * [`DeviceFinding`]s — edges of conditions (a leak began, the fixture has been unused
+//!   7 days, the device went silent, a filter is due on a date) — which the pipeline
+//!   stores as `finding` points and hands to the maintenance engine with the batch,
+//!   before the batch is acknowledged;
+//! * `forecast` points, once per device-day and slot, for dashboards.
+//!
+//! Silence is judged on an event-time clock: the newest device timestamp seen
+//! fleet-wide (never ahead of the wall clock), swept every `clock_every` of it, so an
+//! accelerated replay finds the same silent devices as real time. The per-device rule
+//! state is snapshotted to the state database (only the devices touched since the
+//! last snapshot) so a restart does not forget what each device's normal looks like.
+
+use std::collections::{HashMap, HashSet};
+
+use analytics::rules::{DeviceRules, Finding, FindingKind, FindingState, RulesConfig};
+use analytics::{CartridgeForecaster, CartridgeSpec, ForecastConfig};
+use protocol::message::{Cartridge, Model, Reading, Severity};
+use serde::Deserialize;
+
+use crate::ingest::decode::Message;
+use crate::store::{FieldValue, Point};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `[analytics]` of the gateway's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Run the analytics stage (default true).
+    pub enabled: bool,
+    /// Event-time seconds between sweeps of the clock-driven rules (silence, unused).
+    pub clock_every_s: u64,
+    /// Wall-clock seconds between snapshots of the rule state to the state database.
+    pub snapshot_every_s: u64,
+    /// Thresholds of the fault rules (defaults from the analytics crate).
+    pub rules: RulesConfig,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig { enabled: true, clock_every_s: 60, snapshot_every_s: 30, rules: RulesConfig::default() }
+    }
+}
+
+/// A finding about one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceFinding {
+    /// The device.
+    pub device_id: String,
+    /// The finding.
+    pub finding: Finding,
+}
+
+impl DeviceFinding {
+    /// The `finding` point stored for dashboards (tags device and kind; the edge, severity,
+    /// start and evidence as fields), at the time the edge was seen.
+    pub fn point(&self) -> Point {
+        let f = &self.finding;
+        let mut fields = vec![
+            ("state".to_owned(), FieldValue::Str(match f.state { FindingState::Active => "active", FindingState::Cleared => "cleared" }.to_owned())),
+            ("active".to_owned(), FieldValue::Bool(f.state == FindingState::Active)),
+            ("severity".to_owned(), FieldValue::Str(f.severity.as_str().to_owned())),
+            ("began_ts_ms".to_owned(), FieldValue::Int(f.began_ts_ms)),
+            ("evidence".to_owned(), FieldValue::Str(f.evidence.to_string())),
+        ];
+        if let FindingKind::FilterDue { slot, due_ts_ms } = f.kind {
+            fields.push(("slot".to_owned(), FieldValue::Int(i64::from(slot))));
+            fields.push(("due_ts_ms".to_owned(), FieldValue::Int(due_ts_ms)));
+        }
+        Point {
+            measurement: "finding".to_owned(),
+            tags: vec![("device_id".to_owned(), self.device_id.clone()), ("kind".to_owned(), f.kind.as_str().to_owned())],
+            fields,
+            ts_ms: f.at_ts_ms,
+        }
+    }
+
+    /// The same finding as the maintenance engine's input.
+    pub fn to_maintenance(&self) -> Result<maintenance::Finding, serde_json::Error> {
+        let f = &self.finding;
+        Ok(maintenance::Finding {
+            device_id: self.device_id.clone(),
+            // The two enums share their serde form (tested below), so this cannot drift silently.
+            kind: serde_json::from_value(serde_json::to_value(f.kind)?)?,
+            severity: f.severity,
+            evidence: f.evidence.clone(),
+            began_ts_ms: f.began_ts_ms,
+            state: match f.state {
+                FindingState::Active => maintenance::FindingState::Active,
+                FindingState::Cleared => maintenance::FindingState::Cleared,
+            },
+        })
+    }
+}
+
+/// One cartridge slot's forecaster and what was last reported of it.
+#[derive(Debug)]
+struct Slot {
+    slot: u8,
+    forecaster: CartridgeForecaster,
+    /// Device-local day of the last forecast made.
+    forecast_day: i64,
+    /// Due day of the last `FilterDue` finding.
+    reported_due_day: Option<i64>,
+}
+
+#[derive(Debug)]
+struct DeviceState {
+    rules: DeviceRules,
+    slots: Vec<Slot>,
+}
+
+/// Everything the analytics stage knows, per device.
+#[derive(Debug)]
+pub struct Analyzer {
+    cfg: AnalyticsConfig,
+    devices: HashMap<String, DeviceState>,
+    /// Newest device timestamp seen (the event-time clock).
+    watermark_ms: i64,
+    last_sweep_ms: i64,
+    dirty: HashSet<String>,
+}
+
+impl Analyzer {
+    /// An analyzer that knows nothing yet.
+    pub fn new(cfg: AnalyticsConfig) -> Analyzer {
+        Analyzer { cfg, devices: HashMap::new(), watermark_ms: i64::MIN, last_sweep_ms: i64::MIN, dirty: HashSet::new() }
+    }
+
+    /// Restores rule state saved by [`Analyzer::take_snapshot`]; entries that no longer
+    /// parse (a new version's state) are skipped and relearned.
+    pub fn restore(&mut self, saved: Vec<(String, String)>) -> usize {
+        let mut restored = 0;
+        for (device_id, json) in saved {
+            match serde_json::from_str::<DeviceRules>(&json) {
+                Ok(rules) => {
+                    self.devices.insert(device_id, DeviceState { rules, slots: Vec::new() });
+                    restored += 1;
+                }
+                Err(e) => tracing::warn!(%device_id, error = %e, "Saved analytics state does not load; the device's baseline is relearned."),
+            }
+        }
+        restored
+    }
+
+    /// The rule state of every device touched since the last call, as JSON.
+    pub fn take_snapshot(&mut self) -> Vec<(String, String)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|id| {
+                let state = self.devices.get(&id)?;
+                match serde_json::to_string(&state.rules) {
+                    Ok(json) => Some((id, json)),
+                    Err(e) => {
+                        tracing::warn!(device_id = %id, error = %e, "Cannot serialise analytics state.");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Devices with state.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    fn device(&mut self, device_id: &str, model: Model) -> &mut DeviceState {
+        // A first event may have guessed the model; telemetry tells it for sure.
+        let known = self.devices.get(device_id).is_some_and(|d| d.rules.model() == model);
+        if !known {
+            self.devices.insert(device_id.to_owned(), DeviceState { rules: DeviceRules::new(model, &self.cfg.rules), slots: Vec::new() });
+        }
+        if !self.dirty.contains(device_id) {
+            self.dirty.insert(device_id.to_owned());
+        }
+        self.devices.get_mut(device_id).expect("inserted above")
+    }
+
+    /// Feeds one accepted message (not a duplicate) of `device_id`. Findings go to
+    /// `findings`, forecast points to `points`.
+    pub fn observe(&mut self, device_id: &str, message: &Message, findings: &mut Vec<DeviceFinding>, points: &mut Vec<Point>) {
+        let mut out = Vec::new();
+        let ts = match message {
+            Message::Telemetry(t) => {
+                let cfg = self.cfg.rules.clone();
+                let state = self.device(device_id, t.reading.model());
+                state.rules.on_telemetry(&cfg, t, &mut out);
+                let (cartridges, tds): (&[Cartridge], Option<(u16, u16)>) = match &t.reading {
+                    Reading::Purifier(r) => (&r.cartridges, Some((r.tds_in_ppm, r.tds_out_ppm))),
+                    Reading::Shower(r) => (&r.cartridges, None),
+                    Reading::Toilet(_) => (&[], None),
+                };
+                for c in cartridges {
+                    forecast_slot(state, device_id, t.ts, c, tds, &mut out, points);
+                }
+                t.ts
+            }
+            Message::Event(e) => {
+                let cfg = self.cfg.rules.clone();
+                let Some(state) = self.devices.get_mut(device_id) else {
+                    // Rules need the model, which telemetry tells; an event before any
+                    // telemetry is still judged by a rule set for the model its kind implies.
+                    use protocol::message::{EventKind, SessionKind};
+                    let model = match &e.event {
+                        EventKind::Session(s) => match s.kind {
+                            SessionKind::Seat | SessionKind::Wash | SessionKind::Flush => Model::Toilet,
+                            SessionKind::Dispense => Model::Purifier,
+                            SessionKind::Shower => Model::Shower,
+                        },
+                        // Device fault codes mean the same on every model.
+                        EventKind::Fault(_) => Model::Toilet,
+                    };
+                    let state = self.device(device_id, model);
+                    state.rules.on_event(&cfg, e, &mut out);
+                    findings.extend(out.into_iter().map(|finding| DeviceFinding { device_id: device_id.to_owned(), finding }));
+                    self.watermark_ms = self.watermark_ms.max(e.ts);
+                    return;
+                };
+                state.rules.on_event(&cfg, e, &mut out);
+                if !self.dirty.contains(device_id) {
+                    self.dirty.insert(device_id.to_owned());
+                }
+                e.ts
+            }
+            Message::Status => return,
+        };
+        self.watermark_ms = self.watermark_ms.max(ts);
+        findings.extend(out.into_iter().map(|finding| DeviceFinding { device_id: device_id.to_owned(), finding }));
+    }
+
+    /// Runs the clock-driven rules of every device when the event-time clock
+    /// (the newest device time, capped at `wall_now_ms`) has moved on by `clock_every`.
+    pub fn sweep(&mut self, wall_now_ms: i64, findings: &mut Vec<DeviceFinding>) {
+        if self.watermark_ms == i64::MIN {
+            return;
+        }
+        let now = self.watermark_ms.min(wall_now_ms);
+        let every = i64::try_from(self.cfg.clock_every_s.max(1)).unwrap_or(60) * 1000;
+        if self.last_sweep_ms != i64::MIN && now < self.last_sweep_ms + every {
+            return;
+        }
+        self.last_sweep_ms = now;
+        let cfg = &self.cfg.rules;
+        let mut out = Vec::new();
+        for (device_id, state) in &mut self.devices {
+            state.rules.on_clock(cfg, now, &mut out);
+            if !out.is_empty() {
+                self.dirty.insert(device_id.clone());
+                findings.extend(out.drain(..).map(|finding| DeviceFinding { device_id: device_id.clone(), finding }));
+            }
+        }
+    }
+}
+
+/// Feeds one cartridge reading to its slot's forecaster; once per device day, writes a
+/// `forecast` point and, when the predicted due day moved, a `FilterDue` finding.
+fn forecast_slot(state: &mut DeviceState, device_id: &str, ts: i64, c: &Cartridge, tds: Option<(u16, u16)>, out: &mut Vec<Finding>, points: &mut Vec<Point>) {
+    let idx = match state.slots.iter().position(|s| s.slot == c.slot) {
+        Some(i) => i,
+        None => {
+            let Some(spec) = CartridgeSpec::for_kind(c.kind.as_str()) else { return };
+            let Ok(forecaster) = CartridgeForecaster::new(ForecastConfig::new(spec)) else { return };
+            state.slots.push(Slot { slot: c.slot, forecaster, forecast_day: i64::MIN, reported_due_day: None });
+            state.slots.len() - 1
+        }
+    };
+    let slot = &mut state.slots[idx];
+    if slot.forecaster.observe(ts, c.ml_since_replacement, c.replacements).is_err() {
+        return; // out of order (a late message): the forecaster keeps its state
+    }
+    if let (Some((tds_in, tds_out)), protocol::message::CartridgeKind::ReverseOsmosis) = (tds, c.kind) {
+        slot.forecaster.observe_quality(ts, tds_in, tds_out);
+    }
+    let day = ts.div_euclid(DAY_MS);
+    if day == slot.forecast_day {
+        return;
+    }
+    slot.forecast_day = day;
+    let Ok(f) = slot.forecaster.forecast(ts) else { return };
+    points.push(Point {
+        measurement: "forecast".to_owned(),
+        tags: vec![("device_id".to_owned(), device_id.to_owned()), ("slot".to_owned(), c.slot.to_string())],
+        fields: vec![
+            ("due_ts_ms".to_owned(), FieldValue::Int(f.due_ms)),
+            ("lo_ts_ms".to_owned(), FieldValue::Int(f.lo_ms)),
+            ("hi_ts_ms".to_owned(), FieldValue::Int(f.hi_ms)),
+            ("days_left".to_owned(), FieldValue::Float(((f.due_ms - ts) as f64 / DAY_MS as f64).max(0.0))),
+            ("remaining_l".to_owned(), FieldValue::Float(if f.remaining_l.is_finite() { f.remaining_l } else { 0.0 })),
+            ("daily_l".to_owned(), FieldValue::Float(if f.daily_l.is_finite() { f.daily_l } else { 0.0 })),
+            ("kind".to_owned(), FieldValue::Str(c.kind.as_str().to_owned())),
+        ],
+        ts_ms: ts,
+    });
+    let due_day = f.due_ms.div_euclid(DAY_MS);
+    if slot.reported_due_day != Some(due_day) {
+        slot.reported_due_day = Some(due_day);
+        out.push(Finding {
+            kind: FindingKind::FilterDue { slot: c.slot, due_ts_ms: f.due_ms },
+            severity: Severity::Info,
+            state: FindingState::Active,
+            began_ts_ms: ts,
+            at_ts_ms: ts,
+            evidence: serde_json::json!({
+                "cartridge": c.kind.as_str(),
+                "due_ts_ms": f.due_ms, "lo_ts_ms": f.lo_ms, "hi_ts_ms": f.hi_ms,
+                "reason": format!("{:?}", f.reason),
+                "remaining_l": f.remaining_l, "daily_l": f.daily_l,
+            }),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_kind() -> Vec<FindingKind> {
+        use analytics::rules::Resource;
+        vec![
+            FindingKind::Leak,
+            FindingKind::LongWash,
+            FindingKind::MainBoardFault,
+            FindingKind::HeaterFault,
+            FindingKind::SensorFault,
+            FindingKind::InletClog,
+            FindingKind::LowInletPressure,
+            FindingKind::Unused7Days,
+            FindingKind::AbnormalUsage { resource: Resource::Water },
+            FindingKind::AbnormalUsage { resource: Resource::Energy },
+            FindingKind::FilterDue { slot: 2, due_ts_ms: 1_800_000_000_000 },
+            FindingKind::DeviceSilent,
+        ]
+    }
+
+    #[test]
+    fn every_analytics_finding_converts_to_the_maintenance_kind_of_the_same_name() {
+        for kind in every_kind() {
+            let f = DeviceFinding {
+                device_id: "toilet-1".into(),
+                finding: Finding { kind, severity: Severity::Major, state: FindingState::Cleared, began_ts_ms: 5, at_ts_ms: 9, evidence: serde_json::json!({"x": 1}) },
+            };
+            let m = f.to_maintenance().unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            assert_eq!(m.kind.policy_key(), kind.as_str());
+            assert_eq!(m.state, maintenance::FindingState::Cleared);
+            assert_eq!((m.began_ts_ms, m.severity), (5, Severity::Major));
+            let p = f.point();
+            assert_eq!(p.tags[1], ("kind".to_owned(), kind.as_str().to_owned()));
+            assert_eq!(p.ts_ms, 9);
+        }
+    }
+}
