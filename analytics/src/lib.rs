@@ -9,12 +9,16 @@
 //! * [`forecast`]: [`CartridgeForecaster`], a streaming due-date forecaster of filter
 //!   cartridges (rated volume or maximum age, with a prediction interval).
 //!
+//! * [`rules`]: the product brief's fault rules per device ([`rules::DeviceRules`]),
+//!   turning contract messages into edge-triggered [`rules::Finding`]s.
+//!
 //! The library does no I/O and reads no clock; the binaries in `src/bin` do the file work.
 
 pub mod detector;
 pub mod error;
 pub mod forecast;
 pub mod nab;
+pub mod rules;
 pub mod time;
 
 pub use detector::{DetectorConfig, StreamingDetector};

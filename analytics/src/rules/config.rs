@@ -1,0 +1,144 @@
+//! [`RulesConfig`]: every threshold of the fault rules, with defaults that suit the
+//! fixtures of contract v1 (tuned on the fleet simulator, see `fault-eval`).
+
+use serde::{Deserialize, Serialize};
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// Thresholds of the abnormal-usage rule for one resource: a day's total is abnormal
+/// when it exceeds **all three** of `median + k·σ`, `min_ratio × median` and
+/// `median + min_excess`, where median and σ (1.4826 × MAD) are those of the device's
+/// recent daily totals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageThresholds {
+    /// Robust z-score a day must exceed.
+    pub k: f32,
+    /// Ratio to the median daily total a day must exceed.
+    pub min_ratio: f32,
+    /// Absolute excess over the median a day must exceed (ml for water, Wh for energy).
+    pub min_excess: f32,
+    /// σ is at least this fraction of the median (a very regular home is not made
+    /// infinitely sensitive).
+    pub sigma_floor_ratio: f32,
+}
+
+/// Thresholds and timings of the fault rules. Times are milliseconds of device time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Telemetry interval assumed until the device's own is learnt, ms.
+    pub default_report_interval_ms: i64,
+    /// A device is silent after this many of its telemetry intervals without a message…
+    pub silent_after_intervals: f32,
+    /// …but never before this long, ms.
+    pub silent_min_ms: i64,
+    /// A fixture with no usage session for this long is unused, ms.
+    pub unused_after_ms: i64,
+    /// Unexplained flow (metered water not accounted for by sessions) at or above this
+    /// rate counts toward a leak, ml/min.
+    pub leak_min_ml_per_min: f32,
+    /// Consecutive telemetry intervals of unexplained flow that raise a leak.
+    pub leak_raise_intervals: u8,
+    /// Consecutive telemetry intervals without unexplained flow that clear it.
+    pub leak_clear_intervals: u8,
+    /// Telemetry intervals longer than this (the device was offline, messages were
+    /// dropped) are not used by the flow balance and the daily totals, ms.
+    pub max_telemetry_gap_ms: i64,
+    /// A wash or flush is long when its duration exceeds `median + k·σ` of the device's
+    /// recent ones…
+    pub long_session_k: f32,
+    /// …and `min_ratio × median`…
+    pub long_session_min_ratio: f32,
+    /// …and `median + min_extra_s`, seconds.
+    pub long_session_min_extra_s: f32,
+    /// Sessions needed before the long-session rule judges.
+    pub long_session_min_samples: u8,
+    /// Inlet clog: the median flow of the last sessions below this fraction of the
+    /// device's baseline flow raises it (at fine pressure)…
+    pub clog_raise_ratio: f32,
+    /// …and at or above this fraction clears it.
+    pub clog_clear_ratio: f32,
+    /// Sessions shorter than this do not measure flow, seconds.
+    pub clog_min_session_s: u32,
+    /// Baseline flow samples (one a day) needed before the clog rule judges.
+    pub clog_min_baseline: u8,
+    /// Pressure is "fine" for the clog rule at or above this, kPa…
+    pub clog_min_pressure_kpa: f32,
+    /// …and at or above this fraction of the device's usual pressure.
+    pub clog_min_pressure_ratio: f32,
+    /// Telemetry pressure below this raises low inlet pressure, kPa…
+    pub low_pressure_raise_kpa: f32,
+    /// …and at or above this clears it.
+    pub low_pressure_clear_kpa: f32,
+    /// Consecutive telemetry readings needed for either.
+    pub low_pressure_readings: u8,
+    /// Shower temperature drift: the median of the last sessions further than this from
+    /// the device's baseline (°C)…
+    pub drift_min_c: f32,
+    /// …and further than this many σ, is a drifting temperature sensor.
+    pub drift_k: f32,
+    /// Baseline temperature samples needed before the drift rule judges.
+    pub drift_min_baseline: u8,
+    /// Daily totals needed before the abnormal-usage rule judges.
+    pub usage_min_days: u8,
+    /// Abnormal daily water use.
+    pub usage_water: UsageThresholds,
+    /// Abnormal daily energy use (toilet heater).
+    pub usage_energy: UsageThresholds,
+    /// After a reboot, a device fault that the new boot has not raised again within
+    /// this long is taken as cleared, ms.
+    pub reboot_grace_ms: i64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            default_report_interval_ms: 15 * MINUTE_MS,
+            silent_after_intervals: 3.0,
+            silent_min_ms: 30 * MINUTE_MS,
+            unused_after_ms: 7 * DAY_MS,
+            leak_min_ml_per_min: 10.0,
+            leak_raise_intervals: 4,
+            leak_clear_intervals: 4,
+            max_telemetry_gap_ms: 2 * HOUR_MS,
+            long_session_k: 5.0,
+            long_session_min_ratio: 2.0,
+            long_session_min_extra_s: 20.0,
+            long_session_min_samples: 10,
+            clog_raise_ratio: 0.7,
+            clog_clear_ratio: 0.85,
+            clog_min_session_s: 10,
+            clog_min_baseline: 3,
+            clog_min_pressure_kpa: 150.0,
+            clog_min_pressure_ratio: 0.75,
+            low_pressure_raise_kpa: 100.0,
+            low_pressure_clear_kpa: 130.0,
+            low_pressure_readings: 2,
+            drift_min_c: 1.0,
+            drift_k: 8.0,
+            drift_min_baseline: 5,
+            usage_min_days: 14,
+            usage_water: UsageThresholds {
+                k: 5.0,
+                min_ratio: 1.8,
+                min_excess: 20_000.0,
+                sigma_floor_ratio: 0.05,
+            },
+            usage_energy: UsageThresholds {
+                k: 5.0,
+                min_ratio: 1.3,
+                min_excess: 30.0,
+                sigma_floor_ratio: 0.03,
+            },
+            reboot_grace_ms: HOUR_MS,
+        }
+    }
+}
+
+impl RulesConfig {
+    /// Milliseconds in a day (day boundaries of the daily totals are UTC midnights).
+    pub const DAY_MS: i64 = DAY_MS;
+}

@@ -1,0 +1,65 @@
+//! Temperature-sensor drift of a thermostatic shower: the mixed-water temperature of
+//! its sessions is regulated to the household's preference, so a median of the last
+//! sessions that moves away from the learnt baseline (more than `drift_min_c` and
+//! `drift_k` σ) is the sensor, not the water.
+//!
+//! The baseline learns one sample every three days once warm, so a drift of a few
+//! tenths of a degree a day is not followed.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::RulesConfig;
+use super::stats::SampleWindow;
+
+const BASELINE_EVERY_MS: i64 = 3 * 86_400_000;
+
+/// Drift state of one device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TemperatureDrift {
+    recent_c: SampleWindow<3>,
+    baseline_c: SampleWindow<16>,
+    baseline_pushed_ts_ms: Option<i64>,
+    active: bool,
+    /// Recent median and baseline median at the last judged session, °C.
+    last: (f32, f32),
+}
+
+impl TemperatureDrift {
+    /// Recent median and baseline median at the last judged session, °C.
+    pub fn last_judged(&self) -> (f32, f32) {
+        self.last
+    }
+
+    /// A session at `ts_ms` had mean temperature `temp_c`. Returns `Some(drifting)`
+    /// when the verdict changes.
+    pub fn on_session(&mut self, cfg: &RulesConfig, ts_ms: i64, temp_c: f32) -> Option<bool> {
+        self.recent_c.push(temp_c);
+        if self.recent_c.len() < 3 {
+            return None;
+        }
+        let recent = self.recent_c.summary()?.median;
+        let mut verdict = None;
+        let warm = self.baseline_c.len() >= usize::from(cfg.drift_min_baseline);
+        if let Some(base) = self.baseline_c.summary().filter(|_| warm) {
+            let threshold = cfg.drift_min_c.max(cfg.drift_k * base.sigma);
+            let off = (recent - base.median).abs();
+            self.last = (recent, base.median);
+            if !self.active && off > threshold {
+                self.active = true;
+                verdict = Some(true);
+            } else if self.active && off < threshold / 2.0 {
+                self.active = false;
+                verdict = Some(false);
+            }
+        }
+        let due = !warm
+            || self
+                .baseline_pushed_ts_ms
+                .is_none_or(|t| ts_ms - t >= BASELINE_EVERY_MS);
+        if !self.active && due {
+            self.baseline_c.push(recent);
+            self.baseline_pushed_ts_ms = Some(ts_ms);
+        }
+        verdict
+    }
+}

@@ -1,0 +1,188 @@
+//! Edge triggering: one [`Latch`] per finding kind turns "is the condition present
+//! now?" answers from one or more sources into one `Active` finding when the first
+//! source sees it and one `Cleared` finding when the last source stops seeing it.
+
+use protocol::message::Severity;
+use serde::{Deserialize, Serialize};
+
+use super::finding::{Finding, FindingKind, FindingState};
+
+/// A source of a condition: a bit in [`Latch`]'s set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source(u8);
+
+impl Source {
+    /// The device's own fault code.
+    pub const DEVICE: Source = Source(1);
+    /// A second device fault code mapping to the same kind (heater over-temperature).
+    pub const DEVICE_SECOND: Source = Source(2);
+    /// The analytics rule.
+    pub const ANALYTIC: Source = Source(4);
+    /// Both device sources.
+    const ANY_DEVICE: u8 = 1 | 2;
+}
+
+/// The state of one finding kind on one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latch {
+    /// Sources that currently see the condition.
+    sources: u8,
+    /// When the current episode began (device time).
+    began_ts_ms: i64,
+    /// Severity of the `Active` finding, repeated on the `Cleared` one.
+    severity: Option<Severity>,
+    /// Boot of the device when a device source last raised it.
+    device_boot: u32,
+}
+
+impl Latch {
+    /// True while any source sees the condition.
+    pub fn is_active(&self) -> bool {
+        self.sources != 0
+    }
+
+    /// True while `source` sees the condition.
+    pub fn has(&self, source: Source) -> bool {
+        self.sources & source.0 != 0
+    }
+
+    /// True while a device fault code holds the condition.
+    pub fn has_device_source(&self) -> bool {
+        self.sources & Source::ANY_DEVICE != 0
+    }
+
+    /// Boot of the device when a device source last raised the condition.
+    pub fn device_boot(&self) -> u32 {
+        self.device_boot
+    }
+
+    /// When the current episode began.
+    pub fn began_ts_ms(&self) -> i64 {
+        self.began_ts_ms
+    }
+
+    /// Records that `source` sees the condition (`present`) or not at `ts_ms`, pushing a
+    /// finding to `out` on an edge. `evidence` is only called on an edge.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set(
+        &mut self,
+        kind: FindingKind,
+        source: Source,
+        present: bool,
+        ts_ms: i64,
+        severity: Severity,
+        evidence: impl FnOnce() -> serde_json::Value,
+        out: &mut Vec<Finding>,
+    ) {
+        self.set_since(kind, source, present, ts_ms, ts_ms, severity, evidence, out);
+    }
+
+    /// Like [`Latch::set`], for a condition seen at `at_ts_ms` that began at
+    /// `began_ts_ms` (silence began at the last message; disuse at the last session).
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_since(
+        &mut self,
+        kind: FindingKind,
+        source: Source,
+        present: bool,
+        began_ts_ms: i64,
+        at_ts_ms: i64,
+        severity: Severity,
+        evidence: impl FnOnce() -> serde_json::Value,
+        out: &mut Vec<Finding>,
+    ) {
+        let ts_ms = at_ts_ms;
+        let was_active = self.is_active();
+        if present {
+            self.sources |= source.0;
+            if was_active {
+                return;
+            }
+            self.began_ts_ms = began_ts_ms;
+            self.severity = Some(severity);
+            out.push(Finding {
+                kind,
+                severity,
+                state: FindingState::Active,
+                began_ts_ms,
+                at_ts_ms: ts_ms,
+                evidence: evidence(),
+            });
+        } else {
+            self.sources &= !source.0;
+            if !was_active || self.is_active() {
+                return;
+            }
+            out.push(Finding {
+                kind,
+                severity: self.severity.unwrap_or(severity),
+                state: FindingState::Cleared,
+                began_ts_ms: self.began_ts_ms,
+                at_ts_ms: ts_ms,
+                evidence: evidence(),
+            });
+            self.severity = None;
+        }
+    }
+
+    /// Like [`Latch::set`] for a device source, remembering the boot it was raised in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_from_device(
+        &mut self,
+        kind: FindingKind,
+        source: Source,
+        present: bool,
+        ts_ms: i64,
+        boot_id: u32,
+        severity: Severity,
+        evidence: impl FnOnce() -> serde_json::Value,
+        out: &mut Vec<Finding>,
+    ) {
+        if present {
+            self.device_boot = boot_id;
+        }
+        self.set(kind, source, present, ts_ms, severity, evidence, out);
+    }
+
+    /// Drops every device source (the device rebooted and did not raise it again).
+    pub fn drop_device_sources(
+        &mut self,
+        kind: FindingKind,
+        ts_ms: i64,
+        evidence: impl FnOnce() -> serde_json::Value,
+        out: &mut Vec<Finding>,
+    ) {
+        let severity = self.severity.unwrap_or(Severity::Info);
+        self.set(kind, Source(Source::ANY_DEVICE), false, ts_ms, severity, evidence, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn two_sources_make_one_episode() {
+        let mut latch = Latch::default();
+        let mut out = Vec::new();
+        let k = FindingKind::Leak;
+        latch.set(k, Source::DEVICE, true, 10, Severity::Critical, || Value::Null, &mut out);
+        latch.set(k, Source::ANALYTIC, true, 20, Severity::Warning, || Value::Null, &mut out);
+        latch.set(k, Source::DEVICE, false, 30, Severity::Critical, || Value::Null, &mut out);
+        assert_eq!(out.len(), 1);
+        latch.set(k, Source::ANALYTIC, false, 40, Severity::Warning, || Value::Null, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].state, FindingState::Cleared);
+        assert_eq!((out[1].began_ts_ms, out[1].at_ts_ms), (10, 40));
+        assert_eq!(out[1].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn clearing_an_inactive_latch_says_nothing() {
+        let mut latch = Latch::default();
+        let mut out = Vec::new();
+        latch.set(FindingKind::Leak, Source::DEVICE, false, 1, Severity::Info, || Value::Null, &mut out);
+        assert!(out.is_empty());
+    }
+}

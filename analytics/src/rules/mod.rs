@@ -1,0 +1,571 @@
+//! The product brief's fault rules, per device, as edge-triggered [`Finding`]s.
+//!
+//! [`DeviceRules`] is the whole state of one device (about 1 KiB at most, no heap,
+//! serialisable so the gateway can snapshot it). It is fed that device's contract
+//! messages in order ([`DeviceRules::on_telemetry`], [`DeviceRules::on_event`]) and a
+//! periodic clock ([`DeviceRules::on_clock`]); each call appends the findings it
+//! produces to a caller's buffer and allocates nothing when nothing fires. Time is
+//! always the device's (message `ts`) or the `now_ms` passed in: no clock is read.
+//!
+//! | finding | from the device | from the analytics |
+//! |---|---|---|
+//! | [`FindingKind::Leak`] | `leak` | [`leak`]: metered water no session explains, several intervals running |
+//! | [`FindingKind::LongWash`] | `valve_stuck` | [`long_session`]: wash/flush longer than the device's median + k·σ (MAD) |
+//! | [`FindingKind::HeaterFault`] | `heater_failure`, `heater_over_temp` | |
+//! | [`FindingKind::MainBoardFault`] | `main_board` | |
+//! | [`FindingKind::SensorFault`] | `sensor_error` | [`drift`]: shower temperature sensor drifting from its baseline |
+//! | [`FindingKind::InletClog`] | `inlet_clog` | [`clog`]: session flow falling against its baseline at fine pressure |
+//! | [`FindingKind::LowInletPressure`] | `low_inlet_pressure` | [`pressure`]: telemetry pressure under the working minimum |
+//! | [`FindingKind::Unused7Days`] | | no usage session for 7 days (clock; not while silent) |
+//! | [`FindingKind::AbnormalUsage`] | | [`usage`]: daily water / heater energy over the household's robust norm |
+//! | [`FindingKind::DeviceSilent`] | | no message for 3 learnt reporting intervals (clock) |
+//!
+//! A condition seen by several sources is one episode: `Active` when the first source
+//! sees it, `Cleared` when the last one stops ([`latch`]). A device fault raised before
+//! a reboot and not raised again within [`RulesConfig::reboot_grace_ms`] of it is
+//! taken as cleared (the new boot forgot it).
+//!
+//! ```
+//! use analytics::rules::{DeviceRules, RulesConfig};
+//! use protocol::message::Model;
+//! let cfg = RulesConfig::default();
+//! let mut rules = DeviceRules::new(Model::Toilet, &cfg);
+//! let mut findings = Vec::new();
+//! rules.on_clock(&cfg, 1_764_000_000_000, &mut findings);
+//! assert!(findings.is_empty());
+//! assert!(DeviceRules::state_bytes() < 1024);
+//! ```
+
+pub mod clog;
+mod config;
+pub mod drift;
+mod finding;
+pub mod latch;
+pub mod leak;
+pub mod long_session;
+pub mod pressure;
+pub mod stats;
+pub mod usage;
+
+#[cfg(test)]
+mod tests;
+
+use protocol::message::{
+    Event, EventKind, FaultCode, FaultEvent, FaultState, Model, Reading, Session, SessionKind,
+    Severity, Telemetry,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use config::{RulesConfig, UsageThresholds};
+pub use finding::{Finding, FindingKind, FindingState, Resource};
+
+use clog::ClogTrend;
+use drift::TemperatureDrift;
+use latch::{Latch, Source};
+use leak::FlowBalance;
+use long_session::LongSessions;
+use pressure::PressureWatch;
+use stats::SampleWindow;
+use usage::{DailyUsage, UsageJudgement};
+
+/// Index of each finding kind's [`Latch`] in [`DeviceRules`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Leak,
+    LongWash,
+    MainBoard,
+    Heater,
+    Sensor,
+    InletClog,
+    LowPressure,
+    Unused,
+    AbnormalWater,
+    AbnormalEnergy,
+    Silent,
+}
+
+const SLOTS: usize = 11;
+const ALL_SLOTS: [Slot; SLOTS] = [
+    Slot::Leak,
+    Slot::LongWash,
+    Slot::MainBoard,
+    Slot::Heater,
+    Slot::Sensor,
+    Slot::InletClog,
+    Slot::LowPressure,
+    Slot::Unused,
+    Slot::AbnormalWater,
+    Slot::AbnormalEnergy,
+    Slot::Silent,
+];
+
+impl Slot {
+    const fn kind(self) -> FindingKind {
+        match self {
+            Slot::Leak => FindingKind::Leak,
+            Slot::LongWash => FindingKind::LongWash,
+            Slot::MainBoard => FindingKind::MainBoardFault,
+            Slot::Heater => FindingKind::HeaterFault,
+            Slot::Sensor => FindingKind::SensorFault,
+            Slot::InletClog => FindingKind::InletClog,
+            Slot::LowPressure => FindingKind::LowInletPressure,
+            Slot::Unused => FindingKind::Unused7Days,
+            Slot::AbnormalWater => FindingKind::AbnormalUsage {
+                resource: Resource::Water,
+            },
+            Slot::AbnormalEnergy => FindingKind::AbnormalUsage {
+                resource: Resource::Energy,
+            },
+            Slot::Silent => FindingKind::DeviceSilent,
+        }
+    }
+
+    /// Severity of the analytics' own findings of this kind.
+    const fn analytic_severity(self) -> Severity {
+        match self {
+            Slot::Leak => Severity::Critical,
+            Slot::LongWash | Slot::MainBoard | Slot::Heater => Severity::Major,
+            Slot::Sensor | Slot::InletClog | Slot::LowPressure | Slot::Silent => {
+                Severity::Warning
+            }
+            Slot::Unused | Slot::AbnormalWater | Slot::AbnormalEnergy => Severity::Info,
+        }
+    }
+
+    /// The latch and source a device fault code feeds.
+    const fn of_fault(code: FaultCode) -> (Slot, Source) {
+        match code {
+            FaultCode::Leak => (Slot::Leak, Source::DEVICE),
+            FaultCode::ValveStuck => (Slot::LongWash, Source::DEVICE),
+            FaultCode::HeaterFailure => (Slot::Heater, Source::DEVICE),
+            FaultCode::HeaterOverTemp => (Slot::Heater, Source::DEVICE_SECOND),
+            FaultCode::SensorError => (Slot::Sensor, Source::DEVICE),
+            FaultCode::LowInletPressure => (Slot::LowPressure, Source::DEVICE),
+            FaultCode::InletClog => (Slot::InletClog, Source::DEVICE),
+            FaultCode::MainBoard => (Slot::MainBoard, Source::DEVICE),
+        }
+    }
+}
+
+/// What [`DeviceRules::accept`] learnt about a message's place in the stream.
+struct Accepted {
+    /// Messages were lost before this one, or the device rebooted.
+    gap: bool,
+}
+
+/// The fault rules' state for one device. See the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRules {
+    model: Model,
+    latches: [Latch; SLOTS],
+    /// `(boot_id, seq)` of the newest message accepted.
+    last_message: Option<(u32, u32)>,
+    /// Device time of the first message of the current boot.
+    boot_started_ts_ms: i64,
+    /// Device faults raised before the current boot still await confirmation.
+    reboot_check_pending: bool,
+    /// Newest device time heard, and the first.
+    last_heard_ts_ms: Option<i64>,
+    first_heard_ts_ms: Option<i64>,
+    /// The latest `now_ms` of [`DeviceRules::on_clock`].
+    last_clock_ms: Option<i64>,
+    /// Time of the previous telemetry, and its gaps (the reporting interval), seconds.
+    last_telemetry_ts_ms: Option<i64>,
+    report_intervals_s: SampleWindow<8>,
+    /// End of the latest usage session.
+    last_session_ts_ms: Option<i64>,
+    /// Previous heater energy counter (toilet), Wh.
+    last_energy_wh: Option<u32>,
+    /// Previous water counter, ml.
+    last_water_ml: Option<u64>,
+    /// Whether the interval since the previous telemetry lost a message.
+    interval_broken: bool,
+    flow: FlowBalance,
+    long_sessions: LongSessions,
+    clog: ClogTrend,
+    pressure: PressureWatch,
+    drift: TemperatureDrift,
+    water: DailyUsage,
+    energy: DailyUsage,
+}
+
+impl DeviceRules {
+    /// Fresh state for a device of `model` (nothing learnt yet).
+    pub fn new(model: Model, cfg: &RulesConfig) -> Self {
+        let _ = cfg;
+        DeviceRules {
+            model,
+            latches: [Latch::default(); SLOTS],
+            last_message: None,
+            boot_started_ts_ms: 0,
+            reboot_check_pending: false,
+            last_heard_ts_ms: None,
+            first_heard_ts_ms: None,
+            last_clock_ms: None,
+            last_telemetry_ts_ms: None,
+            report_intervals_s: SampleWindow::new(),
+            last_session_ts_ms: None,
+            last_energy_wh: None,
+            last_water_ml: None,
+            interval_broken: false,
+            flow: FlowBalance::default(),
+            long_sessions: LongSessions::default(),
+            clog: ClogTrend::default(),
+            pressure: PressureWatch::default(),
+            drift: TemperatureDrift::default(),
+            water: DailyUsage::default(),
+            energy: DailyUsage::default(),
+        }
+    }
+
+    /// Bytes of state per device: everything is inline (no heap), so this is the size
+    /// of the struct.
+    pub const fn state_bytes() -> usize {
+        std::mem::size_of::<DeviceRules>()
+    }
+
+    /// The fixture model.
+    pub fn model(&self) -> Model {
+        self.model
+    }
+
+    /// Whether a finding of `kind` is currently active.
+    pub fn is_active(&self, kind: FindingKind) -> bool {
+        ALL_SLOTS
+            .iter()
+            .any(|s| s.kind() == kind && self.latches[*s as usize].is_active())
+    }
+
+    /// The device's learnt reporting interval (median of recent telemetry gaps), ms.
+    pub fn report_interval_ms(&self, cfg: &RulesConfig) -> i64 {
+        self.report_intervals_s
+            .summary()
+            .map_or(cfg.default_report_interval_ms, |s| (s.median * 1000.0) as i64)
+    }
+
+    fn silent_after_ms(&self, cfg: &RulesConfig) -> i64 {
+        let by_interval = (self.report_interval_ms(cfg) as f32 * cfg.silent_after_intervals) as i64;
+        by_interval.max(cfg.silent_min_ms)
+    }
+
+    fn latch(&mut self, slot: Slot) -> &mut Latch {
+        &mut self.latches[slot as usize]
+    }
+
+    /// Places a message in the stream; `None` for a duplicate or an older message.
+    fn accept(
+        &mut self,
+        cfg: &RulesConfig,
+        boot_id: u32,
+        seq: u32,
+        ts_ms: i64,
+        out: &mut Vec<Finding>,
+    ) -> Option<Accepted> {
+        let gap = match self.last_message {
+            Some(last) if (boot_id, seq) <= last => return None,
+            Some((last_boot, last_seq)) if last_boot == boot_id => seq != last_seq.wrapping_add(1),
+            Some(_) => {
+                self.boot_started_ts_ms = ts_ms;
+                self.reboot_check_pending = self.latches.iter().any(Latch::has_device_source);
+                true
+            }
+            None => {
+                self.boot_started_ts_ms = ts_ms;
+                false
+            }
+        };
+        self.last_message = Some((boot_id, seq));
+        if gap {
+            self.interval_broken = true;
+            self.flow.on_gap();
+        }
+        self.heard(cfg, ts_ms, out);
+        if self.reboot_check_pending && ts_ms - self.boot_started_ts_ms >= cfg.reboot_grace_ms {
+            self.expire_forgotten_device_faults(boot_id, ts_ms, out);
+        }
+        Some(Accepted { gap })
+    }
+
+    fn expire_forgotten_device_faults(&mut self, boot_id: u32, ts_ms: i64, out: &mut Vec<Finding>) {
+        self.reboot_check_pending = false;
+        for slot in ALL_SLOTS {
+            let latch = self.latch(slot);
+            if latch.has_device_source() && latch.device_boot() < boot_id {
+                latch.drop_device_sources(
+                    slot.kind(),
+                    ts_ms,
+                    || json!({"source": "device", "reason": "not raised again after a reboot"}),
+                    out,
+                );
+            }
+        }
+    }
+
+    fn heard(&mut self, cfg: &RulesConfig, ts_ms: i64, out: &mut Vec<Finding>) {
+        self.first_heard_ts_ms.get_or_insert(ts_ms);
+        let newest = self.last_heard_ts_ms.map_or(ts_ms, |t| t.max(ts_ms));
+        self.last_heard_ts_ms = Some(newest);
+        if !self.latches[Slot::Silent as usize].is_active() {
+            return;
+        }
+        // A message clears silence once it is recent: a backlog drained after an outage
+        // starts with old messages.
+        let silent_after = self.silent_after_ms(cfg);
+        if self.last_clock_ms.is_none_or(|now| ts_ms >= now - silent_after) {
+            let began = self.latches[Slot::Silent as usize].began_ts_ms();
+            self.latch(Slot::Silent).set(
+                Slot::Silent.kind(),
+                Source::ANALYTIC,
+                false,
+                ts_ms,
+                Slot::Silent.analytic_severity(),
+                || json!({"silent_ms": ts_ms - began}),
+                out,
+            );
+        }
+    }
+
+    /// A telemetry message of this device.
+    pub fn on_telemetry(&mut self, cfg: &RulesConfig, t: &Telemetry, out: &mut Vec<Finding>) {
+        let Some(accepted) = self.accept(cfg, t.boot_id, t.seq, t.ts, out) else {
+            return;
+        };
+        let ts = t.ts;
+        let broken = std::mem::take(&mut self.interval_broken) || accepted.gap;
+        let previous_ts = self.last_telemetry_ts_ms.replace(ts);
+        let interval_ms = previous_ts.map(|p| ts - p);
+        if let Some(dt) = interval_ms.filter(|&dt| dt > 0 && dt <= 6 * 3_600_000) {
+            self.report_intervals_s.push(dt as f32 / 1000.0);
+        }
+        let measurable = !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
+        let (water_ml, energy_wh, pressure_kpa) = match &t.reading {
+            Reading::Toilet(r) => (r.water_ml, Some(r.heater_wh), None),
+            Reading::Purifier(r) => (r.dispensed_ml, None, Some(r.inlet_pressure_kpa)),
+            Reading::Shower(r) => (r.water_ml, None, Some(r.pressure_kpa)),
+        };
+
+        // Leak by flow balance (not while the device reports a stuck valve).
+        let stuck = self.latches[Slot::LongWash as usize].has_device_source();
+        if let Some(present) = self.flow.on_telemetry(cfg, ts, water_ml, stuck) {
+            let rate = self.flow.last_rate_ml_min();
+            let threshold = cfg.leak_min_ml_per_min;
+            self.latch(Slot::Leak).set(
+                Slot::Leak.kind(),
+                Source::ANALYTIC,
+                present,
+                ts,
+                Slot::Leak.analytic_severity(),
+                || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}),
+                out,
+            );
+        }
+
+        // Daily totals.
+        let disturbed_water = self.latches[Slot::Leak as usize].is_active()
+            || self.latches[Slot::LongWash as usize].is_active();
+        let water_delta = self
+            .last_water_ml
+            .replace(water_ml)
+            .filter(|&prev| measurable && water_ml >= prev)
+            .map(|prev| (water_ml - prev) as f64);
+        let edge = self.water.on_interval(&cfg.usage_water, cfg.usage_min_days, ts, water_delta, disturbed_water);
+        self.usage_edge(Slot::AbnormalWater, ts, edge, out);
+        if let Some(wh) = energy_wh {
+            let disturbed_energy = disturbed_water || self.latches[Slot::Heater as usize].is_active();
+            let delta = self
+                .last_energy_wh
+                .replace(wh)
+                .filter(|&prev| measurable && wh >= prev)
+                .map(|prev| f64::from(wh - prev));
+            let edge = self.energy.on_interval(&cfg.usage_energy, cfg.usage_min_days, ts, delta, disturbed_energy);
+            self.usage_edge(Slot::AbnormalEnergy, ts, edge, out);
+        }
+
+        // Low inlet pressure.
+        if let Some(kpa) = pressure_kpa {
+            if let Some(low) = self.pressure.on_reading(cfg, ts, kpa) {
+                let threshold = if low { cfg.low_pressure_raise_kpa } else { cfg.low_pressure_clear_kpa };
+                self.latch(Slot::LowPressure).set(
+                    Slot::LowPressure.kind(),
+                    Source::ANALYTIC,
+                    low,
+                    ts,
+                    Slot::LowPressure.analytic_severity(),
+                    || json!({"source": "analytics", "pressure_kpa": kpa, "threshold_kpa": threshold}),
+                    out,
+                );
+            }
+        }
+    }
+
+    fn usage_edge(
+        &mut self,
+        slot: Slot,
+        ts: i64,
+        edge: Option<(bool, UsageJudgement)>,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some((present, j)) = edge else {
+            return;
+        };
+        let unit = if slot == Slot::AbnormalWater { "ml" } else { "wh" };
+        self.latch(slot).set(
+            slot.kind(),
+            Source::ANALYTIC,
+            present,
+            ts,
+            slot.analytic_severity(),
+            || {
+                json!({
+                    "source": "analytics",
+                    "unit": unit,
+                    "day_total": j.total,
+                    "baseline_median": j.baseline.median,
+                    "baseline_sigma": j.baseline.sigma,
+                    "baseline_days": j.baseline.count,
+                    "threshold": j.threshold,
+                    "robust_z": j.z,
+                    "normal_tail_p": stats::normal_upper_tail(j.z),
+                })
+            },
+            out,
+        );
+    }
+
+    /// An event message of this device.
+    pub fn on_event(&mut self, cfg: &RulesConfig, e: &Event, out: &mut Vec<Finding>) {
+        if self.accept(cfg, e.boot_id, e.seq, e.ts, out).is_none() {
+            return;
+        }
+        match &e.event {
+            EventKind::Session(s) => self.on_session(cfg, e.ts, s, out),
+            EventKind::Fault(f) => self.on_fault(e.ts, e.boot_id, f, out),
+        }
+    }
+
+    fn on_fault(&mut self, ts: i64, boot_id: u32, f: &FaultEvent, out: &mut Vec<Finding>) {
+        let (slot, source) = Slot::of_fault(f.code);
+        let present = f.state == FaultState::Raised;
+        self.latch(slot).set_from_device(
+            slot.kind(),
+            source,
+            present,
+            ts,
+            boot_id,
+            f.severity,
+            || json!({"source": "device", "fault_code": f.code.as_str(), "value": f.value}),
+            out,
+        );
+    }
+
+    fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
+        self.last_session_ts_ms = Some(self.last_session_ts_ms.map_or(ts, |t| t.max(ts)));
+        if self.latches[Slot::Unused as usize].is_active() {
+            self.latch(Slot::Unused).set(
+                Slot::Unused.kind(),
+                Source::ANALYTIC,
+                false,
+                ts,
+                Slot::Unused.analytic_severity(),
+                || json!({"source": "analytics", "session": s.kind.as_str()}),
+                out,
+            );
+        }
+        self.flow.on_session(s.kind, s.water_ml);
+
+        // Long wash / flush against this device's own.
+        let stuck = self.latches[Slot::LongWash as usize].has_device_source();
+        if let Some(long) = self.long_sessions.on_session(cfg, s.kind, s.duration_s, stuck) {
+            let (d, median, threshold) = self.long_sessions.last_judged();
+            let kind = s.kind;
+            self.latch(Slot::LongWash).set(
+                Slot::LongWash.kind(),
+                Source::ANALYTIC,
+                long,
+                ts,
+                Slot::LongWash.analytic_severity(),
+                || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}),
+                out,
+            );
+        }
+
+        // Inlet clog by flow trend.
+        let pressure_fine = self.pressure.is_fine(cfg);
+        if let Some(clogged) =
+            self.clog
+                .on_session(cfg, ts, s.kind, s.duration_s, s.water_ml, pressure_fine)
+        {
+            let (ratio, baseline) = self.clog.last_judged();
+            let pressure = self.pressure.last_kpa();
+            let threshold = if clogged { cfg.clog_raise_ratio } else { cfg.clog_clear_ratio };
+            self.latch(Slot::InletClog).set(
+                Slot::InletClog.kind(),
+                Source::ANALYTIC,
+                clogged,
+                ts,
+                Slot::InletClog.analytic_severity(),
+                || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}),
+                out,
+            );
+        }
+
+        // Shower temperature-sensor drift.
+        if let (Model::Shower, SessionKind::Shower, Some(temp_c)) = (self.model, s.kind, s.temp_c) {
+            if let Some(drifting) = self.drift.on_session(cfg, ts, temp_c) {
+                let (recent, baseline) = self.drift.last_judged();
+                self.latch(Slot::Sensor).set(
+                    Slot::Sensor.kind(),
+                    Source::ANALYTIC,
+                    drifting,
+                    ts,
+                    Slot::Sensor.analytic_severity(),
+                    || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
+                    out,
+                );
+            }
+        }
+    }
+
+    /// The clock: `now_ms` is the gateway's time (UTC ms), called periodically. Raises
+    /// silence and disuse.
+    pub fn on_clock(&mut self, cfg: &RulesConfig, now_ms: i64, out: &mut Vec<Finding>) {
+        let now = self.last_clock_ms.map_or(now_ms, |t| t.max(now_ms));
+        self.last_clock_ms = Some(now);
+        let Some(last_heard) = self.last_heard_ts_ms else {
+            return;
+        };
+        let silent_after = self.silent_after_ms(cfg);
+        let silent = now - last_heard > silent_after;
+        if silent {
+            let interval = self.report_interval_ms(cfg);
+            self.latch(Slot::Silent).set_since(
+                Slot::Silent.kind(),
+                Source::ANALYTIC,
+                true,
+                last_heard,
+                now,
+                Slot::Silent.analytic_severity(),
+                || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}),
+                out,
+            );
+            return;
+        }
+        // Disuse, judged only while the device is heard (a silent device may be in use).
+        let since = self.last_session_ts_ms.or(self.first_heard_ts_ms).unwrap_or(last_heard);
+        if now - since >= cfg.unused_after_ms && !self.latches[Slot::Unused as usize].is_active() {
+            let after = cfg.unused_after_ms;
+            let last_session = self.last_session_ts_ms;
+            self.latch(Slot::Unused).set_since(
+                Slot::Unused.kind(),
+                Source::ANALYTIC,
+                true,
+                since,
+                now,
+                Slot::Unused.analytic_severity(),
+                || json!({"source": "analytics", "last_session_ts_ms": last_session, "unused_after_ms": after}),
+                out,
+            );
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the fault rules: hand-made message sequences.

@@ -1,0 +1,133 @@
+//! Abnormal daily use of a resource (water, heater energy) for this household.
+//!
+//! Deltas of a cumulative counter are summed per UTC day (by device time). A closed day
+//! joins a 28-day history unless it was incomplete (first day, offline gap, lost
+//! telemetry) or disturbed (a leak or stuck valve explains the water). A day is
+//! abnormal as soon as its running total exceeds the threshold of
+//! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD);
+//! the condition clears at the close of a day back under the threshold.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::UsageThresholds;
+use super::stats::{RobustSummary, SampleWindow};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Daily-total state of one resource of one device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DailyUsage {
+    /// The current UTC day (days since the epoch); `None` before the first reading.
+    day: Option<i64>,
+    /// Total of the current day so far.
+    total: f64,
+    /// The current day is complete so far (the previous day was seen, no gap).
+    complete: bool,
+    /// Something else (a leak, a stuck valve) explains part of the current day.
+    disturbed: bool,
+    history: SampleWindow<28>,
+    active: bool,
+}
+
+impl Default for DailyUsage {
+    fn default() -> Self {
+        DailyUsage {
+            day: None,
+            total: 0.0,
+            complete: false,
+            disturbed: false,
+            history: SampleWindow::new(),
+            active: false,
+        }
+    }
+}
+
+/// Figures behind an abnormal-usage verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsageJudgement {
+    /// The day's total (so far, or at its close).
+    pub total: f64,
+    /// Median and σ of the daily history.
+    pub baseline: RobustSummary,
+    /// The threshold.
+    pub threshold: f64,
+    /// Robust z-score of the total.
+    pub z: f32,
+}
+
+fn judge(th: &UsageThresholds, history: &SampleWindow<28>, total: f64) -> Option<UsageJudgement> {
+    let baseline = history.summary()?;
+    let sigma = baseline.sigma.max(th.sigma_floor_ratio * baseline.median);
+    let median = f64::from(baseline.median);
+    let threshold = (median + f64::from(th.k * sigma))
+        .max(median * f64::from(th.min_ratio))
+        .max(median + f64::from(th.min_excess));
+    Some(UsageJudgement {
+        total,
+        baseline,
+        threshold,
+        z: baseline.z(total as f32, sigma),
+    })
+}
+
+impl DailyUsage {
+    /// Adds the use of one telemetry interval ending at `ts_ms`: `Some(amount)`, or
+    /// `None` when the interval cannot be measured (gap, lost message, counter reset).
+    /// `disturbed` marks the day as explained by another fault. Returns the verdict
+    /// change with its figures.
+    pub fn on_interval(
+        &mut self,
+        th: &UsageThresholds,
+        min_days: u8,
+        ts_ms: i64,
+        amount: Option<f64>,
+        disturbed: bool,
+    ) -> Option<(bool, UsageJudgement)> {
+        let day = ts_ms.div_euclid(DAY_MS);
+        let mut edge = None;
+        match self.day {
+            Some(current) if day < current => return None,
+            Some(current) if day == current => {}
+            previous => {
+                edge = self.close_day(th, min_days);
+                self.complete = previous == Some(day - 1);
+                self.day = Some(day);
+                self.total = 0.0;
+                self.disturbed = false;
+            }
+        }
+        match amount {
+            Some(a) => self.total += a,
+            None => self.complete = false,
+        }
+        self.disturbed |= disturbed;
+        if edge.is_some() {
+            return edge;
+        }
+        if self.active || self.disturbed || self.history.len() < usize::from(min_days) {
+            return None;
+        }
+        let j = judge(th, &self.history, self.total)?;
+        if self.total > j.threshold {
+            self.active = true;
+            return Some((true, j));
+        }
+        None
+    }
+
+    fn close_day(&mut self, th: &UsageThresholds, min_days: u8) -> Option<(bool, UsageJudgement)> {
+        if self.day.is_none() || !self.complete || self.disturbed {
+            return None;
+        }
+        let judged = (self.history.len() >= usize::from(min_days))
+            .then(|| judge(th, &self.history, self.total))
+            .flatten();
+        self.history.push(self.total as f32);
+        let j = judged?;
+        if self.active && self.total <= j.threshold {
+            self.active = false;
+            return Some((false, j));
+        }
+        None
+    }
+}
