@@ -217,6 +217,7 @@ pub struct InfluxConfig {
 
 /// Where telemetry goes.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "built once per process")]
 pub enum StoreConfig {
     /// `{data_dir}/telemetry.db`.
     Sqlite,

@@ -168,7 +168,7 @@ impl StateDb {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("SELECT device_id, rules FROM analytics_state")?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            rows.collect::<Result<Vec<_>, _>>()
         })
         .await
     }

@@ -500,9 +500,9 @@ pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8
             }
             match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
                 Ok(Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid)))) => {
-                    if !in_flight.contains_key(&pkid) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = in_flight.entry(pkid) {
                         if let Some(i) = handed.lock().map_err(|_| anyhow!("poisoned"))?.pop_front() {
-                            in_flight.insert(pkid, i);
+                            slot.insert(i);
                         }
                     }
                 }

@@ -114,7 +114,8 @@ fn a_repeated_device_leak_opens_one_critical_ticket_and_its_clear_is_marked() {
         (m["acked"].as_u64()? >= 5).then_some(m)
     })
     .unwrap();
-    assert_eq!(m["maintenance_applied"], 4, "{m}");
+    // The analytics stage turns the three reports of one leak into one finding, and the clear into a second.
+    assert_eq!(m["maintenance_applied"], 2, "{m}");
     assert_eq!(m["maintenance_errors"], 0, "{m}");
 
     let tickets: serde_json::Value = reqwest::blocking::Client::new()

@@ -50,6 +50,7 @@ enum Attempt {
 
 impl InfluxStore {
     /// Builds the writer. Does not contact the server.
+    #[allow(clippy::result_large_err, reason = "called once at start-up")]
     pub fn new(config: InfluxConfig) -> Result<InfluxStore, SetupError> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
@@ -152,6 +153,7 @@ impl InfluxStore {
             }
         }
         // Ranges still to write; a refused range is split until each refusal is one line.
+        #[allow(clippy::single_range_in_vec_init, reason = "a stack of ranges, split as refusals are bisected")]
         let mut pending = vec![0..points.len()];
         while let Some(range) = pending.pop() {
             let body: String = lines[range.clone()].iter().flatten().map(String::as_str).collect();

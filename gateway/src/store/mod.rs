@@ -75,6 +75,7 @@ pub struct WriteOutcome {
 }
 
 /// The configured telemetry store.
+#[allow(clippy::large_enum_variant, reason = "one per process")]
 pub enum TelemetryStore {
     /// InfluxDB over HTTP, v1 or v2 API.
     Influx(influx::InfluxStore),
