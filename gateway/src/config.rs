@@ -422,6 +422,16 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads_with_analytics_on() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.example.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert!(c.analytics.enabled);
+        assert_eq!(c.analytics.clock_every_s, 60);
+        let off = Config::load(Some(&path), env(&[("GATEWAY__ANALYTICS__ENABLED", "false")])).unwrap();
+        assert!(!off.analytics.enabled);
+    }
+
+    #[test]
     fn a_maintenance_table_is_checked_and_placed_under_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.toml");
