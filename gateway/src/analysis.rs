@@ -171,27 +171,31 @@ impl Analyzer {
         self.devices.len()
     }
 
-    fn device(&mut self, device_id: &str, model: Model) -> &mut DeviceState {
-        // A first event may have guessed the model; telemetry tells it for sure.
-        let known = self.devices.get(device_id).is_some_and(|d| d.rules.model() == model);
-        if !known {
-            self.devices.insert(device_id.to_owned(), DeviceState { rules: DeviceRules::new(model, &self.cfg.rules), slots: Vec::new() });
-        }
-        if !self.dirty.contains(device_id) {
-            self.dirty.insert(device_id.to_owned());
-        }
-        self.devices.get_mut(device_id).expect("inserted above")
-    }
-
     /// Feeds one accepted message (not a duplicate) of `device_id`. Findings go to
     /// `findings`, forecast points to `points`.
     pub fn observe(&mut self, device_id: &str, message: &Message, findings: &mut Vec<DeviceFinding>, points: &mut Vec<Point>) {
+        let (model, ts) = match message {
+            Message::Telemetry(t) => (Some(t.reading.model()), t.ts),
+            Message::Event(e) => (None, e.ts),
+            Message::Status => return,
+        };
+        let rules_cfg = &self.cfg.rules;
+        let state = match (self.devices.get_mut(device_id), model) {
+            // Telemetry tells the model for sure; a first event may have guessed it wrong.
+            (Some(state), Some(m)) if state.rules.model() != m => {
+                *state = DeviceState { rules: DeviceRules::new(m, rules_cfg), slots: Vec::new() };
+                state
+            }
+            (Some(state), _) => state,
+            (None, _) => {
+                let model = model.unwrap_or_else(|| guess_model(message));
+                self.devices.entry(device_id.to_owned()).or_insert_with(|| DeviceState { rules: DeviceRules::new(model, rules_cfg), slots: Vec::new() })
+            }
+        };
         let mut out = Vec::new();
-        let ts = match message {
+        match message {
             Message::Telemetry(t) => {
-                let cfg = self.cfg.rules.clone();
-                let state = self.device(device_id, t.reading.model());
-                state.rules.on_telemetry(&cfg, t, &mut out);
+                state.rules.on_telemetry(rules_cfg, t, &mut out);
                 let (cartridges, tds): (&[Cartridge], Option<(u16, u16)>) = match &t.reading {
                     Reading::Purifier(r) => (&r.cartridges, Some((r.tds_in_ppm, r.tds_out_ppm))),
                     Reading::Shower(r) => (&r.cartridges, None),
@@ -200,37 +204,13 @@ impl Analyzer {
                 for c in cartridges {
                     forecast_slot(state, device_id, t.ts, c, tds, &mut out, points);
                 }
-                t.ts
             }
-            Message::Event(e) => {
-                let cfg = self.cfg.rules.clone();
-                let Some(state) = self.devices.get_mut(device_id) else {
-                    // Rules need the model, which telemetry tells; an event before any
-                    // telemetry is still judged by a rule set for the model its kind implies.
-                    use protocol::message::{EventKind, SessionKind};
-                    let model = match &e.event {
-                        EventKind::Session(s) => match s.kind {
-                            SessionKind::Seat | SessionKind::Wash | SessionKind::Flush => Model::Toilet,
-                            SessionKind::Dispense => Model::Purifier,
-                            SessionKind::Shower => Model::Shower,
-                        },
-                        // Device fault codes mean the same on every model.
-                        EventKind::Fault(_) => Model::Toilet,
-                    };
-                    let state = self.device(device_id, model);
-                    state.rules.on_event(&cfg, e, &mut out);
-                    findings.extend(out.into_iter().map(|finding| DeviceFinding { device_id: device_id.to_owned(), finding }));
-                    self.watermark_ms = self.watermark_ms.max(e.ts);
-                    return;
-                };
-                state.rules.on_event(&cfg, e, &mut out);
-                if !self.dirty.contains(device_id) {
-                    self.dirty.insert(device_id.to_owned());
-                }
-                e.ts
-            }
-            Message::Status => return,
-        };
+            Message::Event(e) => state.rules.on_event(rules_cfg, e, &mut out),
+            Message::Status => {}
+        }
+        if !self.dirty.contains(device_id) {
+            self.dirty.insert(device_id.to_owned());
+        }
         self.watermark_ms = self.watermark_ms.max(ts);
         findings.extend(out.into_iter().map(|finding| DeviceFinding { device_id: device_id.to_owned(), finding }));
     }
@@ -256,6 +236,24 @@ impl Analyzer {
                 findings.extend(out.drain(..).map(|finding| DeviceFinding { device_id: device_id.clone(), finding }));
             }
         }
+    }
+}
+
+/// The model an event implies when no telemetry has told it yet (device fault codes
+/// mean the same on every model).
+fn guess_model(message: &Message) -> Model {
+    use protocol::message::{EventKind, SessionKind};
+    match message {
+        Message::Event(e) => match &e.event {
+            EventKind::Session(s) => match s.kind {
+                SessionKind::Seat | SessionKind::Wash | SessionKind::Flush => Model::Toilet,
+                SessionKind::Dispense => Model::Purifier,
+                SessionKind::Shower => Model::Shower,
+            },
+            EventKind::Fault(_) => Model::Toilet,
+        },
+        Message::Telemetry(t) => t.reading.model(),
+        Message::Status => Model::Toilet,
     }
 }
 
