@@ -98,6 +98,15 @@ impl DeviceFinding {
     }
 }
 
+/// What the analytics state costs, see [`Analyzer::cost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnalysisCost {
+    /// Devices with state.
+    pub devices: usize,
+    /// Bytes of state in all.
+    pub state_bytes: usize,
+}
+
 /// One cartridge slot's forecaster and what was last reported of it.
 #[derive(Debug)]
 struct Slot {
@@ -169,6 +178,14 @@ impl Analyzer {
     /// Devices with state.
     pub fn devices(&self) -> usize {
         self.devices.len()
+    }
+
+    /// Devices with state and the bytes of that state (inline and on the heap, not
+    /// counting the map's own buckets and keys).
+    pub fn cost(&self) -> AnalysisCost {
+        let per_device = std::mem::size_of::<DeviceState>();
+        let slots: usize = self.devices.values().map(|d| d.slots.capacity() * std::mem::size_of::<Slot>()).sum();
+        AnalysisCost { devices: self.devices.len(), state_bytes: self.devices.len() * per_device + slots }
     }
 
     /// Feeds one accepted message (not a duplicate) of `device_id`. Findings go to
