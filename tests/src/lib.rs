@@ -8,8 +8,10 @@
 //! [`publish_all`] is a QoS 1 publisher that reconnects and counts PUBACKs;
 //! [`fleet_messages`] makes a deterministic burst of valid contract messages.
 //!
-//! A missing `mosquitto` or `influxd` is an error, never a skip: `scripts/test`
-//! installs both from Debian packages.
+//! [`browser`] adds ChromeDriver and headless Chromium for the page tests.
+//!
+//! A missing `mosquitto`, `influxd`, `chromium` or `chromedriver` is an error, never a
+//! skip: `scripts/test` installs them from Debian packages.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use protocol::message::*;
+
+pub mod browser;
+pub use browser::{Browser, ChromeDriver};
 use protocol::topic::{Channel, Topic};
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
@@ -35,7 +40,7 @@ pub fn require_binary(name: &str) -> Result<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("`{name}` is not installed. Run `scripts/test` (it installs mosquitto and influxdb from Debian packages), or `apt-get install -y influxdb mosquitto`."))
+        .ok_or_else(|| anyhow!("`{name}` is not installed. Run `scripts/test` (it installs mosquitto, influxdb, chromium and chromium-driver from Debian packages), or `apt-get install -y influxdb mosquitto chromium chromium-driver`."))
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
@@ -52,11 +57,11 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
-fn wait_for_port(port: u16, what: &str) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
     wait_until(Duration::from_secs(20), what, || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
 }
 
-fn stop_child(child: &mut Option<Child>, signal: &str) {
+pub(crate) fn stop_child(child: &mut Option<Child>, signal: &str) {
     if let Some(mut c) = child.take() {
         let _ = Command::new("kill").arg(signal).arg(c.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -112,12 +112,12 @@ function reminderList(reminders, homeId, now) {
   }, label);
   return h('ul', { class: 'reminders' }, shown.map((r) => {
     const actionable = ['scheduled', 'sent'].includes(r.status);
-    const snoozed = r.status === 'scheduled' && r.send_at_ts_ms > now;
+    const later = r.status === 'scheduled' && r.send_at_ts_ms > now;
     return h('li', { class: 'card reminder', id: `reminder-${r.id}`, dataset: { status: r.status } },
       h('div', {},
         h('strong', {}, tOr(`kind_${r.kind}`, r.kind)),
         h('span', { class: 'muted small' }, ` ${r.device_id}`),
-        h('p', { class: 'state' }, snoozed ? t('snoozed_until', { date: fmtDate(r.send_at_ts_ms, true) }) : tOr(`rem_${r.status}`, r.status)),
+        h('p', { class: 'state' }, later ? t('next_reminder', { date: fmtDate(r.send_at_ts_ms, true) }) : tOr(`rem_${r.status}`, r.status)),
       ),
       actionable
         ? h('div', { class: 'actions' },
