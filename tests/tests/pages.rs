@@ -65,7 +65,10 @@ impl Site {
                 home_id: "h1".into(),
                 model: Model::Purifier,
                 installed_ts_ms: now - 175 * DAY_MS,
-                cartridges: vec![cartridge(0, CartridgeKind::Sediment, 2_000, 180), cartridge(1, CartridgeKind::ReverseOsmosis, 6_000, 180)],
+                cartridges: vec![
+                    CartridgeSpec { replaced_ts_ms: Some(now - 60 * DAY_MS), replacements: 1, ..cartridge(0, CartridgeKind::Sediment, 2_000, 180) },
+                    cartridge(1, CartridgeKind::ReverseOsmosis, 6_000, 180),
+                ],
             })
             .unwrap();
             e.put_device(&Device {
@@ -210,6 +213,8 @@ fn a_homeowner_snoozes_a_reminder_and_books_a_visit_that_appears_on_the_board() 
     let ro = b.wait_text("#cartridge-purifier-00001-1", "Replace by").unwrap();
     assert!(ro.contains("reverse osmosis") && ro.contains("Every 180 days or 6000 L"), "{ro}");
     assert!(b.exists("#cartridge-purifier-00001-1 svg.gauge").unwrap());
+    // The sediment cartridge was replaced 60 of its 180 days ago.
+    b.wait_text("#cartridge-purifier-00001-0", "67% left").unwrap();
     b.screenshot("home-before").unwrap();
 
     let before = gateway::ingest::pipeline::now_ms();

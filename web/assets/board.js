@@ -82,7 +82,8 @@ function card(x) {
   const actions = [];
   if (canManage && ACTIVE.includes(x.status)) {
     const pick = h('select', { class: 'assign-to', 'aria-label': t('assignee') },
-      state.techs.map((tech) => h('option', { value: tech.id, selected: tech.id === x.assignee }, tech.name)));
+      h('option', { value: '' }, t('auto_assign')),
+      state.techs.map((tech) => h('option', { value: tech.id, selected: tech.id === x.assignee }, `${tech.name} · ${tech.region}`)));
     actions.push(pick, act('act-assign', t('assign'), () => api(`/tickets/${x.id}/assign`, { method: 'POST', body: { technician_id: pick.value || null } })));
   }
   if (x.status === 'assigned') actions.push(act('act-start', t('start'), to('in_progress')));

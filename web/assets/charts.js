@@ -58,26 +58,28 @@ export function lines(series, labels, label) {
   return svg;
 }
 
-/** Readings over time, `points = [{ t, v }]`, with the time axis at its true scale. */
+/**
+ * Readings in the order they were recorded, `points = [{ t, v }]`, evenly spaced (a
+ * burst of findings often shares one second), with the first and last time under the axis.
+ */
 export function timeline(points, label, fmt) {
   const w = 320, hgt = 110, pad = 18;
   const svg = frame(w, hgt, label);
   if (points.length === 0) return svg;
-  const t0 = Math.min(...points.map((p) => p.t)), t1 = Math.max(...points.map((p) => p.t));
   const lo = Math.min(0, ...points.map((p) => p.v)), hi = Math.max(1, ...points.map((p) => p.v));
-  const x = (t) => (t1 === t0 ? w / 2 : 10 + ((t - t0) * (w - 20)) / (t1 - t0));
-  const y = (v) => hgt - pad - ((hgt - pad - 12) * (v - lo)) / (hi - lo || 1);
-  const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
+  const x = (i) => (points.length === 1 ? w / 2 : 12 + (i * (w - 24)) / (points.length - 1));
+  const y = (v) => hgt - pad - ((hgt - pad - 14) * (v - lo)) / (hi - lo || 1);
+  const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
   svg.append(s('path', { d, class: 'line reading' }));
-  for (const p of points) {
-    const dot = s('circle', { cx: x(p.t), cy: y(p.v), r: 3, class: 'dot reading' });
+  points.forEach((p, i) => {
+    const dot = s('circle', { cx: x(i), cy: y(p.v), r: 3, class: 'dot reading' });
     dot.append(s('title', {}, `${fmt(p.t)}: ${p.v}`));
     svg.append(dot);
-  }
+    svg.append(s('text', { x: x(i), y: y(p.v) - 6, class: 'val' }, p.v));
+  });
   svg.append(s('line', { x1: 0, x2: w, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
-  svg.append(s('text', { x: 2, y: 10, class: 'tick start' }, hi));
-  svg.append(s('text', { x: 4, y: hgt - 4, class: 'tick start' }, fmt(t0)));
-  if (t1 !== t0) svg.append(s('text', { x: w - 4, y: hgt - 4, class: 'tick end' }, fmt(t1)));
+  svg.append(s('text', { x: 4, y: hgt - 4, class: 'tick start' }, fmt(points[0].t)));
+  if (points.length > 1) svg.append(s('text', { x: w - 4, y: hgt - 4, class: 'tick end' }, fmt(points[points.length - 1].t)));
   return svg;
 }
 
