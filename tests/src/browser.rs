@@ -149,7 +149,7 @@ impl Browser {
 
     /// Whether an element matching `css` is there now.
     pub fn exists(&self, css: &str) -> Result<bool> {
-        Ok(self.rt.block_on(self.client().find_all(Locator::Css(css)))?.len() > 0)
+        Ok(!self.rt.block_on(self.client().find_all(Locator::Css(css)))?.is_empty())
     }
 
     /// Clicks the element matching `css`.
