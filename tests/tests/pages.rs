@@ -92,6 +92,23 @@ impl Site {
                 state: FindingState::Active,
             };
             e.ingest(&due, now).unwrap();
+            // Beijing's history, so the board and the fleet page have company: a heater fault
+            // opened 50 h ago (48 h deadline: overdue), a sensor fault fixed yesterday, and a
+            // self-service finding without a ticket.
+            e.put_device(&Device { id: "toilet-00002".into(), home_id: "h2".into(), model: Model::Toilet, installed_ts_ms: now - 90 * DAY_MS, cartridges: Vec::new() }).unwrap();
+            let finding = |kind, ago_h: i64, value: f64| Finding {
+                device_id: "toilet-00002".into(),
+                kind,
+                severity: Severity::Major,
+                evidence: json!({ "value": value }),
+                began_ts_ms: now - ago_h * 3_600_000,
+                state: FindingState::Active,
+            };
+            e.ingest(&finding(FindingKind::HeaterFault, 50, 71.5), now - 50 * 3_600_000).unwrap();
+            let fixed = e.ingest(&finding(FindingKind::SensorFault, 30, 0.0), now - 30 * 3_600_000).unwrap().ticket.unwrap().0;
+            e.transition(fixed, maintenance::tickets::TicketStatus::InProgress, "agent:seed", None, now - 26 * 3_600_000).unwrap();
+            e.transition(fixed, maintenance::tickets::TicketStatus::Resolved, "agent:seed", None, now - 20 * 3_600_000).unwrap();
+            e.ingest(&finding(FindingKind::LowInletPressure, 3, 95.0), now - 3 * 3_600_000).unwrap();
             (e.issue_token(Role::Agent, None, now).unwrap(), e.issue_token(Role::Homeowner, Some("h1"), now).unwrap())
         };
         let influx = Influx::start().unwrap();
@@ -168,14 +185,25 @@ fn an_agent_assigns_a_leak_ticket_to_a_technician_and_resolves_it_on_the_board()
     let detail = b.wait_text("#detail", "value=61").unwrap();
     assert!(detail.contains("value=42") && detail.contains("Li Lei 13812341234"), "{detail}");
     assert_eq!(b.js("return document.querySelectorAll('#detail svg circle.dot').length").unwrap(), json!(3));
-    b.screenshot("board-open-ticket").unwrap();
 
-    // Filters: Beijing shows nothing, Shanghai shows the ticket.
+    // Filters: Beijing shows its overdue heater fault (assigned automatically) and not the
+    // leak; Shanghai and "unassigned" show the leak.
+    b.select("#f-region", "beijing").unwrap();
+    b.wait_for("the leak to be filtered out", |b| Ok(!b.exists(&card)?)).unwrap();
+    let beijing = b.wait_text("#tickets", "Heater fault").unwrap();
+    assert!(beijing.contains("overdue") && beijing.contains("Zhao Min"), "{beijing}");
     b.select("#f-region", "shanghai").unwrap();
     b.find(&card).unwrap();
     b.select("#f-tech", "-").unwrap();
     b.find(&card).unwrap();
+    b.select("#f-tech", "t-zhao").unwrap();
+    b.wait_for("the unassigned leak to be filtered out", |b| Ok(!b.exists(&card)?)).unwrap();
+    b.select("#f-region", "").unwrap();
     b.select("#f-tech", "").unwrap();
+    b.find(&card).unwrap();
+    b.click(&format!("{card} .act-evidence")).unwrap();
+    b.wait_text("#detail", "value=61").unwrap();
+    b.screenshot("board-open-ticket").unwrap();
 
     b.select(&format!("{card} select.assign-to"), "t-wang").unwrap();
     b.click(&format!("{card} .act-assign")).unwrap();
@@ -296,13 +324,13 @@ fn pages_render_on_a_phone_in_chinese_and_english() {
     zh_agent.screenshot("fleet-zh-390").unwrap();
     zh_agent.goto(&site.url("/board")).unwrap();
     zh_agent.wait_text("h1", "售后工单看板").unwrap();
-    zh_agent.wait_text(".ticket", "紧急").unwrap();
+    zh_agent.wait_text("#tickets", "紧急").unwrap();
     phone_width(&zh_agent);
     zh_agent.screenshot("board-zh-390").unwrap();
     // The switch changes the language in place.
     zh_agent.click("#lang").unwrap();
     zh_agent.wait_text("h1", "After-sales board").unwrap();
-    zh_agent.wait_text(".ticket", "Critical").unwrap();
+    zh_agent.wait_text("#tickets", "Critical").unwrap();
     drop(zh_agent);
 
     let en = site.driver.session(390, 844, Some("en-US")).unwrap();
