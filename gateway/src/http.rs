@@ -1,8 +1,12 @@
 //! The gateway's HTTP endpoint: `GET /health`, `GET /metrics` (JSON counters),
 //! `GET /dead-letters?reason=&limit=` (the newest rejected messages, raw bytes
 //! shown as lossy UTF-8), `GET /dead-letters/counts` (by reason, all time) and
-//! `GET /devices/{device_id}` (its sequence state: messages, gaps, duplicates).
+//! `GET /devices/{device_id}` (its sequence state: messages, gaps, duplicates) and
+//! `GET /fleet/online?within_s=` (devices seen at all, and within the last `within_s`).
 //! It only reads shared counters and the state database: it never blocks ingest.
+//!
+//! The pages of the `web` crate (`/`, `/board`, `/fleet`, `/home`, `/static/...`) are
+//! merged in here; they call the maintenance API that `lib.rs` nests under `/api`.
 
 use std::sync::Arc;
 
@@ -52,7 +56,9 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/counts", get(dead_letter_counts))
         .route("/devices/{device_id}", get(device))
+        .route("/fleet/online", get(online))
         .with_state(state)
+        .merge(web::router())
 }
 
 async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -83,6 +89,19 @@ async fn dead_letter_counts(State(s): State<AppState>) -> Result<Response, ApiEr
     let counts: serde_json::Map<String, serde_json::Value> =
         s.state.dead_letter_counts().await?.into_iter().map(|(k, v)| (k, v.into())).collect();
     Ok(Json(counts).into_response())
+}
+
+#[derive(Deserialize)]
+struct OnlineQuery {
+    within_s: Option<u32>,
+}
+
+/// Device ids are not personal data, and only counts leave here, so no token is needed.
+async fn online(State(s): State<AppState>, Query(q): Query<OnlineQuery>) -> Result<Response, ApiError> {
+    let within_s = q.within_s.unwrap_or(900).clamp(1, 7 * 86_400);
+    let since = crate::ingest::pipeline::now_ms() - i64::from(within_s) * 1000;
+    let (seen, online) = s.state.devices_seen(since).await?;
+    Ok(Json(serde_json::json!({ "devices_seen": seen, "online": online, "within_s": within_s })).into_response())
 }
 
 async fn device(State(s): State<AppState>, Path(device_id): Path<String>) -> Result<Response, ApiError> {

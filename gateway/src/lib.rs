@@ -149,7 +149,7 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
             app = app.nest("/api", maintenance::router(maintenance::AppState::new(Arc::clone(engine))));
         }
         let mut rx = shutdown_rx.clone();
-        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}}");
+        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}} /fleet/online; pages at / /board /fleet /home");
         tasks.spawn(async move {
             let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await;
         });

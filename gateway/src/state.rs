@@ -188,6 +188,18 @@ impl StateDb {
         .await
     }
 
+    /// How many devices have ever been seen, and how many of them since `since_ms`.
+    pub async fn devices_seen(&self, since_ms: i64) -> Result<(u64, u64), StateError> {
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(last_seen_ms >= ?1), 0) FROM devices",
+                [since_ms],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+            )
+        })
+        .await
+    }
+
     /// The newest dead letters, optionally of one reason.
     pub async fn dead_letters(&self, reason: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, StateError> {
         self.with_conn(move |conn| {
@@ -255,6 +267,8 @@ mod tests {
         assert_eq!(dl[0].payload.len(), DEAD_LETTER_KEEP_BYTES);
         assert_eq!(dl[0].payload_len, DEAD_LETTER_KEEP_BYTES + 10);
         assert_eq!(db.load_devices().await.unwrap().get("a"), Some(&seq));
+        assert_eq!(db.devices_seen(5).await.unwrap(), (1, 1));
+        assert_eq!(db.devices_seen(6).await.unwrap(), (1, 0));
         assert_eq!(db.dead_letter_counts().await.unwrap(), vec![("payload_too_large".to_string(), 1)]);
     }
 }

@@ -34,6 +34,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod error;
 pub mod finding;
+pub mod fleet;
 pub mod outbox;
 pub mod policy;
 pub mod registry;

@@ -8,8 +8,10 @@
 //! [`publish_all`] is a QoS 1 publisher that reconnects and counts PUBACKs;
 //! [`fleet_messages`] makes a deterministic burst of valid contract messages.
 //!
-//! A missing `mosquitto` or `influxd` is an error, never a skip: `scripts/test`
-//! installs both from Debian packages.
+//! [`browser`] adds ChromeDriver and headless Chromium for the page tests.
+//!
+//! A missing `mosquitto`, `influxd`, `chromium` or `chromedriver` is an error, never a
+//! skip: `scripts/test` installs them from Debian packages.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use protocol::message::*;
+
+pub mod browser;
+pub use browser::{Browser, ChromeDriver};
 use protocol::topic::{Channel, Topic};
 
 pub mod smtp;
@@ -38,7 +43,7 @@ pub fn require_binary(name: &str) -> Result<PathBuf> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| anyhow!("`{name}` is not installed. Run `scripts/test` (it installs mosquitto and influxdb from Debian packages), or `apt-get install -y influxdb mosquitto`."))
+        .ok_or_else(|| anyhow!("`{name}` is not installed. Run `scripts/test` (it installs mosquitto, influxdb, chromium and chromium-driver from Debian packages), or `apt-get install -y influxdb mosquitto chromium chromium-driver`."))
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.

@@ -1,4 +1,5 @@
-//! Administration: tokens, the audit log, KPIs, manual findings and the outbox state.
+//! Administration: tokens and who a token belongs to (`/me`), the audit log, KPIs, fleet
+//! health, manual findings and the outbox state.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -10,13 +11,16 @@ use super::{check_id, ApiError, AppState};
 use crate::access::{AuditEntry, Role};
 use crate::engine::Outcome;
 use crate::finding::Finding;
+use crate::fleet::{self, FleetStats};
 use crate::tickets::Kpi;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/tokens", post(issue_token))
         .route("/audit", get(audit))
+        .route("/me", get(me))
         .route("/kpi", get(kpi))
+        .route("/fleet", get(fleet))
         .route("/findings", post(finding))
         .route("/outbox", get(outbox))
 }
@@ -54,6 +58,23 @@ async fn issue_token(
         role: req.role,
         subject: req.subject,
     }))
+}
+
+#[derive(Serialize)]
+struct Me {
+    role: Role,
+    subject: Option<String>,
+    label: String,
+}
+
+/// Who the token belongs to: the pages use it to pick the homeowner's home and the
+/// technician's tickets. Any role; it only echoes what the caller's token already says.
+async fn me(auth: Auth) -> Json<Me> {
+    Json(Me {
+        role: auth.0.role,
+        subject: auth.0.subject.clone(),
+        label: auth.0.label.clone(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -98,6 +119,30 @@ async fn kpi(
         return Err(ApiError::invalid("from_ms", "must be before to_ms"));
     }
     Ok(Json(s.engine.kpi(from, to)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetQuery {
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+async fn fleet(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<FleetQuery>,
+) -> Result<Json<FleetStats>, ApiError> {
+    auth.require(&[Role::Admin, Role::Agent])?;
+    let days = q.days.unwrap_or(14);
+    if !(1..=90).contains(&days) {
+        return Err(ApiError::invalid("days", "1 to 90"));
+    }
+    const DAY: i64 = 86_400_000;
+    // Whole days, the last one being today (UTC), so buckets line up with dates.
+    let to = (s.now().div_euclid(DAY) + 1) * DAY;
+    let from = to - i64::from(days) * DAY;
+    Ok(Json(s.engine.read(|c| fleet::stats(c, from, to, DAY))?))
 }
 
 async fn finding(

@@ -49,6 +49,9 @@ struct Summary {
     reopen_count: u32,
     linked_ticket_id: Option<i64>,
     satisfaction: Option<u8>,
+    /// The home's region (lists and details; absent in action answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
 }
 
 impl From<&Ticket> for Summary {
@@ -76,6 +79,7 @@ impl From<&Ticket> for Summary {
             reopen_count: t.reopen_count,
             linked_ticket_id: t.linked_ticket_id,
             satisfaction: t.satisfaction,
+            region: None,
         }
     }
 }
@@ -137,8 +141,17 @@ async fn list(
             f.home_id = auth.home().map(str::to_owned);
         }
     }
-    let list = s.engine.read(|c| tickets::list(c, &f))?;
-    Ok(Json(list.iter().map(Summary::from).collect()))
+    let (list, regions) = s
+        .engine
+        .read(|c| Ok((tickets::list(c, &f)?, crate::fleet::regions(c)?)))?;
+    Ok(Json(
+        list.iter()
+            .map(|t| Summary {
+                region: regions.get(&t.home_id).cloned(),
+                ..Summary::from(t)
+            })
+            .collect(),
+    ))
 }
 
 /// The ticket, if the caller may see it; 404 otherwise.
@@ -168,6 +181,7 @@ async fn detail(
 ) -> Result<Json<Detail>, ApiError> {
     let t = visible(&s, &auth, id)?;
     let home = s.engine.read(|c| registry::get_home(c, &t.home_id))?;
+    let region = home.as_ref().map(|h| h.region.clone());
     let visit_open = matches!(t.status, TicketStatus::Assigned | TicketStatus::InProgress);
     let (contact, address) = match (auth.role(), home) {
         (Role::Admin | Role::Agent, Some(h)) => (
@@ -205,7 +219,10 @@ async fn detail(
         })
         .collect();
     Ok(Json(Detail {
-        ticket: Summary::from(&t),
+        ticket: Summary {
+            region,
+            ..Summary::from(&t)
+        },
         contact,
         address,
         evidence,

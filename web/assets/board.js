@@ -1,0 +1,173 @@
+// The after-sales board (`/board`): tickets filtered by status, priority, region and
+// technician, with deadline countdowns, the lifecycle buttons (assign, start, resolve,
+// close) and a ticket's evidence with a chart of its readings. Agents and admins see
+// every ticket; a technician sees their own (the API decides); homeowners are not allowed.
+
+import { api, boot, clear, h, notice, showError } from './api.js';
+import { t, tOr, fmtDate, fmtDuration } from './i18n.js';
+import { timeline } from './charts.js';
+
+const ACTIVE = ['open', 'assigned', 'in_progress'];
+const PRIORITIES = ['critical', 'high', 'normal', 'low'];
+const STATUSES = ['open', 'assigned', 'in_progress', 'resolved', 'closed', 'cancelled'];
+
+const state = { me: null, tickets: [], techs: [], selected: null, filter: { status: 'active', priority: '', region: '', tech: '' } };
+
+boot(async (me) => {
+  state.me = me;
+  if (me.role === 'homeowner') {
+    notice('denied', t('not_allowed'));
+    return;
+  }
+  await load();
+});
+
+async function load() {
+  const canManage = ['admin', 'agent'].includes(state.me.role);
+  const [tickets, techs] = await Promise.all([api('/tickets'), canManage ? api('/technicians') : Promise.resolve([])]);
+  state.tickets = tickets;
+  state.techs = techs;
+  render();
+}
+
+function select(id, value, options, onchange) {
+  return h('select', { id, onchange: (e) => onchange(e.target.value) },
+    options.map(([v, label]) => h('option', { value: v, selected: v === value }, label)));
+}
+
+function render() {
+  const app = clear();
+  const f = state.filter;
+  const regions = [...new Set(state.tickets.map((x) => x.region).filter(Boolean))].sort();
+  const set = (k) => (v) => {
+    f[k] = v;
+    render();
+  };
+  const filters = h('div', { class: 'filters' },
+    h('label', {}, t('filter_status'), select('f-status', f.status, [['active', t('active')], ['', t('all')], ...STATUSES.map((s) => [s, t(`status_${s}`)])], set('status'))),
+    h('label', {}, t('filter_priority'), select('f-priority', f.priority, [['', t('all')], ...PRIORITIES.map((p) => [p, t(`prio_${p}`)])], set('priority'))),
+    h('label', {}, t('filter_region'), select('f-region', f.region, [['', t('all')], ...regions.map((r) => [r, r])], set('region'))),
+    state.techs.length
+      ? h('label', {}, t('filter_tech'), select('f-tech', f.tech, [['', t('all')], ['-', t('unassigned')], ...state.techs.map((x) => [x.id, x.name])], set('tech')))
+      : null,
+  );
+  const shown = state.tickets.filter((x) =>
+    (f.status === 'active' ? ACTIVE.includes(x.status) : !f.status || x.status === f.status)
+    && (!f.priority || x.priority === f.priority)
+    && (!f.region || x.region === f.region)
+    && (!f.tech || (f.tech === '-' ? !x.assignee : x.assignee === f.tech)));
+  shown.sort((a, b) => ACTIVE.includes(b.status) - ACTIVE.includes(a.status) || a.deadline_ts_ms - b.deadline_ts_ms);
+  const list = h('div', { class: 'tickets', id: 'tickets' },
+    shown.length ? shown.map(card) : h('p', { class: 'muted' }, t('no_tickets')));
+  const detail = h('aside', { class: 'detail', id: 'detail' });
+  app.append(
+    h('h1', {}, t('board_title')),
+    filters,
+    h('p', { class: 'muted', id: 'count' }, t('tickets_shown', { n: shown.length })),
+    h('div', { class: 'board' }, list, detail),
+  );
+  if (state.selected !== null) showDetail(state.selected);
+  tick();
+}
+
+function techName(id) {
+  return state.techs.find((x) => x.id === id)?.name ?? id;
+}
+
+function card(x) {
+  const role = state.me.role;
+  const canManage = role === 'admin' || role === 'agent';
+  const act = (cls, label, fn) => h('button', { type: 'button', class: cls, onclick: () => run(fn) }, label);
+  const to = (status) => () => api(`/tickets/${x.id}/transition`, { method: 'POST', body: { to: status } });
+  const actions = [];
+  if (canManage && ACTIVE.includes(x.status)) {
+    const pick = h('select', { class: 'assign-to', 'aria-label': t('assignee') },
+      h('option', { value: '' }, t('auto_assign')),
+      state.techs.map((tech) => h('option', { value: tech.id, selected: tech.id === x.assignee }, `${tech.name} · ${tech.region}`)));
+    actions.push(pick, act('act-assign', t('assign'), () => api(`/tickets/${x.id}/assign`, { method: 'POST', body: { technician_id: pick.value || null } })));
+  }
+  if (x.status === 'assigned') actions.push(act('act-start', t('start'), to('in_progress')));
+  if (ACTIVE.includes(x.status)) actions.push(act('act-resolve primary', t('resolve'), to('resolved')));
+  if (canManage && x.status === 'resolved') actions.push(act('act-close', t('close'), to('closed')));
+  actions.push(h('button', { type: 'button', class: 'act-evidence link', onclick: () => { state.selected = x.id; showDetail(x.id); } }, t('evidence')));
+  const finished = !ACTIVE.includes(x.status);
+  return h('article', { class: `ticket prio-${x.priority}${state.selected === x.id ? ' selected' : ''}`, id: `ticket-${x.id}`, dataset: { status: x.status } },
+    h('header', {},
+      h('span', { class: `badge prio-${x.priority}` }, t(`prio_${x.priority}`)),
+      h('strong', {}, `#${x.id} ${tOr(`kind_${x.kind}`, x.kind)}`),
+      h('span', { class: `status status-${x.status}` }, t(`status_${x.status}`)),
+    ),
+    h('dl', {},
+      h('dt', {}, t('device')), h('dd', {}, x.device_id),
+      h('dt', {}, t('home')), h('dd', {}, `${x.home_id}${x.region ? ` · ${x.region}` : ''}`),
+      h('dt', {}, t('assignee')), h('dd', { class: 'assignee' }, x.assignee ? techName(x.assignee) : t('unassigned')),
+      h('dt', {}, t('deadline')), h('dd', {},
+        h('span', { class: 'countdown', dataset: { deadline: x.deadline_ts_ms, finished: finished ? '1' : '' } }, ''),
+      ),
+    ),
+    x.source === 'homeowner' ? h('p', { class: 'tag source' }, t('source_homeowner')) : null,
+    x.condition_cleared && !finished ? h('p', { class: 'tag cleared' }, t('cleared')) : null,
+    h('div', { class: 'actions' }, actions),
+  );
+}
+
+async function run(action) {
+  try {
+    await action();
+    await load();
+  } catch (e) {
+    showError(e);
+  }
+}
+
+/** Updates every countdown; runs every second while the page is open. */
+function tick() {
+  const now = Date.now();
+  for (const el of document.querySelectorAll('.countdown')) {
+    const left = Number(el.dataset.deadline) - now;
+    if (el.dataset.finished) {
+      el.textContent = `${fmtDate(Number(el.dataset.deadline), true)} · ${t('met')}`;
+      el.className = 'countdown';
+    } else {
+      el.textContent = left >= 0 ? t('due_in', { time: fmtDuration(left) }) : t('overdue', { time: fmtDuration(-left) });
+      el.className = `countdown ${left < 0 ? 'late' : left < 3600000 ? 'soon' : 'ok'}`;
+    }
+  }
+}
+setInterval(tick, 1000);
+
+async function showDetail(id) {
+  const panel = document.getElementById('detail');
+  if (!panel) return;
+  for (const el of document.querySelectorAll('.ticket.selected')) el.classList.remove('selected');
+  document.getElementById(`ticket-${id}`)?.classList.add('selected');
+  panel.replaceChildren(h('p', { class: 'muted' }, t('loading')));
+  let d;
+  try {
+    d = await api(`/tickets/${id}`);
+  } catch (e) {
+    panel.replaceChildren(h('p', { class: 'error' }, t('error', { message: e.message })));
+    return;
+  }
+  const readings = d.evidence.map((e) => ({ t: e.ts_ms, e: e.evidence ?? {}, severity: e.severity }));
+  const numeric = [...new Set(readings.flatMap((r) => Object.keys(r.e).filter((k) => typeof r.e[k] === 'number')))];
+  const key = numeric[0];
+  const points = key ? readings.filter((r) => typeof r.e[key] === 'number').map((r) => ({ t: r.t, v: r.e[key] })) : [];
+  const fmt = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  panel.replaceChildren(
+    h('h2', {}, `#${d.id} ${tOr(`kind_${d.kind}`, d.kind)} · ${t('evidence')}`),
+    h('p', { class: 'muted' }, `${t('device')} ${d.device_id} · ${t('opened')} ${fmtDate(d.opened_ts_ms, true)}`),
+    d.contact ? h('p', { class: 'contact' }, `${t('contact')}: ${d.contact.name} ${d.contact.phone}`) : null,
+    d.address ? h('p', { class: 'address' }, `${t('address')}: ${d.address}`) : null,
+    key ? h('figure', { class: 'evidence-chart' }, timeline(points, `${key}`, fmt), h('figcaption', {}, `${t('readings')}: ${key}`)) : null,
+    readings.length
+      ? h('table', { class: 'evidence' },
+        h('thead', {}, h('tr', {}, h('th', {}, t('time')), h('th', {}, t('severity')), h('th', {}, t('readings')))),
+        h('tbody', {}, readings.map((r) => h('tr', {},
+          h('td', {}, fmt(r.t)),
+          h('td', {}, r.severity),
+          h('td', {}, Object.entries(r.e).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ')))))
+      )
+      : h('p', { class: 'muted' }, t('no_evidence')),
+  );
+}

@@ -1,0 +1,113 @@
+// Inline SVG charts (no library, no CDN): bars per bucket, lines over time, horizontal
+// bars and a semicircle gauge. Each returns an <svg> element that scales to its box.
+
+const NS = 'http://www.w3.org/2000/svg';
+
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+function frame(w, hgt, label) {
+  return s('svg', { viewBox: `0 0 ${w} ${hgt}`, class: 'chart', role: 'img', 'aria-label': label, preserveAspectRatio: 'none' });
+}
+
+/** Vertical bars, one per value; `labels[i]` under every few bars. */
+export function bars(values, labels, label) {
+  const w = 320, hgt = 120, pad = 18;
+  const svg = frame(w, hgt, label);
+  const max = Math.max(1, ...values);
+  const bw = (w - 8) / Math.max(1, values.length);
+  values.forEach((v, i) => {
+    const bh = ((hgt - pad - 14) * v) / max;
+    const x = 4 + i * bw;
+    const bar = s('rect', { x: x + 1, y: hgt - pad - bh, width: Math.max(1, bw - 2), height: bh, class: 'bar' });
+    bar.append(s('title', {}, `${labels[i] ?? ''}: ${v}`));
+    svg.append(bar);
+    if (v > 0) svg.append(s('text', { x: x + bw / 2, y: hgt - pad - bh - 3, class: 'val' }, v));
+    const every = Math.ceil(values.length / 7);
+    if (i % every === 0) svg.append(s('text', { x: x + bw / 2, y: hgt - 4, class: 'tick' }, labels[i] ?? ''));
+  });
+  svg.append(s('line', { x1: 0, x2: w, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
+  return svg;
+}
+
+/** Lines over the same buckets: `series = [{ name, values, cls }]`. */
+export function lines(series, labels, label) {
+  const w = 320, hgt = 120, pad = 18;
+  const svg = frame(w, hgt, label);
+  const n = Math.max(1, ...series.map((x) => x.values.length));
+  const max = Math.max(1, ...series.flatMap((x) => x.values));
+  const x = (i) => 6 + (i * (w - 12)) / Math.max(1, n - 1);
+  const y = (v) => hgt - pad - ((hgt - pad - 10) * v) / max;
+  for (const line of series) {
+    const d = line.values.map((v, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+    svg.append(s('path', { d, class: `line ${line.cls}` }));
+    line.values.forEach((v, i) => {
+      const dot = s('circle', { cx: x(i), cy: y(v), r: 2.2, class: `dot ${line.cls}` });
+      dot.append(s('title', {}, `${line.name} ${labels[i] ?? ''}: ${v}`));
+      svg.append(dot);
+    });
+  }
+  const every = Math.ceil(n / 7);
+  for (let i = 0; i < n; i += every) svg.append(s('text', { x: x(i), y: hgt - 4, class: 'tick' }, labels[i] ?? ''));
+  svg.append(s('line', { x1: 0, x2: w, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
+  svg.append(s('text', { x: 2, y: 10, class: 'tick start' }, max));
+  return svg;
+}
+
+/**
+ * Readings in the order they were recorded, `points = [{ t, v }]`, evenly spaced (a
+ * burst of findings often shares one second), with the first and last time under the axis.
+ */
+export function timeline(points, label, fmt) {
+  const w = 320, hgt = 110, pad = 18;
+  const svg = frame(w, hgt, label);
+  if (points.length === 0) return svg;
+  const lo = Math.min(0, ...points.map((p) => p.v)), hi = Math.max(1, ...points.map((p) => p.v));
+  const x = (i) => (points.length === 1 ? w / 2 : 12 + (i * (w - 24)) / (points.length - 1));
+  const y = (v) => hgt - pad - ((hgt - pad - 14) * (v - lo)) / (hi - lo || 1);
+  const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
+  svg.append(s('path', { d, class: 'line reading' }));
+  points.forEach((p, i) => {
+    const dot = s('circle', { cx: x(i), cy: y(p.v), r: 3, class: 'dot reading' });
+    dot.append(s('title', {}, `${fmt(p.t)}: ${p.v}`));
+    svg.append(dot);
+    svg.append(s('text', { x: x(i), y: y(p.v) - 6, class: 'val' }, p.v));
+  });
+  svg.append(s('line', { x1: 0, x2: w, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
+  svg.append(s('text', { x: 4, y: hgt - 4, class: 'tick start' }, fmt(points[0].t)));
+  if (points.length > 1) svg.append(s('text', { x: w - 4, y: hgt - 4, class: 'tick end' }, fmt(points[points.length - 1].t)));
+  return svg;
+}
+
+/** Horizontal bars: `rows = [{ name, value, cls }]`. */
+export function hbars(rows, label) {
+  const w = 320, rowH = 22;
+  const hgt = Math.max(1, rows.length) * rowH + 4;
+  const svg = frame(w, hgt, label);
+  svg.setAttribute('preserveAspectRatio', 'xMinYMin meet');
+  const max = Math.max(1, ...rows.map((r) => r.value));
+  rows.forEach((r, i) => {
+    const y = 2 + i * rowH;
+    svg.append(s('text', { x: 0, y: y + 15, class: 'tick start' }, r.name));
+    svg.append(s('rect', { x: 90, y: y + 3, width: Math.max(2, ((w - 130) * r.value) / max), height: rowH - 8, class: `bar ${r.cls ?? ''}` }));
+    svg.append(s('text', { x: 96 + ((w - 130) * r.value) / max, y: y + 15, class: 'tick start' }, r.value));
+  });
+  return svg;
+}
+
+/** A semicircle gauge for `fraction` (0..1) with `text` in the middle. */
+export function gauge(fraction, text, label) {
+  const f = Math.max(0, Math.min(1, fraction));
+  const svg = s('svg', { viewBox: '0 0 120 70', class: 'gauge', role: 'img', 'aria-label': label });
+  const arc = 'M10,62 A50,50 0 0 1 110,62';
+  const len = Math.PI * 50;
+  const level = f < 0.15 ? 'low' : f < 0.35 ? 'mid' : 'ok';
+  svg.append(s('path', { d: arc, class: 'track' }));
+  svg.append(s('path', { d: arc, class: `fill ${level}`, 'stroke-dasharray': `${(f * len).toFixed(1)} ${len.toFixed(1)}` }));
+  svg.append(s('text', { x: 60, y: 58, class: 'gauge-text' }, text));
+  return svg;
+}
