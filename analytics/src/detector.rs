@@ -86,6 +86,10 @@ pub struct DetectorConfig {
     pub ctx_generation: u32,
     /// Time-of-day slots of the context (0: the previous value bucket is the context).
     pub ctx_tod: u32,
+    /// Weight of the mean-shift evidence (0 disables it).
+    pub shift_weight: f64,
+    /// EWMA rate of the long-run distribution of the short-window value mean.
+    pub shift_alpha: f64,
 }
 
 impl Default for DetectorConfig {
@@ -108,11 +112,42 @@ impl Default for DetectorConfig {
             ctx_res: 2.0,
             ctx_generation: 1000,
             ctx_tod: 0,
+            shift_weight: 1.0,
+            shift_alpha: 0.001,
         }
     }
 }
 
 impl DetectorConfig {
+    /// Set a parameter by its field name (for experiments, e.g. `nab-eval --set`);
+    /// integer fields are truncated. Returns `false` if there is no such parameter.
+    /// Call [`DetectorConfig::validate`] afterwards.
+    pub fn set(&mut self, name: &str, x: f64) -> bool {
+        match name {
+            "warmup" => self.warmup = x as u32,
+            "level_alpha" => self.level_alpha = x,
+            "scale_alpha" => self.scale_alpha = x,
+            "slow_alpha" => self.slow_alpha = x,
+            "season_alpha" => self.season_alpha = x,
+            "season_period_ms" => self.season_period_ms = x as i64,
+            "season_min_cycles" => self.season_min_cycles = x as u32,
+            "long_alpha" => self.long_alpha = x,
+            "clip" => self.clip = x,
+            "refractory_decay" => self.refractory_decay = x,
+            "rel_scale_floor" => self.rel_scale_floor = x,
+            "point_weight" => self.point_weight = x,
+            "likelihood_weight" => self.likelihood_weight = x,
+            "novelty_damp" => self.novelty_damp = x,
+            "ctx_res" => self.ctx_res = x,
+            "ctx_generation" => self.ctx_generation = x as u32,
+            "ctx_tod" => self.ctx_tod = x as u32,
+            "shift_weight" => self.shift_weight = x,
+            "shift_alpha" => self.shift_alpha = x,
+            _ => return false,
+        }
+        true
+    }
+
     /// Check that all parameters are in range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let rate = |name: &'static str, v: f64| {
@@ -131,6 +166,7 @@ impl DetectorConfig {
         rate("slow_alpha", self.slow_alpha)?;
         rate("season_alpha", self.season_alpha)?;
         rate("long_alpha", self.long_alpha)?;
+        rate("shift_alpha", self.shift_alpha)?;
         let nonneg = |name: &'static str, v: f64| {
             if v >= 0.0 && v.is_finite() {
                 Ok(())
@@ -145,6 +181,7 @@ impl DetectorConfig {
         nonneg("rel_scale_floor", self.rel_scale_floor)?;
         nonneg("point_weight", self.point_weight)?;
         nonneg("likelihood_weight", self.likelihood_weight)?;
+        nonneg("shift_weight", self.shift_weight)?;
         if !(0.0..=1.0).contains(&self.novelty_damp) {
             return Err(ConfigError::OutOfRange {
                 name: "novelty_damp",
@@ -205,6 +242,10 @@ pub struct StreamingDetector {
     season: [f32; SEASON_BUCKETS],
     season_seen: [u8; SEASON_BUCKETS],
     ring: [f32; SHORT_WINDOW],
+    vring: [f32; SHORT_WINDOW],
+    vring_sum: f64,
+    shift_mean: f64,
+    shift_var: f64,
 }
 
 /// Score in `[0, 1]` from `-ln p`, NAB style: `-ln(p) / -ln(1e-10)`.
@@ -246,6 +287,10 @@ impl StreamingDetector {
             season: [0.0; SEASON_BUCKETS],
             season_seen: [0; SEASON_BUCKETS],
             ring: [0.0; SHORT_WINDOW],
+            vring: [0.0; SHORT_WINDOW],
+            vring_sum: 0.0,
+            shift_mean: 0.0,
+            shift_var: 0.0,
         })
     }
 
@@ -366,6 +411,25 @@ impl StreamingDetector {
             0.0
         };
 
+        // 3b. Mean shift: the short-window mean of the values against its long-run
+        //     distribution (two-sided Gaussian tail).
+        let dv = value - self.slow;
+        self.vring_sum += dv - f64::from(self.vring[slot]);
+        self.vring[slot] = dv as f32;
+        let vshort = self.vring_sum / SHORT_WINDOW as f64;
+        let shift = if scoring && self.n > SHORT_WINDOW as u64 {
+            let sd = self.shift_var.max(floor * floor).sqrt();
+            tail_to_score(neg_ln_gauss_tail((vshort - self.shift_mean).abs() / sd))
+        } else {
+            0.0
+        };
+        if self.n > SHORT_WINDOW as u64 {
+            let la = c.shift_alpha.max(1.0 / (self.n - SHORT_WINDOW as u64) as f64);
+            let d = vshort - self.shift_mean;
+            self.shift_mean += la * d;
+            self.shift_var = (1.0 - la) * (self.shift_var + la * d * d);
+        }
+
         // Model updates, after this point's evidence has been computed.
         let inv_n = 1.0 / self.n as f64;
         let la = c.long_alpha.max(inv_n);
@@ -397,6 +461,7 @@ impl StreamingDetector {
         // 4. Combine, then keep only the excess over the decaying recent peak.
         let evidence = (c.point_weight * point)
             .max(c.likelihood_weight * likelihood)
+            .max(c.shift_weight * shift)
             .clamp(0.0, 1.0);
         let score = if c.refractory_decay > 0.0 {
             let prev_peak = self.peak * c.refractory_decay;
