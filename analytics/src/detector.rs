@@ -41,6 +41,8 @@ use crate::error::ConfigError;
 pub const SEASON_BUCKETS: usize = 48;
 /// Length of the short window of the anomaly-likelihood stage.
 pub const SHORT_WINDOW: usize = 10;
+/// tmp max shift window
+pub const SHIFT_MAX: usize = 32;
 
 /// 64-bit words per generation of the context table.
 pub const CTX_WORDS: usize = 16;
@@ -90,6 +92,20 @@ pub struct DetectorConfig {
     pub shift_weight: f64,
     /// EWMA rate of the long-run distribution of the short-window value mean.
     pub shift_alpha: f64,
+    /// tmp
+    pub shift_mode: u32,
+    /// tmp
+    pub shift_clip: f64,
+    /// tmp
+    pub sep_peaks: u32,
+    /// tmp
+    pub shift_nov: u32,
+    /// tmp
+    pub shift_len: u32,
+    /// tmp
+    pub bg_q: f64,
+    /// tmp
+    pub bg_eta: f64,
 }
 
 impl Default for DetectorConfig {
@@ -112,8 +128,15 @@ impl Default for DetectorConfig {
             ctx_res: 2.0,
             ctx_generation: 1000,
             ctx_tod: 0,
-            shift_weight: 1.0,
+            shift_weight: 0.75,
             shift_alpha: 0.001,
+            shift_mode: 2,
+            shift_clip: 0.0,
+            sep_peaks: 0,
+            shift_nov: 0,
+            bg_q: 0.0,
+            shift_len: 10,
+            bg_eta: 0.01,
         }
     }
 }
@@ -143,6 +166,13 @@ impl DetectorConfig {
             "ctx_tod" => self.ctx_tod = x as u32,
             "shift_weight" => self.shift_weight = x,
             "shift_alpha" => self.shift_alpha = x,
+            "shift_mode" => self.shift_mode = x as u32,
+            "shift_clip" => self.shift_clip = x,
+            "sep_peaks" => self.sep_peaks = x as u32,
+            "shift_nov" => self.shift_nov = x as u32,
+            "bg_q" => self.bg_q = x,
+            "shift_len" => self.shift_len = (x as u32).clamp(1, SHIFT_MAX as u32),
+            "bg_eta" => self.bg_eta = x,
             _ => return false,
         }
         true
@@ -242,10 +272,16 @@ pub struct StreamingDetector {
     season: [f32; SEASON_BUCKETS],
     season_seen: [u8; SEASON_BUCKETS],
     ring: [f32; SHORT_WINDOW],
-    vring: [f32; SHORT_WINDOW],
+    vring: [f32; SHIFT_MAX],
     vring_sum: f64,
     shift_mean: f64,
     shift_var: f64,
+    sring: [f32; SHIFT_MAX],
+    sring_sum: f64,
+    sshift_mean: f64,
+    sshift_var: f64,
+    peaks: [f64; 3],
+    bg: f64,
 }
 
 /// Score in `[0, 1]` from `-ln p`, NAB style: `-ln(p) / -ln(1e-10)`.
@@ -287,10 +323,16 @@ impl StreamingDetector {
             season: [0.0; SEASON_BUCKETS],
             season_seen: [0; SEASON_BUCKETS],
             ring: [0.0; SHORT_WINDOW],
-            vring: [0.0; SHORT_WINDOW],
+            vring: [0.0; SHIFT_MAX],
             vring_sum: 0.0,
             shift_mean: 0.0,
             shift_var: 0.0,
+            sring: [0.0; SHIFT_MAX],
+            sring_sum: 0.0,
+            sshift_mean: 0.0,
+            sshift_var: 0.0,
+            peaks: [0.0; 3],
+            bg: 0.0,
         })
     }
 
@@ -411,23 +453,58 @@ impl StreamingDetector {
             0.0
         };
 
-        // 3b. Mean shift: the short-window mean of the values against its long-run
-        //     distribution (two-sided Gaussian tail).
-        let dv = value - self.slow;
-        self.vring_sum += dv - f64::from(self.vring[slot]);
-        self.vring[slot] = dv as f32;
-        let vshort = self.vring_sum / SHORT_WINDOW as f64;
-        let shift = if scoring && self.n > SHORT_WINDOW as u64 {
-            let sd = self.shift_var.max(floor * floor).sqrt();
-            tail_to_score(neg_ln_gauss_tail((vshort - self.shift_mean).abs() / sd))
+        // 3b. Mean shift: the short-window mean of the residuals against its long-run
+        //     distribution (two-sided Gaussian tail), for the slow-level baseline and
+        //     for the seasonal baseline; the better-explaining baseline wins.
+        let clip_at = |e: f64, b: f64| {
+            if c.shift_clip > 0.0 && b > 0.0 {
+                e.clamp(-c.shift_clip * b, c.shift_clip * b)
+            } else {
+                e
+            }
+        };
+        let dv = clip_at(value - self.slow, self.dev_scale.max(floor));
+        let ds = match season_err {
+            Some((_, e, true)) => clip_at(e, self.season_scale.max(floor)),
+            _ => dv,
+        };
+        let sl = c.shift_len as u64;
+        let vslot = (self.n % sl) as usize;
+        let (dv, ds) = (dv as f32, ds as f32);
+        self.vring_sum += f64::from(dv) - f64::from(self.vring[vslot]);
+        self.vring[vslot] = dv;
+        self.sring_sum += f64::from(ds) - f64::from(self.sring[vslot]);
+        self.sring[vslot] = ds;
+        let vshort = self.vring_sum / sl as f64;
+        let sshort = self.sring_sum / sl as f64;
+        let shift = if scoring && self.n > sl {
+            let f2 = floor * floor;
+            let z1 = (vshort - self.shift_mean).abs() / self.shift_var.max(f2).sqrt();
+            let z2 = (sshort - self.sshift_mean).abs() / self.sshift_var.max(f2).sqrt();
+            let zz = match c.shift_mode {
+                0 => z1,
+                1 => z2,
+                2 => z1.min(z2),
+                _ => {
+                    if self.sshift_var < self.shift_var {
+                        z2
+                    } else {
+                        z1
+                    }
+                }
+            };
+            tail_to_score(neg_ln_gauss_tail(zz))
         } else {
             0.0
         };
-        if self.n > SHORT_WINDOW as u64 {
-            let la = c.shift_alpha.max(1.0 / (self.n - SHORT_WINDOW as u64) as f64);
+        if self.n > sl {
+            let la = c.shift_alpha.max(1.0 / (self.n - sl) as f64);
             let d = vshort - self.shift_mean;
             self.shift_mean += la * d;
             self.shift_var = (1.0 - la) * (self.shift_var + la * d * d);
+            let d = sshort - self.sshift_mean;
+            self.sshift_mean += la * d;
+            self.sshift_var = (1.0 - la) * (self.sshift_var + la * d * d);
         }
 
         // Model updates, after this point's evidence has been computed.
@@ -461,10 +538,28 @@ impl StreamingDetector {
         // 4. Combine, then keep only the excess over the decaying recent peak.
         let evidence = (c.point_weight * point)
             .max(c.likelihood_weight * likelihood)
-            .max(c.shift_weight * shift)
+            .max(c.shift_weight * shift * if c.shift_nov > 0 { novelty } else { 1.0 })
             .clamp(0.0, 1.0);
-        let score = if c.refractory_decay > 0.0 {
-            let prev_peak = self.peak * c.refractory_decay;
+        let score = if c.sep_peaks > 0 {
+            let ev = [c.point_weight * point, c.likelihood_weight * likelihood, c.shift_weight * shift];
+            let mut best = 0.0f64;
+            for k in 0..3 {
+                let prev = self.peaks[k] * c.refractory_decay;
+                self.peaks[k] = prev.max(ev[k]);
+                best = best.max(ev[k] - prev);
+            }
+            best.clamp(0.0, 1.0)
+        } else if c.refractory_decay > 0.0 {
+            let mut prev_peak = self.peak * c.refractory_decay;
+            if c.bg_q > 0.0 && scoring {
+                prev_peak = prev_peak.max(self.bg);
+                if evidence > self.bg {
+                    self.bg += c.bg_eta * c.bg_q;
+                } else {
+                    self.bg -= c.bg_eta * (1.0 - c.bg_q);
+                }
+                self.bg = self.bg.max(0.0);
+            }
             self.peak = prev_peak.max(evidence);
             (evidence - prev_peak).max(0.0)
         } else {
