@@ -103,6 +103,12 @@ pub struct DetectorConfig {
     /// tmp
     pub shift_len: u32,
     /// tmp
+    pub sp_weight: f64,
+    /// tmp
+    pub sp_tol: f64,
+    /// tmp
+    pub sp_decay: f64,
+    /// tmp
     pub bg_q: f64,
     /// tmp
     pub bg_eta: f64,
@@ -136,6 +142,9 @@ impl Default for DetectorConfig {
             shift_nov: 0,
             bg_q: 0.0,
             shift_len: 10,
+            sp_weight: 1.0,
+            sp_tol: 0.1,
+            sp_decay: 0.0,
             bg_eta: 0.01,
         }
     }
@@ -171,6 +180,9 @@ impl DetectorConfig {
             "sep_peaks" => self.sep_peaks = x as u32,
             "shift_nov" => self.shift_nov = x as u32,
             "bg_q" => self.bg_q = x,
+            "sp_weight" => self.sp_weight = x,
+            "sp_tol" => self.sp_tol = x,
+            "sp_decay" => self.sp_decay = x,
             "shift_len" => self.shift_len = (x as u32).clamp(1, SHIFT_MAX as u32),
             "bg_eta" => self.bg_eta = x,
             _ => return false,
@@ -282,6 +294,8 @@ pub struct StreamingDetector {
     sshift_var: f64,
     peaks: [f64; 3],
     bg: f64,
+    hi: f64,
+    lo: f64,
 }
 
 /// Score in `[0, 1]` from `-ln p`, NAB style: `-ln(p) / -ln(1e-10)`.
@@ -333,6 +347,8 @@ impl StreamingDetector {
             sshift_var: 0.0,
             peaks: [0.0; 3],
             bg: 0.0,
+            hi: 0.0,
+            lo: 0.0,
         })
     }
 
@@ -507,6 +523,27 @@ impl StreamingDetector {
             self.sshift_var = (1.0 - la) * (self.sshift_var + la * d * d);
         }
 
+        // 3c. Spatial novelty: a value beyond the range seen so far.
+        let spatial = if self.n > 2 {
+            let range = (self.hi - self.lo).max(floor);
+            let out = (value - self.hi).max(self.lo - value) / range;
+            if scoring && out > c.sp_tol {
+                ((out - c.sp_tol) / c.sp_tol).min(1.0)
+            } else {
+                0.0
+            }
+        } else {
+            self.hi = value.max(self.level);
+            self.lo = value.min(self.level);
+            0.0
+        };
+        self.hi = self.hi.max(value);
+        self.lo = self.lo.min(value);
+        if c.sp_decay > 0.0 {
+            self.hi -= c.sp_decay * (self.hi - self.slow);
+            self.lo -= c.sp_decay * (self.lo - self.slow);
+        }
+
         // Model updates, after this point's evidence has been computed.
         let inv_n = 1.0 / self.n as f64;
         let la = c.long_alpha.max(inv_n);
@@ -538,6 +575,7 @@ impl StreamingDetector {
         // 4. Combine, then keep only the excess over the decaying recent peak.
         let evidence = (c.point_weight * point)
             .max(c.likelihood_weight * likelihood)
+            .max(c.sp_weight * spatial)
             .max(c.shift_weight * shift * if c.shift_nov > 0 { novelty } else { 1.0 })
             .clamp(0.0, 1.0);
         let score = if c.sep_peaks > 0 {
