@@ -103,6 +103,12 @@ pub struct DetectorConfig {
     /// tmp
     pub shift_len: u32,
     /// tmp
+    pub lik_input: u32,
+    /// tmp
+    pub prime: u32,
+    /// tmp
+    pub shift_sat: u32,
+    /// tmp
     pub sp_weight: f64,
     /// tmp
     pub sp_tol: f64,
@@ -143,6 +149,9 @@ impl Default for DetectorConfig {
             bg_q: 0.0,
             shift_len: 10,
             sp_weight: 1.0,
+            lik_input: 0,
+            prime: 100,
+            shift_sat: 0,
             sp_tol: 0.1,
             sp_decay: 0.0,
             bg_eta: 0.01,
@@ -181,6 +190,9 @@ impl DetectorConfig {
             "shift_nov" => self.shift_nov = x as u32,
             "bg_q" => self.bg_q = x,
             "sp_weight" => self.sp_weight = x,
+            "lik_input" => self.lik_input = x as u32,
+            "prime" => self.prime = x as u32,
+            "shift_sat" => self.shift_sat = x as u32,
             "sp_tol" => self.sp_tol = x,
             "sp_decay" => self.sp_decay = x,
             "shift_len" => self.shift_len = (x as u32).clamp(1, SHIFT_MAX as u32),
@@ -397,7 +409,8 @@ impl StreamingDetector {
             return 0.0;
         }
         self.n += 1;
-        let scoring = self.n > u64::from(c.warmup);
+        let output = self.n > u64::from(c.warmup);
+        let scoring = self.n > u64::from(c.prime);
         let inv_n_now = 1.0 / self.n as f64;
         let floor = (c.rel_scale_floor * self.slow.abs()).max(1e-9);
 
@@ -457,7 +470,12 @@ impl StreamingDetector {
         };
 
         // 3. Anomaly likelihood of the short window under the long-run distribution.
-        let surprise = (1.0 - (-z).exp()) as f32;
+        let surprise = match c.lik_input {
+            0 => (1.0 - (-z).exp()) as f32,
+            1 => (z.min(6.0) / 6.0) as f32,
+            2 => (1.0 - (-z * novelty).exp()) as f32,
+            _ => (1.0 - (-0.5 * z).exp()) as f32,
+        };
         let slot = (self.n % SHORT_WINDOW as u64) as usize;
         self.ring_sum += f64::from(surprise) - f64::from(self.ring[slot]);
         self.ring[slot] = surprise;
@@ -509,7 +527,11 @@ impl StreamingDetector {
                     }
                 }
             };
-            tail_to_score(neg_ln_gauss_tail(zz))
+            if c.shift_sat > 0 {
+                tail_to_score(c.shift_weight * neg_ln_gauss_tail(zz)) / c.shift_weight
+            } else {
+                tail_to_score(neg_ln_gauss_tail(zz))
+            }
         } else {
             0.0
         };
@@ -603,6 +625,7 @@ impl StreamingDetector {
         } else {
             evidence
         };
+        let score = if output { score } else { 0.0 };
         self.last_score = score;
         score
     }
