@@ -107,6 +107,20 @@ pub struct DetectorConfig {
     /// tmp
     pub prime: u32,
     /// tmp
+    pub shift_trim: u32,
+    /// tmp
+    pub sp_bypass: u32,
+    /// tmp
+    pub sp_binary: u32,
+    /// tmp
+    pub msp_weight: f64,
+    /// tmp
+    pub msp_tol: f64,
+    /// tmp
+    pub load_k: f64,
+    /// tmp
+    pub load_alpha: f64,
+    /// tmp
     pub shift_sat: u32,
     /// tmp
     pub sp_weight: f64,
@@ -123,7 +137,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
-            warmup: 300,
+            warmup: 200,
             level_alpha: 0.1,
             scale_alpha: 0.01,
             slow_alpha: 0.002,
@@ -145,14 +159,21 @@ impl Default for DetectorConfig {
             shift_mode: 2,
             shift_clip: 0.0,
             sep_peaks: 0,
-            shift_nov: 0,
+            shift_nov: 1,
             bg_q: 0.0,
             shift_len: 10,
             sp_weight: 1.0,
             lik_input: 0,
             prime: 100,
+            shift_trim: 0,
+            sp_bypass: 1,
+            sp_binary: 1,
+            msp_weight: 0.0,
+            msp_tol: 0.1,
+            load_k: 0.0,
+            load_alpha: 0.001,
             shift_sat: 0,
-            sp_tol: 0.1,
+            sp_tol: 0.05,
             sp_decay: 0.0,
             bg_eta: 0.01,
         }
@@ -192,6 +213,13 @@ impl DetectorConfig {
             "sp_weight" => self.sp_weight = x,
             "lik_input" => self.lik_input = x as u32,
             "prime" => self.prime = x as u32,
+            "shift_trim" => self.shift_trim = x as u32,
+            "sp_bypass" => self.sp_bypass = x as u32,
+            "sp_binary" => self.sp_binary = x as u32,
+            "msp_weight" => self.msp_weight = x,
+            "msp_tol" => self.msp_tol = x,
+            "load_k" => self.load_k = x,
+            "load_alpha" => self.load_alpha = x,
             "shift_sat" => self.shift_sat = x as u32,
             "sp_tol" => self.sp_tol = x,
             "sp_decay" => self.sp_decay = x,
@@ -308,6 +336,9 @@ pub struct StreamingDetector {
     bg: f64,
     hi: f64,
     lo: f64,
+    load: f64,
+    mhi: f64,
+    mlo: f64,
 }
 
 /// Score in `[0, 1]` from `-ln p`, NAB style: `-ln(p) / -ln(1e-10)`.
@@ -361,6 +392,9 @@ impl StreamingDetector {
             bg: 0.0,
             hi: 0.0,
             lo: 0.0,
+            load: 0.0,
+            mhi: 0.0,
+            mlo: 0.0,
         })
     }
 
@@ -509,8 +543,19 @@ impl StreamingDetector {
         self.vring[vslot] = dv;
         self.sring_sum += f64::from(ds) - f64::from(self.sring[vslot]);
         self.sring[vslot] = ds;
-        let vshort = self.vring_sum / sl as f64;
-        let sshort = self.sring_sum / sl as f64;
+        let trimmed = |ring: &[f32], sum: f64| {
+            if c.shift_trim == 0 || ring.len() < 4 {
+                return sum / ring.len() as f64;
+            }
+            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            for &x in ring {
+                lo = lo.min(x);
+                hi = hi.max(x);
+            }
+            (sum - f64::from(lo) - f64::from(hi)) / (ring.len() - 2) as f64
+        };
+        let vshort = trimmed(&self.vring[..sl as usize], self.vring_sum);
+        let sshort = trimmed(&self.sring[..sl as usize], self.sring_sum);
         let shift = if scoring && self.n > sl {
             let f2 = floor * floor;
             let z1 = (vshort - self.shift_mean).abs() / self.shift_var.max(f2).sqrt();
@@ -545,12 +590,31 @@ impl StreamingDetector {
             self.sshift_var = (1.0 - la) * (self.sshift_var + la * d * d);
         }
 
+        // 3d. Level novelty: the short-window mean beyond the range of short-window means.
+        let mspatial = if self.n > sl + 1 {
+            let m = vshort + self.slow;
+            let range = (self.mhi - self.mlo).max(floor);
+            let out = (m - self.mhi).max(self.mlo - m) / range;
+            let r = if scoring && out > c.msp_tol {
+                ((out - c.msp_tol) / c.msp_tol).min(1.0)
+            } else {
+                0.0
+            };
+            self.mhi = self.mhi.max(m);
+            self.mlo = self.mlo.min(m);
+            r
+        } else {
+            self.mhi = vshort + self.slow;
+            self.mlo = vshort + self.slow;
+            0.0
+        };
+
         // 3c. Spatial novelty: a value beyond the range seen so far.
         let spatial = if self.n > 2 {
             let range = (self.hi - self.lo).max(floor);
             let out = (value - self.hi).max(self.lo - value) / range;
             if scoring && out > c.sp_tol {
-                ((out - c.sp_tol) / c.sp_tol).min(1.0)
+                if c.sp_binary > 0 { 1.0 } else { ((out - c.sp_tol) / c.sp_tol).min(1.0) }
             } else {
                 0.0
             }
@@ -598,6 +662,7 @@ impl StreamingDetector {
         let evidence = (c.point_weight * point)
             .max(c.likelihood_weight * likelihood)
             .max(c.sp_weight * spatial)
+            .max(c.msp_weight * mspatial)
             .max(c.shift_weight * shift * if c.shift_nov > 0 { novelty } else { 1.0 })
             .clamp(0.0, 1.0);
         let score = if c.sep_peaks > 0 {
@@ -625,6 +690,16 @@ impl StreamingDetector {
         } else {
             evidence
         };
+        let score = if c.load_k > 0.0 {
+            let damped = score / (1.0 + c.load_k * self.load);
+            if scoring {
+                self.load = self.load * (1.0 - c.load_alpha) + score;
+            }
+            damped
+        } else {
+            score
+        };
+        let score = if c.sp_bypass > 0 { score.max(c.sp_weight * spatial) } else { score };
         let score = if output { score } else { 0.0 };
         self.last_score = score;
         score
