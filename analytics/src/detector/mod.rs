@@ -71,6 +71,7 @@ pub struct StreamingDetector {
     season_scale: f64,
     dev_scale: f64,
     last_score: f64,
+    since_novel: u16,
     context: ContextNovelty,
     likelihood: Likelihood,
     shift: MeanShift,
@@ -93,9 +94,10 @@ impl StreamingDetector {
             season_scale: 0.0,
             dev_scale: 0.0,
             last_score: 0.0,
-            context: ContextNovelty::new(),
-            likelihood: Likelihood::new(),
-            shift: MeanShift::new(),
+            since_novel: 0,
+            context: ContextNovelty::default(),
+            likelihood: Likelihood::default(),
+            shift: MeanShift::default(),
             range: SpatialRange::new(0.0),
             refractory: Refractory::default(),
             season: [0.0; SEASON_BUCKETS],
@@ -171,6 +173,7 @@ impl StreamingDetector {
         //    or time-of-day slot and value bucket) is not novel.
         let dev = value - self.slow;
         let mut novelty = 1.0;
+        let mut window_novelty = 1.0;
         if c.novelty_damp < 1.0 {
             let u = dev.abs() / self.dev_scale.max(floor);
             let mag = ((1.0 + u).log2() * c.ctx_res).floor().min(15.0) as i32;
@@ -181,8 +184,14 @@ impl StreamingDetector {
             });
             if self.context.observe(b, slot, c.ctx_generation) {
                 novelty = c.novelty_damp;
+                self.since_novel = self.since_novel.saturating_add(1);
+            } else {
+                self.since_novel = 0;
             }
             self.dev_scale += c.slow_alpha.max(inv_n) * (dev.abs() - self.dev_scale);
+            if usize::from(self.since_novel) >= SHIFT_WINDOW {
+                window_novelty = c.novelty_damp;
+            }
         }
         let point = novelty * tail_to_score(z);
 
@@ -194,7 +203,9 @@ impl StreamingDetector {
         let shift = self
             .shift
             .update(dev, c.shift_alpha, floor)
-            .map_or(0.0, |zs| novelty * tail_to_score(neg_ln_gauss_tail(zs)));
+            .map_or(0.0, |zs| {
+                window_novelty * tail_to_score(neg_ln_gauss_tail(zs))
+            });
 
         // 5. Spatial novelty: a value beyond the range seen so far.
         let spatial = if self.range.observe(value, floor) > c.spatial_tolerance {
@@ -415,6 +426,94 @@ mod tests {
         }
         assert_eq!(got, clean);
         assert_eq!(d.count(), 1500);
+    }
+
+    /// Level 50 plus uniform noise in [-0.5, 0.5) (no daily cycle).
+    fn flat_noisy(n: usize) -> Vec<(i64, f64)> {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        (0..n)
+            .map(|i| (i as i64 * STEP, 50.0 + noise(&mut s)))
+            .collect()
+    }
+
+    fn run_with(cfg: DetectorConfig, points: &[(i64, f64)]) -> Vec<f64> {
+        let mut d = StreamingDetector::new(cfg).expect("valid config");
+        points.iter().map(|&(t, v)| d.update(t, v)).collect()
+    }
+
+    fn max_of(s: &[f64]) -> f64 {
+        s.iter().cloned().fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn sustained_shift_is_caught_early_by_the_mean_shift_stage() {
+        // +0.8 (about 2.8 noise standard deviations) for 40 points: single points are
+        // only mildly surprising, the mean of a few of them is not. (Shifted values leave
+        // the range seen so far, so the spatial stage is off here to isolate the
+        // mean-shift stage.)
+        let mut pts = flat_noisy(3000);
+        for p in &mut pts[2500..2540] {
+            p.1 += 0.8;
+        }
+        let no_spatial = DetectorConfig {
+            spatial_score: 0.0,
+            ..DetectorConfig::default()
+        };
+        let with = run_with(no_spatial, &pts);
+        let background = max_of(&with[1000..2500]);
+        let early = max_of(&with[2500..2505]);
+        assert!(
+            early > 0.12 && early > 2.0 * background,
+            "within 5 points {early}, background {background}"
+        );
+        let without = run_with(
+            DetectorConfig {
+                shift_weight: 0.0,
+                ..no_spatial
+            },
+            &pts,
+        );
+        assert!(
+            max_of(&without[2500..2505]) < 0.05,
+            "{:?}",
+            &without[2500..2505]
+        );
+    }
+
+    #[test]
+    fn value_beyond_the_seen_range_scores_one() {
+        // 0.1 above the range [49.5, 50.5) seen so far: 10 % of the range, and only about
+        // 2.5 noise scales from the level, so the point evidence alone is modest.
+        let mut pts = flat_noisy(3000);
+        pts[2500].1 = 50.6;
+        let s = run(&pts);
+        assert_eq!(s[2500], 1.0);
+        assert!(max_of(&s[1000..2500]) < 0.3);
+        let without = run_with(
+            DetectorConfig {
+                spatial_score: 0.0,
+                ..DetectorConfig::default()
+            },
+            &pts,
+        );
+        assert!(without[2500] < 0.5, "{}", without[2500]);
+    }
+
+    #[test]
+    fn no_alarm_when_reporting_starts_after_a_warm_up_event() {
+        // A spike just before the warm-up ends (still in the mean-shift window when the
+        // reporting starts) has fed the refractory memory, so the first reported points
+        // are not alarms just because that memory was empty.
+        let mut pts = flat_noisy(400);
+        let warmup = DetectorConfig::default().warmup as usize;
+        pts[warmup - 3].1 += 20.0;
+        let s = run(&pts);
+        assert!(s[..warmup].iter().all(|&x| x == 0.0));
+        assert!(
+            max_of(&s[warmup..warmup + 50]) < 0.1,
+            "{:?}",
+            &s[warmup..warmup + 50]
+        );
     }
 
     #[test]

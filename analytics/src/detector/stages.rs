@@ -35,7 +35,7 @@ pub fn neg_ln_gauss_tail(z: f64) -> f64 {
 /// current value bucket) been seen recently? Seen contexts are bits of a hashed table
 /// of `CTX_WORDS`·64 bits with two generations of `generation` points each, so a
 /// context is remembered for one to two generations and then forgotten.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ContextNovelty {
     prev_bucket: i32,
     age: u32,
@@ -43,15 +43,6 @@ pub struct ContextNovelty {
 }
 
 impl ContextNovelty {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self {
-            prev_bucket: 0,
-            age: 0,
-            table: [[0; CTX_WORDS]; 2],
-        }
-    }
-
     /// Record the context of a point with value bucket `bucket` (in `-15..=15`) and
     /// return whether it had been seen. `slot` replaces the previous bucket as the
     /// first half of the context when given (time-of-day contexts).
@@ -76,7 +67,7 @@ impl ContextNovelty {
 /// Anomaly likelihood (after Numenta's NAB detectors): the mean of the last
 /// [`SHORT_WINDOW`] per-point surprises against the long-run (EWMA) mean and variance
 /// of that mean.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Likelihood {
     ring: [f32; SHORT_WINDOW],
     sum: f64,
@@ -85,16 +76,6 @@ pub struct Likelihood {
 }
 
 impl Likelihood {
-    /// No history.
-    pub fn new() -> Self {
-        Self {
-            ring: [0.0; SHORT_WINDOW],
-            sum: 0.0,
-            mean: 0.0,
-            var: 0.0,
-        }
-    }
-
     /// Push the surprise (in `[0, 1]`) of point number `n` (1-based count of points) and
     /// return the evidence in `[0, 1]`: the score of the Gaussian upper tail of the new
     /// short-window mean. The long-run statistics then learn the new mean with rate
@@ -119,7 +100,7 @@ impl Likelihood {
 /// the likelihood stage it keeps the sign and the size of the deviations, so a
 /// sustained shift of a fraction of the noise level, up or down, stands out after a
 /// few points.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MeanShift {
     ring: [f32; SHIFT_WINDOW],
     sum: f64,
@@ -129,17 +110,6 @@ pub struct MeanShift {
 }
 
 impl MeanShift {
-    /// No history.
-    pub fn new() -> Self {
-        Self {
-            ring: [0.0; SHIFT_WINDOW],
-            sum: 0.0,
-            mean: 0.0,
-            var: 0.0,
-            pushes: 0,
-        }
-    }
-
     /// Push one deviation; once the window is full, return `|z|` of the new window mean
     /// under the long-run distribution (standard deviation floored at `floor`), then
     /// learn that mean with rate `max(rate, 1/k)` (`k`: full windows seen).
@@ -225,11 +195,11 @@ mod tests {
 
     #[test]
     fn context_seen_then_forgotten() {
-        let mut c = ContextNovelty::new();
+        let mut c = ContextNovelty::default();
         assert!(!c.observe(3, None, 100)); // (0, 3) new
         assert!(!c.observe(3, None, 100)); // (3, 3) new
         assert!(c.observe(3, None, 100)); // (3, 3) seen
-        // Two generations later it is forgotten.
+                                          // Two generations later it is forgotten.
         for _ in 0..200 {
             c.observe(-7, None, 100);
         }
@@ -239,7 +209,7 @@ mod tests {
 
     #[test]
     fn likelihood_rises_on_a_burst_of_surprise() {
-        let mut l = Likelihood::new();
+        let mut l = Likelihood::default();
         let mut n = 0;
         let mut calm = 0.0f64;
         for i in 0..2000u64 {
@@ -261,7 +231,7 @@ mod tests {
     #[test]
     fn mean_shift_sees_a_small_step_within_ten_points() {
         // Deviations alternating +-1 (noise), then a step of +1.5 (1.5 noise units).
-        let mut m = MeanShift::new();
+        let mut m = MeanShift::default();
         let mut calm = 0.0f64;
         for i in 0..3000 {
             let d = if i % 3 == 0 { 1.0 } else { -0.5 };
@@ -280,7 +250,7 @@ mod tests {
         assert!(calm < 3.0, "calm {calm}");
         assert!(z10 > 10.0, "after the step {z10}");
         // Nothing before the window is full.
-        assert_eq!(MeanShift::new().update(1.0, 0.1, 1.0), None);
+        assert_eq!(MeanShift::default().update(1.0, 0.1, 1.0), None);
     }
 
     #[test]
