@@ -53,8 +53,8 @@ pub use stages::{CTX_WORDS, SHIFT_WINDOW, SHORT_WINDOW};
 
 use crate::error::ConfigError;
 use stages::{
-    neg_ln_gauss_tail, tail_to_score, ContextNovelty, Likelihood, MeanShift, Refractory,
-    SpatialRange,
+    gauss_tail_score_bound, neg_ln_gauss_tail, tail_to_score, ContextNovelty, Likelihood,
+    MeanShift, Refractory, SpatialRange,
 };
 
 /// Number of time-of-day buckets of the seasonal profile.
@@ -195,17 +195,12 @@ impl StreamingDetector {
         }
         let point = novelty * tail_to_score(z);
 
-        // 3. Anomaly likelihood of the short window of surprises.
+        // 3. Anomaly likelihood of the short window of surprises (standardised mean).
         let surprise = (1.0 - (-z).exp()) as f32;
-        let likelihood = self.likelihood.update(surprise, self.n, c.long_alpha);
+        let z_likelihood = self.likelihood.update(surprise, self.n, c.long_alpha);
 
-        // 4. Mean shift of the short window of deviations from the slow level.
-        let shift = self
-            .shift
-            .update(dev, c.shift_alpha, floor)
-            .map_or(0.0, |zs| {
-                window_novelty * tail_to_score(neg_ln_gauss_tail(zs))
-            });
+        // 4. Mean shift of the short window of deviations from the slow level (|z|).
+        let z_shift = self.shift.update(dev, c.shift_alpha, floor);
 
         // 5. Spatial novelty: a value beyond the range seen so far.
         let spatial = if self.range.observe(value, floor) > c.spatial_tolerance {
@@ -238,12 +233,22 @@ impl StreamingDetector {
 
         // 6. Combine, keep the excess over the decaying recent peak (the spatial score
         //    passes unreduced).
+        // The Gaussian tails (an `erfc` each) are only evaluated when their bound can
+        // beat the evidence already found; the result is the same as evaluating both.
         let evidence = if scoring {
-            (c.point_weight * point)
-                .max(c.likelihood_weight * likelihood)
-                .max(c.shift_weight * shift)
-                .max(spatial)
-                .clamp(0.0, 1.0)
+            let mut ev = (c.point_weight * point).max(spatial);
+            let tail_stage = |ev: f64, weight: f64, z: f64| {
+                if weight * gauss_tail_score_bound(z) > ev {
+                    ev.max(weight * tail_to_score(neg_ln_gauss_tail(z)))
+                } else {
+                    ev
+                }
+            };
+            ev = tail_stage(ev, c.likelihood_weight, z_likelihood);
+            if let Some(zs) = z_shift {
+                ev = tail_stage(ev, c.shift_weight * window_novelty, zs);
+            }
+            ev.clamp(0.0, 1.0)
         } else {
             0.0
         };

@@ -31,6 +31,19 @@ pub fn neg_ln_gauss_tail(z: f64) -> f64 {
     }
 }
 
+/// Cheap upper bound of `tail_to_score(neg_ln_gauss_tail(z))`, so that the `erfc`
+/// can be skipped when a stage cannot beat the evidence already found. Uses
+/// `Q(z) > φ(z)·z/(1+z²)` for `z > 1` and `Q(z) ≥ Q(1)` below.
+pub fn gauss_tail_score_bound(z: f64) -> f64 {
+    let neg_ln = if z <= 1.0 {
+        1.842 // -ln Q(1) = 1.8410...
+    } else {
+        // ln(sqrt(2 pi)) = 0.9189...
+        0.5 * z * z + 0.919 + ((1.0 + z * z) / z).ln()
+    };
+    tail_to_score(neg_ln)
+}
+
 /// Contextual novelty (after NAB's "contextOSE"): has the pair (previous value bucket,
 /// current value bucket) been seen recently? Seen contexts are bits of a hashed table
 /// of `CTX_WORDS`·64 bits with two generations of `generation` points each, so a
@@ -77,21 +90,20 @@ pub struct Likelihood {
 
 impl Likelihood {
     /// Push the surprise (in `[0, 1]`) of point number `n` (1-based count of points) and
-    /// return the evidence in `[0, 1]`: the score of the Gaussian upper tail of the new
-    /// short-window mean. The long-run statistics then learn the new mean with rate
-    /// `max(rate, 1/n)`.
+    /// return the standardised new short-window mean `z` (its evidence is the Gaussian
+    /// upper tail, `tail_to_score(neg_ln_gauss_tail(z))`). The long-run statistics then
+    /// learn the new mean with rate `max(rate, 1/n)`.
     pub fn update(&mut self, surprise: f32, n: u64, rate: f64) -> f64 {
         let slot = (n % SHORT_WINDOW as u64) as usize;
         self.sum += f64::from(surprise) - f64::from(self.ring[slot]);
         self.ring[slot] = surprise;
         let short = self.sum / SHORT_WINDOW as f64;
-        let sd = self.var.max(1e-6).sqrt();
-        let evidence = tail_to_score(neg_ln_gauss_tail((short - self.mean) / sd));
+        let z = (short - self.mean) / self.var.max(1e-6).sqrt();
         let la = rate.max(1.0 / n as f64);
         let d = short - self.mean;
         self.mean += la * d;
         self.var = (1.0 - la) * (self.var + la * d * d);
-        evidence
+        z
     }
 }
 
@@ -194,6 +206,22 @@ mod tests {
     }
 
     #[test]
+    fn tail_bound_is_an_upper_bound() {
+        for i in -100..2000 {
+            let z = f64::from(i) * 0.025;
+            let exact = tail_to_score(neg_ln_gauss_tail(z));
+            let bound = gauss_tail_score_bound(z);
+            assert!(bound >= exact, "z {z}: bound {bound} < {exact}");
+            if z > 3.0 {
+                assert!(
+                    bound - exact < 0.02,
+                    "z {z}: loose bound {bound} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn context_seen_then_forgotten() {
         let mut c = ContextNovelty::default();
         assert!(!c.observe(3, None, 100)); // (0, 3) new
@@ -215,7 +243,7 @@ mod tests {
         for i in 0..2000u64 {
             n += 1;
             let s = if i % 2 == 0 { 0.2 } else { 0.4 };
-            let e = l.update(s, n, 0.001);
+            let e = tail_to_score(neg_ln_gauss_tail(l.update(s, n, 0.001)));
             if i > 100 {
                 calm = calm.max(e);
             }
@@ -223,7 +251,7 @@ mod tests {
         let mut burst = 0.0f64;
         for _ in 0..10 {
             n += 1;
-            burst = burst.max(l.update(0.99, n, 0.001));
+            burst = burst.max(tail_to_score(neg_ln_gauss_tail(l.update(0.99, n, 0.001))));
         }
         assert!(calm < 0.1 && burst > 0.5, "calm {calm}, burst {burst}");
     }
