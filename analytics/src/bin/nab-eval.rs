@@ -1,6 +1,8 @@
-//! `nab-eval [--nab DIR] [--out DIR]`: run `nab-detect`'s detector over every file of a
-//! NAB dataset directory (`data/`, `windows.json`, `profiles.json`), write the results
-//! under `--out`, and score them for all profiles in one go.
+//! `nab-eval [--nab DIR] [--out DIR] [--set name=value]...`: run `nab-detect`'s detector
+//! over every file of a NAB dataset directory (`data/`, `windows.json`, `profiles.json`),
+//! write the results under `--out`, and score them for all profiles in one go. `--set`
+//! overrides any field of `DetectorConfig` by name (`DetectorConfig::set`), for
+//! experiments and ablations (e.g. `--set shift_weight=0`).
 
 mod common;
 
@@ -10,7 +12,8 @@ use std::process::ExitCode;
 use analytics::DetectorConfig;
 
 const USAGE: &str = "usage: nab-eval [--nab ../shared/datasets/nab] [--out target/nab-results] [--set name=value]...\n\
-  --set overrides a detector parameter (for experiments; nab-detect always uses the defaults).";
+  --set overrides a detector parameter by its DetectorConfig field name, e.g. shift_weight=0\n\
+  (for experiments; nab-detect always uses the defaults).";
 
 /// Apply `name=value` overrides (from `--set`) to a detector configuration.
 fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<DetectorConfig, String> {
