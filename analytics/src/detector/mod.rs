@@ -1,10 +1,12 @@
 //! Online, per-series anomaly detector ([`StreamingDetector`]).
 //!
-//! Each update is O(1) in time and the state is a fixed-size struct (well under
-//! 1 KiB), so one detector can run per device metric. The score of a point uses only
-//! that point and the points before it (no look-ahead) and event time only (no clock).
+//! Each update is O(1) in time and the state is a fixed-size struct (about 1 KiB, see
+//! [`StreamingDetector::state_size`]), so one detector can run per device metric. The
+//! score of a point uses only that point and the points before it (no look-ahead) and
+//! event time only (no clock). Parameters: [`DetectorConfig`]; building blocks:
+//! [`stages`].
 //!
-//! Method:
+//! Method, per point:
 //!
 //! 1. **Prediction and robust scale.** Two predictors of each value: a level (EWMA)
 //!    predictor and a daily-seasonal predictor (a slow level plus a time-of-day
@@ -14,175 +16,49 @@
 //!    of the two (the model that explains the point better wins).
 //! 2. **Point evidence.** Under a Laplace error model `P(|E| > z·b) = exp(-z)`, so the
 //!    log tail probability is `-z`; it is mapped to `[0, 1]` NAB-style (`-ln p / -ln 1e-10`).
-//!    **Contextual novelty** (after NAB's winning "contextOSE" detector): each point gets
-//!    a signed value bucket, `±floor(ctx_res·log2(1 + |x - slow| / mad))` with `mad` the
+//!    **Contextual novelty** (after NAB's "contextOSE" detector): each point gets a
+//!    signed value bucket, `±floor(ctx_res·log2(1 + |x - slow| / mad))` with `mad` the
 //!    long-run mean absolute deviation from the slow level, and the context is the pair
-//!    (previous bucket, current bucket). Seen contexts are bits of a hashed table of
-//!    [`CTX_WORDS`]·64 bits with two generations of `ctx_generation` points each, so a
-//!    context is remembered for 1-2 generations and then forgotten. If the context was
-//!    seen, the point evidence is multiplied by `novelty_damp`: a recurrent spike (same
-//!    jump from the same level) stops alarming, a jump never seen before keeps its score.
-//! 3. **Anomaly likelihood** (after Numenta's NAB detectors): the mean of the last
-//!    [`SHORT_WINDOW`] per-point surprise probabilities `1 - exp(-z)` is compared with the
-//!    long-run (EWMA) mean and variance of that mean; its Gaussian upper-tail
-//!    probability is the evidence that the recent regime differs from the learned one,
-//!    which catches sustained shifts that no single point reveals.
-//! 4. **Combination and refractory suppression.** The evidence is the larger of the
-//!    two; the reported score is the evidence in excess of a decaying memory of the
-//!    recent peak evidence, so one event gives one strong alarm rather than a burst.
+//!    (previous bucket, current bucket), remembered for 1-2 generations of
+//!    `ctx_generation` points ([`stages::ContextNovelty`]). If the context was seen, the
+//!    point evidence is multiplied by `novelty_damp`: a recurrent spike (same jump from
+//!    the same level) stops alarming, a jump never seen before keeps its score.
+//! 3. **Anomaly likelihood** (after Numenta's NAB detectors, [`stages::Likelihood`]):
+//!    the mean of the last [`SHORT_WINDOW`] per-point surprise probabilities
+//!    `1 - exp(-z)` against the long-run mean and variance of that mean (Gaussian tail):
+//!    a burst of moderately surprising points.
+//! 4. **Mean shift** ([`stages::MeanShift`]): the mean of the last [`SHIFT_WINDOW`]
+//!    deviations `x - slow` against the long-run mean and variance of that mean
+//!    (two-sided Gaussian tail), weighted by `shift_weight` and damped like the point
+//!    evidence when the context is not novel. It sees a sustained shift of a fraction
+//!    of the noise level that no single point reveals.
+//! 5. **Spatial novelty** (Numenta's NAB detector, [`stages::SpatialRange`]): a value
+//!    outside the range of all values seen so far by more than `spatial_tolerance` of
+//!    that range scores `spatial_score` (1).
+//! 6. **Combination and refractory suppression** ([`stages::Refractory`]). The evidence
+//!    is the largest of the weighted stages; the reported score is the evidence in
+//!    excess of a decaying memory of the recent peak evidence, so one event gives one
+//!    strong alarm rather than a burst, or the spatial score if that is larger (a value
+//!    never seen before always alarms). The first `warmup / 2` points only train the
+//!    models; the evidence (and the peak memory) starts after them, and scores are
+//!    reported after `warmup` points.
 //!
 //! Non-finite values are ignored: the state is not touched and the score is 0.
 
-use statrs::function::erf::erfc;
+mod config;
+pub mod stages;
+
+pub use config::DetectorConfig;
+pub use stages::{CTX_WORDS, SHIFT_WINDOW, SHORT_WINDOW};
 
 use crate::error::ConfigError;
+use stages::{
+    gauss_tail_score_bound, neg_ln_gauss_tail, tail_to_score, ContextNovelty, Likelihood,
+    MeanShift, Refractory, SpatialRange,
+};
 
 /// Number of time-of-day buckets of the seasonal profile.
 pub const SEASON_BUCKETS: usize = 48;
-/// Length of the short window of the anomaly-likelihood stage.
-pub const SHORT_WINDOW: usize = 10;
-
-/// 64-bit words per generation of the context table.
-pub const CTX_WORDS: usize = 16;
-
-/// `-ln(1e-10)`: the log tail probability that maps to score 1.
-const LN_TAIL_FLOOR: f64 = 23.025_850_929_940_457;
-
-/// Detector parameters. [`DetectorConfig::default`] is the general-purpose set used
-/// by `nab-detect`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DetectorConfig {
-    /// Points seen before any non-zero score is reported.
-    pub warmup: u32,
-    /// EWMA rate of the level predictor.
-    pub level_alpha: f64,
-    /// EWMA rate of the error scales.
-    pub scale_alpha: f64,
-    /// EWMA rate of the slow level under the seasonal profile.
-    pub slow_alpha: f64,
-    /// EWMA rate of each seasonal bucket (per visit of that bucket).
-    pub season_alpha: f64,
-    /// Seasonal period in milliseconds of event time (0 disables the seasonal model).
-    pub season_period_ms: i64,
-    /// Visits of a bucket before the seasonal predictor is trusted there.
-    pub season_min_cycles: u32,
-    /// EWMA rate of the long-run distribution of the short-window mean.
-    pub long_alpha: f64,
-    /// Errors are clipped at this many scale units when updating the scales.
-    pub clip: f64,
-    /// Per-point decay of the refractory peak memory (0 disables suppression).
-    pub refractory_decay: f64,
-    /// Relative floor of the scales (fraction of |slow level|), for flat series.
-    pub rel_scale_floor: f64,
-    /// Weight of the point evidence (0 disables it).
-    pub point_weight: f64,
-    /// Weight of the anomaly-likelihood evidence (0 disables it).
-    pub likelihood_weight: f64,
-    /// Factor applied to the point evidence when its context was seen before (1 disables).
-    pub novelty_damp: f64,
-    /// Buckets per doubling of the deviation in the context key.
-    pub ctx_res: f64,
-    /// Points per generation of the context table (0: never forget).
-    pub ctx_generation: u32,
-    /// Time-of-day slots of the context (0: the previous value bucket is the context).
-    pub ctx_tod: u32,
-}
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        Self {
-            warmup: 300,
-            level_alpha: 0.1,
-            scale_alpha: 0.01,
-            slow_alpha: 0.002,
-            season_alpha: 0.1,
-            season_period_ms: 86_400_000,
-            season_min_cycles: 2,
-            long_alpha: 0.001,
-            clip: 6.0,
-            refractory_decay: 0.995,
-            rel_scale_floor: 1e-3,
-            point_weight: 1.0,
-            likelihood_weight: 1.0,
-            novelty_damp: 0.2,
-            ctx_res: 2.0,
-            ctx_generation: 1000,
-            ctx_tod: 0,
-        }
-    }
-}
-
-impl DetectorConfig {
-    /// Check that all parameters are in range.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let rate = |name: &'static str, v: f64| {
-            if v > 0.0 && v <= 1.0 {
-                Ok(())
-            } else {
-                Err(ConfigError::OutOfRange {
-                    name,
-                    value: v,
-                    reason: "must be in (0, 1]",
-                })
-            }
-        };
-        rate("level_alpha", self.level_alpha)?;
-        rate("scale_alpha", self.scale_alpha)?;
-        rate("slow_alpha", self.slow_alpha)?;
-        rate("season_alpha", self.season_alpha)?;
-        rate("long_alpha", self.long_alpha)?;
-        let nonneg = |name: &'static str, v: f64| {
-            if v >= 0.0 && v.is_finite() {
-                Ok(())
-            } else {
-                Err(ConfigError::OutOfRange {
-                    name,
-                    value: v,
-                    reason: "must be finite and >= 0",
-                })
-            }
-        };
-        nonneg("rel_scale_floor", self.rel_scale_floor)?;
-        nonneg("point_weight", self.point_weight)?;
-        nonneg("likelihood_weight", self.likelihood_weight)?;
-        if !(0.0..=1.0).contains(&self.novelty_damp) {
-            return Err(ConfigError::OutOfRange {
-                name: "novelty_damp",
-                value: self.novelty_damp,
-                reason: "must be in [0, 1]",
-            });
-        }
-        if !(self.ctx_res > 0.0 && self.ctx_res <= 8.0) {
-            return Err(ConfigError::OutOfRange {
-                name: "ctx_res",
-                value: self.ctx_res,
-                reason: "must be in (0, 8]",
-            });
-        }
-        if !(self.clip > 0.0 && self.clip.is_finite()) {
-            return Err(ConfigError::OutOfRange {
-                name: "clip",
-                value: self.clip,
-                reason: "must be > 0",
-            });
-        }
-        if !(0.0..1.0).contains(&self.refractory_decay) {
-            return Err(ConfigError::OutOfRange {
-                name: "refractory_decay",
-                value: self.refractory_decay,
-                reason: "must be in [0, 1)",
-            });
-        }
-        if self.season_period_ms < 0 {
-            return Err(ConfigError::OutOfRange {
-                name: "season_period_ms",
-                value: self.season_period_ms as f64,
-                reason: "must be >= 0",
-            });
-        }
-        Ok(())
-    }
-}
 
 /// Per-series streaming anomaly detector. See the module docs for the method.
 #[derive(Debug, Clone)]
@@ -194,33 +70,15 @@ pub struct StreamingDetector {
     slow: f64,
     season_scale: f64,
     dev_scale: f64,
-    prev_bucket: i32,
-    ctx_age: u32,
-    ctx: [[u64; CTX_WORDS]; 2],
-    long_mean: f64,
-    long_var: f64,
-    ring_sum: f64,
-    peak: f64,
     last_score: f64,
+    since_novel: u16,
+    context: ContextNovelty,
+    likelihood: Likelihood,
+    shift: MeanShift,
+    range: SpatialRange,
+    refractory: Refractory,
     season: [f32; SEASON_BUCKETS],
     season_seen: [u8; SEASON_BUCKETS],
-    ring: [f32; SHORT_WINDOW],
-}
-
-/// Score in `[0, 1]` from `-ln p`, NAB style: `-ln(p) / -ln(1e-10)`.
-fn tail_to_score(neg_ln_p: f64) -> f64 {
-    (neg_ln_p / LN_TAIL_FLOOR).clamp(0.0, 1.0)
-}
-
-/// `-ln` of the upper Gaussian tail probability at `z`, stable for large `z`.
-fn neg_ln_gauss_tail(z: f64) -> f64 {
-    let q = 0.5 * erfc(z / std::f64::consts::SQRT_2);
-    if q > 1e-300 {
-        -q.ln()
-    } else {
-        // Asymptotic expansion: ln Q(z) ~ -z^2/2 - ln(z sqrt(2 pi)).
-        0.5 * z * z + (z * (2.0 * std::f64::consts::PI).sqrt()).ln()
-    }
 }
 
 impl StreamingDetector {
@@ -235,17 +93,15 @@ impl StreamingDetector {
             slow: 0.0,
             season_scale: 0.0,
             dev_scale: 0.0,
-            prev_bucket: 0,
-            ctx_age: 0,
-            ctx: [[0; CTX_WORDS]; 2],
-            long_mean: 0.0,
-            long_var: 0.0,
-            ring_sum: 0.0,
-            peak: 0.0,
             last_score: 0.0,
+            since_novel: 0,
+            context: ContextNovelty::default(),
+            likelihood: Likelihood::default(),
+            shift: MeanShift::default(),
+            range: SpatialRange::new(0.0),
+            refractory: Refractory::default(),
             season: [0.0; SEASON_BUCKETS],
             season_seen: [0; SEASON_BUCKETS],
-            ring: [0.0; SHORT_WINDOW],
         })
     }
 
@@ -290,12 +146,14 @@ impl StreamingDetector {
             self.n = 1;
             self.level = value;
             self.slow = value;
+            self.range = SpatialRange::new(value);
             self.last_score = 0.0;
             return 0.0;
         }
         self.n += 1;
-        let scoring = self.n > u64::from(c.warmup);
-        let inv_n_now = 1.0 / self.n as f64;
+        let report = self.n > u64::from(c.warmup);
+        let scoring = self.n > u64::from(c.warmup / 2);
+        let inv_n = 1.0 / self.n as f64;
         let floor = (c.rel_scale_floor * self.slow.abs()).max(1e-9);
 
         // 1. Predictions and standardised error (the better model wins).
@@ -311,67 +169,47 @@ impl StreamingDetector {
             season_err = Some((b, e, ready));
         }
 
-        // 2. Point evidence under a Laplace error model, damped when its context is not
-        //    novel. The context is the value bucket (deviation from the slow level in units
-        //    of its long-run mean absolute deviation, log scale, signed) together with the
-        //    time-of-day slot (or the previous value bucket); seen contexts are kept as
-        //    bits of a small hashed table with two generations, so old ones are forgotten.
+        // 2. Point evidence, damped when its context (previous and current value bucket,
+        //    or time-of-day slot and value bucket) is not novel.
+        let dev = value - self.slow;
         let mut novelty = 1.0;
+        let mut window_novelty = 1.0;
         if c.novelty_damp < 1.0 {
-            let d = value - self.slow;
-            let u = d.abs() / self.dev_scale.max(floor);
+            let u = dev.abs() / self.dev_scale.max(floor);
             let mag = ((1.0 + u).log2() * c.ctx_res).floor().min(15.0) as i32;
-            let b = if d < 0.0 { -mag } else { mag };
-            let ctx_a = if c.ctx_tod > 0 && c.season_period_ms > 0 {
+            let b = if dev < 0.0 { -mag } else { mag };
+            let slot = (c.ctx_tod > 0 && c.season_period_ms > 0).then(|| {
                 let p = c.season_period_ms;
                 (i128::from(ts_ms.rem_euclid(p)) * i128::from(c.ctx_tod) / i128::from(p)) as i32
-                    + 1000
-            } else {
-                self.prev_bucket + 32
-            };
-            let key = (ctx_a * 64 + (b + 32)) as u64;
-            let h = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize; // 10 bits
-            let (w, bit) = (h / 64 % CTX_WORDS, 1u64 << (h % 64));
-            let seen = (self.ctx[0][w] | self.ctx[1][w]) & bit != 0;
-            if seen {
+            });
+            if self.context.observe(b, slot, c.ctx_generation) {
                 novelty = c.novelty_damp;
+                self.since_novel = self.since_novel.saturating_add(1);
+            } else {
+                self.since_novel = 0;
             }
-            self.ctx[0][w] |= bit;
-            self.prev_bucket = b;
-            self.ctx_age += 1;
-            if c.ctx_generation > 0 && self.ctx_age >= c.ctx_generation {
-                self.ctx[1] = self.ctx[0];
-                self.ctx[0] = [0; CTX_WORDS];
-                self.ctx_age = 0;
+            self.dev_scale += c.slow_alpha.max(inv_n) * (dev.abs() - self.dev_scale);
+            if usize::from(self.since_novel) >= SHIFT_WINDOW {
+                window_novelty = c.novelty_damp;
             }
-            let da = c.slow_alpha.max(inv_n_now);
-            self.dev_scale += da * (d.abs() - self.dev_scale);
         }
-        let point = if scoring {
-            novelty * tail_to_score(z)
-        } else {
-            0.0
-        };
+        let point = novelty * tail_to_score(z);
 
-        // 3. Anomaly likelihood of the short window under the long-run distribution.
+        // 3. Anomaly likelihood of the short window of surprises (standardised mean).
         let surprise = (1.0 - (-z).exp()) as f32;
-        let slot = (self.n % SHORT_WINDOW as u64) as usize;
-        self.ring_sum += f64::from(surprise) - f64::from(self.ring[slot]);
-        self.ring[slot] = surprise;
-        let short = self.ring_sum / SHORT_WINDOW as f64;
-        let likelihood = if scoring {
-            let sd = self.long_var.max(1e-6).sqrt();
-            tail_to_score(neg_ln_gauss_tail((short - self.long_mean) / sd))
+        let z_likelihood = self.likelihood.update(surprise, self.n, c.long_alpha);
+
+        // 4. Mean shift of the short window of deviations from the slow level (|z|).
+        let z_shift = self.shift.update(dev, c.shift_alpha, floor);
+
+        // 5. Spatial novelty: a value beyond the range seen so far.
+        let spatial = if self.range.observe(value, floor) > c.spatial_tolerance {
+            c.spatial_score
         } else {
             0.0
         };
 
         // Model updates, after this point's evidence has been computed.
-        let inv_n = 1.0 / self.n as f64;
-        let la = c.long_alpha.max(inv_n);
-        let d = short - self.long_mean;
-        self.long_mean += la * d;
-        self.long_var = (1.0 - la) * (self.long_var + la * d * d);
         let sa = c.scale_alpha.max(inv_n);
         let clip = |e: f64, b: f64| {
             if b > 0.0 {
@@ -388,22 +226,41 @@ impl StreamingDetector {
             }
             let seen = self.season_seen[b];
             let ba = c.season_alpha.max(1.0 / (f64::from(seen) + 1.0));
-            let dev = value - self.slow;
             self.season[b] += (ba * (dev - f64::from(self.season[b]))) as f32;
             self.season_seen[b] = seen.saturating_add(1);
-            self.slow += c.slow_alpha.max(inv_n) * (value - self.slow);
         }
+        self.slow += c.slow_alpha.max(inv_n) * dev;
 
-        // 4. Combine, then keep only the excess over the decaying recent peak.
-        let evidence = (c.point_weight * point)
-            .max(c.likelihood_weight * likelihood)
-            .clamp(0.0, 1.0);
+        // 6. Combine, keep the excess over the decaying recent peak (the spatial score
+        //    passes unreduced).
+        // The Gaussian tails (an `erfc` each) are only evaluated when their bound can
+        // beat the evidence already found; the result is the same as evaluating both.
+        let evidence = if scoring {
+            let mut ev = (c.point_weight * point).max(spatial);
+            let tail_stage = |ev: f64, weight: f64, z: f64| {
+                if weight * gauss_tail_score_bound(z) > ev {
+                    ev.max(weight * tail_to_score(neg_ln_gauss_tail(z)))
+                } else {
+                    ev
+                }
+            };
+            ev = tail_stage(ev, c.likelihood_weight, z_likelihood);
+            if let Some(zs) = z_shift {
+                ev = tail_stage(ev, c.shift_weight * window_novelty, zs);
+            }
+            ev.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let score = if c.refractory_decay > 0.0 {
-            let prev_peak = self.peak * c.refractory_decay;
-            self.peak = prev_peak.max(evidence);
-            (evidence - prev_peak).max(0.0)
+            self.refractory.excess(evidence, c.refractory_decay)
         } else {
             evidence
+        };
+        let score = if report {
+            score.max(if scoring { spatial } else { 0.0 })
+        } else {
+            0.0
         };
         self.last_score = score;
         score
@@ -574,6 +431,94 @@ mod tests {
         }
         assert_eq!(got, clean);
         assert_eq!(d.count(), 1500);
+    }
+
+    /// Level 50 plus uniform noise in [-0.5, 0.5) (no daily cycle).
+    fn flat_noisy(n: usize) -> Vec<(i64, f64)> {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        (0..n)
+            .map(|i| (i as i64 * STEP, 50.0 + noise(&mut s)))
+            .collect()
+    }
+
+    fn run_with(cfg: DetectorConfig, points: &[(i64, f64)]) -> Vec<f64> {
+        let mut d = StreamingDetector::new(cfg).expect("valid config");
+        points.iter().map(|&(t, v)| d.update(t, v)).collect()
+    }
+
+    fn max_of(s: &[f64]) -> f64 {
+        s.iter().cloned().fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn sustained_shift_is_caught_early_by_the_mean_shift_stage() {
+        // +0.8 (about 2.8 noise standard deviations) for 40 points: single points are
+        // only mildly surprising, the mean of a few of them is not. (Shifted values leave
+        // the range seen so far, so the spatial stage is off here to isolate the
+        // mean-shift stage.)
+        let mut pts = flat_noisy(3000);
+        for p in &mut pts[2500..2540] {
+            p.1 += 0.8;
+        }
+        let no_spatial = DetectorConfig {
+            spatial_score: 0.0,
+            ..DetectorConfig::default()
+        };
+        let with = run_with(no_spatial, &pts);
+        let background = max_of(&with[1000..2500]);
+        let early = max_of(&with[2500..2505]);
+        assert!(
+            early > 0.12 && early > 2.0 * background,
+            "within 5 points {early}, background {background}"
+        );
+        let without = run_with(
+            DetectorConfig {
+                shift_weight: 0.0,
+                ..no_spatial
+            },
+            &pts,
+        );
+        assert!(
+            max_of(&without[2500..2505]) < 0.05,
+            "{:?}",
+            &without[2500..2505]
+        );
+    }
+
+    #[test]
+    fn value_beyond_the_seen_range_scores_one() {
+        // 0.1 above the range [49.5, 50.5) seen so far: 10 % of the range, and only about
+        // 2.5 noise scales from the level, so the point evidence alone is modest.
+        let mut pts = flat_noisy(3000);
+        pts[2500].1 = 50.6;
+        let s = run(&pts);
+        assert_eq!(s[2500], 1.0);
+        assert!(max_of(&s[1000..2500]) < 0.3);
+        let without = run_with(
+            DetectorConfig {
+                spatial_score: 0.0,
+                ..DetectorConfig::default()
+            },
+            &pts,
+        );
+        assert!(without[2500] < 0.5, "{}", without[2500]);
+    }
+
+    #[test]
+    fn no_alarm_when_reporting_starts_after_a_warm_up_event() {
+        // A spike just before the warm-up ends (still in the mean-shift window when the
+        // reporting starts) has fed the refractory memory, so the first reported points
+        // are not alarms just because that memory was empty.
+        let mut pts = flat_noisy(400);
+        let warmup = DetectorConfig::default().warmup as usize;
+        pts[warmup - 3].1 += 20.0;
+        let s = run(&pts);
+        assert!(s[..warmup].iter().all(|&x| x == 0.0));
+        assert!(
+            max_of(&s[warmup..warmup + 50]) < 0.1,
+            "{:?}",
+            &s[warmup..warmup + 50]
+        );
     }
 
     #[test]
