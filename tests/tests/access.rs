@@ -148,6 +148,7 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
         ("GET", "/audit".into(), None),
         ("POST", "/tokens".into(), Some(json!({"role": "admin"}))),
         ("GET", "/outbox".into(), None),
+        ("GET", "/fleet".into(), None),
     ];
     for (method, path, body) in forbidden {
         let (status, resp) = api.call(method, &path, &h1, body);
@@ -155,6 +156,8 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
         assert!(resp["error"]["code"].is_string(), "{method} {path}: a JSON error with a code: {resp}");
         assert!(!resp.to_string().contains("13987654321") && !resp.to_string().contains("h2 Century"), "{method} {path} leaked h2's data: {resp}");
     }
+    let me = api.ok("GET", "/me", &h1, None);
+    assert_eq!((me["role"].as_str(), me["subject"].as_str()), (Some("homeowner"), Some("h1")), "{me}");
     let mine = api.ok("GET", "/tickets", &h1, None);
     assert!(mine.as_array().unwrap().iter().all(|t| t["device_id"] == "toilet-00001"), "{mine}");
     assert_eq!(api.call("GET", &format!("/tickets/{t1}"), &h1, None).0, 200);

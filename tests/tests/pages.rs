@@ -142,20 +142,23 @@ impl Site {
         (status, res.json().unwrap_or(Value::Null))
     }
 
-    /// Publishes a leak (raised three times, growing) for `toilet-00001` and returns its ticket.
+    /// Publishes a leak that comes back three times, growing (raised, cleared, raised, …)
+    /// for `toilet-00001` and returns its ticket: each episode is one finding, and the
+    /// repeats attach their evidence to the one ticket.
     fn leak_ticket(&self) -> Value {
         let now = gateway::ingest::pipeline::now_ms() - 60_000;
-        let msgs = [(1, 0, 42.0), (2, 20_000, 55.5), (3, 40_000, 61.0)]
+        let episodes = [(1, 0, "raised", 42.0), (2, 10_000, "cleared", 0.0), (3, 20_000, "raised", 55.5), (4, 30_000, "cleared", 0.0), (5, 40_000, "raised", 61.0)];
+        let msgs: Vec<(String, Vec<u8>)> = episodes
             .into_iter()
-            .map(|(seq, dt, value)| {
+            .map(|(seq, dt, state, value)| {
                 let payload = format!(
-                    r#"{{"v":1,"device_id":"toilet-00001","boot_id":1,"seq":{seq},"ts":{},"event":{{"fault":{{"code":"leak","severity":"critical","state":"raised","value":{value}}}}}}}"#,
+                    r#"{{"v":1,"device_id":"toilet-00001","boot_id":1,"seq":{seq},"ts":{},"event":{{"fault":{{"code":"leak","severity":"critical","state":"{state}","value":{value}}}}}}}"#,
                     now + dt
                 );
                 ("fixtures/toilet-00001/event".to_owned(), payload.into_bytes())
             })
             .collect();
-        assert_eq!(publish_all(self.broker.port, "pub-pages", msgs, None, None).unwrap(), 3);
+        assert_eq!(publish_all(self.broker.port, "pub-pages", msgs, None, None).unwrap(), 5);
         wait_until(Duration::from_secs(30), "the leak ticket", || {
             let (_, list) = self.api("GET", "/tickets?device_id=toilet-00001", &self.agent, None);
             let t = list.as_array()?.iter().find(|t| t["kind"] == "leak")?.clone();
@@ -180,11 +183,11 @@ fn an_agent_assigns_a_leak_ticket_to_a_technician_and_resolves_it_on_the_board()
     let text = b.wait_text(&card, "Leak").unwrap();
     assert!(text.contains("Critical") && text.contains("Unassigned") && text.contains("left"), "{text}");
 
-    // The evidence: three readings of the leak, charted.
+    // The evidence: the five reports of the leak (three raises, two clears at 0), charted.
     b.click(&format!("{card} .act-evidence")).unwrap();
     let detail = b.wait_text("#detail", "value=61").unwrap();
     assert!(detail.contains("value=42") && detail.contains("Li Lei 13812341234"), "{detail}");
-    assert_eq!(b.js("return document.querySelectorAll('#detail svg circle.dot').length").unwrap(), json!(3));
+    assert_eq!(b.js("return document.querySelectorAll('#detail svg circle.dot').length").unwrap(), json!(5));
 
     // Filters: Beijing shows its overdue heater fault (assigned automatically) and not the
     // leak; Shanghai and "unassigned" show the leak.
