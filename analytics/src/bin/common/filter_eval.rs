@@ -89,6 +89,17 @@ pub struct HorizonResult {
     pub width_sum: f64,
     /// Queries per kind: (count, forecaster abs error sum, straight-line abs error sum).
     pub per_kind: HashMap<&'static str, (usize, f64, f64)>,
+    /// Decomposition: the forecaster against the date the device's own meter reaches
+    /// the rated volume (what it can see), predicted − meter date, days.
+    pub vs_meter: MethodErrors,
+    /// Decomposition: meter date − true date, days (the error of an oracle that knows
+    /// the future use exactly but only through the meter).
+    pub meter_floor: MethodErrors,
+    /// Decomposition: oracle of the slot's long-run mean daily use (whole run,
+    /// look-ahead) from the query time, against the meter date, days.
+    pub longrun_vs_meter: MethodErrors,
+    /// Queries whose meter date was extrapolated (replaced or run ended first).
+    pub meter_extrapolated: usize,
 }
 
 impl HorizonResult {
@@ -211,7 +222,8 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     // Fleet-average daily use per kind (over the whole run: a look-ahead that favours
     // baseline (a)).
     let mut per_kind: HashMap<CartridgeKind, (f64, f64)> = HashMap::new();
-    for s in streams.values_mut() {
+    let mut slot_rate: HashMap<(u32, u8), f64> = HashMap::new();
+    for (key, s) in streams.iter_mut() {
         s.obs.sort_by_key(|o| o.ts);
         let (mut litres, mut prev) = (0.0, None::<Obs>);
         for o in &s.obs {
@@ -224,6 +236,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let e = per_kind.entry(s.kind).or_default();
             e.0 += litres;
             e.1 += (b.ts - a.ts) as f64 / DAY_MS as f64;
+            slot_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts).max(1) as f64);
         }
     }
     let fleet_rate = |k: CartridgeKind| per_kind.get(&k).map_or(f64::NAN, |(l, d)| l / d);
@@ -250,13 +263,18 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         // Anchor of the baselines: first observation of the current cartridge.
         let mut anchor: Option<Obs> = None;
         let mut last: Option<Obs> = None;
-        // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line).
-        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>);
+        let longrun_ml_per_ms = slot_rate.get(&key).copied().unwrap_or(f64::NAN);
+        // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line,
+        // long-run oracle).
+        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>, Option<i64>);
         let mut answers: Vec<Answer> = Vec::with_capacity(qs.len());
         let mut qi = 0;
         let answer = |q: &Query, f: &CartridgeForecaster, anchor: Option<Obs>, last: Option<Obs>| -> Answer {
             let fc = f.forecast(q.at).ok().map(|fc| {
                 (fc.by_volume_ms, fc.volume_interval_ms.0, fc.volume_interval_ms.1, fc.reason == analytics::DueReason::Volume)
+            });
+            let longrun = last.filter(|_| longrun_ml_per_ms > 0.0).map(|l| {
+                q.at.max(l.ts) + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64
             });
             let (fixed, line) = match (anchor, last) {
                 (Some(a), Some(l)) => {
@@ -269,7 +287,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 }
                 _ => (None, None),
             };
-            (f.replacements(), fc, fixed, line)
+            (f.replacements(), fc, fixed, line, longrun)
         };
         for o in &stream.obs {
             while qi < qs.len() && qs[qi].at < o.ts {
@@ -299,7 +317,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let Some(at_truth) = qs.iter().zip(&answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
                 continue;
             };
-            let (repl, Some((due, lo, hi, is_volume)), Some(fixed), Some(line)) = *a else {
+            let (repl, Some((due, lo, hi, is_volume)), Some(fixed), Some(line), longrun) = *a else {
                 continue;
             };
             if repl != at_truth.1 .0 {
@@ -321,9 +339,47 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             if !is_volume {
                 report.not_volume += 1;
             }
+            if let Some((t_meter, extrapolated)) = meter_date(&stream.obs, q.truth, cap_ml) {
+                r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
+                r.meter_floor.errors.push(d(t_meter));
+                if let Some(l) = longrun {
+                    r.longrun_vs_meter.errors.push((l - t_meter) as f64 / DAY_MS as f64);
+                }
+                r.meter_extrapolated += usize::from(extrapolated);
+            }
         }
     }
     Ok(report)
+}
+
+/// When the device's own counter of the cartridge in the slot at `truth_ts` reaches
+/// `cap_ml` (interpolated between readings), and whether it had to be extrapolated
+/// (the cartridge was replaced or the run ended first) at its last 28 days' rate.
+fn meter_date(obs: &[Obs], truth_ts: i64, cap_ml: f64) -> Option<(i64, bool)> {
+    let i0 = obs.partition_point(|o| o.ts <= truth_ts).checked_sub(1)?;
+    let same = |a: &Obs, b: &Obs| a.repl == b.repl && b.ml >= a.ml;
+    let mut start = i0;
+    while start > 0 && same(&obs[start - 1], &obs[start]) {
+        start -= 1;
+    }
+    let mut end = i0;
+    while end + 1 < obs.len() && same(&obs[end], &obs[end + 1]) {
+        end += 1;
+    }
+    let seg = &obs[start..=end];
+    if let Some(k) = seg.iter().position(|o| o.ml as f64 >= cap_ml) {
+        if k == 0 {
+            return Some((seg[0].ts, false));
+        }
+        let (a, b) = (seg[k - 1], seg[k]);
+        let f = (cap_ml - a.ml as f64) / (b.ml as f64 - a.ml as f64).max(1.0);
+        return Some((a.ts + (f * (b.ts - a.ts) as f64) as i64, false));
+    }
+    let last = seg.last()?;
+    let j = seg.partition_point(|o| o.ts < last.ts - 28 * DAY_MS);
+    let first = seg.get(j)?;
+    let rate = (last.ml as f64 - first.ml as f64) / (last.ts - first.ts).max(1) as f64;
+    (rate > 0.0).then(|| (last.ts + ((cap_ml - last.ml as f64) / rate) as i64, true))
 }
 
 /// The report as a Markdown table.
@@ -357,5 +413,21 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
         );
     }
     s += &format!("\nqueries where the age limit or RO rejection came first: {}\n", r.not_volume);
+    s += "\nerror decomposition (MAE, days): meter floor = |meter date − true date| (an oracle that \
+          knows the future use exactly, through the meter); forecaster and long-run-rate oracle \
+          (look-ahead mean of the whole run) against the meter date\n\n\
+          | horizon | n | meter floor | forecaster vs meter date (bias) | long-run oracle vs meter date | extrapolated meter dates |\n|---|---|---|---|---|---|\n";
+    for h in &r.horizons {
+        s += &format!(
+            "| {} d | {} | {:.2} d | {:.2} d ({:+.2}) | {:.2} d | {} |\n",
+            h.horizon_days,
+            h.vs_meter.errors.len(),
+            h.meter_floor.mae(),
+            h.vs_meter.mae(),
+            h.vs_meter.bias(),
+            h.longrun_vs_meter.mae(),
+            h.meter_extrapolated
+        );
+    }
     s
 }
