@@ -98,6 +98,13 @@ pub struct HorizonResult {
     /// Decomposition: oracle of the slot's long-run mean daily use (whole run,
     /// look-ahead) from the query time, against the meter date, days.
     pub longrun_vs_meter: MethodErrors,
+    /// Decomposition: oracle that also knows the future absences (holidays) exactly and
+    /// the slot's long-run use per day at home, against the meter date, days.
+    pub away_oracle_vs_meter: MethodErrors,
+    /// The two oracles against the true date, days (meter error included).
+    pub longrun_vs_truth: MethodErrors,
+    /// See `longrun_vs_truth`.
+    pub away_oracle_vs_truth: MethodErrors,
     /// Queries whose meter date was extrapolated (replaced or run ended first).
     pub meter_extrapolated: usize,
 }
@@ -200,7 +207,13 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     // Queries from the ground truth.
     let start_ms = fleet.start_ms();
     let mut queries: HashMap<(u32, u8), Vec<Query>> = HashMap::new();
+    let mut away: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
     for t in fleet.truth() {
+        if let Truth::Away { device, start_ms, end_ms } = &t {
+            if let Some(idx) = device.rsplit('-').next().and_then(|n| n.parse::<u32>().ok()) {
+                away.entry(idx).or_default().push((*start_ms, *end_ms));
+            }
+        }
         if let Truth::CartridgeCapacity { device, slot, ts, .. } = t {
             let idx: u32 = device
                 .rsplit('-')
@@ -223,6 +236,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     // baseline (a)).
     let mut per_kind: HashMap<CartridgeKind, (f64, f64)> = HashMap::new();
     let mut slot_rate: HashMap<(u32, u8), f64> = HashMap::new();
+    let mut home_rate: HashMap<(u32, u8), f64> = HashMap::new();
     for (key, s) in streams.iter_mut() {
         s.obs.sort_by_key(|o| o.ts);
         let (mut litres, mut prev) = (0.0, None::<Obs>);
@@ -237,6 +251,10 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             e.0 += litres;
             e.1 += (b.ts - a.ts) as f64 / DAY_MS as f64;
             slot_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts).max(1) as f64);
+            let away_ms: i64 = away
+                .get(&key.0)
+                .map_or(0, |v| v.iter().map(|&(x, y)| (y.min(b.ts) - x.max(a.ts)).max(0)).sum());
+            home_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts - away_ms).max(1) as f64);
         }
     }
     let fleet_rate = |k: CartridgeKind| per_kind.get(&k).map_or(f64::NAN, |(l, d)| l / d);
@@ -266,15 +284,35 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         let longrun_ml_per_ms = slot_rate.get(&key).copied().unwrap_or(f64::NAN);
         // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line,
         // long-run oracle).
-        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>, Option<i64>);
+        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
+        let home_ml_per_ms = home_rate.get(&key).copied().unwrap_or(f64::NAN);
+        let mut away_here = away.get(&key.0).cloned().unwrap_or_default();
+        away_here.sort_unstable();
         let mut answers: Vec<Answer> = Vec::with_capacity(qs.len());
         let mut qi = 0;
         let answer = |q: &Query, f: &CartridgeForecaster, anchor: Option<Obs>, last: Option<Obs>| -> Answer {
             let fc = f.forecast(q.at).ok().map(|fc| {
                 (fc.by_volume_ms, fc.volume_interval_ms.0, fc.volume_interval_ms.1, fc.reason == analytics::DueReason::Volume)
             });
-            let longrun = last.filter(|_| longrun_ml_per_ms > 0.0).map(|l| {
-                q.at.max(l.ts) + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64
+            let longrun = last.filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0).map(|l| {
+                let t0 = q.at.max(l.ts);
+                let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
+                // Walk at the home rate, pausing through the known absences.
+                let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
+                for &(a, b) in &away_here {
+                    if b <= t || rem <= 0.0 {
+                        continue;
+                    }
+                    if a > t {
+                        let can = home_ml_per_ms * (a - t) as f64;
+                        if rem <= can {
+                            break;
+                        }
+                        rem -= can;
+                    }
+                    t = t.max(b);
+                }
+                (plain, t + (rem.max(0.0) / home_ml_per_ms) as i64)
             });
             let (fixed, line) = match (anchor, last) {
                 (Some(a), Some(l)) => {
@@ -342,8 +380,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             if let Some((t_meter, extrapolated)) = meter_date(&stream.obs, q.truth, cap_ml) {
                 r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
                 r.meter_floor.errors.push(d(t_meter));
-                if let Some(l) = longrun {
+                if let Some((l, o)) = longrun {
                     r.longrun_vs_meter.errors.push((l - t_meter) as f64 / DAY_MS as f64);
+                    r.away_oracle_vs_meter.errors.push((o - t_meter) as f64 / DAY_MS as f64);
+                    r.longrun_vs_truth.errors.push(d(l));
+                    r.away_oracle_vs_truth.errors.push(d(o));
                 }
                 r.meter_extrapolated += usize::from(extrapolated);
             }
@@ -415,17 +456,21 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
     s += &format!("\nqueries where the age limit or RO rejection came first: {}\n", r.not_volume);
     s += "\nerror decomposition (MAE, days): meter floor = |meter date − true date| (an oracle that \
           knows the future use exactly, through the meter); forecaster and long-run-rate oracle \
-          (look-ahead mean of the whole run) against the meter date\n\n\
-          | horizon | n | meter floor | forecaster vs meter date (bias) | long-run oracle vs meter date | extrapolated meter dates |\n|---|---|---|---|---|---|\n";
+          (look-ahead mean of the whole run) and absence oracle (knows the future holidays and the \
+          long-run use per day at home) against the meter date\n\n\
+          | horizon | n | meter floor | forecaster vs meter date (bias) | long-run oracle vs meter date (vs true date) | absence oracle vs meter date (vs true date) | extrapolated meter dates |\n|---|---|---|---|---|---|---|\n";
     for h in &r.horizons {
         s += &format!(
-            "| {} d | {} | {:.2} d | {:.2} d ({:+.2}) | {:.2} d | {} |\n",
+            "| {} d | {} | {:.2} d | {:.2} d ({:+.2}) | {:.2} d ({:.2} d) | {:.2} d ({:.2} d) | {} |\n",
             h.horizon_days,
             h.vs_meter.errors.len(),
             h.meter_floor.mae(),
             h.vs_meter.mae(),
             h.vs_meter.bias(),
             h.longrun_vs_meter.mae(),
+            h.longrun_vs_truth.mae(),
+            h.away_oracle_vs_meter.mae(),
+            h.away_oracle_vs_truth.mae(),
             h.meter_extrapolated
         );
     }
