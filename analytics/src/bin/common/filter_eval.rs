@@ -124,6 +124,31 @@ impl HorizonResult {
     }
 }
 
+/// One scored query (for `--dump`): days relative to the true date unless noted.
+#[derive(Debug, Clone)]
+pub struct QueryRow {
+    /// Device index and slot.
+    pub device: u32,
+    /// Slot.
+    pub slot: u8,
+    /// Cartridge kind.
+    pub kind: &'static str,
+    /// Horizon, days.
+    pub horizon_days: i64,
+    /// Forecaster error, interval ends, straight-line error.
+    pub forecaster: f64,
+    /// Interval low end.
+    pub lo: f64,
+    /// Interval high end.
+    pub hi: f64,
+    /// Straight-line error.
+    pub line: f64,
+    /// Meter date − true date (NaN if unknown).
+    pub meter: f64,
+    /// Slot's long-run mean use, litres/day (look-ahead).
+    pub rate_l_day: f64,
+}
+
 /// The whole evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -139,6 +164,8 @@ pub struct Report {
     pub not_volume: usize,
     /// Fleet-average daily use per kind (litres/day), used by baseline (a).
     pub fleet_rate: Vec<(&'static str, f64)>,
+    /// Every scored query.
+    pub rows: Vec<QueryRow>,
 }
 
 #[derive(Clone, Copy)]
@@ -377,7 +404,21 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             if !is_volume {
                 report.not_volume += 1;
             }
-            if let Some((t_meter, extrapolated)) = meter_date(&stream.obs, q.truth, cap_ml) {
+            let t_meter = meter_date(&stream.obs, q.truth, cap_ml);
+            report.rows.push(QueryRow {
+                device: key.0,
+                slot: key.1,
+                kind: stream.kind.as_str(),
+                horizon_days: cfg.horizons[q.horizon],
+                forecaster: d(due),
+                lo: d(lo),
+                hi: d(hi),
+                line: d(line),
+                meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
+                rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
+            });
+            let r = &mut report.horizons[q.horizon];
+            if let Some((t_meter, extrapolated)) = t_meter {
                 r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
                 r.meter_floor.errors.push(d(t_meter));
                 if let Some((l, o)) = longrun {
