@@ -9,13 +9,15 @@ fn spec(capacity_l: f64, max_age_days: f64) -> CartridgeSpec {
         capacity_l,
         max_age_days,
         min_rejection: None,
+        flow_loss_at_capacity: 0.0,
     }
 }
 
-/// No presence prior (every day is expected to have use): exact arithmetic.
+/// No trip or idle prior (every day is expected to have use): exact arithmetic.
 fn exact_cfg(capacity_l: f64, max_age_days: f64) -> ForecastConfig {
     ForecastConfig {
-        presence_prior: 1.0,
+        trip_prior_count: 0.0,
+        idle_prior_days: 0.0,
         ..ForecastConfig::new(spec(capacity_l, max_age_days))
     }
 }
