@@ -105,6 +105,10 @@ pub struct ForecastConfig {
     pub absent_below_l: f64,
     /// A run of at least this many zero days is a trip away; shorter runs are idle days.
     pub trip_min_days: u32,
+    /// A run of zero days is a trip only if idle days at home would produce it with at
+    /// most this probability (`idle_share^run`): a household that often skips a day
+    /// needs a longer run.
+    pub trip_max_idle_prob: f64,
     /// Gamma prior of the trip rate: shape (a number of pseudo-trips)...
     pub trip_prior_count: f64,
     /// ...and rate (pseudo-days at home): prior mean rate = count / days.
@@ -143,6 +147,7 @@ impl ForecastConfig {
             weekend_alpha: 0.08,
             absent_below_l: 0.2,
             trip_min_days: 2,
+            trip_max_idle_prob: 0.01,
             trip_prior_count: 0.8,
             trip_prior_days: 50.0,
             trip_length_prior_days: 7.0,
@@ -209,6 +214,11 @@ impl ForecastConfig {
             "trip_length_prior_days",
             self.trip_length_prior_days,
             self.trip_length_prior_days >= f64::from(self.trip_min_days),
+        )?;
+        check(
+            "trip_max_idle_prob",
+            self.trip_max_idle_prob,
+            self.trip_max_idle_prob > 0.0 && self.trip_max_idle_prob <= 1.0,
         )?;
         check("idle_prior", self.idle_prior, (0.0..1.0).contains(&self.idle_prior))?;
         check(
@@ -570,7 +580,7 @@ impl CartridgeForecaster {
             self.zero_run += 1;
             return;
         }
-        if self.zero_run >= self.cfg.trip_min_days {
+        if self.is_trip(self.zero_run) {
             self.trips += 1.0;
             self.trip_days += f64::from(self.zero_run);
         } else {
@@ -674,6 +684,12 @@ impl CartridgeForecaster {
             return 0.0;
         }
         (self.idle_days + k * self.cfg.idle_prior) / (home + k)
+    }
+
+    /// Whether a run of `run` zero days is a trip away rather than idle days.
+    fn is_trip(&self, run: u32) -> bool {
+        run >= self.cfg.trip_min_days
+            && self.idle_share().powi(run.min(64) as i32) <= self.cfg.trip_max_idle_prob
     }
 
     /// Posterior trip rate (shape, rate per day at home).
@@ -826,7 +842,7 @@ impl CartridgeForecaster {
         p_trips[MAX_TRIPS] = (1.0 - total).max(0.0);
         let (trip_mean, trip_var) = self.trip_length();
         // A trip under way: the remainder of a uniform length beyond the days so far.
-        let (now_mean, now_var) = if self.zero_run >= cfg.trip_min_days {
+        let (now_mean, now_var) = if self.is_trip(self.zero_run) {
             let r = f64::from(self.zero_run);
             let min = f64::from(cfg.trip_min_days);
             let max = 2.0 * trip_mean - min;

@@ -1,7 +1,8 @@
 //! `filter-eval`: simulates a fleet with `fleet-sim`, feeds every cartridge's telemetry
 //! to the due-date forecaster in time order, and compares its forecasts at 60/30/14/7
 //! days before each true capacity date with two baselines (fixed interval, straight
-//! line). Usage: `filter-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults] [--dump queries.csv]`.
+//! line). Usage: `filter-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults] [--dump queries.csv]
+//! [--set parameter=value ...]` (forecaster parameters, for tuning).
 
 #[path = "common/filter_eval.rs"]
 mod harness;
@@ -27,6 +28,14 @@ fn main() -> ExitCode {
                 .next()
                 .map(|p| dump = Some(p))
                 .ok_or_else(|| "--dump needs a path".to_string()),
+            "--set" => args
+                .next()
+                .and_then(|kv| {
+                    let (k, v) = kv.split_once('=')?;
+                    Some((k.to_string(), v.parse::<f64>().ok()?))
+                })
+                .map(|kv| cfg.overrides.push(kv))
+                .ok_or_else(|| "--set needs name=number".to_string()),
             "--faults" => {
                 cfg.faults = true;
                 Ok(())

@@ -32,6 +32,32 @@ pub struct EvalConfig {
     pub horizons: Vec<i64>,
     /// History the straight-line baseline needs since its anchor, days.
     pub line_min_days: i64,
+    /// Forecaster parameters to override (`--set name=value`), for tuning.
+    pub overrides: Vec<(String, f64)>,
+}
+
+/// Applies one `name=value` override to a forecaster configuration.
+pub fn apply_override(c: &mut ForecastConfig, name: &str, v: f64) -> Result<(), String> {
+    match name {
+        "weekday_alpha" => c.weekday_alpha = v,
+        "weekend_alpha" => c.weekend_alpha = v,
+        "absent_below_l" => c.absent_below_l = v,
+        "trip_min_days" => c.trip_min_days = v as u32,
+        "trip_max_idle_prob" => c.trip_max_idle_prob = v,
+        "trip_prior_count" => c.trip_prior_count = v,
+        "trip_prior_days" => c.trip_prior_days = v,
+        "trip_length_prior_days" => c.trip_length_prior_days = v,
+        "trip_length_prior_weight" => c.trip_length_prior_weight = v,
+        "idle_prior" => c.idle_prior = v,
+        "idle_prior_days" => c.idle_prior_days = v,
+        "meter_rel_sd" => c.meter_rel_sd = v,
+        "spread_scale" => c.spread_scale = v,
+        "interval" => c.interval = v,
+        "min_days" => c.min_days = v as u32,
+        "flow_loss_at_capacity" => c.spec.flow_loss_at_capacity = c.spec.flow_loss_at_capacity.min(v),
+        _ => return Err(format!("unknown forecaster parameter {name:?}")),
+    }
+    Ok(())
 }
 
 impl Default for EvalConfig {
@@ -44,6 +70,7 @@ impl Default for EvalConfig {
             faults: false,
             horizons: vec![60, 30, 14, 7],
             line_min_days: 3,
+            overrides: Vec::new(),
         }
     }
 }
@@ -303,7 +330,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         let spec = CartridgeSpec::for_kind(stream.kind.as_str())
             .ok_or_else(|| format!("no spec for {}", stream.kind.as_str()))?;
         let cap_ml = spec.capacity_l * 1000.0;
-        let mut f = CartridgeForecaster::new(ForecastConfig::new(spec)).map_err(|e| e.to_string())?;
+        let mut fcfg = ForecastConfig::new(spec);
+        for (name, v) in &cfg.overrides {
+            apply_override(&mut fcfg, name, *v)?;
+        }
+        let mut f = CartridgeForecaster::new(fcfg).map_err(|e| e.to_string())?;
         let fleet_ml_per_ms = fleet_rate(stream.kind) * 1000.0 / DAY_MS as f64;
         // Anchor of the baselines: first observation of the current cartridge.
         let mut anchor: Option<Obs> = None;
