@@ -419,6 +419,8 @@ pub struct CartridgeForecaster {
     trip_days: f64,
     /// Complete zero days in a row up to the last closed day.
     zero_run: u32,
+    /// The last day with use (fresh-cartridge volume, weekend), held back one day.
+    pending: Option<(f64, bool)>,
     /// Smoothed salt rejection (RO), its count, and the first crossing below the threshold.
     rejection: f64,
     rejection_n: u32,
@@ -511,6 +513,7 @@ impl CartridgeForecaster {
             trips: 0.0,
             trip_days: 0.0,
             zero_run: 0,
+            pending: None,
             rejection: 0.0,
             rejection_n: 0,
             exhausted_ms: None,
@@ -580,23 +583,37 @@ impl CartridgeForecaster {
             self.zero_run += 1;
             return;
         }
-        if self.is_trip(self.zero_run) {
+        // Load at mid-day (the counter is the one of the day's last reading).
+        let mid_ml = (self.last_ml as f64 - used_l * 500.0).max(0.0);
+        let g = self.cfg.spec.flow_factor(self.load(mid_ml));
+        let today = (used_l / g, is_weekend(self.day));
+        let trip = self.is_trip(self.zero_run);
+        if trip {
+            // The days of departure and return were only partly at home: neither
+            // enters the level.
             self.trips += 1.0;
             self.trip_days += f64::from(self.zero_run);
+            self.pending = None;
         } else {
             self.idle_days += f64::from(self.zero_run);
         }
         self.zero_run = 0;
-        let we = usize::from(is_weekend(self.day));
-        let alpha = if we == 1 {
+        if let Some((x, we)) = self.pending.take() {
+            self.update_level(x, we);
+        }
+        if !trip {
+            // Held back one day: it may turn out to be a departure.
+            self.pending = Some(today);
+        }
+    }
+
+    fn update_level(&mut self, x: f64, weekend: bool) {
+        let alpha = if weekend {
             self.cfg.weekend_alpha
         } else {
             self.cfg.weekday_alpha
         };
-        // Load at mid-day (the counter is the one of the day's last reading).
-        let mid_ml = (self.last_ml as f64 - used_l * 500.0).max(0.0);
-        let g = self.cfg.spec.flow_factor(self.load(mid_ml));
-        self.stats[we].update(used_l / g, alpha);
+        self.stats[usize::from(weekend)].update(x, alpha);
     }
 
     /// Feeds one observation of the slot. Observations must come in time order

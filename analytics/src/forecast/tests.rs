@@ -216,3 +216,48 @@ fn state_is_small() {
     assert!(CartridgeSpec::for_kind("nope").is_none());
     assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-6);
 }
+
+#[test]
+fn the_flow_loss_of_a_loading_cartridge_is_followed() {
+    // A timed use: 100 L a day through a fresh cartridge, less as it loads.
+    let s = CartridgeSpec {
+        flow_loss_at_capacity: 0.2,
+        ..spec(3000.0, 3650.0)
+    };
+    let cfg = ForecastConfig {
+        trip_prior_count: 0.0,
+        idle_prior_days: 0.0,
+        ..ForecastConfig::new(s)
+    };
+    let run = |cfg: ForecastConfig| {
+        let mut f = CartridgeForecaster::new(cfg).unwrap();
+        let mut ml = 0.0;
+        let mut truth_day = None;
+        let mut fc_at_30 = None;
+        for d in 0..60 {
+            let load: f64 = ml / 3_000_000.0;
+            let litres = 100.0 * (1.0 - 0.2 * load * load);
+            if d == 21 {
+                fc_at_30 = Some(f.forecast((MONDAY + d) * DAY_MS).unwrap());
+            }
+            ml = feed(&mut f, MONDAY, d, d + 1, ml, 0, |_| litres);
+            if truth_day.is_none() && ml >= 3_000_000.0 {
+                truth_day = Some(d);
+            }
+        }
+        let due_day = (fc_at_30.unwrap().due_ms - MONDAY * DAY_MS) as f64 / DAY_MS as f64;
+        (due_day, truth_day.unwrap() as f64)
+    };
+    let (due, truth) = run(cfg);
+    assert!((due - truth).abs() < 1.0, "due day {due:.2}, true day {truth}");
+    // Ignoring the loss would forecast days too early.
+    let plain = ForecastConfig {
+        spec: CartridgeSpec {
+            flow_loss_at_capacity: 0.0,
+            ..s
+        },
+        ..cfg
+    };
+    let (due_plain, _) = run(plain);
+    assert!(due_plain < truth - 1.0, "plain {due_plain:.2} vs {truth}");
+}
