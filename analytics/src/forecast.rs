@@ -159,7 +159,7 @@ impl ForecastConfig {
             interval: 0.8,
             min_days: 5,
             active_hours: (6.0, 23.0),
-            rejection_forget: 0.97,
+            rejection_forget: 0.75,
             rejection_min_days: 7,
         }
     }
@@ -569,8 +569,9 @@ impl CartridgeForecaster {
     fn close_day(&mut self, used_l: f64) {
         if self.cfg.spec.min_rejection.is_some() && self.rejection_day.1 > 0 {
             let (sum, n) = self.rejection_day;
+            // The day's mean rejection belongs to the volume at mid-day.
             self.rejection_trend.add(
-                self.last_ml as f64 / 1000.0,
+                (self.last_ml as f64 / 1000.0 - used_l / 2.0).max(0.0),
                 sum / f64::from(n),
                 self.cfg.rejection_forget,
             );

@@ -261,3 +261,37 @@ fn the_flow_loss_of_a_loading_cartridge_is_followed() {
     let (due_plain, _) = run(plain);
     assert!(due_plain < truth - 1.0, "plain {due_plain:.2} vs {truth}");
 }
+
+#[test]
+fn a_falling_ro_rejection_is_extrapolated_to_its_threshold() {
+    let s = CartridgeSpec {
+        min_rejection: Some(0.85),
+        ..spec(6000.0, 730.0)
+    };
+    let mut f = CartridgeForecaster::new(ForecastConfig {
+        spec: s,
+        ..exact_cfg(6000.0, 730.0)
+    })
+    .unwrap();
+    // 40 L a day; the rejection falls by 0.02 per 100 L after the first 400 L, so it
+    // crosses 0.85 at 1000 L (day 25), long before the 6000 L capacity.
+    let rejection = |litres: f64| 0.97 - 0.0002 * (litres - 400.0).max(0.0);
+    let mut ml = 0.0;
+    for d in 0..18 {
+        let before = ml;
+        ml = feed(&mut f, MONDAY, d, d + 1, ml, 0, |_| 40.0);
+        for h in 0..24 {
+            let ts = (MONDAY + d) * DAY_MS + h * H;
+            let litres = (before + (ml - before) * h as f64 / 24.0) / 1000.0;
+            let out = (300.0 * (1.0 - rejection(litres))).round() as u16;
+            f.observe_quality(ts, 300, out);
+        }
+    }
+    assert!(f.rejection().is_some_and(|r| r > 0.85), "not crossed yet");
+    let fc = f.forecast((MONDAY + 18) * DAY_MS).unwrap();
+    assert_eq!(fc.reason, DueReason::Rejection);
+    let due_day = (fc.due_ms - MONDAY * DAY_MS) as f64 / DAY_MS as f64;
+    assert!((22.0..30.0).contains(&due_day), "due day {due_day:.2}");
+    assert!(fc.lo_ms <= fc.due_ms && fc.due_ms <= fc.hi_ms);
+    assert!(fc.by_volume_ms > fc.due_ms + 100 * DAY_MS);
+}
