@@ -445,6 +445,8 @@ struct DateDistribution {
     t0: f64,
     /// Gaussian sd, days.
     sd_days: f64,
+    /// The same without the meter tolerance, days.
+    sd_use_days: f64,
     /// Probability of n trips (the last entry: n or more).
     p_trips: [f64; MAX_TRIPS + 1],
     /// Mean and variance of one trip's length, days.
@@ -456,7 +458,7 @@ struct DateDistribution {
 }
 
 impl DateDistribution {
-    fn cdf(&self, t: f64) -> f64 {
+    fn cdf_with(&self, t: f64, sd_days: f64) -> f64 {
         let mut f = 0.0;
         for (n, p) in self.p_trips.iter().enumerate() {
             if *p < 1e-9 {
@@ -464,14 +466,24 @@ impl DateDistribution {
             }
             let n = n as f64;
             let mean = self.t0 + (n * self.trip_mean + self.now_mean) * DAY_MS as f64;
-            let var = self.sd_days.powi(2) + n * self.trip_var + self.now_var;
+            let var = sd_days.powi(2) + n * self.trip_var + self.now_var;
             let sd = var.sqrt().max(1e-6) * DAY_MS as f64;
             f += p * normal_cdf((t - mean) / sd);
         }
         f
     }
 
+    /// The point forecast: the median of the use (the meter tolerance is left out, so
+    /// it does not push the median into the trips' tail).
+    fn point(&self) -> f64 {
+        self.quantile_with(0.5, self.sd_use_days)
+    }
+
     fn quantile(&self, q: f64) -> f64 {
+        self.quantile_with(q, self.sd_days)
+    }
+
+    fn quantile_with(&self, q: f64, sd_days: f64) -> f64 {
         let span = (self.sd_days * 8.0
             + MAX_TRIPS as f64 * (self.trip_mean + 3.0 * self.trip_var.sqrt())
             + self.now_mean
@@ -481,7 +493,7 @@ impl DateDistribution {
         let (mut lo, mut hi) = (self.t0 - span, self.t0 + span);
         for _ in 0..64 {
             let mid = 0.5 * (lo + hi);
-            if self.cdf(mid) < q {
+            if self.cdf_with(mid, sd_days) < q {
                 lo = mid;
             } else {
                 hi = mid;
@@ -842,8 +854,10 @@ impl CartridgeForecaster {
             var_l += m_days[t] * var_day;
             var_l += (m_days[t] * exp[t]).powi(2) * g2 * vd / levels[t].powi(2).max(1e-12) / n_eff;
         }
-        var_l += (cfg.spec.capacity_l * cfg.meter_rel_sd).powi(2);
+        let var_meter = (cfg.spec.capacity_l * cfg.meter_rel_sd).powi(2);
+        var_l += var_meter;
         let sd_days = cfg.spread_scale * var_l.sqrt() / daily.max(1e-9);
+        let sd_use_days = cfg.spread_scale * (var_l - var_meter).max(0.0).sqrt() / daily.max(1e-9);
 
         // Trips before the at-home date: negative binomial over the days at home.
         let horizon = ((t0 - local_now as f64) / DAY_MS as f64).max(0.0);
@@ -877,6 +891,7 @@ impl CartridgeForecaster {
         DateDistribution {
             t0: t0 - off as f64,
             sd_days,
+            sd_use_days,
             p_trips,
             trip_mean,
             trip_var,
@@ -921,7 +936,7 @@ impl CartridgeForecaster {
             (now + back, (now + back, now + back))
         } else {
             let dist = self.distribution(now, remaining_l, levels);
-            let due = dist.quantile(0.5) as i64;
+            let due = dist.point() as i64;
             let lo = (dist.quantile(half_out) as i64).max(now.min(due));
             let hi = (dist.quantile(1.0 - half_out) as i64).max(due);
             (due, (lo, hi))
@@ -947,7 +962,7 @@ impl CartridgeForecaster {
             let rem = cross_l - self.last_ml as f64 / 1000.0;
             if rem > 0.0 && rem < remaining_l {
                 let dist = self.distribution(now, rem, levels);
-                let due = dist.quantile(0.5) as i64;
+                let due = dist.point() as i64;
                 if due < due_ms {
                     due_ms = due;
                     lo_ms = (dist.quantile(half_out) as i64).max(now.min(due));
