@@ -105,7 +105,7 @@ fn a_holiday_absence_moves_the_forecast_little() {
     let fa = away.forecast(now).unwrap();
     // Compare the daily rate (the remaining volumes differ by the week of no use).
     let rel = (fh.daily_l - fa.daily_l) / fh.daily_l;
-    assert!(rel >= 0.0 && rel < 0.07, "rate fell by {:.1} %", rel * 100.0);
+    assert!((0.0..0.07).contains(&rel), "rate fell by {:.1} %", rel * 100.0);
     // A mean over all days would drop by 7/67 = 10.4 %.
     let horizon = |fc: &Forecast, ml: f64| (fc.due_ms - now) as f64 / DAY_MS as f64 / ((3000.0 - ml / 1000.0) / 20.0);
     assert!(horizon(&fa, ml_away) / horizon(&fh, ml_home) < 1.07);
