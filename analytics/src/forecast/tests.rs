@@ -295,3 +295,35 @@ fn a_falling_ro_rejection_is_extrapolated_to_its_threshold() {
     assert!(fc.lo_ms <= fc.due_ms && fc.due_ms <= fc.hi_ms);
     assert!(fc.by_volume_ms > fc.due_ms + 100 * DAY_MS);
 }
+
+#[test]
+fn trips_are_counted_and_one_under_way_delays_the_date() {
+    let cfg = ForecastConfig::new(spec(3000.0, 3650.0));
+    let mut f = CartridgeForecaster::new(cfg).unwrap();
+    // 30 days at home, a 6-day trip, 20 days at home, then 4 days away so far.
+    let plan = |d: i64| if (30..36).contains(&d) || d >= 56 { 0.0 } else { 20.0 };
+    let mut ml = feed(&mut f, MONDAY, 0, 56, 0.0, 0, plan);
+    assert_eq!(f.trips(), 1);
+    let before = f.forecast((MONDAY + 56) * DAY_MS).unwrap();
+    ml = feed(&mut f, MONDAY, 56, 60, ml, 0, plan);
+    assert!((ml - 50.0 * 20_000.0).abs() < 1.0);
+    let away = f.forecast((MONDAY + 60) * DAY_MS).unwrap();
+    assert_eq!(f.trips(), 1, "a trip under way is not counted yet");
+    // Four days without use, and the trip is expected to go on (mean length 6-7 days).
+    let shift = (away.due_ms - before.due_ms) as f64 / DAY_MS as f64;
+    assert!(shift > 5.0 && shift < 9.0, "shift {shift:.2} d");
+    // Trips make the interval skewed: a long upper tail.
+    assert!(away.hi_ms - away.due_ms > away.due_ms - away.lo_ms);
+}
+
+#[test]
+fn single_idle_days_are_not_trips() {
+    let cfg = ForecastConfig::new(spec(3000.0, 3650.0));
+    let mut f = CartridgeForecaster::new(cfg).unwrap();
+    // Every fifth day without use (an idle day at home), never two in a row.
+    feed(&mut f, MONDAY, 0, 60, 0.0, 0, |d| if d % 5 == 4 { 0.0 } else { 25.0 });
+    assert_eq!(f.trips(), 0);
+    let fc = f.forecast((MONDAY + 60) * DAY_MS).unwrap();
+    // Mean use 20 L/day: the idle share is learned (prior shrinks it a little).
+    assert!((fc.daily_l - 20.0).abs() < 1.0, "daily {:.2}", fc.daily_l);
+}
