@@ -562,7 +562,7 @@ impl CartridgeForecaster {
 
     /// Complete days with use seen (weekdays + weekends).
     pub fn days_with_use(&self) -> u32 {
-        self.stats[0].n + self.stats[1].n
+        self.stats[0].n + self.stats[1].n + u32::from(self.pending.is_some())
     }
 
     /// Trips away seen (runs of at least `trip_min_days` zero days).
