@@ -6,6 +6,14 @@
 //! baselines are asked at `T − h` for each horizon `h`, using only the telemetry up to
 //! then; a query counts when all three can answer and the same cartridge is in the slot
 //! at `T − h` and at `T`.
+//!
+//! The truth is the date the *true* volume reaches the rating, while every method sees
+//! only the device's meter (each meter is off by up to ±2 % in the simulator). The
+//! report therefore also decomposes the error: the *meter floor* (the date the meter
+//! itself reaches the rating, i.e. an oracle that knows the future use exactly, against
+//! the true date), the forecaster against that meter date, and two look-ahead oracles:
+//! the slot's long-run mean use over the whole run, and the same at home with the
+//! future holidays (`Truth::Away`) known.
 
 use std::collections::HashMap;
 
