@@ -62,7 +62,11 @@ pub fn apply_override(c: &mut ForecastConfig, name: &str, v: f64) -> Result<(), 
         "spread_scale" => c.spread_scale = v,
         "interval" => c.interval = v,
         "min_days" => c.min_days = v as u32,
-        "flow_loss_at_capacity" => c.spec.flow_loss_at_capacity = c.spec.flow_loss_at_capacity.min(v),
+        "flow_loss_at_capacity" => {
+            if c.spec.flow_loss_at_capacity > 0.0 {
+                c.spec.flow_loss_at_capacity = v;
+            }
+        }
         _ => return Err(format!("unknown forecaster parameter {name:?}")),
     }
     Ok(())
@@ -182,6 +186,8 @@ pub struct QueryRow {
     pub meter: f64,
     /// Slot's long-run mean use, litres/day (look-ahead).
     pub rate_l_day: f64,
+    /// Days with use the forecaster had seen.
+    pub days_seen: u32,
 }
 
 /// The whole evaluation.
@@ -350,7 +356,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         let longrun_ml_per_ms = slot_rate.get(&key).copied().unwrap_or(f64::NAN);
         // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line,
         // long-run oracle).
-        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
+        type Answer = (u32, Option<(i64, i64, i64, bool, u32)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
         let home_ml_per_ms = home_rate.get(&key).copied().unwrap_or(f64::NAN);
         let mut away_here = away.get(&key.0).cloned().unwrap_or_default();
         away_here.sort_unstable();
@@ -358,7 +364,13 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         let mut qi = 0;
         let answer = |q: &Query, f: &CartridgeForecaster, anchor: Option<Obs>, last: Option<Obs>| -> Answer {
             let fc = f.forecast(q.at).ok().map(|fc| {
-                (fc.by_volume_ms, fc.volume_interval_ms.0, fc.volume_interval_ms.1, fc.reason == analytics::DueReason::Volume)
+                (
+                    fc.by_volume_ms,
+                    fc.volume_interval_ms.0,
+                    fc.volume_interval_ms.1,
+                    fc.reason == analytics::DueReason::Volume,
+                    f.days_with_use(),
+                )
             });
             let longrun = last.filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0).map(|l| {
                 let t0 = q.at.max(l.ts);
@@ -421,7 +433,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let Some(at_truth) = qs.iter().zip(&answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
                 continue;
             };
-            let (repl, Some((due, lo, hi, is_volume)), Some(fixed), Some(line), longrun) = *a else {
+            let (repl, Some((due, lo, hi, is_volume, days_seen)), Some(fixed), Some(line), longrun) = *a else {
                 continue;
             };
             if repl != at_truth.1 .0 {
@@ -455,6 +467,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 line: d(line),
                 meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
                 rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
+                days_seen,
             });
             let r = &mut report.horizons[q.horizon];
             if let Some((t_meter, extrapolated)) = t_meter {
