@@ -9,13 +9,15 @@ fn spec(capacity_l: f64, max_age_days: f64) -> CartridgeSpec {
         capacity_l,
         max_age_days,
         min_rejection: None,
+        flow_loss_at_capacity: 0.0,
     }
 }
 
-/// No presence prior (every day is expected to have use): exact arithmetic.
+/// No trip or idle prior (every day is expected to have use): exact arithmetic.
 fn exact_cfg(capacity_l: f64, max_age_days: f64) -> ForecastConfig {
     ForecastConfig {
-        presence_prior: 1.0,
+        trip_prior_count: 0.0,
+        idle_prior_days: 0.0,
         ..ForecastConfig::new(spec(capacity_l, max_age_days))
     }
 }
@@ -103,7 +105,7 @@ fn a_holiday_absence_moves_the_forecast_little() {
     let fa = away.forecast(now).unwrap();
     // Compare the daily rate (the remaining volumes differ by the week of no use).
     let rel = (fh.daily_l - fa.daily_l) / fh.daily_l;
-    assert!(rel >= 0.0 && rel < 0.07, "rate fell by {:.1} %", rel * 100.0);
+    assert!((0.0..0.07).contains(&rel), "rate fell by {:.1} %", rel * 100.0);
     // A mean over all days would drop by 7/67 = 10.4 %.
     let horizon = |fc: &Forecast, ml: f64| (fc.due_ms - now) as f64 / DAY_MS as f64 / ((3000.0 - ml / 1000.0) / 20.0);
     assert!(horizon(&fa, ml_away) / horizon(&fh, ml_home) < 1.07);
@@ -213,4 +215,115 @@ fn state_is_small() {
     assert!(CartridgeSpec::for_kind("shower").is_some());
     assert!(CartridgeSpec::for_kind("nope").is_none());
     assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-6);
+}
+
+#[test]
+fn the_flow_loss_of_a_loading_cartridge_is_followed() {
+    // A timed use: 100 L a day through a fresh cartridge, less as it loads.
+    let s = CartridgeSpec {
+        flow_loss_at_capacity: 0.2,
+        ..spec(3000.0, 3650.0)
+    };
+    let cfg = ForecastConfig {
+        trip_prior_count: 0.0,
+        idle_prior_days: 0.0,
+        ..ForecastConfig::new(s)
+    };
+    let run = |cfg: ForecastConfig| {
+        let mut f = CartridgeForecaster::new(cfg).unwrap();
+        let mut ml = 0.0;
+        let mut truth_day = None;
+        let mut fc_at_30 = None;
+        for d in 0..60 {
+            let load: f64 = ml / 3_000_000.0;
+            let litres = 100.0 * (1.0 - 0.2 * load * load);
+            if d == 21 {
+                fc_at_30 = Some(f.forecast((MONDAY + d) * DAY_MS).unwrap());
+            }
+            ml = feed(&mut f, MONDAY, d, d + 1, ml, 0, |_| litres);
+            if truth_day.is_none() && ml >= 3_000_000.0 {
+                truth_day = Some(d);
+            }
+        }
+        let due_day = (fc_at_30.unwrap().due_ms - MONDAY * DAY_MS) as f64 / DAY_MS as f64;
+        (due_day, truth_day.unwrap() as f64)
+    };
+    let (due, truth) = run(cfg);
+    assert!((due - truth).abs() < 1.0, "due day {due:.2}, true day {truth}");
+    // Ignoring the loss would forecast days too early.
+    let plain = ForecastConfig {
+        spec: CartridgeSpec {
+            flow_loss_at_capacity: 0.0,
+            ..s
+        },
+        ..cfg
+    };
+    let (due_plain, _) = run(plain);
+    assert!(due_plain < truth - 1.0, "plain {due_plain:.2} vs {truth}");
+}
+
+#[test]
+fn a_falling_ro_rejection_is_extrapolated_to_its_threshold() {
+    let s = CartridgeSpec {
+        min_rejection: Some(0.85),
+        ..spec(6000.0, 730.0)
+    };
+    let mut f = CartridgeForecaster::new(ForecastConfig {
+        spec: s,
+        ..exact_cfg(6000.0, 730.0)
+    })
+    .unwrap();
+    // 40 L a day; the rejection falls by 0.02 per 100 L after the first 400 L, so it
+    // crosses 0.85 at 1000 L (day 25), long before the 6000 L capacity.
+    let rejection = |litres: f64| 0.97 - 0.0002 * (litres - 400.0).max(0.0);
+    let mut ml = 0.0;
+    for d in 0..18 {
+        let before = ml;
+        ml = feed(&mut f, MONDAY, d, d + 1, ml, 0, |_| 40.0);
+        for h in 0..24 {
+            let ts = (MONDAY + d) * DAY_MS + h * H;
+            let litres = (before + (ml - before) * h as f64 / 24.0) / 1000.0;
+            let out = (300.0 * (1.0 - rejection(litres))).round() as u16;
+            f.observe_quality(ts, 300, out);
+        }
+    }
+    assert!(f.rejection().is_some_and(|r| r > 0.85), "not crossed yet");
+    let fc = f.forecast((MONDAY + 18) * DAY_MS).unwrap();
+    assert_eq!(fc.reason, DueReason::Rejection);
+    let due_day = (fc.due_ms - MONDAY * DAY_MS) as f64 / DAY_MS as f64;
+    assert!((22.0..30.0).contains(&due_day), "due day {due_day:.2}");
+    assert!(fc.lo_ms <= fc.due_ms && fc.due_ms <= fc.hi_ms);
+    assert!(fc.by_volume_ms > fc.due_ms + 100 * DAY_MS);
+}
+
+#[test]
+fn trips_are_counted_and_one_under_way_delays_the_date() {
+    let cfg = ForecastConfig::new(spec(3000.0, 3650.0));
+    let mut f = CartridgeForecaster::new(cfg).unwrap();
+    // 30 days at home, a 6-day trip, 20 days at home, then 4 days away so far.
+    let plan = |d: i64| if (30..36).contains(&d) || d >= 56 { 0.0 } else { 20.0 };
+    let mut ml = feed(&mut f, MONDAY, 0, 56, 0.0, 0, plan);
+    assert_eq!(f.trips(), 1);
+    let before = f.forecast((MONDAY + 56) * DAY_MS).unwrap();
+    ml = feed(&mut f, MONDAY, 56, 60, ml, 0, plan);
+    assert!((ml - 50.0 * 20_000.0).abs() < 1.0);
+    let away = f.forecast((MONDAY + 60) * DAY_MS).unwrap();
+    assert_eq!(f.trips(), 1, "a trip under way is not counted yet");
+    // Four days without use, and the trip is expected to go on (mean length 6-7 days).
+    let shift = (away.due_ms - before.due_ms) as f64 / DAY_MS as f64;
+    assert!(shift > 5.0 && shift < 9.0, "shift {shift:.2} d");
+    // Trips make the interval skewed: a long upper tail.
+    assert!(away.hi_ms - away.due_ms > away.due_ms - away.lo_ms);
+}
+
+#[test]
+fn single_idle_days_are_not_trips() {
+    let cfg = ForecastConfig::new(spec(3000.0, 3650.0));
+    let mut f = CartridgeForecaster::new(cfg).unwrap();
+    // Every fifth day without use (an idle day at home), never two in a row.
+    feed(&mut f, MONDAY, 0, 60, 0.0, 0, |d| if d % 5 == 4 { 0.0 } else { 25.0 });
+    assert_eq!(f.trips(), 0);
+    let fc = f.forecast((MONDAY + 60) * DAY_MS).unwrap();
+    // Mean use 20 L/day: the idle share is learned (prior shrinks it a little).
+    assert!((fc.daily_l - 20.0).abs() < 1.0, "daily {:.2}", fc.daily_l);
 }

@@ -6,6 +6,14 @@
 //! baselines are asked at `T − h` for each horizon `h`, using only the telemetry up to
 //! then; a query counts when all three can answer and the same cartridge is in the slot
 //! at `T − h` and at `T`.
+//!
+//! The truth is the date the *true* volume reaches the rating, while every method sees
+//! only the device's meter (each meter is off by up to ±2 % in the simulator). The
+//! report therefore also decomposes the error: the *meter floor* (the date the meter
+//! itself reaches the rating, i.e. an oracle that knows the future use exactly, against
+//! the true date), the forecaster against that meter date, and two look-ahead oracles:
+//! the slot's long-run mean use over the whole run, and the same at home with the
+//! future holidays (`Truth::Away`) known.
 
 use std::collections::HashMap;
 
@@ -32,6 +40,36 @@ pub struct EvalConfig {
     pub horizons: Vec<i64>,
     /// History the straight-line baseline needs since its anchor, days.
     pub line_min_days: i64,
+    /// Forecaster parameters to override (`--set name=value`), for tuning.
+    pub overrides: Vec<(String, f64)>,
+}
+
+/// Applies one `name=value` override to a forecaster configuration.
+pub fn apply_override(c: &mut ForecastConfig, name: &str, v: f64) -> Result<(), String> {
+    match name {
+        "weekday_alpha" => c.weekday_alpha = v,
+        "weekend_alpha" => c.weekend_alpha = v,
+        "absent_below_l" => c.absent_below_l = v,
+        "trip_min_days" => c.trip_min_days = v as u32,
+        "trip_max_idle_prob" => c.trip_max_idle_prob = v,
+        "trip_prior_count" => c.trip_prior_count = v,
+        "trip_prior_days" => c.trip_prior_days = v,
+        "trip_length_prior_days" => c.trip_length_prior_days = v,
+        "trip_length_prior_weight" => c.trip_length_prior_weight = v,
+        "idle_prior" => c.idle_prior = v,
+        "idle_prior_days" => c.idle_prior_days = v,
+        "meter_rel_sd" => c.meter_rel_sd = v,
+        "spread_scale" => c.spread_scale = v,
+        "interval" => c.interval = v,
+        "min_days" => c.min_days = v as u32,
+        "flow_loss_at_capacity" => {
+            if c.spec.flow_loss_at_capacity > 0.0 {
+                c.spec.flow_loss_at_capacity = v;
+            }
+        }
+        _ => return Err(format!("unknown forecaster parameter {name:?}")),
+    }
+    Ok(())
 }
 
 impl Default for EvalConfig {
@@ -44,6 +82,7 @@ impl Default for EvalConfig {
             faults: false,
             horizons: vec![60, 30, 14, 7],
             line_min_days: 3,
+            overrides: Vec::new(),
         }
     }
 }
@@ -89,6 +128,24 @@ pub struct HorizonResult {
     pub width_sum: f64,
     /// Queries per kind: (count, forecaster abs error sum, straight-line abs error sum).
     pub per_kind: HashMap<&'static str, (usize, f64, f64)>,
+    /// Decomposition: the forecaster against the date the device's own meter reaches
+    /// the rated volume (what it can see), predicted − meter date, days.
+    pub vs_meter: MethodErrors,
+    /// Decomposition: meter date − true date, days (the error of an oracle that knows
+    /// the future use exactly but only through the meter).
+    pub meter_floor: MethodErrors,
+    /// Decomposition: oracle of the slot's long-run mean daily use (whole run,
+    /// look-ahead) from the query time, against the meter date, days.
+    pub longrun_vs_meter: MethodErrors,
+    /// Decomposition: oracle that also knows the future absences (holidays) exactly and
+    /// the slot's long-run use per day at home, against the meter date, days.
+    pub away_oracle_vs_meter: MethodErrors,
+    /// The two oracles against the true date, days (meter error included).
+    pub longrun_vs_truth: MethodErrors,
+    /// See `longrun_vs_truth`.
+    pub away_oracle_vs_truth: MethodErrors,
+    /// Queries whose meter date was extrapolated (replaced or run ended first).
+    pub meter_extrapolated: usize,
 }
 
 impl HorizonResult {
@@ -106,6 +163,33 @@ impl HorizonResult {
     }
 }
 
+/// One scored query (for `--dump`): days relative to the true date unless noted.
+#[derive(Debug, Clone)]
+pub struct QueryRow {
+    /// Device index and slot.
+    pub device: u32,
+    /// Slot.
+    pub slot: u8,
+    /// Cartridge kind.
+    pub kind: &'static str,
+    /// Horizon, days.
+    pub horizon_days: i64,
+    /// Forecaster error, interval ends, straight-line error.
+    pub forecaster: f64,
+    /// Interval low end.
+    pub lo: f64,
+    /// Interval high end.
+    pub hi: f64,
+    /// Straight-line error.
+    pub line: f64,
+    /// Meter date − true date (NaN if unknown).
+    pub meter: f64,
+    /// Slot's long-run mean use, litres/day (look-ahead).
+    pub rate_l_day: f64,
+    /// Days with use the forecaster had seen.
+    pub days_seen: u32,
+}
+
 /// The whole evaluation.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -121,6 +205,8 @@ pub struct Report {
     pub not_volume: usize,
     /// Fleet-average daily use per kind (litres/day), used by baseline (a).
     pub fleet_rate: Vec<(&'static str, f64)>,
+    /// Every scored query.
+    pub rows: Vec<QueryRow>,
 }
 
 #[derive(Clone, Copy)]
@@ -189,7 +275,13 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     // Queries from the ground truth.
     let start_ms = fleet.start_ms();
     let mut queries: HashMap<(u32, u8), Vec<Query>> = HashMap::new();
+    let mut away: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
     for t in fleet.truth() {
+        if let Truth::Away { device, start_ms, end_ms } = &t {
+            if let Some(idx) = device.rsplit('-').next().and_then(|n| n.parse::<u32>().ok()) {
+                away.entry(idx).or_default().push((*start_ms, *end_ms));
+            }
+        }
         if let Truth::CartridgeCapacity { device, slot, ts, .. } = t {
             let idx: u32 = device
                 .rsplit('-')
@@ -211,7 +303,9 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     // Fleet-average daily use per kind (over the whole run: a look-ahead that favours
     // baseline (a)).
     let mut per_kind: HashMap<CartridgeKind, (f64, f64)> = HashMap::new();
-    for s in streams.values_mut() {
+    let mut slot_rate: HashMap<(u32, u8), f64> = HashMap::new();
+    let mut home_rate: HashMap<(u32, u8), f64> = HashMap::new();
+    for (key, s) in streams.iter_mut() {
         s.obs.sort_by_key(|o| o.ts);
         let (mut litres, mut prev) = (0.0, None::<Obs>);
         for o in &s.obs {
@@ -224,6 +318,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let e = per_kind.entry(s.kind).or_default();
             e.0 += litres;
             e.1 += (b.ts - a.ts) as f64 / DAY_MS as f64;
+            slot_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts).max(1) as f64);
+            let away_ms: i64 = away
+                .get(&key.0)
+                .map_or(0, |v| v.iter().map(|&(x, y)| (y.min(b.ts) - x.max(a.ts)).max(0)).sum());
+            home_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts - away_ms).max(1) as f64);
         }
     }
     let fleet_rate = |k: CartridgeKind| per_kind.get(&k).map_or(f64::NAN, |(l, d)| l / d);
@@ -245,18 +344,53 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         let spec = CartridgeSpec::for_kind(stream.kind.as_str())
             .ok_or_else(|| format!("no spec for {}", stream.kind.as_str()))?;
         let cap_ml = spec.capacity_l * 1000.0;
-        let mut f = CartridgeForecaster::new(ForecastConfig::new(spec)).map_err(|e| e.to_string())?;
+        let mut fcfg = ForecastConfig::new(spec);
+        for (name, v) in &cfg.overrides {
+            apply_override(&mut fcfg, name, *v)?;
+        }
+        let mut f = CartridgeForecaster::new(fcfg).map_err(|e| e.to_string())?;
         let fleet_ml_per_ms = fleet_rate(stream.kind) * 1000.0 / DAY_MS as f64;
         // Anchor of the baselines: first observation of the current cartridge.
         let mut anchor: Option<Obs> = None;
         let mut last: Option<Obs> = None;
-        // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line).
-        type Answer = (u32, Option<(i64, i64, i64, bool)>, Option<i64>, Option<i64>);
+        let longrun_ml_per_ms = slot_rate.get(&key).copied().unwrap_or(f64::NAN);
+        // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line,
+        // long-run oracle).
+        type Answer = (u32, Option<(i64, i64, i64, bool, u32)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
+        let home_ml_per_ms = home_rate.get(&key).copied().unwrap_or(f64::NAN);
+        let mut away_here = away.get(&key.0).cloned().unwrap_or_default();
+        away_here.sort_unstable();
         let mut answers: Vec<Answer> = Vec::with_capacity(qs.len());
         let mut qi = 0;
         let answer = |q: &Query, f: &CartridgeForecaster, anchor: Option<Obs>, last: Option<Obs>| -> Answer {
             let fc = f.forecast(q.at).ok().map(|fc| {
-                (fc.by_volume_ms, fc.volume_interval_ms.0, fc.volume_interval_ms.1, fc.reason == analytics::DueReason::Volume)
+                (
+                    fc.by_volume_ms,
+                    fc.volume_interval_ms.0,
+                    fc.volume_interval_ms.1,
+                    fc.reason == analytics::DueReason::Volume,
+                    f.days_with_use(),
+                )
+            });
+            let longrun = last.filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0).map(|l| {
+                let t0 = q.at.max(l.ts);
+                let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
+                // Walk at the home rate, pausing through the known absences.
+                let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
+                for &(a, b) in &away_here {
+                    if b <= t || rem <= 0.0 {
+                        continue;
+                    }
+                    if a > t {
+                        let can = home_ml_per_ms * (a - t) as f64;
+                        if rem <= can {
+                            break;
+                        }
+                        rem -= can;
+                    }
+                    t = t.max(b);
+                }
+                (plain, t + (rem.max(0.0) / home_ml_per_ms) as i64)
             });
             let (fixed, line) = match (anchor, last) {
                 (Some(a), Some(l)) => {
@@ -269,7 +403,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 }
                 _ => (None, None),
             };
-            (f.replacements(), fc, fixed, line)
+            (f.replacements(), fc, fixed, line, longrun)
         };
         for o in &stream.obs {
             while qi < qs.len() && qs[qi].at < o.ts {
@@ -299,7 +433,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let Some(at_truth) = qs.iter().zip(&answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
                 continue;
             };
-            let (repl, Some((due, lo, hi, is_volume)), Some(fixed), Some(line)) = *a else {
+            let (repl, Some((due, lo, hi, is_volume, days_seen)), Some(fixed), Some(line), longrun) = *a else {
                 continue;
             };
             if repl != at_truth.1 .0 {
@@ -321,9 +455,65 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             if !is_volume {
                 report.not_volume += 1;
             }
+            let t_meter = meter_date(&stream.obs, q.truth, cap_ml);
+            report.rows.push(QueryRow {
+                device: key.0,
+                slot: key.1,
+                kind: stream.kind.as_str(),
+                horizon_days: cfg.horizons[q.horizon],
+                forecaster: d(due),
+                lo: d(lo),
+                hi: d(hi),
+                line: d(line),
+                meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
+                rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
+                days_seen,
+            });
+            let r = &mut report.horizons[q.horizon];
+            if let Some((t_meter, extrapolated)) = t_meter {
+                r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
+                r.meter_floor.errors.push(d(t_meter));
+                if let Some((l, o)) = longrun {
+                    r.longrun_vs_meter.errors.push((l - t_meter) as f64 / DAY_MS as f64);
+                    r.away_oracle_vs_meter.errors.push((o - t_meter) as f64 / DAY_MS as f64);
+                    r.longrun_vs_truth.errors.push(d(l));
+                    r.away_oracle_vs_truth.errors.push(d(o));
+                }
+                r.meter_extrapolated += usize::from(extrapolated);
+            }
         }
     }
     Ok(report)
+}
+
+/// When the device's own counter of the cartridge in the slot at `truth_ts` reaches
+/// `cap_ml` (interpolated between readings), and whether it had to be extrapolated
+/// (the cartridge was replaced or the run ended first) at its last 28 days' rate.
+fn meter_date(obs: &[Obs], truth_ts: i64, cap_ml: f64) -> Option<(i64, bool)> {
+    let i0 = obs.partition_point(|o| o.ts <= truth_ts).checked_sub(1)?;
+    let same = |a: &Obs, b: &Obs| a.repl == b.repl && b.ml >= a.ml;
+    let mut start = i0;
+    while start > 0 && same(&obs[start - 1], &obs[start]) {
+        start -= 1;
+    }
+    let mut end = i0;
+    while end + 1 < obs.len() && same(&obs[end], &obs[end + 1]) {
+        end += 1;
+    }
+    let seg = &obs[start..=end];
+    if let Some(k) = seg.iter().position(|o| o.ml as f64 >= cap_ml) {
+        if k == 0 {
+            return Some((seg[0].ts, false));
+        }
+        let (a, b) = (seg[k - 1], seg[k]);
+        let f = (cap_ml - a.ml as f64) / (b.ml as f64 - a.ml as f64).max(1.0);
+        return Some((a.ts + (f * (b.ts - a.ts) as f64) as i64, false));
+    }
+    let last = seg.last()?;
+    let j = seg.partition_point(|o| o.ts < last.ts - 28 * DAY_MS);
+    let first = seg.get(j)?;
+    let rate = (last.ml as f64 - first.ml as f64) / (last.ts - first.ts).max(1) as f64;
+    (rate > 0.0).then(|| (last.ts + ((cap_ml - last.ml as f64) / rate) as i64, true))
 }
 
 /// The report as a Markdown table.
@@ -357,5 +547,25 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
         );
     }
     s += &format!("\nqueries where the age limit or RO rejection came first: {}\n", r.not_volume);
+    s += "\nerror decomposition (MAE, days): meter floor = |meter date − true date| (an oracle that \
+          knows the future use exactly, through the meter); forecaster and long-run-rate oracle \
+          (look-ahead mean of the whole run) and absence oracle (knows the future holidays and the \
+          long-run use per day at home) against the meter date\n\n\
+          | horizon | n | meter floor | forecaster vs meter date (bias) | long-run oracle vs meter date (vs true date) | absence oracle vs meter date (vs true date) | extrapolated meter dates |\n|---|---|---|---|---|---|---|\n";
+    for h in &r.horizons {
+        s += &format!(
+            "| {} d | {} | {:.2} d | {:.2} d ({:+.2}) | {:.2} d ({:.2} d) | {:.2} d ({:.2} d) | {} |\n",
+            h.horizon_days,
+            h.vs_meter.errors.len(),
+            h.meter_floor.mae(),
+            h.vs_meter.mae(),
+            h.vs_meter.bias(),
+            h.longrun_vs_meter.mae(),
+            h.longrun_vs_truth.mae(),
+            h.away_oracle_vs_meter.mae(),
+            h.away_oracle_vs_truth.mae(),
+            h.meter_extrapolated
+        );
+    }
     s
 }
