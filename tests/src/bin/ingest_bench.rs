@@ -276,6 +276,9 @@ fn fault_to_ticket_latency(broker: &Mosquitto, influx: &Influx, work: &std::path
         let list = v.as_array()?.clone();
         (list.len() >= LEAKS).then_some(list)
     })?;
+    if let Ok(m) = gw.metrics() {
+        step(&format!("latency run: {} findings, {} applied by the maintenance engine, {} accepted", m["findings"], m["maintenance_applied"], m["accepted"]));
+    }
     let mut latencies: Vec<i64> = tickets
         .iter()
         .filter_map(|t| {
