@@ -313,8 +313,13 @@ fn forecast_slot(state: &mut DeviceState, device_id: &str, ts: i64, c: &Cartridg
         ],
         ts_ms: ts,
     });
+    // Report a due date when it moved enough to matter: a day when it is close, a tenth of
+    // the time left when it is far (a forecast that wobbles by a day a month ahead would
+    // otherwise reschedule the homeowner's reminders every day).
     let due_day = f.due_ms.div_euclid(DAY_MS);
-    if slot.reported_due_day != Some(due_day) {
+    let days_left = (due_day - day).max(0);
+    let moved_enough = slot.reported_due_day.is_none_or(|last| (due_day - last).abs() >= (days_left / 10).max(1));
+    if moved_enough {
         slot.reported_due_day = Some(due_day);
         out.push(Finding {
             kind: FindingKind::FilterDue { slot: c.slot, due_ts_ms: f.due_ms },

@@ -128,6 +128,8 @@ CREATE TABLE IF NOT EXISTS filter_schedules (
     due_ts_ms INTEGER NOT NULL,
     state TEXT NOT NULL,
     updated_ts_ms INTEGER NOT NULL,
+    lo_ts_ms INTEGER,
+    hi_ts_ms INTEGER,
     PRIMARY KEY (device_id, slot)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -172,6 +174,7 @@ fn prepare(conn: Connection) -> Result<Connection> {
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
     conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     let instance: Option<String> = conn
         .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
             r.get(0)
@@ -184,6 +187,24 @@ fn prepare(conn: Connection) -> Result<Connection> {
         )?;
     }
     Ok(conn)
+}
+
+/// Brings a database made by an older version up to the schema: columns added later.
+fn migrate(conn: &Connection) -> Result<()> {
+    let has = |table: &str, column: &str| -> Result<bool> {
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    };
+    for column in ["lo_ts_ms", "hi_ts_ms"] {
+        if !has("filter_schedules", column)? {
+            conn.execute_batch(&format!("ALTER TABLE filter_schedules ADD COLUMN {column} INTEGER"))?;
+        }
+    }
+    Ok(())
 }
 
 /// This database's random instance id, the prefix of every idempotency key.

@@ -76,6 +76,12 @@ pub struct FilterSchedule {
     pub slot: u8,
     /// Due date, UTC ms.
     pub due_ts_ms: i64,
+    /// The forecast's 80 % interval around the due date, UTC ms, when the finding gave one.
+    #[serde(default)]
+    pub lo_ts_ms: Option<i64>,
+    /// Upper end of that interval.
+    #[serde(default)]
+    pub hi_ts_ms: Option<i64>,
     /// `pending`, `claimed` (homeowner says done, counter not yet reset), `booked`,
     /// `visit_opened` or `replaced`.
     pub state: String,
@@ -208,6 +214,14 @@ impl Engine {
 
         if let FindingKind::FilterDue { slot, due_ts_ms } = f.kind {
             out.reminders = self.schedule_filter(tx, &home, &device, slot, due_ts_ms, now_ms)?;
+            // The forecaster's interval, if the finding carries one, for the homeowner's gauge.
+            let at = |k: &str| f.evidence.get(k).and_then(serde_json::Value::as_i64);
+            if let (Some(lo), Some(hi)) = (at("lo_ts_ms"), at("hi_ts_ms")) {
+                tx.execute(
+                    "UPDATE filter_schedules SET lo_ts_ms = ?3, hi_ts_ms = ?4 WHERE device_id = ?1 AND slot = ?2",
+                    params![device.id, slot, lo.min(due_ts_ms), hi.max(due_ts_ms)],
+                )?;
+            }
             return Ok(out);
         }
 
@@ -804,11 +818,11 @@ impl Engine {
     pub fn filters(&self, device_id: &str) -> Result<Vec<FilterSchedule>> {
         self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT device_id, slot, due_ts_ms, state FROM filter_schedules WHERE device_id = ?1 ORDER BY slot",
+                "SELECT device_id, slot, due_ts_ms, state, lo_ts_ms, hi_ts_ms FROM filter_schedules WHERE device_id = ?1 ORDER BY slot",
             )?;
             let rows = stmt
                 .query_map([device_id], |r| {
-                    Ok(FilterSchedule { device_id: r.get(0)?, slot: r.get(1)?, due_ts_ms: r.get(2)?, state: r.get(3)? })
+                    Ok(FilterSchedule { device_id: r.get(0)?, slot: r.get(1)?, due_ts_ms: r.get(2)?, state: r.get(3)?, lo_ts_ms: r.get(4)?, hi_ts_ms: r.get(5)? })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)

@@ -89,6 +89,9 @@ function cartridge(d, c, schedule, now) {
       h('p', { class: 'name' }, t('cartridge', { slot: c.slot, kind })),
       h('p', { class: 'remaining' }, t('remaining', { pct })),
       h('p', { class: 'due' }, t('predicted', { date: fmtDate(due) })),
+      schedule?.lo_ts_ms != null && schedule?.hi_ts_ms != null
+        ? h('p', { class: 'muted small range' }, t('range', { lo: fmtDate(schedule.lo_ts_ms), hi: fmtDate(schedule.hi_ts_ms) }))
+        : null,
       h('p', { class: 'muted small interval' }, t('interval', { days: c.max_age_days, litres: c.rated_litres })),
       schedule ? h('p', { class: 'tag' }, tOr(`filter_state_${schedule.state}`, schedule.state)) : null,
     ),
