@@ -87,7 +87,7 @@ impl Site {
                 device_id: "purifier-00001".into(),
                 kind: FindingKind::FilterDue { slot: 1, due_ts_ms: now + 5 * DAY_MS },
                 severity: Severity::Info,
-                evidence: json!({ "remaining_litres": 300 }),
+                evidence: json!({ "remaining_l": 300, "due_ts_ms": now + 5 * DAY_MS, "lo_ts_ms": now + 3 * DAY_MS, "hi_ts_ms": now + 8 * DAY_MS }),
                 began_ts_ms: now,
                 state: FindingState::Active,
             };
@@ -243,6 +243,7 @@ fn a_homeowner_snoozes_a_reminder_and_books_a_visit_that_appears_on_the_board() 
     b.goto(&site.page("/home", &site.owner_h1)).unwrap();
     let ro = b.wait_text("#cartridge-purifier-00001-1", "Replace by").unwrap();
     assert!(ro.contains("reverse osmosis") && ro.contains("Every 180 days or 6000 L"), "{ro}");
+    assert!(ro.contains("80 % likely between"), "the forecast's interval is shown: {ro}");
     assert!(b.exists("#cartridge-purifier-00001-1 svg.gauge").unwrap());
     // The sediment cartridge was replaced 60 of its 180 days ago.
     b.wait_text("#cartridge-purifier-00001-0", "67% left").unwrap();
