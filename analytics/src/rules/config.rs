@@ -54,6 +54,9 @@ pub struct RulesConfig {
     pub long_session_min_ratio: f32,
     /// …and `median + min_extra_s`, seconds.
     pub long_session_min_extra_s: f32,
+    /// σ of the long-session rule is at least this fraction of the median (durations
+    /// vary in proportion to their length).
+    pub long_session_sigma_floor_ratio: f32,
     /// Sessions needed before the long-session rule judges.
     pub long_session_min_samples: u8,
     /// Inlet clog: the median flow of the last sessions below this fraction of the
@@ -104,9 +107,10 @@ impl Default for RulesConfig {
             leak_raise_intervals: 4,
             leak_clear_intervals: 4,
             max_telemetry_gap_ms: 2 * HOUR_MS,
-            long_session_k: 5.0,
-            long_session_min_ratio: 2.0,
-            long_session_min_extra_s: 20.0,
+            long_session_k: 6.0,
+            long_session_min_ratio: 2.5,
+            long_session_min_extra_s: 30.0,
+            long_session_sigma_floor_ratio: 0.15,
             long_session_min_samples: 10,
             clog_raise_ratio: 0.7,
             clog_clear_ratio: 0.85,
@@ -122,14 +126,14 @@ impl Default for RulesConfig {
             drift_min_baseline: 5,
             usage_min_days: 14,
             usage_water: UsageThresholds {
-                k: 5.0,
-                min_ratio: 1.8,
+                k: 6.0,
+                min_ratio: 2.2,
                 min_excess: 20_000.0,
                 sigma_floor_ratio: 0.05,
             },
             usage_energy: UsageThresholds {
-                k: 5.0,
-                min_ratio: 1.3,
+                k: 6.0,
+                min_ratio: 1.35,
                 min_excess: 30.0,
                 sigma_floor_ratio: 0.03,
             },
