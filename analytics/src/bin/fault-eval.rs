@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             "--days" => num(value(&a), &a).map(|v| cfg.days = v as u32),
             "--seed" => num(value(&a), &a).map(|v| cfg.seed = v as u64),
             "--end-ms" => num(value(&a), &a).map(|v| cfg.end_ms = v),
+            "--trace" => num(value(&a), &a).map(|v| cfg.trace = Some(v as u32)),
             "--faults" => value(&a).and_then(|spec| {
                 FaultMix::parse(&spec).map(|m| cfg.mix = m).map_err(|e| e.to_string())
             }),

@@ -496,7 +496,7 @@ impl DeviceRules {
                 out,
             );
         }
-        self.flow.on_session(s.kind, s.water_ml);
+        self.flow.on_session(s.kind, s.started_ts, s.water_ml);
         self.used_since_telemetry = true;
 
         match &mut self.per_model {

@@ -17,7 +17,8 @@
 //! | `low_inlet_pressure` | `low_pressure` | |
 //! | `unused_7_days` | `unused`; `away` periods of 7 days or more | shorter `away` periods, up to 2 days after (a 6-day trip and a day or two without a shower make a real 7-day disuse) |
 //! | `device_silent` | `offline` | |
-//! | `abnormal_usage:*` | `high_usage` | `leak`, `valve_stuck` (water) |
+//! | `abnormal_usage:water` | `high_usage` | `leak`, `valve_stuck` |
+//! | `abnormal_usage:energy` | (none injected) | `high_usage`, `valve_stuck` (more heated water), `heater_failure` (the heater runs flat out before the device gives up) |
 //! | `main_board_fault` | `main_board` | |
 //!
 //! A household away for 7 days or more leaves its fixtures unused just as much as an
@@ -59,6 +60,8 @@ pub struct EvalConfig {
     pub mix: FaultMix,
     /// The rules' thresholds.
     pub rules: RulesConfig,
+    /// Device whose truth and findings are printed through `progress` (for tuning).
+    pub trace: Option<u32>,
 }
 
 impl Default for EvalConfig {
@@ -71,6 +74,7 @@ impl Default for EvalConfig {
             clock_every_ms: 5 * 60_000,
             mix: FaultMix::default_mix(),
             rules: RulesConfig::default(),
+            trace: None,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct KindScore {
     pub false_positives: usize,
     /// A few false positives, for a look: (device, raised at, evidence).
     pub false_examples: Vec<(String, i64, String)>,
+    /// A few missed truth windows: (device, start, end).
+    pub missed_examples: Vec<(String, i64, i64)>,
 }
 
 impl KindScore {
@@ -162,7 +168,7 @@ fn truth_keys(kind: FaultKind, model: Model) -> (&'static [&'static str], &'stat
     match kind {
         FaultKind::Leak => (&["leak"], &["abnormal_usage:water"]),
         FaultKind::ValveStuck => (&["long_wash"], &["abnormal_usage:water", "abnormal_usage:energy"]),
-        FaultKind::HeaterFailure => (&["heater_fault"], &[]),
+        FaultKind::HeaterFailure => (&["heater_fault"], &["abnormal_usage:energy"]),
         FaultKind::InletClog => (&["inlet_clog"], &[]),
         FaultKind::SensorDropout => (&["sensor_fault"], &[]),
         FaultKind::SensorDrift if model == Model::Shower => (&["sensor_fault"], &[]),
@@ -170,6 +176,8 @@ fn truth_keys(kind: FaultKind, model: Model) -> (&'static [&'static str], &'stat
         FaultKind::Unused => (&["unused_7_days"], &[]),
         FaultKind::Offline => (&["device_silent"], &[]),
         FaultKind::LowPressure => (&["low_inlet_pressure"], &[]),
+        FaultKind::HighUsage => (&["abnormal_usage:water"], &["abnormal_usage:energy"]),
+        FaultKind::MainBoard => (&["main_board_fault"], &[]),
     }
 }
 
@@ -234,8 +242,13 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         Telemetry(Telemetry),
         Event(Event),
     }
+    let trace = cfg.trace;
+    let mut traced = Vec::new();
     let mut collect = |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
         for f in out.drain(..) {
+            if trace == Some(device) {
+                traced.push(serde_json::to_string(&f).unwrap_or_default());
+            }
             report.findings += 1;
             if f.state == FindingState::Cleared {
                 report.cleared += 1;
@@ -306,6 +319,16 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
             }
         }
         next_clock += cfg.clock_every_ms;
+    }
+
+    if let Some(idx) = trace {
+        let id = fleet_sim::fleet::device_id(idx);
+        for t in fleet.truth().iter().filter(|t| t.device() == id) {
+            progress(&format!("truth {}", serde_json::to_string(t).unwrap_or_default()));
+        }
+        for f in &traced {
+            progress(&format!("finding {f}"));
+        }
     }
 
     // Truth windows.
@@ -392,6 +415,8 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         if let Some(at) = first {
             score.detected += 1;
             score.ttd_ms.push(at - w.start);
+        } else if score.missed_examples.len() < 5 {
+            score.missed_examples.push((fleet_sim::fleet::device_id(w.device), w.start, w.end));
         }
     }
     Ok(report)
@@ -432,6 +457,16 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
         "\n{} messages, {:.0} ns/message in the rules (with timer overhead); {} clock calls, {:.0} ns each; {} findings ({} cleared); {} bytes of state per device\n",
         r.messages, per_msg, r.clock_calls, per_clock, r.findings, r.cleared, r.state_bytes
     );
+    let mut first = true;
+    for (key, k) in &r.kinds {
+        for (dev, start, end) in &k.missed_examples {
+            if first {
+                s += "\nmissed (first few per kind):\n";
+                first = false;
+            }
+            s += &format!("  {key} {dev} [{start}, {end})\n");
+        }
+    }
     let mut first = true;
     for (key, k) in &r.kinds {
         for (dev, at, ev) in &k.false_examples {
