@@ -2,7 +2,8 @@
 //! the fault rules (`analytics::rules::DeviceRules`) with a steady clock, and scores
 //! the findings against the simulator's ground truth: per finding kind, recall,
 //! precision and median time to detect (see `common/fault_eval.rs` for the mapping).
-//! Usage: `fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC]`.
+//! Usage: `fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC]
+//! [--rules-json '{"leak_raise_intervals":3}'] [--trace DEVICE_INDEX]`.
 
 #[path = "common/fault_eval.rs"]
 mod harness;
@@ -27,11 +28,16 @@ fn main() -> ExitCode {
             "--seed" => num(value(&a), &a).map(|v| cfg.seed = v as u64),
             "--end-ms" => num(value(&a), &a).map(|v| cfg.end_ms = v),
             "--trace" => num(value(&a), &a).map(|v| cfg.trace = Some(v as u32)),
+            "--rules-json" => value(&a).and_then(|text| {
+                serde_json::from_str(&text)
+                    .map(|r| cfg.rules = r)
+                    .map_err(|e| format!("--rules-json: {e}"))
+            }),
             "--faults" => value(&a).and_then(|spec| {
                 FaultMix::parse(&spec).map(|m| cfg.mix = m).map_err(|e| e.to_string())
             }),
             "-h" | "--help" => {
-                println!("usage: fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC]");
+                println!("usage: fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC] [--rules-json JSON] [--trace DEVICE_INDEX]");
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument {other:?}")),

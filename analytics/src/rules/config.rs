@@ -23,6 +23,10 @@ pub struct UsageThresholds {
     /// σ is at least this fraction of the median (a very regular home is not made
     /// infinitely sensitive).
     pub sigma_floor_ratio: f32,
+    /// Days judged together (1: a day over the threshold raises; 2: the previous whole
+    /// day and today together must exceed twice the threshold, today at least half-way,
+    /// so a single odd day does not raise).
+    pub persist_days: u8,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -124,18 +128,20 @@ impl Default for RulesConfig {
             drift_min_c: 1.0,
             drift_k: 8.0,
             drift_min_baseline: 5,
-            usage_min_days: 14,
+            usage_min_days: 10,
             usage_water: UsageThresholds {
-                k: 6.0,
-                min_ratio: 2.2,
-                min_excess: 20_000.0,
+                k: 5.0,
+                min_ratio: 2.0,
+                min_excess: 2_000.0,
                 sigma_floor_ratio: 0.05,
+                persist_days: 2,
             },
             usage_energy: UsageThresholds {
-                k: 6.0,
-                min_ratio: 1.35,
-                min_excess: 30.0,
+                k: 8.0,
+                min_ratio: 1.5,
+                min_excess: 100.0,
                 sigma_floor_ratio: 0.03,
+                persist_days: 2,
             },
             reboot_grace_ms: HOUR_MS,
         }

@@ -4,7 +4,9 @@
 //! joins a 28-day history unless it was incomplete (first day, offline gap, lost
 //! telemetry), without any use (away, unused) or disturbed (a leak or stuck valve explains the water). A day is
 //! abnormal as soon as its running total exceeds the threshold of
-//! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD);
+//! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD)
+//! or, with `persist_days = 2`, as soon as it and the previous whole day together exceed
+//! twice the threshold (a single odd day is common, guests or a changed habit last);
 //! the condition clears at the close of a day back under the threshold.
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,8 @@ pub struct DailyUsage {
     used: bool,
     history: SampleWindow<28>,
     active: bool,
+    /// Total of the previous day, when it was complete and judged.
+    previous_day_total: Option<f64>,
 }
 
 impl Default for DailyUsage {
@@ -42,6 +46,7 @@ impl Default for DailyUsage {
             used: false,
             history: SampleWindow::new(),
             active: false,
+            previous_day_total: None,
         }
     }
 }
@@ -116,7 +121,16 @@ impl DailyUsage {
             return None;
         }
         let j = judge(th, &self.history, self.total)?;
-        if self.total > j.threshold {
+        let over = if th.persist_days <= 1 {
+            self.total > j.threshold
+        } else {
+            // Two days together over twice the threshold, today at least half-way there.
+            let median = f64::from(j.baseline.median);
+            self.previous_day_total
+                .is_some_and(|previous| previous + self.total > 2.0 * j.threshold)
+                && self.total > (median + j.threshold) / 2.0
+        };
+        if over {
             self.active = true;
             return Some((true, j));
         }
@@ -124,6 +138,7 @@ impl DailyUsage {
     }
 
     fn close_day(&mut self, th: &UsageThresholds, min_days: u8) -> Option<(bool, UsageJudgement)> {
+        self.previous_day_total = None;
         if self.day.is_none() || !self.complete || self.disturbed || !self.used {
             return None;
         }
@@ -132,6 +147,7 @@ impl DailyUsage {
             .flatten();
         self.history.push(self.total as f32);
         let j = judged?;
+        self.previous_day_total = Some(self.total);
         if self.active && self.total <= j.threshold {
             self.active = false;
             return Some((false, j));

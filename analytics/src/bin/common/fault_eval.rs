@@ -31,7 +31,11 @@
 //! window is detected when an episode matches it; its time to detect is the first
 //! matching episode's `at_ts_ms − start`. Windows that start too close to the end of
 //! the simulation to be detectable at all (7 days for disuse, 10 for a clog, 15 for a
-//! drift, 1 for the rest) are left out of recall.
+//! drift, 1 for the rest), or too close to its start for a baseline to exist
+//! (`usage_min_days` + 2 days of daily totals for abnormal usage), are left out of
+//! recall, as are `high_usage` windows overlapping an `away` period (guests in an empty
+//! home: the simulator skips every use). An episode still active when a window starts (a disuse that began while
+//! the household was away and went on as an injected `unused`) detects it at once.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -191,6 +195,17 @@ fn detectable_after(key: &str) -> i64 {
     }
 }
 
+/// History a rule needs from the start of the simulation before it can judge.
+fn needs_history(key: &str, rules: &RulesConfig) -> i64 {
+    match key {
+        // The first (partial) day, then the daily totals of the baseline.
+        "abnormal_usage:water" | "abnormal_usage:energy" => {
+            (i64::from(rules.usage_min_days) + 2) * DAY_MS
+        }
+        _ => 0,
+    }
+}
+
 struct Window {
     device: u32,
     key: &'static str,
@@ -206,6 +221,8 @@ struct Episode {
     device: u32,
     key: String,
     at: i64,
+    /// When it was cleared (`None`: still active at the end).
+    cleared: Option<i64>,
     evidence: String,
 }
 
@@ -226,6 +243,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     })
     .map_err(|e| e.to_string())?;
     let sim_end = fleet.end_ms();
+    let sim_start = fleet.start_ms();
     let total_days = fleet.total_days();
     let mut rules: Vec<DeviceRules> = (0..cfg.devices)
         .map(|i| DeviceRules::new(fleet_sim::fleet::model_of(i), &cfg.rules))
@@ -244,20 +262,30 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     }
     let trace = cfg.trace;
     let mut traced = Vec::new();
+    let mut trace_days: Vec<(i64, u64, u64)> = Vec::new();
     let mut collect = |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
         for f in out.drain(..) {
             if trace == Some(device) {
                 traced.push(serde_json::to_string(&f).unwrap_or_default());
             }
             report.findings += 1;
+            let key = key_of(&f.kind);
             if f.state == FindingState::Cleared {
                 report.cleared += 1;
+                if let Some(open) = episodes
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.device == device && e.key == key && e.cleared.is_none())
+                {
+                    open.cleared = Some(f.at_ts_ms);
+                }
                 continue;
             }
             episodes.push(Episode {
                 device,
-                key: key_of(&f.kind),
+                key,
                 at: f.at_ts_ms,
+                cleared: None,
                 evidence: f.evidence.to_string(),
             });
         }
@@ -294,6 +322,20 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                 report.clock_calls += u64::from(cfg.devices);
                 next_clock += cfg.clock_every_ms;
             }
+            if trace == Some(*device) {
+                if let Parsed::Telemetry(t) = p {
+                    let water = match &t.reading {
+                        protocol::message::Reading::Toilet(r) => r.water_ml,
+                        protocol::message::Reading::Purifier(r) => r.dispensed_ml,
+                        protocol::message::Reading::Shower(r) => r.water_ml,
+                    };
+                    let day = t.ts.div_euclid(DAY_MS);
+                    match trace_days.last_mut() {
+                        Some((d, _, last)) if *d == day => *last = water,
+                        _ => trace_days.push((day, trace_days.last().map_or(water, |x| x.2), water)),
+                    }
+                }
+            }
             let r = &mut rules[*device as usize];
             let t0 = Instant::now();
             match p {
@@ -329,11 +371,21 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         for f in &traced {
             progress(&format!("finding {f}"));
         }
+        for (day, first, last) in &trace_days {
+            progress(&format!("day {} water {} ml", day * DAY_MS, last - first));
+        }
     }
 
     // Truth windows.
+    let truth = fleet.truth();
+    let away_overlaps = |device: &str, start: i64, end: i64| {
+        truth.iter().any(|t| {
+            matches!(t, Truth::Away { device: d, start_ms, end_ms }
+                if d == device && *start_ms < end && *end_ms > start)
+        })
+    };
     let mut windows = Vec::new();
-    for t in fleet.truth() {
+    for t in truth.iter().cloned() {
         match t {
             Truth::Fault { device, model, kind, start_ms, end_ms, .. } => {
                 let idx = device_index(&device).ok_or_else(|| format!("bad device id {device:?}"))?;
@@ -346,13 +398,19 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                         } else {
                             detectable_after(key)
                         };
+                        let learning = needs_history(key, &cfg.rules);
+                        // Guests in an empty home use nothing: no effect to detect.
+                        let no_effect =
+                            kind == FaultKind::HighUsage && away_overlaps(&device, start_ms, end);
                         windows.push(Window {
                             device: idx,
                             key,
                             start: start_ms,
                             end,
                             counts: count,
-                            censored: start_ms + horizon > sim_end,
+                            censored: start_ms + horizon > sim_end
+                                || start_ms < sim_start + learning
+                                || no_effect,
                             slack_after: DAY_MS,
                         });
                     }
@@ -375,9 +433,13 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         }
     }
 
-    // Scoring.
+    // Scoring: an episode raised in the window (or just after), or one still active
+    // when the window starts (back-to-back conditions), matches it.
     let matches = |w: &Window, e: &Episode| {
-        w.device == e.device && w.key == e.key && e.at >= w.start - HOUR_MS && e.at <= w.end + w.slack_after
+        w.device == e.device
+            && w.key == e.key
+            && ((e.at >= w.start - HOUR_MS && e.at <= w.end + w.slack_after)
+                || (e.at < w.start && e.cleared.is_none_or(|c| c > w.start)))
     };
     for key in [
         "leak",
@@ -414,7 +476,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         let first = episodes.iter().filter(|e| matches(w, e)).map(|e| e.at).min();
         if let Some(at) = first {
             score.detected += 1;
-            score.ttd_ms.push(at - w.start);
+            score.ttd_ms.push((at - w.start).max(0));
         } else if score.missed_examples.len() < 5 {
             score.missed_examples.push((fleet_sim::fleet::device_id(w.device), w.start, w.end));
         }
