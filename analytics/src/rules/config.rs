@@ -25,7 +25,7 @@ pub struct UsageThresholds {
     pub sigma_floor_ratio: f32,
     /// Days judged together (1: a day over the threshold raises; 2: the previous whole
     /// day and today together must exceed twice the threshold, today at least half-way,
-    /// so a single odd day does not raise).
+    /// so a single odd day raises only when it alone is that far off).
     pub persist_days: u8,
 }
 
