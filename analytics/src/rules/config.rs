@@ -131,7 +131,7 @@ impl Default for RulesConfig {
             usage_min_days: 10,
             usage_water: UsageThresholds {
                 k: 5.0,
-                min_ratio: 2.0,
+                min_ratio: 2.5,
                 min_excess: 2_000.0,
                 sigma_floor_ratio: 0.05,
                 persist_days: 2,

@@ -34,7 +34,9 @@
 //! drift, 1 for the rest), or too close to its start for a baseline to exist
 //! (`usage_min_days` + 2 days of daily totals for abnormal usage), are left out of
 //! recall, as are `high_usage` windows overlapping an `away` period (guests in an empty
-//! home: the simulator skips every use). An episode still active when a window starts (a disuse that began while
+//! home: the simulator skips every use) and `main_board` windows without a usage
+//! session (the firmware finds failing storage only when it saves, after a session).
+//! An episode still active when a window starts (a disuse that began while
 //! the household was away and went on as an injected `unused`) detects it at once.
 
 use std::collections::BTreeMap;
@@ -42,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use analytics::rules::{DeviceRules, FindingKind, FindingState, Resource, RulesConfig};
 use fleet_sim::{faults::FaultMix, FaultKind, Fleet, FleetConfig, Truth};
-use protocol::message::{Event, Model, Telemetry};
+use protocol::message::{Event, EventKind, Model, Telemetry};
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -263,6 +265,9 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     let trace = cfg.trace;
     let mut traced = Vec::new();
     let mut trace_days: Vec<(i64, u64, u64)> = Vec::new();
+    // End of every usage session, per device (a main-board fault is only noticed at a save,
+    // and the firmware saves after a session).
+    let mut sessions_at: Vec<Vec<i64>> = vec![Vec::new(); cfg.devices as usize];
     let mut collect = |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
         for f in out.drain(..) {
             if trace == Some(device) {
@@ -336,6 +341,9 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                     }
                 }
             }
+            if let Parsed::Event(Event { event: EventKind::Session(_), ts, .. }) = p {
+                sessions_at[*device as usize].push(*ts);
+            }
             let r = &mut rules[*device as usize];
             let t0 = Instant::now();
             match p {
@@ -399,9 +407,15 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                             detectable_after(key)
                         };
                         let learning = needs_history(key, &cfg.rules);
-                        // Guests in an empty home use nothing: no effect to detect.
-                        let no_effect =
-                            kind == FaultKind::HighUsage && away_overlaps(&device, start_ms, end);
+                        // Guests in an empty home use nothing, and a main board that is never
+                        // asked to save never notices: no effect to detect.
+                        let no_effect = match kind {
+                            FaultKind::HighUsage => away_overlaps(&device, start_ms, end),
+                            FaultKind::MainBoard => !sessions_at[idx as usize]
+                                .iter()
+                                .any(|&t| t >= start_ms && t < end),
+                            _ => false,
+                        };
                         windows.push(Window {
                             device: idx,
                             key,
