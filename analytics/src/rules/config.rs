@@ -130,7 +130,7 @@ impl Default for RulesConfig {
             drift_min_baseline: 5,
             usage_min_days: 10,
             usage_water: UsageThresholds {
-                k: 5.0,
+                k: 4.0,
                 min_ratio: 2.5,
                 min_excess: 2_000.0,
                 sigma_floor_ratio: 0.05,
