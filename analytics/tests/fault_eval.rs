@@ -37,7 +37,11 @@ fn rules_find_the_injected_faults_of_a_small_fleet() {
         }
         judged += 1;
         assert!(k.recall() >= 0.9, "{key}: recall {:.2}", k.recall());
-        assert!(k.precision() >= 0.9, "{key}: precision {:.2}", k.precision());
+        assert!(
+            k.precision() >= 0.9,
+            "{key}: precision {:.2}",
+            k.precision()
+        );
     }
     assert!(judged >= 6, "too few kinds with truth: {judged}");
     assert!(report.state_bytes < 1024);

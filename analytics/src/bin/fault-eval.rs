@@ -20,7 +20,8 @@ fn main() -> ExitCode {
             args.next().ok_or_else(|| format!("{name} needs a value"))
         };
         let num = |v: Result<String, String>, name: &str| -> Result<i64, String> {
-            v?.parse::<i64>().map_err(|_| format!("{name} needs an integer"))
+            v?.parse::<i64>()
+                .map_err(|_| format!("{name} needs an integer"))
         };
         let r = match a.as_str() {
             "--devices" => num(value(&a), &a).map(|v| cfg.devices = v as u32),
@@ -34,7 +35,9 @@ fn main() -> ExitCode {
                     .map_err(|e| format!("--rules-json: {e}"))
             }),
             "--faults" => value(&a).and_then(|spec| {
-                FaultMix::parse(&spec).map(|m| cfg.mix = m).map_err(|e| e.to_string())
+                FaultMix::parse(&spec)
+                    .map(|m| cfg.mix = m)
+                    .map_err(|e| e.to_string())
             }),
             "-h" | "--help" => {
                 println!("usage: fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC] [--rules-json JSON] [--trace DEVICE_INDEX]");

@@ -126,9 +126,7 @@ impl Slot {
         match self {
             Slot::Leak => Severity::Critical,
             Slot::LongWash | Slot::MainBoard | Slot::Heater => Severity::Major,
-            Slot::Sensor | Slot::InletClog | Slot::LowPressure | Slot::Silent => {
-                Severity::Warning
-            }
+            Slot::Sensor | Slot::InletClog | Slot::LowPressure | Slot::Silent => Severity::Warning,
             Slot::Unused | Slot::AbnormalWater | Slot::AbnormalEnergy => Severity::Info,
         }
     }
@@ -264,7 +262,9 @@ impl DeviceRules {
     pub fn report_interval_ms(&self, cfg: &RulesConfig) -> i64 {
         self.report_intervals_s
             .summary()
-            .map_or(cfg.default_report_interval_ms, |s| (s.median * 1000.0) as i64)
+            .map_or(cfg.default_report_interval_ms, |s| {
+                (s.median * 1000.0) as i64
+            })
     }
 
     fn silent_after_ms(&self, cfg: &RulesConfig) -> i64 {
@@ -335,7 +335,10 @@ impl DeviceRules {
         // A message clears silence once it is recent: a backlog drained after an outage
         // starts with old messages.
         let silent_after = self.silent_after_ms(cfg);
-        if self.last_clock_ms.is_none_or(|now| ts_ms >= now - silent_after) {
+        if self
+            .last_clock_ms
+            .is_none_or(|now| ts_ms >= now - silent_after)
+        {
             let began = self.latches[Slot::Silent as usize].began_ts_ms();
             self.latch(Slot::Silent).set(
                 Slot::Silent.kind(),
@@ -362,7 +365,8 @@ impl DeviceRules {
         if let Some(dt) = interval_ms.filter(|&dt| dt > 0 && dt <= 6 * 3_600_000) {
             self.report_intervals_s.push(dt as f32 / 1000.0);
         }
-        let measurable = !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
+        let measurable =
+            !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
         let (water_ml, energy_wh, pressure_kpa) = match &t.reading {
             Reading::Toilet(r) => (r.water_ml, Some(r.heater_wh), None),
             Reading::Purifier(r) => (r.dispensed_ml, None, Some(r.inlet_pressure_kpa)),
@@ -393,23 +397,43 @@ impl DeviceRules {
             .replace(water_ml)
             .filter(|&prev| measurable && water_ml >= prev)
             .map(|prev| (water_ml - prev) as f64);
-        let edge = self.water.on_interval(&cfg.usage_water, cfg.usage_min_days, ts, water_delta, disturbed_water, used);
+        let edge = self.water.on_interval(
+            &cfg.usage_water,
+            cfg.usage_min_days,
+            ts,
+            water_delta,
+            disturbed_water,
+            used,
+        );
         self.usage_edge(Slot::AbnormalWater, ts, edge, out);
         if let (Some(wh), PerModel::Toilet { energy, .. }) = (energy_wh, &mut self.per_model) {
-            let disturbed_energy = disturbed_water || self.latches[Slot::Heater as usize].is_active();
+            let disturbed_energy =
+                disturbed_water || self.latches[Slot::Heater as usize].is_active();
             let delta = self
                 .last_energy_wh
                 .replace(wh)
                 .filter(|&prev| measurable && wh >= prev)
                 .map(|prev| f64::from(wh - prev));
-            let edge = energy.on_interval(&cfg.usage_energy, cfg.usage_min_days, ts, delta, disturbed_energy, used);
+            let edge = energy.on_interval(
+                &cfg.usage_energy,
+                cfg.usage_min_days,
+                ts,
+                delta,
+                disturbed_energy,
+                used,
+            );
             self.usage_edge(Slot::AbnormalEnergy, ts, edge, out);
         }
 
         // Low inlet pressure.
-        if let (Some(kpa), PerModel::Supply { pressure, .. }) = (pressure_kpa, &mut self.per_model) {
+        if let (Some(kpa), PerModel::Supply { pressure, .. }) = (pressure_kpa, &mut self.per_model)
+        {
             if let Some(low) = pressure.on_reading(cfg, ts, kpa) {
-                let threshold = if low { cfg.low_pressure_raise_kpa } else { cfg.low_pressure_clear_kpa };
+                let threshold = if low {
+                    cfg.low_pressure_raise_kpa
+                } else {
+                    cfg.low_pressure_clear_kpa
+                };
                 self.latch(Slot::LowPressure).set(
                     Slot::LowPressure.kind(),
                     Source::ANALYTIC,
@@ -433,7 +457,11 @@ impl DeviceRules {
         let Some((present, j)) = edge else {
             return;
         };
-        let unit = if slot == Slot::AbnormalWater { "ml" } else { "wh" };
+        let unit = if slot == Slot::AbnormalWater {
+            "ml"
+        } else {
+            "wh"
+        };
         self.latch(slot).set(
             slot.kind(),
             Source::ANALYTIC,
@@ -517,7 +545,11 @@ impl DeviceRules {
                     );
                 }
             }
-            PerModel::Supply { clog, pressure, drift } => {
+            PerModel::Supply {
+                clog,
+                pressure,
+                drift,
+            } => {
                 // Inlet clog by flow trend.
                 let pressure_fine = pressure.is_fine(cfg);
                 if let Some(clogged) =
@@ -525,7 +557,11 @@ impl DeviceRules {
                 {
                     let (ratio, baseline) = clog.last_judged();
                     let pressure = pressure.last_kpa();
-                    let threshold = if clogged { cfg.clog_raise_ratio } else { cfg.clog_clear_ratio };
+                    let threshold = if clogged {
+                        cfg.clog_raise_ratio
+                    } else {
+                        cfg.clog_clear_ratio
+                    };
                     self.latches[Slot::InletClog as usize].set(
                         Slot::InletClog.kind(),
                         Source::ANALYTIC,
@@ -580,7 +616,10 @@ impl DeviceRules {
             return;
         }
         // Disuse, judged only while the device is heard (a silent device may be in use).
-        let since = self.last_session_ts_ms.or(self.first_heard_ts_ms).unwrap_or(last_heard);
+        let since = self
+            .last_session_ts_ms
+            .or(self.first_heard_ts_ms)
+            .unwrap_or(last_heard);
         if now - since >= cfg.unused_after_ms && !self.latches[Slot::Unused as usize].is_active() {
             let after = cfg.unused_after_ms;
             let last_session = self.last_session_ts_ms;

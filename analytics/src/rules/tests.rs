@@ -102,7 +102,13 @@ impl Device {
     }
 
     /// A session that ends at `end_ts`, lasting `duration_s`, using `water_ml` (counted).
-    fn session(&mut self, kind: SessionKind, end_ts: i64, duration_s: u32, water_ml: u32) -> Vec<Finding> {
+    fn session(
+        &mut self,
+        kind: SessionKind,
+        end_ts: i64,
+        duration_s: u32,
+        water_ml: u32,
+    ) -> Vec<Finding> {
         self.session_at(kind, end_ts, duration_s, water_ml, None)
     }
 
@@ -248,7 +254,11 @@ fn sessions_across_telemetry_messages_are_not_a_leak() {
         all.extend(d.session(SessionKind::Shower, ts + 10 * MIN, 20 * 60, 90_000));
         ts += 15 * MIN;
     }
-    assert!(all.iter().all(|f| f.kind != FindingKind::Leak), "{:?}", edges(&all));
+    assert!(
+        all.iter().all(|f| f.kind != FindingKind::Leak),
+        "{:?}",
+        edges(&all)
+    );
 }
 
 #[test]
@@ -261,17 +271,25 @@ fn a_long_wash_is_long_for_this_device_only() {
         assert!(short.session(SessionKind::Wash, ts, 20, 150).is_empty());
     }
     let long = short.session(SessionKind::Wash, ts + HOUR, 120, 900);
-    assert_eq!(edges(&long), [(FindingKind::LongWash, FindingState::Active)]);
+    assert_eq!(
+        edges(&long),
+        [(FindingKind::LongWash, FindingState::Active)]
+    );
     assert_eq!(long[0].evidence["baseline_median_s"], 20.0);
     let next = short.session(SessionKind::Wash, ts + 2 * HOUR, 21, 150);
-    assert_eq!(edges(&next), [(FindingKind::LongWash, FindingState::Cleared)]);
+    assert_eq!(
+        edges(&next),
+        [(FindingKind::LongWash, FindingState::Cleared)]
+    );
 
     // A device whose washes take 60 s: the same 2-minute wash is normal.
     let mut slow = Device::new(Model::Toilet);
     for i in 0..20 {
         slow.session(SessionKind::Wash, T0 + i * HOUR, 55 + (i % 10) as u32, 450);
     }
-    assert!(slow.session(SessionKind::Wash, T0 + 30 * HOUR, 120, 900).is_empty());
+    assert!(slow
+        .session(SessionKind::Wash, T0 + 30 * HOUR, 120, 900)
+        .is_empty());
 }
 
 #[test]
@@ -299,13 +317,25 @@ fn silence_beyond_the_reporting_interval_raises_once_and_a_message_clears_it() {
         d.telemetry(T0 + i * 15 * MIN);
     }
     let last = T0 + 7 * 15 * MIN;
-    assert!(d.clock(last + 30 * MIN).is_empty(), "two intervals are not silence");
+    assert!(
+        d.clock(last + 30 * MIN).is_empty(),
+        "two intervals are not silence"
+    );
     let silent = d.clock(last + 50 * MIN);
-    assert_eq!(edges(&silent), [(FindingKind::DeviceSilent, FindingState::Active)]);
+    assert_eq!(
+        edges(&silent),
+        [(FindingKind::DeviceSilent, FindingState::Active)]
+    );
     assert_eq!(silent[0].began_ts_ms, last);
-    assert!(d.clock(last + 3 * HOUR).is_empty(), "one finding per silence");
+    assert!(
+        d.clock(last + 3 * HOUR).is_empty(),
+        "one finding per silence"
+    );
     let back = d.telemetry(last + 3 * HOUR);
-    assert_eq!(edges(&back), [(FindingKind::DeviceSilent, FindingState::Cleared)]);
+    assert_eq!(
+        edges(&back),
+        [(FindingKind::DeviceSilent, FindingState::Cleared)]
+    );
     assert!(d.clock(last + 3 * HOUR + MIN).is_empty());
 }
 
@@ -320,7 +350,10 @@ fn a_backlog_of_old_messages_does_not_clear_silence_until_it_is_recent() {
     // Queued while offline: old timestamps first.
     assert!(d.telemetry(T0 + 3 * HOUR).is_empty());
     let cleared = d.telemetry(now - MIN);
-    assert_eq!(edges(&cleared), [(FindingKind::DeviceSilent, FindingState::Cleared)]);
+    assert_eq!(
+        edges(&cleared),
+        [(FindingKind::DeviceSilent, FindingState::Cleared)]
+    );
 }
 
 /// Telemetry every 15 minutes from `from` to `to`, with the clock after each.
@@ -345,7 +378,10 @@ fn unused_for_seven_days_raises_but_six_days_do_not() {
     let mut seven = Device::new(Model::Shower);
     seven.session(SessionKind::Shower, T0, 480, 60_000);
     let mut all = keep_reporting(&mut seven, T0, T0 + 7 * DAY + HOUR);
-    assert_eq!(edges(&all), [(FindingKind::Unused7Days, FindingState::Active)]);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::Unused7Days, FindingState::Active)]
+    );
     assert_eq!(all[0].began_ts_ms, T0);
     assert!(all[0].at_ts_ms >= T0 + 7 * DAY && all[0].at_ts_ms < T0 + 7 * DAY + 20 * MIN);
     all.extend(seven.session(SessionKind::Shower, T0 + 8 * DAY, 480, 60_000));
@@ -358,7 +394,10 @@ fn a_silent_device_is_not_called_unused() {
     d.session(SessionKind::Flush, T0, 45, 6_000);
     d.telemetry(T0 + MIN);
     let found = d.clock(T0 + 8 * DAY);
-    assert_eq!(edges(&found), [(FindingKind::DeviceSilent, FindingState::Active)]);
+    assert_eq!(
+        edges(&found),
+        [(FindingKind::DeviceSilent, FindingState::Active)]
+    );
 }
 
 #[test]
@@ -389,12 +428,19 @@ fn duplicates_and_old_messages_are_ignored() {
 fn a_fault_the_device_forgot_in_a_reboot_is_cleared_after_the_grace_time() {
     let mut d = Device::new(Model::Purifier);
     d.telemetry(T0);
-    assert_eq!(d.fault(T0 + MIN, FaultCode::SensorError, FaultState::Raised).len(), 1);
+    assert_eq!(
+        d.fault(T0 + MIN, FaultCode::SensorError, FaultState::Raised)
+            .len(),
+        1
+    );
     d.boot = 2;
     d.seq = 0;
     let mut all = keep_reporting(&mut d, T0 + 10 * MIN, T0 + 2 * HOUR);
     all.retain(|f| f.kind == FindingKind::SensorFault);
-    assert_eq!(edges(&all), [(FindingKind::SensorFault, FindingState::Cleared)]);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::SensorFault, FindingState::Cleared)]
+    );
     assert!(all[0].at_ts_ms >= T0 + 10 * MIN + HOUR);
 }
 
@@ -406,7 +452,9 @@ fn a_fault_raised_again_after_a_reboot_stays_active() {
     d.boot = 2;
     d.seq = 0;
     d.telemetry(T0 + 10 * MIN);
-    assert!(d.fault(T0 + 11 * MIN, FaultCode::SensorError, FaultState::Raised).is_empty());
+    assert!(d
+        .fault(T0 + 11 * MIN, FaultCode::SensorError, FaultState::Raised)
+        .is_empty());
     let all = keep_reporting(&mut d, T0 + 15 * MIN, T0 + 3 * HOUR);
     assert!(all.iter().all(|f| f.kind != FindingKind::SensorFault));
 }
@@ -437,7 +485,12 @@ fn several_days_of_much_more_water_are_abnormal_for_this_household() {
     }
     let water: Vec<_> = all
         .iter()
-        .filter(|f| f.kind == FindingKind::AbnormalUsage { resource: Resource::Water })
+        .filter(|f| {
+            f.kind
+                == FindingKind::AbnormalUsage {
+                    resource: Resource::Water,
+                }
+        })
         .collect();
     assert_eq!(water.len(), 2, "{:?}", edges(&all));
     assert_eq!(water[0].state, FindingState::Active);
@@ -468,7 +521,12 @@ fn a_single_busy_day_is_not_abnormal() {
 }
 
 /// Shower sessions of 10 minutes, twice a day, at `ml_per_s`, with telemetry before each.
-fn showers(d: &mut Device, from_day: i64, days: i64, ml_per_s: impl Fn(i64) -> f32) -> Vec<Finding> {
+fn showers(
+    d: &mut Device,
+    from_day: i64,
+    days: i64,
+    ml_per_s: impl Fn(i64) -> f32,
+) -> Vec<Finding> {
     let mut all = Vec::new();
     for day in from_day..from_day + days {
         for hour in [7, 21] {
@@ -487,10 +545,16 @@ fn flow_falling_over_days_at_fine_pressure_is_a_clog() {
     let mut all = showers(&mut d, 0, 10, |_| 150.0);
     assert!(all.is_empty(), "{:?}", edges(&all));
     all = showers(&mut d, 10, 8, |day| 150.0 * (1.0 - 0.08 * (day - 9) as f32));
-    assert_eq!(edges(&all), [(FindingKind::InletClog, FindingState::Active)]);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::InletClog, FindingState::Active)]
+    );
     assert!(all[0].evidence["flow_ratio"].as_f64().unwrap() < 0.7);
     all = showers(&mut d, 18, 3, |_| 150.0);
-    assert_eq!(edges(&all), [(FindingKind::InletClog, FindingState::Cleared)]);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::InletClog, FindingState::Cleared)]
+    );
 }
 
 #[test]
@@ -499,7 +563,10 @@ fn low_pressure_lowers_the_flow_without_calling_it_a_clog() {
     showers(&mut d, 0, 10, |_| 150.0);
     d.pressure_kpa = 70.0;
     let all = showers(&mut d, 10, 3, |_| 70.0);
-    assert_eq!(edges(&all), [(FindingKind::LowInletPressure, FindingState::Active)]);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::LowInletPressure, FindingState::Active)]
+    );
 }
 
 #[test]
@@ -510,9 +577,18 @@ fn a_drifting_shower_temperature_sensor_is_a_sensor_fault() {
         let ts = T0 + i * 12 * HOUR;
         let drift = if i < 20 { 0.0 } else { 0.15 * (i - 20) as f32 };
         all.extend(d.telemetry(ts));
-        all.extend(d.session_at(SessionKind::Shower, ts + 9 * MIN, 480, 72_000, Some(39.0 + drift)));
+        all.extend(d.session_at(
+            SessionKind::Shower,
+            ts + 9 * MIN,
+            480,
+            72_000,
+            Some(39.0 + drift),
+        ));
     }
-    assert_eq!(edges(&all), [(FindingKind::SensorFault, FindingState::Active)]);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::SensorFault, FindingState::Active)]
+    );
     assert_eq!(all[0].evidence["rule"], "temperature_drift");
 }
 
@@ -547,10 +623,18 @@ fn quiet_messages_allocate_nothing() {
 
 #[test]
 fn the_state_is_small_and_survives_a_snapshot() {
-    assert!(DeviceRules::state_bytes() < 1024, "{}", DeviceRules::state_bytes());
+    assert!(
+        DeviceRules::state_bytes() < 1024,
+        "{}",
+        DeviceRules::state_bytes()
+    );
     let mut d = Device::new(Model::Shower);
     showers(&mut d, 0, 12, |_| 150.0);
-    d.fault(T0 + 13 * DAY, FaultCode::LowInletPressure, FaultState::Raised);
+    d.fault(
+        T0 + 13 * DAY,
+        FaultCode::LowInletPressure,
+        FaultState::Raised,
+    );
     let text = serde_json::to_string(&d.rules).unwrap();
     let back: DeviceRules = serde_json::from_str(&text).unwrap();
     assert_eq!(back, d.rules);
@@ -560,17 +644,31 @@ fn the_state_is_small_and_survives_a_snapshot() {
 #[test]
 fn findings_serialise_like_the_maintenance_engine_expects() {
     let json = |k: FindingKind| serde_json::to_value(k).unwrap();
-    assert_eq!(json(FindingKind::Unused7Days), serde_json::json!({"type": "unused_7_days"}));
-    assert_eq!(json(FindingKind::LongWash), serde_json::json!({"type": "long_wash"}));
     assert_eq!(
-        json(FindingKind::AbnormalUsage { resource: Resource::Energy }),
+        json(FindingKind::Unused7Days),
+        serde_json::json!({"type": "unused_7_days"})
+    );
+    assert_eq!(
+        json(FindingKind::LongWash),
+        serde_json::json!({"type": "long_wash"})
+    );
+    assert_eq!(
+        json(FindingKind::AbnormalUsage {
+            resource: Resource::Energy
+        }),
         serde_json::json!({"type": "abnormal_usage", "resource": "energy"})
     );
     assert_eq!(
-        json(FindingKind::FilterDue { slot: 1, due_ts_ms: 5 }),
+        json(FindingKind::FilterDue {
+            slot: 1,
+            due_ts_ms: 5
+        }),
         serde_json::json!({"type": "filter_due", "slot": 1, "due_ts_ms": 5})
     );
-    assert_eq!(serde_json::to_value(FindingState::Cleared).unwrap(), "cleared");
+    assert_eq!(
+        serde_json::to_value(FindingState::Cleared).unwrap(),
+        "cleared"
+    );
     for kind in [
         FindingKind::Leak,
         FindingKind::MainBoardFault,

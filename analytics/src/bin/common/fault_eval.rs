@@ -163,8 +163,12 @@ pub struct Report {
 /// The key of a finding kind in the report.
 pub fn key_of(kind: &FindingKind) -> String {
     match kind {
-        FindingKind::AbnormalUsage { resource: Resource::Water } => "abnormal_usage:water".into(),
-        FindingKind::AbnormalUsage { resource: Resource::Energy } => "abnormal_usage:energy".into(),
+        FindingKind::AbnormalUsage {
+            resource: Resource::Water,
+        } => "abnormal_usage:water".into(),
+        FindingKind::AbnormalUsage {
+            resource: Resource::Energy,
+        } => "abnormal_usage:energy".into(),
         other => other.as_str().into(),
     }
 }
@@ -173,7 +177,10 @@ pub fn key_of(kind: &FindingKind) -> String {
 fn truth_keys(kind: FaultKind, model: Model) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
         FaultKind::Leak => (&["leak"], &["abnormal_usage:water"]),
-        FaultKind::ValveStuck => (&["long_wash"], &["abnormal_usage:water", "abnormal_usage:energy"]),
+        FaultKind::ValveStuck => (
+            &["long_wash"],
+            &["abnormal_usage:water", "abnormal_usage:energy"],
+        ),
         FaultKind::HeaterFailure => (&["heater_fault"], &["abnormal_usage:energy"]),
         FaultKind::InletClog => (&["inlet_clog"], &[]),
         FaultKind::SensorDropout => (&["sensor_fault"], &[]),
@@ -268,33 +275,34 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     // End of every usage session, per device (a main-board fault is only noticed at a save,
     // and the firmware saves after a session).
     let mut sessions_at: Vec<Vec<i64>> = vec![Vec::new(); cfg.devices as usize];
-    let mut collect = |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
-        for f in out.drain(..) {
-            if trace == Some(device) {
-                traced.push(serde_json::to_string(&f).unwrap_or_default());
-            }
-            report.findings += 1;
-            let key = key_of(&f.kind);
-            if f.state == FindingState::Cleared {
-                report.cleared += 1;
-                if let Some(open) = episodes
-                    .iter_mut()
-                    .rev()
-                    .find(|e| e.device == device && e.key == key && e.cleared.is_none())
-                {
-                    open.cleared = Some(f.at_ts_ms);
+    let mut collect =
+        |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
+            for f in out.drain(..) {
+                if trace == Some(device) {
+                    traced.push(serde_json::to_string(&f).unwrap_or_default());
                 }
-                continue;
+                report.findings += 1;
+                let key = key_of(&f.kind);
+                if f.state == FindingState::Cleared {
+                    report.cleared += 1;
+                    if let Some(open) = episodes
+                        .iter_mut()
+                        .rev()
+                        .find(|e| e.device == device && e.key == key && e.cleared.is_none())
+                    {
+                        open.cleared = Some(f.at_ts_ms);
+                    }
+                    continue;
+                }
+                episodes.push(Episode {
+                    device,
+                    key,
+                    at: f.at_ts_ms,
+                    cleared: None,
+                    evidence: f.evidence.to_string(),
+                });
             }
-            episodes.push(Episode {
-                device,
-                key,
-                at: f.at_ts_ms,
-                cleared: None,
-                evidence: f.evidence.to_string(),
-            });
-        }
-    };
+        };
     while let Some(batch) = fleet.next_batch() {
         day += 1;
         let mut parsed = Vec::with_capacity(batch.len());
@@ -337,11 +345,18 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                     let day = t.ts.div_euclid(DAY_MS);
                     match trace_days.last_mut() {
                         Some((d, _, last)) if *d == day => *last = water,
-                        _ => trace_days.push((day, trace_days.last().map_or(water, |x| x.2), water)),
+                        _ => {
+                            trace_days.push((day, trace_days.last().map_or(water, |x| x.2), water))
+                        }
                     }
                 }
             }
-            if let Parsed::Event(Event { event: EventKind::Session(_), ts, .. }) = p {
+            if let Parsed::Event(Event {
+                event: EventKind::Session(_),
+                ts,
+                ..
+            }) = p
+            {
                 sessions_at[*device as usize].push(*ts);
             }
             let r = &mut rules[*device as usize];
@@ -374,7 +389,10 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     if let Some(idx) = trace {
         let id = fleet_sim::fleet::device_id(idx);
         for t in fleet.truth().iter().filter(|t| t.device() == id) {
-            progress(&format!("truth {}", serde_json::to_string(t).unwrap_or_default()));
+            progress(&format!(
+                "truth {}",
+                serde_json::to_string(t).unwrap_or_default()
+            ));
         }
         for f in &traced {
             progress(&format!("finding {f}"));
@@ -395,8 +413,16 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     let mut windows = Vec::new();
     for t in truth.iter().cloned() {
         match t {
-            Truth::Fault { device, model, kind, start_ms, end_ms, .. } => {
-                let idx = device_index(&device).ok_or_else(|| format!("bad device id {device:?}"))?;
+            Truth::Fault {
+                device,
+                model,
+                kind,
+                start_ms,
+                end_ms,
+                ..
+            } => {
+                let idx =
+                    device_index(&device).ok_or_else(|| format!("bad device id {device:?}"))?;
                 let (counts, excuses) = truth_keys(kind, model);
                 let end = end_ms.unwrap_or(sim_end);
                 for (keys, count) in [(counts, true), (excuses, false)] {
@@ -430,8 +456,13 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                     }
                 }
             }
-            Truth::Away { device, start_ms, end_ms } => {
-                let idx = device_index(&device).ok_or_else(|| format!("bad device id {device:?}"))?;
+            Truth::Away {
+                device,
+                start_ms,
+                end_ms,
+            } => {
+                let idx =
+                    device_index(&device).ok_or_else(|| format!("bad device id {device:?}"))?;
                 let long = end_ms - start_ms >= 7 * DAY_MS;
                 windows.push(Window {
                     device: idx,
@@ -480,19 +511,29 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         } else {
             score.false_positives += 1;
             if score.false_examples.len() < 5 {
-                score.false_examples.push((fleet_sim::fleet::device_id(e.device), e.at, e.evidence.clone()));
+                score.false_examples.push((
+                    fleet_sim::fleet::device_id(e.device),
+                    e.at,
+                    e.evidence.clone(),
+                ));
             }
         }
     }
     for w in windows.iter().filter(|w| w.counts && !w.censored) {
         let score = report.kinds.entry(w.key.to_string()).or_default();
         score.truths += 1;
-        let first = episodes.iter().filter(|e| matches(w, e)).map(|e| e.at).min();
+        let first = episodes
+            .iter()
+            .filter(|e| matches(w, e))
+            .map(|e| e.at)
+            .min();
         if let Some(at) = first {
             score.detected += 1;
             score.ttd_ms.push((at - w.start).max(0));
         } else if score.missed_examples.len() < 5 {
-            score.missed_examples.push((fleet_sim::fleet::device_id(w.device), w.start, w.end));
+            score
+                .missed_examples
+                .push((fleet_sim::fleet::device_id(w.device), w.start, w.end));
         }
     }
     Ok(report)
@@ -509,10 +550,21 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
     );
     s += &format!(
         "{:<24} {:>6} {:>6} {:>7} {:>8} {:>5} {:>5} {:>7} {:>9} {:>10}\n",
-        "finding", "truth", "found", "recall", "episodes", "tp", "fp", "excused", "precision", "median TTD"
+        "finding",
+        "truth",
+        "found",
+        "recall",
+        "episodes",
+        "tp",
+        "fp",
+        "excused",
+        "precision",
+        "median TTD"
     );
     for (key, k) in &r.kinds {
-        let ttd = k.median_ttd_h().map_or("-".to_string(), |h| format!("{h:.1} h"));
+        let ttd = k
+            .median_ttd_h()
+            .map_or("-".to_string(), |h| format!("{h:.1} h"));
         s += &format!(
             "{:<24} {:>6} {:>6} {:>7.3} {:>8} {:>5} {:>5} {:>7} {:>9.3} {:>10}\n",
             key,
