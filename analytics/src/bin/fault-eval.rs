@@ -50,6 +50,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Err(e) = cfg.rules.validate() {
+        eprintln!("fault-eval: {e}");
+        return ExitCode::from(2);
+    }
     let result = harness::run(&cfg, |line| eprintln!("{line}"));
     match result {
         Ok(report) => {

@@ -57,7 +57,7 @@ use protocol::message::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use config::{RulesConfig, UsageThresholds};
+pub use config::{RulesConfig, RulesConfigError, UsageThresholds};
 pub use finding::{Finding, FindingKind, FindingState, Resource};
 
 use clog::ClogTrend;

@@ -691,3 +691,25 @@ fn the_configuration_round_trips_and_rejects_unknown_fields() {
     assert_eq!(partial.leak_raise_intervals, 2);
     assert!(serde_json::from_str::<RulesConfig>(r#"{"leak_raise_interval": 2}"#).is_err());
 }
+
+#[test]
+fn a_configuration_without_hysteresis_is_rejected() {
+    assert_eq!(RulesConfig::default().validate(), Ok(()));
+    let flapping = RulesConfig {
+        low_pressure_clear_kpa: 90.0,
+        ..RulesConfig::default()
+    };
+    assert!(matches!(
+        flapping.validate(),
+        Err(RulesConfigError::NoHysteresis {
+            raise: "low_pressure_raise_kpa",
+            ..
+        })
+    ));
+    let never = RulesConfig {
+        leak_raise_intervals: 0,
+        ..RulesConfig::default()
+    };
+    let err = never.validate().unwrap_err();
+    assert!(err.to_string().contains("leak_raise_intervals"), "{err}");
+}
