@@ -1,2 +1,110 @@
-//! Placeholder.
-fn main() {}
+//! Criterion bench of the fault rules: the per-message step (`on_telemetry` /
+//! `on_event`) over a realistic simulated stream (`fleet-sim`, default fault mix), and
+//! the periodic `on_clock`. Divide the reported time per iteration by the message count
+//! (criterion's throughput line gives messages per second). Prints the bytes of state
+//! per device (`DeviceRules::state_bytes`: everything inline, no heap).
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use analytics::rules::{DeviceRules, RulesConfig};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use fleet_sim::faults::FaultMix;
+use fleet_sim::{Fleet, FleetConfig};
+use protocol::message::{Event, Telemetry};
+
+const DEVICES: u32 = 30;
+const DAYS: u32 = 30;
+
+enum Message {
+    Telemetry(Telemetry),
+    Event(Event),
+}
+
+fn stream() -> Vec<(u32, Message)> {
+    let (messages, _) = Fleet::generate_all(FleetConfig {
+        devices: DEVICES,
+        days: DAYS,
+        end_ms: 1_764_000_000_000,
+        seed: 7,
+        telemetry_every_min: 15,
+        mix: FaultMix::default_mix(),
+        inject: Vec::new(),
+    })
+    .expect("valid fleet configuration");
+    messages
+        .iter()
+        .filter_map(|m| {
+            let parsed = if m.topic.ends_with("/telemetry") {
+                Message::Telemetry(serde_json::from_slice(&m.payload).ok()?)
+            } else if m.topic.ends_with("/event") {
+                Message::Event(serde_json::from_slice(&m.payload).ok()?)
+            } else {
+                return None;
+            };
+            Some((m.device, parsed))
+        })
+        .collect()
+}
+
+fn fresh(cfg: &RulesConfig) -> Vec<DeviceRules> {
+    (0..DEVICES)
+        .map(|i| DeviceRules::new(fleet_sim::fleet::model_of(i), cfg))
+        .collect()
+}
+
+fn bench_rules(c: &mut Criterion) {
+    let cfg = RulesConfig::default();
+    let messages = stream();
+    eprintln!(
+        "rules bench: {} messages of {DEVICES} devices over {DAYS} days; {} bytes of state per device",
+        messages.len(),
+        DeviceRules::state_bytes()
+    );
+    let mut g = c.benchmark_group("rules");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(messages.len() as u64));
+    g.bench_function("per_message", |b| {
+        b.iter(|| {
+            let mut rules = fresh(&cfg);
+            let mut out = Vec::new();
+            for (device, m) in &messages {
+                let r = &mut rules[*device as usize];
+                match m {
+                    Message::Telemetry(t) => r.on_telemetry(&cfg, black_box(t), &mut out),
+                    Message::Event(e) => r.on_event(&cfg, black_box(e), &mut out),
+                }
+                out.clear();
+            }
+            rules
+        })
+    });
+    g.finish();
+
+    // The clock, on warm state: one call per device.
+    let mut rules = fresh(&cfg);
+    let mut out = Vec::new();
+    let mut last_ts = 0;
+    for (device, m) in &messages {
+        let r = &mut rules[*device as usize];
+        match m {
+            Message::Telemetry(t) => {
+                last_ts = t.ts;
+                r.on_telemetry(&cfg, t, &mut out)
+            }
+            Message::Event(e) => r.on_event(&cfg, e, &mut out),
+        }
+    }
+    let mut g = c.benchmark_group("rules");
+    g.throughput(Throughput::Elements(u64::from(DEVICES)));
+    g.bench_function("on_clock_per_device", |b| {
+        b.iter(|| {
+            for r in &mut rules {
+                r.on_clock(&cfg, black_box(last_ts + 60_000), &mut out);
+            }
+            out.clear();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_rules);
+criterion_main!(benches);

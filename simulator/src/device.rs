@@ -8,11 +8,13 @@
 //! firmware rule still sees the time steps it was written for.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use firmware::inputs::{FlowCalibration, FlowMeter};
 use firmware::logic::Counters;
 use firmware::node::Node;
-use firmware::storage::{PersistentStore, RamStorage};
+use firmware::storage::{PersistentStore, RamStorage, Storage};
 use firmware::{Config, Demand, Sample};
 use protocol::message::{CartridgeKind, Command, CommandKind, Model, Presence};
 use protocol::topic::{Channel, Topic};
@@ -31,7 +33,53 @@ const HEATER_STEP_MS: i64 = 30_000;
 const TANK_ML: f64 = 800.0;
 const HEATER_MAX_C: f64 = 41.0;
 
-type SimNode = Node<RamStorage<4>, QUEUE>;
+type SimNode = Node<SimStorage, QUEUE>;
+
+/// The board's non-volatile storage: RAM, with a switch that makes every write fail
+/// (the `main_board` fault). The switch is shared with the [`SimDevice`], which owns
+/// the fault plan, because the firmware owns the storage.
+#[derive(Debug, Clone)]
+pub struct SimStorage {
+    inner: RamStorage<4>,
+    failing: Arc<AtomicBool>,
+}
+
+/// Error of [`SimStorage`]: the slot is out of range, or the injected failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimStorageError {
+    /// See [`firmware::storage::SlotOutOfRange`].
+    SlotOutOfRange,
+    /// Writes fail (injected main-board fault).
+    WriteFailed,
+}
+
+impl Storage for SimStorage {
+    type Error = SimStorageError;
+    fn slots(&self) -> usize {
+        self.inner.slots()
+    }
+    fn read(
+        &mut self,
+        slot: usize,
+        buf: &mut [u8; firmware::storage::RECORD_LEN],
+    ) -> Result<(), SimStorageError> {
+        self.inner
+            .read(slot, buf)
+            .map_err(|_| SimStorageError::SlotOutOfRange)
+    }
+    fn write(
+        &mut self,
+        slot: usize,
+        buf: &[u8; firmware::storage::RECORD_LEN],
+    ) -> Result<(), SimStorageError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(SimStorageError::WriteFailed);
+        }
+        self.inner
+            .write(slot, buf)
+            .map_err(|_| SimStorageError::SlotOutOfRange)
+    }
+}
 
 /// A message ready to publish: when (simulated time), from which device, where, what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +183,7 @@ pub struct SimDevice {
     ticks: u64,
     replace_at: [Option<i64>; 4],
     service_cmds: u32,
+    storage_failing: Arc<AtomicBool>,
 }
 
 impl SimDevice {
@@ -257,12 +306,17 @@ impl SimDevice {
             ticks: 0,
             replace_at: [None; 4],
             service_cmds: 0,
+            storage_failing: Arc::new(AtomicBool::new(false)),
         };
         dev.boot(storage, start_ms, telemetry_every_ms);
         dev
     }
 
     fn boot(&mut self, storage: RamStorage<4>, t: i64, telemetry_every_ms: i64) {
+        let storage = SimStorage {
+            inner: storage,
+            failing: Arc::clone(&self.storage_failing),
+        };
         let node = match Node::boot(
             &self.id,
             self.model,
@@ -306,7 +360,15 @@ impl SimDevice {
 
     /// Simulates the day starting at `day_ms`, appending what the device publishes to `out`.
     pub fn run_day(&mut self, day_ms: i64, out: &mut Vec<OutMessage>) {
-        let uses = self.household.day_usage(self.model, day_ms, &mut self.rng);
+        let uses = match self.active(FaultKind::HighUsage, day_ms) {
+            Some(high) => {
+                // Guests: as if the household were several times its size today.
+                let mut guests = self.household.clone();
+                guests.size = (f64::from(guests.size) * high.magnitude).round().min(20.0) as u8;
+                guests.day_usage(self.model, day_ms, &mut self.rng)
+            }
+            None => self.household.day_usage(self.model, day_ms, &mut self.rng),
+        };
         for u in uses {
             if u.start_ms >= self.end_ms || u.start_ms <= self.t {
                 continue;
@@ -569,6 +631,10 @@ impl SimDevice {
             }
         }
         self.service(t);
+        self.storage_failing.store(
+            self.active(FaultKind::MainBoard, t).is_some(),
+            Ordering::Relaxed,
+        );
         let sample = self.sample(t, input, flow_ml, ml > 0.0);
         let Some(node) = self.node.as_mut() else {
             return;
@@ -691,7 +757,7 @@ impl SimDevice {
                     },
                 );
                 self.pulses_fed = (self.true_ml / 1000.0 * self.pulses_per_true_litre) as u64;
-                self.boot(storage, t, interval);
+                self.boot(storage.inner, t, interval);
             }
             self.truth.push(Truth::Reboot {
                 device: self.id.clone(),

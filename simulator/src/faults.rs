@@ -33,11 +33,17 @@ pub enum FaultKind {
     Offline,
     /// Purifier / shower: the supply pressure drops (mains works, a closed stopcock).
     LowPressure,
+    /// The household uses the fixture three to five times as much as usual for 2–5 whole
+    /// days (guests). Not a device fault: for the gateway's abnormal-usage analytics.
+    HighUsage,
+    /// The main board's storage stops accepting writes; the firmware raises `main_board`
+    /// at its next save (after a session).
+    MainBoard,
 }
 
 impl FaultKind {
     /// All kinds.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Leak,
         FaultKind::ValveStuck,
         FaultKind::HeaterFailure,
@@ -47,7 +53,15 @@ impl FaultKind {
         FaultKind::Unused,
         FaultKind::Offline,
         FaultKind::LowPressure,
+        FaultKind::HighUsage,
+        FaultKind::MainBoard,
     ];
+
+    /// Kinds added after the first nine. A fleet plans them from a random stream of their
+    /// own, so that adding them to a mix leaves every other kind's plan as it was.
+    pub fn is_late_addition(self) -> bool {
+        matches!(self, FaultKind::HighUsage | FaultKind::MainBoard)
+    }
 
     /// The fault code the device's own firmware raises for this kind, if it detects it
     /// locally (drift, unused and offline are for the gateway's analytics to find).
@@ -60,7 +74,11 @@ impl FaultKind {
             FaultKind::InletClog => FaultCode::InletClog,
             FaultKind::SensorDropout => FaultCode::SensorError,
             FaultKind::LowPressure => FaultCode::LowInletPressure,
-            FaultKind::SensorDrift | FaultKind::Unused | FaultKind::Offline => return None,
+            FaultKind::MainBoard => FaultCode::MainBoard,
+            FaultKind::SensorDrift
+            | FaultKind::Unused
+            | FaultKind::Offline
+            | FaultKind::HighUsage => return None,
         })
     }
 
@@ -76,6 +94,8 @@ impl FaultKind {
             FaultKind::Unused => "unused",
             FaultKind::Offline => "offline",
             FaultKind::LowPressure => "low_pressure",
+            FaultKind::HighUsage => "high_usage",
+            FaultKind::MainBoard => "main_board",
         }
     }
 
@@ -100,6 +120,8 @@ impl FaultKind {
             FaultKind::Unused => (7 * DAY_MS, 14 * DAY_MS),
             FaultKind::Offline => (6 * HOUR_MS, 3 * DAY_MS),
             FaultKind::LowPressure => (DAY_MS, 3 * DAY_MS),
+            FaultKind::HighUsage => (2 * DAY_MS, 5 * DAY_MS),
+            FaultKind::MainBoard => (6 * HOUR_MS, 3 * DAY_MS),
         }
     }
 }
@@ -108,7 +130,7 @@ impl FaultKind {
 #[derive(Debug, thiserror::Error)]
 pub enum FaultSpecError {
     /// An unknown fault kind.
-    #[error("unknown fault kind `{0}` (known: default, none, leak, valve_stuck, heater_failure, inlet_clog, sensor_drift, sensor_dropout, unused, offline, low_pressure)")]
+    #[error("unknown fault kind `{0}` (known: default, none, leak, valve_stuck, heater_failure, inlet_clog, sensor_drift, sensor_dropout, unused, offline, low_pressure, high_usage, main_board)")]
     UnknownKind(String),
     /// A probability that is not a number in 0..=1.
     #[error("bad probability `{0}` (expected a number from 0 to 1)")]
@@ -145,7 +167,17 @@ impl FaultMix {
             (FaultKind::Unused, 0.03),
             (FaultKind::Offline, 0.04),
             (FaultKind::LowPressure, 0.02),
+            (FaultKind::HighUsage, 0.02),
+            (FaultKind::MainBoard, 0.02),
         ]))
+    }
+
+    /// The mix split into the first nine kinds and the late additions
+    /// ([`FaultKind::is_late_addition`]).
+    pub fn split_late_additions(&self) -> (FaultMix, FaultMix) {
+        let (late, first): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            self.0.iter().partition(|(k, _)| k.is_late_addition());
+        (FaultMix(first), FaultMix(late))
     }
 
     /// Parses `default`, `none`, or a comma list of `kind[=probability]` (a bare kind
@@ -240,7 +272,8 @@ pub struct Planned {
     /// End, UTC ms.
     pub end_ms: i64,
     /// Kind-specific magnitude: leak ml/min, clog final flow factor, drift full offset
-    /// (fraction of the sensor's drift span), low pressure: the supply pressure in kPa.
+    /// (fraction of the sensor's drift span), low pressure: the supply pressure in kPa,
+    /// high usage: the factor on the household's size.
     pub magnitude: f64,
     /// Leak: whether the water reaches the leak probe.
     pub wets_probe: bool,
@@ -256,12 +289,19 @@ impl Planned {
 /// Draws `kind` for a window starting at `start_ms` (duration `dur_ms`, or the kind's typical one).
 pub fn plan_one(rng: &mut StdRng, kind: FaultKind, start_ms: i64, dur_ms: Option<i64>) -> Planned {
     let (lo, hi) = kind.duration_range();
-    let dur = dur_ms.unwrap_or_else(|| rng.random_range(lo..=hi));
+    let mut dur = dur_ms.unwrap_or_else(|| rng.random_range(lo..=hi));
+    let mut start_ms = start_ms;
+    if kind == FaultKind::HighUsage {
+        // Whole days: a day's use is planned at once.
+        start_ms = crate::household::day_floor(start_ms);
+        dur = (dur / DAY_MS).max(1) * DAY_MS;
+    }
     let magnitude = match kind {
         FaultKind::Leak => rng.random_range(20.0..90.0),
         FaultKind::InletClog => rng.random_range(0.25..0.45),
         FaultKind::SensorDrift => rng.random_range(0.5..1.0),
         FaultKind::LowPressure => rng.random_range(40.0..85.0),
+        FaultKind::HighUsage => rng.random_range(3.0..5.0),
         _ => 0.0,
     };
     Planned {

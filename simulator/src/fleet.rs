@@ -149,7 +149,20 @@ impl Fleet {
             };
             let model = model_of(idx);
             let mut plan_rng = StdRng::seed_from_u64(sub_seed(cfg.seed, 2, u64::from(idx)));
-            let mut plan = plan_random(&mut plan_rng, &cfg.mix, model, start_ms, end_ms);
+            let (first_kinds, late_kinds) = cfg.mix.split_late_additions();
+            let mut plan = plan_random(&mut plan_rng, &first_kinds, model, start_ms, end_ms);
+            if !late_kinds.0.is_empty() {
+                // Late additions draw from their own stream and only fill free time.
+                let mut late_rng = StdRng::seed_from_u64(sub_seed(cfg.seed, 4, u64::from(idx)));
+                for p in plan_random(&mut late_rng, &late_kinds, model, start_ms, end_ms) {
+                    if plan
+                        .iter()
+                        .all(|o| p.end_ms + DAY_MS < o.start_ms || p.start_ms > o.end_ms + DAY_MS)
+                    {
+                        plan.push(p);
+                    }
+                }
+            }
             for inj in &injections[idx as usize] {
                 let s = start_ms + (inj.start_day * DAY_MS as f64) as i64;
                 let dur = inj.days.map(|d| (d * DAY_MS as f64) as i64);

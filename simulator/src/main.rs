@@ -50,7 +50,8 @@ struct FleetArgs {
     #[arg(long)]
     end_ms: Option<i64>,
     /// Faults: `default`, `none`, or `kind[=p],...` (leak, valve_stuck, heater_failure,
-    /// inlet_clog, sensor_drift, sensor_dropout, unused, offline, low_pressure).
+    /// inlet_clog, sensor_drift, sensor_dropout, unused, offline, low_pressure, high_usage,
+    /// main_board).
     #[arg(long, default_value = "none")]
     faults: String,
     /// Scenario file (JSON): {"mix": {...}, "inject": [{"device", "kind", "start_day", "days"}]}.

@@ -50,6 +50,8 @@ fn scenario() -> FleetConfig {
             inj("shower-0008", FaultKind::LowPressure, 4.0, Some(2.0)),
             inj("purifier-0010", FaultKind::Leak, 9.0, Some(1.0)),
             inj("toilet-0012", FaultKind::SensorDrift, 2.0, Some(20.0)),
+            inj("purifier-0013", FaultKind::MainBoard, 5.0, Some(1.0)),
+            inj("shower-0014", FaultKind::HighUsage, 6.0, Some(3.0)),
         ],
     }
 }
@@ -183,6 +185,8 @@ fn ground_truth_agrees_with_the_stream() {
         FaultKind::Unused,
         FaultKind::LowPressure,
         FaultKind::SensorDrift,
+        FaultKind::MainBoard,
+        FaultKind::HighUsage,
     ] {
         assert!(
             kinds.contains(&k),
@@ -247,6 +251,31 @@ fn ground_truth_agrees_with_the_stream() {
                     .count();
                 assert_eq!(used, 0);
                 assert!(end - start >= 7 * 24 * HOUR);
+            }
+            FaultKind::HighUsage => {
+                // Whole days, with several times the sessions of the other days.
+                assert_eq!((start % (24 * HOUR), end % (24 * HOUR)), (0, 0));
+                let (mut inside, mut outside) = (0.0, 0.0);
+                for e in parsed
+                    .iter()
+                    .filter(|p| &p.device == device)
+                    .filter_map(|p| p.event.as_ref())
+                {
+                    if let EventKind::Session(s) = &e.event {
+                        if s.started_ts >= *start && s.started_ts < *end {
+                            inside += 1.0;
+                        } else {
+                            outside += 1.0;
+                        }
+                    }
+                }
+                let days_in = ((end - start) / (24 * HOUR)) as f64;
+                let per_day_in = inside / days_in;
+                let per_day_out = outside / (24.0 - days_in);
+                assert!(
+                    per_day_in > 2.0 * per_day_out,
+                    "{per_day_in} sessions a day with guests, {per_day_out} without"
+                );
             }
             _ => {}
         }

@@ -2,6 +2,7 @@
 //! fixtures of contract v1 (tuned on the fleet simulator, see `fault-eval`).
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -23,6 +24,10 @@ pub struct UsageThresholds {
     /// σ is at least this fraction of the median (a very regular home is not made
     /// infinitely sensitive).
     pub sigma_floor_ratio: f32,
+    /// Days judged together (1: a day over the threshold raises; 2: the previous whole
+    /// day and today together must exceed twice the threshold, today at least half-way,
+    /// so a single odd day raises only when it alone is that far off).
+    pub persist_days: u8,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -54,6 +59,9 @@ pub struct RulesConfig {
     pub long_session_min_ratio: f32,
     /// …and `median + min_extra_s`, seconds.
     pub long_session_min_extra_s: f32,
+    /// σ of the long-session rule is at least this fraction of the median (durations
+    /// vary in proportion to their length).
+    pub long_session_sigma_floor_ratio: f32,
     /// Sessions needed before the long-session rule judges.
     pub long_session_min_samples: u8,
     /// Inlet clog: the median flow of the last sessions below this fraction of the
@@ -104,9 +112,10 @@ impl Default for RulesConfig {
             leak_raise_intervals: 4,
             leak_clear_intervals: 4,
             max_telemetry_gap_ms: 2 * HOUR_MS,
-            long_session_k: 5.0,
-            long_session_min_ratio: 2.0,
-            long_session_min_extra_s: 20.0,
+            long_session_k: 8.0,
+            long_session_min_ratio: 4.0,
+            long_session_min_extra_s: 60.0,
+            long_session_sigma_floor_ratio: 0.15,
             long_session_min_samples: 10,
             clog_raise_ratio: 0.7,
             clog_clear_ratio: 0.85,
@@ -120,25 +129,126 @@ impl Default for RulesConfig {
             drift_min_c: 1.0,
             drift_k: 8.0,
             drift_min_baseline: 5,
-            usage_min_days: 14,
+            usage_min_days: 10,
             usage_water: UsageThresholds {
-                k: 5.0,
-                min_ratio: 1.8,
-                min_excess: 20_000.0,
+                k: 4.0,
+                min_ratio: 2.5,
+                min_excess: 2_000.0,
                 sigma_floor_ratio: 0.05,
+                persist_days: 2,
             },
             usage_energy: UsageThresholds {
-                k: 5.0,
-                min_ratio: 1.3,
-                min_excess: 30.0,
+                k: 8.0,
+                min_ratio: 1.5,
+                min_excess: 100.0,
                 sigma_floor_ratio: 0.03,
+                persist_days: 2,
             },
             reboot_grace_ms: HOUR_MS,
         }
     }
 }
 
+/// A [`RulesConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RulesConfigError {
+    /// A duration, count or threshold that must be positive is not.
+    #[error("rules config: `{name}` must be positive (got {value}); use the default if unsure")]
+    NotPositive {
+        /// The field.
+        name: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// A clear threshold on the wrong side of its raise threshold (the finding would flap).
+    #[error("rules config: `{clear}` ({clear_value}) must be beyond `{raise}` ({raise_value}) so that a finding cannot flap")]
+    NoHysteresis {
+        /// The raise threshold's field.
+        raise: &'static str,
+        /// Its value.
+        raise_value: f64,
+        /// The clear threshold's field.
+        clear: &'static str,
+        /// Its value.
+        clear_value: f64,
+    },
+}
+
 impl RulesConfig {
     /// Milliseconds in a day (day boundaries of the daily totals are UTC midnights).
     pub const DAY_MS: i64 = DAY_MS;
+
+    /// Checks that every threshold can work (positive durations and counts, clear
+    /// thresholds beyond raise thresholds). The rules run with any values; this is for
+    /// a configuration read from a file.
+    pub fn validate(&self) -> Result<(), RulesConfigError> {
+        let positive: [(&'static str, f64); 14] = [
+            (
+                "default_report_interval_ms",
+                self.default_report_interval_ms as f64,
+            ),
+            (
+                "silent_after_intervals",
+                f64::from(self.silent_after_intervals),
+            ),
+            ("unused_after_ms", self.unused_after_ms as f64),
+            ("leak_min_ml_per_min", f64::from(self.leak_min_ml_per_min)),
+            ("leak_raise_intervals", f64::from(self.leak_raise_intervals)),
+            ("leak_clear_intervals", f64::from(self.leak_clear_intervals)),
+            ("max_telemetry_gap_ms", self.max_telemetry_gap_ms as f64),
+            (
+                "long_session_min_ratio",
+                f64::from(self.long_session_min_ratio),
+            ),
+            (
+                "long_session_min_samples",
+                f64::from(self.long_session_min_samples),
+            ),
+            (
+                "low_pressure_readings",
+                f64::from(self.low_pressure_readings),
+            ),
+            ("drift_min_c", f64::from(self.drift_min_c)),
+            ("usage_min_days", f64::from(self.usage_min_days)),
+            (
+                "usage_water.min_ratio",
+                f64::from(self.usage_water.min_ratio),
+            ),
+            (
+                "usage_energy.min_ratio",
+                f64::from(self.usage_energy.min_ratio),
+            ),
+        ];
+        for (name, value) in positive {
+            // NaN is not positive either.
+            if value.is_nan() || value <= 0.0 {
+                return Err(RulesConfigError::NotPositive { name, value });
+            }
+        }
+        let pairs = [
+            (
+                "clog_raise_ratio",
+                self.clog_raise_ratio,
+                "clog_clear_ratio",
+                self.clog_clear_ratio,
+            ),
+            (
+                "low_pressure_raise_kpa",
+                self.low_pressure_raise_kpa,
+                "low_pressure_clear_kpa",
+                self.low_pressure_clear_kpa,
+            ),
+        ];
+        for (raise, raise_value, clear, clear_value) in pairs {
+            if clear_value.is_nan() || raise_value.is_nan() || clear_value < raise_value {
+                return Err(RulesConfigError::NoHysteresis {
+                    raise,
+                    raise_value: f64::from(raise_value),
+                    clear,
+                    clear_value: f64::from(clear_value),
+                });
+            }
+        }
+        Ok(())
+    }
 }

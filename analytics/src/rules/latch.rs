@@ -153,7 +153,15 @@ impl Latch {
         out: &mut Vec<Finding>,
     ) {
         let severity = self.severity.unwrap_or(Severity::Info);
-        self.set(kind, Source(Source::ANY_DEVICE), false, ts_ms, severity, evidence, out);
+        self.set(
+            kind,
+            Source(Source::ANY_DEVICE),
+            false,
+            ts_ms,
+            severity,
+            evidence,
+            out,
+        );
     }
 }
 
@@ -167,11 +175,43 @@ mod tests {
         let mut latch = Latch::default();
         let mut out = Vec::new();
         let k = FindingKind::Leak;
-        latch.set(k, Source::DEVICE, true, 10, Severity::Critical, || Value::Null, &mut out);
-        latch.set(k, Source::ANALYTIC, true, 20, Severity::Warning, || Value::Null, &mut out);
-        latch.set(k, Source::DEVICE, false, 30, Severity::Critical, || Value::Null, &mut out);
+        latch.set(
+            k,
+            Source::DEVICE,
+            true,
+            10,
+            Severity::Critical,
+            || Value::Null,
+            &mut out,
+        );
+        latch.set(
+            k,
+            Source::ANALYTIC,
+            true,
+            20,
+            Severity::Warning,
+            || Value::Null,
+            &mut out,
+        );
+        latch.set(
+            k,
+            Source::DEVICE,
+            false,
+            30,
+            Severity::Critical,
+            || Value::Null,
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
-        latch.set(k, Source::ANALYTIC, false, 40, Severity::Warning, || Value::Null, &mut out);
+        latch.set(
+            k,
+            Source::ANALYTIC,
+            false,
+            40,
+            Severity::Warning,
+            || Value::Null,
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].state, FindingState::Cleared);
         assert_eq!((out[1].began_ts_ms, out[1].at_ts_ms), (10, 40));
@@ -182,7 +222,15 @@ mod tests {
     fn clearing_an_inactive_latch_says_nothing() {
         let mut latch = Latch::default();
         let mut out = Vec::new();
-        latch.set(FindingKind::Leak, Source::DEVICE, false, 1, Severity::Info, || Value::Null, &mut out);
+        latch.set(
+            FindingKind::Leak,
+            Source::DEVICE,
+            false,
+            1,
+            Severity::Info,
+            || Value::Null,
+            &mut out,
+        );
         assert!(out.is_empty());
     }
 }

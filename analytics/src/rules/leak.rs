@@ -1,16 +1,31 @@
 //! Leak by flow balance: metered water that no usage session accounts for.
 //!
-//! Between two telemetry messages, the cumulative water counter grows by what the
-//! sessions that ended in between used, plus whatever flowed outside any session. A
-//! session still running at a telemetry message makes one interval look short and a
-//! later one long, so only a run of consecutive intervals with unexplained flow above
-//! [`RulesConfig::leak_min_ml_per_min`] raises a leak, and a run of dry ones clears it.
-//! An interval after a lost message (a `seq` gap, a reboot) or a long gap is not judged.
+//! Between two telemetry messages the cumulative water counter grows by what the
+//! sessions that ended in between used, plus whatever flowed outside any session.
+//! Only *idle* intervals are judged: no water session ended in the interval, and none
+//! that ends by the next telemetry had started before the interval's end (so an
+//! interval is judged one telemetry late). Usage then cannot be mistaken for a leak,
+//! and a leak still shows in the idle hours (nights, working days). A run of
+//! [`RulesConfig::leak_raise_intervals`] idle intervals with unexplained flow at or above
+//! [`RulesConfig::leak_min_ml_per_min`] raises a leak; a run of dry ones clears it.
+//! Busy intervals are skipped; an interval after a lost message (a `seq` gap, a
+//! reboot), a long gap, or while a stuck valve explains the flow breaks the runs.
 
 use protocol::message::SessionKind;
 use serde::{Deserialize, Serialize};
 
 use super::config::RulesConfig;
+
+/// An interval awaiting judgement until the next telemetry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct PendingInterval {
+    /// Device time of the telemetry that ended it.
+    end_ts_ms: i64,
+    /// Unexplained flow over it, ml/min.
+    rate_ml_min: f32,
+    /// No session touched it (so far).
+    idle: bool,
+}
 
 /// Flow-balance state of one device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -19,11 +34,14 @@ pub struct FlowBalance {
     last: Option<(i64, u64)>,
     /// Water of sessions that ended since the previous telemetry, ml.
     session_ml: u64,
+    /// A water session ended since the previous telemetry.
+    session_ended: bool,
     /// A message was lost (or the device rebooted) since the previous telemetry.
     broken: bool,
-    /// Consecutive intervals with unexplained flow.
+    pending: Option<PendingInterval>,
+    /// Consecutive judged intervals with unexplained flow.
     wet_run: u8,
-    /// Consecutive intervals without.
+    /// Consecutive judged intervals without.
     dry_run: u8,
     /// Whether this rule currently sees a leak.
     active: bool,
@@ -37,11 +55,18 @@ impl FlowBalance {
         self.last_rate_ml_min
     }
 
-    /// A usage session ended, using `water_ml`.
-    pub fn on_session(&mut self, kind: SessionKind, water_ml: u32) {
+    /// A usage session that started at `started_ts_ms` ended, using `water_ml`.
+    pub fn on_session(&mut self, kind: SessionKind, started_ts_ms: i64, water_ml: u32) {
         // A toilet's seat session contains its wash: only the water sessions count.
-        if kind != SessionKind::Seat {
-            self.session_ml += u64::from(water_ml);
+        if kind == SessionKind::Seat {
+            return;
+        }
+        self.session_ml += u64::from(water_ml);
+        self.session_ended = true;
+        if let Some(p) = self.pending.as_mut() {
+            if started_ts_ms < p.end_ts_ms {
+                p.idle = false;
+            }
         }
     }
 
@@ -62,20 +87,34 @@ impl FlowBalance {
     ) -> Option<bool> {
         let previous = self.last.replace((ts_ms, water_ml));
         let session_ml = std::mem::take(&mut self.session_ml);
+        let session_ended = std::mem::take(&mut self.session_ended);
         let broken = std::mem::take(&mut self.broken);
+        let verdict = match self.pending.take() {
+            Some(p) if p.idle => self.judge(cfg, p.rate_ml_min),
+            _ => None,
+        };
         let (prev_ts, prev_ml) = previous?;
         let dt_ms = ts_ms - prev_ts;
-        if broken || dt_ms <= 0 || dt_ms > cfg.max_telemetry_gap_ms || water_ml < prev_ml {
-            self.wet_run = 0;
-            return None;
-        }
-        if explained {
+        if broken
+            || explained
+            || dt_ms <= 0
+            || dt_ms > cfg.max_telemetry_gap_ms
+            || water_ml < prev_ml
+        {
             self.wet_run = 0;
             self.dry_run = 0;
-            return None;
+            return verdict;
         }
         let unexplained_ml = water_ml as f64 - prev_ml as f64 - session_ml as f64;
-        let rate = (unexplained_ml * 60_000.0 / dt_ms as f64) as f32;
+        self.pending = Some(PendingInterval {
+            end_ts_ms: ts_ms,
+            rate_ml_min: (unexplained_ml * 60_000.0 / dt_ms as f64) as f32,
+            idle: !session_ended,
+        });
+        verdict
+    }
+
+    fn judge(&mut self, cfg: &RulesConfig, rate: f32) -> Option<bool> {
         self.last_rate_ml_min = rate;
         if rate >= cfg.leak_min_ml_per_min {
             self.wet_run = self.wet_run.saturating_add(1);

@@ -15,11 +15,37 @@ use super::stats::SampleWindow;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LongSessions {
     washes_s: SampleWindow<24>,
-    flushes_s: SampleWindow<24>,
+    flushes_s: SampleWindow<12>,
     /// Kind of the session that raised the condition.
     flagged: Option<SessionKind>,
     /// Duration, median and threshold of the last judged session, seconds.
     last: (f32, f32, f32),
+}
+
+/// Judges a session of `d` seconds against `window` (when warm), then learns it unless
+/// long. Returns (long, median, threshold).
+fn judge<const N: usize>(
+    cfg: &RulesConfig,
+    window: &mut SampleWindow<N>,
+    d: f32,
+) -> Option<(bool, f32, f32)> {
+    let judged = window
+        .summary()
+        .filter(|base| base.count >= usize::from(cfg.long_session_min_samples))
+        .map(|base| {
+            let sigma = base
+                .sigma
+                .max(cfg.long_session_sigma_floor_ratio * base.median)
+                .max(1.0);
+            let threshold = (base.median + cfg.long_session_k * sigma)
+                .max(base.median * cfg.long_session_min_ratio)
+                .max(base.median + cfg.long_session_min_extra_s);
+            (d > threshold, base.median, threshold)
+        });
+    if !judged.is_some_and(|(long, _, _)| long) {
+        window.push(d);
+    }
+    judged
 }
 
 impl LongSessions {
@@ -37,28 +63,19 @@ impl LongSessions {
         duration_s: u32,
         skip: bool,
     ) -> Option<bool> {
-        let window = match kind {
-            SessionKind::Wash => &mut self.washes_s,
-            SessionKind::Flush => &mut self.flushes_s,
-            _ => return None,
-        };
         if skip {
             return None;
         }
         let d = duration_s as f32;
-        let verdict = match window.summary() {
-            Some(base) if base.count >= usize::from(cfg.long_session_min_samples) => {
-                let threshold = (base.median + cfg.long_session_k * base.sigma.max(1.0))
-                    .max(base.median * cfg.long_session_min_ratio)
-                    .max(base.median + cfg.long_session_min_extra_s);
-                self.last = (d, base.median, threshold);
-                Some(d > threshold)
-            }
-            _ => None,
+        let judged = match kind {
+            SessionKind::Wash => judge(cfg, &mut self.washes_s, d),
+            SessionKind::Flush => judge(cfg, &mut self.flushes_s, d),
+            _ => return None,
         };
-        if verdict != Some(true) {
-            window.push(d);
-        }
+        let verdict = judged.map(|(long, median, threshold)| {
+            self.last = (d, median, threshold);
+            long
+        });
         match (verdict, self.flagged) {
             (Some(true), None) => {
                 self.flagged = Some(kind);

@@ -57,7 +57,7 @@ use protocol::message::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub use config::{RulesConfig, UsageThresholds};
+pub use config::{RulesConfig, RulesConfigError, UsageThresholds};
 pub use finding::{Finding, FindingKind, FindingState, Resource};
 
 use clog::ClogTrend;
@@ -126,9 +126,7 @@ impl Slot {
         match self {
             Slot::Leak => Severity::Critical,
             Slot::LongWash | Slot::MainBoard | Slot::Heater => Severity::Major,
-            Slot::Sensor | Slot::InletClog | Slot::LowPressure | Slot::Silent => {
-                Severity::Warning
-            }
+            Slot::Sensor | Slot::InletClog | Slot::LowPressure | Slot::Silent => Severity::Warning,
             Slot::Unused | Slot::AbnormalWater | Slot::AbnormalEnergy => Severity::Info,
         }
     }
@@ -181,13 +179,29 @@ pub struct DeviceRules {
     last_water_ml: Option<u64>,
     /// Whether the interval since the previous telemetry lost a message.
     interval_broken: bool,
+    /// Whether a usage session ended since the previous telemetry.
+    used_since_telemetry: bool,
     flow: FlowBalance,
-    long_sessions: LongSessions,
-    clog: ClogTrend,
-    pressure: PressureWatch,
-    drift: TemperatureDrift,
     water: DailyUsage,
-    energy: DailyUsage,
+    per_model: PerModel,
+}
+
+/// The state only one kind of fixture needs (a toilet has no inlet pressure sensor, a
+/// purifier no heater), kept apart so that a device carries only its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PerModel {
+    /// Washes and flushes, heater energy.
+    Toilet {
+        long_sessions: LongSessions,
+        energy: DailyUsage,
+    },
+    /// Flow trend and pressure (purifier, shower); temperature drift (shower).
+    Supply {
+        clog: ClogTrend,
+        pressure: PressureWatch,
+        drift: TemperatureDrift,
+    },
 }
 
 impl DeviceRules {
@@ -209,13 +223,20 @@ impl DeviceRules {
             last_energy_wh: None,
             last_water_ml: None,
             interval_broken: false,
+            used_since_telemetry: false,
             flow: FlowBalance::default(),
-            long_sessions: LongSessions::default(),
-            clog: ClogTrend::default(),
-            pressure: PressureWatch::default(),
-            drift: TemperatureDrift::default(),
             water: DailyUsage::default(),
-            energy: DailyUsage::default(),
+            per_model: match model {
+                Model::Toilet => PerModel::Toilet {
+                    long_sessions: LongSessions::default(),
+                    energy: DailyUsage::default(),
+                },
+                Model::Purifier | Model::Shower => PerModel::Supply {
+                    clog: ClogTrend::default(),
+                    pressure: PressureWatch::default(),
+                    drift: TemperatureDrift::default(),
+                },
+            },
         }
     }
 
@@ -241,7 +262,9 @@ impl DeviceRules {
     pub fn report_interval_ms(&self, cfg: &RulesConfig) -> i64 {
         self.report_intervals_s
             .summary()
-            .map_or(cfg.default_report_interval_ms, |s| (s.median * 1000.0) as i64)
+            .map_or(cfg.default_report_interval_ms, |s| {
+                (s.median * 1000.0) as i64
+            })
     }
 
     fn silent_after_ms(&self, cfg: &RulesConfig) -> i64 {
@@ -312,7 +335,10 @@ impl DeviceRules {
         // A message clears silence once it is recent: a backlog drained after an outage
         // starts with old messages.
         let silent_after = self.silent_after_ms(cfg);
-        if self.last_clock_ms.is_none_or(|now| ts_ms >= now - silent_after) {
+        if self
+            .last_clock_ms
+            .is_none_or(|now| ts_ms >= now - silent_after)
+        {
             let began = self.latches[Slot::Silent as usize].began_ts_ms();
             self.latch(Slot::Silent).set(
                 Slot::Silent.kind(),
@@ -333,12 +359,14 @@ impl DeviceRules {
         };
         let ts = t.ts;
         let broken = std::mem::take(&mut self.interval_broken) || accepted.gap;
+        let used = std::mem::take(&mut self.used_since_telemetry);
         let previous_ts = self.last_telemetry_ts_ms.replace(ts);
         let interval_ms = previous_ts.map(|p| ts - p);
         if let Some(dt) = interval_ms.filter(|&dt| dt > 0 && dt <= 6 * 3_600_000) {
             self.report_intervals_s.push(dt as f32 / 1000.0);
         }
-        let measurable = !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
+        let measurable =
+            !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
         let (water_ml, energy_wh, pressure_kpa) = match &t.reading {
             Reading::Toilet(r) => (r.water_ml, Some(r.heater_wh), None),
             Reading::Purifier(r) => (r.dispensed_ml, None, Some(r.inlet_pressure_kpa)),
@@ -369,23 +397,43 @@ impl DeviceRules {
             .replace(water_ml)
             .filter(|&prev| measurable && water_ml >= prev)
             .map(|prev| (water_ml - prev) as f64);
-        let edge = self.water.on_interval(&cfg.usage_water, cfg.usage_min_days, ts, water_delta, disturbed_water);
+        let edge = self.water.on_interval(
+            &cfg.usage_water,
+            cfg.usage_min_days,
+            ts,
+            water_delta,
+            disturbed_water,
+            used,
+        );
         self.usage_edge(Slot::AbnormalWater, ts, edge, out);
-        if let Some(wh) = energy_wh {
-            let disturbed_energy = disturbed_water || self.latches[Slot::Heater as usize].is_active();
+        if let (Some(wh), PerModel::Toilet { energy, .. }) = (energy_wh, &mut self.per_model) {
+            let disturbed_energy =
+                disturbed_water || self.latches[Slot::Heater as usize].is_active();
             let delta = self
                 .last_energy_wh
                 .replace(wh)
                 .filter(|&prev| measurable && wh >= prev)
                 .map(|prev| f64::from(wh - prev));
-            let edge = self.energy.on_interval(&cfg.usage_energy, cfg.usage_min_days, ts, delta, disturbed_energy);
+            let edge = energy.on_interval(
+                &cfg.usage_energy,
+                cfg.usage_min_days,
+                ts,
+                delta,
+                disturbed_energy,
+                used,
+            );
             self.usage_edge(Slot::AbnormalEnergy, ts, edge, out);
         }
 
         // Low inlet pressure.
-        if let Some(kpa) = pressure_kpa {
-            if let Some(low) = self.pressure.on_reading(cfg, ts, kpa) {
-                let threshold = if low { cfg.low_pressure_raise_kpa } else { cfg.low_pressure_clear_kpa };
+        if let (Some(kpa), PerModel::Supply { pressure, .. }) = (pressure_kpa, &mut self.per_model)
+        {
+            if let Some(low) = pressure.on_reading(cfg, ts, kpa) {
+                let threshold = if low {
+                    cfg.low_pressure_raise_kpa
+                } else {
+                    cfg.low_pressure_clear_kpa
+                };
                 self.latch(Slot::LowPressure).set(
                     Slot::LowPressure.kind(),
                     Source::ANALYTIC,
@@ -409,7 +457,11 @@ impl DeviceRules {
         let Some((present, j)) = edge else {
             return;
         };
-        let unit = if slot == Slot::AbnormalWater { "ml" } else { "wh" };
+        let unit = if slot == Slot::AbnormalWater {
+            "ml"
+        } else {
+            "wh"
+        };
         self.latch(slot).set(
             slot.kind(),
             Source::ANALYTIC,
@@ -472,57 +524,69 @@ impl DeviceRules {
                 out,
             );
         }
-        self.flow.on_session(s.kind, s.water_ml);
+        self.flow.on_session(s.kind, s.started_ts, s.water_ml);
+        self.used_since_telemetry = true;
 
-        // Long wash / flush against this device's own.
-        let stuck = self.latches[Slot::LongWash as usize].has_device_source();
-        if let Some(long) = self.long_sessions.on_session(cfg, s.kind, s.duration_s, stuck) {
-            let (d, median, threshold) = self.long_sessions.last_judged();
-            let kind = s.kind;
-            self.latch(Slot::LongWash).set(
-                Slot::LongWash.kind(),
-                Source::ANALYTIC,
-                long,
-                ts,
-                Slot::LongWash.analytic_severity(),
-                || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}),
-                out,
-            );
-        }
-
-        // Inlet clog by flow trend.
-        let pressure_fine = self.pressure.is_fine(cfg);
-        if let Some(clogged) =
-            self.clog
-                .on_session(cfg, ts, s.kind, s.duration_s, s.water_ml, pressure_fine)
-        {
-            let (ratio, baseline) = self.clog.last_judged();
-            let pressure = self.pressure.last_kpa();
-            let threshold = if clogged { cfg.clog_raise_ratio } else { cfg.clog_clear_ratio };
-            self.latch(Slot::InletClog).set(
-                Slot::InletClog.kind(),
-                Source::ANALYTIC,
-                clogged,
-                ts,
-                Slot::InletClog.analytic_severity(),
-                || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}),
-                out,
-            );
-        }
-
-        // Shower temperature-sensor drift.
-        if let (Model::Shower, SessionKind::Shower, Some(temp_c)) = (self.model, s.kind, s.temp_c) {
-            if let Some(drifting) = self.drift.on_session(cfg, ts, temp_c) {
-                let (recent, baseline) = self.drift.last_judged();
-                self.latch(Slot::Sensor).set(
-                    Slot::Sensor.kind(),
-                    Source::ANALYTIC,
-                    drifting,
-                    ts,
-                    Slot::Sensor.analytic_severity(),
-                    || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
-                    out,
-                );
+        match &mut self.per_model {
+            PerModel::Toilet { long_sessions, .. } => {
+                // Long wash / flush against this device's own.
+                let stuck = self.latches[Slot::LongWash as usize].has_device_source();
+                if let Some(long) = long_sessions.on_session(cfg, s.kind, s.duration_s, stuck) {
+                    let (d, median, threshold) = long_sessions.last_judged();
+                    let kind = s.kind;
+                    self.latches[Slot::LongWash as usize].set(
+                        Slot::LongWash.kind(),
+                        Source::ANALYTIC,
+                        long,
+                        ts,
+                        Slot::LongWash.analytic_severity(),
+                        || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}),
+                        out,
+                    );
+                }
+            }
+            PerModel::Supply {
+                clog,
+                pressure,
+                drift,
+            } => {
+                // Inlet clog by flow trend.
+                let pressure_fine = pressure.is_fine(cfg);
+                if let Some(clogged) =
+                    clog.on_session(cfg, ts, s.kind, s.duration_s, s.water_ml, pressure_fine)
+                {
+                    let (ratio, baseline) = clog.last_judged();
+                    let pressure = pressure.last_kpa();
+                    let threshold = if clogged {
+                        cfg.clog_raise_ratio
+                    } else {
+                        cfg.clog_clear_ratio
+                    };
+                    self.latches[Slot::InletClog as usize].set(
+                        Slot::InletClog.kind(),
+                        Source::ANALYTIC,
+                        clogged,
+                        ts,
+                        Slot::InletClog.analytic_severity(),
+                        || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}),
+                        out,
+                    );
+                }
+                // Shower temperature-sensor drift.
+                if let (SessionKind::Shower, Some(temp_c)) = (s.kind, s.temp_c) {
+                    if let Some(drifting) = drift.on_session(cfg, ts, temp_c) {
+                        let (recent, baseline) = drift.last_judged();
+                        self.latches[Slot::Sensor as usize].set(
+                            Slot::Sensor.kind(),
+                            Source::ANALYTIC,
+                            drifting,
+                            ts,
+                            Slot::Sensor.analytic_severity(),
+                            || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
+                            out,
+                        );
+                    }
+                }
             }
         }
     }
@@ -552,7 +616,10 @@ impl DeviceRules {
             return;
         }
         // Disuse, judged only while the device is heard (a silent device may be in use).
-        let since = self.last_session_ts_ms.or(self.first_heard_ts_ms).unwrap_or(last_heard);
+        let since = self
+            .last_session_ts_ms
+            .or(self.first_heard_ts_ms)
+            .unwrap_or(last_heard);
         if now - since >= cfg.unused_after_ms && !self.latches[Slot::Unused as usize].is_active() {
             let after = cfg.unused_after_ms;
             let last_session = self.last_session_ts_ms;

@@ -6,21 +6,47 @@
 //! occasional odd sample that a mean and a standard deviation would chase, and a
 //! window of `N` samples keeps the state bounded and serialisable.
 
-use heapless::Deque;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Factor that turns a MAD into a standard deviation for normally distributed data.
 pub const MAD_TO_SIGMA: f32 = 1.4826;
 
-/// The last `N` finite samples, oldest first; no heap.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The last `N` (at most 255) finite samples in a ring; no heap, 4 bytes of overhead.
+/// Serialised as the list of samples, oldest first.
+#[derive(Debug, Clone, Copy)]
 pub struct SampleWindow<const N: usize> {
-    samples: Deque<f32, N>,
+    values: [f32; N],
+    len: u8,
+    /// Where the next sample goes once the window is full (the oldest sample).
+    next: u8,
+}
+
+impl<const N: usize> Default for SampleWindow<N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<const N: usize> PartialEq for SampleWindow<N> {
     fn eq(&self, other: &Self) -> bool {
-        self.samples.iter().eq(other.samples.iter())
+        self.iter().eq(other.iter())
+    }
+}
+
+impl<const N: usize> Serialize for SampleWindow<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for SampleWindow<N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let values = Vec::<f32>::deserialize(deserializer)?;
+        let mut window = SampleWindow::new();
+        for v in values {
+            window.push(v);
+        }
+        Ok(window)
     }
 }
 
@@ -44,38 +70,58 @@ impl RobustSummary {
 }
 
 impl<const N: usize> SampleWindow<N> {
+    const FITS: () = assert!(N > 0 && N <= 255, "a SampleWindow holds 1 to 255 samples");
+
     /// An empty window.
     pub const fn new() -> Self {
+        let () = Self::FITS;
         SampleWindow {
-            samples: Deque::new(),
+            values: [0.0; N],
+            len: 0,
+            next: 0,
         }
     }
 
-    /// Adds `x`, dropping the oldest sample when full. Non-finite values are ignored.
+    /// Adds `x`, replacing the oldest sample when full. Non-finite values are ignored.
     pub fn push(&mut self, x: f32) {
         if !x.is_finite() {
             return;
         }
-        if self.samples.is_full() {
-            self.samples.pop_front();
+        let len = usize::from(self.len);
+        if len < N {
+            self.values[len] = x;
+            self.len += 1;
+        } else {
+            let next = usize::from(self.next);
+            self.values[next] = x;
+            self.next = ((next + 1) % N) as u8;
         }
-        // Cannot fail: there is room after the pop above.
-        let _ = self.samples.push_back(x);
+    }
+
+    /// The samples, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = f32> + '_ {
+        let len = usize::from(self.len);
+        let split = if len < N { 0 } else { usize::from(self.next) };
+        self.values[split..len]
+            .iter()
+            .chain(self.values[..split].iter())
+            .copied()
     }
 
     /// Number of samples held.
     pub fn len(&self) -> usize {
-        self.samples.len()
+        usize::from(self.len)
     }
 
     /// True when no sample is held.
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.len == 0
     }
 
     /// Forgets every sample.
     pub fn clear(&mut self) {
-        self.samples.clear();
+        self.len = 0;
+        self.next = 0;
     }
 
     /// Median and normalised MAD of every sample, `None` when empty.
@@ -87,8 +133,8 @@ impl<const N: usize> SampleWindow<N> {
     pub fn summary_of_last(&self, k: usize) -> Option<RobustSummary> {
         let mut buf = [0.0f32; N];
         let mut n = 0;
-        for x in self.samples.iter().rev().take(k) {
-            buf[n] = *x;
+        for x in self.iter().rev().take(k) {
+            buf[n] = x;
             n += 1;
         }
         let values = &mut buf[..n];
@@ -106,7 +152,7 @@ impl<const N: usize> SampleWindow<N> {
 
     /// The most recent sample.
     pub fn last(&self) -> Option<f32> {
-        self.samples.back().copied()
+        self.iter().next_back()
     }
 }
 
@@ -156,6 +202,19 @@ mod tests {
         assert_eq!(w.summary().unwrap().median, 2.0);
         assert_eq!(w.summary_of_last(2).unwrap().median, 2.5);
         assert_eq!(w.last(), Some(3.0));
+    }
+
+    #[test]
+    fn a_window_round_trips_through_json_oldest_first() {
+        let mut w = SampleWindow::<3>::new();
+        for x in [1.0, 2.0, 3.0, 4.0] {
+            w.push(x);
+        }
+        let text = serde_json::to_string(&w).unwrap();
+        assert_eq!(text, "[2.0,3.0,4.0]");
+        let back: SampleWindow<3> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, w);
+        assert_eq!(back.last(), Some(4.0));
     }
 
     #[test]

@@ -1,1 +1,715 @@
-//! Unit tests of the fault rules: hand-made message sequences.
+//! Unit tests of the fault rules: hand-made message sequences of one device.
+
+use protocol::message::{
+    Event, EventKind, FaultCode, FaultEvent, FaultState, Model, PurifierReading, Reading, Session,
+    SessionKind, Severity, ShowerReading, Telemetry, ToiletReading,
+};
+
+use super::*;
+
+const T0: i64 = 1_764_000_000_000 - 1_764_000_000_000 % 86_400_000; // a UTC midnight
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+
+/// One simulated device: its counters, its message numbering, and the rules under test.
+struct Device {
+    cfg: RulesConfig,
+    rules: DeviceRules,
+    model: Model,
+    boot: u32,
+    seq: u32,
+    water_ml: u64,
+    heater_wh: u32,
+    pressure_kpa: f32,
+}
+
+impl Device {
+    fn new(model: Model) -> Device {
+        let cfg = RulesConfig::default();
+        Device {
+            rules: DeviceRules::new(model, &cfg),
+            cfg,
+            model,
+            boot: 1,
+            seq: 0,
+            water_ml: 1_000_000,
+            heater_wh: 10_000,
+            pressure_kpa: 300.0,
+        }
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn telemetry(&mut self, ts: i64) -> Vec<Finding> {
+        let reading = match self.model {
+            Model::Toilet => Reading::Toilet(ToiletReading {
+                seat_sessions: 0,
+                washes: 0,
+                wash_seconds: 0,
+                flushes: 0,
+                water_ml: self.water_ml,
+                heater_wh: self.heater_wh,
+                water_temp_c: 38.0,
+                seat_temp_c: 33.0,
+            }),
+            Model::Purifier => Reading::Purifier(PurifierReading {
+                dispensed_ml: self.water_ml,
+                tds_in_ppm: 200,
+                tds_out_ppm: 10,
+                inlet_pressure_kpa: self.pressure_kpa,
+                pump_seconds: 0,
+                cartridges: Default::default(),
+            }),
+            Model::Shower => Reading::Shower(ShowerReading {
+                showers: 0,
+                water_ml: self.water_ml,
+                shower_seconds: 0,
+                temp_c: 39.0,
+                pressure_kpa: self.pressure_kpa,
+                cartridges: Default::default(),
+            }),
+        };
+        let t = Telemetry {
+            v: 1,
+            device_id: "dev-1".try_into().unwrap(),
+            boot_id: self.boot,
+            seq: self.next_seq(),
+            ts,
+            fw: None,
+            reading,
+        };
+        let mut out = Vec::new();
+        self.rules.on_telemetry(&self.cfg, &t, &mut out);
+        out
+    }
+
+    fn event(&mut self, ts: i64, event: EventKind) -> Vec<Finding> {
+        let e = Event {
+            v: 1,
+            device_id: "dev-1".try_into().unwrap(),
+            boot_id: self.boot,
+            seq: self.next_seq(),
+            ts,
+            event,
+        };
+        let mut out = Vec::new();
+        self.rules.on_event(&self.cfg, &e, &mut out);
+        out
+    }
+
+    /// A session that ends at `end_ts`, lasting `duration_s`, using `water_ml` (counted).
+    fn session(
+        &mut self,
+        kind: SessionKind,
+        end_ts: i64,
+        duration_s: u32,
+        water_ml: u32,
+    ) -> Vec<Finding> {
+        self.session_at(kind, end_ts, duration_s, water_ml, None)
+    }
+
+    fn session_at(
+        &mut self,
+        kind: SessionKind,
+        end_ts: i64,
+        duration_s: u32,
+        water_ml: u32,
+        temp_c: Option<f32>,
+    ) -> Vec<Finding> {
+        self.water_ml += u64::from(water_ml);
+        self.event(
+            end_ts,
+            EventKind::Session(Session {
+                kind,
+                started_ts: end_ts - i64::from(duration_s) * 1000,
+                duration_s,
+                water_ml,
+                energy_wh: 0,
+                temp_c,
+            }),
+        )
+    }
+
+    fn fault(&mut self, ts: i64, code: FaultCode, state: FaultState) -> Vec<Finding> {
+        self.event(
+            ts,
+            EventKind::Fault(FaultEvent {
+                code,
+                severity: Severity::Critical,
+                state,
+                value: Some(1.0),
+            }),
+        )
+    }
+
+    fn clock(&mut self, now: i64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        self.rules.on_clock(&self.cfg, now, &mut out);
+        out
+    }
+}
+
+fn edges(findings: &[Finding]) -> Vec<(FindingKind, FindingState)> {
+    findings.iter().map(|f| (f.kind, f.state)).collect()
+}
+
+#[test]
+fn a_device_leak_raises_once_and_clears_once() {
+    let mut d = Device::new(Model::Toilet);
+    let mut all = d.telemetry(T0);
+    all.extend(d.fault(T0 + MIN, FaultCode::Leak, FaultState::Raised));
+    all.extend(d.telemetry(T0 + 15 * MIN));
+    all.extend(d.fault(T0 + 20 * MIN, FaultCode::Leak, FaultState::Raised)); // repeated
+    all.extend(d.fault(T0 + 2 * HOUR, FaultCode::Leak, FaultState::Cleared));
+    all.extend(d.fault(T0 + 3 * HOUR, FaultCode::Leak, FaultState::Cleared)); // repeated
+    assert_eq!(
+        edges(&all),
+        [
+            (FindingKind::Leak, FindingState::Active),
+            (FindingKind::Leak, FindingState::Cleared)
+        ]
+    );
+    assert_eq!(all[0].began_ts_ms, T0 + MIN);
+    assert_eq!(all[1].began_ts_ms, T0 + MIN);
+    assert_eq!(all[1].at_ts_ms, T0 + 2 * HOUR);
+    assert_eq!(all[0].severity, Severity::Critical);
+    assert_eq!(all[0].evidence["fault_code"], "leak");
+}
+
+#[test]
+fn every_fault_code_maps_to_its_kind() {
+    for (code, kind) in [
+        (FaultCode::Leak, FindingKind::Leak),
+        (FaultCode::ValveStuck, FindingKind::LongWash),
+        (FaultCode::HeaterOverTemp, FindingKind::HeaterFault),
+        (FaultCode::HeaterFailure, FindingKind::HeaterFault),
+        (FaultCode::SensorError, FindingKind::SensorFault),
+        (FaultCode::LowInletPressure, FindingKind::LowInletPressure),
+        (FaultCode::InletClog, FindingKind::InletClog),
+        (FaultCode::MainBoard, FindingKind::MainBoardFault),
+    ] {
+        let mut d = Device::new(Model::Toilet);
+        let raised = d.fault(T0, code, FaultState::Raised);
+        assert_eq!(edges(&raised), [(kind, FindingState::Active)], "{code:?}");
+    }
+}
+
+#[test]
+fn heater_over_temp_and_failure_are_one_heater_episode() {
+    let mut d = Device::new(Model::Toilet);
+    let mut all = d.fault(T0, FaultCode::HeaterFailure, FaultState::Raised);
+    all.extend(d.fault(T0 + MIN, FaultCode::HeaterOverTemp, FaultState::Raised));
+    all.extend(d.fault(T0 + 2 * MIN, FaultCode::HeaterFailure, FaultState::Cleared));
+    assert_eq!(all.len(), 1, "still over temperature");
+    all.extend(d.fault(T0 + 3 * MIN, FaultCode::HeaterOverTemp, FaultState::Cleared));
+    assert_eq!(
+        edges(&all),
+        [
+            (FindingKind::HeaterFault, FindingState::Active),
+            (FindingKind::HeaterFault, FindingState::Cleared)
+        ]
+    );
+}
+
+#[test]
+fn unexplained_flow_raises_one_leak_and_clears_when_it_stops() {
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    let mut ts = T0;
+    // 3 hours dripping 30 ml/min with nobody using the toilet, then 3 dry hours.
+    for i in 0..24 {
+        if i > 0 && i <= 12 {
+            d.water_ml += 30 * 15;
+        }
+        all.extend(d.telemetry(ts));
+        ts += 15 * MIN;
+    }
+    assert_eq!(
+        edges(&all),
+        [
+            (FindingKind::Leak, FindingState::Active),
+            (FindingKind::Leak, FindingState::Cleared)
+        ]
+    );
+    // Four wet intervals, judged one telemetry late.
+    assert_eq!(all[0].at_ts_ms, T0 + 5 * 15 * MIN);
+    assert_eq!(all[0].evidence["rule"], "flow_balance");
+}
+
+#[test]
+fn sessions_across_telemetry_messages_are_not_a_leak() {
+    let mut d = Device::new(Model::Shower);
+    let mut all = Vec::new();
+    let mut ts = T0;
+    for _ in 0..40 {
+        // A 20-minute shower that started 10 minutes before this telemetry: its water
+        // is in the counter before its session event arrives.
+        d.water_ml += 45_000; // its first half, metered before the telemetry
+        all.extend(d.telemetry(ts));
+        d.water_ml -= 45_000; // `session` adds the whole session's water
+        all.extend(d.session(SessionKind::Shower, ts + 10 * MIN, 20 * 60, 90_000));
+        ts += 15 * MIN;
+    }
+    assert!(
+        all.iter().all(|f| f.kind != FindingKind::Leak),
+        "{:?}",
+        edges(&all)
+    );
+}
+
+#[test]
+fn a_long_wash_is_long_for_this_device_only() {
+    // A device whose washes take 20 s: a 2-minute wash is abnormal.
+    let mut short = Device::new(Model::Toilet);
+    let mut ts = T0;
+    for _ in 0..20 {
+        ts += HOUR;
+        assert!(short.session(SessionKind::Wash, ts, 20, 150).is_empty());
+    }
+    let long = short.session(SessionKind::Wash, ts + HOUR, 120, 900);
+    assert_eq!(
+        edges(&long),
+        [(FindingKind::LongWash, FindingState::Active)]
+    );
+    assert_eq!(long[0].evidence["baseline_median_s"], 20.0);
+    let next = short.session(SessionKind::Wash, ts + 2 * HOUR, 21, 150);
+    assert_eq!(
+        edges(&next),
+        [(FindingKind::LongWash, FindingState::Cleared)]
+    );
+
+    // A device whose washes take 60 s: the same 2-minute wash is normal.
+    let mut slow = Device::new(Model::Toilet);
+    for i in 0..20 {
+        slow.session(SessionKind::Wash, T0 + i * HOUR, 55 + (i % 10) as u32, 450);
+    }
+    assert!(slow
+        .session(SessionKind::Wash, T0 + 30 * HOUR, 120, 900)
+        .is_empty());
+}
+
+#[test]
+fn a_stuck_valve_reported_by_the_device_is_not_also_learnt_as_a_long_wash() {
+    let mut d = Device::new(Model::Toilet);
+    for i in 0..20 {
+        d.session(SessionKind::Wash, T0 + i * HOUR, 20, 150);
+    }
+    let mut all = d.fault(T0 + 30 * HOUR, FaultCode::ValveStuck, FaultState::Raised);
+    all.extend(d.session(SessionKind::Wash, T0 + 30 * HOUR, 600, 4_500));
+    all.extend(d.fault(T0 + 31 * HOUR, FaultCode::ValveStuck, FaultState::Cleared));
+    assert_eq!(
+        edges(&all),
+        [
+            (FindingKind::LongWash, FindingState::Active),
+            (FindingKind::LongWash, FindingState::Cleared)
+        ]
+    );
+}
+
+#[test]
+fn silence_beyond_the_reporting_interval_raises_once_and_a_message_clears_it() {
+    let mut d = Device::new(Model::Purifier);
+    for i in 0..8 {
+        d.telemetry(T0 + i * 15 * MIN);
+    }
+    let last = T0 + 7 * 15 * MIN;
+    assert!(
+        d.clock(last + 30 * MIN).is_empty(),
+        "two intervals are not silence"
+    );
+    let silent = d.clock(last + 50 * MIN);
+    assert_eq!(
+        edges(&silent),
+        [(FindingKind::DeviceSilent, FindingState::Active)]
+    );
+    assert_eq!(silent[0].began_ts_ms, last);
+    assert!(
+        d.clock(last + 3 * HOUR).is_empty(),
+        "one finding per silence"
+    );
+    let back = d.telemetry(last + 3 * HOUR);
+    assert_eq!(
+        edges(&back),
+        [(FindingKind::DeviceSilent, FindingState::Cleared)]
+    );
+    assert!(d.clock(last + 3 * HOUR + MIN).is_empty());
+}
+
+#[test]
+fn a_backlog_of_old_messages_does_not_clear_silence_until_it_is_recent() {
+    let mut d = Device::new(Model::Shower);
+    for i in 0..8 {
+        d.telemetry(T0 + i * 15 * MIN);
+    }
+    let now = T0 + 10 * HOUR;
+    assert_eq!(d.clock(now).len(), 1);
+    // Queued while offline: old timestamps first.
+    assert!(d.telemetry(T0 + 3 * HOUR).is_empty());
+    let cleared = d.telemetry(now - MIN);
+    assert_eq!(
+        edges(&cleared),
+        [(FindingKind::DeviceSilent, FindingState::Cleared)]
+    );
+}
+
+/// Telemetry every 15 minutes from `from` to `to`, with the clock after each.
+fn keep_reporting(d: &mut Device, from: i64, to: i64) -> Vec<Finding> {
+    let mut all = Vec::new();
+    let mut ts = from;
+    while ts <= to {
+        all.extend(d.telemetry(ts));
+        all.extend(d.clock(ts + MIN));
+        ts += 15 * MIN;
+    }
+    all
+}
+
+#[test]
+fn unused_for_seven_days_raises_but_six_days_do_not() {
+    let mut six = Device::new(Model::Shower);
+    six.session(SessionKind::Shower, T0, 480, 60_000);
+    let quiet = keep_reporting(&mut six, T0, T0 + 6 * DAY + 23 * HOUR);
+    assert!(quiet.is_empty(), "{:?}", edges(&quiet));
+
+    let mut seven = Device::new(Model::Shower);
+    seven.session(SessionKind::Shower, T0, 480, 60_000);
+    let mut all = keep_reporting(&mut seven, T0, T0 + 7 * DAY + HOUR);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::Unused7Days, FindingState::Active)]
+    );
+    assert_eq!(all[0].began_ts_ms, T0);
+    assert!(all[0].at_ts_ms >= T0 + 7 * DAY && all[0].at_ts_ms < T0 + 7 * DAY + 20 * MIN);
+    all.extend(seven.session(SessionKind::Shower, T0 + 8 * DAY, 480, 60_000));
+    assert_eq!(all[1].state, FindingState::Cleared);
+}
+
+#[test]
+fn a_silent_device_is_not_called_unused() {
+    let mut d = Device::new(Model::Toilet);
+    d.session(SessionKind::Flush, T0, 45, 6_000);
+    d.telemetry(T0 + MIN);
+    let found = d.clock(T0 + 8 * DAY);
+    assert_eq!(
+        edges(&found),
+        [(FindingKind::DeviceSilent, FindingState::Active)]
+    );
+}
+
+#[test]
+fn duplicates_and_old_messages_are_ignored() {
+    let mut d = Device::new(Model::Toilet);
+    d.telemetry(T0);
+    let before = d.rules.clone();
+    let mut out = Vec::new();
+    let old = Event {
+        v: 1,
+        device_id: "dev-1".try_into().unwrap(),
+        boot_id: 1,
+        seq: 1,
+        ts: T0,
+        event: EventKind::Fault(FaultEvent {
+            code: FaultCode::Leak,
+            severity: Severity::Critical,
+            state: FaultState::Raised,
+            value: None,
+        }),
+    };
+    d.rules.on_event(&d.cfg, &old, &mut out);
+    assert!(out.is_empty());
+    assert_eq!(d.rules, before);
+}
+
+#[test]
+fn a_fault_the_device_forgot_in_a_reboot_is_cleared_after_the_grace_time() {
+    let mut d = Device::new(Model::Purifier);
+    d.telemetry(T0);
+    assert_eq!(
+        d.fault(T0 + MIN, FaultCode::SensorError, FaultState::Raised)
+            .len(),
+        1
+    );
+    d.boot = 2;
+    d.seq = 0;
+    let mut all = keep_reporting(&mut d, T0 + 10 * MIN, T0 + 2 * HOUR);
+    all.retain(|f| f.kind == FindingKind::SensorFault);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::SensorFault, FindingState::Cleared)]
+    );
+    assert!(all[0].at_ts_ms >= T0 + 10 * MIN + HOUR);
+}
+
+#[test]
+fn a_fault_raised_again_after_a_reboot_stays_active() {
+    let mut d = Device::new(Model::Purifier);
+    d.telemetry(T0);
+    d.fault(T0 + MIN, FaultCode::SensorError, FaultState::Raised);
+    d.boot = 2;
+    d.seq = 0;
+    d.telemetry(T0 + 10 * MIN);
+    assert!(d
+        .fault(T0 + 11 * MIN, FaultCode::SensorError, FaultState::Raised)
+        .is_empty());
+    let all = keep_reporting(&mut d, T0 + 15 * MIN, T0 + 3 * HOUR);
+    assert!(all.iter().all(|f| f.kind != FindingKind::SensorFault));
+}
+
+#[test]
+fn several_days_of_much_more_water_are_abnormal_for_this_household() {
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    let day_ml = |day: i64| -> u32 {
+        if (20..22).contains(&day) {
+            4 * 6_000
+        } else {
+            6_000 + (day % 3) as u32 * 500
+        }
+    };
+    for day in 0..24 {
+        let start = T0 + day * DAY;
+        // Eight flushes a day, spread over the day, and telemetry every 15 minutes.
+        let per_flush = day_ml(day);
+        let mut ts = start;
+        for i in 0..96 {
+            if i % 12 == 6 {
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, per_flush));
+            }
+            all.extend(d.telemetry(ts));
+            ts += 15 * MIN;
+        }
+    }
+    let water: Vec<_> = all
+        .iter()
+        .filter(|f| {
+            f.kind
+                == FindingKind::AbnormalUsage {
+                    resource: Resource::Water,
+                }
+        })
+        .collect();
+    assert_eq!(water.len(), 2, "{:?}", edges(&all));
+    assert_eq!(water[0].state, FindingState::Active);
+    assert!(water[0].at_ts_ms >= T0 + 20 * DAY && water[0].at_ts_ms < T0 + 22 * DAY);
+    assert!(water[0].evidence["robust_z"].as_f64().unwrap() > 5.0);
+    assert_eq!(water[1].state, FindingState::Cleared);
+    assert!(all.iter().all(|f| !matches!(f.kind, FindingKind::Leak)));
+}
+
+#[test]
+fn a_single_busy_day_is_not_abnormal() {
+    // 2.5 times the usual water is over the one-day threshold (twice the median), but
+    // not with the day before or after it.
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    for day in 0..24 {
+        let per_flush = if day == 20 { 15_000 } else { 6_000 };
+        let mut ts = T0 + day * DAY;
+        for i in 0..96 {
+            if i % 12 == 6 {
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, per_flush));
+            }
+            all.extend(d.telemetry(ts));
+            ts += 15 * MIN;
+        }
+    }
+    assert!(all.is_empty(), "{:?}", edges(&all));
+}
+
+/// Shower sessions of 10 minutes, twice a day, at `ml_per_s`, with telemetry before each.
+fn showers(
+    d: &mut Device,
+    from_day: i64,
+    days: i64,
+    ml_per_s: impl Fn(i64) -> f32,
+) -> Vec<Finding> {
+    let mut all = Vec::new();
+    for day in from_day..from_day + days {
+        for hour in [7, 21] {
+            let ts = T0 + day * DAY + hour * HOUR;
+            all.extend(d.telemetry(ts));
+            let ml = (ml_per_s(day) * 600.0) as u32;
+            all.extend(d.session_at(SessionKind::Shower, ts + 11 * MIN, 600, ml, Some(39.0)));
+        }
+    }
+    all
+}
+
+#[test]
+fn flow_falling_over_days_at_fine_pressure_is_a_clog() {
+    let mut d = Device::new(Model::Shower);
+    let mut all = showers(&mut d, 0, 10, |_| 150.0);
+    assert!(all.is_empty(), "{:?}", edges(&all));
+    all = showers(&mut d, 10, 8, |day| 150.0 * (1.0 - 0.08 * (day - 9) as f32));
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::InletClog, FindingState::Active)]
+    );
+    assert!(all[0].evidence["flow_ratio"].as_f64().unwrap() < 0.7);
+    all = showers(&mut d, 18, 3, |_| 150.0);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::InletClog, FindingState::Cleared)]
+    );
+}
+
+#[test]
+fn low_pressure_lowers_the_flow_without_calling_it_a_clog() {
+    let mut d = Device::new(Model::Shower);
+    showers(&mut d, 0, 10, |_| 150.0);
+    d.pressure_kpa = 70.0;
+    let all = showers(&mut d, 10, 3, |_| 70.0);
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::LowInletPressure, FindingState::Active)]
+    );
+}
+
+#[test]
+fn a_drifting_shower_temperature_sensor_is_a_sensor_fault() {
+    let mut d = Device::new(Model::Shower);
+    let mut all = Vec::new();
+    for i in 0..40 {
+        let ts = T0 + i * 12 * HOUR;
+        let drift = if i < 20 { 0.0 } else { 0.15 * (i - 20) as f32 };
+        all.extend(d.telemetry(ts));
+        all.extend(d.session_at(
+            SessionKind::Shower,
+            ts + 9 * MIN,
+            480,
+            72_000,
+            Some(39.0 + drift),
+        ));
+    }
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::SensorFault, FindingState::Active)]
+    );
+    assert_eq!(all[0].evidence["rule"], "temperature_drift");
+}
+
+#[test]
+fn quiet_messages_allocate_nothing() {
+    let mut d = Device::new(Model::Toilet);
+    let mut out: Vec<Finding> = Vec::new();
+    for i in 0..200 {
+        let t = Telemetry {
+            v: 1,
+            device_id: "dev-1".try_into().unwrap(),
+            boot_id: 1,
+            seq: i + 1,
+            ts: T0 + i64::from(i) * 15 * MIN,
+            fw: None,
+            reading: Reading::Toilet(ToiletReading {
+                seat_sessions: 0,
+                washes: 0,
+                wash_seconds: 0,
+                flushes: 0,
+                water_ml: 1_000,
+                heater_wh: 5,
+                water_temp_c: 38.0,
+                seat_temp_c: 33.0,
+            }),
+        };
+        d.rules.on_telemetry(&d.cfg, &t, &mut out);
+        d.rules.on_clock(&d.cfg, t.ts + MIN, &mut out);
+    }
+    assert_eq!(out.capacity(), 0);
+}
+
+#[test]
+fn the_state_is_small_and_survives_a_snapshot() {
+    assert!(
+        DeviceRules::state_bytes() < 1024,
+        "{}",
+        DeviceRules::state_bytes()
+    );
+    let mut d = Device::new(Model::Shower);
+    showers(&mut d, 0, 12, |_| 150.0);
+    d.fault(
+        T0 + 13 * DAY,
+        FaultCode::LowInletPressure,
+        FaultState::Raised,
+    );
+    let text = serde_json::to_string(&d.rules).unwrap();
+    let back: DeviceRules = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, d.rules);
+    assert!(back.is_active(FindingKind::LowInletPressure));
+}
+
+#[test]
+fn findings_serialise_like_the_maintenance_engine_expects() {
+    let json = |k: FindingKind| serde_json::to_value(k).unwrap();
+    assert_eq!(
+        json(FindingKind::Unused7Days),
+        serde_json::json!({"type": "unused_7_days"})
+    );
+    assert_eq!(
+        json(FindingKind::LongWash),
+        serde_json::json!({"type": "long_wash"})
+    );
+    assert_eq!(
+        json(FindingKind::AbnormalUsage {
+            resource: Resource::Energy
+        }),
+        serde_json::json!({"type": "abnormal_usage", "resource": "energy"})
+    );
+    assert_eq!(
+        json(FindingKind::FilterDue {
+            slot: 1,
+            due_ts_ms: 5
+        }),
+        serde_json::json!({"type": "filter_due", "slot": 1, "due_ts_ms": 5})
+    );
+    assert_eq!(
+        serde_json::to_value(FindingState::Cleared).unwrap(),
+        "cleared"
+    );
+    for kind in [
+        FindingKind::Leak,
+        FindingKind::MainBoardFault,
+        FindingKind::HeaterFault,
+        FindingKind::SensorFault,
+        FindingKind::InletClog,
+        FindingKind::LowInletPressure,
+        FindingKind::DeviceSilent,
+    ] {
+        assert_eq!(json(kind)["type"], kind.as_str());
+    }
+}
+
+#[test]
+fn the_configuration_round_trips_and_rejects_unknown_fields() {
+    let cfg = RulesConfig::default();
+    let back: RulesConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back, cfg);
+    let partial: RulesConfig = serde_json::from_str(r#"{"leak_raise_intervals": 2}"#).unwrap();
+    assert_eq!(partial.leak_raise_intervals, 2);
+    assert!(serde_json::from_str::<RulesConfig>(r#"{"leak_raise_interval": 2}"#).is_err());
+}
+
+#[test]
+fn a_configuration_without_hysteresis_is_rejected() {
+    assert_eq!(RulesConfig::default().validate(), Ok(()));
+    let flapping = RulesConfig {
+        low_pressure_clear_kpa: 90.0,
+        ..RulesConfig::default()
+    };
+    assert!(matches!(
+        flapping.validate(),
+        Err(RulesConfigError::NoHysteresis {
+            raise: "low_pressure_raise_kpa",
+            ..
+        })
+    ));
+    let never = RulesConfig {
+        leak_raise_intervals: 0,
+        ..RulesConfig::default()
+    };
+    let err = never.validate().unwrap_err();
+    assert!(err.to_string().contains("leak_raise_intervals"), "{err}");
+}

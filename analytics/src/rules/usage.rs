@@ -2,9 +2,11 @@
 //!
 //! Deltas of a cumulative counter are summed per UTC day (by device time). A closed day
 //! joins a 28-day history unless it was incomplete (first day, offline gap, lost
-//! telemetry) or disturbed (a leak or stuck valve explains the water). A day is
+//! telemetry), without any use (away, unused) or disturbed (a leak or stuck valve explains the water). A day is
 //! abnormal as soon as its running total exceeds the threshold of
-//! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD);
+//! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD)
+//! or, with `persist_days = 2`, as soon as it and the previous whole day together exceed
+//! twice the threshold (a single odd day is common, guests or a changed habit last);
 //! the condition clears at the close of a day back under the threshold.
 
 use serde::{Deserialize, Serialize};
@@ -25,8 +27,13 @@ pub struct DailyUsage {
     complete: bool,
     /// Something else (a leak, a stuck valve) explains part of the current day.
     disturbed: bool,
+    /// The fixture was used on the current day (a day without use says nothing of the
+    /// household's norm: it was away, or the fixture unused).
+    used: bool,
     history: SampleWindow<28>,
     active: bool,
+    /// Total of the previous day, when it was complete and judged.
+    previous_day_total: Option<f64>,
 }
 
 impl Default for DailyUsage {
@@ -36,8 +43,10 @@ impl Default for DailyUsage {
             total: 0.0,
             complete: false,
             disturbed: false,
+            used: false,
             history: SampleWindow::new(),
             active: false,
+            previous_day_total: None,
         }
     }
 }
@@ -73,8 +82,9 @@ fn judge(th: &UsageThresholds, history: &SampleWindow<28>, total: f64) -> Option
 impl DailyUsage {
     /// Adds the use of one telemetry interval ending at `ts_ms`: `Some(amount)`, or
     /// `None` when the interval cannot be measured (gap, lost message, counter reset).
-    /// `disturbed` marks the day as explained by another fault. Returns the verdict
-    /// change with its figures.
+    /// `disturbed` marks the day as explained by another fault, `used` that sessions
+    /// ended in the interval. Returns the verdict change with its figures.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_interval(
         &mut self,
         th: &UsageThresholds,
@@ -82,6 +92,7 @@ impl DailyUsage {
         ts_ms: i64,
         amount: Option<f64>,
         disturbed: bool,
+        used: bool,
     ) -> Option<(bool, UsageJudgement)> {
         let day = ts_ms.div_euclid(DAY_MS);
         let mut edge = None;
@@ -94,8 +105,10 @@ impl DailyUsage {
                 self.day = Some(day);
                 self.total = 0.0;
                 self.disturbed = false;
+                self.used = false;
             }
         }
+        self.used |= used;
         match amount {
             Some(a) => self.total += a,
             None => self.complete = false,
@@ -108,7 +121,16 @@ impl DailyUsage {
             return None;
         }
         let j = judge(th, &self.history, self.total)?;
-        if self.total > j.threshold {
+        let over = if th.persist_days <= 1 {
+            self.total > j.threshold
+        } else {
+            // Two days together over twice the threshold, today at least half-way there.
+            let median = f64::from(j.baseline.median);
+            self.previous_day_total
+                .is_some_and(|previous| previous + self.total > 2.0 * j.threshold)
+                && self.total > (median + j.threshold) / 2.0
+        };
+        if over {
             self.active = true;
             return Some((true, j));
         }
@@ -116,7 +138,8 @@ impl DailyUsage {
     }
 
     fn close_day(&mut self, th: &UsageThresholds, min_days: u8) -> Option<(bool, UsageJudgement)> {
-        if self.day.is_none() || !self.complete || self.disturbed {
+        self.previous_day_total = None;
+        if self.day.is_none() || !self.complete || self.disturbed || !self.used {
             return None;
         }
         let judged = (self.history.len() >= usize::from(min_days))
@@ -124,6 +147,7 @@ impl DailyUsage {
             .flatten();
         self.history.push(self.total as f32);
         let j = judged?;
+        self.previous_day_total = Some(self.total);
         if self.active && self.total <= j.threshold {
             self.active = false;
             return Some((false, j));

@@ -1,0 +1,48 @@
+//! Small, fast evaluation of the fault rules on a simulated fleet with many faults:
+//! every kind that has truth is found, and nearly nothing else is.
+
+#[path = "../src/bin/common/fault_eval.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use fleet_sim::faults::FaultMix;
+
+#[test]
+fn rules_find_the_injected_faults_of_a_small_fleet() {
+    let cfg = harness::EvalConfig {
+        devices: 60,
+        days: 40,
+        mix: FaultMix::parse(
+            "leak=0.3,valve_stuck=0.3,heater_failure=0.3,sensor_dropout=0.3,unused=0.3,offline=0.3,low_pressure=0.3,main_board=0.3",
+        )
+        .expect("valid mix"),
+        ..Default::default()
+    };
+    let report = harness::run(&cfg, |_| {}).expect("evaluation runs");
+    eprintln!("{}", harness::format_report(&cfg, &report));
+    let mut judged = 0;
+    for key in [
+        "leak",
+        "long_wash",
+        "heater_fault",
+        "sensor_fault",
+        "unused_7_days",
+        "device_silent",
+        "low_inlet_pressure",
+        "main_board_fault",
+    ] {
+        let k = &report.kinds[key];
+        if k.truths == 0 {
+            continue;
+        }
+        judged += 1;
+        assert!(k.recall() >= 0.9, "{key}: recall {:.2}", k.recall());
+        assert!(
+            k.precision() >= 0.9,
+            "{key}: precision {:.2}",
+            k.precision()
+        );
+    }
+    assert!(judged >= 6, "too few kinds with truth: {judged}");
+    assert!(report.state_bytes < 1024);
+}
