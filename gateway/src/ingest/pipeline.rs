@@ -234,6 +234,9 @@ impl Pipeline {
                     // A redelivery was analysed the first time round.
                     if let (Some(analyzer), false) = (&mut self.analyzer, verdict == Some(SeqVerdict::Duplicate)) {
                         analyzer.observe(accepted.device_id.as_str(), &accepted.message, &mut findings, &mut points);
+                        // The clock-driven rules run as device time passes, message by message: a
+                        // replayed day can fit in one batch, and a silence inside it must still show.
+                        analyzer.sweep(now, &mut findings);
                     }
                 }
                 Err(Rejection { reason, detail }) => {
@@ -244,7 +247,6 @@ impl Pipeline {
             }
         }
         if let Some(analyzer) = &mut self.analyzer {
-            analyzer.sweep(now, &mut findings);
             self.metrics.analytics_devices.store(analyzer.devices() as u64, Relaxed);
         }
         if !findings.is_empty() {
