@@ -100,7 +100,13 @@ fn get(http: &reqwest::blocking::Client, url: String, token: &str) -> Vec<Value>
 
 #[test]
 fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
-    let cfg = FleetConfig { devices: DEVICES, days: DAYS, seed: 3, telemetry_every_min: 15, mix: FaultMix::default(), inject: injections(), ..FleetConfig::default() };
+    // The run ends at the last Monday 00:00 UTC, so the households' rhythm (weekday, time of
+    // day) is the same on every run of the week, not shifted by the hour the test runs.
+    const WEEK_MS: i64 = 7 * 86_400_000;
+    const MONDAY_OFFSET_MS: i64 = 4 * 86_400_000; // 1970-01-01 was a Thursday
+    let now = gateway::ingest::pipeline::now_ms();
+    let end_ms = (now - MONDAY_OFFSET_MS).div_euclid(WEEK_MS) * WEEK_MS + MONDAY_OFFSET_MS;
+    let cfg = FleetConfig { devices: DEVICES, days: DAYS, end_ms, seed: 3, telemetry_every_min: 15, mix: FaultMix::default(), inject: injections(), ..FleetConfig::default() };
     let (messages, truth) = Fleet::generate_all(cfg).unwrap();
     let total = messages.len();
     let faults: Vec<(String, FaultKind, Option<i64>)> = truth
