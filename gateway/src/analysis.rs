@@ -43,7 +43,7 @@ pub struct AnalyticsConfig {
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        AnalyticsConfig { enabled: true, clock_every_s: 60, snapshot_every_s: 30, rules: RulesConfig::default() }
+        AnalyticsConfig { enabled: true, clock_every_s: 300, snapshot_every_s: 30, rules: RulesConfig::default() }
     }
 }
 
@@ -105,6 +105,12 @@ pub struct AnalysisCost {
     pub devices: usize,
     /// Bytes of state in all.
     pub state_bytes: usize,
+    /// Cartridge slots with a forecaster.
+    pub cartridges: usize,
+    /// Bytes of one device's rule state (`DeviceRules`).
+    pub rules_bytes_per_device: usize,
+    /// Bytes of one cartridge's forecaster and bookkeeping.
+    pub bytes_per_cartridge: usize,
 }
 
 /// One cartridge slot's forecaster and what was last reported of it.
@@ -185,7 +191,13 @@ impl Analyzer {
     pub fn cost(&self) -> AnalysisCost {
         let per_device = std::mem::size_of::<DeviceState>();
         let slots: usize = self.devices.values().map(|d| d.slots.capacity() * std::mem::size_of::<Slot>()).sum();
-        AnalysisCost { devices: self.devices.len(), state_bytes: self.devices.len() * per_device + slots }
+        AnalysisCost {
+            devices: self.devices.len(),
+            state_bytes: self.devices.len() * per_device + slots,
+            cartridges: self.devices.values().map(|d| d.slots.len()).sum(),
+            rules_bytes_per_device: std::mem::size_of::<DeviceRules>(),
+            bytes_per_cartridge: std::mem::size_of::<Slot>(),
+        }
     }
 
     /// Feeds one accepted message (not a duplicate) of `device_id`. Findings go to
@@ -282,6 +294,7 @@ fn forecast_slot(state: &mut DeviceState, device_id: &str, ts: i64, c: &Cartridg
         None => {
             let Some(spec) = CartridgeSpec::for_kind(c.kind.as_str()) else { return };
             let Ok(forecaster) = CartridgeForecaster::new(ForecastConfig::new(spec)) else { return };
+            state.slots.reserve_exact(1); // a few slots per device: no spare capacity
             state.slots.push(Slot { slot: c.slot, forecaster, forecast_day: i64::MIN, reported_due_day: None });
             state.slots.len() - 1
         }

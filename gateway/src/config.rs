@@ -426,7 +426,7 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway.example.toml");
         let c = Config::load(Some(&path), env(&[])).unwrap();
         assert!(c.analytics.enabled);
-        assert_eq!(c.analytics.clock_every_s, 60);
+        assert_eq!(c.analytics.clock_every_s, 300);
         let off = Config::load(Some(&path), env(&[("GATEWAY__ANALYTICS__ENABLED", "false")])).unwrap();
         assert!(!off.analytics.enabled);
     }
