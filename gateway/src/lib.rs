@@ -238,8 +238,8 @@ async fn report(metrics: Arc<Metrics>, writer: Arc<DurableWriter>, every: Durati
         let s = metrics.snapshot(writer.backlog());
         let rate = (s.received - last.received) as f64 / every.as_secs_f64();
         tracing::info!(
-            "received {} ({rate:.0}/s) | accepted {} | points stored {} | rejected {} {:?} | acked {} | spool backlog {} | devices {} | seq gaps {}",
-            s.received, s.accepted, s.points_stored, s.rejected, s.rejected_by_reason, s.acked, s.spool_backlog_batches, s.devices, s.sequence_gaps
+            "received {} ({rate:.0}/s) | accepted {} | points stored {} | rejected {} {:?} | acked {} | spool backlog {} | devices {} | seq gaps {} | findings {}",
+            s.received, s.accepted, s.points_stored, s.rejected, s.rejected_by_reason, s.acked, s.spool_backlog_batches, s.devices, s.sequence_gaps, s.findings
         );
         last = s;
     }
