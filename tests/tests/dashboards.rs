@@ -53,40 +53,13 @@ fn fleet() -> FleetConfig {
     }
 }
 
-/// Registers a home (with a technician for its region) for every simulated device in
-/// a maintenance database under `work`; returns the gateway's `[maintenance]` table and an admin token.
+/// Registers every simulated device with the maintenance engine (a database under `work`);
+/// returns the gateway's `[maintenance]` table and an admin token.
 fn register_fleet(work: &std::path::Path, cfg: &FleetConfig) -> (String, String) {
-    use maintenance::registry::{Channel, Device, Home, Owner, Technician};
     let db = work.join("maintenance.db");
-    let engine = maintenance::Engine::open(&db, maintenance::EngineConfig { policy: maintenance::Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
-    engine
-        .put_technician(&Technician { id: "tech-a".into(), name: "Tech A".into(), region: "sh".into(), skills: vec!["plumbing".into(), "electrical".into(), "filter".into()] })
-        .unwrap();
-    for i in 0..cfg.devices {
-        let id = fleet_sim::fleet::device_id(i);
-        let home = format!("h{i}");
-        engine
-            .put_home(&Home {
-                id: home.clone(),
-                address: format!("{i} Century Avenue"),
-                region: "sh".into(),
-                tz: "Asia/Shanghai".into(),
-                lang: maintenance::templates::Lang::En,
-                quiet_start: "22:00".into(),
-                quiet_end: "08:00".into(),
-                weekly_cap: None,
-                channels: vec![Channel::App],
-                owner: Owner { name: format!("Owner {i}"), phone: "13812341234".into(), email: None },
-            })
-            .unwrap();
-        engine.put_device(&Device { id, home_id: home, model: fleet_sim::fleet::model_of(i), installed_ts_ms: 0, cartridges: Vec::new() }).unwrap();
-    }
-    let admin = engine.issue_token(maintenance::Role::Admin, None, gateway::ingest::pipeline::now_ms()).unwrap();
-    let toml = format!(
-        "[maintenance]\ndb_path = \"{}\"\ntick_interval_s = 1\ndispatch_interval_s = 60\n[maintenance.delivery]\nhmac_secret = \"0123456789abcdef0123\"\n",
-        db.display()
-    );
-    (toml, admin)
+    let devices: Vec<(String, protocol::message::Model)> = (0..cfg.devices).map(|i| (fleet_sim::fleet::device_id(i), fleet_sim::fleet::model_of(i))).collect();
+    let admin = e2e_tests::registry::register_devices(&db, &devices).unwrap();
+    (e2e_tests::registry::maintenance_toml(&db), admin)
 }
 
 /// Takes the first ticket through in progress to resolved, as an agent would.

@@ -12,7 +12,6 @@ use e2e_tests::*;
 use fleet_sim::faults::{FaultKind, FaultMix, Injection};
 use fleet_sim::fleet::{device_id, model_of};
 use fleet_sim::{Fleet, FleetConfig, Truth};
-use maintenance::registry::{Channel, Device, Home, Owner, Technician};
 use serde_json::Value;
 
 const DB: &str = "fixtures";
@@ -61,36 +60,12 @@ fn injections() -> Vec<Injection> {
     ]
 }
 
-/// One home per device, a technician with every skill; returns the `[maintenance]` table and an admin token.
+/// Every fleet device registered with the maintenance engine; returns the `[maintenance]` table and an admin token.
 fn register(work: &std::path::Path) -> (String, String) {
     let db = work.join("maintenance.db");
-    let engine = maintenance::Engine::open(&db, maintenance::EngineConfig { policy: maintenance::Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
-    let skills = ["plumbing", "electrical", "filter"].map(String::from).to_vec();
-    engine.put_technician(&Technician { id: "tech-a".into(), name: "Tech A".into(), region: "sh".into(), skills }).unwrap();
-    for i in 0..DEVICES {
-        let home = format!("h{i}");
-        engine
-            .put_home(&Home {
-                id: home.clone(),
-                address: format!("{i} Century Avenue"),
-                region: "sh".into(),
-                tz: "Asia/Shanghai".into(),
-                lang: maintenance::templates::Lang::En,
-                quiet_start: "22:00".into(),
-                quiet_end: "08:00".into(),
-                weekly_cap: Some(20),
-                channels: vec![Channel::App],
-                owner: Owner { name: format!("Owner {i}"), phone: "13812341234".into(), email: None },
-            })
-            .unwrap();
-        engine.put_device(&Device { id: device_id(i), home_id: home, model: model_of(i), installed_ts_ms: 0, cartridges: Vec::new() }).unwrap();
-    }
-    let admin = engine.issue_token(maintenance::Role::Admin, None, gateway::ingest::pipeline::now_ms()).unwrap();
-    let toml = format!(
-        "[maintenance]\ndb_path = \"{}\"\ntick_interval_s = 1\ndispatch_interval_s = 60\n[maintenance.delivery]\nhmac_secret = \"0123456789abcdef0123\"\n",
-        db.display()
-    );
-    (toml, admin)
+    let devices: Vec<(String, protocol::message::Model)> = (0..DEVICES).map(|i| (device_id(i), model_of(i))).collect();
+    let admin = e2e_tests::registry::register_devices(&db, &devices).unwrap();
+    (e2e_tests::registry::maintenance_toml(&db), admin)
 }
 
 fn get(http: &reqwest::blocking::Client, url: String, token: &str) -> Vec<Value> {
@@ -106,7 +81,7 @@ fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
     const MONDAY_OFFSET_MS: i64 = 4 * 86_400_000; // 1970-01-01 was a Thursday
     let now = gateway::ingest::pipeline::now_ms();
     let end_ms = (now - MONDAY_OFFSET_MS).div_euclid(WEEK_MS) * WEEK_MS + MONDAY_OFFSET_MS;
-    let cfg = FleetConfig { devices: DEVICES, days: DAYS, end_ms, seed: 3, telemetry_every_min: 15, mix: FaultMix::default(), inject: injections(), ..FleetConfig::default() };
+    let cfg = FleetConfig { devices: DEVICES, days: DAYS, end_ms, seed: 3, telemetry_every_min: 15, mix: FaultMix::default(), inject: injections() };
     let (messages, truth) = Fleet::generate_all(cfg).unwrap();
     let total = messages.len();
     let faults: Vec<(String, FaultKind, Option<i64>)> = truth

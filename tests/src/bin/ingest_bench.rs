@@ -222,31 +222,13 @@ fn main() -> Result<()> {
 /// Fault-to-ticket latency (ms, sorted) of `LEAKS` leaks published one every 50 ms
 /// while a live telemetry burst loads the gateway.
 fn fault_to_ticket_latency(broker: &Mosquitto, influx: &Influx, work: &std::path::Path, devices: usize, rounds: u32, base: i64) -> Result<Vec<i64>> {
-    use maintenance::registry::{Channel, Device, Home, Owner};
     const LEAKS: usize = 100;
     step("latency: a gateway with the maintenance engine, 100 leaks during a live burst");
     let dir = work.join("latency");
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("maintenance.db");
-    let admin = {
-        let engine = maintenance::Engine::open(&db, maintenance::EngineConfig { policy: maintenance::Policy::default(), ticket_webhooks: Vec::new() })?;
-        engine.put_home(&Home {
-            id: "bench".into(),
-            address: "1 Bench Road".into(),
-            region: "sh".into(),
-            tz: "Asia/Shanghai".into(),
-            lang: maintenance::templates::Lang::En,
-            quiet_start: "22:00".into(),
-            quiet_end: "08:00".into(),
-            weekly_cap: None,
-            channels: vec![Channel::App],
-            owner: Owner { name: "Bench".into(), phone: "13800000000".into(), email: None },
-        })?;
-        for i in 0..LEAKS {
-            engine.put_device(&Device { id: format!("leak-{i:03}"), home_id: "bench".into(), model: protocol::message::Model::Toilet, installed_ts_ms: 0, cartridges: Vec::new() })?;
-        }
-        engine.issue_token(maintenance::Role::Admin, None, gateway::ingest::pipeline::now_ms())?
-    };
+    let leakers: Vec<(String, protocol::message::Model)> = (0..LEAKS).map(|i| (format!("leak-{i:03}"), protocol::message::Model::Toilet)).collect();
+    let admin = e2e_tests::registry::register_devices(&db, &leakers)?;
     let extra = format!("[maintenance]\ndb_path = \"{}\"\n[maintenance.delivery]\nhmac_secret = \"bench-secret-0123456789\"\n", db.display());
     let store = StoreTarget::Influx { url: influx.url(), db: "bench_latency".into() };
     let gw = GatewayProcess::spawn(&dir, broker.port, &store, "bench-gateway-latency", &extra)?;
