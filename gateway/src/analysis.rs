@@ -80,21 +80,17 @@ impl DeviceFinding {
         }
     }
 
-    /// The same finding as the maintenance engine's input.
-    pub fn to_maintenance(&self) -> Result<maintenance::Finding, serde_json::Error> {
+    /// The same finding as the maintenance engine's input (the two share the kinds).
+    pub fn to_maintenance(&self) -> maintenance::Finding {
         let f = &self.finding;
-        Ok(maintenance::Finding {
+        maintenance::Finding {
             device_id: self.device_id.clone(),
-            // The two enums share their serde form (tested below), so this cannot drift silently.
-            kind: serde_json::from_value(serde_json::to_value(f.kind)?)?,
+            kind: f.kind,
             severity: f.severity,
             evidence: f.evidence.clone(),
             began_ts_ms: f.began_ts_ms,
-            state: match f.state {
-                FindingState::Active => maintenance::FindingState::Active,
-                FindingState::Cleared => maintenance::FindingState::Cleared,
-            },
-        })
+            state: f.state,
+        }
     }
 }
 
@@ -426,7 +422,7 @@ mod tests {
                 device_id: "toilet-1".into(),
                 finding: Finding { kind, severity: Severity::Major, state: FindingState::Cleared, began_ts_ms: 5, at_ts_ms: 9, evidence: serde_json::json!({"x": 1}) },
             };
-            let m = f.to_maintenance().unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+            let m = f.to_maintenance();
             assert_eq!(m.kind.policy_key(), kind.as_str());
             assert_eq!(m.state, maintenance::FindingState::Cleared);
             assert_eq!((m.began_ts_ms, m.severity), (5, Severity::Major));

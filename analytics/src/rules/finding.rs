@@ -1,10 +1,10 @@
 //! What the rules report: a [`Finding`] of a [`FindingKind`], active or cleared.
 //!
-//! The serde form of [`FindingKind`], [`FindingState`] and [`Resource`] is the one of
-//! the maintenance engine's `maintenance::finding` (tag `type`, snake case,
-//! `unused_7_days`), so the gateway converts one into the other field by field.
+//! [`FindingKind`], [`FindingState`] and [`Resource`] are also the maintenance engine's
+//! vocabulary (`maintenance::finding` re-exports them): the policy is keyed by
+//! [`FindingKind::policy_key`] and tickets are de-duplicated by [`FindingKind::fault_key`].
 
-use protocol::message::Severity;
+use protocol::message::{FaultCode, Severity};
 use serde::{Deserialize, Serialize};
 
 /// Which resource an [`FindingKind::AbnormalUsage`] finding is about.
@@ -70,6 +70,54 @@ impl FindingKind {
             FindingKind::AbnormalUsage { .. } => "abnormal_usage",
             FindingKind::FilterDue { .. } => "filter_due",
             FindingKind::DeviceSilent => "device_silent",
+        }
+    }
+
+    /// The maintenance policy key of this kind (`[kinds.<key>]` in the policy file): [`Self::as_str`].
+    pub const fn policy_key(&self) -> &'static str {
+        self.as_str()
+    }
+
+    /// The de-duplication key within a device: one open ticket per device and fault key.
+    ///
+    /// Kinds with a parameter that names a different thing (a slot, a resource) get it
+    /// in the key; a filter's due date does not, since a new due date is the same cartridge.
+    pub fn fault_key(&self) -> String {
+        match self {
+            FindingKind::AbnormalUsage { resource: Resource::Water } => "abnormal_usage:water".into(),
+            FindingKind::AbnormalUsage { resource: Resource::Energy } => "abnormal_usage:energy".into(),
+            FindingKind::FilterDue { slot, .. } => format!("filter_due:{slot}"),
+            other => other.policy_key().into(),
+        }
+    }
+
+    /// Every policy key, in a stable order.
+    pub const ALL_KEYS: [&'static str; 11] = [
+        "leak",
+        "long_wash",
+        "main_board_fault",
+        "heater_fault",
+        "sensor_fault",
+        "inlet_clog",
+        "low_inlet_pressure",
+        "unused_7_days",
+        "abnormal_usage",
+        "filter_due",
+        "device_silent",
+    ];
+}
+
+impl From<FaultCode> for FindingKind {
+    /// The finding a device's own fault code stands for.
+    fn from(code: FaultCode) -> Self {
+        match code {
+            FaultCode::Leak => FindingKind::Leak,
+            FaultCode::ValveStuck => FindingKind::LongWash,
+            FaultCode::HeaterOverTemp | FaultCode::HeaterFailure => FindingKind::HeaterFault,
+            FaultCode::SensorError => FindingKind::SensorFault,
+            FaultCode::LowInletPressure => FindingKind::LowInletPressure,
+            FaultCode::InletClog => FindingKind::InletClog,
+            FaultCode::MainBoard => FindingKind::MainBoardFault,
         }
     }
 }

@@ -255,10 +255,7 @@ impl Pipeline {
                 tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), "Finding.");
                 points.push(f.point());
                 if self.maintenance.is_some() {
-                    match f.to_maintenance() {
-                        Ok(m) => actions.push(MaintenanceAction::Finding(m)),
-                        Err(e) => tracing::error!(error = %e, "A finding has no maintenance counterpart."),
-                    }
+                    actions.push(MaintenanceAction::Finding(f.to_maintenance()));
                 }
             }
         }
