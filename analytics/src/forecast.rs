@@ -58,7 +58,7 @@ const HOUR_MS: f64 = 3_600_000.0;
 const MAX_TRIPS: usize = 12;
 
 /// Rated capacity and maximum age of a cartridge kind.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CartridgeSpec {
     /// Rated capacity, litres.
     pub capacity_l: f64,
@@ -101,7 +101,7 @@ impl CartridgeSpec {
 }
 
 /// Forecaster parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForecastConfig {
     /// The cartridge.
     pub spec: CartridgeSpec,
@@ -311,7 +311,7 @@ pub struct Forecast {
     pub daily_l: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct DayStats {
     /// Days with use.
     n: u32,
@@ -351,7 +351,7 @@ impl DayStats {
 
 /// Exponentially forgetting least squares of the daily RO rejection on the volume
 /// through the membrane (litres): weight, and weighted sums of x, y, x², xy, y².
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Trend {
     w: f64,
     x: f64,
@@ -404,7 +404,7 @@ impl Trend {
 }
 
 /// Streaming due-date forecaster of one cartridge slot.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CartridgeForecaster {
     cfg: ForecastConfig,
     /// Last observation.

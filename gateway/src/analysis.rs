@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use analytics::rules::{DeviceRules, Finding, FindingKind, FindingState, RulesConfig};
 use analytics::{CartridgeForecaster, CartridgeSpec, ForecastConfig};
 use protocol::message::{Cartridge, Model, Reading, Severity};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ingest::decode::Message;
 use crate::store::{FieldValue, Point};
@@ -110,7 +110,7 @@ pub struct AnalysisCost {
 }
 
 /// One cartridge slot's forecaster and what was last reported of it.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Slot {
     slot: u8,
     forecaster: CartridgeForecaster,
@@ -120,7 +120,8 @@ struct Slot {
     reported_due_day: Option<i64>,
 }
 
-#[derive(Debug)]
+/// A device's rule state and cartridge forecasters: what is snapshotted.
+#[derive(Debug, Serialize, Deserialize)]
 struct DeviceState {
     rules: DeviceRules,
     slots: Vec<Slot>,
@@ -143,14 +144,17 @@ impl Analyzer {
         Analyzer { cfg, devices: HashMap::new(), watermark_ms: i64::MIN, last_sweep_ms: i64::MIN, dirty: HashSet::new() }
     }
 
-    /// Restores rule state saved by [`Analyzer::take_snapshot`]; entries that no longer
-    /// parse (a new version's state) are skipped and relearned.
+    /// Restores the state saved by [`Analyzer::take_snapshot`] (rules and forecasters; a
+    /// snapshot of the rules alone, from an older version, restores the rules). Entries
+    /// that no longer parse are skipped, and those devices relearn.
     pub fn restore(&mut self, saved: Vec<(String, String)>) -> usize {
         let mut restored = 0;
         for (device_id, json) in saved {
-            match serde_json::from_str::<DeviceRules>(&json) {
-                Ok(rules) => {
-                    self.devices.insert(device_id, DeviceState { rules, slots: Vec::new() });
+            let state = serde_json::from_str::<DeviceState>(&json)
+                .or_else(|_| serde_json::from_str::<DeviceRules>(&json).map(|rules| DeviceState { rules, slots: Vec::new() }));
+            match state {
+                Ok(state) => {
+                    self.devices.insert(device_id, state);
                     restored += 1;
                 }
                 Err(e) => tracing::warn!(%device_id, error = %e, "Saved analytics state does not load; the device's baseline is relearned."),
@@ -159,14 +163,14 @@ impl Analyzer {
         restored
     }
 
-    /// The rule state of every device touched since the last call, as JSON.
+    /// The state (rules and forecasters) of every device touched since the last call, as JSON.
     pub fn take_snapshot(&mut self) -> Vec<(String, String)> {
         let dirty = std::mem::take(&mut self.dirty);
         dirty
             .into_iter()
             .filter_map(|id| {
                 let state = self.devices.get(&id)?;
-                match serde_json::to_string(&state.rules) {
+                match serde_json::to_string(state) {
                     Ok(json) => Some((id, json)),
                     Err(e) => {
                         tracing::warn!(device_id = %id, error = %e, "Cannot serialise analytics state.");
@@ -409,10 +413,10 @@ mod tests {
         assert!(has("toilet-0000", FindingKind::Leak, FindingState::Cleared), "{findings:#?}");
         assert!(has("shower-0002", FindingKind::DeviceSilent, FindingState::Active), "{findings:#?}");
         assert!(forecasts >= 12, "a forecast point per cartridge-day: {forecasts}");
-        // Restarting half-way from a snapshot gives the same rule findings (the forecasters relearn).
-        let rules_only = |v: Vec<DeviceFinding>| -> Vec<DeviceFinding> { v.into_iter().filter(|f| !matches!(f.finding.kind, FindingKind::FilterDue { .. })).collect() };
-        let (restarted, _) = run_fleet(true);
-        assert_eq!(rules_only(restarted), rules_only(findings));
+        // Restarting half-way from a snapshot gives the same findings, filter due dates included.
+        let (restarted, restarted_forecasts) = run_fleet(true);
+        assert_eq!(restarted, findings);
+        assert_eq!(restarted_forecasts, forecasts);
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl StateDb {
             CREATE INDEX IF NOT EXISTS dead_letters_reason ON dead_letters (reason);
             CREATE TABLE IF NOT EXISTS analytics_state (
                 device_id TEXT PRIMARY KEY,
-                rules TEXT NOT NULL        -- JSON of analytics::rules::DeviceRules
+                rules TEXT NOT NULL        -- JSON of the device's rules and forecasters (gateway::analysis)
             );
             CREATE TABLE IF NOT EXISTS devices (
                 device_id TEXT PRIMARY KEY,
