@@ -25,9 +25,16 @@ pub struct UsageThresholds {
     /// infinitely sensitive).
     pub sigma_floor_ratio: f32,
     /// Days judged together (1: a day over the threshold raises; 2: the previous whole
-    /// day and today together must exceed twice the threshold, today at least half-way,
-    /// so a single odd day raises only when it alone is that far off).
+    /// day and today together must exceed twice the median by the two-day margin, today
+    /// by at least a quarter of it, so a single odd day raises only when it alone is
+    /// that far off).
     pub persist_days: u8,
+    /// Robust z-score the *sum* of two days must exceed, against its own spread σ·√2
+    /// (days vary independently, so a sum of two spreads by √2, not 2, times a day's σ).
+    /// `None`: `k·√2`, i.e. twice the one-day margin `k·σ`. The two-day margin is
+    /// `max(sum_k·σ·√2, 2·(min_ratio − 1)·median, 2·min_excess)`.
+    #[serde(default)]
+    pub sum_k: Option<f32>,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -136,6 +143,7 @@ impl Default for RulesConfig {
                 min_excess: 2_000.0,
                 sigma_floor_ratio: 0.05,
                 persist_days: 2,
+                sum_k: Some(4.25),
             },
             usage_energy: UsageThresholds {
                 k: 8.0,
@@ -143,6 +151,7 @@ impl Default for RulesConfig {
                 min_excess: 100.0,
                 sigma_floor_ratio: 0.03,
                 persist_days: 2,
+                sum_k: None,
             },
             reboot_grace_ms: HOUR_MS,
         }
@@ -182,7 +191,7 @@ impl RulesConfig {
     /// thresholds beyond raise thresholds). The rules run with any values; this is for
     /// a configuration read from a file.
     pub fn validate(&self) -> Result<(), RulesConfigError> {
-        let positive: [(&'static str, f64); 14] = [
+        let positive: [(&'static str, f64); 16] = [
             (
                 "default_report_interval_ms",
                 self.default_report_interval_ms as f64,
@@ -217,6 +226,14 @@ impl RulesConfig {
             (
                 "usage_energy.min_ratio",
                 f64::from(self.usage_energy.min_ratio),
+            ),
+            (
+                "usage_water.sum_k",
+                f64::from(self.usage_water.sum_k.unwrap_or(1.0)),
+            ),
+            (
+                "usage_energy.sum_k",
+                f64::from(self.usage_energy.sum_k.unwrap_or(1.0)),
             ),
         ];
         for (name, value) in positive {

@@ -390,8 +390,12 @@ impl DeviceRules {
         }
 
         // Daily totals.
+        // A leak or a stuck valve adds water; a clog or low pressure takes some away
+        // (and a day after it looks abnormal against a norm learnt while clogged).
         let disturbed_water = self.latches[Slot::Leak as usize].is_active()
-            || self.latches[Slot::LongWash as usize].is_active();
+            || self.latches[Slot::LongWash as usize].is_active()
+            || self.latches[Slot::InletClog as usize].is_active()
+            || self.latches[Slot::LowPressure as usize].is_active();
         let water_delta = self
             .last_water_ml
             .replace(water_ml)

@@ -501,6 +501,46 @@ fn several_days_of_much_more_water_are_abnormal_for_this_household() {
 }
 
 #[test]
+fn guests_in_an_erratic_home_are_abnormal_though_no_day_alone_is() {
+    // Daily totals of 2 to 14 l (median 8 l, σ ≈ 5.9 l): the one-day threshold is
+    // 8 + 4σ ≈ 31.7 l. Guests for two days at 28 and 26 l stay under it, and together
+    // (54 l) under twice it, but their sum is 38 l over twice the median, > 4.25·σ·√2.
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    let day_l = |day: i64| -> u32 {
+        match day {
+            30 => 28,
+            31 => 26,
+            _ => 2 + 2 * (day % 7) as u32,
+        }
+    };
+    for day in 0..33 {
+        let per_flush = day_l(day) * 1_000 / 8;
+        let mut ts = T0 + day * DAY;
+        for i in 0..96 {
+            if i % 12 == 6 {
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, per_flush));
+            }
+            all.extend(d.telemetry(ts));
+            ts += 15 * MIN;
+        }
+    }
+    let water: Vec<_> = all
+        .iter()
+        .filter(|f| {
+            f.kind
+                == FindingKind::AbnormalUsage {
+                    resource: Resource::Water,
+                }
+        })
+        .collect();
+    assert!(!water.is_empty(), "{:?}", edges(&all));
+    assert_eq!(water[0].state, FindingState::Active);
+    assert!(water[0].at_ts_ms >= T0 + 31 * DAY && water[0].at_ts_ms < T0 + 32 * DAY);
+    assert!(water[0].evidence["robust_z"].as_f64().unwrap() < 4.0);
+}
+
+#[test]
 fn a_single_busy_day_is_not_abnormal() {
     // 2.5 times the usual water is over the one-day threshold (twice the median), but
     // not with the day before or after it.

@@ -2,12 +2,17 @@
 //!
 //! Deltas of a cumulative counter are summed per UTC day (by device time). A closed day
 //! joins a 28-day history unless it was incomplete (first day, offline gap, lost
-//! telemetry), without any use (away, unused) or disturbed (a leak or stuck valve explains the water). A day is
+//! telemetry), without any use (away, unused) or disturbed (a leak or stuck valve
+//! explains the water, a clog or low pressure its lack: a norm learnt while clogged makes
+//! the days after the repair look like guests). A day is
 //! abnormal as soon as its running total exceeds the threshold of
 //! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD)
 //! or, with `persist_days = 2`, as soon as it and the previous whole day together exceed
-//! twice the threshold (a single odd day is common, guests or a changed habit last);
-//! the condition clears at the close of a day back under the threshold.
+//! twice the median by the two-day margin, today by at least a quarter of it (a single
+//! odd day is common, guests or a changed habit last). The two-day margin judges the
+//! sum against its own spread, σ·√2 (`sum_k`), so guests in a small or erratic home,
+//! whose days each stay within its natural range, still stand out together. The
+//! condition clears at the close of a day back under the one-day threshold.
 
 use serde::{Deserialize, Serialize};
 
@@ -79,6 +84,21 @@ fn judge(th: &UsageThresholds, history: &SampleWindow<28>, total: f64) -> Option
     })
 }
 
+/// The excess over twice the median that two days together must exceed:
+/// `max(sum_k·σ·√2, 2·(min_ratio − 1)·median, 2·min_excess)`. The sum of two days spreads
+/// by σ·√2, not 2σ, so a household tripling its use for two days stands out even when
+/// neither day alone leaves its natural range.
+fn two_day_excess(th: &UsageThresholds, j: &UsageJudgement) -> f64 {
+    let median = f64::from(j.baseline.median);
+    let sigma = f64::from(j.baseline.sigma.max(th.sigma_floor_ratio * j.baseline.median));
+    let sum_k = th
+        .sum_k
+        .map_or(2.0 * f64::from(th.k), |z| f64::from(z) * std::f64::consts::SQRT_2);
+    (sum_k * sigma)
+        .max(2.0 * (f64::from(th.min_ratio) - 1.0) * median)
+        .max(2.0 * f64::from(th.min_excess))
+}
+
 impl DailyUsage {
     /// Adds the use of one telemetry interval ending at `ts_ms`: `Some(amount)`, or
     /// `None` when the interval cannot be measured (gap, lost message, counter reset).
@@ -124,11 +144,13 @@ impl DailyUsage {
         let over = if th.persist_days <= 1 {
             self.total > j.threshold
         } else {
-            // Two days together over twice the threshold, today at least half-way there.
+            // Two days together: their excess over twice the median must exceed the
+            // two-day threshold, today at least a quarter of it.
             let median = f64::from(j.baseline.median);
+            let excess = two_day_excess(th, &j);
             self.previous_day_total
-                .is_some_and(|previous| previous + self.total > 2.0 * j.threshold)
-                && self.total > (median + j.threshold) / 2.0
+                .is_some_and(|previous| previous + self.total > 2.0 * median + excess)
+                && self.total > median + excess / 4.0
         };
         if over {
             self.active = true;
