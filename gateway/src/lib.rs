@@ -138,6 +138,9 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
             tasks.spawn(maintenance::run_ticker(Arc::clone(&engine), m.tick_interval, until(shutdown_rx.clone())));
             tasks.spawn(service_kpi::run(Arc::clone(&engine), Arc::clone(&writer), m.tick_interval, shutdown_rx.clone()));
             tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
+            if let (true, Some(http)) = (options.demo_fixtures > 0, config.http_listen) {
+                demo::register(&engine, options.demo_fixtures, http, now_ms())?;
+            }
             Some(engine)
         }
     };
@@ -147,6 +150,9 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         let mut app = http::router(http::AppState { metrics: Arc::clone(&metrics), writer: Arc::clone(&writer), state: state.clone() });
         if let Some(engine) = &maintenance {
             app = app.nest("/api", maintenance::router(maintenance::AppState::new(Arc::clone(engine))));
+        }
+        if options.demo_fixtures > 0 {
+            app = app.merge(demo::push_sink());
         }
         let mut rx = shutdown_rx.clone();
         tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}} /fleet/online; pages at / /board /fleet /home");

@@ -60,8 +60,13 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
-    let config = gateway::config::Config::load(cli.config.as_deref(), std::env::vars())
+    let mut config = gateway::config::Config::load(cli.config.as_deref(), std::env::vars())
         .with_context(|| "loading the configuration (see gateway.example.toml)")?;
+    // The zero-setup demo runs the maintenance engine too (tickets, reminders, pages),
+    // unless the config brings its own.
+    if let (true, None, Some(http)) = (cli.demo > 0, &config.maintenance, config.http_listen) {
+        config.maintenance = Some(gateway::demo::maintenance_config(&config.data_dir, http).context("the demo's maintenance engine")?);
+    }
     if let Some(Task::IssueToken { role, subject }) = &cli.task {
         return issue_token(&config, role, subject.as_deref());
     }
