@@ -74,10 +74,14 @@ enum MaintenanceAction {
 }
 
 /// Applies a batch's maintenance actions (blocking SQLite work). An unregistered
-/// device is normal (not every fixture has a service contract) and only logged.
-fn apply_maintenance(engine: &maintenance::Engine, actions: &[MaintenanceAction], now: i64, metrics: &Metrics) {
+/// device is normal (not every fixture has a service contract) and only logged; an
+/// action the engine refuses for good is counted and logged. Returns the actions that
+/// failed on the engine's database (busy, I/O): they are worth another try, and the
+/// batch is not acknowledged until they succeed.
+fn apply_maintenance(engine: &maintenance::Engine, actions: Vec<MaintenanceAction>, now: i64, metrics: &Metrics) -> Vec<MaintenanceAction> {
+    let mut retry = Vec::new();
     for a in actions {
-        let result = match a {
+        let result = match &a {
             MaintenanceAction::Fault { device_id, fault, ts_ms } => {
                 engine.ingest(&maintenance::Finding::from_fault(device_id, fault, *ts_ms), now).map(|_| ())
             }
@@ -93,12 +97,18 @@ fn apply_maintenance(engine: &maintenance::Engine, actions: &[MaintenanceAction]
             Err(maintenance::Error::NotFound { .. }) => {
                 tracing::debug!(?a, "Device not registered with the maintenance engine; skipped.");
             }
+            Err(e @ maintenance::Error::Store(_)) => {
+                metrics.maintenance_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, ?a, "The maintenance database failed; will retry before acknowledging.");
+                retry.push(a);
+            }
             Err(e) => {
                 metrics.maintenance_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, ?a, "The maintenance engine could not apply a device report.");
+                tracing::error!(error = %e, ?a, "The maintenance engine refused a device report.");
             }
         }
     }
+    retry
 }
 
 /// Turns refused points into dead letters.
@@ -320,11 +330,21 @@ impl Pipeline {
             tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");
             tokio::time::sleep(backoff.next_delay()).await;
         }
-        if let (Some(engine), false) = (&self.maintenance, actions.is_empty()) {
-            let (engine, metrics) = (Arc::clone(engine), Arc::clone(&self.metrics));
-            let applied = tokio::task::spawn_blocking(move || apply_maintenance(&engine, &actions, now_ms(), &metrics)).await;
-            if let Err(e) = applied {
-                tracing::error!(error = %e, "The maintenance task failed.");
+        if let Some(engine) = &self.maintenance {
+            let mut pending = actions;
+            let mut backoff = crate::store::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            while !pending.is_empty() {
+                let (engine, metrics) = (Arc::clone(engine), Arc::clone(&self.metrics));
+                match tokio::task::spawn_blocking(move || apply_maintenance(&engine, pending, now_ms(), &metrics)).await {
+                    Ok(failed) => pending = failed,
+                    Err(e) => {
+                        tracing::error!(error = %e, "The maintenance task failed.");
+                        break;
+                    }
+                }
+                if !pending.is_empty() {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
             }
         }
         let committed = started.elapsed();
@@ -350,5 +370,60 @@ impl Pipeline {
             acked_after_us = started.elapsed().as_micros() as u64,
             "Batch done."
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maintenance::registry::{Channel, Device, Home, Owner};
+    use maintenance::{Engine, EngineConfig, FindingKind, FindingState, Policy};
+    use protocol::message::{Model, Severity};
+
+    fn engine_with_a_toilet() -> Engine {
+        let engine = Engine::in_memory(EngineConfig { policy: Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
+        engine
+            .put_home(&Home {
+                id: "h1".into(),
+                address: "1 Road".into(),
+                region: "sh".into(),
+                tz: "Asia/Shanghai".into(),
+                lang: maintenance::templates::Lang::En,
+                quiet_start: "22:00".into(),
+                quiet_end: "08:00".into(),
+                weekly_cap: None,
+                channels: vec![Channel::App],
+                owner: Owner { name: "A".into(), phone: "13812341234".into(), email: None },
+            })
+            .unwrap();
+        engine.put_device(&Device { id: "toilet-1".into(), home_id: "h1".into(), model: Model::Toilet, installed_ts_ms: 0, cartridges: Vec::new() }).unwrap();
+        engine
+    }
+
+    fn finding(device: &str, kind: FindingKind) -> MaintenanceAction {
+        MaintenanceAction::Finding(maintenance::Finding {
+            device_id: device.into(),
+            kind,
+            severity: Severity::Critical,
+            evidence: serde_json::Value::Null,
+            began_ts_ms: 1,
+            state: FindingState::Active,
+        })
+    }
+
+    #[test]
+    fn database_failures_come_back_for_a_retry_and_unregistered_devices_do_not() {
+        let engine = engine_with_a_toilet();
+        let metrics = Metrics::default();
+        // Applied, and an unregistered device skipped: nothing to retry.
+        assert!(apply_maintenance(&engine, vec![finding("toilet-1", FindingKind::Leak), finding("toilet-404", FindingKind::Leak)], 10, &metrics).is_empty());
+        assert_eq!(metrics.maintenance_applied.load(Relaxed), 1);
+        // The engine's database breaks: the action comes back, so the batch is not acknowledged yet.
+        engine
+            .write(|tx| Ok(tx.execute_batch("CREATE TRIGGER broken BEFORE INSERT ON tickets BEGIN SELECT RAISE(ABORT, 'disk failure'); END;")?))
+            .unwrap();
+        let retry = apply_maintenance(&engine, vec![finding("toilet-1", FindingKind::HeaterFault)], 20, &metrics);
+        assert!(matches!(retry.as_slice(), [MaintenanceAction::Finding(f)] if f.device_id == "toilet-1"), "{retry:?}");
+        assert_eq!(metrics.maintenance_errors.load(Relaxed), 1);
     }
 }
