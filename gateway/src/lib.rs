@@ -25,6 +25,9 @@ pub mod service_kpi;
 pub mod state;
 pub mod store;
 
+#[cfg(test)]
+mod test_support;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;

@@ -76,29 +76,13 @@ pub async fn run(engine: Arc<maintenance::Engine>, writer: Arc<DurableWriter>, e
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maintenance::{Engine, EngineConfig, Finding, FindingKind, FindingState, Policy};
-    use protocol::message::{Model, Severity};
+    use crate::test_support::engine_with_a_toilet;
+    use maintenance::{Finding, FindingKind, FindingState};
+    use protocol::message::Severity;
 
     #[test]
     fn a_snapshot_counts_the_open_leak_ticket_under_critical() {
-        let engine = Engine::in_memory(EngineConfig { policy: Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
-        engine
-            .put_home(&maintenance::registry::Home {
-                id: "h1".into(),
-                address: "1 Road".into(),
-                region: "sh".into(),
-                tz: "Asia/Shanghai".into(),
-                lang: maintenance::templates::Lang::En,
-                quiet_start: "22:00".into(),
-                quiet_end: "08:00".into(),
-                weekly_cap: None,
-                channels: vec![maintenance::registry::Channel::App],
-                owner: maintenance::registry::Owner { name: "A".into(), phone: "13812341234".into(), email: None },
-            })
-            .unwrap();
-        engine
-            .put_device(&maintenance::registry::Device { id: "toilet-1".into(), home_id: "h1".into(), model: Model::Toilet, installed_ts_ms: 0, cartridges: Vec::new() })
-            .unwrap();
+        let engine = engine_with_a_toilet();
         let t0 = 1_780_000_000_000;
         let finding = Finding { device_id: "toilet-1".into(), kind: FindingKind::Leak, severity: Severity::Critical, evidence: serde_json::Value::Null, began_ts_ms: t0, state: FindingState::Active };
         engine.ingest(&finding, t0).unwrap();

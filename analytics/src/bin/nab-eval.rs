@@ -15,27 +15,9 @@ const USAGE: &str = "usage: nab-eval [--nab ../shared/datasets/nab] [--out targe
   --set overrides a detector parameter by its DetectorConfig field name, e.g. shift_weight=0\n\
   (for experiments; nab-detect always uses the defaults).";
 
-/// Apply `name=value` overrides (from `--set`) to a detector configuration.
-fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<DetectorConfig, String> {
-    for s in sets {
-        let (k, v) = s
-            .split_once('=')
-            .ok_or_else(|| format!("--set expects name=value, got {s:?}"))?;
-        let x: f64 = v
-            .trim()
-            .parse()
-            .map_err(|_| format!("--set {k}: {v:?} is not a number"))?;
-        if !cfg.set(k.trim(), x) {
-            return Err(format!("--set: unknown detector parameter {:?}", k.trim()));
-        }
-    }
-    cfg.validate().map_err(|e| e.to_string())?;
-    Ok(cfg)
-}
-
 fn run() -> Result<(), String> {
     let args = common::Args::parse(&["--nab", "--out", "--set"], USAGE)?;
-    let cfg = apply_overrides(DetectorConfig::default(), &args.get_all("--set"))?;
+    let cfg = common::apply_overrides(DetectorConfig::default(), &args.get_all("--set"))?;
     let nab = Path::new(args.get("--nab").unwrap_or("../shared/datasets/nab"));
     let out = Path::new(args.get("--out").unwrap_or("target/nab-results"));
     let windows = common::load_windows(&nab.join("windows.json"))?;

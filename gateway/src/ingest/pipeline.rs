@@ -376,29 +376,9 @@ impl Pipeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use maintenance::registry::{Channel, Device, Home, Owner};
-    use maintenance::{Engine, EngineConfig, FindingKind, FindingState, Policy};
-    use protocol::message::{Model, Severity};
-
-    fn engine_with_a_toilet() -> Engine {
-        let engine = Engine::in_memory(EngineConfig { policy: Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
-        engine
-            .put_home(&Home {
-                id: "h1".into(),
-                address: "1 Road".into(),
-                region: "sh".into(),
-                tz: "Asia/Shanghai".into(),
-                lang: maintenance::templates::Lang::En,
-                quiet_start: "22:00".into(),
-                quiet_end: "08:00".into(),
-                weekly_cap: None,
-                channels: vec![Channel::App],
-                owner: Owner { name: "A".into(), phone: "13812341234".into(), email: None },
-            })
-            .unwrap();
-        engine.put_device(&Device { id: "toilet-1".into(), home_id: "h1".into(), model: Model::Toilet, installed_ts_ms: 0, cartridges: Vec::new() }).unwrap();
-        engine
-    }
+    use crate::test_support::engine_with_a_toilet;
+    use maintenance::{FindingKind, FindingState};
+    use protocol::message::Severity;
 
     fn finding(device: &str, kind: FindingKind) -> MaintenanceAction {
         MaintenanceAction::Finding(maintenance::Finding {

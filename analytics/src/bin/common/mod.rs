@@ -123,7 +123,8 @@ pub fn detect_file(input: &Path, output: &Path, cfg: DetectorConfig) -> Result<u
     Ok(rows)
 }
 
-/// Apply `name=value` overrides (from `--set`) to a detector configuration.
+/// Apply `name=value` overrides (from `--set`) to a detector configuration, by
+/// `DetectorConfig` field name (`DetectorConfig::set`).
 pub fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<DetectorConfig, String> {
     for s in sets {
         let (k, v) = s
@@ -133,25 +134,8 @@ pub fn apply_overrides(mut cfg: DetectorConfig, sets: &[&str]) -> Result<Detecto
             .trim()
             .parse()
             .map_err(|_| format!("--set {k}: {v:?} is not a number"))?;
-        match k.trim() {
-            "warmup" => cfg.warmup = x as u32,
-            "level_alpha" => cfg.level_alpha = x,
-            "scale_alpha" => cfg.scale_alpha = x,
-            "slow_alpha" => cfg.slow_alpha = x,
-            "season_alpha" => cfg.season_alpha = x,
-            "season_period_ms" => cfg.season_period_ms = x as i64,
-            "season_min_cycles" => cfg.season_min_cycles = x as u32,
-            "long_alpha" => cfg.long_alpha = x,
-            "clip" => cfg.clip = x,
-            "refractory_decay" => cfg.refractory_decay = x,
-            "rel_scale_floor" => cfg.rel_scale_floor = x,
-            "point_weight" => cfg.point_weight = x,
-            "likelihood_weight" => cfg.likelihood_weight = x,
-            "novelty_damp" => cfg.novelty_damp = x,
-            "ctx_res" => cfg.ctx_res = x,
-            "ctx_generation" => cfg.ctx_generation = x as u32,
-            "ctx_tod" => cfg.ctx_tod = x as u32,
-            other => return Err(format!("--set: unknown detector parameter {other:?}")),
+        if !cfg.set(k.trim(), x) {
+            return Err(format!("--set: unknown detector parameter {:?}", k.trim()));
         }
     }
     cfg.validate().map_err(|e| e.to_string())?;
