@@ -2,14 +2,14 @@
 //! `on_event`) over a realistic simulated stream (`fleet-sim`, default fault mix), and
 //! the periodic `on_clock`. Divide the reported time per iteration by the message count
 //! (criterion's throughput line gives messages per second). Prints the bytes of state
-//! per device (`DeviceRules::state_bytes`: everything inline, no heap).
+//! per device (`DeviceRules::state_bytes`: the struct and its model's heap block, by model).
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use analytics::rules::{DeviceRules, RulesConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use fleet_sim::faults::FaultMix;
 use fleet_sim::{Fleet, FleetConfig};
-use protocol::message::{Event, Telemetry};
+use protocol::message::{Event, Model, Telemetry};
 
 const DEVICES: u32 = 30;
 const DAYS: u32 = 30;
@@ -51,13 +51,21 @@ fn fresh(cfg: &RulesConfig) -> Vec<DeviceRules> {
         .collect()
 }
 
+/// `toilet N, purifier N, shower N`: bytes of state of a fresh device of each model
+/// (the state has a fixed size: nothing grows as it learns).
+fn bytes_by_model(cfg: &RulesConfig) -> String {
+    [Model::Toilet, Model::Purifier, Model::Shower]
+        .map(|m| format!("{} {}", m.as_str(), DeviceRules::new(m, cfg).state_bytes()))
+        .join(", ")
+}
+
 fn bench_rules(c: &mut Criterion) {
     let cfg = RulesConfig::default();
     let messages = stream();
     eprintln!(
-        "rules bench: {} messages of {DEVICES} devices over {DAYS} days; {} bytes of state per device",
+        "rules bench: {} messages of {DEVICES} devices over {DAYS} days; bytes of state per device: {}",
         messages.len(),
-        DeviceRules::state_bytes()
+        bytes_by_model(&cfg)
     );
     let mut g = c.benchmark_group("rules");
     g.sample_size(10);

@@ -10,6 +10,7 @@
 use protocol::message::SessionKind;
 use serde::{Deserialize, Serialize};
 
+use super::compact::Maybe;
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
@@ -20,7 +21,7 @@ const BASELINE_EVERY_MS: i64 = 20 * 3_600_000;
 pub struct ClogTrend {
     recent_ml_s: SampleWindow<3>,
     baseline_ml_s: SampleWindow<16>,
-    baseline_pushed_ts_ms: Option<i64>,
+    baseline_pushed_ts_ms: Maybe<i64>,
     active: bool,
     /// Flow ratio (recent / baseline) of the last judged session.
     last_ratio: f32,
@@ -73,10 +74,11 @@ impl ClogTrend {
         }
         let due = self
             .baseline_pushed_ts_ms
+            .get()
             .is_none_or(|t| ts_ms - t >= BASELINE_EVERY_MS);
         if !self.active && due {
             self.baseline_ml_s.push(recent);
-            self.baseline_pushed_ts_ms = Some(ts_ms);
+            self.baseline_pushed_ts_ms.replace(ts_ms);
         }
         verdict
     }

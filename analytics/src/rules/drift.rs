@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::compact::Maybe;
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
@@ -18,7 +19,7 @@ const BASELINE_EVERY_MS: i64 = 3 * 86_400_000;
 pub struct TemperatureDrift {
     recent_c: SampleWindow<3>,
     baseline_c: SampleWindow<16>,
-    baseline_pushed_ts_ms: Option<i64>,
+    baseline_pushed_ts_ms: Maybe<i64>,
     active: bool,
     /// Recent median and baseline median at the last judged session, °C.
     last: (f32, f32),
@@ -55,10 +56,11 @@ impl TemperatureDrift {
         let due = !warm
             || self
                 .baseline_pushed_ts_ms
+                .get()
                 .is_none_or(|t| ts_ms - t >= BASELINE_EVERY_MS);
         if !self.active && due {
             self.baseline_c.push(recent);
-            self.baseline_pushed_ts_ms = Some(ts_ms);
+            self.baseline_pushed_ts_ms.replace(ts_ms);
         }
         verdict
     }

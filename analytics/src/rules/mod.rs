@@ -1,7 +1,7 @@
 //! The product brief's fault rules, per device, as edge-triggered [`Finding`]s.
 //!
-//! [`DeviceRules`] is the whole state of one device (about 1 KiB at most, no heap,
-//! serialisable so the gateway can snapshot it). It is fed that device's contract
+//! [`DeviceRules`] is the whole state of one device (under 1 KiB; the part only its
+//! model needs in one heap block, allocated once; serialisable so the gateway can snapshot it). It is fed that device's contract
 //! messages in order ([`DeviceRules::on_telemetry`], [`DeviceRules::on_event`]) and a
 //! periodic clock ([`DeviceRules::on_clock`]); each call appends the findings it
 //! produces to a caller's buffer and allocates nothing when nothing fires. Time is
@@ -33,10 +33,11 @@
 //! let mut findings = Vec::new();
 //! rules.on_clock(&cfg, 1_764_000_000_000, &mut findings);
 //! assert!(findings.is_empty());
-//! assert!(DeviceRules::state_bytes() < 1024);
+//! assert!(rules.state_bytes() < 1024);
 //! ```
 
 pub mod clog;
+pub mod compact;
 mod config;
 pub mod drift;
 mod finding;
@@ -61,6 +62,7 @@ pub use config::{RulesConfig, RulesConfigError, UsageThresholds};
 pub use finding::{Finding, FindingKind, FindingState, Resource};
 
 use clog::ClogTrend;
+use compact::Maybe;
 use drift::TemperatureDrift;
 use latch::{Latch, Source};
 use leak::FlowBalance;
@@ -164,19 +166,19 @@ pub struct DeviceRules {
     /// Device faults raised before the current boot still await confirmation.
     reboot_check_pending: bool,
     /// Newest device time heard, and the first.
-    last_heard_ts_ms: Option<i64>,
-    first_heard_ts_ms: Option<i64>,
+    last_heard_ts_ms: Maybe<i64>,
+    first_heard_ts_ms: Maybe<i64>,
     /// The latest `now_ms` of [`DeviceRules::on_clock`].
-    last_clock_ms: Option<i64>,
+    last_clock_ms: Maybe<i64>,
     /// Time of the previous telemetry, and its gaps (the reporting interval), seconds.
-    last_telemetry_ts_ms: Option<i64>,
+    last_telemetry_ts_ms: Maybe<i64>,
     report_intervals_s: SampleWindow<8>,
     /// End of the latest usage session.
-    last_session_ts_ms: Option<i64>,
+    last_session_ts_ms: Maybe<i64>,
     /// Previous heater energy counter (toilet), Wh.
-    last_energy_wh: Option<u32>,
+    last_energy_wh: Maybe<u32>,
     /// Previous water counter, ml.
-    last_water_ml: Option<u64>,
+    last_water_ml: Maybe<u64>,
     /// Whether the interval since the previous telemetry lost a message.
     interval_broken: bool,
     /// Whether a usage session ended since the previous telemetry.
@@ -187,21 +189,54 @@ pub struct DeviceRules {
 }
 
 /// The state only one kind of fixture needs (a toilet has no inlet pressure sensor, a
-/// purifier no heater), kept apart so that a device carries only its own.
+/// purifier no heater, only a shower a regulated temperature), boxed so that a device
+/// carries only its own (an inline enum would be as large as its largest variant).
+/// Serialised like the struct variants it replaced (`{"toilet": {...}}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum PerModel {
-    /// Washes and flushes, heater energy.
-    Toilet {
-        long_sessions: LongSessions,
-        energy: DailyUsage,
-    },
-    /// Flow trend and pressure (purifier, shower); temperature drift (shower).
-    Supply {
-        clog: ClogTrend,
-        pressure: PressureWatch,
-        drift: TemperatureDrift,
-    },
+    Toilet(Box<ToiletState>),
+    Supply(Box<SupplyState>),
+}
+
+/// Washes and flushes, heater energy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ToiletState {
+    long_sessions: LongSessions,
+    energy: DailyUsage,
+}
+
+/// Flow trend and pressure (purifier, shower); temperature drift (shower only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SupplyState {
+    clog: ClogTrend,
+    pressure: PressureWatch,
+    #[serde(default)]
+    drift: Option<Box<TemperatureDrift>>,
+}
+
+impl PerModel {
+    fn new(model: Model) -> PerModel {
+        match model {
+            Model::Toilet => PerModel::Toilet(Box::default()),
+            Model::Purifier => PerModel::Supply(Box::default()),
+            Model::Shower => PerModel::Supply(Box::new(SupplyState {
+                drift: Some(Box::default()),
+                ..SupplyState::default()
+            })),
+        }
+    }
+
+    /// Bytes on the heap.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            PerModel::Toilet(_) => std::mem::size_of::<ToiletState>(),
+            PerModel::Supply(s) => {
+                std::mem::size_of::<SupplyState>()
+                    + s.drift.as_ref().map_or(0, |_| std::mem::size_of::<TemperatureDrift>())
+            }
+        }
+    }
 }
 
 impl DeviceRules {
@@ -214,36 +249,26 @@ impl DeviceRules {
             last_message: None,
             boot_started_ts_ms: 0,
             reboot_check_pending: false,
-            last_heard_ts_ms: None,
-            first_heard_ts_ms: None,
-            last_clock_ms: None,
-            last_telemetry_ts_ms: None,
+            last_heard_ts_ms: Maybe::NONE,
+            first_heard_ts_ms: Maybe::NONE,
+            last_clock_ms: Maybe::NONE,
+            last_telemetry_ts_ms: Maybe::NONE,
             report_intervals_s: SampleWindow::new(),
-            last_session_ts_ms: None,
-            last_energy_wh: None,
-            last_water_ml: None,
+            last_session_ts_ms: Maybe::NONE,
+            last_energy_wh: Maybe::NONE,
+            last_water_ml: Maybe::NONE,
             interval_broken: false,
             used_since_telemetry: false,
             flow: FlowBalance::default(),
             water: DailyUsage::default(),
-            per_model: match model {
-                Model::Toilet => PerModel::Toilet {
-                    long_sessions: LongSessions::default(),
-                    energy: DailyUsage::default(),
-                },
-                Model::Purifier | Model::Shower => PerModel::Supply {
-                    clog: ClogTrend::default(),
-                    pressure: PressureWatch::default(),
-                    drift: TemperatureDrift::default(),
-                },
-            },
+            per_model: PerModel::new(model),
         }
     }
 
-    /// Bytes of state per device: everything is inline (no heap), so this is the size
-    /// of the struct.
-    pub const fn state_bytes() -> usize {
-        std::mem::size_of::<DeviceRules>()
+    /// Bytes of state of this device: the struct and its model's part on the heap (the
+    /// allocator's own bookkeeping, typically 8–16 bytes per block, not counted).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<DeviceRules>() + self.per_model.heap_bytes()
     }
 
     /// The fixture model.
@@ -327,8 +352,8 @@ impl DeviceRules {
 
     fn heard(&mut self, cfg: &RulesConfig, ts_ms: i64, out: &mut Vec<Finding>) {
         self.first_heard_ts_ms.get_or_insert(ts_ms);
-        let newest = self.last_heard_ts_ms.map_or(ts_ms, |t| t.max(ts_ms));
-        self.last_heard_ts_ms = Some(newest);
+        let newest = self.last_heard_ts_ms.get().map_or(ts_ms, |t| t.max(ts_ms));
+        self.last_heard_ts_ms.replace(newest);
         if !self.latches[Slot::Silent as usize].is_active() {
             return;
         }
@@ -337,6 +362,7 @@ impl DeviceRules {
         let silent_after = self.silent_after_ms(cfg);
         if self
             .last_clock_ms
+            .get()
             .is_none_or(|now| ts_ms >= now - silent_after)
         {
             let began = self.latches[Slot::Silent as usize].began_ts_ms();
@@ -410,7 +436,8 @@ impl DeviceRules {
             used,
         );
         self.usage_edge(Slot::AbnormalWater, ts, edge, out);
-        if let (Some(wh), PerModel::Toilet { energy, .. }) = (energy_wh, &mut self.per_model) {
+        if let (Some(wh), PerModel::Toilet(toilet)) = (energy_wh, &mut self.per_model) {
+            let energy = &mut toilet.energy;
             let disturbed_energy =
                 disturbed_water || self.latches[Slot::Heater as usize].is_active();
             let delta = self
@@ -430,8 +457,8 @@ impl DeviceRules {
         }
 
         // Low inlet pressure.
-        if let (Some(kpa), PerModel::Supply { pressure, .. }) = (pressure_kpa, &mut self.per_model)
-        {
+        if let (Some(kpa), PerModel::Supply(supply)) = (pressure_kpa, &mut self.per_model) {
+            let pressure = &mut supply.pressure;
             if let Some(low) = pressure.on_reading(cfg, ts, kpa) {
                 let threshold = if low {
                     cfg.low_pressure_raise_kpa
@@ -516,7 +543,8 @@ impl DeviceRules {
     }
 
     fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
-        self.last_session_ts_ms = Some(self.last_session_ts_ms.map_or(ts, |t| t.max(ts)));
+        let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
+        self.last_session_ts_ms.replace(newest);
         if self.latches[Slot::Unused as usize].is_active() {
             self.latch(Slot::Unused).set(
                 Slot::Unused.kind(),
@@ -532,7 +560,8 @@ impl DeviceRules {
         self.used_since_telemetry = true;
 
         match &mut self.per_model {
-            PerModel::Toilet { long_sessions, .. } => {
+            PerModel::Toilet(toilet) => {
+                let long_sessions = &mut toilet.long_sessions;
                 // Long wash / flush against this device's own.
                 let stuck = self.latches[Slot::LongWash as usize].has_device_source();
                 if let Some(long) = long_sessions.on_session(cfg, s.kind, s.duration_s, stuck) {
@@ -549,11 +578,8 @@ impl DeviceRules {
                     );
                 }
             }
-            PerModel::Supply {
-                clog,
-                pressure,
-                drift,
-            } => {
+            PerModel::Supply(supply) => {
+                let SupplyState { clog, pressure, drift } = &mut **supply;
                 // Inlet clog by flow trend.
                 let pressure_fine = pressure.is_fine(cfg);
                 if let Some(clogged) =
@@ -577,7 +603,7 @@ impl DeviceRules {
                     );
                 }
                 // Shower temperature-sensor drift.
-                if let (SessionKind::Shower, Some(temp_c)) = (s.kind, s.temp_c) {
+                if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift) {
                     if let Some(drifting) = drift.on_session(cfg, ts, temp_c) {
                         let (recent, baseline) = drift.last_judged();
                         self.latches[Slot::Sensor as usize].set(
@@ -598,9 +624,9 @@ impl DeviceRules {
     /// The clock: `now_ms` is the gateway's time (UTC ms), called periodically. Raises
     /// silence and disuse.
     pub fn on_clock(&mut self, cfg: &RulesConfig, now_ms: i64, out: &mut Vec<Finding>) {
-        let now = self.last_clock_ms.map_or(now_ms, |t| t.max(now_ms));
-        self.last_clock_ms = Some(now);
-        let Some(last_heard) = self.last_heard_ts_ms else {
+        let now = self.last_clock_ms.get().map_or(now_ms, |t| t.max(now_ms));
+        self.last_clock_ms.replace(now);
+        let Some(last_heard) = self.last_heard_ts_ms.get() else {
             return;
         };
         let silent_after = self.silent_after_ms(cfg);
@@ -622,11 +648,12 @@ impl DeviceRules {
         // Disuse, judged only while the device is heard (a silent device may be in use).
         let since = self
             .last_session_ts_ms
-            .or(self.first_heard_ts_ms)
+            .get()
+            .or(self.first_heard_ts_ms.get())
             .unwrap_or(last_heard);
         if now - since >= cfg.unused_after_ms && !self.latches[Slot::Unused as usize].is_active() {
             let after = cfg.unused_after_ms;
-            let last_session = self.last_session_ts_ms;
+            let last_session = self.last_session_ts_ms.get();
             self.latch(Slot::Unused).set_since(
                 Slot::Unused.kind(),
                 Source::ANALYTIC,

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::compact::Maybe;
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
@@ -14,7 +15,7 @@ const BASELINE_EVERY_MS: i64 = 20 * 3_600_000;
 pub struct PressureWatch {
     last_kpa: Option<f32>,
     usual_kpa: SampleWindow<8>,
-    usual_pushed_ts_ms: Option<i64>,
+    usual_pushed_ts_ms: Maybe<i64>,
     low_run: u8,
     ok_run: u8,
     active: bool,
@@ -51,10 +52,11 @@ impl PressureWatch {
         }
         let due = self
             .usual_pushed_ts_ms
+            .get()
             .is_none_or(|t| ts_ms - t >= BASELINE_EVERY_MS);
         if due && kpa >= cfg.low_pressure_clear_kpa {
             self.usual_kpa.push(kpa);
-            self.usual_pushed_ts_ms = Some(ts_ms);
+            self.usual_pushed_ts_ms.replace(ts_ms);
         }
         if !self.active && self.low_run >= cfg.low_pressure_readings {
             self.active = true;

@@ -663,11 +663,10 @@ fn quiet_messages_allocate_nothing() {
 
 #[test]
 fn the_state_is_small_and_survives_a_snapshot() {
-    assert!(
-        DeviceRules::state_bytes() < 1024,
-        "{}",
-        DeviceRules::state_bytes()
-    );
+    for model in [Model::Toilet, Model::Purifier, Model::Shower] {
+        let bytes = DeviceRules::new(model, &RulesConfig::default()).state_bytes();
+        assert!(bytes < 1024, "{model:?}: {bytes} bytes");
+    }
     let mut d = Device::new(Model::Shower);
     showers(&mut d, 0, 12, |_| 150.0);
     d.fault(
@@ -679,6 +678,16 @@ fn the_state_is_small_and_survives_a_snapshot() {
     let back: DeviceRules = serde_json::from_str(&text).unwrap();
     assert_eq!(back, d.rules);
     assert!(back.is_active(FindingKind::LowInletPressure));
+    // The snapshot keeps the shape the gateway stored before the model's part was
+    // boxed and the optional times packed: struct variants, times as numbers or null.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["per_model"]["supply"]["drift"]["baseline_c"].is_array(), "{v}");
+    assert!(v["per_model"]["supply"]["clog"]["baseline_pushed_ts_ms"].is_i64(), "{v}");
+    assert!(v["last_heard_ts_ms"].is_i64() && v["last_energy_wh"].is_null(), "{v}");
+    let purifier = serde_json::to_value(DeviceRules::new(Model::Purifier, &d.cfg)).unwrap();
+    assert!(purifier["per_model"]["supply"]["drift"].is_null(), "{purifier}");
+    let toilet = serde_json::to_value(DeviceRules::new(Model::Toilet, &d.cfg)).unwrap();
+    assert!(toilet["per_model"]["toilet"]["long_sessions"].is_object(), "{toilet}");
 }
 
 #[test]
