@@ -359,14 +359,13 @@ fn purifier_params() -> ForecastParams {
     ForecastParams::standard(ForecastConfig::default()).unwrap()
 }
 
-/// Hourly readings of a purifier for days `[from, to)`, like [`feed`]: every slot's
+/// Hourly readings of a purifier for days `[0, days)`, like [`feed`]: every slot's
 /// counter grows by the same water; `replace` gives (day, slot) replacements done at
 /// 01:00 of that day. Returns the counters after the last day.
 fn feed_purifier(
     f: &mut DeviceForecaster,
     params: &ForecastParams,
-    from: i64,
-    to: i64,
+    days: i64,
     start: [u64; 3],
     repl: &mut [u32; 3],
     replace: Option<(i64, usize)>,
@@ -378,7 +377,7 @@ fn feed_purifier(
     let mut water = 0.0f64;
     let mut since = [0i64; 3];
     let mut ml = start;
-    for d in from..to {
+    for d in 0..days {
         let litres = per_day(d);
         for h in 0..24 {
             let ts = (MONDAY + d) * DAY_MS + h * H;
@@ -416,8 +415,8 @@ fn a_three_slot_purifier_learns_its_use_once_and_a_replacement_touches_one_slot(
     let mut plain = DeviceForecaster::new();
     let mut replaced = DeviceForecaster::new();
     let (mut repl_a, mut repl_b) = ([1, 1, 0], [1, 1, 0]);
-    let ml_a = feed_purifier(&mut plain, &params, 0, 40, start, &mut repl_a, None, noisy);
-    let ml_b = feed_purifier(&mut replaced, &params, 0, 40, start, &mut repl_b, Some((30, 0)), noisy);
+    let ml_a = feed_purifier(&mut plain, &params, 40, start, &mut repl_a, None, noisy);
+    let ml_b = feed_purifier(&mut replaced, &params, 40, start, &mut repl_b, Some((30, 0)), noisy);
     assert_eq!(plain.days_with_use(), replaced.days_with_use());
     assert_eq!(plain.slots().collect::<Vec<_>>(), vec![0, 1, 2]);
     let now = (MONDAY + 40) * DAY_MS;
