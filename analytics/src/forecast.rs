@@ -1,23 +1,42 @@
-//! Filter due-date forecasting: for one cartridge slot, a streaming forecaster fed
-//! `(ts_ms, ml_since_replacement, replacements)` observations that predicts when the
-//! cartridge reaches its rated capacity or its maximum age, whichever comes first,
-//! with an 80 % (configurable) prediction interval.
+//! Filter due-date forecasting: for one device, a streaming forecaster fed the
+//! `(ml_since_replacement, replacements)` counters of its cartridge slots at each
+//! reading, that learns the household's water use once and predicts for every slot
+//! when its cartridge reaches its rated capacity or its maximum age, whichever comes
+//! first, with an 80 % (configurable) prediction interval.
+//!
+//! Shape: a [`DeviceForecaster`] holds the per-*device* usage model (day tracking,
+//! weekday/weekend levels, idle days, trips, the zero run, the held-back day) and a
+//! small per-*slot* state (counter, replacements, install time, and the RO rejection
+//! regression only for slots whose specification has a
+//! [`min_rejection`](CartridgeSpec::min_rejection), boxed so other slots do not pay for
+//! it). The slots of a device (a purifier's sediment, carbon and RO cartridges) are fed
+//! by the same water, so the household's use is learned once. No configuration is
+//! stored in the state: the shared, validated [`ForecastParams`] (one
+//! [`ForecastConfig`] and a table of [`CartridgeSpec`]s, which a slot names by
+//! [`SpecId`]) are passed at call time, so a snapshot (serde) holds state only
+//! ([`DeviceForecaster::state_bytes`]: 200 bytes for a purifier without the RO
+//! regression, 296 with it, 136 for a shower).
 //!
 //! Method (event time only, local days shifted by [`ForecastConfig::utc_offset_ms`]):
-//! 1. The water through the slot is accumulated across cartridges (a change of
-//!    `replacements` or a drop of the volume is a new cartridge: its volume and
-//!    install time restart, the learned usage of the household is kept).
+//! 1. The water through the device is the largest counter increase among the slots of
+//!    a reading (a change of `replacements` or a drop of the volume is a new cartridge
+//!    in that slot: its increase is its counter since the replacement, its install time
+//!    restarts; the other slots still see the whole increase, and the learned usage of
+//!    the household is kept).
 //! 2. Every completed, wholly observed day gives a daily volume. A day below
 //!    [`ForecastConfig::absent_below_l`] is a *zero day*. A run of at least
 //!    [`ForecastConfig::trip_min_days`] zero days is a *trip* (the household was away):
 //!    it counts one trip and its length; shorter runs are *idle days* at home.
-//! 3. Days with use update a bias-corrected EWMA level and variance, separately for
-//!    weekdays and weekends (the weekly rhythm), with a Huber-style clip at
-//!    level + 4 sd. Each day is held back one day so that the partial days of
-//!    departure and return around a trip stay out of the level. Volumes are first divided by the flow factor
-//!    `1 − flow_loss_at_capacity × load²` of the cartridge's load at that day (timed uses
-//!    such as showers draw less water through a loaded cartridge), so the level is the
-//!    use of a fresh cartridge and the forecast re-applies the factor along the way.
+//! 3. Days with use update a bias-corrected EWMA level and variance (stored as `f32`),
+//!    separately for weekdays and weekends (the weekly rhythm), with a Huber-style clip
+//!    at level + 4 sd. Each day is held back one day so that the partial days of
+//!    departure and return around a trip stay out of the level. Volumes are first
+//!    divided by the flow factor of the device at that day (timed uses such as showers
+//!    draw less water through a loaded cartridge): the product over the slots of
+//!    `1 − flow_loss_at_capacity × load²` (water runs through every cartridge in turn,
+//!    so their losses compound; 1 for dispensed volumes), so the level is the use with
+//!    fresh cartridges and the forecast re-applies the factor along the way, every
+//!    slot's load advancing by the volume walked.
 //! 4. The use of a future day at home is `(1 − p_idle) × level(day type) × flow factor`;
 //!    walking the remaining volume forward over the rest of today and whole days gives
 //!    the *at-home date* `T0` (weeks are skipped in one step).
@@ -45,9 +64,8 @@
 //! holidays cannot be foreseen, only priced in (`filter-eval` prints that
 //! decomposition).
 //!
-//! State is a fixed set of scalars (see [`CartridgeForecaster::state_size`]: 488 bytes
-//! with the copied configuration), no allocation per update; a forecast walks the
-//! horizon a week at a time.
+//! An update touches a fixed set of scalars (no allocation, except once when a slot is
+//! first seen); a forecast walks the horizon a week at a time.
 
 use statrs::function::erf::erfc;
 use thiserror::Error;
@@ -72,6 +90,10 @@ pub struct CartridgeSpec {
 }
 
 impl CartridgeSpec {
+    /// Contract names of the standard kinds, in the order of the table of
+    /// [`ForecastParams::standard`] (the position is the kind's [`SpecId`]).
+    pub const KINDS: [&'static str; 4] = ["sediment", "carbon", "reverse_osmosis", "shower"];
+
     /// Default specification of a kind by its contract name (`sediment`, `carbon`,
     /// `reverse_osmosis`, `shower`): the rated litres the fleet simulator uses, common
     /// vendor maximum ages (6, 12, 24 and 6 months), and the shower cartridge's flow
@@ -98,13 +120,35 @@ impl CartridgeSpec {
         let l = load.clamp(0.0, 1.2);
         (1.0 - self.flow_loss_at_capacity * l * l).max(0.05)
     }
+
+    /// Checks every value is in range.
+    pub fn validate(&self) -> Result<(), ForecastError> {
+        check("capacity_l", self.capacity_l, self.capacity_l > 0.0)?;
+        check("max_age_days", self.max_age_days, self.max_age_days > 0.0)?;
+        if let Some(r) = self.min_rejection {
+            check("min_rejection", r, (0.0..1.0).contains(&r))?;
+        }
+        check(
+            "flow_loss_at_capacity",
+            self.flow_loss_at_capacity,
+            (0.0..0.9).contains(&self.flow_loss_at_capacity),
+        )
+    }
 }
 
-/// Forecaster parameters.
+/// `Ok` when `ok` holds and `value` is finite, else the typed error naming it.
+fn check(name: &'static str, value: f64, ok: bool) -> Result<(), ForecastError> {
+    if ok && value.is_finite() {
+        Ok(())
+    } else {
+        Err(ForecastError::InvalidConfig { name, value })
+    }
+}
+
+/// Forecaster parameters about the household model and the interval (the cartridges'
+/// own figures are [`CartridgeSpec`]s).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForecastConfig {
-    /// The cartridge.
-    pub spec: CartridgeSpec,
     /// Offset added to UTC to get local time (day boundaries, weekends), ms.
     pub utc_offset_ms: i64,
     /// EWMA rate of the weekday level and variance (per weekday with use).
@@ -147,11 +191,9 @@ pub struct ForecastConfig {
     pub rejection_min_days: u32,
 }
 
-impl ForecastConfig {
-    /// Defaults for a cartridge specification.
-    pub fn new(spec: CartridgeSpec) -> ForecastConfig {
+impl Default for ForecastConfig {
+    fn default() -> ForecastConfig {
         ForecastConfig {
-            spec,
             utc_offset_ms: 0,
             weekday_alpha: 0.04,
             weekend_alpha: 0.08,
@@ -173,26 +215,11 @@ impl ForecastConfig {
             rejection_min_days: 7,
         }
     }
+}
 
-    fn validate(&self) -> Result<(), ForecastError> {
-        let check = |name: &'static str, v: f64, ok: bool| {
-            if ok && v.is_finite() {
-                Ok(())
-            } else {
-                Err(ForecastError::InvalidConfig { name, value: v })
-            }
-        };
-        let s = &self.spec;
-        check("capacity_l", s.capacity_l, s.capacity_l > 0.0)?;
-        check("max_age_days", s.max_age_days, s.max_age_days > 0.0)?;
-        if let Some(r) = s.min_rejection {
-            check("min_rejection", r, (0.0..1.0).contains(&r))?;
-        }
-        check(
-            "flow_loss_at_capacity",
-            s.flow_loss_at_capacity,
-            (0.0..0.9).contains(&s.flow_loss_at_capacity),
-        )?;
+impl ForecastConfig {
+    /// Checks every value is in range.
+    pub fn validate(&self) -> Result<(), ForecastError> {
         for (name, a) in [
             ("weekday_alpha", self.weekday_alpha),
             ("weekend_alpha", self.weekend_alpha),
@@ -248,6 +275,69 @@ impl ForecastConfig {
     }
 }
 
+/// Position of a [`CartridgeSpec`] in the table of a [`ForecastParams`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct SpecId(pub u8);
+
+/// The validated parameters shared by every forecaster of a fleet (or of a kind of
+/// device): the configuration and the table of cartridge specifications the slots
+/// name by [`SpecId`]. Kept once by the caller and passed at each call, so no
+/// forecaster stores (or snapshots) a copy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastParams {
+    config: ForecastConfig,
+    specs: Vec<CartridgeSpec>,
+}
+
+impl ForecastParams {
+    /// Parameters from a configuration and a table of specifications (at most 256),
+    /// all validated.
+    pub fn new(
+        config: ForecastConfig,
+        specs: Vec<CartridgeSpec>,
+    ) -> Result<ForecastParams, ForecastError> {
+        config.validate()?;
+        if specs.len() > usize::from(u8::MAX) + 1 {
+            return Err(ForecastError::TooManySpecs { count: specs.len() });
+        }
+        for spec in &specs {
+            spec.validate()?;
+        }
+        Ok(ForecastParams { config, specs })
+    }
+
+    /// A configuration with the standard kinds' specifications
+    /// ([`CartridgeSpec::KINDS`], [`CartridgeSpec::for_kind`]); see
+    /// [`kind_id`](Self::kind_id).
+    pub fn standard(config: ForecastConfig) -> Result<ForecastParams, ForecastError> {
+        let specs = CartridgeSpec::KINDS
+            .iter()
+            .filter_map(|kind| CartridgeSpec::for_kind(kind))
+            .collect();
+        ForecastParams::new(config, specs)
+    }
+
+    /// The [`SpecId`] of a standard kind (contract name) in the table of
+    /// [`standard`](Self::standard).
+    pub fn kind_id(kind: &str) -> Option<SpecId> {
+        let i = CartridgeSpec::KINDS.iter().position(|k| *k == kind)?;
+        u8::try_from(i).ok().map(SpecId)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ForecastConfig {
+        &self.config
+    }
+
+    /// A specification of the table.
+    pub fn spec(&self, id: SpecId) -> Option<&CartridgeSpec> {
+        self.specs.get(usize::from(id.0))
+    }
+}
+
 /// Errors of the forecaster.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum ForecastError {
@@ -258,6 +348,24 @@ pub enum ForecastError {
         name: &'static str,
         /// Offending value.
         value: f64,
+    },
+    /// More cartridge specifications than a [`SpecId`] can name.
+    #[error("{count} cartridge specifications, at most 256")]
+    TooManySpecs {
+        /// Specifications given.
+        count: usize,
+    },
+    /// A reading names a specification the table does not have.
+    #[error("no cartridge specification {spec} in the table")]
+    UnknownSpec {
+        /// The [`SpecId`] asked for.
+        spec: u8,
+    },
+    /// A slot the forecaster has not seen.
+    #[error("no cartridge slot {slot} observed")]
+    UnknownSlot {
+        /// The slot asked for.
+        slot: u8,
     },
     /// An observation is older than the previous one.
     #[error("observation at {ts_ms} is older than the previous one at {last_ms}")]
@@ -311,24 +419,39 @@ pub struct Forecast {
     pub daily_l: f64,
 }
 
+/// One slot's counters in a reading of the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotReading {
+    /// The slot.
+    pub slot: u8,
+    /// Its cartridge's specification in the [`ForecastParams`] table.
+    pub spec: SpecId,
+    /// Volume through the current cartridge, ml.
+    pub ml_since_replacement: u64,
+    /// Replacement counter.
+    pub replacements: u32,
+}
+
+/// Bias-corrected EWMA level and variance of the days with use of one day type
+/// (stored in `f32`: litres a day need no more).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct DayStats {
     /// Days with use.
     n: u32,
     /// EWMA numerator and bias-correction weight.
-    s: f64,
-    w: f64,
+    s: f32,
+    w: f32,
     /// EWMA of squared deviations and its weight.
-    v: f64,
-    vw: f64,
+    v: f32,
+    vw: f32,
 }
 
 impl DayStats {
     fn level(&self) -> Option<f64> {
-        (self.n > 0 && self.w > 0.0).then(|| self.s / self.w)
+        (self.n > 0 && self.w > 0.0).then(|| f64::from(self.s) / f64::from(self.w))
     }
     fn var(&self) -> Option<f64> {
-        (self.n > 1 && self.vw > 0.0).then(|| self.v / self.vw)
+        (self.n > 1 && self.vw > 0.0).then(|| f64::from(self.v) / f64::from(self.vw))
     }
     fn update(&mut self, x: f64, alpha: f64) {
         let x = match (self.level(), self.var()) {
@@ -337,12 +460,12 @@ impl DayStats {
         };
         if let Some(l) = self.level() {
             let d = x - l;
-            self.v = (1.0 - alpha) * self.v + alpha * d * d;
-            self.vw = (1.0 - alpha) * self.vw + alpha;
+            self.v = ((1.0 - alpha) * f64::from(self.v) + alpha * d * d) as f32;
+            self.vw = ((1.0 - alpha) * f64::from(self.vw) + alpha) as f32;
         }
-        self.s = (1.0 - alpha) * self.s + alpha * x;
-        self.w = (1.0 - alpha) * self.w + alpha;
-        self.n += 1;
+        self.s = ((1.0 - alpha) * f64::from(self.s) + alpha * x) as f32;
+        self.w = ((1.0 - alpha) * f64::from(self.w) + alpha) as f32;
+        self.n = self.n.saturating_add(1);
     }
     fn n_eff(&self, alpha: f64) -> f64 {
         f64::from(self.n).min((2.0 - alpha) / alpha).max(1.0)
@@ -403,41 +526,198 @@ impl Trend {
     }
 }
 
-/// Streaming due-date forecaster of one cartridge slot.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct CartridgeForecaster {
-    cfg: ForecastConfig,
-    /// Last observation.
-    last_ts: Option<i64>,
-    last_ml: u64,
-    last_repl: u32,
-    /// Install time of the current cartridge, if seen (or set).
-    install_ms: Option<i64>,
-    /// Water through the slot since the first observation, litres (across cartridges).
-    flow_l: f64,
-    /// Local day index of the last observation and the flow at its start.
-    day: i64,
-    day_start_l: f64,
+
+/// What a device's household uses: everything the slots share.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct UsageModel {
+    /// Whether a reading was seen (`last_ts` and `day` mean something only then).
+    started: bool,
     /// False if the current day is not wholly observed (first day, after a gap).
     day_whole: bool,
+    /// Time of the last reading.
+    last_ts: i64,
+    /// Local day index of the last reading.
+    day: i64,
+    /// Water through the device so far in that day, ml (saturating).
+    day_ml: u32,
+    /// Complete zero days in a row up to the last closed day.
+    zero_run: u32,
     /// Level and dispersion of days with use (fresh-cartridge volumes), weekday/weekend.
     stats: [DayStats; 2],
     /// Idle days at home (zero runs shorter than a trip).
-    idle_days: f64,
+    idle_days: u32,
     /// Trips seen and their total length (zero days).
-    trips: f64,
-    trip_days: f64,
-    /// Complete zero days in a row up to the last closed day.
-    zero_run: u32,
-    /// The last day with use (fresh-cartridge volume, weekend), held back one day.
-    pending: Option<(f64, bool)>,
-    /// Smoothed salt rejection (RO), its count, and the first crossing below the threshold.
-    rejection: f64,
-    rejection_n: u32,
+    trips: u32,
+    trip_days: u32,
+    /// The last day with use (fresh-cartridge litres, weekend), held back one day.
+    pending: Option<(f32, bool)>,
+}
+
+impl UsageModel {
+    /// Complete days with use seen (weekdays + weekends).
+    fn days_with_use(&self) -> u32 {
+        self.stats[0]
+            .n
+            .saturating_add(self.stats[1].n)
+            .saturating_add(u32::from(self.pending.is_some()))
+    }
+
+    /// Share of idle days among days at home.
+    fn idle_share(&self, cfg: &ForecastConfig) -> f64 {
+        let idle = f64::from(self.idle_days);
+        let home = f64::from(self.days_with_use()) + idle;
+        let k = cfg.idle_prior_days;
+        if home + k <= 0.0 {
+            return 0.0;
+        }
+        (idle + k * cfg.idle_prior) / (home + k)
+    }
+
+    /// Whether a run of `run` zero days is a trip away rather than idle days.
+    fn is_trip(&self, cfg: &ForecastConfig, run: u32) -> bool {
+        run >= cfg.trip_min_days
+            && self.idle_share(cfg).powi(run.min(64) as i32) <= cfg.trip_max_idle_prob
+    }
+
+    /// Posterior trip rate (shape, rate per day at home).
+    fn trip_rate(&self, cfg: &ForecastConfig) -> (f64, f64) {
+        let home = f64::from(self.days_with_use()) + f64::from(self.idle_days);
+        (
+            cfg.trip_prior_count + f64::from(self.trips),
+            cfg.trip_prior_days + home,
+        )
+    }
+
+    /// Mean and variance of a trip's length (days of no use): uniform from the minimum
+    /// to twice the mean minus it.
+    fn trip_length(&self, cfg: &ForecastConfig) -> (f64, f64) {
+        let w = cfg.trip_length_prior_weight;
+        let min = f64::from(cfg.trip_min_days);
+        let trips = f64::from(self.trips);
+        let mean = if trips + w > 0.0 {
+            (f64::from(self.trip_days) + w * cfg.trip_length_prior_days) / (trips + w)
+        } else {
+            cfg.trip_length_prior_days
+        };
+        let mean = mean.max(min);
+        let width = 2.0 * (mean - min);
+        (mean, width * width / 12.0)
+    }
+
+    /// Expected level of a day with use, fresh cartridges, by day type, with cross fallback.
+    fn levels(&self) -> Option<[f64; 2]> {
+        match (self.stats[0].level(), self.stats[1].level()) {
+            (Some(a), Some(b)) => Some([a, b]),
+            (Some(a), None) => Some([a, a]),
+            (None, Some(b)) => Some([b, b]),
+            (None, None) => None,
+        }
+    }
+
+    /// Closes the day of the last reading with `used_l` litres through the device and
+    /// the device's flow factor `flow` at mid-day.
+    fn close_day(&mut self, cfg: &ForecastConfig, used_l: f64, flow: f64) {
+        if !self.day_whole {
+            return;
+        }
+        if used_l < cfg.absent_below_l {
+            self.zero_run = self.zero_run.saturating_add(1);
+            return;
+        }
+        let today = ((used_l / flow) as f32, is_weekend(self.day));
+        let trip = self.is_trip(cfg, self.zero_run);
+        if trip {
+            // The days of departure and return were only partly at home: neither
+            // enters the level.
+            self.trips = self.trips.saturating_add(1);
+            self.trip_days = self.trip_days.saturating_add(self.zero_run);
+            self.pending = None;
+        } else {
+            self.idle_days = self.idle_days.saturating_add(self.zero_run);
+        }
+        self.zero_run = 0;
+        if let Some((x, weekend)) = self.pending.take() {
+            let alpha = if weekend {
+                cfg.weekend_alpha
+            } else {
+                cfg.weekday_alpha
+            };
+            self.stats[usize::from(weekend)].update(f64::from(x), alpha);
+        }
+        if !trip {
+            // Held back one day: it may turn out to be a departure.
+            self.pending = Some(today);
+        }
+    }
+}
+
+/// Salt rejection of an RO membrane: smoothed value, today's readings, and the trend of
+/// daily means on the volume through the membrane.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RejectionState {
+    /// Smoothed rejection of the current cartridge and the readings behind it.
+    smoothed: f32,
+    count: u32,
+    /// First time the smoothed rejection fell below the threshold.
     exhausted_ms: Option<i64>,
-    /// Today's rejection sum and count, and the trend of daily means on the volume.
-    rejection_day: (f64, u32),
-    rejection_trend: Trend,
+    /// Today's sum and count of readings.
+    day_sum: f64,
+    day_n: u32,
+    /// Daily means on the volume (litres).
+    trend: Trend,
+}
+
+/// One cartridge slot: what differs between the cartridges fed by the same water.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SlotState {
+    /// Counter of the last reading, ml.
+    last_ml: u64,
+    /// Install time of the current cartridge, UTC ms; [`NOT_INSTALLED`] when unknown.
+    install_ms: i64,
+    /// Replacement counter of the last reading.
+    last_repl: u32,
+    /// The slot number.
+    slot: u8,
+    /// Its cartridge's specification.
+    spec: SpecId,
+    /// Only for specifications with a rejection threshold.
+    rejection: Option<Box<RejectionState>>,
+}
+
+/// [`SlotState::install_ms`] of a cartridge whose install time is unknown.
+const NOT_INSTALLED: i64 = i64::MIN;
+
+impl SlotState {
+    fn new(reading: &SlotReading, spec: &CartridgeSpec) -> SlotState {
+        SlotState {
+            last_ml: reading.ml_since_replacement,
+            install_ms: NOT_INSTALLED,
+            last_repl: reading.replacements,
+            slot: reading.slot,
+            spec: reading.spec,
+            rejection: spec.min_rejection.map(|_| Box::default()),
+        }
+    }
+
+    fn installed_ms(&self) -> Option<i64> {
+        (self.install_ms != NOT_INSTALLED).then_some(self.install_ms)
+    }
+
+    /// Heap bytes behind this slot.
+    fn heap_bytes(&self) -> usize {
+        self.rejection
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<RejectionState>())
+    }
+}
+
+/// Streaming due-date forecaster of the cartridge slots of one device: the
+/// household's usage, learned once, and a small state per slot. Parameters are passed
+/// at each call ([`ForecastParams`]); the same ones must be used throughout.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceForecaster {
+    usage: UsageModel,
+    slots: Box<[SlotState]>,
 }
 
 fn is_weekend(day: i64) -> bool {
@@ -448,6 +728,21 @@ fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc(-z / std::f64::consts::SQRT_2)
 }
 
+fn local_day(cfg: &ForecastConfig, ts: i64) -> i64 {
+    ts.saturating_add(cfg.utc_offset_ms).div_euclid(DAY_MS)
+}
+
+/// Fraction of the local day's use that happens before local time-of-day `ms_in_day`.
+fn used_fraction(cfg: &ForecastConfig, ms_in_day: f64) -> f64 {
+    let (a, b) = cfg.active_hours;
+    ((ms_in_day / HOUR_MS - a) / (b - a)).clamp(0.0, 1.0)
+}
+
+/// Local ms-in-day at which a fraction `f` of the day's use is done.
+fn time_of_fraction(cfg: &ForecastConfig, f: f64) -> f64 {
+    let (a, b) = cfg.active_hours;
+    (a + f.clamp(0.0, 1.0) * (b - a)) * HOUR_MS
+}
 /// The forecast distribution of the date a volume is reached: at-home date, Gaussian
 /// spread, and trips (negative binomial count, uniform lengths, plus a trip under way).
 struct DateDistribution {
@@ -516,339 +811,318 @@ impl DateDistribution {
     }
 }
 
-impl CartridgeForecaster {
+
+impl DeviceForecaster {
     /// A forecaster with no history.
-    pub fn new(cfg: ForecastConfig) -> Result<CartridgeForecaster, ForecastError> {
-        cfg.validate()?;
-        Ok(CartridgeForecaster {
-            cfg,
-            last_ts: None,
-            last_ml: 0,
-            last_repl: 0,
-            install_ms: None,
-            flow_l: 0.0,
-            day: 0,
-            day_start_l: 0.0,
-            day_whole: false,
-            stats: [DayStats::default(); 2],
-            idle_days: 0.0,
-            trips: 0.0,
-            trip_days: 0.0,
-            zero_run: 0,
-            pending: None,
-            rejection: 0.0,
-            rejection_n: 0,
-            exhausted_ms: None,
-            rejection_day: (0.0, 0),
-            rejection_trend: Trend::default(),
-        })
+    pub fn new() -> DeviceForecaster {
+        DeviceForecaster::default()
     }
 
-    /// Bytes of state per cartridge.
-    pub const fn state_size() -> usize {
-        std::mem::size_of::<CartridgeForecaster>()
+    /// Bytes of state: inline, plus the slots and the RO regressions on the heap.
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<DeviceForecaster>()
+            + self.slots.len() * std::mem::size_of::<SlotState>()
+            + self.slots.iter().map(SlotState::heap_bytes).sum::<usize>()
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ForecastConfig {
-        &self.cfg
+    fn slot(&self, slot: u8) -> Result<&SlotState, ForecastError> {
+        self.slots
+            .iter()
+            .find(|s| s.slot == slot)
+            .ok_or(ForecastError::UnknownSlot { slot })
     }
 
-    /// Sets the install time of the current cartridge when known from elsewhere
+    fn slot_mut(&mut self, slot: u8) -> Result<&mut SlotState, ForecastError> {
+        self.slots
+            .iter_mut()
+            .find(|s| s.slot == slot)
+            .ok_or(ForecastError::UnknownSlot { slot })
+    }
+
+    /// The slots seen, in the order first seen.
+    pub fn slots(&self) -> impl Iterator<Item = u8> + '_ {
+        self.slots.iter().map(|s| s.slot)
+    }
+
+    /// Sets the install time of a slot's current cartridge when known from elsewhere
     /// (otherwise it is known only after an observed replacement).
-    pub fn set_installed(&mut self, ts_ms: i64) {
-        self.install_ms = Some(ts_ms);
+    pub fn set_installed(&mut self, slot: u8, ts_ms: i64) -> Result<(), ForecastError> {
+        self.slot_mut(slot)?.install_ms = ts_ms;
+        Ok(())
     }
 
-    /// Install time of the current cartridge, if known.
-    pub fn installed_ms(&self) -> Option<i64> {
-        self.install_ms
+    /// Install time of a slot's current cartridge, if known.
+    pub fn installed_ms(&self, slot: u8) -> Option<i64> {
+        self.slot(slot).ok()?.installed_ms()
     }
 
-    /// Replacement counter of the last observation.
-    pub fn replacements(&self) -> u32 {
-        self.last_repl
+    /// Replacement counter of a slot's last reading.
+    pub fn replacements(&self, slot: u8) -> Option<u32> {
+        self.slot(slot).ok().map(|s| s.last_repl)
     }
 
     /// Complete days with use seen (weekdays + weekends).
     pub fn days_with_use(&self) -> u32 {
-        self.stats[0].n + self.stats[1].n + u32::from(self.pending.is_some())
+        self.usage.days_with_use()
     }
 
     /// Trips away seen (runs of at least `trip_min_days` zero days).
     pub fn trips(&self) -> u32 {
-        self.trips as u32
+        self.usage.trips
     }
 
-    fn local_day(&self, ts: i64) -> i64 {
-        (ts + self.cfg.utc_offset_ms).div_euclid(DAY_MS)
+    /// Flow factor of the device once `walked_l` more litres have gone through every
+    /// slot's current cartridge: the product of the slots' factors (the water runs
+    /// through each; slots without flow loss give 1).
+    fn flow_factor_after(&self, params: &ForecastParams, walked_l: f64) -> f64 {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let spec = params.spec(s.spec)?;
+                (spec.flow_loss_at_capacity > 0.0).then(|| {
+                    spec.flow_factor((s.last_ml as f64 / 1000.0 + walked_l) / spec.capacity_l)
+                })
+            })
+            .product()
     }
 
-    fn load(&self, ml: f64) -> f64 {
-        ml / 1000.0 / self.cfg.spec.capacity_l
+    /// Closes the day of the last reading (the slots' counters are still those of it).
+    fn close_day(&mut self, params: &ForecastParams) {
+        let cfg = params.config();
+        let used_l = f64::from(self.usage.day_ml) / 1000.0;
+        for s in self.slots.iter_mut() {
+            if let Some(r) = s.rejection.as_deref_mut() {
+                if r.day_n > 0 {
+                    // The day's mean rejection belongs to the volume at mid-day.
+                    r.trend.add(
+                        (s.last_ml as f64 / 1000.0 - used_l / 2.0).max(0.0),
+                        r.day_sum / f64::from(r.day_n),
+                        cfg.rejection_forget,
+                    );
+                }
+                r.day_sum = 0.0;
+                r.day_n = 0;
+            }
+        }
+        // Loads at mid-day (the counters are the ones of the day's last reading).
+        let flow = self
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let spec = params.spec(s.spec)?;
+                let mid_ml = (s.last_ml as f64 - used_l * 500.0).max(0.0);
+                (spec.flow_loss_at_capacity > 0.0)
+                    .then(|| spec.flow_factor(mid_ml / 1000.0 / spec.capacity_l))
+            })
+            .product();
+        self.usage.close_day(cfg, used_l, flow);
     }
 
-    fn close_day(&mut self, used_l: f64) {
-        if self.cfg.spec.min_rejection.is_some() && self.rejection_day.1 > 0 {
-            let (sum, n) = self.rejection_day;
-            // The day's mean rejection belongs to the volume at mid-day.
-            self.rejection_trend.add(
-                (self.last_ml as f64 / 1000.0 - used_l / 2.0).max(0.0),
-                sum / f64::from(n),
-                self.cfg.rejection_forget,
-            );
-        }
-        self.rejection_day = (0.0, 0);
-        if !self.day_whole {
-            return;
-        }
-        if used_l < self.cfg.absent_below_l {
-            self.zero_run += 1;
-            return;
-        }
-        // Load at mid-day (the counter is the one of the day's last reading).
-        let mid_ml = (self.last_ml as f64 - used_l * 500.0).max(0.0);
-        let g = self.cfg.spec.flow_factor(self.load(mid_ml));
-        let today = (used_l / g, is_weekend(self.day));
-        let trip = self.is_trip(self.zero_run);
-        if trip {
-            // The days of departure and return were only partly at home: neither
-            // enters the level.
-            self.trips += 1.0;
-            self.trip_days += f64::from(self.zero_run);
-            self.pending = None;
-        } else {
-            self.idle_days += f64::from(self.zero_run);
-        }
-        self.zero_run = 0;
-        if let Some((x, we)) = self.pending.take() {
-            self.update_level(x, we);
-        }
-        if !trip {
-            // Held back one day: it may turn out to be a departure.
-            self.pending = Some(today);
-        }
-    }
-
-    fn update_level(&mut self, x: f64, weekend: bool) {
-        let alpha = if weekend {
-            self.cfg.weekend_alpha
-        } else {
-            self.cfg.weekday_alpha
-        };
-        self.stats[usize::from(weekend)].update(x, alpha);
-    }
-
-    /// Feeds one observation of the slot. Observations must come in time order
-    /// (equal times are accepted).
+    /// Feeds one reading of the device: the counters of its slots at `ts_ms`.
+    /// Readings must come in time order (equal times are accepted). A slot not seen
+    /// before starts with this reading (its install time unknown); a reading without
+    /// slots says nothing and is ignored.
     pub fn observe(
         &mut self,
+        params: &ForecastParams,
         ts_ms: i64,
-        ml_since_replacement: u64,
-        replacements: u32,
+        readings: &[SlotReading],
     ) -> Result<(), ForecastError> {
-        let day = self.local_day(ts_ms);
-        let Some(last_ts) = self.last_ts else {
-            self.last_ts = Some(ts_ms);
-            self.last_ml = ml_since_replacement;
-            self.last_repl = replacements;
-            self.day = day;
-            self.day_whole = false;
+        for r in readings {
+            params
+                .spec(r.spec)
+                .ok_or(ForecastError::UnknownSpec { spec: r.spec.0 })?;
+        }
+        if readings.is_empty() {
             return Ok(());
-        };
-        if ts_ms < last_ts {
-            return Err(ForecastError::OutOfOrder {
-                ts_ms,
-                last_ms: last_ts,
-            });
         }
-        if day != self.day {
-            // The day of the previous observation is complete with the flow until then.
-            self.close_day(self.flow_l - self.day_start_l);
-            self.day_whole = day == self.day + 1;
-            if !self.day_whole {
-                self.zero_run = 0; // a gap: whatever happened is unknown
-            }
-            self.day = day;
-            self.day_start_l = self.flow_l;
-        }
-        let reset = replacements != self.last_repl || ml_since_replacement < self.last_ml;
-        let added_ml = if reset {
-            self.install_ms = Some(ts_ms);
-            self.rejection_n = 0;
-            self.exhausted_ms = None;
-            self.rejection_trend = Trend::default();
-            self.rejection_day = (0.0, 0);
-            ml_since_replacement
+        let day = local_day(params.config(), ts_ms);
+        if !self.usage.started {
+            self.usage.started = true;
+            self.usage.last_ts = ts_ms;
+            self.usage.day = day;
+            self.usage.day_whole = false;
+            self.usage.day_ml = 0;
         } else {
-            ml_since_replacement - self.last_ml
-        };
-        self.flow_l += added_ml as f64 / 1000.0;
-        self.last_ts = Some(ts_ms);
-        self.last_ml = ml_since_replacement;
-        self.last_repl = replacements;
+            if ts_ms < self.usage.last_ts {
+                return Err(ForecastError::OutOfOrder {
+                    ts_ms,
+                    last_ms: self.usage.last_ts,
+                });
+            }
+            if day != self.usage.day {
+                // The day of the previous reading is complete with the water until then.
+                self.close_day(params);
+                self.usage.day_whole = day == self.usage.day + 1;
+                if !self.usage.day_whole {
+                    self.usage.zero_run = 0; // a gap: whatever happened is unknown
+                }
+                self.usage.day = day;
+                self.usage.day_ml = 0;
+            }
+        }
+        // The water through the device: the largest increase among the slots (a slot
+        // whose cartridge was just replaced only counts since the replacement).
+        let mut added_ml = 0u64;
+        for r in readings {
+            let Some(spec) = params.spec(r.spec) else {
+                continue; // checked above
+            };
+            let Some(s) = self.slots.iter_mut().find(|s| s.slot == r.slot) else {
+                let mut slots = std::mem::take(&mut self.slots).into_vec();
+                slots.push(SlotState::new(r, spec));
+                self.slots = slots.into_boxed_slice();
+                continue;
+            };
+            let reset = r.replacements != s.last_repl
+                || r.ml_since_replacement < s.last_ml
+                || r.spec != s.spec;
+            let added = if reset {
+                s.install_ms = ts_ms;
+                s.spec = r.spec;
+                s.rejection = spec.min_rejection.map(|_| Box::default());
+                r.ml_since_replacement
+            } else {
+                r.ml_since_replacement - s.last_ml
+            };
+            s.last_ml = r.ml_since_replacement;
+            s.last_repl = r.replacements;
+            added_ml = added_ml.max(added);
+        }
+        self.usage.day_ml = self
+            .usage
+            .day_ml
+            .saturating_add(u32::try_from(added_ml).unwrap_or(u32::MAX));
+        self.usage.last_ts = ts_ms;
         Ok(())
     }
 
-    /// Feeds the water quality of an RO membrane (purifier `tds_in_ppm`, `tds_out_ppm`),
-    /// after the [`observe`](Self::observe) of the same reading. Ignored without a
-    /// rejection threshold or with an inlet below 20 ppm.
-    pub fn observe_quality(&mut self, ts_ms: i64, tds_in_ppm: u16, tds_out_ppm: u16) {
-        let Some(threshold) = self.cfg.spec.min_rejection else {
+    /// Feeds the water quality of a slot's RO membrane (purifier `tds_in_ppm`,
+    /// `tds_out_ppm`), after the [`observe`](Self::observe) of the same reading.
+    /// Ignored for an unknown slot, a slot without a rejection threshold, or an inlet
+    /// below 20 ppm.
+    pub fn observe_quality(
+        &mut self,
+        params: &ForecastParams,
+        ts_ms: i64,
+        slot: u8,
+        tds_in_ppm: u16,
+        tds_out_ppm: u16,
+    ) {
+        let Ok(s) = self.slot_mut(slot) else {
+            return;
+        };
+        let Some(threshold) = params.spec(s.spec).and_then(|spec| spec.min_rejection) else {
+            return;
+        };
+        let Some(state) = s.rejection.as_deref_mut() else {
             return;
         };
         if tds_in_ppm < 20 {
             return;
         }
         let r = 1.0 - f64::from(tds_out_ppm) / f64::from(tds_in_ppm);
-        self.rejection_n += 1;
-        let a = (1.0 / f64::from(self.rejection_n)).max(0.02);
-        self.rejection += a * (r - self.rejection);
-        self.rejection_day.0 += r;
-        self.rejection_day.1 += 1;
-        if self.rejection_n >= 48 && self.rejection < threshold && self.exhausted_ms.is_none() {
-            self.exhausted_ms = Some(ts_ms);
+        state.count = state.count.saturating_add(1);
+        let a = (1.0 / f64::from(state.count)).max(0.02);
+        let smoothed = f64::from(state.smoothed) + a * (r - f64::from(state.smoothed));
+        state.smoothed = smoothed as f32;
+        state.day_sum += r;
+        state.day_n = state.day_n.saturating_add(1);
+        if state.count >= 48 && smoothed < threshold && state.exhausted_ms.is_none() {
+            state.exhausted_ms = Some(ts_ms);
         }
     }
 
-    /// Smoothed salt rejection of the current cartridge, if measured.
-    pub fn rejection(&self) -> Option<f64> {
-        (self.rejection_n > 0).then_some(self.rejection)
-    }
-
-    /// Share of idle days among days at home.
-    fn idle_share(&self) -> f64 {
-        let home = f64::from(self.days_with_use()) + self.idle_days;
-        let k = self.cfg.idle_prior_days;
-        if home + k <= 0.0 {
-            return 0.0;
-        }
-        (self.idle_days + k * self.cfg.idle_prior) / (home + k)
-    }
-
-    /// Whether a run of `run` zero days is a trip away rather than idle days.
-    fn is_trip(&self, run: u32) -> bool {
-        run >= self.cfg.trip_min_days
-            && self.idle_share().powi(run.min(64) as i32) <= self.cfg.trip_max_idle_prob
-    }
-
-    /// Posterior trip rate (shape, rate per day at home).
-    fn trip_rate(&self) -> (f64, f64) {
-        let home = f64::from(self.days_with_use()) + self.idle_days;
-        (
-            self.cfg.trip_prior_count + self.trips,
-            self.cfg.trip_prior_days + home,
-        )
-    }
-
-    /// Mean and variance of a trip's length (days of no use): uniform from the minimum
-    /// to twice the mean minus it.
-    fn trip_length(&self) -> (f64, f64) {
-        let w = self.cfg.trip_length_prior_weight;
-        let min = f64::from(self.cfg.trip_min_days);
-        let mean = if self.trips + w > 0.0 {
-            (self.trip_days + w * self.cfg.trip_length_prior_days) / (self.trips + w)
-        } else {
-            self.cfg.trip_length_prior_days
-        };
-        let mean = mean.max(min);
-        let width = 2.0 * (mean - min);
-        (mean, width * width / 12.0)
-    }
-
-    /// Expected level of a day with use, fresh cartridge, by day type, with cross fallback.
-    fn levels(&self) -> Option<[f64; 2]> {
-        match (self.stats[0].level(), self.stats[1].level()) {
-            (Some(a), Some(b)) => Some([a, b]),
-            (Some(a), None) => Some([a, a]),
-            (None, Some(b)) => Some([b, b]),
-            (None, None) => None,
-        }
-    }
-
-    /// Fraction of the local day's use that happens before local time-of-day `ms_in_day`.
-    fn used_fraction(&self, ms_in_day: f64) -> f64 {
-        let (a, b) = self.cfg.active_hours;
-        ((ms_in_day / HOUR_MS - a) / (b - a)).clamp(0.0, 1.0)
-    }
-
-    /// Local ms-in-day at which a fraction `f` of the day's use is done.
-    fn time_of_fraction(&self, f: f64) -> f64 {
-        let (a, b) = self.cfg.active_hours;
-        (a + f.clamp(0.0, 1.0) * (b - a)) * HOUR_MS
+    /// Smoothed salt rejection of a slot's current cartridge, if measured.
+    pub fn rejection(&self, slot: u8) -> Option<f64> {
+        let r = self.slot(slot).ok()?.rejection.as_deref()?;
+        (r.count > 0).then_some(f64::from(r.smoothed))
     }
 
     /// Walks `rem_l` litres forward from local time `local_now` at the expected use of
-    /// a day at home (`exp` by day type for a fresh cartridge, times the flow factor at
-    /// the load reached): the local time the volume is used up and the days of each type
-    /// (fractional) it takes. `used_l` is the current cartridge's volume so far.
-    fn walk(&self, local_now: i64, rem_l: f64, used_l: f64, exp: [f64; 2]) -> (f64, [f64; 2]) {
-        let spec = &self.cfg.spec;
-        let g = |used: f64| spec.flow_factor(used / spec.capacity_l);
+    /// a day at home (`exp` by day type with fresh cartridges, times the device's flow
+    /// factor `g(walked litres)`): the local time the volume is used up and the days of
+    /// each type (fractional) it takes.
+    fn walk(
+        cfg: &ForecastConfig,
+        local_now: i64,
+        rem_l: f64,
+        exp: [f64; 2],
+        g: impl Fn(f64) -> f64,
+    ) -> (f64, [f64; 2]) {
         let day_type = |d: i64| usize::from(is_weekend(d));
         let today = local_now.div_euclid(DAY_MS);
         let ms_in_day = local_now.rem_euclid(DAY_MS) as f64;
         let mut rem = rem_l;
-        let mut used = used_l;
+        let mut walked = 0.0;
         let mut m = [0.0f64; 2];
         let t_today = day_type(today);
-        let done = self.used_fraction(ms_in_day);
-        let e_today = exp[t_today] * g(used);
+        let done = used_fraction(cfg, ms_in_day);
+        let e_today = exp[t_today] * g(walked);
         let rest_today = e_today * (1.0 - done);
         if rem <= rest_today {
             let f = done + rem / e_today;
             m[t_today] += rem / e_today;
             return (
-                (today * DAY_MS) as f64 + self.time_of_fraction(f).max(ms_in_day),
+                (today * DAY_MS) as f64 + time_of_fraction(cfg, f).max(ms_in_day),
                 m,
             );
         }
         rem -= rest_today;
-        used += rest_today;
+        walked += rest_today;
         m[t_today] += 1.0 - done;
         let mut d = today + 1;
         loop {
             // Whole weeks while more than two weeks' use is left (flow factor at mid-week).
-            let week = (5.0 * exp[0] + 2.0 * exp[1]) * g(used + 1.75 * (exp[0] + exp[1]));
+            let week = (5.0 * exp[0] + 2.0 * exp[1]) * g(walked + 1.75 * (exp[0] + exp[1]));
             if rem > 2.0 * week {
                 rem -= week;
-                used += week;
+                walked += week;
                 d += 7;
                 m[0] += 5.0;
                 m[1] += 2.0;
                 continue;
             }
             let t = day_type(d);
-            let e = exp[t] * g(used);
+            let e = exp[t] * g(walked);
             if rem <= e * (1.0 + 1e-9) {
                 let f = rem / e;
                 m[t] += f;
-                return ((d * DAY_MS) as f64 + self.time_of_fraction(f), m);
+                return ((d * DAY_MS) as f64 + time_of_fraction(cfg, f), m);
             }
             rem -= e;
-            used += e;
+            walked += e;
             m[t] += 1.0;
             d += 1;
         }
     }
 
     /// The distribution of the date `rem_l` more litres are used, from `now` (UTC).
-    fn distribution(&self, now: i64, rem_l: f64, levels: [f64; 2]) -> DateDistribution {
-        let cfg = &self.cfg;
+    fn distribution(
+        &self,
+        params: &ForecastParams,
+        spec: &CartridgeSpec,
+        now: i64,
+        rem_l: f64,
+        levels: [f64; 2],
+    ) -> DateDistribution {
+        let cfg = params.config();
+        let usage = &self.usage;
         let off = cfg.utc_offset_ms;
         let local_now = now + off;
-        let idle = self.idle_share();
+        let idle = usage.idle_share(cfg);
         let exp = [levels[0] * (1.0 - idle), levels[1] * (1.0 - idle)];
-        let used_l = self.last_ml as f64 / 1000.0;
-        let (t0, m_days) = self.walk(local_now, rem_l, used_l, exp);
-        let g_mean = cfg.spec.flow_factor(self.load(self.last_ml as f64 + rem_l * 500.0));
+        let (t0, m_days) = Self::walk(cfg, local_now, rem_l, exp, |walked| {
+            self.flow_factor_after(params, walked)
+        });
+        let g_mean = self.flow_factor_after(params, rem_l * 0.5);
         let daily = (5.0 * exp[0] + 2.0 * exp[1]) / 7.0 * g_mean;
 
         // Gaussian part, litres²: day-to-day dispersion of the days at home (idle days
         // included), the level's own uncertainty, and the meter tolerance.
         let mut var_l = 0.0;
         for t in 0..2 {
-            let st = &self.stats[t];
+            let st = &usage.stats[t];
             let alpha = if t == 1 {
                 cfg.weekend_alpha
             } else {
@@ -856,7 +1130,7 @@ impl CartridgeForecaster {
             };
             let vd = st
                 .var()
-                .or(self.stats[1 - t].var())
+                .or(usage.stats[1 - t].var())
                 .unwrap_or((0.5 * levels[t]).powi(2));
             let n_eff = if st.n > 0 { st.n_eff(alpha) } else { 1.0 };
             let g2 = g_mean * g_mean;
@@ -864,14 +1138,14 @@ impl CartridgeForecaster {
             var_l += m_days[t] * var_day;
             var_l += (m_days[t] * exp[t]).powi(2) * g2 * vd / levels[t].powi(2).max(1e-12) / n_eff;
         }
-        let var_meter = (cfg.spec.capacity_l * cfg.meter_rel_sd).powi(2);
+        let var_meter = (spec.capacity_l * cfg.meter_rel_sd).powi(2);
         var_l += var_meter;
         let sd_days = cfg.spread_scale * var_l.sqrt() / daily.max(1e-9);
         let sd_use_days = cfg.spread_scale * (var_l - var_meter).max(0.0).sqrt() / daily.max(1e-9);
 
         // Trips before the at-home date: negative binomial over the days at home.
         let horizon = ((t0 - local_now as f64) / DAY_MS as f64).max(0.0);
-        let (shape, rate) = self.trip_rate();
+        let (shape, rate) = usage.trip_rate(cfg);
         let mut p_trips = [0.0; MAX_TRIPS + 1];
         let q = horizon / (rate + horizon);
         let mut p = (rate / (rate + horizon)).powf(shape);
@@ -882,10 +1156,10 @@ impl CartridgeForecaster {
             p *= (shape + n as f64) / (n as f64 + 1.0) * q;
         }
         p_trips[MAX_TRIPS] = (1.0 - total).max(0.0);
-        let (trip_mean, trip_var) = self.trip_length();
+        let (trip_mean, trip_var) = usage.trip_length(cfg);
         // A trip under way: the remainder of a uniform length beyond the days so far.
-        let (now_mean, now_var) = if self.is_trip(self.zero_run) {
-            let r = f64::from(self.zero_run);
+        let (now_mean, now_var) = if usage.is_trip(cfg, usage.zero_run) {
+            let r = f64::from(usage.zero_run);
             let min = f64::from(cfg.trip_min_days);
             let max = 2.0 * trip_mean - min;
             let (a, b) = if r + 1.0 < max {
@@ -910,68 +1184,77 @@ impl CartridgeForecaster {
         }
     }
 
-    /// The forecast as of `now_ms` (not before the last observation's time, which is
-    /// used if `now_ms` is earlier).
-    pub fn forecast(&self, now_ms: i64) -> Result<Forecast, ForecastError> {
-        let days = self.days_with_use();
+    /// The forecast of a slot as of `now_ms` (not before the last reading's time,
+    /// which is used if `now_ms` is earlier).
+    pub fn forecast(
+        &self,
+        params: &ForecastParams,
+        slot: u8,
+        now_ms: i64,
+    ) -> Result<Forecast, ForecastError> {
+        let cfg = params.config();
+        let usage = &self.usage;
+        let s = self.slot(slot)?;
+        let spec = params
+            .spec(s.spec)
+            .ok_or(ForecastError::UnknownSpec { spec: s.spec.0 })?;
+        let days = usage.days_with_use();
         let not_ready = ForecastError::NotReady {
             days,
-            needed: self.cfg.min_days,
+            needed: cfg.min_days,
         };
-        let Some(last_ts) = self.last_ts else {
-            return Err(not_ready);
-        };
-        if days < self.cfg.min_days.max(1) {
+        if !usage.started || days < cfg.min_days.max(1) {
             return Err(not_ready);
         }
-        let Some(levels) = self.levels() else {
+        let Some(levels) = usage.levels() else {
             return Err(not_ready);
         };
         if levels[0] <= 0.0 || levels[1] <= 0.0 {
             return Err(not_ready);
         }
-        let now = now_ms.max(last_ts);
-        let idle = self.idle_share();
-        let (trip_shape, trip_rate) = self.trip_rate();
-        let (trip_mean, _) = self.trip_length();
-        let g_now = self.cfg.spec.flow_factor(self.load(self.last_ml as f64));
+        let now = now_ms.max(usage.last_ts);
+        let idle = usage.idle_share(cfg);
+        let (trip_shape, trip_rate) = usage.trip_rate(cfg);
+        let (trip_mean, _) = usage.trip_length(cfg);
+        let g_now = self.flow_factor_after(params, 0.0);
         let home_daily = (5.0 * levels[0] + 2.0 * levels[1]) / 7.0 * (1.0 - idle) * g_now;
         let daily = home_daily / (1.0 + trip_shape / trip_rate * trip_mean);
-        let remaining_l = self.cfg.spec.capacity_l - self.last_ml as f64 / 1000.0;
-        let half_out = 0.5 * (1.0 - self.cfg.interval);
+        let used_l = s.last_ml as f64 / 1000.0;
+        let remaining_l = spec.capacity_l - used_l;
+        let half_out = 0.5 * (1.0 - cfg.interval);
 
         let (by_volume_ms, volume_interval_ms) = if remaining_l <= 0.0 {
             // Already over: back-date the crossing at the mean rate.
-            let back = (remaining_l / daily * DAY_MS as f64) as i64;
-            (now + back, (now + back, now + back))
+            let back = now.saturating_add((remaining_l / daily * DAY_MS as f64) as i64);
+            (back, (back, back))
         } else {
-            let dist = self.distribution(now, remaining_l, levels);
+            let dist = self.distribution(params, spec, now, remaining_l, levels);
             let due = dist.point() as i64;
             let lo = (dist.quantile(half_out) as i64).max(now.min(due));
             let hi = (dist.quantile(1.0 - half_out) as i64).max(due);
             (due, (lo, hi))
         };
 
-        let by_age_ms = self
-            .install_ms
-            .map(|i| i + (self.cfg.spec.max_age_days * DAY_MS as f64) as i64);
+        let by_age_ms = s
+            .installed_ms()
+            .map(|i| i.saturating_add((spec.max_age_days * DAY_MS as f64) as i64));
         let (mut due_ms, mut lo_ms, mut hi_ms, mut reason) = (
             by_volume_ms,
             volume_interval_ms.0,
             volume_interval_ms.1,
             DueReason::Volume,
         );
+        let rejection = s.rejection.as_deref();
         // RO: the volume at which the rejection trend crosses its threshold.
-        let crossing = self
-            .cfg
-            .spec
+        let crossing = spec
             .min_rejection
-            .filter(|_| self.rejection_trend.days >= self.cfg.rejection_min_days)
-            .and_then(|threshold| self.rejection_trend.crossing(threshold));
+            .zip(rejection)
+            .filter(|(_, r)| r.trend.days >= cfg.rejection_min_days)
+            .and_then(|(threshold, r)| r.trend.crossing(threshold));
         if let Some(cross_l) = crossing {
-            let rem = cross_l - self.last_ml as f64 / 1000.0;
+            let rem = cross_l - used_l;
             if rem > 0.0 && rem < remaining_l {
-                let dist = self.distribution(now, rem, levels);
+                let dist = self.distribution(params, spec, now, rem, levels);
                 let due = dist.point() as i64;
                 if due < due_ms {
                     due_ms = due;
@@ -989,7 +1272,7 @@ impl CartridgeForecaster {
             lo_ms = lo_ms.min(age);
             hi_ms = hi_ms.min(age);
         }
-        if let Some(x) = self.exhausted_ms {
+        if let Some(x) = rejection.and_then(|r| r.exhausted_ms) {
             if x < due_ms {
                 (due_ms, lo_ms, hi_ms, reason) = (x, x, x, DueReason::Rejection);
             }

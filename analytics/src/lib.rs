@@ -6,8 +6,9 @@
 //! * [`nab`]: parsing of NAB data/label files (from strings, no I/O) and NAB's
 //!   windowed, sigmoid-weighted scoring with per-profile threshold optimisation.
 //!
-//! * [`forecast`]: [`CartridgeForecaster`], a streaming due-date forecaster of filter
-//!   cartridges (rated volume or maximum age, with a prediction interval).
+//! * [`forecast`]: [`DeviceForecaster`], a streaming due-date forecaster of the filter
+//!   cartridges of a device (rated volume or maximum age, with a prediction interval;
+//!   the household's use learned once for all slots).
 //!
 //! * [`rules`]: the product brief's fault rules per device ([`rules::DeviceRules`]),
 //!   turning contract messages into edge-triggered [`rules::Finding`]s.
@@ -22,5 +23,8 @@ pub mod rules;
 pub mod time;
 
 pub use detector::{DetectorConfig, StreamingDetector};
-pub use forecast::{CartridgeForecaster, CartridgeSpec, DueReason, Forecast, ForecastConfig, ForecastError};
+pub use forecast::{
+    CartridgeSpec, DeviceForecaster, DueReason, Forecast, ForecastConfig, ForecastError, ForecastParams,
+    SlotReading, SpecId,
+};
 pub use error::{AnalyticsError, ConfigError, NabError};

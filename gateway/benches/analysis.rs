@@ -1,7 +1,8 @@
 //! Criterion bench: the cost per message of the gateway's analytics stage — the fault
 //! rules and the cartridge forecasters of `gateway::analysis::Analyzer`, plus the
 //! event-time sweep — over a simulated fleet's real message stream (decoding excluded:
-//! that is ingest's cost with or without analytics). Also prints the bytes of state per device.
+//! that is ingest's cost with or without analytics). Also prints the bytes of state per
+//! device, by model (toilet, shower, purifier), and of that the cartridge forecasts.
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -36,15 +37,25 @@ fn bench_analysis(c: &mut Criterion) {
         analyzer.observe(id, m, &mut findings, &mut points);
         analyzer.sweep(i64::MAX, &mut findings);
     }
-    let AnalysisCost { devices, state_bytes, cartridges, rules_bytes_per_device, bytes_per_cartridge } = analyzer.cost();
+    let AnalysisCost { devices, state_bytes, cartridges, rules_bytes_per_device, by_model } = analyzer.cost();
     eprintln!(
         "analysis state: {devices} devices, {cartridges} cartridges, {state_bytes} bytes in all = {} bytes per device on average \
-         (rules {rules_bytes_per_device} B per device + {bytes_per_cartridge} B per cartridge forecaster, heap included); \
+         (rules {rules_bytes_per_device} B inline per device; forecasts heap included); \
          {} findings, {} forecast points from {n} messages",
         state_bytes / devices.max(1),
         findings.len(),
         points.len()
     );
+    for m in by_model {
+        let per = |bytes: usize| bytes / m.devices.max(1);
+        eprintln!(
+            "  {:?}: {} devices, {} bytes per device, of which cartridge forecasts {} bytes",
+            m.model,
+            m.devices,
+            per(m.state_bytes),
+            per(m.forecast_bytes)
+        );
+    }
 
     let mut g = c.benchmark_group("analysis");
     g.throughput(Throughput::Elements(n as u64));

@@ -1,7 +1,8 @@
 //! The analytics stage of ingest: every accepted telemetry and event message goes
-//! through its device's fault rules (`analytics::rules::DeviceRules`) and each
-//! cartridge's due-date forecaster (`analytics::CartridgeForecaster`), in arrival
-//! order, on device time. What comes out:
+//! through its device's fault rules (`analytics::rules::DeviceRules`) and its
+//! cartridges' due-date forecaster (`analytics::DeviceForecaster`: one per device, the
+//! household's use learned once for all its slots), in arrival order, on device time.
+//! What comes out:
 //!
 //! * [`DeviceFinding`]s — edges of conditions (a leak began, the fixture has been unused
 //!   7 days, the device went silent, a filter is due on a date) — which the pipeline
@@ -12,14 +13,17 @@
 //! Silence is judged on an event-time clock: the newest device timestamp seen
 //! fleet-wide (never ahead of the wall clock), swept every `clock_every` of it, so an
 //! accelerated replay finds the same silent devices as real time. The per-device rule
-//! state is snapshotted to the state database (only the devices touched since the
-//! last snapshot) so a restart does not forget what each device's normal looks like.
+//! and forecast state is snapshotted to the state database (only the devices touched
+//! since the last snapshot) so a restart does not forget what each device's normal
+//! looks like. The forecasters' parameters (one configuration, one specification per
+//! cartridge kind) live once in the [`Analyzer`], not in the snapshots; a snapshot of
+//! an older format keeps its rules and starts the device's forecasts afresh.
 
 use std::collections::{HashMap, HashSet};
 
 use analytics::rules::{DeviceRules, Finding, FindingKind, FindingState, RulesConfig};
-use analytics::{CartridgeForecaster, CartridgeSpec, ForecastConfig};
-use protocol::message::{Cartridge, Model, Reading, Severity};
+use analytics::{DeviceForecaster, ForecastConfig, ForecastParams, SlotReading};
+use protocol::message::{Cartridge, CartridgeKind, Model, Reading, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::decode::Message;
@@ -101,30 +105,80 @@ pub struct AnalysisCost {
     pub devices: usize,
     /// Bytes of state in all.
     pub state_bytes: usize,
-    /// Cartridge slots with a forecaster.
+    /// Cartridge slots with a forecast.
     pub cartridges: usize,
     /// Bytes of one device's rule state (`DeviceRules`).
     pub rules_bytes_per_device: usize,
-    /// Bytes of one cartridge's forecaster and bookkeeping.
-    pub bytes_per_cartridge: usize,
+    /// Per model (toilet, shower, purifier, in that order).
+    pub by_model: [ModelCost; 3],
 }
 
-/// One cartridge slot's forecaster and what was last reported of it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Slot {
+/// The analytics state of the devices of one model, see [`AnalysisCost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelCost {
+    /// The model.
+    pub model: Model,
+    /// Its devices with state.
+    pub devices: usize,
+    /// Their bytes of state in all (inline and heap).
+    pub state_bytes: usize,
+    /// Of which the cartridge forecasts (usage model, slots, report bookkeeping).
+    pub forecast_bytes: usize,
+}
+
+/// The last `FilterDue` due day reported of a slot.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct ReportedDue {
     slot: u8,
-    forecaster: CartridgeForecaster,
-    /// Device-local day of the last forecast made.
-    forecast_day: i64,
-    /// Due day of the last `FilterDue` finding.
-    reported_due_day: Option<i64>,
+    /// Due day (UTC day index, saturated to `i32`).
+    due_day: i32,
 }
 
-/// A device's rule state and cartridge forecasters: what is snapshotted.
+/// A device's cartridge forecaster and what was last reported of it.
+#[derive(Debug, Serialize, Deserialize)]
+struct CartridgeForecasts {
+    forecaster: DeviceForecaster,
+    /// Day of the last forecasts made.
+    forecast_day: i64,
+    /// Per slot, the due day of the last `FilterDue` finding.
+    reported: Vec<ReportedDue>,
+}
+
+impl CartridgeForecasts {
+    /// Bytes on the heap behind the box (the box's own target included).
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<CartridgeForecasts>() - std::mem::size_of::<DeviceForecaster>()
+            + self.forecaster.state_bytes()
+            + self.reported.capacity() * std::mem::size_of::<ReportedDue>()
+    }
+}
+
+/// A device's rule state and cartridge forecasts: what is snapshotted.
 #[derive(Debug, Serialize, Deserialize)]
 struct DeviceState {
     rules: DeviceRules,
-    slots: Vec<Slot>,
+    /// Devices with cartridges only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cartridges: Option<Box<CartridgeForecasts>>,
+}
+
+impl DeviceState {
+    fn new(model: Model, rules_cfg: &RulesConfig) -> DeviceState {
+        DeviceState { rules: DeviceRules::new(model, rules_cfg), cartridges: None }
+    }
+}
+
+/// A saved [`DeviceState`] of this version or an older one.
+#[derive(Debug, Deserialize)]
+struct SavedDeviceState {
+    rules: DeviceRules,
+    /// This version's forecasts, parsed on their own so that a failure loses only them.
+    #[serde(default)]
+    cartridges: Option<serde_json::Value>,
+    /// The per-slot forecasters of older versions (each with its own copy of the
+    /// configuration and the usage): not loaded.
+    #[serde(default)]
+    slots: Vec<serde::de::IgnoredAny>,
 }
 
 /// Everything the analytics stage knows, per device.
@@ -132,6 +186,11 @@ struct DeviceState {
 pub struct Analyzer {
     cfg: AnalyticsConfig,
     devices: HashMap<String, DeviceState>,
+    /// The forecasters' parameters (standard cartridge kinds); `None` if they do not
+    /// validate, and then nothing is forecast.
+    forecast_params: Option<ForecastParams>,
+    /// Reused buffer of a message's slot readings.
+    readings: Vec<SlotReading>,
     /// Newest device timestamp seen (the event-time clock).
     watermark_ms: i64,
     last_sweep_ms: i64,
@@ -141,17 +200,44 @@ pub struct Analyzer {
 impl Analyzer {
     /// An analyzer that knows nothing yet.
     pub fn new(cfg: AnalyticsConfig) -> Analyzer {
-        Analyzer { cfg, devices: HashMap::new(), watermark_ms: i64::MIN, last_sweep_ms: i64::MIN, dirty: HashSet::new() }
+        let forecast_params = ForecastParams::standard(ForecastConfig::default())
+            .map_err(|e| tracing::warn!(error = %e, "Forecast parameters do not validate; no filter due dates are forecast."))
+            .ok();
+        Analyzer {
+            cfg,
+            devices: HashMap::new(),
+            forecast_params,
+            readings: Vec::new(),
+            watermark_ms: i64::MIN,
+            last_sweep_ms: i64::MIN,
+            dirty: HashSet::new(),
+        }
     }
 
-    /// Restores the state saved by [`Analyzer::take_snapshot`] (rules and forecasters; a
-    /// snapshot of the rules alone, from an older version, restores the rules). Entries
-    /// that no longer parse are skipped, and those devices relearn.
+    /// Restores the state saved by [`Analyzer::take_snapshot`] (rules and forecasts). A
+    /// snapshot of the rules alone, or with the per-slot forecasters of an older
+    /// version, restores the rules, and that device's forecasts start afresh (logged at
+    /// warn). Entries that no longer parse are skipped, and those devices relearn.
     pub fn restore(&mut self, saved: Vec<(String, String)>) -> usize {
         let mut restored = 0;
         for (device_id, json) in saved {
-            let state = serde_json::from_str::<DeviceState>(&json)
-                .or_else(|_| serde_json::from_str::<DeviceRules>(&json).map(|rules| DeviceState { rules, slots: Vec::new() }));
+            let state = match serde_json::from_str::<SavedDeviceState>(&json) {
+                Ok(saved) => {
+                    let cartridges = match saved.cartridges {
+                        Some(value) => serde_json::from_value::<Box<CartridgeForecasts>>(value)
+                            .map_err(|e| tracing::warn!(%device_id, error = %e, "Saved cartridge forecasts do not load; the device's forecasts start afresh."))
+                            .ok(),
+                        None => {
+                            if !saved.slots.is_empty() {
+                                tracing::warn!(%device_id, "Saved cartridge forecasts are of an older format; the device's forecasts start afresh.");
+                            }
+                            None
+                        }
+                    };
+                    Ok(DeviceState { rules: saved.rules, cartridges })
+                }
+                Err(e) => serde_json::from_str::<DeviceRules>(&json).map(|rules| DeviceState { rules, cartridges: None }).map_err(|_| e),
+            };
             match state {
                 Ok(state) => {
                     self.devices.insert(device_id, state);
@@ -186,17 +272,27 @@ impl Analyzer {
         self.devices.len()
     }
 
-    /// Devices with state and the bytes of that state (inline and on the heap, not
-    /// counting the map's own buckets and keys).
+    /// Devices with state and the bytes of that state (inline and on the heap, the
+    /// rules' inline size only, not counting the map's own buckets and keys).
     pub fn cost(&self) -> AnalysisCost {
-        let per_device = std::mem::size_of::<DeviceState>();
-        let slots: usize = self.devices.values().map(|d| d.slots.capacity() * std::mem::size_of::<Slot>()).sum();
+        let models = [Model::Toilet, Model::Shower, Model::Purifier];
+        let mut by_model = models.map(|model| ModelCost { model, devices: 0, state_bytes: 0, forecast_bytes: 0 });
+        let mut cartridges = 0;
+        for d in self.devices.values() {
+            let forecast_bytes = d.cartridges.as_ref().map_or(0, |c| c.heap_bytes());
+            cartridges += d.cartridges.as_ref().map_or(0, |c| c.forecaster.slots().count());
+            if let Some(m) = by_model.iter_mut().find(|m| m.model == d.rules.model()) {
+                m.devices += 1;
+                m.state_bytes += std::mem::size_of::<DeviceState>() + forecast_bytes;
+                m.forecast_bytes += forecast_bytes;
+            }
+        }
         AnalysisCost {
             devices: self.devices.len(),
-            state_bytes: self.devices.len() * per_device + slots,
-            cartridges: self.devices.values().map(|d| d.slots.len()).sum(),
+            state_bytes: by_model.iter().map(|m| m.state_bytes).sum(),
+            cartridges,
             rules_bytes_per_device: std::mem::size_of::<DeviceRules>(),
-            bytes_per_cartridge: std::mem::size_of::<Slot>(),
+            by_model,
         }
     }
 
@@ -212,13 +308,13 @@ impl Analyzer {
         let state = match (self.devices.get_mut(device_id), model) {
             // Telemetry tells the model for sure; a first event may have guessed it wrong.
             (Some(state), Some(m)) if state.rules.model() != m => {
-                *state = DeviceState { rules: DeviceRules::new(m, rules_cfg), slots: Vec::new() };
+                *state = DeviceState::new(m, rules_cfg);
                 state
             }
             (Some(state), _) => state,
             (None, _) => {
                 let model = model.unwrap_or_else(|| guess_model(message));
-                self.devices.entry(device_id.to_owned()).or_insert_with(|| DeviceState { rules: DeviceRules::new(model, rules_cfg), slots: Vec::new() })
+                self.devices.entry(device_id.to_owned()).or_insert_with(|| DeviceState::new(model, rules_cfg))
             }
         };
         let mut out = Vec::new();
@@ -230,8 +326,11 @@ impl Analyzer {
                     Reading::Shower(r) => (&r.cartridges, None),
                     Reading::Toilet(_) => (&[], None),
                 };
-                for c in cartridges {
-                    forecast_slot(state, device_id, t.ts, c, tds, &mut out, points);
+                if let (false, Some(params)) = (cartridges.is_empty(), &self.forecast_params) {
+                    let forecasts = state.cartridges.get_or_insert_with(|| {
+                        Box::new(CartridgeForecasts { forecaster: DeviceForecaster::new(), forecast_day: i64::MIN, reported: Vec::new() })
+                    });
+                    forecast_cartridges(forecasts, params, &mut self.readings, device_id, t.ts, cartridges, tds, &mut out, points);
                 }
             }
             Message::Event(e) => state.rules.on_event(rules_cfg, e, &mut out),
@@ -286,54 +385,73 @@ fn guess_model(message: &Message) -> Model {
     }
 }
 
-/// Feeds one cartridge reading to its slot's forecaster; once per device day, writes a
-/// `forecast` point and, when the predicted due day moved, a `FilterDue` finding.
-fn forecast_slot(state: &mut DeviceState, device_id: &str, ts: i64, c: &Cartridge, tds: Option<(u16, u16)>, out: &mut Vec<Finding>, points: &mut Vec<Point>) {
-    let idx = match state.slots.iter().position(|s| s.slot == c.slot) {
-        Some(i) => i,
-        None => {
-            let Some(spec) = CartridgeSpec::for_kind(c.kind.as_str()) else { return };
-            let Ok(forecaster) = CartridgeForecaster::new(ForecastConfig::new(spec)) else { return };
-            state.slots.reserve_exact(1); // a few slots per device: no spare capacity
-            state.slots.push(Slot { slot: c.slot, forecaster, forecast_day: i64::MIN, reported_due_day: None });
-            state.slots.len() - 1
-        }
-    };
-    let slot = &mut state.slots[idx];
-    if slot.forecaster.observe(ts, c.ml_since_replacement, c.replacements).is_err() {
+/// Feeds a message's cartridge readings to the device's forecaster; once per day,
+/// writes a `forecast` point per slot and, when a slot's predicted due day moved, a
+/// `FilterDue` finding.
+#[allow(clippy::too_many_arguments)] // the stage's state, split to borrow disjointly
+fn forecast_cartridges(
+    forecasts: &mut CartridgeForecasts,
+    params: &ForecastParams,
+    readings: &mut Vec<SlotReading>,
+    device_id: &str,
+    ts: i64,
+    cartridges: &[Cartridge],
+    tds: Option<(u16, u16)>,
+    out: &mut Vec<Finding>,
+    points: &mut Vec<Point>,
+) {
+    readings.clear();
+    readings.extend(cartridges.iter().filter_map(|c| {
+        let spec = ForecastParams::kind_id(c.kind.as_str())?;
+        Some(SlotReading { slot: c.slot, spec, ml_since_replacement: c.ml_since_replacement, replacements: c.replacements })
+    }));
+    if forecasts.forecaster.observe(params, ts, readings).is_err() {
         return; // out of order (a late message): the forecaster keeps its state
     }
-    if let (Some((tds_in, tds_out)), protocol::message::CartridgeKind::ReverseOsmosis) = (tds, c.kind) {
-        slot.forecaster.observe_quality(ts, tds_in, tds_out);
+    if let Some((tds_in, tds_out)) = tds {
+        for c in cartridges.iter().filter(|c| c.kind == CartridgeKind::ReverseOsmosis) {
+            forecasts.forecaster.observe_quality(params, ts, c.slot, tds_in, tds_out);
+        }
     }
     let day = ts.div_euclid(DAY_MS);
-    if day == slot.forecast_day {
+    if day == forecasts.forecast_day {
         return;
     }
-    slot.forecast_day = day;
-    let Ok(f) = slot.forecaster.forecast(ts) else { return };
-    points.push(Point {
-        measurement: "forecast".to_owned(),
-        tags: vec![("device_id".to_owned(), device_id.to_owned()), ("slot".to_owned(), c.slot.to_string())],
-        fields: vec![
-            ("due_ts_ms".to_owned(), FieldValue::Int(f.due_ms)),
-            ("lo_ts_ms".to_owned(), FieldValue::Int(f.lo_ms)),
-            ("hi_ts_ms".to_owned(), FieldValue::Int(f.hi_ms)),
-            ("days_left".to_owned(), FieldValue::Float(((f.due_ms - ts) as f64 / DAY_MS as f64).max(0.0))),
-            ("remaining_l".to_owned(), FieldValue::Float(if f.remaining_l.is_finite() { f.remaining_l } else { 0.0 })),
-            ("daily_l".to_owned(), FieldValue::Float(if f.daily_l.is_finite() { f.daily_l } else { 0.0 })),
-            ("kind".to_owned(), FieldValue::Str(c.kind.as_str().to_owned())),
-        ],
-        ts_ms: ts,
-    });
-    // Report a due date when it moved enough to matter: a day when it is close, a tenth of
-    // the time left when it is far (a forecast that wobbles by a day a month ahead would
-    // otherwise reschedule the homeowner's reminders every day).
-    let due_day = f.due_ms.div_euclid(DAY_MS);
-    let days_left = (due_day - day).max(0);
-    let moved_enough = slot.reported_due_day.is_none_or(|last| (due_day - last).abs() >= (days_left / 10).max(1));
-    if moved_enough {
-        slot.reported_due_day = Some(due_day);
+    forecasts.forecast_day = day;
+    for c in cartridges {
+        let Ok(f) = forecasts.forecaster.forecast(params, c.slot, ts) else { continue };
+        points.push(Point {
+            measurement: "forecast".to_owned(),
+            tags: vec![("device_id".to_owned(), device_id.to_owned()), ("slot".to_owned(), c.slot.to_string())],
+            fields: vec![
+                ("due_ts_ms".to_owned(), FieldValue::Int(f.due_ms)),
+                ("lo_ts_ms".to_owned(), FieldValue::Int(f.lo_ms)),
+                ("hi_ts_ms".to_owned(), FieldValue::Int(f.hi_ms)),
+                ("days_left".to_owned(), FieldValue::Float(((f.due_ms - ts) as f64 / DAY_MS as f64).max(0.0))),
+                ("remaining_l".to_owned(), FieldValue::Float(if f.remaining_l.is_finite() { f.remaining_l } else { 0.0 })),
+                ("daily_l".to_owned(), FieldValue::Float(if f.daily_l.is_finite() { f.daily_l } else { 0.0 })),
+                ("kind".to_owned(), FieldValue::Str(c.kind.as_str().to_owned())),
+            ],
+            ts_ms: ts,
+        });
+        // Report a due date when it moved enough to matter: a day when it is close, a tenth of
+        // the time left when it is far (a forecast that wobbles by a day a month ahead would
+        // otherwise reschedule the homeowner's reminders every day).
+        let due_day = f.due_ms.div_euclid(DAY_MS);
+        let days_left = (due_day - day).max(0);
+        let due_day = i32::try_from(due_day).unwrap_or(if due_day < 0 { i32::MIN } else { i32::MAX });
+        let reported = forecasts.reported.iter_mut().find(|r| r.slot == c.slot);
+        let moved_enough = reported.as_ref().is_none_or(|last| (i64::from(due_day) - i64::from(last.due_day)).abs() >= (days_left / 10).max(1));
+        if !moved_enough {
+            continue;
+        }
+        match reported {
+            Some(r) => r.due_day = due_day,
+            None => {
+                forecasts.reported.reserve_exact(1); // a few slots per device: no spare capacity
+                forecasts.reported.push(ReportedDue { slot: c.slot, due_day });
+            }
+        }
         out.push(Finding {
             kind: FindingKind::FilterDue { slot: c.slot, due_ts_ms: f.due_ms },
             severity: Severity::Info,
@@ -417,6 +535,42 @@ mod tests {
         let (restarted, restarted_forecasts) = run_fleet(true);
         assert_eq!(restarted, findings);
         assert_eq!(restarted_forecasts, forecasts);
+    }
+
+    #[test]
+    fn an_old_format_snapshot_keeps_its_rules_and_starts_the_forecasts_afresh() {
+        let (messages, _) = fleet_sim::Fleet::generate_all(fleet_sim::FleetConfig { devices: 3, days: 8, seed: 3, end_ms: 1_790_000_000_000, ..fleet_sim::FleetConfig::default() }).unwrap();
+        let limits = protocol::validate::Limits { max_age_ms: i64::MAX / 4, max_future_ms: i64::MAX / 4 };
+        let mut analyzer = Analyzer::new(AnalyticsConfig::default());
+        let (mut findings, mut points) = (Vec::new(), Vec::new());
+        for m in &messages {
+            let accepted = crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits).unwrap();
+            analyzer.observe(accepted.device_id.as_str(), &accepted.message, &mut findings, &mut points);
+        }
+        let saved = analyzer.take_snapshot();
+        let (id, json) = saved.iter().find(|(id, _)| id.starts_with("purifier")).cloned().expect("a purifier");
+        // The new format holds no configuration.
+        assert!(json.contains("\"cartridges\"") && !json.contains("weekday_alpha"), "{json}");
+        let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let object = value.as_object_mut().unwrap();
+        object.remove("cartridges");
+        // The per-slot format of earlier versions.
+        object.insert("slots".into(), serde_json::json!([{ "slot": 0, "forecaster": { "cfg": { "weekday_alpha": 0.04 } }, "forecast_day": 5, "reported_due_day": null }]));
+        let old = value.to_string();
+        let corrupt = json.replace("\"forecast_day\"", "\"forecast_dey\"");
+        for variant in [old, corrupt] {
+            let mut restored = Analyzer::new(AnalyticsConfig::default());
+            assert_eq!(restored.restore(vec![(id.clone(), variant)]), 1);
+            let state = &restored.devices[&id];
+            assert!(state.cartridges.is_none(), "forecasts start afresh");
+            assert_eq!(serde_json::to_value(&state.rules).unwrap(), serde_json::to_value(&analyzer.devices[&id].rules).unwrap());
+        }
+        // Bytes per model: a purifier's three slots share one forecaster.
+        let cost = analyzer.cost();
+        let purifier = cost.by_model[2];
+        assert_eq!(purifier.model, Model::Purifier);
+        assert!(purifier.devices >= 1 && purifier.forecast_bytes / purifier.devices <= 400, "{cost:?}");
+        assert_eq!(cost.by_model[0].forecast_bytes, 0, "toilets have no cartridges");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! simulator's ground truth, shared by the `filter-eval` binary and the integration
 //! test (included with `#[path]`, so the library never depends on the simulator).
 //!
+//! Each device has one `DeviceForecaster` fed every reading with all its slots (as the
+//! gateway does), so a purifier's three cartridges share the learned use.
+//!
 //! For every `cartridge_capacity` truth record at time `T`, the forecaster and two
 //! baselines are asked at `T − h` for each horizon `h`, using only the telemetry up to
 //! then; a query counts when all three can answer and the same cartridge is in the slot
@@ -17,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use analytics::{CartridgeForecaster, CartridgeSpec, ForecastConfig};
+use analytics::{CartridgeSpec, DeviceForecaster, ForecastConfig, ForecastParams, SlotReading};
 use fleet_sim::{faults::FaultMix, Fleet, FleetConfig, Truth};
 use protocol::message::{CartridgeKind, Reading, Telemetry};
 
@@ -44,8 +47,9 @@ pub struct EvalConfig {
     pub overrides: Vec<(String, f64)>,
 }
 
-/// Applies one `name=value` override to a forecaster configuration.
-pub fn apply_override(c: &mut ForecastConfig, name: &str, v: f64) -> Result<(), String> {
+/// Applies one `name=value` override to a forecaster configuration or to the
+/// cartridge specifications (`flow_loss_at_capacity`: those with a loss).
+pub fn apply_override(c: &mut ForecastConfig, specs: &mut [CartridgeSpec], name: &str, v: f64) -> Result<(), String> {
     match name {
         "weekday_alpha" => c.weekday_alpha = v,
         "weekend_alpha" => c.weekend_alpha = v,
@@ -63,8 +67,8 @@ pub fn apply_override(c: &mut ForecastConfig, name: &str, v: f64) -> Result<(), 
         "interval" => c.interval = v,
         "min_days" => c.min_days = v as u32,
         "flow_loss_at_capacity" => {
-            if c.spec.flow_loss_at_capacity > 0.0 {
-                c.spec.flow_loss_at_capacity = v;
+            for spec in specs.iter_mut().filter(|s| s.flow_loss_at_capacity > 0.0) {
+                spec.flow_loss_at_capacity = v;
             }
         }
         _ => return Err(format!("unknown forecaster parameter {name:?}")),
@@ -229,6 +233,86 @@ struct Query {
     horizon: usize,
 }
 
+/// Per query: (replacements, forecaster (due, lo, hi, reason is volume, days seen),
+/// fixed, line, long-run oracle (plain, with the absences)).
+type Answer = (Option<u32>, Option<(i64, i64, i64, bool, u32)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
+
+/// One slot of the device under evaluation: its stream, queries and baselines' state.
+struct SlotEval<'a> {
+    key: (u32, u8),
+    stream: &'a Stream,
+    qs: Vec<Query>,
+    spec: analytics::SpecId,
+    cap_ml: f64,
+    fleet_ml_per_ms: f64,
+    longrun_ml_per_ms: f64,
+    home_ml_per_ms: f64,
+    /// Anchor of the baselines: first observation of the current cartridge.
+    anchor: Option<Obs>,
+    last: Option<Obs>,
+    answers: Vec<Answer>,
+    next_query: usize,
+    next_obs: usize,
+}
+
+impl SlotEval<'_> {
+    /// Answers the queries asked before `ts` from the forecaster's state now.
+    fn answer_until(&mut self, ts: i64, f: &DeviceForecaster, params: &ForecastParams, away_here: &[(i64, i64)], line_min_days: i64) {
+        while self.next_query < self.qs.len() && self.qs[self.next_query].at < ts {
+            let a = self.answer(&self.qs[self.next_query], f, params, away_here, line_min_days);
+            self.answers.push(a);
+            self.next_query += 1;
+        }
+    }
+
+    fn answer(&self, q: &Query, f: &DeviceForecaster, params: &ForecastParams, away_here: &[(i64, i64)], line_min_days: i64) -> Answer {
+        let slot = self.key.1;
+        let (cap_ml, anchor, last) = (self.cap_ml, self.anchor, self.last);
+        let (longrun_ml_per_ms, home_ml_per_ms) = (self.longrun_ml_per_ms, self.home_ml_per_ms);
+        let fc = f.forecast(params, slot, q.at).ok().map(|fc| {
+            (
+                fc.by_volume_ms,
+                fc.volume_interval_ms.0,
+                fc.volume_interval_ms.1,
+                fc.reason == analytics::DueReason::Volume,
+                f.days_with_use(),
+            )
+        });
+        let longrun = last.filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0).map(|l| {
+            let t0 = q.at.max(l.ts);
+            let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
+            // Walk at the home rate, pausing through the known absences.
+            let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
+            for &(a, b) in away_here {
+                if b <= t || rem <= 0.0 {
+                    continue;
+                }
+                if a > t {
+                    let can = home_ml_per_ms * (a - t) as f64;
+                    if rem <= can {
+                        break;
+                    }
+                    rem -= can;
+                }
+                t = t.max(b);
+            }
+            (plain, t + (rem.max(0.0) / home_ml_per_ms) as i64)
+        });
+        let (fixed, line) = match (anchor, last) {
+            (Some(a), Some(l)) => {
+                let fixed = a.ts + ((cap_ml - a.ml as f64) / self.fleet_ml_per_ms) as i64;
+                let span = l.ts - a.ts;
+                let used = l.ml as f64 - a.ml as f64;
+                let line = (span >= line_min_days * DAY_MS && used > 0.0)
+                    .then(|| l.ts + ((cap_ml - l.ml as f64) / (used / span as f64)) as i64);
+                (Some(fixed), line)
+            }
+            _ => (None, None),
+        };
+        (f.replacements(slot), fc, fixed, line, longrun)
+    }
+}
+
 /// Runs the simulation and the evaluation.
 pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     let mut fleet = Fleet::new(FleetConfig {
@@ -335,151 +419,142 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         .map(|&h| HorizonResult { horizon_days: h, ..Default::default() })
         .collect();
 
-    let mut keys: Vec<_> = queries.keys().copied().collect();
-    keys.sort_unstable();
-    for key in keys {
-        let Some(stream) = streams.get(&key) else { continue };
-        let Some(qs) = queries.get_mut(&key) else { continue };
-        qs.sort_by_key(|q| q.at);
-        let spec = CartridgeSpec::for_kind(stream.kind.as_str())
-            .ok_or_else(|| format!("no spec for {}", stream.kind.as_str()))?;
-        let cap_ml = spec.capacity_l * 1000.0;
-        let mut fcfg = ForecastConfig::new(spec);
-        for (name, v) in &cfg.overrides {
-            apply_override(&mut fcfg, name, *v)?;
-        }
-        let mut f = CartridgeForecaster::new(fcfg).map_err(|e| e.to_string())?;
-        let fleet_ml_per_ms = fleet_rate(stream.kind) * 1000.0 / DAY_MS as f64;
-        // Anchor of the baselines: first observation of the current cartridge.
-        let mut anchor: Option<Obs> = None;
-        let mut last: Option<Obs> = None;
-        let longrun_ml_per_ms = slot_rate.get(&key).copied().unwrap_or(f64::NAN);
-        // Per query: (repl, forecaster (due, lo, hi, reason is volume), fixed, line,
-        // long-run oracle).
-        type Answer = (u32, Option<(i64, i64, i64, bool, u32)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
-        let home_ml_per_ms = home_rate.get(&key).copied().unwrap_or(f64::NAN);
-        let mut away_here = away.get(&key.0).cloned().unwrap_or_default();
+    let mut fcfg = ForecastConfig::default();
+    let mut specs: Vec<CartridgeSpec> = CartridgeSpec::KINDS.iter().filter_map(|k| CartridgeSpec::for_kind(k)).collect();
+    for (name, v) in &cfg.overrides {
+        apply_override(&mut fcfg, &mut specs, name, *v)?;
+    }
+    let params = ForecastParams::new(fcfg, specs).map_err(|e| e.to_string())?;
+
+    let mut devices: Vec<u32> = streams.keys().map(|k| k.0).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let mut readings: Vec<SlotReading> = Vec::new();
+    for device in devices {
+        let mut slot_keys: Vec<(u32, u8)> = streams.keys().copied().filter(|k| k.0 == device).collect();
+        slot_keys.sort_unstable();
+        let mut away_here = away.get(&device).cloned().unwrap_or_default();
         away_here.sort_unstable();
-        let mut answers: Vec<Answer> = Vec::with_capacity(qs.len());
-        let mut qi = 0;
-        let answer = |q: &Query, f: &CartridgeForecaster, anchor: Option<Obs>, last: Option<Obs>| -> Answer {
-            let fc = f.forecast(q.at).ok().map(|fc| {
-                (
-                    fc.by_volume_ms,
-                    fc.volume_interval_ms.0,
-                    fc.volume_interval_ms.1,
-                    fc.reason == analytics::DueReason::Volume,
-                    f.days_with_use(),
-                )
+        // Every slot feeds the device's forecaster, with queries or not.
+        let mut slots = Vec::with_capacity(slot_keys.len());
+        for key in slot_keys {
+            let Some(stream) = streams.get(&key) else { continue };
+            let mut qs = queries.remove(&key).unwrap_or_default();
+            qs.sort_by_key(|q| q.at);
+            let kind = stream.kind.as_str();
+            let spec_id = ForecastParams::kind_id(kind).ok_or_else(|| format!("no spec for {kind}"))?;
+            let spec = params.spec(spec_id).ok_or_else(|| format!("no spec for {kind}"))?;
+            slots.push(SlotEval {
+                key,
+                stream,
+                qs,
+                spec: spec_id,
+                cap_ml: spec.capacity_l * 1000.0,
+                fleet_ml_per_ms: fleet_rate(stream.kind) * 1000.0 / DAY_MS as f64,
+                longrun_ml_per_ms: slot_rate.get(&key).copied().unwrap_or(f64::NAN),
+                home_ml_per_ms: home_rate.get(&key).copied().unwrap_or(f64::NAN),
+                anchor: None,
+                last: None,
+                answers: Vec::new(),
+                next_query: 0,
+                next_obs: 0,
             });
-            let longrun = last.filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0).map(|l| {
-                let t0 = q.at.max(l.ts);
-                let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
-                // Walk at the home rate, pausing through the known absences.
-                let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
-                for &(a, b) in &away_here {
-                    if b <= t || rem <= 0.0 {
-                        continue;
-                    }
-                    if a > t {
-                        let can = home_ml_per_ms * (a - t) as f64;
-                        if rem <= can {
-                            break;
-                        }
-                        rem -= can;
-                    }
-                    t = t.max(b);
-                }
-                (plain, t + (rem.max(0.0) / home_ml_per_ms) as i64)
-            });
-            let (fixed, line) = match (anchor, last) {
-                (Some(a), Some(l)) => {
-                    let fixed = a.ts + ((cap_ml - a.ml as f64) / fleet_ml_per_ms) as i64;
-                    let span = l.ts - a.ts;
-                    let used = l.ml as f64 - a.ml as f64;
-                    let line = (span >= cfg.line_min_days * DAY_MS && used > 0.0)
-                        .then(|| l.ts + ((cap_ml - l.ml as f64) / (used / span as f64)) as i64);
-                    (Some(fixed), line)
-                }
-                _ => (None, None),
-            };
-            (f.replacements(), fc, fixed, line, longrun)
-        };
-        for o in &stream.obs {
-            while qi < qs.len() && qs[qi].at < o.ts {
-                answers.push(answer(&qs[qi], &f, anchor, last));
-                qi += 1;
-            }
-            if f.observe(o.ts, o.ml, o.repl).is_err() {
-                continue; // duplicate/out-of-order: already sorted, cannot happen
-            }
-            if stream.kind == CartridgeKind::ReverseOsmosis {
-                f.observe_quality(o.ts, o.tds_in, o.tds_out);
-            }
-            if anchor.is_none_or(|a| a.repl != o.repl || last.is_some_and(|l| o.ml < l.ml)) {
-                anchor = Some(*o);
-            }
-            last = Some(*o);
         }
-        while qi < qs.len() {
-            answers.push(answer(&qs[qi], &f, anchor, last));
-            qi += 1;
-        }
-        // Score: each horizon query against the state at its true date.
-        for (q, a) in qs.iter().zip(&answers) {
-            if q.horizon == usize::MAX {
-                continue;
+        let mut f = DeviceForecaster::new();
+        // The device's readings in time order: the slots' observations of the same time.
+        while let Some(ts) = slots.iter().filter_map(|s| s.stream.obs.get(s.next_obs).map(|o| o.ts)).min() {
+            for s in slots.iter_mut() {
+                s.answer_until(ts, &f, &params, &away_here, cfg.line_min_days);
             }
-            let Some(at_truth) = qs.iter().zip(&answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
-                continue;
-            };
-            let (repl, Some((due, lo, hi, is_volume, days_seen)), Some(fixed), Some(line), longrun) = *a else {
-                continue;
-            };
-            if repl != at_truth.1 .0 {
-                continue; // another cartridge was in the slot at T − h
-            }
-            let r = &mut report.horizons[q.horizon];
-            let d = |t: i64| (t - q.truth) as f64 / DAY_MS as f64;
-            r.forecaster.errors.push(d(due));
-            r.fixed.errors.push(d(fixed));
-            r.line.errors.push(d(line));
-            if lo <= q.truth && q.truth <= hi {
-                r.covered += 1;
-            }
-            r.width_sum += (hi - lo) as f64 / DAY_MS as f64;
-            let k = r.per_kind.entry(stream.kind.as_str()).or_default();
-            k.0 += 1;
-            k.1 += d(due).abs();
-            k.2 += d(line).abs();
-            if !is_volume {
-                report.not_volume += 1;
-            }
-            let t_meter = meter_date(&stream.obs, q.truth, cap_ml);
-            report.rows.push(QueryRow {
-                device: key.0,
-                slot: key.1,
-                kind: stream.kind.as_str(),
-                horizon_days: cfg.horizons[q.horizon],
-                forecaster: d(due),
-                lo: d(lo),
-                hi: d(hi),
-                line: d(line),
-                meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
-                rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
-                days_seen,
-            });
-            let r = &mut report.horizons[q.horizon];
-            if let Some((t_meter, extrapolated)) = t_meter {
-                r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
-                r.meter_floor.errors.push(d(t_meter));
-                if let Some((l, o)) = longrun {
-                    r.longrun_vs_meter.errors.push((l - t_meter) as f64 / DAY_MS as f64);
-                    r.away_oracle_vs_meter.errors.push((o - t_meter) as f64 / DAY_MS as f64);
-                    r.longrun_vs_truth.errors.push(d(l));
-                    r.away_oracle_vs_truth.errors.push(d(o));
+            readings.clear();
+            let mut quality = None;
+            for s in &slots {
+                if let Some(o) = s.stream.obs.get(s.next_obs).filter(|o| o.ts == ts) {
+                    readings.push(SlotReading { slot: s.key.1, spec: s.spec, ml_since_replacement: o.ml, replacements: o.repl });
+                    if s.stream.kind == CartridgeKind::ReverseOsmosis {
+                        quality = Some((s.key.1, o.tds_in, o.tds_out));
+                    }
                 }
-                r.meter_extrapolated += usize::from(extrapolated);
+            }
+            // Duplicate/out-of-order cannot happen (sorted); such a reading would be skipped.
+            let accepted = f.observe(&params, ts, &readings).is_ok();
+            if let (true, Some((slot, tds_in, tds_out))) = (accepted, quality) {
+                f.observe_quality(&params, ts, slot, tds_in, tds_out);
+            }
+            for s in slots.iter_mut() {
+                let Some(o) = s.stream.obs.get(s.next_obs).copied().filter(|o| o.ts == ts) else { continue };
+                s.next_obs += 1;
+                if accepted {
+                    if s.anchor.is_none_or(|a| a.repl != o.repl || s.last.is_some_and(|l| o.ml < l.ml)) {
+                        s.anchor = Some(o);
+                    }
+                    s.last = Some(o);
+                }
+            }
+        }
+        for s in slots.iter_mut() {
+            s.answer_until(i64::MAX, &f, &params, &away_here, cfg.line_min_days);
+        }
+        for s in &slots {
+            let (key, stream, qs, answers) = (s.key, s.stream, &s.qs, &s.answers);
+            let longrun_ml_per_ms = s.longrun_ml_per_ms;
+            let cap_ml = s.cap_ml;
+            // Score: each horizon query against the state at its true date.
+            for (q, a) in qs.iter().zip(answers) {
+                if q.horizon == usize::MAX {
+                    continue;
+                }
+                let Some(at_truth) = qs.iter().zip(answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
+                    continue;
+                };
+                let (repl, Some((due, lo, hi, is_volume, days_seen)), Some(fixed), Some(line), longrun) = *a else {
+                    continue;
+                };
+                if repl != at_truth.1 .0 {
+                    continue; // another cartridge was in the slot at T − h
+                }
+                let r = &mut report.horizons[q.horizon];
+                let d = |t: i64| (t - q.truth) as f64 / DAY_MS as f64;
+                r.forecaster.errors.push(d(due));
+                r.fixed.errors.push(d(fixed));
+                r.line.errors.push(d(line));
+                if lo <= q.truth && q.truth <= hi {
+                    r.covered += 1;
+                }
+                r.width_sum += (hi - lo) as f64 / DAY_MS as f64;
+                let k = r.per_kind.entry(stream.kind.as_str()).or_default();
+                k.0 += 1;
+                k.1 += d(due).abs();
+                k.2 += d(line).abs();
+                if !is_volume {
+                    report.not_volume += 1;
+                }
+                let t_meter = meter_date(&stream.obs, q.truth, cap_ml);
+                report.rows.push(QueryRow {
+                    device: key.0,
+                    slot: key.1,
+                    kind: stream.kind.as_str(),
+                    horizon_days: cfg.horizons[q.horizon],
+                    forecaster: d(due),
+                    lo: d(lo),
+                    hi: d(hi),
+                    line: d(line),
+                    meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
+                    rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
+                    days_seen,
+                });
+                let r = &mut report.horizons[q.horizon];
+                if let Some((t_meter, extrapolated)) = t_meter {
+                    r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
+                    r.meter_floor.errors.push(d(t_meter));
+                    if let Some((l, o)) = longrun {
+                        r.longrun_vs_meter.errors.push((l - t_meter) as f64 / DAY_MS as f64);
+                        r.away_oracle_vs_meter.errors.push((o - t_meter) as f64 / DAY_MS as f64);
+                        r.longrun_vs_truth.errors.push(d(l));
+                        r.away_oracle_vs_truth.errors.push(d(o));
+                    }
+                    r.meter_extrapolated += usize::from(extrapolated);
+                }
             }
         }
     }
