@@ -37,10 +37,10 @@ fn bench_analysis(c: &mut Criterion) {
         analyzer.observe(id, m, &mut findings, &mut points);
         analyzer.sweep(i64::MAX, &mut findings);
     }
-    let AnalysisCost { devices, state_bytes, cartridges, rules_bytes_per_device, by_model } = analyzer.cost();
+    let AnalysisCost { devices, state_bytes, cartridges, by_model } = analyzer.cost();
     eprintln!(
         "analysis state: {devices} devices, {cartridges} cartridges, {state_bytes} bytes in all = {} bytes per device on average \
-         (rules {rules_bytes_per_device} B inline per device; forecasts heap included); \
+         (inline and heap); \
          {} findings, {} forecast points from {n} messages",
         state_bytes / devices.max(1),
         findings.len(),
@@ -49,10 +49,11 @@ fn bench_analysis(c: &mut Criterion) {
     for m in by_model {
         let per = |bytes: usize| bytes / m.devices.max(1);
         eprintln!(
-            "  {:?}: {} devices, {} bytes per device, of which cartridge forecasts {} bytes",
+            "  {:?}: {} devices, {} bytes per device, of which fault rules {} bytes, cartridge forecasts {} bytes",
             m.model,
             m.devices,
             per(m.state_bytes),
+            per(m.rules_bytes),
             per(m.forecast_bytes)
         );
     }

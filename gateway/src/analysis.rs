@@ -107,8 +107,6 @@ pub struct AnalysisCost {
     pub state_bytes: usize,
     /// Cartridge slots with a forecast.
     pub cartridges: usize,
-    /// Bytes of one device's rule state (`DeviceRules`).
-    pub rules_bytes_per_device: usize,
     /// Per model (toilet, shower, purifier, in that order).
     pub by_model: [ModelCost; 3],
 }
@@ -122,6 +120,8 @@ pub struct ModelCost {
     pub devices: usize,
     /// Their bytes of state in all (inline and heap).
     pub state_bytes: usize,
+    /// Of which the fault rules (`DeviceRules::state_bytes`, inline and heap).
+    pub rules_bytes: usize,
     /// Of which the cartridge forecasts (usage model, slots, report bookkeeping).
     pub forecast_bytes: usize,
 }
@@ -272,18 +272,20 @@ impl Analyzer {
         self.devices.len()
     }
 
-    /// Devices with state and the bytes of that state (inline and on the heap, the
-    /// rules' inline size only, not counting the map's own buckets and keys).
+    /// Devices with state and the bytes of that state (inline and on the heap, not
+    /// counting the map's own buckets and keys nor the allocator's bookkeeping).
     pub fn cost(&self) -> AnalysisCost {
         let models = [Model::Toilet, Model::Shower, Model::Purifier];
-        let mut by_model = models.map(|model| ModelCost { model, devices: 0, state_bytes: 0, forecast_bytes: 0 });
+        let mut by_model = models.map(|model| ModelCost { model, devices: 0, state_bytes: 0, rules_bytes: 0, forecast_bytes: 0 });
         let mut cartridges = 0;
         for d in self.devices.values() {
             let forecast_bytes = d.cartridges.as_ref().map_or(0, |c| c.heap_bytes());
             cartridges += d.cartridges.as_ref().map_or(0, |c| c.forecaster.slots().count());
             if let Some(m) = by_model.iter_mut().find(|m| m.model == d.rules.model()) {
                 m.devices += 1;
-                m.state_bytes += std::mem::size_of::<DeviceState>() + forecast_bytes;
+                let rules_heap = d.rules.state_bytes() - std::mem::size_of::<DeviceRules>();
+                m.state_bytes += std::mem::size_of::<DeviceState>() + rules_heap + forecast_bytes;
+                m.rules_bytes += d.rules.state_bytes();
                 m.forecast_bytes += forecast_bytes;
             }
         }
@@ -291,7 +293,6 @@ impl Analyzer {
             devices: self.devices.len(),
             state_bytes: by_model.iter().map(|m| m.state_bytes).sum(),
             cartridges,
-            rules_bytes_per_device: std::mem::size_of::<DeviceRules>(),
             by_model,
         }
     }

@@ -23,20 +23,12 @@ pub struct ClogTrend {
     baseline_ml_s: SampleWindow<16>,
     baseline_pushed_ts_ms: Maybe<i64>,
     active: bool,
-    /// Flow ratio (recent / baseline) of the last judged session.
-    last_ratio: f32,
-    /// Baseline flow at the last judged session, ml/s.
-    last_baseline_ml_s: f32,
 }
 
 impl ClogTrend {
-    /// Flow ratio and baseline flow (ml/s) at the last judged session.
-    pub fn last_judged(&self) -> (f32, f32) {
-        (self.last_ratio, self.last_baseline_ml_s)
-    }
-
     /// A session ended at `ts_ms`. `pressure_fine` tells whether the supply pressure
-    /// was normal. Returns `Some(present)` when the verdict changes.
+    /// was normal. Returns `Some((present, flow ratio, baseline flow ml/s))` when the
+    /// verdict changes.
     pub fn on_session(
         &mut self,
         cfg: &RulesConfig,
@@ -45,7 +37,7 @@ impl ClogTrend {
         duration_s: u32,
         water_ml: u32,
         pressure_fine: bool,
-    ) -> Option<bool> {
+    ) -> Option<(bool, f32, f32)> {
         if !matches!(kind, SessionKind::Dispense | SessionKind::Shower)
             || duration_s < cfg.clog_min_session_s.max(1)
             || !pressure_fine
@@ -61,14 +53,12 @@ impl ClogTrend {
         if let Some(base) = self.baseline_ml_s.summary() {
             if base.count >= usize::from(cfg.clog_min_baseline) && base.median > 0.0 {
                 let ratio = recent / base.median;
-                self.last_ratio = ratio;
-                self.last_baseline_ml_s = base.median;
                 if !self.active && ratio < cfg.clog_raise_ratio {
                     self.active = true;
-                    verdict = Some(true);
+                    verdict = Some((true, ratio, base.median));
                 } else if self.active && ratio >= cfg.clog_clear_ratio {
                     self.active = false;
-                    verdict = Some(false);
+                    verdict = Some((false, ratio, base.median));
                 }
             }
         }

@@ -21,19 +21,12 @@ pub struct TemperatureDrift {
     baseline_c: SampleWindow<16>,
     baseline_pushed_ts_ms: Maybe<i64>,
     active: bool,
-    /// Recent median and baseline median at the last judged session, °C.
-    last: (f32, f32),
 }
 
 impl TemperatureDrift {
-    /// Recent median and baseline median at the last judged session, °C.
-    pub fn last_judged(&self) -> (f32, f32) {
-        self.last
-    }
-
-    /// A session at `ts_ms` had mean temperature `temp_c`. Returns `Some(drifting)`
-    /// when the verdict changes.
-    pub fn on_session(&mut self, cfg: &RulesConfig, ts_ms: i64, temp_c: f32) -> Option<bool> {
+    /// A session at `ts_ms` had mean temperature `temp_c`. Returns `Some((drifting,
+    /// recent median °C, baseline median °C))` when the verdict changes.
+    pub fn on_session(&mut self, cfg: &RulesConfig, ts_ms: i64, temp_c: f32) -> Option<(bool, f32, f32)> {
         self.recent_c.push(temp_c);
         if self.recent_c.len() < 3 {
             return None;
@@ -44,13 +37,12 @@ impl TemperatureDrift {
         if let Some(base) = self.baseline_c.summary().filter(|_| warm) {
             let threshold = cfg.drift_min_c.max(cfg.drift_k * base.sigma);
             let off = (recent - base.median).abs();
-            self.last = (recent, base.median);
             if !self.active && off > threshold {
                 self.active = true;
-                verdict = Some(true);
+                verdict = Some((true, recent, base.median));
             } else if self.active && off < threshold / 2.0 {
                 self.active = false;
-                verdict = Some(false);
+                verdict = Some((false, recent, base.median));
             }
         }
         let due = !warm

@@ -30,8 +30,6 @@ struct PendingInterval {
 /// Flow-balance state of one device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FlowBalance {
-    /// Time and water counter of the previous telemetry.
-    last: Option<(i64, u64)>,
     /// Water of sessions that ended since the previous telemetry, ml.
     session_ml: u64,
     /// A water session ended since the previous telemetry.
@@ -45,16 +43,9 @@ pub struct FlowBalance {
     dry_run: u8,
     /// Whether this rule currently sees a leak.
     active: bool,
-    /// Unexplained flow of the last judged interval, ml/min.
-    last_rate_ml_min: f32,
 }
 
 impl FlowBalance {
-    /// Unexplained flow of the last judged interval, ml/min.
-    pub fn last_rate_ml_min(&self) -> f32 {
-        self.last_rate_ml_min
-    }
-
     /// A usage session that started at `started_ts_ms` ended, using `water_ml`.
     pub fn on_session(&mut self, kind: SessionKind, started_ts_ms: i64, water_ml: u32) {
         // A toilet's seat session contains its wash: only the water sessions count.
@@ -75,17 +66,18 @@ impl FlowBalance {
         self.broken = true;
     }
 
-    /// Telemetry at `ts_ms` with the cumulative water counter. `explained` is true when
-    /// something else accounts for flow outside sessions (a stuck valve). Returns
-    /// `Some(present)` when the rule's verdict changes.
+    /// Telemetry at `ts_ms` with the cumulative water counter; `previous` is the time
+    /// and counter of the device's previous telemetry (the caller keeps them, for the
+    /// daily totals too). `explained` is true when something else accounts for flow
+    /// outside sessions (a stuck valve). Returns `Some((present, unexplained flow of the
+    /// judged interval in ml/min))` when the rule's verdict changes.
     pub fn on_telemetry(
         &mut self,
         cfg: &RulesConfig,
-        ts_ms: i64,
-        water_ml: u64,
+        (ts_ms, water_ml): (i64, u64),
+        previous: Option<(i64, u64)>,
         explained: bool,
-    ) -> Option<bool> {
-        let previous = self.last.replace((ts_ms, water_ml));
+    ) -> Option<(bool, f32)> {
         let session_ml = std::mem::take(&mut self.session_ml);
         let session_ended = std::mem::take(&mut self.session_ended);
         let broken = std::mem::take(&mut self.broken);
@@ -114,8 +106,7 @@ impl FlowBalance {
         verdict
     }
 
-    fn judge(&mut self, cfg: &RulesConfig, rate: f32) -> Option<bool> {
-        self.last_rate_ml_min = rate;
+    fn judge(&mut self, cfg: &RulesConfig, rate: f32) -> Option<(bool, f32)> {
         if rate >= cfg.leak_min_ml_per_min {
             self.wet_run = self.wet_run.saturating_add(1);
             self.dry_run = 0;
@@ -128,10 +119,10 @@ impl FlowBalance {
         }
         if !self.active && self.wet_run >= cfg.leak_raise_intervals {
             self.active = true;
-            Some(true)
+            Some((true, rate))
         } else if self.active && self.dry_run >= cfg.leak_clear_intervals {
             self.active = false;
-            Some(false)
+            Some((false, rate))
         } else {
             None
         }

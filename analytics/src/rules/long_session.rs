@@ -18,8 +18,6 @@ pub struct LongSessions {
     flushes_s: SampleWindow<12>,
     /// Kind of the session that raised the condition.
     flagged: Option<SessionKind>,
-    /// Duration, median and threshold of the last judged session, seconds.
-    last: (f32, f32, f32),
 }
 
 /// Judges a session of `d` seconds against `window` (when warm), then learns it unless
@@ -49,20 +47,16 @@ fn judge<const N: usize>(
 }
 
 impl LongSessions {
-    /// Duration, baseline median and threshold of the last judged session, seconds.
-    pub fn last_judged(&self) -> (f32, f32, f32) {
-        self.last
-    }
-
     /// A session of `kind` lasted `duration_s`. `skip` leaves it out entirely (the
-    /// device already reports a stuck valve). Returns `Some(present)` on a verdict.
+    /// device already reports a stuck valve). Returns `Some((present, (duration,
+    /// baseline median, threshold)))`, seconds, when the verdict changes.
     pub fn on_session(
         &mut self,
         cfg: &RulesConfig,
         kind: SessionKind,
         duration_s: u32,
         skip: bool,
-    ) -> Option<bool> {
+    ) -> Option<(bool, (f32, f32, f32))> {
         if skip {
             return None;
         }
@@ -72,18 +66,16 @@ impl LongSessions {
             SessionKind::Flush => judge(cfg, &mut self.flushes_s, d),
             _ => return None,
         };
-        let verdict = judged.map(|(long, median, threshold)| {
-            self.last = (d, median, threshold);
-            long
-        });
-        match (verdict, self.flagged) {
-            (Some(true), None) => {
+        let (long, median, threshold) = judged?;
+        let figures = (d, median, threshold);
+        match (long, self.flagged) {
+            (true, None) => {
                 self.flagged = Some(kind);
-                Some(true)
+                Some((true, figures))
             }
-            (Some(false), Some(k)) if k == kind => {
+            (false, Some(k)) if k == kind => {
                 self.flagged = None;
-                Some(false)
+                Some((false, figures))
             }
             _ => None,
         }

@@ -401,8 +401,9 @@ impl DeviceRules {
 
         // Leak by flow balance (not while the device reports a stuck valve).
         let stuck = self.latches[Slot::LongWash as usize].has_device_source();
-        if let Some(present) = self.flow.on_telemetry(cfg, ts, water_ml, stuck) {
-            let rate = self.flow.last_rate_ml_min();
+        let previous_water_ml = self.last_water_ml.replace(water_ml);
+        let previous = previous_ts.zip(previous_water_ml);
+        if let Some((present, rate)) = self.flow.on_telemetry(cfg, (ts, water_ml), previous, stuck) {
             let threshold = cfg.leak_min_ml_per_min;
             self.latch(Slot::Leak).set(
                 Slot::Leak.kind(),
@@ -422,9 +423,7 @@ impl DeviceRules {
             || self.latches[Slot::LongWash as usize].is_active()
             || self.latches[Slot::InletClog as usize].is_active()
             || self.latches[Slot::LowPressure as usize].is_active();
-        let water_delta = self
-            .last_water_ml
-            .replace(water_ml)
+        let water_delta = previous_water_ml
             .filter(|&prev| measurable && water_ml >= prev)
             .map(|prev| (water_ml - prev) as f64);
         let edge = self.water.on_interval(
@@ -564,8 +563,9 @@ impl DeviceRules {
                 let long_sessions = &mut toilet.long_sessions;
                 // Long wash / flush against this device's own.
                 let stuck = self.latches[Slot::LongWash as usize].has_device_source();
-                if let Some(long) = long_sessions.on_session(cfg, s.kind, s.duration_s, stuck) {
-                    let (d, median, threshold) = long_sessions.last_judged();
+                if let Some((long, (d, median, threshold))) =
+                    long_sessions.on_session(cfg, s.kind, s.duration_s, stuck)
+                {
                     let kind = s.kind;
                     self.latches[Slot::LongWash as usize].set(
                         Slot::LongWash.kind(),
@@ -582,10 +582,9 @@ impl DeviceRules {
                 let SupplyState { clog, pressure, drift } = &mut **supply;
                 // Inlet clog by flow trend.
                 let pressure_fine = pressure.is_fine(cfg);
-                if let Some(clogged) =
+                if let Some((clogged, ratio, baseline)) =
                     clog.on_session(cfg, ts, s.kind, s.duration_s, s.water_ml, pressure_fine)
                 {
-                    let (ratio, baseline) = clog.last_judged();
                     let pressure = pressure.last_kpa();
                     let threshold = if clogged {
                         cfg.clog_raise_ratio
@@ -604,8 +603,7 @@ impl DeviceRules {
                 }
                 // Shower temperature-sensor drift.
                 if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift) {
-                    if let Some(drifting) = drift.on_session(cfg, ts, temp_c) {
-                        let (recent, baseline) = drift.last_judged();
+                    if let Some((drifting, recent, baseline)) = drift.on_session(cfg, ts, temp_c) {
                         self.latches[Slot::Sensor as usize].set(
                             Slot::Sensor.kind(),
                             Source::ANALYTIC,
