@@ -3,7 +3,9 @@
 //! the findings against the simulator's ground truth: per finding kind, recall,
 //! precision and median time to detect (see `common/fault_eval.rs` for the mapping).
 //! Usage: `fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC]
-//! [--rules-json '{"leak_raise_intervals":3}'] [--trace DEVICE_INDEX]`.
+//! [--rules-json '{"leak_raise_intervals":3}'] [--trace DEVICE_INDEX] [--water-dump FILE]`.
+//! `--water-dump` (or `FAULT_EVAL_WATER_DUMP=FILE`) writes every device's daily water
+//! totals, the truth and the abnormal-water episodes and truth windows to `FILE`.
 
 #[path = "common/fault_eval.rs"]
 mod harness;
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
             "--seed" => num(value(&a), &a).map(|v| cfg.seed = v as u64),
             "--end-ms" => num(value(&a), &a).map(|v| cfg.end_ms = v),
             "--trace" => num(value(&a), &a).map(|v| cfg.trace = Some(v as u32)),
+            "--water-dump" => value(&a).map(|v| cfg.water_dump = Some(v)),
             "--rules-json" => value(&a).and_then(|text| {
                 serde_json::from_str(&text)
                     .map(|r| cfg.rules = r)
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             }),
             "-h" | "--help" => {
-                println!("usage: fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC] [--rules-json JSON] [--trace DEVICE_INDEX]");
+                println!("usage: fault-eval [--devices N] [--days D] [--seed S] [--end-ms MS] [--faults SPEC] [--rules-json JSON] [--trace DEVICE_INDEX] [--water-dump FILE]");
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument {other:?}")),

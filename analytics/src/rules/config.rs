@@ -35,6 +35,12 @@ pub struct UsageThresholds {
     /// `max(sum_k·σ·√2, 2·(min_ratio − 1)·median, 2·min_excess)`.
     #[serde(default)]
     pub sum_k: Option<f32>,
+    /// Uses (telemetry intervals in which a usage session ended) the judged days must
+    /// have together, as a ratio to the household's median daily uses times the days
+    /// judged (`None`: not required). Guests use a fixture more often; more water per
+    /// use (a new filter cartridge restoring the flow, longer showers) is no guest.
+    #[serde(default)]
+    pub min_use_ratio: Option<f32>,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -144,6 +150,7 @@ impl Default for RulesConfig {
                 sigma_floor_ratio: 0.05,
                 persist_days: 2,
                 sum_k: Some(4.25),
+                min_use_ratio: Some(1.5),
             },
             usage_energy: UsageThresholds {
                 k: 8.0,
@@ -152,6 +159,7 @@ impl Default for RulesConfig {
                 sigma_floor_ratio: 0.03,
                 persist_days: 2,
                 sum_k: None,
+                min_use_ratio: None,
             },
             reboot_grace_ms: HOUR_MS,
         }
@@ -191,7 +199,7 @@ impl RulesConfig {
     /// thresholds beyond raise thresholds). The rules run with any values; this is for
     /// a configuration read from a file.
     pub fn validate(&self) -> Result<(), RulesConfigError> {
-        let positive: [(&'static str, f64); 16] = [
+        let positive: [(&'static str, f64); 18] = [
             (
                 "default_report_interval_ms",
                 self.default_report_interval_ms as f64,
@@ -234,6 +242,14 @@ impl RulesConfig {
             (
                 "usage_energy.sum_k",
                 f64::from(self.usage_energy.sum_k.unwrap_or(1.0)),
+            ),
+            (
+                "usage_water.min_use_ratio",
+                f64::from(self.usage_water.min_use_ratio.unwrap_or(1.0)),
+            ),
+            (
+                "usage_energy.min_use_ratio",
+                f64::from(self.usage_energy.min_use_ratio.unwrap_or(1.0)),
             ),
         ];
         for (name, value) in positive {

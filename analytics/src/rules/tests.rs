@@ -459,40 +459,62 @@ fn a_fault_raised_again_after_a_reboot_stays_active() {
     assert!(all.iter().all(|f| f.kind != FindingKind::SensorFault));
 }
 
-#[test]
-fn several_days_of_much_more_water_are_abnormal_for_this_household() {
-    let mut d = Device::new(Model::Toilet);
+/// Feeds a toilet `days` days of `flushes(day)` flushes of `ml(day)` each, spread over
+/// the day, with telemetry every 15 minutes; returns all its findings.
+fn water_days(
+    d: &mut Device,
+    days: i64,
+    flushes: impl Fn(i64) -> u32,
+    ml: impl Fn(i64) -> u32,
+) -> Vec<Finding> {
     let mut all = Vec::new();
-    let day_ml = |day: i64| -> u32 {
-        if (20..22).contains(&day) {
-            4 * 6_000
-        } else {
-            6_000 + (day % 3) as u32 * 500
-        }
-    };
-    for day in 0..24 {
-        let start = T0 + day * DAY;
-        // Eight flushes a day, spread over the day, and telemetry every 15 minutes.
-        let per_flush = day_ml(day);
-        let mut ts = start;
+    for day in 0..days {
+        let n = i64::from(flushes(day)).clamp(1, 96);
+        let mut ts = T0 + day * DAY;
         for i in 0..96 {
-            if i % 12 == 6 {
-                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, per_flush));
+            // One flush in the middle of every (96 / n)-th telemetry interval.
+            let step = 96 / n;
+            if i % step == step / 2 && i / step < n {
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, ml(day)));
             }
             all.extend(d.telemetry(ts));
             ts += 15 * MIN;
         }
     }
-    let water: Vec<_> = all
-        .iter()
+    all
+}
+
+/// The abnormal-water findings of `all`.
+fn water_of(all: &[Finding]) -> Vec<&Finding> {
+    all.iter()
         .filter(|f| {
             f.kind
                 == FindingKind::AbnormalUsage {
                     resource: Resource::Water,
                 }
         })
-        .collect();
-    assert_eq!(water.len(), 2, "{:?}", edges(&all));
+        .collect()
+}
+
+#[test]
+fn several_days_of_much_more_water_are_abnormal_for_this_household() {
+    // Eight flushes a day, then guests for two days: four times as many flushes.
+    let mut d = Device::new(Model::Toilet);
+    let guests = |day: i64| (20..22).contains(&day);
+    let all = water_days(
+        &mut d,
+        24,
+        |day| if guests(day) { 32 } else { 8 },
+        |day| {
+            if guests(day) {
+                6_000
+            } else {
+                6_000 + (day % 3) as u32 * 500
+            }
+        },
+    );
+    let water = water_of(&all);
+    assert_eq!(water.len(), 2, "{water:?}");
     assert_eq!(water[0].state, FindingState::Active);
     assert!(water[0].at_ts_ms >= T0 + 20 * DAY && water[0].at_ts_ms < T0 + 22 * DAY);
     assert!(water[0].evidence["robust_z"].as_f64().unwrap() > 5.0);
@@ -501,12 +523,62 @@ fn several_days_of_much_more_water_are_abnormal_for_this_household() {
 }
 
 #[test]
-fn guests_in_an_erratic_home_are_abnormal_though_no_day_alone_is() {
-    // Daily totals of 2 to 14 l (median 8 l, σ ≈ 5.9 l): the one-day threshold is
-    // 8 + 4σ ≈ 31.7 l. Guests for two days at 28 and 26 l stay under it, and together
-    // (54 l) under twice it, but their sum is 38 l over twice the median, > 4.25·σ·√2.
+fn more_water_per_use_is_not_guests() {
+    // The same eight uses a day, each taking four times the water for two days (a new
+    // filter cartridge restoring a shower's flow, long showers): as much water as the
+    // guests above, but not more people.
     let mut d = Device::new(Model::Toilet);
-    let mut all = Vec::new();
+    let ml = |day: i64| {
+        if (20..22).contains(&day) {
+            24_000
+        } else {
+            6_000 + (day % 3) as u32 * 500
+        }
+    };
+    let all = water_days(&mut d, 24, |_| 8, ml);
+    assert!(water_of(&all).is_empty(), "{all:?}");
+
+    // Without the use-count condition, the water alone is abnormal.
+    let mut cfg = RulesConfig::default();
+    cfg.usage_water.min_use_ratio = None;
+    let mut d = Device::new(Model::Toilet);
+    d.cfg = cfg;
+    let all = water_days(&mut d, 24, |_| 8, ml);
+    let water = water_of(&all);
+    assert_eq!(water.len(), 2, "{water:?}");
+    assert!(water[0].at_ts_ms >= T0 + 20 * DAY && water[0].at_ts_ms < T0 + 22 * DAY);
+}
+
+#[test]
+fn guests_need_half_again_the_usual_uses_over_the_two_days() {
+    // Two days of four times the water: in 12 uses each (1.5 × 8) they are guests, in
+    // 11 each (22 < 1.5 × 2 × 8 = 24) they are not.
+    for (uses, raised) in [(12, true), (11, false)] {
+        let mut d = Device::new(Model::Toilet);
+        let all = water_days(
+            &mut d,
+            24,
+            |day| if (20..22).contains(&day) { uses } else { 8 },
+            |day| {
+                if (20..22).contains(&day) {
+                    4 * 6_000 * 8 / uses
+                } else {
+                    6_000
+                }
+            },
+        );
+        let water = water_of(&all);
+        assert_eq!(!water.is_empty(), raised, "{uses} uses: {water:?}");
+    }
+}
+
+#[test]
+fn guests_in_an_erratic_home_are_abnormal_though_no_day_alone_is() {
+    // Daily totals of 2 to 14 l in 8 flushes (median 8 l, σ ≈ 5.9 l): the one-day
+    // threshold is 8 + 4σ ≈ 31.7 l. Guests for two days at 28 and 26 l, in 16 flushes a
+    // day, stay under it, and together (54 l) under twice it, but their sum is 38 l over
+    // twice the median, > 4.25·σ·√2.
+    let mut d = Device::new(Model::Toilet);
     let day_l = |day: i64| -> u32 {
         match day {
             30 => 28,
@@ -514,27 +586,10 @@ fn guests_in_an_erratic_home_are_abnormal_though_no_day_alone_is() {
             _ => 2 + 2 * (day % 7) as u32,
         }
     };
-    for day in 0..33 {
-        let per_flush = day_l(day) * 1_000 / 8;
-        let mut ts = T0 + day * DAY;
-        for i in 0..96 {
-            if i % 12 == 6 {
-                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, per_flush));
-            }
-            all.extend(d.telemetry(ts));
-            ts += 15 * MIN;
-        }
-    }
-    let water: Vec<_> = all
-        .iter()
-        .filter(|f| {
-            f.kind
-                == FindingKind::AbnormalUsage {
-                    resource: Resource::Water,
-                }
-        })
-        .collect();
-    assert!(!water.is_empty(), "{:?}", edges(&all));
+    let flushes = |day: i64| if (30..32).contains(&day) { 16 } else { 8 };
+    let all = water_days(&mut d, 33, flushes, |day| day_l(day) * 1_000 / flushes(day));
+    let water = water_of(&all);
+    assert!(!water.is_empty(), "{water:?}");
     assert_eq!(water[0].state, FindingState::Active);
     assert!(water[0].at_ts_ms >= T0 + 31 * DAY && water[0].at_ts_ms < T0 + 32 * DAY);
     assert!(water[0].evidence["robust_z"].as_f64().unwrap() < 4.0);
@@ -761,4 +816,19 @@ fn a_configuration_without_hysteresis_is_rejected() {
     };
     let err = never.validate().unwrap_err();
     assert!(err.to_string().contains("leak_raise_intervals"), "{err}");
+}
+
+#[test]
+fn a_daily_usage_saved_before_use_counts_still_loads() {
+    // A snapshot without the use counts: they start empty, and the rule judges the
+    // water alone until it has `usage_min_days` days of them.
+    let old = serde_json::json!({
+        "day": 20_000, "total": 1500.0, "complete": true, "disturbed": false,
+        "used": true, "history": [6000.0, 6500.0, 7000.0], "active": false,
+        "previous_day_total": null
+    });
+    let usage: usage::DailyUsage = serde_json::from_value(old).unwrap();
+    let round_trip: usage::DailyUsage =
+        serde_json::from_value(serde_json::to_value(&usage).unwrap()).unwrap();
+    assert_eq!(usage, round_trip);
 }

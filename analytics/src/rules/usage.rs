@@ -1,18 +1,27 @@
 //! Abnormal daily use of a resource (water, heater energy) for this household.
 //!
-//! Deltas of a cumulative counter are summed per UTC day (by device time). A closed day
-//! joins a 28-day history unless it was incomplete (first day, offline gap, lost
-//! telemetry), without any use (away, unused) or disturbed (a leak or stuck valve
-//! explains the water, a clog or low pressure its lack: a norm learnt while clogged makes
-//! the days after the repair look like guests). A day is
-//! abnormal as soon as its running total exceeds the threshold of
-//! [`super::config::UsageThresholds`] over the history's median and σ (1.4826 × MAD)
-//! or, with `persist_days = 2`, as soon as it and the previous whole day together exceed
-//! twice the median by the two-day margin, today by at least a quarter of it (a single
-//! odd day is common, guests or a changed habit last). The two-day margin judges the
-//! sum against its own spread, σ·√2 (`sum_k`), so guests in a small or erratic home,
-//! whose days each stay within its natural range, still stand out together. The
-//! condition clears at the close of a day back under the one-day threshold.
+//! Deltas of a cumulative counter are summed per UTC day (by device time), and the
+//! telemetry intervals in which a usage session ended are counted (the day's *uses*,
+//! give or take two ending in one interval). A closed day joins a 28-day history of
+//! totals and uses unless it was incomplete (first day, offline gap, lost telemetry),
+//! without any use (away, unused) or disturbed (a leak or stuck valve explains the water,
+//! a clog or low pressure its lack: a norm learnt while clogged makes the days after the
+//! repair look like guests). A day is abnormal as soon as its running total exceeds the
+//! threshold of [`super::config::UsageThresholds`] over the history's median and σ
+//! (1.4826 × MAD) or, with `persist_days = 2`, as soon as it and the previous whole day
+//! together exceed twice the median by the two-day margin, today by at least a quarter
+//! of it (a single odd day is common, guests or a changed habit last). The two-day margin
+//! judges the sum against its own spread, σ·√2 (`sum_k`), so guests in a small or
+//! erratic home, whose days each stay within its natural range, still stand out
+//! together.
+//!
+//! With `min_use_ratio`, the judged days must also have had that many times the
+//! household's median daily uses (two days: together, against twice the median). Guests
+//! use a fixture more often; more water per use is something else: a new filter
+//! cartridge restores a shower's flow by up to 40 % for good, and in a home of one or two
+//! showers a day that step, or a few long showers, is as much extra water as a small
+//! visit. Those were most of the false alarms of the volume-only rule. The condition
+//! clears at the close of a day back under the one-day threshold.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +48,49 @@ pub struct DailyUsage {
     active: bool,
     /// Total of the previous day, when it was complete and judged.
     previous_day_total: Option<f64>,
+    /// Telemetry intervals of the current day in which a usage session ended: the
+    /// number of uses, give or take uses ending in the same interval.
+    #[serde(default)]
+    uses: u8,
+    /// `uses` of the previous day (meaningful while `previous_day_total` is set).
+    #[serde(default)]
+    previous_day_uses: u8,
+    /// `uses` of the days of `history`.
+    #[serde(default)]
+    use_history: UseCounts,
+}
+
+/// The last 28 daily use counts, in a ring (the uses of the days of the history).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct UseCounts {
+    counts: [u8; 28],
+    len: u8,
+    next: u8,
+}
+
+impl UseCounts {
+    fn push(&mut self, uses: u8) {
+        let n = self.counts.len();
+        if usize::from(self.len) < n {
+            self.counts[usize::from(self.len)] = uses;
+            self.len += 1;
+        } else {
+            self.counts[usize::from(self.next)] = uses;
+            self.next = ((usize::from(self.next) + 1) % n) as u8;
+        }
+    }
+
+    /// Median daily uses, `None` with fewer than `min_days` days.
+    fn median(&self, min_days: u8) -> Option<f32> {
+        let len = usize::from(self.len);
+        if len == 0 || len < usize::from(min_days) {
+            return None;
+        }
+        let mut sorted = self.counts;
+        let sorted = &mut sorted[..len];
+        sorted.sort_unstable();
+        Some((f32::from(sorted[(len - 1) / 2]) + f32::from(sorted[len / 2])) / 2.0)
+    }
 }
 
 impl Default for DailyUsage {
@@ -52,6 +104,9 @@ impl Default for DailyUsage {
             history: SampleWindow::new(),
             active: false,
             previous_day_total: None,
+            uses: 0,
+            previous_day_uses: 0,
+            use_history: UseCounts::default(),
         }
     }
 }
@@ -90,10 +145,14 @@ fn judge(th: &UsageThresholds, history: &SampleWindow<28>, total: f64) -> Option
 /// neither day alone leaves its natural range.
 fn two_day_excess(th: &UsageThresholds, j: &UsageJudgement) -> f64 {
     let median = f64::from(j.baseline.median);
-    let sigma = f64::from(j.baseline.sigma.max(th.sigma_floor_ratio * j.baseline.median));
-    let sum_k = th
-        .sum_k
-        .map_or(2.0 * f64::from(th.k), |z| f64::from(z) * std::f64::consts::SQRT_2);
+    let sigma = f64::from(
+        j.baseline
+            .sigma
+            .max(th.sigma_floor_ratio * j.baseline.median),
+    );
+    let sum_k = th.sum_k.map_or(2.0 * f64::from(th.k), |z| {
+        f64::from(z) * std::f64::consts::SQRT_2
+    });
     (sum_k * sigma)
         .max(2.0 * (f64::from(th.min_ratio) - 1.0) * median)
         .max(2.0 * f64::from(th.min_excess))
@@ -126,9 +185,11 @@ impl DailyUsage {
                 self.total = 0.0;
                 self.disturbed = false;
                 self.used = false;
+                self.uses = 0;
             }
         }
         self.used |= used;
+        self.uses = self.uses.saturating_add(u8::from(used));
         match amount {
             Some(a) => self.total += a,
             None => self.complete = false,
@@ -141,17 +202,27 @@ impl DailyUsage {
             return None;
         }
         let j = judge(th, &self.history, self.total)?;
-        let over = if th.persist_days <= 1 {
-            self.total > j.threshold
+        let (over, uses, days) = if th.persist_days <= 1 {
+            (self.total > j.threshold, self.uses, 1.0)
         } else {
             // Two days together: their excess over twice the median must exceed the
             // two-day threshold, today at least a quarter of it.
             let median = f64::from(j.baseline.median);
             let excess = two_day_excess(th, &j);
-            self.previous_day_total
+            let over = self
+                .previous_day_total
                 .is_some_and(|previous| previous + self.total > 2.0 * median + excess)
-                && self.total > median + excess / 4.0
+                && self.total > median + excess / 4.0;
+            (over, self.previous_day_uses.saturating_add(self.uses), 2.0)
         };
+        // More people use the fixture more often; more water per use (a new filter
+        // cartridge lets more through, longer showers) is not more people.
+        let over = over
+            && th.min_use_ratio.is_none_or(|ratio| {
+                self.use_history
+                    .median(min_days)
+                    .is_none_or(|median| f32::from(uses) >= ratio * days * median)
+            });
         if over {
             self.active = true;
             return Some((true, j));
@@ -168,8 +239,10 @@ impl DailyUsage {
             .then(|| judge(th, &self.history, self.total))
             .flatten();
         self.history.push(self.total as f32);
+        self.use_history.push(self.uses);
         let j = judged?;
         self.previous_day_total = Some(self.total);
+        self.previous_day_uses = self.uses;
         if self.active && self.total <= j.threshold {
             self.active = false;
             return Some((false, j));

@@ -68,6 +68,10 @@ pub struct EvalConfig {
     pub rules: RulesConfig,
     /// Device whose truth and findings are printed through `progress` (for tuning).
     pub trace: Option<u32>,
+    /// File to write the abnormal-water diagnostics to (for tuning): every device's
+    /// daily water totals, the truth, the water episodes and the water truth windows,
+    /// as CSV-like lines (see [`run`]). Also set by the `FAULT_EVAL_WATER_DUMP` variable.
+    pub water_dump: Option<String>,
 }
 
 impl Default for EvalConfig {
@@ -81,6 +85,7 @@ impl Default for EvalConfig {
             mix: FaultMix::default_mix(),
             rules: RulesConfig::default(),
             trace: None,
+            water_dump: std::env::var("FAULT_EVAL_WATER_DUMP").ok(),
         }
     }
 }
@@ -275,6 +280,14 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     // End of every usage session, per device (a main-board fault is only noticed at a save,
     // and the firmware saves after a session).
     let mut sessions_at: Vec<Vec<i64>> = vec![Vec::new(); cfg.devices as usize];
+    // Daily water totals per device (for `water_dump`): the last counter, and day → ml.
+    let dump_water = cfg.water_dump.is_some();
+    let mut water_last: Vec<Option<u64>> = vec![None; cfg.devices as usize];
+    // Day → (ml, telemetry intervals with water, telemetry intervals in which a usage
+    // session ended), and whether a session ended since the device's last telemetry.
+    let mut water_days: Vec<BTreeMap<i64, (u64, u32, u32)>> =
+        vec![BTreeMap::new(); cfg.devices as usize];
+    let mut session_since: Vec<bool> = vec![false; cfg.devices as usize];
     let mut collect =
         |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
             for f in out.drain(..) {
@@ -351,6 +364,23 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                     }
                 }
             }
+            if let (true, Parsed::Telemetry(t)) = (dump_water, p) {
+                let water = match &t.reading {
+                    protocol::message::Reading::Toilet(r) => r.water_ml,
+                    protocol::message::Reading::Purifier(r) => r.dispensed_ml,
+                    protocol::message::Reading::Shower(r) => r.water_ml,
+                };
+                let last = water_last[*device as usize].replace(water);
+                let used = std::mem::take(&mut session_since[*device as usize]);
+                if let Some(prev) = last.filter(|&prev| water >= prev) {
+                    let day = water_days[*device as usize]
+                        .entry(t.ts.div_euclid(DAY_MS))
+                        .or_default();
+                    day.0 += water - prev;
+                    day.1 += u32::from(water > prev);
+                    day.2 += u32::from(used);
+                }
+            }
             if let Parsed::Event(Event {
                 event: EventKind::Session(_),
                 ts,
@@ -358,6 +388,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
             }) = p
             {
                 sessions_at[*device as usize].push(*ts);
+                session_since[*device as usize] = true;
             }
             let r = &mut rules[*device as usize];
             let t0 = Instant::now();
@@ -535,6 +566,44 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                 .missed_examples
                 .push((fleet_sim::fleet::device_id(w.device), w.start, w.end));
         }
+    }
+    if let Some(path) = &cfg.water_dump {
+        use std::fmt::Write as _;
+        let key = "abnormal_usage:water";
+        let mut text = String::new();
+        for (device, days) in water_days.iter().enumerate() {
+            let model = format!("{:?}", fleet_sim::fleet::model_of(device as u32));
+            for (day, (ml, wet, used)) in days {
+                let _ = writeln!(text, "D,{device},{model},{day},{ml},{wet},{used}");
+            }
+        }
+        for t in truth.iter() {
+            let _ = writeln!(text, "T,{}", serde_json::to_string(t).unwrap_or_default());
+        }
+        for e in episodes.iter().filter(|e| e.key == key) {
+            let class = if windows.iter().any(|w| w.counts && matches(w, e)) {
+                "tp"
+            } else if windows.iter().any(|w| !w.counts && matches(w, e)) {
+                "excused"
+            } else {
+                "fp"
+            };
+            let cleared = e.cleared.unwrap_or(-1);
+            let _ = writeln!(
+                text,
+                "E,{},{},{cleared},{class},{}",
+                e.device, e.at, e.evidence
+            );
+        }
+        for w in windows.iter().filter(|w| w.key == key && w.counts) {
+            let detected = episodes.iter().any(|e| matches(w, e));
+            let _ = writeln!(
+                text,
+                "W,{},{},{},{},{detected}",
+                w.device, w.start, w.end, w.censored
+            );
+        }
+        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(report)
 }
