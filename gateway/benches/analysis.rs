@@ -49,10 +49,11 @@ fn bench_analysis(c: &mut Criterion) {
     for m in by_model {
         let per = |bytes: usize| bytes / m.devices.max(1);
         eprintln!(
-            "  {:?}: {} devices, {} bytes per device, of which fault rules {} bytes, cartridge forecasts {} bytes",
+            "  {:?}: {} devices, {} bytes per device (at most {}), of which fault rules {} bytes, cartridge forecasts {} bytes",
             m.model,
             m.devices,
             per(m.state_bytes),
+            m.max_device_bytes,
             per(m.rules_bytes),
             per(m.forecast_bytes)
         );

@@ -122,6 +122,8 @@ pub struct ModelCost {
     pub state_bytes: usize,
     /// Of which the fault rules (`DeviceRules::state_bytes`, inline and heap).
     pub rules_bytes: usize,
+    /// The largest state of one of its devices.
+    pub max_device_bytes: usize,
     /// Of which the cartridge forecasts (usage model, slots, report bookkeeping).
     pub forecast_bytes: usize,
 }
@@ -276,7 +278,7 @@ impl Analyzer {
     /// counting the map's own buckets and keys nor the allocator's bookkeeping).
     pub fn cost(&self) -> AnalysisCost {
         let models = [Model::Toilet, Model::Shower, Model::Purifier];
-        let mut by_model = models.map(|model| ModelCost { model, devices: 0, state_bytes: 0, rules_bytes: 0, forecast_bytes: 0 });
+        let mut by_model = models.map(|model| ModelCost { model, devices: 0, state_bytes: 0, rules_bytes: 0, max_device_bytes: 0, forecast_bytes: 0 });
         let mut cartridges = 0;
         for d in self.devices.values() {
             let forecast_bytes = d.cartridges.as_ref().map_or(0, |c| c.heap_bytes());
@@ -284,7 +286,9 @@ impl Analyzer {
             if let Some(m) = by_model.iter_mut().find(|m| m.model == d.rules.model()) {
                 m.devices += 1;
                 let rules_heap = d.rules.state_bytes() - std::mem::size_of::<DeviceRules>();
-                m.state_bytes += std::mem::size_of::<DeviceState>() + rules_heap + forecast_bytes;
+                let device_bytes = std::mem::size_of::<DeviceState>() + rules_heap + forecast_bytes;
+                m.state_bytes += device_bytes;
+                m.max_device_bytes = m.max_device_bytes.max(device_bytes);
                 m.rules_bytes += d.rules.state_bytes();
                 m.forecast_bytes += forecast_bytes;
             }
@@ -572,6 +576,9 @@ mod tests {
         assert_eq!(purifier.model, Model::Purifier);
         assert!(purifier.devices >= 1 && purifier.forecast_bytes / purifier.devices <= 400, "{cost:?}");
         assert_eq!(cost.by_model[0].forecast_bytes, 0, "toilets have no cartridges");
+        for m in cost.by_model {
+            assert!(m.max_device_bytes < 1024, "the issue's target: under 1 KiB per device: {m:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Edge triggering: one [`Latch`] per finding kind turns "is the condition present
 //! now?" answers from one or more sources into one `Active` finding when the first
 //! source sees it and one `Cleared` finding when the last source stops seeing it.
+//! A device's latches live in a [`LatchSet`], which stores only those holding an
+//! episode (an idle latch carries nothing).
 
 use protocol::message::Severity;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::finding::{Finding, FindingKind, FindingState};
 
@@ -165,6 +167,92 @@ impl Latch {
     }
 }
 
+/// The `N` latches of one device, indexed `0..N`, of which only the active ones are
+/// stored: most devices have no condition most of the time, so this is an empty `Vec`
+/// (24 bytes) where `N` inline latches would take `16 × N`. Serialised as the dense
+/// array of `N` latches (the shape snapshots had before), idle ones as defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatchSet<const N: usize> {
+    /// Active latches and their index, in no particular order.
+    active: Vec<(u8, Latch)>,
+}
+
+impl<const N: usize> LatchSet<N> {
+    const FITS: () = assert!(N <= 256, "a LatchSet indexes its latches by u8");
+
+    /// No active latch.
+    pub const fn new() -> Self {
+        let () = Self::FITS;
+        LatchSet { active: Vec::new() }
+    }
+
+    /// The latch at `index` (an idle default when it holds no episode).
+    pub fn get(&self, index: usize) -> Latch {
+        self.active
+            .iter()
+            .find(|(i, _)| usize::from(*i) == index)
+            .map_or_else(Latch::default, |(_, l)| *l)
+    }
+
+    /// Applies `f` to the latch at `index`, keeping it only while it is active.
+    /// Panics if `index >= N` (indices come from the caller's own enum).
+    pub fn update<R>(&mut self, index: usize, f: impl FnOnce(&mut Latch) -> R) -> R {
+        assert!(index < N, "latch index {index} out of 0..{N}");
+        let position = self.active.iter().position(|(i, _)| usize::from(*i) == index);
+        let mut latch = position.map_or_else(Latch::default, |p| self.active[p].1);
+        let result = f(&mut latch);
+        match (position, latch.is_active()) {
+            (Some(p), true) => self.active[p].1 = latch,
+            (Some(p), false) => {
+                self.active.swap_remove(p);
+                if self.active.is_empty() {
+                    self.active = Vec::new(); // give the block back
+                }
+            }
+            (None, true) => {
+                self.active.reserve_exact(1);
+                self.active.push((index as u8, latch));
+            }
+            (None, false) => {}
+        }
+        result
+    }
+
+    /// The active latches with their index.
+    pub fn active(&self) -> impl Iterator<Item = (usize, &Latch)> {
+        self.active.iter().map(|(i, l)| (usize::from(*i), l))
+    }
+
+    /// Bytes on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        self.active.capacity() * std::mem::size_of::<(u8, Latch)>()
+    }
+}
+
+impl<const N: usize> Serialize for LatchSet<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq((0..N).map(|i| self.get(i)))
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for LatchSet<N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let dense = Vec::<Latch>::deserialize(deserializer)?;
+        if dense.len() > N {
+            return Err(serde::de::Error::invalid_length(dense.len(), &"at most one latch per finding kind"));
+        }
+        let mut set = LatchSet::new();
+        set.active = dense
+            .into_iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_active())
+            .map(|(i, l)| (i as u8, l))
+            .collect();
+        set.active.shrink_to_fit();
+        Ok(set)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +304,31 @@ mod tests {
         assert_eq!(out[1].state, FindingState::Cleared);
         assert_eq!((out[1].began_ts_ms, out[1].at_ts_ms), (10, 40));
         assert_eq!(out[1].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn a_latch_set_stores_only_active_latches_and_serialises_densely() {
+        let mut set = LatchSet::<4>::new();
+        let mut out = Vec::new();
+        let raise = |set: &mut LatchSet<4>, present: bool, out: &mut Vec<Finding>| {
+            set.update(2, |l| {
+                l.set(FindingKind::Leak, Source::ANALYTIC, present, 5, Severity::Critical, || Value::Null, out)
+            })
+        };
+        raise(&mut set, false, &mut out);
+        assert_eq!((set.active().count(), set.heap_bytes()), (0, 0), "clearing an idle latch stores nothing");
+        raise(&mut set, true, &mut out);
+        assert!(set.get(2).is_active() && !set.get(1).is_active());
+        assert_eq!(set.active().map(|(i, _)| i).collect::<Vec<_>>(), vec![2]);
+        let json = serde_json::to_value(&set).unwrap();
+        assert_eq!(json.as_array().map(Vec::len), Some(4));
+        assert_eq!(json[2]["sources"], 4);
+        let back: LatchSet<4> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, set);
+        raise(&mut set, false, &mut out);
+        assert_eq!((set.active().count(), set.heap_bytes()), (0, 0));
+        assert_eq!(out.len(), 2);
+        assert!(serde_json::from_str::<LatchSet<1>>(&serde_json::to_string(&back).unwrap()).is_err());
     }
 
     #[test]

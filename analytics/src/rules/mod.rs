@@ -64,7 +64,7 @@ pub use finding::{Finding, FindingKind, FindingState, Resource};
 use clog::ClogTrend;
 use compact::Maybe;
 use drift::TemperatureDrift;
-use latch::{Latch, Source};
+use latch::{LatchSet, Source};
 use leak::FlowBalance;
 use long_session::LongSessions;
 use pressure::PressureWatch;
@@ -158,7 +158,7 @@ struct Accepted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRules {
     model: Model,
-    latches: [Latch; SLOTS],
+    latches: LatchSet<SLOTS>,
     /// `(boot_id, seq)` of the newest message accepted.
     last_message: Option<(u32, u32)>,
     /// Device time of the first message of the current boot.
@@ -245,7 +245,7 @@ impl DeviceRules {
         let _ = cfg;
         DeviceRules {
             model,
-            latches: [Latch::default(); SLOTS],
+            latches: LatchSet::new(),
             last_message: None,
             boot_started_ts_ms: 0,
             reboot_check_pending: false,
@@ -265,10 +265,11 @@ impl DeviceRules {
         }
     }
 
-    /// Bytes of state of this device: the struct and its model's part on the heap (the
-    /// allocator's own bookkeeping, typically 8–16 bytes per block, not counted).
+    /// Bytes of state of this device: the struct, its model's part and its active
+    /// latches on the heap (the allocator's own bookkeeping, typically 8–16 bytes per
+    /// block, not counted).
     pub fn state_bytes(&self) -> usize {
-        std::mem::size_of::<DeviceRules>() + self.per_model.heap_bytes()
+        std::mem::size_of::<DeviceRules>() + self.per_model.heap_bytes() + self.latches.heap_bytes()
     }
 
     /// The fixture model.
@@ -280,7 +281,7 @@ impl DeviceRules {
     pub fn is_active(&self, kind: FindingKind) -> bool {
         ALL_SLOTS
             .iter()
-            .any(|s| s.kind() == kind && self.latches[*s as usize].is_active())
+            .any(|s| s.kind() == kind && self.latches.get(*s as usize).is_active())
     }
 
     /// The device's learnt reporting interval (median of recent telemetry gaps), ms.
@@ -297,10 +298,6 @@ impl DeviceRules {
         by_interval.max(cfg.silent_min_ms)
     }
 
-    fn latch(&mut self, slot: Slot) -> &mut Latch {
-        &mut self.latches[slot as usize]
-    }
-
     /// Places a message in the stream; `None` for a duplicate or an older message.
     fn accept(
         &mut self,
@@ -315,7 +312,7 @@ impl DeviceRules {
             Some((last_boot, last_seq)) if last_boot == boot_id => seq != last_seq.wrapping_add(1),
             Some(_) => {
                 self.boot_started_ts_ms = ts_ms;
-                self.reboot_check_pending = self.latches.iter().any(Latch::has_device_source);
+                self.reboot_check_pending = self.latches.active().any(|(_, l)| l.has_device_source());
                 true
             }
             None => {
@@ -338,15 +335,19 @@ impl DeviceRules {
     fn expire_forgotten_device_faults(&mut self, boot_id: u32, ts_ms: i64, out: &mut Vec<Finding>) {
         self.reboot_check_pending = false;
         for slot in ALL_SLOTS {
-            let latch = self.latch(slot);
-            if latch.has_device_source() && latch.device_boot() < boot_id {
-                latch.drop_device_sources(
-                    slot.kind(),
-                    ts_ms,
-                    || json!({"source": "device", "reason": "not raised again after a reboot"}),
-                    out,
-                );
+            if !self.latches.get(slot as usize).has_device_source() {
+                continue;
             }
+            self.latches.update(slot as usize, |latch| {
+                if latch.device_boot() < boot_id {
+                    latch.drop_device_sources(
+                        slot.kind(),
+                        ts_ms,
+                        || json!({"source": "device", "reason": "not raised again after a reboot"}),
+                        out,
+                    );
+                }
+            });
         }
     }
 
@@ -354,7 +355,7 @@ impl DeviceRules {
         self.first_heard_ts_ms.get_or_insert(ts_ms);
         let newest = self.last_heard_ts_ms.get().map_or(ts_ms, |t| t.max(ts_ms));
         self.last_heard_ts_ms.replace(newest);
-        if !self.latches[Slot::Silent as usize].is_active() {
+        if !self.latches.get(Slot::Silent as usize).is_active() {
             return;
         }
         // A message clears silence once it is recent: a backlog drained after an outage
@@ -365,8 +366,8 @@ impl DeviceRules {
             .get()
             .is_none_or(|now| ts_ms >= now - silent_after)
         {
-            let began = self.latches[Slot::Silent as usize].began_ts_ms();
-            self.latch(Slot::Silent).set(
+            let began = self.latches.get(Slot::Silent as usize).began_ts_ms();
+            self.latches.update(Slot::Silent as usize, |latch| latch.set(
                 Slot::Silent.kind(),
                 Source::ANALYTIC,
                 false,
@@ -374,7 +375,7 @@ impl DeviceRules {
                 Slot::Silent.analytic_severity(),
                 || json!({"silent_ms": ts_ms - began}),
                 out,
-            );
+            ));
         }
     }
 
@@ -400,12 +401,12 @@ impl DeviceRules {
         };
 
         // Leak by flow balance (not while the device reports a stuck valve).
-        let stuck = self.latches[Slot::LongWash as usize].has_device_source();
+        let stuck = self.latches.get(Slot::LongWash as usize).has_device_source();
         let previous_water_ml = self.last_water_ml.replace(water_ml);
         let previous = previous_ts.zip(previous_water_ml);
         if let Some((present, rate)) = self.flow.on_telemetry(cfg, (ts, water_ml), previous, stuck) {
             let threshold = cfg.leak_min_ml_per_min;
-            self.latch(Slot::Leak).set(
+            self.latches.update(Slot::Leak as usize, |latch| latch.set(
                 Slot::Leak.kind(),
                 Source::ANALYTIC,
                 present,
@@ -413,16 +414,16 @@ impl DeviceRules {
                 Slot::Leak.analytic_severity(),
                 || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}),
                 out,
-            );
+            ));
         }
 
         // Daily totals.
         // A leak or a stuck valve adds water; a clog or low pressure takes some away
         // (and a day after it looks abnormal against a norm learnt while clogged).
-        let disturbed_water = self.latches[Slot::Leak as usize].is_active()
-            || self.latches[Slot::LongWash as usize].is_active()
-            || self.latches[Slot::InletClog as usize].is_active()
-            || self.latches[Slot::LowPressure as usize].is_active();
+        let disturbed_water = self.latches.get(Slot::Leak as usize).is_active()
+            || self.latches.get(Slot::LongWash as usize).is_active()
+            || self.latches.get(Slot::InletClog as usize).is_active()
+            || self.latches.get(Slot::LowPressure as usize).is_active();
         let water_delta = previous_water_ml
             .filter(|&prev| measurable && water_ml >= prev)
             .map(|prev| (water_ml - prev) as f64);
@@ -438,7 +439,7 @@ impl DeviceRules {
         if let (Some(wh), PerModel::Toilet(toilet)) = (energy_wh, &mut self.per_model) {
             let energy = &mut toilet.energy;
             let disturbed_energy =
-                disturbed_water || self.latches[Slot::Heater as usize].is_active();
+                disturbed_water || self.latches.get(Slot::Heater as usize).is_active();
             let delta = self
                 .last_energy_wh
                 .replace(wh)
@@ -464,7 +465,7 @@ impl DeviceRules {
                 } else {
                     cfg.low_pressure_clear_kpa
                 };
-                self.latch(Slot::LowPressure).set(
+                self.latches.update(Slot::LowPressure as usize, |latch| latch.set(
                     Slot::LowPressure.kind(),
                     Source::ANALYTIC,
                     low,
@@ -472,7 +473,7 @@ impl DeviceRules {
                     Slot::LowPressure.analytic_severity(),
                     || json!({"source": "analytics", "pressure_kpa": kpa, "threshold_kpa": threshold}),
                     out,
-                );
+                ));
             }
         }
     }
@@ -492,7 +493,7 @@ impl DeviceRules {
         } else {
             "wh"
         };
-        self.latch(slot).set(
+        self.latches.update(slot as usize, |latch| latch.set(
             slot.kind(),
             Source::ANALYTIC,
             present,
@@ -512,7 +513,7 @@ impl DeviceRules {
                 })
             },
             out,
-        );
+        ));
     }
 
     /// An event message of this device.
@@ -529,7 +530,7 @@ impl DeviceRules {
     fn on_fault(&mut self, ts: i64, boot_id: u32, f: &FaultEvent, out: &mut Vec<Finding>) {
         let (slot, source) = Slot::of_fault(f.code);
         let present = f.state == FaultState::Raised;
-        self.latch(slot).set_from_device(
+        self.latches.update(slot as usize, |latch| latch.set_from_device(
             slot.kind(),
             source,
             present,
@@ -538,14 +539,14 @@ impl DeviceRules {
             f.severity,
             || json!({"source": "device", "fault_code": f.code.as_str(), "value": f.value}),
             out,
-        );
+        ));
     }
 
     fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
         let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
         self.last_session_ts_ms.replace(newest);
-        if self.latches[Slot::Unused as usize].is_active() {
-            self.latch(Slot::Unused).set(
+        if self.latches.get(Slot::Unused as usize).is_active() {
+            self.latches.update(Slot::Unused as usize, |latch| latch.set(
                 Slot::Unused.kind(),
                 Source::ANALYTIC,
                 false,
@@ -553,7 +554,7 @@ impl DeviceRules {
                 Slot::Unused.analytic_severity(),
                 || json!({"source": "analytics", "session": s.kind.as_str()}),
                 out,
-            );
+            ));
         }
         self.flow.on_session(s.kind, s.started_ts, s.water_ml);
         self.used_since_telemetry = true;
@@ -562,12 +563,12 @@ impl DeviceRules {
             PerModel::Toilet(toilet) => {
                 let long_sessions = &mut toilet.long_sessions;
                 // Long wash / flush against this device's own.
-                let stuck = self.latches[Slot::LongWash as usize].has_device_source();
+                let stuck = self.latches.get(Slot::LongWash as usize).has_device_source();
                 if let Some((long, (d, median, threshold))) =
                     long_sessions.on_session(cfg, s.kind, s.duration_s, stuck)
                 {
                     let kind = s.kind;
-                    self.latches[Slot::LongWash as usize].set(
+                    self.latches.update(Slot::LongWash as usize, |latch| latch.set(
                         Slot::LongWash.kind(),
                         Source::ANALYTIC,
                         long,
@@ -575,7 +576,7 @@ impl DeviceRules {
                         Slot::LongWash.analytic_severity(),
                         || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}),
                         out,
-                    );
+                    ));
                 }
             }
             PerModel::Supply(supply) => {
@@ -591,7 +592,7 @@ impl DeviceRules {
                     } else {
                         cfg.clog_clear_ratio
                     };
-                    self.latches[Slot::InletClog as usize].set(
+                    self.latches.update(Slot::InletClog as usize, |latch| latch.set(
                         Slot::InletClog.kind(),
                         Source::ANALYTIC,
                         clogged,
@@ -599,12 +600,12 @@ impl DeviceRules {
                         Slot::InletClog.analytic_severity(),
                         || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}),
                         out,
-                    );
+                    ));
                 }
                 // Shower temperature-sensor drift.
                 if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift) {
                     if let Some((drifting, recent, baseline)) = drift.on_session(cfg, ts, temp_c) {
-                        self.latches[Slot::Sensor as usize].set(
+                        self.latches.update(Slot::Sensor as usize, |latch| latch.set(
                             Slot::Sensor.kind(),
                             Source::ANALYTIC,
                             drifting,
@@ -612,7 +613,7 @@ impl DeviceRules {
                             Slot::Sensor.analytic_severity(),
                             || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
                             out,
-                        );
+                        ));
                     }
                 }
             }
@@ -631,7 +632,7 @@ impl DeviceRules {
         let silent = now - last_heard > silent_after;
         if silent {
             let interval = self.report_interval_ms(cfg);
-            self.latch(Slot::Silent).set_since(
+            self.latches.update(Slot::Silent as usize, |latch| latch.set_since(
                 Slot::Silent.kind(),
                 Source::ANALYTIC,
                 true,
@@ -640,7 +641,7 @@ impl DeviceRules {
                 Slot::Silent.analytic_severity(),
                 || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}),
                 out,
-            );
+            ));
             return;
         }
         // Disuse, judged only while the device is heard (a silent device may be in use).
@@ -649,10 +650,10 @@ impl DeviceRules {
             .get()
             .or(self.first_heard_ts_ms.get())
             .unwrap_or(last_heard);
-        if now - since >= cfg.unused_after_ms && !self.latches[Slot::Unused as usize].is_active() {
+        if now - since >= cfg.unused_after_ms && !self.latches.get(Slot::Unused as usize).is_active() {
             let after = cfg.unused_after_ms;
             let last_session = self.last_session_ts_ms.get();
-            self.latch(Slot::Unused).set_since(
+            self.latches.update(Slot::Unused as usize, |latch| latch.set_since(
                 Slot::Unused.kind(),
                 Source::ANALYTIC,
                 true,
@@ -661,7 +662,7 @@ impl DeviceRules {
                 Slot::Unused.analytic_severity(),
                 || json!({"source": "analytics", "last_session_ts_ms": last_session, "unused_after_ms": after}),
                 out,
-            );
+            ));
         }
     }
 }
