@@ -1,8 +1,10 @@
 //! The pages served by the gateway, in real headless Chromium (issue #6): an agent
 //! assigns and resolves a ticket opened by a leak published over MQTT; a homeowner
 //! snoozes a reminder and books a visit that then appears on the agent's board; a
-//! homeowner cannot open another home's page; the pages render on a 390×844 phone screen
-//! in Chinese and English. Real Mosquitto, InfluxDB 1.6.7, gateway process and
+//! homeowner cannot open another home's page; a technician works their own ticket on
+//! the board at desktop size, seeing the homeowner's phone masked, while the agent
+//! reads the fleet page; the pages render on a 390×844 phone screen in Chinese and
+//! English. Real Mosquitto, InfluxDB 1.6.7, gateway process and
 //! ChromeDriver; every test saves screenshots under `target/screenshots/`.
 
 use std::time::Duration;
@@ -26,6 +28,8 @@ struct Site {
     agent: String,
     /// Homeowner of `h1`.
     owner_h1: String,
+    /// Technician Zhao Min (Beijing; filter and electrical work).
+    tech_zhao: String,
 }
 
 fn home(id: &str, region: &str, address: &str, name: &str, phone: &str) -> Home {
@@ -55,7 +59,7 @@ impl Site {
         let work = tempfile::tempdir().unwrap();
         let db = work.path().join("maintenance.db");
         let now = gateway::ingest::pipeline::now_ms();
-        let (agent, owner_h1) = {
+        let (agent, owner_h1, tech_zhao) = {
             let e = Engine::open(&db, EngineConfig { policy: Policy::default(), ticket_webhooks: Vec::new() }).unwrap();
             e.put_home(&home("h1", "shanghai", "1 Century Avenue, Pudong", "Li Lei", "13812341234")).unwrap();
             e.put_home(&home("h2", "beijing", "88 Jianguo Road, Chaoyang", "Han Meimei", "13987654321")).unwrap();
@@ -109,7 +113,11 @@ impl Site {
             e.transition(fixed, maintenance::tickets::TicketStatus::InProgress, "agent:seed", None, now - 26 * 3_600_000).unwrap();
             e.transition(fixed, maintenance::tickets::TicketStatus::Resolved, "agent:seed", None, now - 20 * 3_600_000).unwrap();
             e.ingest(&finding(FindingKind::LowInletPressure, 3, 95.0), now - 3 * 3_600_000).unwrap();
-            (e.issue_token(Role::Agent, None, now).unwrap(), e.issue_token(Role::Homeowner, Some("h1"), now).unwrap())
+            (
+                e.issue_token(Role::Agent, None, now).unwrap(),
+                e.issue_token(Role::Homeowner, Some("h1"), now).unwrap(),
+                e.issue_token(Role::Technician, Some("t-zhao"), now).unwrap(),
+            )
         };
         let influx = Influx::start().unwrap();
         let broker = Mosquitto::start().unwrap();
@@ -119,7 +127,7 @@ impl Site {
         );
         let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Influx { url: influx.url(), db: "fixtures".into() }, &format!("gw-{name}"), &extra).unwrap();
         let driver = ChromeDriver::start().unwrap();
-        Site { gw, broker, _influx: influx, driver, _work: work, agent, owner_h1 }
+        Site { gw, broker, _influx: influx, driver, _work: work, agent, owner_h1, tech_zhao }
     }
 
     fn url(&self, path: &str) -> String {
@@ -226,6 +234,67 @@ fn an_agent_assigns_a_leak_ticket_to_a_technician_and_resolves_it_on_the_board()
     assert_eq!(status, 200);
     assert_eq!((t["status"].as_str(), t["assignee"].as_str()), (Some("resolved"), Some("t-wang")), "{t}");
     assert!(t["ack_ts_ms"].is_i64() && t["resolved_ts_ms"].is_i64(), "{t}");
+}
+
+#[test]
+fn a_technician_works_their_own_ticket_at_desktop_size_and_the_agent_reads_the_fleet_page() {
+    let site = Site::start("tech");
+    let leak = site.leak_ticket(); // Shanghai, unassigned: not Zhao's
+    let (_, list) = site.api("GET", "/tickets?device_id=toilet-00002", &site.agent, None);
+    let heater = list.as_array().unwrap().iter().find(|t| t["kind"] == "heater_fault").cloned().unwrap();
+    assert_eq!((heater["assignee"].as_str(), heater["status"].as_str()), (Some("t-zhao"), Some("assigned")), "{heater}");
+    let id = heater["id"].as_i64().unwrap();
+    let card = format!("#ticket-{id}");
+
+    let b = site.driver.session(1440, 900, Some("en-US")).unwrap();
+    b.goto(&site.page("/board", &site.tech_zhao)).unwrap();
+    let text = b.wait_text(&card, "Heater fault").unwrap();
+    assert!(text.contains("Assigned") && text.contains("You") && !text.contains("t-zhao"), "their own name for it: {text}");
+    assert!(text.contains("overdue"), "opened 50 h ago with a 48 h deadline: {text}");
+    // Only their own tickets, and no agent's controls.
+    let all = b.text("#tickets").unwrap();
+    assert!(!all.contains("Leak") && !b.exists(&format!("#ticket-{}", leak["id"])).unwrap(), "{all}");
+    assert!(!b.exists(".act-assign").unwrap() && !b.exists("#f-tech").unwrap() && !b.exists(".act-close").unwrap());
+
+    // The evidence: the homeowner's phone masked (the API audits the read).
+    b.click(&format!("{card} .act-evidence")).unwrap();
+    let detail = b.wait_text("#detail", "Han Meimei").unwrap();
+    assert!(detail.contains("139****4321") && !detail.contains("13987654321"), "{detail}");
+    let (_, api_detail) = site.api("GET", &format!("/tickets/{id}"), &site.tech_zhao, None);
+    if let Some(address) = api_detail["address"].as_str() {
+        assert!(detail.contains(address), "the open visit's address is shown: {detail}");
+    }
+    b.screenshot("board-technician-1440").unwrap();
+
+    b.click(&format!("{card} .act-start")).unwrap();
+    b.wait_text(&card, "In progress").unwrap();
+    b.click(&format!("{card} .act-resolve")).unwrap();
+    b.wait_for("the resolved ticket to leave the active view", |b| Ok(!b.exists(&card)?)).unwrap();
+    let (status, t) = site.api("GET", &format!("/tickets/{id}"), &site.tech_zhao, None);
+    assert_eq!(status, 200);
+    assert_eq!((t["status"].as_str(), t["assignee"].as_str()), (Some("resolved"), Some("t-zhao")), "{t}");
+    assert!(t["address"].is_null(), "no address once the visit is over: {t}");
+    // Someone else's ticket stays out of reach through the API too.
+    assert_eq!(site.api("GET", &format!("/tickets/{}", leak["id"]), &site.tech_zhao, None).0, 404);
+    drop(b);
+
+    // The agent's fleet page at desktop size: the registry's counts, charts, the worst devices.
+    let b = site.driver.session(1440, 900, Some("en-US")).unwrap();
+    b.goto(&site.page("/fleet", &site.agent)).unwrap();
+    b.wait_text("h1", "Fleet health").unwrap();
+    assert!(b.wait_text("#registered", "4").unwrap().contains("Registered devices"));
+    assert!(b.text("#homes").unwrap().contains('2'));
+    assert_eq!(b.js("return document.querySelectorAll('svg.chart').length >= 3").unwrap(), json!(true));
+    let worst = b.wait_text("#worst", "toilet-00002").unwrap();
+    assert!(worst.contains("beijing"), "{worst}");
+    let kpi = b.text("#kpi").unwrap();
+    assert!(kpi.contains("First-time fix") && kpi.contains("Deadline"), "{kpi}");
+    let width = b.js("return [document.documentElement.clientWidth, document.documentElement.scrollWidth]").unwrap();
+    assert_eq!(width[0], width[1], "no horizontal scrolling at desktop size: {width}");
+    // Two columns of cards, each row's tops aligned.
+    let tops = b.js("return [...document.querySelectorAll('.grid > .card')].map((c) => Math.round(c.getBoundingClientRect().top))").unwrap();
+    assert_eq!(tops[0], tops[1], "cards side by side start level: {tops}");
+    b.screenshot("fleet-en-1440").unwrap();
 }
 
 #[test]

@@ -70,7 +70,9 @@ function render() {
   tick();
 }
 
+/** The assignee's name; a technician (who cannot list technicians) sees "You" on their own. */
 function techName(id) {
+  if (state.me.role === 'technician' && id === state.me.subject) return t('assigned_to_me');
   return state.techs.find((x) => x.id === id)?.name ?? id;
 }
 

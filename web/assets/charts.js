@@ -40,7 +40,7 @@ export function lines(series, labels, label) {
   const svg = frame(w, hgt, label);
   const n = Math.max(1, ...series.map((x) => x.values.length));
   const max = Math.max(1, ...series.flatMap((x) => x.values));
-  const x = (i) => 6 + (i * (w - 12)) / Math.max(1, n - 1);
+  const x = (i) => 16 + (i * (w - 32)) / Math.max(1, n - 1); // room for the first and last day's label
   const y = (v) => hgt - pad - ((hgt - pad - 10) * v) / max;
   for (const line of series) {
     const d = line.values.map((v, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
