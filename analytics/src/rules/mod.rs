@@ -148,6 +148,22 @@ impl Slot {
     }
 }
 
+/// Records what the analytics (not the device) see of `slot`'s condition at `at_ts_ms`,
+/// an episode that began at `began_ts_ms`; see [`latch::Latch::set_since`].
+fn set_analytic(
+    latches: &mut LatchSet<SLOTS>,
+    slot: Slot,
+    present: bool,
+    began_ts_ms: i64,
+    at_ts_ms: i64,
+    evidence: impl FnOnce() -> serde_json::Value,
+    out: &mut Vec<Finding>,
+) {
+    latches.update(slot as usize, |latch| {
+        latch.set_since(slot.kind(), Source::ANALYTIC, present, began_ts_ms, at_ts_ms, slot.analytic_severity(), evidence, out)
+    });
+}
+
 /// What [`DeviceRules::accept`] learnt about a message's place in the stream.
 struct Accepted {
     /// Messages were lost before this one, or the device rebooted.
@@ -367,15 +383,7 @@ impl DeviceRules {
             .is_none_or(|now| ts_ms >= now - silent_after)
         {
             let began = self.latches.get(Slot::Silent as usize).began_ts_ms();
-            self.latches.update(Slot::Silent as usize, |latch| latch.set(
-                Slot::Silent.kind(),
-                Source::ANALYTIC,
-                false,
-                ts_ms,
-                Slot::Silent.analytic_severity(),
-                || json!({"silent_ms": ts_ms - began}),
-                out,
-            ));
+            set_analytic(&mut self.latches, Slot::Silent, false, ts_ms, ts_ms, || json!({"silent_ms": ts_ms - began}), out);
         }
     }
 
@@ -406,15 +414,7 @@ impl DeviceRules {
         let previous = previous_ts.zip(previous_water_ml);
         if let Some((present, rate)) = self.flow.on_telemetry(cfg, (ts, water_ml), previous, stuck) {
             let threshold = cfg.leak_min_ml_per_min;
-            self.latches.update(Slot::Leak as usize, |latch| latch.set(
-                Slot::Leak.kind(),
-                Source::ANALYTIC,
-                present,
-                ts,
-                Slot::Leak.analytic_severity(),
-                || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}),
-                out,
-            ));
+            set_analytic(&mut self.latches, Slot::Leak, present, ts, ts, || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}), out);
         }
 
         // Daily totals.
@@ -465,15 +465,7 @@ impl DeviceRules {
                 } else {
                     cfg.low_pressure_clear_kpa
                 };
-                self.latches.update(Slot::LowPressure as usize, |latch| latch.set(
-                    Slot::LowPressure.kind(),
-                    Source::ANALYTIC,
-                    low,
-                    ts,
-                    Slot::LowPressure.analytic_severity(),
-                    || json!({"source": "analytics", "pressure_kpa": kpa, "threshold_kpa": threshold}),
-                    out,
-                ));
+                set_analytic(&mut self.latches, Slot::LowPressure, low, ts, ts, || json!({"source": "analytics", "pressure_kpa": kpa, "threshold_kpa": threshold}), out);
             }
         }
     }
@@ -493,27 +485,20 @@ impl DeviceRules {
         } else {
             "wh"
         };
-        self.latches.update(slot as usize, |latch| latch.set(
-            slot.kind(),
-            Source::ANALYTIC,
-            present,
-            ts,
-            slot.analytic_severity(),
-            || {
-                json!({
-                    "source": "analytics",
-                    "unit": unit,
-                    "day_total": j.total,
-                    "baseline_median": j.baseline.median,
-                    "baseline_sigma": j.baseline.sigma,
-                    "baseline_days": j.baseline.count,
-                    "threshold": j.threshold,
-                    "robust_z": j.z,
-                    "normal_tail_p": stats::normal_upper_tail(j.z),
-                })
-            },
-            out,
-        ));
+        let evidence = || {
+            json!({
+                "source": "analytics",
+                "unit": unit,
+                "day_total": j.total,
+                "baseline_median": j.baseline.median,
+                "baseline_sigma": j.baseline.sigma,
+                "baseline_days": j.baseline.count,
+                "threshold": j.threshold,
+                "robust_z": j.z,
+                "normal_tail_p": stats::normal_upper_tail(j.z),
+            })
+        };
+        set_analytic(&mut self.latches, slot, present, ts, ts, evidence, out);
     }
 
     /// An event message of this device.
@@ -546,15 +531,7 @@ impl DeviceRules {
         let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
         self.last_session_ts_ms.replace(newest);
         if self.latches.get(Slot::Unused as usize).is_active() {
-            self.latches.update(Slot::Unused as usize, |latch| latch.set(
-                Slot::Unused.kind(),
-                Source::ANALYTIC,
-                false,
-                ts,
-                Slot::Unused.analytic_severity(),
-                || json!({"source": "analytics", "session": s.kind.as_str()}),
-                out,
-            ));
+            set_analytic(&mut self.latches, Slot::Unused, false, ts, ts, || json!({"source": "analytics", "session": s.kind.as_str()}), out);
         }
         self.flow.on_session(s.kind, s.started_ts, s.water_ml);
         self.used_since_telemetry = true;
@@ -568,15 +545,7 @@ impl DeviceRules {
                     long_sessions.on_session(cfg, s.kind, s.duration_s, stuck)
                 {
                     let kind = s.kind;
-                    self.latches.update(Slot::LongWash as usize, |latch| latch.set(
-                        Slot::LongWash.kind(),
-                        Source::ANALYTIC,
-                        long,
-                        ts,
-                        Slot::LongWash.analytic_severity(),
-                        || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}),
-                        out,
-                    ));
+                    set_analytic(&mut self.latches, Slot::LongWash, long, ts, ts, || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}), out);
                 }
             }
             PerModel::Supply(supply) => {
@@ -592,28 +561,12 @@ impl DeviceRules {
                     } else {
                         cfg.clog_clear_ratio
                     };
-                    self.latches.update(Slot::InletClog as usize, |latch| latch.set(
-                        Slot::InletClog.kind(),
-                        Source::ANALYTIC,
-                        clogged,
-                        ts,
-                        Slot::InletClog.analytic_severity(),
-                        || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}),
-                        out,
-                    ));
+                    set_analytic(&mut self.latches, Slot::InletClog, clogged, ts, ts, || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}), out);
                 }
                 // Shower temperature-sensor drift.
                 if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift) {
                     if let Some((drifting, recent, baseline)) = drift.on_session(cfg, ts, temp_c) {
-                        self.latches.update(Slot::Sensor as usize, |latch| latch.set(
-                            Slot::Sensor.kind(),
-                            Source::ANALYTIC,
-                            drifting,
-                            ts,
-                            Slot::Sensor.analytic_severity(),
-                            || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
-                            out,
-                        ));
+                        set_analytic(&mut self.latches, Slot::Sensor, drifting, ts, ts, || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}), out);
                     }
                 }
             }
@@ -632,16 +585,7 @@ impl DeviceRules {
         let silent = now - last_heard > silent_after;
         if silent {
             let interval = self.report_interval_ms(cfg);
-            self.latches.update(Slot::Silent as usize, |latch| latch.set_since(
-                Slot::Silent.kind(),
-                Source::ANALYTIC,
-                true,
-                last_heard,
-                now,
-                Slot::Silent.analytic_severity(),
-                || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}),
-                out,
-            ));
+            set_analytic(&mut self.latches, Slot::Silent, true, last_heard, now, || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}), out);
             return;
         }
         // Disuse, judged only while the device is heard (a silent device may be in use).
@@ -653,16 +597,7 @@ impl DeviceRules {
         if now - since >= cfg.unused_after_ms && !self.latches.get(Slot::Unused as usize).is_active() {
             let after = cfg.unused_after_ms;
             let last_session = self.last_session_ts_ms.get();
-            self.latches.update(Slot::Unused as usize, |latch| latch.set_since(
-                Slot::Unused.kind(),
-                Source::ANALYTIC,
-                true,
-                since,
-                now,
-                Slot::Unused.analytic_severity(),
-                || json!({"source": "analytics", "last_session_ts_ms": last_session, "unused_after_ms": after}),
-                out,
-            ));
+            set_analytic(&mut self.latches, Slot::Unused, true, since, now, || json!({"source": "analytics", "last_session_ts_ms": last_session, "unused_after_ms": after}), out);
         }
     }
 }

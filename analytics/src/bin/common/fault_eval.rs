@@ -651,7 +651,7 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
     let per_msg = r.rules_time.as_nanos() as f64 / r.messages.max(1) as f64;
     let per_clock = r.clock_time.as_nanos() as f64 / r.clock_calls.max(1) as f64;
     s += &format!(
-        "\n{} messages, {:.0} ns/message in the rules (with timer overhead); {} clock calls, {:.0} ns each; {} findings ({} cleared); {} bytes of state per device\n",
+        "\n{} messages, {:.0} ns/message in the rules (with timer overhead); {} clock calls, {:.0} ns each; {} findings ({} cleared); at most {} bytes of state per device\n",
         r.messages, per_msg, r.clock_calls, per_clock, r.findings, r.cleared, r.state_bytes
     );
     let mut first = true;
