@@ -257,7 +257,11 @@ impl ForecastConfig {
             self.trip_max_idle_prob,
             self.trip_max_idle_prob > 0.0 && self.trip_max_idle_prob <= 1.0,
         )?;
-        check("idle_prior", self.idle_prior, (0.0..1.0).contains(&self.idle_prior))?;
+        check(
+            "idle_prior",
+            self.idle_prior,
+            (0.0..1.0).contains(&self.idle_prior),
+        )?;
         check(
             "interval",
             self.interval,
@@ -525,7 +529,6 @@ impl Trend {
         (slope < 0.0 && slope < -3.0 * se).then(|| mx + (threshold - my) / slope)
     }
 }
-
 
 /// What a device's household uses: everything the slots share.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -810,7 +813,6 @@ impl DateDistribution {
         0.5 * (lo + hi)
     }
 }
-
 
 impl DeviceForecaster {
     /// A forecaster with no history.

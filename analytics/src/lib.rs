@@ -23,8 +23,8 @@ pub mod rules;
 pub mod time;
 
 pub use detector::{DetectorConfig, StreamingDetector};
-pub use forecast::{
-    CartridgeSpec, DeviceForecaster, DueReason, Forecast, ForecastConfig, ForecastError, ForecastParams,
-    SlotReading, SpecId,
-};
 pub use error::{AnalyticsError, ConfigError, NabError};
+pub use forecast::{
+    CartridgeSpec, DeviceForecaster, DueReason, Forecast, ForecastConfig, ForecastError,
+    ForecastParams, SlotReading, SpecId,
+};

@@ -7,7 +7,11 @@ mod harness;
 
 #[test]
 fn forecaster_beats_the_straight_line_on_a_small_fleet() {
-    let cfg = harness::EvalConfig { devices: 40, days: 60, ..Default::default() };
+    let cfg = harness::EvalConfig {
+        devices: 40,
+        days: 60,
+        ..Default::default()
+    };
     let report = harness::run(&cfg).expect("evaluation runs");
     eprintln!("{}", harness::format_report(&cfg, &report));
     let (mut fc, mut line, mut n) = (0.0, 0.0, 0usize);
@@ -17,5 +21,8 @@ fn forecaster_beats_the_straight_line_on_a_small_fleet() {
         n += h.n();
     }
     assert!(n >= 10, "too few queries: {n}");
-    assert!(fc < line, "forecaster total abs error {fc:.1} d vs straight line {line:.1} d over {n} queries");
+    assert!(
+        fc < line,
+        "forecaster total abs error {fc:.1} d vs straight line {line:.1} d over {n} queries"
+    );
 }

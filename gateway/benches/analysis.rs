@@ -19,7 +19,10 @@ fn fleet_stream() -> Vec<(String, Message)> {
         ..fleet_sim::FleetConfig::default()
     };
     let (messages, _) = fleet_sim::Fleet::generate_all(cfg).expect("fleet");
-    let limits = protocol::validate::Limits { max_age_ms: i64::MAX / 4, max_future_ms: i64::MAX / 4 };
+    let limits = protocol::validate::Limits {
+        max_age_ms: i64::MAX / 4,
+        max_future_ms: i64::MAX / 4,
+    };
     messages
         .iter()
         .filter_map(|m| decode(&m.topic, &m.payload, 1_790_000_000_000, &limits).ok())
@@ -37,7 +40,12 @@ fn bench_analysis(c: &mut Criterion) {
         analyzer.observe(id, m, &mut findings, &mut points);
         analyzer.sweep(i64::MAX, &mut findings);
     }
-    let AnalysisCost { devices, state_bytes, cartridges, by_model } = analyzer.cost();
+    let AnalysisCost {
+        devices,
+        state_bytes,
+        cartridges,
+        by_model,
+    } = analyzer.cost();
     eprintln!(
         "analysis state: {devices} devices, {cartridges} cartridges, {state_bytes} bytes in all = {} bytes per device on average \
          (inline and heap); \

@@ -47,7 +47,12 @@ pub struct AnalyticsConfig {
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        AnalyticsConfig { enabled: true, clock_every_s: 300, snapshot_every_s: 30, rules: RulesConfig::default() }
+        AnalyticsConfig {
+            enabled: true,
+            clock_every_s: 300,
+            snapshot_every_s: 30,
+            rules: RulesConfig::default(),
+        }
     }
 }
 
@@ -66,11 +71,29 @@ impl DeviceFinding {
     pub fn point(&self) -> Point {
         let f = &self.finding;
         let mut fields = vec![
-            ("state".to_owned(), FieldValue::Str(match f.state { FindingState::Active => "active", FindingState::Cleared => "cleared" }.to_owned())),
-            ("active".to_owned(), FieldValue::Bool(f.state == FindingState::Active)),
-            ("severity".to_owned(), FieldValue::Str(f.severity.as_str().to_owned())),
+            (
+                "state".to_owned(),
+                FieldValue::Str(
+                    match f.state {
+                        FindingState::Active => "active",
+                        FindingState::Cleared => "cleared",
+                    }
+                    .to_owned(),
+                ),
+            ),
+            (
+                "active".to_owned(),
+                FieldValue::Bool(f.state == FindingState::Active),
+            ),
+            (
+                "severity".to_owned(),
+                FieldValue::Str(f.severity.as_str().to_owned()),
+            ),
             ("began_ts_ms".to_owned(), FieldValue::Int(f.began_ts_ms)),
-            ("evidence".to_owned(), FieldValue::Str(f.evidence.to_string())),
+            (
+                "evidence".to_owned(),
+                FieldValue::Str(f.evidence.to_string()),
+            ),
         ];
         if let FindingKind::FilterDue { slot, due_ts_ms } = f.kind {
             fields.push(("slot".to_owned(), FieldValue::Int(i64::from(slot))));
@@ -78,7 +101,10 @@ impl DeviceFinding {
         }
         Point {
             measurement: "finding".to_owned(),
-            tags: vec![("device_id".to_owned(), self.device_id.clone()), ("kind".to_owned(), f.kind.as_str().to_owned())],
+            tags: vec![
+                ("device_id".to_owned(), self.device_id.clone()),
+                ("kind".to_owned(), f.kind.as_str().to_owned()),
+            ],
             fields,
             ts_ms: f.at_ts_ms,
         }
@@ -166,7 +192,10 @@ struct DeviceState {
 
 impl DeviceState {
     fn new(model: Model, rules_cfg: &RulesConfig) -> DeviceState {
-        DeviceState { rules: DeviceRules::new(model, rules_cfg), cartridges: None }
+        DeviceState {
+            rules: DeviceRules::new(model, rules_cfg),
+            cartridges: None,
+        }
     }
 }
 
@@ -236,16 +265,26 @@ impl Analyzer {
                             None
                         }
                     };
-                    Ok(DeviceState { rules: saved.rules, cartridges })
+                    Ok(DeviceState {
+                        rules: saved.rules,
+                        cartridges,
+                    })
                 }
-                Err(e) => serde_json::from_str::<DeviceRules>(&json).map(|rules| DeviceState { rules, cartridges: None }).map_err(|_| e),
+                Err(e) => serde_json::from_str::<DeviceRules>(&json)
+                    .map(|rules| DeviceState {
+                        rules,
+                        cartridges: None,
+                    })
+                    .map_err(|_| e),
             };
             match state {
                 Ok(state) => {
                     self.devices.insert(device_id, state);
                     restored += 1;
                 }
-                Err(e) => tracing::warn!(%device_id, error = %e, "Saved analytics state does not load; the device's baseline is relearned."),
+                Err(e) => {
+                    tracing::warn!(%device_id, error = %e, "Saved analytics state does not load; the device's baseline is relearned.")
+                }
             }
         }
         restored
@@ -278,11 +317,21 @@ impl Analyzer {
     /// counting the map's own buckets and keys nor the allocator's bookkeeping).
     pub fn cost(&self) -> AnalysisCost {
         let models = [Model::Toilet, Model::Shower, Model::Purifier];
-        let mut by_model = models.map(|model| ModelCost { model, devices: 0, state_bytes: 0, rules_bytes: 0, max_device_bytes: 0, forecast_bytes: 0 });
+        let mut by_model = models.map(|model| ModelCost {
+            model,
+            devices: 0,
+            state_bytes: 0,
+            rules_bytes: 0,
+            max_device_bytes: 0,
+            forecast_bytes: 0,
+        });
         let mut cartridges = 0;
         for d in self.devices.values() {
             let forecast_bytes = d.cartridges.as_ref().map_or(0, |c| c.heap_bytes());
-            cartridges += d.cartridges.as_ref().map_or(0, |c| c.forecaster.slots().count());
+            cartridges += d
+                .cartridges
+                .as_ref()
+                .map_or(0, |c| c.forecaster.slots().count());
             if let Some(m) = by_model.iter_mut().find(|m| m.model == d.rules.model()) {
                 m.devices += 1;
                 let rules_heap = d.rules.state_bytes() - std::mem::size_of::<DeviceRules>();
@@ -303,7 +352,13 @@ impl Analyzer {
 
     /// Feeds one accepted message (not a duplicate) of `device_id`. Findings go to
     /// `findings`, forecast points to `points`.
-    pub fn observe(&mut self, device_id: &str, message: &Message, findings: &mut Vec<DeviceFinding>, points: &mut Vec<Point>) {
+    pub fn observe(
+        &mut self,
+        device_id: &str,
+        message: &Message,
+        findings: &mut Vec<DeviceFinding>,
+        points: &mut Vec<Point>,
+    ) {
         let (model, ts) = match message {
             Message::Telemetry(t) => (Some(t.reading.model()), t.ts),
             Message::Event(e) => (None, e.ts),
@@ -319,7 +374,9 @@ impl Analyzer {
             (Some(state), _) => state,
             (None, _) => {
                 let model = model.unwrap_or_else(|| guess_model(message));
-                self.devices.entry(device_id.to_owned()).or_insert_with(|| DeviceState::new(model, rules_cfg))
+                self.devices
+                    .entry(device_id.to_owned())
+                    .or_insert_with(|| DeviceState::new(model, rules_cfg))
             }
         };
         let mut out = Vec::new();
@@ -333,9 +390,23 @@ impl Analyzer {
                 };
                 if let (false, Some(params)) = (cartridges.is_empty(), &self.forecast_params) {
                     let forecasts = state.cartridges.get_or_insert_with(|| {
-                        Box::new(CartridgeForecasts { forecaster: DeviceForecaster::new(), forecast_day: i64::MIN, reported: Vec::new() })
+                        Box::new(CartridgeForecasts {
+                            forecaster: DeviceForecaster::new(),
+                            forecast_day: i64::MIN,
+                            reported: Vec::new(),
+                        })
                     });
-                    forecast_cartridges(forecasts, params, &mut self.readings, device_id, t.ts, cartridges, tds, &mut out, points);
+                    forecast_cartridges(
+                        forecasts,
+                        params,
+                        &mut self.readings,
+                        device_id,
+                        t.ts,
+                        cartridges,
+                        tds,
+                        &mut out,
+                        points,
+                    );
                 }
             }
             Message::Event(e) => state.rules.on_event(rules_cfg, e, &mut out),
@@ -345,7 +416,10 @@ impl Analyzer {
             self.dirty.insert(device_id.to_owned());
         }
         self.watermark_ms = self.watermark_ms.max(ts);
-        findings.extend(out.into_iter().map(|finding| DeviceFinding { device_id: device_id.to_owned(), finding }));
+        findings.extend(out.into_iter().map(|finding| DeviceFinding {
+            device_id: device_id.to_owned(),
+            finding,
+        }));
     }
 
     /// Runs the clock-driven rules of every device when the event-time clock
@@ -366,7 +440,10 @@ impl Analyzer {
             state.rules.on_clock(cfg, now, &mut out);
             if !out.is_empty() {
                 self.dirty.insert(device_id.clone());
-                findings.extend(out.drain(..).map(|finding| DeviceFinding { device_id: device_id.clone(), finding }));
+                findings.extend(out.drain(..).map(|finding| DeviceFinding {
+                    device_id: device_id.clone(),
+                    finding,
+                }));
             }
         }
     }
@@ -408,14 +485,24 @@ fn forecast_cartridges(
     readings.clear();
     readings.extend(cartridges.iter().filter_map(|c| {
         let spec = ForecastParams::kind_id(c.kind.as_str())?;
-        Some(SlotReading { slot: c.slot, spec, ml_since_replacement: c.ml_since_replacement, replacements: c.replacements })
+        Some(SlotReading {
+            slot: c.slot,
+            spec,
+            ml_since_replacement: c.ml_since_replacement,
+            replacements: c.replacements,
+        })
     }));
     if forecasts.forecaster.observe(params, ts, readings).is_err() {
         return; // out of order (a late message): the forecaster keeps its state
     }
     if let Some((tds_in, tds_out)) = tds {
-        for c in cartridges.iter().filter(|c| c.kind == CartridgeKind::ReverseOsmosis) {
-            forecasts.forecaster.observe_quality(params, ts, c.slot, tds_in, tds_out);
+        for c in cartridges
+            .iter()
+            .filter(|c| c.kind == CartridgeKind::ReverseOsmosis)
+        {
+            forecasts
+                .forecaster
+                .observe_quality(params, ts, c.slot, tds_in, tds_out);
         }
     }
     let day = ts.div_euclid(DAY_MS);
@@ -424,18 +511,43 @@ fn forecast_cartridges(
     }
     forecasts.forecast_day = day;
     for c in cartridges {
-        let Ok(f) = forecasts.forecaster.forecast(params, c.slot, ts) else { continue };
+        let Ok(f) = forecasts.forecaster.forecast(params, c.slot, ts) else {
+            continue;
+        };
         points.push(Point {
             measurement: "forecast".to_owned(),
-            tags: vec![("device_id".to_owned(), device_id.to_owned()), ("slot".to_owned(), c.slot.to_string())],
+            tags: vec![
+                ("device_id".to_owned(), device_id.to_owned()),
+                ("slot".to_owned(), c.slot.to_string()),
+            ],
             fields: vec![
                 ("due_ts_ms".to_owned(), FieldValue::Int(f.due_ms)),
                 ("lo_ts_ms".to_owned(), FieldValue::Int(f.lo_ms)),
                 ("hi_ts_ms".to_owned(), FieldValue::Int(f.hi_ms)),
-                ("days_left".to_owned(), FieldValue::Float(((f.due_ms - ts) as f64 / DAY_MS as f64).max(0.0))),
-                ("remaining_l".to_owned(), FieldValue::Float(if f.remaining_l.is_finite() { f.remaining_l } else { 0.0 })),
-                ("daily_l".to_owned(), FieldValue::Float(if f.daily_l.is_finite() { f.daily_l } else { 0.0 })),
-                ("kind".to_owned(), FieldValue::Str(c.kind.as_str().to_owned())),
+                (
+                    "days_left".to_owned(),
+                    FieldValue::Float(((f.due_ms - ts) as f64 / DAY_MS as f64).max(0.0)),
+                ),
+                (
+                    "remaining_l".to_owned(),
+                    FieldValue::Float(if f.remaining_l.is_finite() {
+                        f.remaining_l
+                    } else {
+                        0.0
+                    }),
+                ),
+                (
+                    "daily_l".to_owned(),
+                    FieldValue::Float(if f.daily_l.is_finite() {
+                        f.daily_l
+                    } else {
+                        0.0
+                    }),
+                ),
+                (
+                    "kind".to_owned(),
+                    FieldValue::Str(c.kind.as_str().to_owned()),
+                ),
             ],
             ts_ms: ts,
         });
@@ -444,9 +556,12 @@ fn forecast_cartridges(
         // otherwise reschedule the homeowner's reminders every day).
         let due_day = f.due_ms.div_euclid(DAY_MS);
         let days_left = (due_day - day).max(0);
-        let due_day = i32::try_from(due_day).unwrap_or(if due_day < 0 { i32::MIN } else { i32::MAX });
+        let due_day =
+            i32::try_from(due_day).unwrap_or(if due_day < 0 { i32::MIN } else { i32::MAX });
         let reported = forecasts.reported.iter_mut().find(|r| r.slot == c.slot);
-        let moved_enough = reported.as_ref().is_none_or(|last| (i64::from(due_day) - i64::from(last.due_day)).abs() >= (days_left / 10).max(1));
+        let moved_enough = reported.as_ref().is_none_or(|last| {
+            (i64::from(due_day) - i64::from(last.due_day)).abs() >= (days_left / 10).max(1)
+        });
         if !moved_enough {
             continue;
         }
@@ -454,11 +569,17 @@ fn forecast_cartridges(
             Some(r) => r.due_day = due_day,
             None => {
                 forecasts.reported.reserve_exact(1); // a few slots per device: no spare capacity
-                forecasts.reported.push(ReportedDue { slot: c.slot, due_day });
+                forecasts.reported.push(ReportedDue {
+                    slot: c.slot,
+                    due_day,
+                });
             }
         }
         out.push(Finding {
-            kind: FindingKind::FilterDue { slot: c.slot, due_ts_ms: f.due_ms },
+            kind: FindingKind::FilterDue {
+                slot: c.slot,
+                due_ts_ms: f.due_ms,
+            },
             severity: Severity::Info,
             state: FindingState::Active,
             began_ts_ms: ts,
@@ -488,9 +609,16 @@ mod tests {
             FindingKind::InletClog,
             FindingKind::LowInletPressure,
             FindingKind::Unused7Days,
-            FindingKind::AbnormalUsage { resource: Resource::Water },
-            FindingKind::AbnormalUsage { resource: Resource::Energy },
-            FindingKind::FilterDue { slot: 2, due_ts_ms: 1_800_000_000_000 },
+            FindingKind::AbnormalUsage {
+                resource: Resource::Water,
+            },
+            FindingKind::AbnormalUsage {
+                resource: Resource::Energy,
+            },
+            FindingKind::FilterDue {
+                slot: 2,
+                due_ts_ms: 1_800_000_000_000,
+            },
             FindingKind::DeviceSilent,
         ]
     }
@@ -504,11 +632,17 @@ mod tests {
             days: 12,
             seed: 5,
             end_ms: 1_790_000_000_000,
-            inject: vec![Injection::on("toilet-0000", FaultKind::Leak, 8.0, Some(1.0)), Injection::on("shower-0002", FaultKind::Offline, 9.0, Some(1.0))],
+            inject: vec![
+                Injection::on("toilet-0000", FaultKind::Leak, 8.0, Some(1.0)),
+                Injection::on("shower-0002", FaultKind::Offline, 9.0, Some(1.0)),
+            ],
             ..fleet_sim::FleetConfig::default()
         };
         let (messages, _) = fleet_sim::Fleet::generate_all(cfg).unwrap();
-        let limits = protocol::validate::Limits { max_age_ms: i64::MAX / 4, max_future_ms: i64::MAX / 4 };
+        let limits = protocol::validate::Limits {
+            max_age_ms: i64::MAX / 4,
+            max_future_ms: i64::MAX / 4,
+        };
         let mut analyzer = Analyzer::new(AnalyticsConfig::default());
         let (mut findings, mut points) = (Vec::new(), Vec::new());
         let restart_at = restart_half_way.then_some(messages.len() / 2);
@@ -521,21 +655,54 @@ mod tests {
                 analyzer = Analyzer::new(AnalyticsConfig::default());
                 assert_eq!(analyzer.restore(all), saved_devices);
             }
-            let accepted = crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits).unwrap();
-            analyzer.observe(accepted.device_id.as_str(), &accepted.message, &mut findings, &mut points);
+            let accepted =
+                crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits)
+                    .unwrap();
+            analyzer.observe(
+                accepted.device_id.as_str(),
+                &accepted.message,
+                &mut findings,
+                &mut points,
+            );
             analyzer.sweep(i64::MAX, &mut findings);
         }
-        (findings, points.iter().filter(|p| p.measurement == "forecast").count())
+        (
+            findings,
+            points
+                .iter()
+                .filter(|p| p.measurement == "forecast")
+                .count(),
+        )
     }
 
     #[test]
     fn a_simulated_leak_and_silence_are_found_and_a_restart_keeps_the_rule_state() {
         let (findings, forecasts) = run_fleet(false);
-        let has = |dev: &str, kind: FindingKind, state: FindingState| findings.iter().any(|f| f.device_id == dev && f.finding.kind == kind && f.finding.state == state);
-        assert!(has("toilet-0000", FindingKind::Leak, FindingState::Active), "{findings:#?}");
-        assert!(has("toilet-0000", FindingKind::Leak, FindingState::Cleared), "{findings:#?}");
-        assert!(has("shower-0002", FindingKind::DeviceSilent, FindingState::Active), "{findings:#?}");
-        assert!(forecasts >= 12, "a forecast point per cartridge-day: {forecasts}");
+        let has = |dev: &str, kind: FindingKind, state: FindingState| {
+            findings
+                .iter()
+                .any(|f| f.device_id == dev && f.finding.kind == kind && f.finding.state == state)
+        };
+        assert!(
+            has("toilet-0000", FindingKind::Leak, FindingState::Active),
+            "{findings:#?}"
+        );
+        assert!(
+            has("toilet-0000", FindingKind::Leak, FindingState::Cleared),
+            "{findings:#?}"
+        );
+        assert!(
+            has(
+                "shower-0002",
+                FindingKind::DeviceSilent,
+                FindingState::Active
+            ),
+            "{findings:#?}"
+        );
+        assert!(
+            forecasts >= 12,
+            "a forecast point per cartridge-day: {forecasts}"
+        );
         // Restarting half-way from a snapshot gives the same findings, filter due dates included.
         let (restarted, restarted_forecasts) = run_fleet(true);
         assert_eq!(restarted, findings);
@@ -544,18 +711,42 @@ mod tests {
 
     #[test]
     fn an_old_format_snapshot_keeps_its_rules_and_starts_the_forecasts_afresh() {
-        let (messages, _) = fleet_sim::Fleet::generate_all(fleet_sim::FleetConfig { devices: 3, days: 8, seed: 3, end_ms: 1_790_000_000_000, ..fleet_sim::FleetConfig::default() }).unwrap();
-        let limits = protocol::validate::Limits { max_age_ms: i64::MAX / 4, max_future_ms: i64::MAX / 4 };
+        let (messages, _) = fleet_sim::Fleet::generate_all(fleet_sim::FleetConfig {
+            devices: 3,
+            days: 8,
+            seed: 3,
+            end_ms: 1_790_000_000_000,
+            ..fleet_sim::FleetConfig::default()
+        })
+        .unwrap();
+        let limits = protocol::validate::Limits {
+            max_age_ms: i64::MAX / 4,
+            max_future_ms: i64::MAX / 4,
+        };
         let mut analyzer = Analyzer::new(AnalyticsConfig::default());
         let (mut findings, mut points) = (Vec::new(), Vec::new());
         for m in &messages {
-            let accepted = crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits).unwrap();
-            analyzer.observe(accepted.device_id.as_str(), &accepted.message, &mut findings, &mut points);
+            let accepted =
+                crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits)
+                    .unwrap();
+            analyzer.observe(
+                accepted.device_id.as_str(),
+                &accepted.message,
+                &mut findings,
+                &mut points,
+            );
         }
         let saved = analyzer.take_snapshot();
-        let (id, json) = saved.iter().find(|(id, _)| id.starts_with("purifier")).cloned().expect("a purifier");
+        let (id, json) = saved
+            .iter()
+            .find(|(id, _)| id.starts_with("purifier"))
+            .cloned()
+            .expect("a purifier");
         // The new format holds no configuration.
-        assert!(json.contains("\"cartridges\"") && !json.contains("weekday_alpha"), "{json}");
+        assert!(
+            json.contains("\"cartridges\"") && !json.contains("weekday_alpha"),
+            "{json}"
+        );
         let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
         let object = value.as_object_mut().unwrap();
         object.remove("cartridges");
@@ -568,16 +759,28 @@ mod tests {
             assert_eq!(restored.restore(vec![(id.clone(), variant)]), 1);
             let state = &restored.devices[&id];
             assert!(state.cartridges.is_none(), "forecasts start afresh");
-            assert_eq!(serde_json::to_value(&state.rules).unwrap(), serde_json::to_value(&analyzer.devices[&id].rules).unwrap());
+            assert_eq!(
+                serde_json::to_value(&state.rules).unwrap(),
+                serde_json::to_value(&analyzer.devices[&id].rules).unwrap()
+            );
         }
         // Bytes per model: a purifier's three slots share one forecaster.
         let cost = analyzer.cost();
         let purifier = cost.by_model[2];
         assert_eq!(purifier.model, Model::Purifier);
-        assert!(purifier.devices >= 1 && purifier.forecast_bytes / purifier.devices <= 400, "{cost:?}");
-        assert_eq!(cost.by_model[0].forecast_bytes, 0, "toilets have no cartridges");
+        assert!(
+            purifier.devices >= 1 && purifier.forecast_bytes / purifier.devices <= 400,
+            "{cost:?}"
+        );
+        assert_eq!(
+            cost.by_model[0].forecast_bytes, 0,
+            "toilets have no cartridges"
+        );
         for m in cost.by_model {
-            assert!(m.max_device_bytes < 1024, "the issue's target: under 1 KiB per device: {m:?}");
+            assert!(
+                m.max_device_bytes < 1024,
+                "the issue's target: under 1 KiB per device: {m:?}"
+            );
         }
     }
 
@@ -586,7 +789,14 @@ mod tests {
         for kind in every_kind() {
             let f = DeviceFinding {
                 device_id: "toilet-1".into(),
-                finding: Finding { kind, severity: Severity::Major, state: FindingState::Cleared, began_ts_ms: 5, at_ts_ms: 9, evidence: serde_json::json!({"x": 1}) },
+                finding: Finding {
+                    kind,
+                    severity: Severity::Major,
+                    state: FindingState::Cleared,
+                    began_ts_ms: 5,
+                    at_ts_ms: 9,
+                    evidence: serde_json::json!({"x": 1}),
+                },
             };
             let m = f.to_maintenance();
             assert_eq!(m.kind.policy_key(), kind.as_str());

@@ -53,7 +53,12 @@ dynamic_filters = true
 /// Starts rumqttd on `listen` in a background thread.
 pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
     // rumqttd exits the process on a bind failure, so check the port first.
-    drop(std::net::TcpListener::bind(listen).map_err(|source| BrokerError::Bind { addr: listen, source })?);
+    drop(
+        std::net::TcpListener::bind(listen).map_err(|source| BrokerError::Bind {
+            addr: listen,
+            source,
+        })?,
+    );
     let config: rumqttd::Config = toml::from_str(&config_toml(listen))?;
     let mut broker = rumqttd::Broker::new(config);
     std::thread::Builder::new()
@@ -63,7 +68,10 @@ pub fn start(listen: SocketAddr) -> Result<(), BrokerError> {
                 tracing::error!(error = %e, "The embedded MQTT broker stopped.");
             }
         })
-        .map_err(|source| BrokerError::Bind { addr: listen, source })?;
+        .map_err(|source| BrokerError::Bind {
+            addr: listen,
+            source,
+        })?;
     tracing::info!(%listen, "Embedded MQTT broker (rumqttd, MQTT 3.1.1, in memory only) started.");
     Ok(())
 }

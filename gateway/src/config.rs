@@ -256,9 +256,15 @@ pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 2;
 
 impl Config {
     /// Loads `path` (or nothing), applies `GATEWAY__*` overrides from `env`, and checks it.
-    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
             None => String::new(),
         };
         let mut table: toml::Table = text.parse()?;
@@ -274,24 +280,52 @@ impl Config {
         let broker = match raw.mqtt.broker.as_deref().unwrap_or("embedded") {
             "embedded" => BrokerMode::Embedded,
             "external" => BrokerMode::External,
-            other => return Err(ConfigError::Value { key: "mqtt.broker", why: format!("{other:?} is not \"embedded\" or \"external\"") }),
+            other => {
+                return Err(ConfigError::Value {
+                    key: "mqtt.broker",
+                    why: format!("{other:?} is not \"embedded\" or \"external\""),
+                })
+            }
         };
-        let mqtt_url = raw.mqtt.url.unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
-        let url = Url::parse(&mqtt_url).map_err(|e| ConfigError::Value { key: "mqtt.url", why: format!("{mqtt_url:?}: {e}") })?;
+        let mqtt_url = raw
+            .mqtt
+            .url
+            .unwrap_or_else(|| "mqtt://127.0.0.1:1883".into());
+        let url = Url::parse(&mqtt_url).map_err(|e| ConfigError::Value {
+            key: "mqtt.url",
+            why: format!("{mqtt_url:?}: {e}"),
+        })?;
         if url.scheme() != "mqtt" && url.scheme() != "tcp" {
-            return Err(ConfigError::Value { key: "mqtt.url", why: format!("scheme {:?} is not mqtt://", url.scheme()) });
+            return Err(ConfigError::Value {
+                key: "mqtt.url",
+                why: format!("scheme {:?} is not mqtt://", url.scheme()),
+            });
         }
-        let host = url.host_str().ok_or(ConfigError::Value { key: "mqtt.url", why: "no host".into() })?.to_owned();
+        let host = url
+            .host_str()
+            .ok_or(ConfigError::Value {
+                key: "mqtt.url",
+                why: "no host".into(),
+            })?
+            .to_owned();
         let credentials = match (raw.mqtt.username, raw.mqtt.password) {
             (Some(u), p) => Some((u, p.unwrap_or_default())),
-            (None, Some(_)) => return Err(ConfigError::Value { key: "mqtt.password", why: "set without mqtt.username".into() }),
+            (None, Some(_)) => {
+                return Err(ConfigError::Value {
+                    key: "mqtt.password",
+                    why: "set without mqtt.username".into(),
+                })
+            }
             (None, None) => None,
         };
         let mqtt = MqttConfig {
             broker,
             host,
             port: url.port().unwrap_or(1883),
-            client_id: raw.mqtt.client_id.unwrap_or_else(|| "fixture-gateway".into()),
+            client_id: raw
+                .mqtt
+                .client_id
+                .unwrap_or_else(|| "fixture-gateway".into()),
             credentials,
             keep_alive: Duration::from_secs(raw.mqtt.keep_alive_s.unwrap_or(30).max(5)),
             max_packet_bytes: raw.mqtt.max_packet_bytes.unwrap_or(32 * 1024 * 1024),
@@ -299,20 +333,33 @@ impl Config {
 
         let max_messages = raw.batch.max_messages.unwrap_or(DEFAULT_BATCH_MESSAGES);
         if max_messages == 0 || max_messages > 65_535 {
-            return Err(ConfigError::Value { key: "batch.max_messages", why: "must be 1..=65535 (and within the broker's in-flight window)".into() });
+            return Err(ConfigError::Value {
+                key: "batch.max_messages",
+                why: "must be 1..=65535 (and within the broker's in-flight window)".into(),
+            });
         }
         let max_in_flight = raw.batch.max_in_flight.unwrap_or(DEFAULT_BATCHES_IN_FLIGHT);
-    if max_in_flight == 0 || max_in_flight > 16 {
-        return Err(ConfigError::Value { key: "batch.max_in_flight", why: "must be 1..=16".into() });
-    }
-    let batch = BatchConfig { max_messages, max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(50)), max_in_flight };
+        if max_in_flight == 0 || max_in_flight > 16 {
+            return Err(ConfigError::Value {
+                key: "batch.max_in_flight",
+                why: "must be 1..=16".into(),
+            });
+        }
+        let batch = BatchConfig {
+            max_messages,
+            max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(50)),
+            max_in_flight,
+        };
 
         let store = match raw.store.as_deref().unwrap_or("sqlite") {
             "sqlite" => StoreConfig::Sqlite,
             kind @ ("influx_v1" | "influx_v2") => {
                 let i = raw.influx;
                 let url_text = i.url.unwrap_or_else(|| "http://127.0.0.1:8086".into());
-                let url = Url::parse(&url_text).map_err(|e| ConfigError::Value { key: "influx.url", why: format!("{url_text:?}: {e}") })?;
+                let url = Url::parse(&url_text).map_err(|e| ConfigError::Value {
+                    key: "influx.url",
+                    why: format!("{url_text:?}: {e}"),
+                })?;
                 let api = if kind == "influx_v1" {
                     InfluxApi::V1 {
                         database: i.database.unwrap_or_else(|| "fixtures".into()),
@@ -321,8 +368,17 @@ impl Config {
                         password: i.password,
                     }
                 } else {
-                    let need = |v: Option<String>, key| v.ok_or(ConfigError::Value { key, why: "required for store = \"influx_v2\"".into() });
-                    InfluxApi::V2 { org: need(i.org, "influx.org")?, bucket: need(i.bucket, "influx.bucket")?, token: need(i.token, "influx.token")? }
+                    let need = |v: Option<String>, key| {
+                        v.ok_or(ConfigError::Value {
+                            key,
+                            why: "required for store = \"influx_v2\"".into(),
+                        })
+                    };
+                    InfluxApi::V2 {
+                        org: need(i.org, "influx.org")?,
+                        bucket: need(i.bucket, "influx.bucket")?,
+                        token: need(i.token, "influx.token")?,
+                    }
                 };
                 StoreConfig::Influx(InfluxConfig {
                     url,
@@ -331,18 +387,32 @@ impl Config {
                     create_database: i.create_database.unwrap_or(true),
                 })
             }
-            other => return Err(ConfigError::Value { key: "store", why: format!("{other:?} is not sqlite, influx_v1 or influx_v2") }),
+            other => {
+                return Err(ConfigError::Value {
+                    key: "store",
+                    why: format!("{other:?} is not sqlite, influx_v1 or influx_v2"),
+                })
+            }
         };
 
         let defaults = protocol::validate::Limits::default();
         let limits = protocol::validate::Limits {
-            max_age_ms: raw.validation.max_age_days.map_or(defaults.max_age_ms, |d| i64::from(d) * 86_400_000),
-            max_future_ms: raw.validation.max_future_s.map_or(defaults.max_future_ms, |s| i64::from(s) * 1000),
+            max_age_ms: raw
+                .validation
+                .max_age_days
+                .map_or(defaults.max_age_ms, |d| i64::from(d) * 86_400_000),
+            max_future_ms: raw
+                .validation
+                .max_future_s
+                .map_or(defaults.max_future_ms, |s| i64::from(s) * 1000),
         };
 
         let http_listen = match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
             "off" => None,
-            addr => Some(addr.parse().map_err(|e| ConfigError::Value { key: "http.listen", why: format!("{addr:?}: {e}") })?),
+            addr => Some(addr.parse().map_err(|e| ConfigError::Value {
+                key: "http.listen",
+                why: format!("{addr:?}: {e}"),
+            })?),
         };
 
         let maintenance = match raw.maintenance {
@@ -350,22 +420,44 @@ impl Config {
             Some(mut table) => {
                 // The engine's database lives under the data directory unless placed elsewhere.
                 if !table.contains_key("db_path") {
-                    let path = data_dir.join("maintenance.db").to_string_lossy().into_owned();
+                    let path = data_dir
+                        .join("maintenance.db")
+                        .to_string_lossy()
+                        .into_owned();
                     table.insert("db_path".into(), toml::Value::String(path));
                 }
-                let text = toml::to_string(&table).map_err(|e| ConfigError::Value { key: "maintenance", why: e.to_string() })?;
-                Some(maintenance::Config::from_toml(&text).map_err(|e| ConfigError::Value { key: "maintenance", why: e.to_string() })?)
+                let text = toml::to_string(&table).map_err(|e| ConfigError::Value {
+                    key: "maintenance",
+                    why: e.to_string(),
+                })?;
+                Some(
+                    maintenance::Config::from_toml(&text).map_err(|e| ConfigError::Value {
+                        key: "maintenance",
+                        why: e.to_string(),
+                    })?,
+                )
             }
         };
 
-        Ok(Config { data_dir, mqtt, batch, store, limits, http_listen, maintenance, analytics: raw.analytics })
+        Ok(Config {
+            data_dir,
+            mqtt,
+            batch,
+            store,
+            limits,
+            http_listen,
+            maintenance,
+            analytics: raw.analytics,
+        })
     }
 }
 
 /// Applies `GATEWAY__A__B=value` as `a.b = value` (parsed as a TOML value, else a string).
 fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) {
     for (key, value) in env {
-        let Some(path) = key.strip_prefix("GATEWAY__") else { continue };
+        let Some(path) = key.strip_prefix("GATEWAY__") else {
+            continue;
+        };
         let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()
@@ -377,11 +469,15 @@ fn apply_env_overrides(table: &mut toml::Table, env: impl IntoIterator<Item = (S
             if i + 1 == parts.len() {
                 cursor.insert(part.clone(), parsed.clone());
             } else {
-                let entry = cursor.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let entry = cursor
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 if !entry.is_table() {
                     *entry = toml::Value::Table(toml::Table::new());
                 }
-                let Some(next) = entry.as_table_mut() else { break };
+                let Some(next) = entry.as_table_mut() else {
+                    break;
+                };
                 cursor = next;
             }
         }
@@ -393,7 +489,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -412,12 +511,18 @@ mod tests {
         std::fs::write(&path, "store = \"influx_v1\"\n[influx]\nurl = \"http://db:8086\"\n[batch]\nmax_messages = 100\n").unwrap();
         let c = Config::load(
             Some(&path),
-            env(&[("GATEWAY__BATCH__MAX_MESSAGES", "200"), ("GATEWAY__MQTT__URL", "mqtt://broker:1884"), ("OTHER", "x")]),
+            env(&[
+                ("GATEWAY__BATCH__MAX_MESSAGES", "200"),
+                ("GATEWAY__MQTT__URL", "mqtt://broker:1884"),
+                ("OTHER", "x"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.batch.max_messages, 200);
         assert_eq!((c.mqtt.host.as_str(), c.mqtt.port), ("broker", 1884));
-        let StoreConfig::Influx(i) = c.store else { panic!("expected influx") };
+        let StoreConfig::Influx(i) = c.store else {
+            panic!("expected influx")
+        };
         assert_eq!(i.url.as_str(), "http://db:8086/");
     }
 
@@ -427,7 +532,11 @@ mod tests {
         let c = Config::load(Some(&path), env(&[])).unwrap();
         assert!(c.analytics.enabled);
         assert_eq!(c.analytics.clock_every_s, 300);
-        let off = Config::load(Some(&path), env(&[("GATEWAY__ANALYTICS__ENABLED", "false")])).unwrap();
+        let off = Config::load(
+            Some(&path),
+            env(&[("GATEWAY__ANALYTICS__ENABLED", "false")]),
+        )
+        .unwrap();
         assert!(!off.analytics.enabled);
     }
 
@@ -437,8 +546,15 @@ mod tests {
         let path = dir.path().join("g.toml");
         std::fs::write(&path, "data_dir = \"/srv/gw\"\n[maintenance]\n[maintenance.delivery]\nhmac_secret = \"0123456789abcdef\"\n").unwrap();
         let c = Config::load(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.maintenance.unwrap().db_path, std::path::Path::new("/srv/gw/maintenance.db"));
-        std::fs::write(&path, "[maintenance]\n[maintenance.delivery]\nhmac_secret = \"short\"\n").unwrap();
+        assert_eq!(
+            c.maintenance.unwrap().db_path,
+            std::path::Path::new("/srv/gw/maintenance.db")
+        );
+        std::fs::write(
+            &path,
+            "[maintenance]\n[maintenance.delivery]\nhmac_secret = \"short\"\n",
+        )
+        .unwrap();
         let err = Config::load(Some(&path), env(&[])).unwrap_err();
         assert!(err.to_string().contains("maintenance"), "{err}");
         assert!(Config::load(None, env(&[])).unwrap().maintenance.is_none());

@@ -33,7 +33,10 @@ pub async fn run(host: String, port: u16, count: usize, mut shutdown: watch::Rec
     let mut publisher = PublisherConfig::new(BrokerUrl { host, port });
     publisher.connections = 1;
     publisher.client_prefix = "demo-fleet".into();
-    tracing::info!(fixtures = count, "Demo fleet: replaying the last 7 days at one simulated hour per second.");
+    tracing::info!(
+        fixtures = count,
+        "Demo fleet: replaying the last 7 days at one simulated hour per second."
+    );
     let mut day = 0;
     tokio::select! {
         r = publish_fleet(&mut fleet, &publisher, Speed::Factor(SPEED), Duration::from_secs(10), |stats| {
@@ -50,8 +53,13 @@ pub async fn run(host: String, port: u16, count: usize, mut shutdown: watch::Rec
 /// The `[maintenance]` table of the zero-setup demo when the config has none: the engine's
 /// database under the data directory, app pushes delivered to the gateway's own
 /// `/demo/push` (which logs them), so tickets, reminders and the pages work out of the box.
-pub fn maintenance_config(data_dir: &std::path::Path, http: std::net::SocketAddr) -> Result<maintenance::Config, maintenance::Error> {
-    let secret: String = (0..32).map(|_| char::from(b'a' + rand::random_range(0..26u8))).collect();
+pub fn maintenance_config(
+    data_dir: &std::path::Path,
+    http: std::net::SocketAddr,
+) -> Result<maintenance::Config, maintenance::Error> {
+    let secret: String = (0..32)
+        .map(|_| char::from(b'a' + rand::random_range(0..26u8)))
+        .collect();
     let db = data_dir.join("maintenance.db");
     let text = format!(
         "db_path = {db:?}\ntick_interval_s = 5\ndispatch_interval_s = 2\n[delivery]\npush_url = \"http://{http}/demo/push\"\nhmac_secret = \"{secret}\"\nbackoff_base_s = 2\n",
@@ -63,10 +71,22 @@ pub fn maintenance_config(data_dir: &std::path::Path, http: std::net::SocketAddr
 /// Registers the demo fixtures with the maintenance engine — households of a toilet, a
 /// purifier and a shower (the simulator's order), with the simulator's cartridges — and a
 /// technician, then logs links to the pages with fresh tokens.
-pub fn register(engine: &maintenance::Engine, count: usize, http: std::net::SocketAddr, now_ms: i64) -> Result<(), maintenance::Error> {
+pub fn register(
+    engine: &maintenance::Engine,
+    count: usize,
+    http: std::net::SocketAddr,
+    now_ms: i64,
+) -> Result<(), maintenance::Error> {
     use maintenance::registry::{CartridgeSpec, Channel, Device, Home, Owner, Technician};
-    let skills = ["plumbing", "electrical", "filter"].map(String::from).to_vec();
-    engine.put_technician(&Technician { id: "demo-tech".into(), name: "Wang Qiang".into(), region: "shanghai".into(), skills })?;
+    let skills = ["plumbing", "electrical", "filter"]
+        .map(String::from)
+        .to_vec();
+    engine.put_technician(&Technician {
+        id: "demo-tech".into(),
+        name: "Wang Qiang".into(),
+        region: "shanghai".into(),
+        skills,
+    })?;
     for i in 0..u32::try_from(count).unwrap_or(u32::MAX) {
         let home_id = format!("demo-home-{}", i / 3);
         if i % 3 == 0 {
@@ -80,7 +100,11 @@ pub fn register(engine: &maintenance::Engine, count: usize, http: std::net::Sock
                 quiet_end: "08:00".into(),
                 weekly_cap: None,
                 channels: vec![Channel::App],
-                owner: Owner { name: format!("Demo owner {}", i / 3), phone: "13812341234".into(), email: None },
+                owner: Owner {
+                    name: format!("Demo owner {}", i / 3),
+                    phone: "13812341234".into(),
+                    email: None,
+                },
             })?;
         }
         let model = fleet_sim::fleet::model_of(i);
@@ -91,12 +115,19 @@ pub fn register(engine: &maintenance::Engine, count: usize, http: std::net::Sock
                 slot,
                 kind,
                 rated_litres: fleet_sim::device::rated_litres(kind),
-                max_age_days: analytics::CartridgeSpec::for_kind(kind.as_str()).map_or(365, |s| s.max_age_days as u32),
+                max_age_days: analytics::CartridgeSpec::for_kind(kind.as_str())
+                    .map_or(365, |s| s.max_age_days as u32),
                 replaced_ts_ms: None,
                 replacements: 0,
             })
             .collect();
-        engine.put_device(&Device { id: fleet_sim::fleet::device_id(i), home_id, model, installed_ts_ms: now_ms - 7 * 86_400_000, cartridges })?;
+        engine.put_device(&Device {
+            id: fleet_sim::fleet::device_id(i),
+            home_id,
+            model,
+            installed_ts_ms: now_ms - 7 * 86_400_000,
+            cartridges,
+        })?;
     }
     let agent = engine.issue_token(maintenance::Role::Agent, None, now_ms)?;
     let owner = engine.issue_token(maintenance::Role::Homeowner, Some("demo-home-0"), now_ms)?;

@@ -79,15 +79,23 @@ struct DeadLetterQuery {
     limit: Option<usize>,
 }
 
-async fn dead_letters(State(s): State<AppState>, Query(q): Query<DeadLetterQuery>) -> Result<Response, ApiError> {
+async fn dead_letters(
+    State(s): State<AppState>,
+    Query(q): Query<DeadLetterQuery>,
+) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).min(1000);
     let rows = s.state.dead_letters(q.reason, limit).await?;
     Ok(Json(rows).into_response())
 }
 
 async fn dead_letter_counts(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let counts: serde_json::Map<String, serde_json::Value> =
-        s.state.dead_letter_counts().await?.into_iter().map(|(k, v)| (k, v.into())).collect();
+    let counts: serde_json::Map<String, serde_json::Value> = s
+        .state
+        .dead_letter_counts()
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
     Ok(Json(counts).into_response())
 }
 
@@ -97,20 +105,31 @@ struct OnlineQuery {
 }
 
 /// Device ids are not personal data, and only counts leave here, so no token is needed.
-async fn online(State(s): State<AppState>, Query(q): Query<OnlineQuery>) -> Result<Response, ApiError> {
+async fn online(
+    State(s): State<AppState>,
+    Query(q): Query<OnlineQuery>,
+) -> Result<Response, ApiError> {
     let within_s = q.within_s.unwrap_or(900).clamp(1, 7 * 86_400);
     let since = crate::ingest::pipeline::now_ms() - i64::from(within_s) * 1000;
     let (seen, online) = s.state.devices_seen(since).await?;
-    Ok(Json(serde_json::json!({ "devices_seen": seen, "online": online, "within_s": within_s })).into_response())
+    Ok(
+        Json(serde_json::json!({ "devices_seen": seen, "online": online, "within_s": within_s }))
+            .into_response(),
+    )
 }
 
-async fn device(State(s): State<AppState>, Path(device_id): Path<String>) -> Result<Response, ApiError> {
+async fn device(
+    State(s): State<AppState>,
+    Path(device_id): Path<String>,
+) -> Result<Response, ApiError> {
     if !protocol::is_valid_device_id(&device_id) {
         let body = serde_json::json!({ "code": "invalid_device_id", "message": "device ids are 1-32 characters of [a-z0-9-_]" });
         return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
     }
     match s.state.device(device_id.clone()).await? {
-        Some(seq) => Ok(Json(serde_json::json!({ "device_id": device_id, "sequence": seq })).into_response()),
+        Some(seq) => Ok(
+            Json(serde_json::json!({ "device_id": device_id, "sequence": seq })).into_response(),
+        ),
         None => {
             let body = serde_json::json!({ "code": "unknown_device", "message": "no message from this device has been stored" });
             Ok((StatusCode::NOT_FOUND, Json(body)).into_response())

@@ -93,7 +93,9 @@ pub struct RunOptions {
 
 async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
     Ok(match &config.store {
-        StoreConfig::Sqlite => TelemetryStore::Sqlite(store::sqlite::SqliteStore::open(&config.data_dir.join("telemetry.db"))?),
+        StoreConfig::Sqlite => TelemetryStore::Sqlite(store::sqlite::SqliteStore::open(
+            &config.data_dir.join("telemetry.db"),
+        )?),
         StoreConfig::Influx(influx) => {
             let s = store::influx::InfluxStore::new(influx.clone())?;
             if influx.create_database {
@@ -108,20 +110,39 @@ async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
 }
 
 /// Runs the gateway until `shutdown` resolves.
-pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir { path: config.data_dir.clone(), source })?;
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let metrics = Arc::new(Metrics::default());
     let state = StateDb::open(&config.data_dir.join("state.db"))?;
     let spool = store::spool::Spool::open(&config.data_dir.join("spool"))?;
-    let writer = Arc::new(DurableWriter::new(open_store(&config).await?, spool, Arc::clone(&metrics)));
+    let writer = Arc::new(DurableWriter::new(
+        open_store(&config).await?,
+        spool,
+        Arc::clone(&metrics),
+    ));
     let devices = state.load_devices().await?;
-    metrics.sequence_gaps.store(devices.values().map(|d| d.gaps).sum(), std::sync::atomic::Ordering::Relaxed);
+    metrics.sequence_gaps.store(
+        devices.values().map(|d| d.gaps).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     tracing::info!(store = %writer.describe(), data_dir = %config.data_dir.display(), spool_backlog = writer.backlog(), devices = devices.len(), "Gateway starting.");
 
     if config.mqtt.broker == BrokerMode::Embedded {
         let addr: SocketAddr = format!("{}:{}", config.mqtt.host, config.mqtt.port)
             .parse()
-            .map_err(|_| broker::BrokerError::Bind { addr: ([127, 0, 0, 1], config.mqtt.port).into(), source: std::io::Error::other("mqtt.url host must be an IP address for the embedded broker") })?;
+            .map_err(|_| broker::BrokerError::Bind {
+                addr: ([127, 0, 0, 1], config.mqtt.port).into(),
+                source: std::io::Error::other(
+                    "mqtt.url host must be an IP address for the embedded broker",
+                ),
+            })?;
         broker::start(addr)?;
     }
 
@@ -138,8 +159,17 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
                 let _ = rx.changed().await;
             };
             tasks.spawn(dispatcher.run(m.dispatch_interval, until(shutdown_rx.clone())));
-            tasks.spawn(maintenance::run_ticker(Arc::clone(&engine), m.tick_interval, until(shutdown_rx.clone())));
-            tasks.spawn(service_kpi::run(Arc::clone(&engine), Arc::clone(&writer), m.tick_interval, shutdown_rx.clone()));
+            tasks.spawn(maintenance::run_ticker(
+                Arc::clone(&engine),
+                m.tick_interval,
+                until(shutdown_rx.clone()),
+            ));
+            tasks.spawn(service_kpi::run(
+                Arc::clone(&engine),
+                Arc::clone(&writer),
+                m.tick_interval,
+                shutdown_rx.clone(),
+            ));
             tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
             if let (true, Some(http)) = (options.demo_fixtures > 0, config.http_listen) {
                 demo::register(&engine, options.demo_fixtures, http, now_ms())?;
@@ -149,10 +179,19 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     };
 
     if let Some(addr) = config.http_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::HttpBind { addr, source })?;
-        let mut app = http::router(http::AppState { metrics: Arc::clone(&metrics), writer: Arc::clone(&writer), state: state.clone() });
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::HttpBind { addr, source })?;
+        let mut app = http::router(http::AppState {
+            metrics: Arc::clone(&metrics),
+            writer: Arc::clone(&writer),
+            state: state.clone(),
+        });
         if let Some(engine) = &maintenance {
-            app = app.nest("/api", maintenance::router(maintenance::AppState::new(Arc::clone(engine))));
+            app = app.nest(
+                "/api",
+                maintenance::router(maintenance::AppState::new(Arc::clone(engine))),
+            );
         }
         if options.demo_fixtures > 0 {
             app = app.merge(demo::push_sink());
@@ -160,7 +199,11 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         let mut rx = shutdown_rx.clone();
         tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}} /fleet/online; pages at / /board /fleet /home");
         tasks.spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { let _ = rx.changed().await; }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
         });
     }
 
@@ -190,14 +233,18 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
     let analyzer = if config.analytics.enabled {
         let mut analyzer = analysis::Analyzer::new(config.analytics.clone());
         let restored = analyzer.restore(state.load_analytics().await?);
-        tracing::info!(restored, "Analytics stage on: fault rules and filter forecasts per device.");
+        tracing::info!(
+            restored,
+            "Analytics stage on: fault rules and filter forecasts per device."
+        );
         Some(analyzer)
     } else {
         None
     };
 
     // Room for every PUBACK of a full in-flight window and more: acks never wait for space long.
-    let (client, eventloop) = ingest::mqtt::connect(&config.mqtt, config.batch.max_messages * 4 + 10_000);
+    let (client, eventloop) =
+        ingest::mqtt::connect(&config.mqtt, config.batch.max_messages * 4 + 10_000);
     let generation = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let pipeline = Pipeline {
@@ -215,13 +262,30 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
         snapshot_every: Duration::from_secs(config.analytics.snapshot_every_s.max(1)),
     };
     let pipeline_task = tokio::spawn(pipeline.run(rx, shutdown_rx.clone()));
-    let mqtt_task = tokio::spawn(ingest::mqtt::run(client, eventloop, tx, generation, Arc::clone(&metrics), shutdown_rx.clone()));
+    let mqtt_task = tokio::spawn(ingest::mqtt::run(
+        client,
+        eventloop,
+        tx,
+        generation,
+        Arc::clone(&metrics),
+        shutdown_rx.clone(),
+    ));
 
     if options.demo_fixtures > 0 {
-        tasks.spawn(demo::run(config.mqtt.host.clone(), config.mqtt.port, options.demo_fixtures, shutdown_rx.clone()));
+        tasks.spawn(demo::run(
+            config.mqtt.host.clone(),
+            config.mqtt.port,
+            options.demo_fixtures,
+            shutdown_rx.clone(),
+        ));
     }
     if options.report_every_s > 0 {
-        tasks.spawn(report(Arc::clone(&metrics), Arc::clone(&writer), Duration::from_secs(options.report_every_s), shutdown_rx.clone()));
+        tasks.spawn(report(
+            Arc::clone(&metrics),
+            Arc::clone(&writer),
+            Duration::from_secs(options.report_every_s),
+            shutdown_rx.clone(),
+        ));
     }
 
     shutdown.await;
@@ -235,7 +299,12 @@ pub async fn run(config: Config, options: RunOptions, shutdown: impl Future<Outp
 }
 
 /// Logs a one-line account of what arrived, every `every`.
-async fn report(metrics: Arc<Metrics>, writer: Arc<DurableWriter>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn report(
+    metrics: Arc<Metrics>,
+    writer: Arc<DurableWriter>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut last = metrics.snapshot(0);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;

@@ -38,7 +38,11 @@ enum Task {
     },
 }
 
-fn issue_token(config: &gateway::config::Config, role: &str, subject: Option<&str>) -> anyhow::Result<()> {
+fn issue_token(
+    config: &gateway::config::Config,
+    role: &str,
+    subject: Option<&str>,
+) -> anyhow::Result<()> {
     let m = config.maintenance.as_ref().context("the config has no [maintenance] table, so there is no maintenance API to issue a token for")?;
     let role = match role {
         "admin" => maintenance::Role::Admin,
@@ -46,9 +50,13 @@ fn issue_token(config: &gateway::config::Config, role: &str, subject: Option<&st
         "technician" => maintenance::Role::Technician,
         _ => maintenance::Role::Homeowner,
     };
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let engine = maintenance::Engine::open(&m.db_path, m.engine.clone()).context("opening the maintenance database")?;
-    let token = engine.issue_token(role, subject, gateway::ingest::pipeline::now_ms()).context("issuing the token")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let engine = maintenance::Engine::open(&m.db_path, m.engine.clone())
+        .context("opening the maintenance database")?;
+    let token = engine
+        .issue_token(role, subject, gateway::ingest::pipeline::now_ms())
+        .context("issuing the token")?;
     println!("{token}");
     Ok(())
 }
@@ -65,12 +73,18 @@ async fn main() -> anyhow::Result<()> {
     // The zero-setup demo runs the maintenance engine too (tickets, reminders, pages),
     // unless the config brings its own.
     if let (true, None, Some(http)) = (cli.demo > 0, &config.maintenance, config.http_listen) {
-        config.maintenance = Some(gateway::demo::maintenance_config(&config.data_dir, http).context("the demo's maintenance engine")?);
+        config.maintenance = Some(
+            gateway::demo::maintenance_config(&config.data_dir, http)
+                .context("the demo's maintenance engine")?,
+        );
     }
     if let Some(Task::IssueToken { role, subject }) = &cli.task {
         return issue_token(&config, role, subject.as_deref());
     }
-    let options = gateway::RunOptions { demo_fixtures: cli.demo, report_every_s: cli.report_every };
+    let options = gateway::RunOptions {
+        demo_fixtures: cli.demo,
+        report_every_s: cli.report_every,
+    };
     let shutdown = async {
         #[cfg(unix)]
         {
@@ -90,6 +104,8 @@ async fn main() -> anyhow::Result<()> {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     };
-    gateway::run(config, options, shutdown).await.context("the gateway stopped with an error")?;
+    gateway::run(config, options, shutdown)
+        .await
+        .context("the gateway stopped with an error")?;
     Ok(())
 }

@@ -88,7 +88,10 @@ pub struct Snapshot {
 impl Metrics {
     /// Adds one batch's rejections, by reason.
     pub fn add_rejections<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
-        let mut map = self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .rejected_by_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for r in reasons {
             *map.entry(r.to_owned()).or_default() += 1;
             self.rejected.fetch_add(1, Relaxed);
@@ -101,7 +104,11 @@ impl Metrics {
             received: self.received.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
-            rejected_by_reason: self.rejected_by_reason.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            rejected_by_reason: self
+                .rejected_by_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             points_stored: self.points_stored.load(Relaxed),
             points_refused: self.points_refused.load(Relaxed),
             batches: self.batches.load(Relaxed),

@@ -20,8 +20,14 @@ pub fn snapshot(engine: &maintenance::Engine, now: i64) -> Result<Vec<Point>, ma
     let kpi = engine.kpi(now - WEEK_MS, now)?;
     let mut fields = vec![
         ("tickets_7d".to_owned(), FieldValue::Int(kpi.tickets as i64)),
-        ("open_backlog".to_owned(), FieldValue::Int(kpi.open_backlog as i64)),
-        ("warning".to_owned(), FieldValue::Bool(kpi.warning.is_some())),
+        (
+            "open_backlog".to_owned(),
+            FieldValue::Int(kpi.open_backlog as i64),
+        ),
+        (
+            "warning".to_owned(),
+            FieldValue::Bool(kpi.warning.is_some()),
+        ),
     ];
     let hours = |ms: Option<f64>| ms.map(|m| m / 3_600_000.0);
     for (name, value) in [
@@ -34,12 +40,20 @@ pub fn snapshot(engine: &maintenance::Engine, now: i64) -> Result<Vec<Point>, ma
             fields.push((name.to_owned(), FieldValue::Float(v)));
         }
     }
-    let mut points = vec![Point { measurement: "service_kpi".into(), tags: Vec::new(), fields, ts_ms: now }];
+    let mut points = vec![Point {
+        measurement: "service_kpi".into(),
+        tags: Vec::new(),
+        fields,
+        ts_ms: now,
+    }];
     for (priority, open, overdue) in engine.backlog_by_priority(now)? {
         points.push(Point {
             measurement: "tickets_open".into(),
             tags: vec![("priority".into(), priority.as_str().into())],
-            fields: vec![("open".into(), FieldValue::Int(open as i64)), ("overdue".into(), FieldValue::Int(overdue as i64))],
+            fields: vec![
+                ("open".into(), FieldValue::Int(open as i64)),
+                ("overdue".into(), FieldValue::Int(overdue as i64)),
+            ],
             ts_ms: now,
         });
     }
@@ -47,7 +61,12 @@ pub fn snapshot(engine: &maintenance::Engine, now: i64) -> Result<Vec<Point>, ma
 }
 
 /// Writes a snapshot every `every` until shutdown.
-pub async fn run(engine: Arc<maintenance::Engine>, writer: Arc<DurableWriter>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    engine: Arc<maintenance::Engine>,
+    writer: Arc<DurableWriter>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -84,16 +103,48 @@ mod tests {
     fn a_snapshot_counts_the_open_leak_ticket_under_critical() {
         let engine = engine_with_a_toilet();
         let t0 = 1_780_000_000_000;
-        let finding = Finding { device_id: "toilet-1".into(), kind: FindingKind::Leak, severity: Severity::Critical, evidence: serde_json::Value::Null, began_ts_ms: t0, state: FindingState::Active };
+        let finding = Finding {
+            device_id: "toilet-1".into(),
+            kind: FindingKind::Leak,
+            severity: Severity::Critical,
+            evidence: serde_json::Value::Null,
+            began_ts_ms: t0,
+            state: FindingState::Active,
+        };
         engine.ingest(&finding, t0).unwrap();
         // Five hours later the 4-hour deadline is breached.
         let points = snapshot(&engine, t0 + 5 * 3_600_000).unwrap();
-        let critical = points.iter().find(|p| p.measurement == "tickets_open" && p.tags == vec![("priority".to_owned(), "critical".to_owned())]).unwrap();
-        assert_eq!(critical.fields, vec![("open".to_owned(), FieldValue::Int(1)), ("overdue".to_owned(), FieldValue::Int(1))]);
-        let low = points.iter().find(|p| p.tags == vec![("priority".to_owned(), "low".to_owned())]).unwrap();
+        let critical = points
+            .iter()
+            .find(|p| {
+                p.measurement == "tickets_open"
+                    && p.tags == vec![("priority".to_owned(), "critical".to_owned())]
+            })
+            .unwrap();
+        assert_eq!(
+            critical.fields,
+            vec![
+                ("open".to_owned(), FieldValue::Int(1)),
+                ("overdue".to_owned(), FieldValue::Int(1))
+            ]
+        );
+        let low = points
+            .iter()
+            .find(|p| p.tags == vec![("priority".to_owned(), "low".to_owned())])
+            .unwrap();
         assert_eq!(low.fields[0].1, FieldValue::Int(0));
-        let kpi = points.iter().find(|p| p.measurement == "service_kpi").unwrap();
-        assert!(kpi.fields.contains(&("tickets_7d".to_owned(), FieldValue::Int(1))), "{:?}", kpi.fields);
-        assert!(kpi.fields.contains(&("open_backlog".to_owned(), FieldValue::Int(1))));
+        let kpi = points
+            .iter()
+            .find(|p| p.measurement == "service_kpi")
+            .unwrap();
+        assert!(
+            kpi.fields
+                .contains(&("tickets_7d".to_owned(), FieldValue::Int(1))),
+            "{:?}",
+            kpi.fields
+        );
+        assert!(kpi
+            .fields
+            .contains(&("open_backlog".to_owned(), FieldValue::Int(1))));
     }
 }

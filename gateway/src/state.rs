@@ -44,7 +44,13 @@ fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
 
 impl DeadLetter {
     /// Builds a dead letter, cutting the payload.
-    pub fn new(received_ms: i64, topic: &str, reason: &str, detail: &str, payload: &[u8]) -> DeadLetter {
+    pub fn new(
+        received_ms: i64,
+        topic: &str,
+        reason: &str,
+        detail: &str,
+        payload: &[u8],
+    ) -> DeadLetter {
         DeadLetter {
             id: 0,
             received_ms,
@@ -100,7 +106,9 @@ impl StateDb {
                 last_seen_ms INTEGER NOT NULL
             );",
         )?;
-        Ok(StateDb { conn: Arc::new(Mutex::new(conn)) })
+        Ok(StateDb {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     async fn with_conn<T: Send + 'static>(
@@ -167,7 +175,8 @@ impl StateDb {
     pub async fn load_analytics(&self) -> Result<Vec<(String, String)>, StateError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("SELECT device_id, rules FROM analytics_state")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             rows.collect::<Result<Vec<_>, _>>()
         })
         .await
@@ -177,7 +186,8 @@ impl StateDb {
     pub async fn load_devices(&self) -> Result<HashMap<String, DeviceSeq>, StateError> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare("SELECT device_id, seq_state FROM devices")?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             let mut map = HashMap::new();
             for row in rows {
                 let (id, json) = row?;
@@ -194,14 +204,23 @@ impl StateDb {
             conn.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(last_seen_ms >= ?1), 0) FROM devices",
                 [since_ms],
-                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?.max(0) as u64,
+                        r.get::<_, i64>(1)?.max(0) as u64,
+                    ))
+                },
             )
         })
         .await
     }
 
     /// The newest dead letters, optionally of one reason.
-    pub async fn dead_letters(&self, reason: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, StateError> {
+    pub async fn dead_letters(
+        &self,
+        reason: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StateError> {
         self.with_conn(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT id, received_ms, topic, reason, detail, payload, payload_len FROM dead_letters
@@ -226,7 +245,9 @@ impl StateDb {
     /// Dead-letter counts by reason, over the store's whole life.
     pub async fn dead_letter_counts(&self) -> Result<Vec<(String, i64)>, StateError> {
         self.with_conn(|conn| {
-            let mut stmt = conn.prepare("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason")?;
+            let mut stmt = conn.prepare(
+                "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY reason",
+            )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
@@ -236,9 +257,13 @@ impl StateDb {
     /// One device's sequence state.
     pub async fn device(&self, device_id: String) -> Result<Option<DeviceSeq>, StateError> {
         self.with_conn(move |conn| {
-            conn.query_row("SELECT seq_state FROM devices WHERE device_id = ?1", [device_id], |r| r.get::<_, String>(0))
-                .optional()
-                .map(|o| o.and_then(|json| serde_json::from_str(&json).ok()))
+            conn.query_row(
+                "SELECT seq_state FROM devices WHERE device_id = ?1",
+                [device_id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|o| o.and_then(|json| serde_json::from_str(&json).ok()))
         })
         .await
     }
@@ -256,19 +281,31 @@ mod tests {
         let mut seq = DeviceSeq::default();
         seq.observe(1, 4);
         db.commit_batch(
-            vec![DeadLetter::new(1, "fixtures/a/telemetry", "payload_too_large", "too big", &big)],
+            vec![DeadLetter::new(
+                1,
+                "fixtures/a/telemetry",
+                "payload_too_large",
+                "too big",
+                &big,
+            )],
             vec![("a".into(), seq)],
             5,
         )
         .await
         .unwrap();
-        let dl = db.dead_letters(Some("payload_too_large".into()), 10).await.unwrap();
+        let dl = db
+            .dead_letters(Some("payload_too_large".into()), 10)
+            .await
+            .unwrap();
         assert_eq!(dl.len(), 1);
         assert_eq!(dl[0].payload.len(), DEAD_LETTER_KEEP_BYTES);
         assert_eq!(dl[0].payload_len, DEAD_LETTER_KEEP_BYTES + 10);
         assert_eq!(db.load_devices().await.unwrap().get("a"), Some(&seq));
         assert_eq!(db.devices_seen(5).await.unwrap(), (1, 1));
         assert_eq!(db.devices_seen(6).await.unwrap(), (1, 0));
-        assert_eq!(db.dead_letter_counts().await.unwrap(), vec![("payload_too_large".to_string(), 1)]);
+        assert_eq!(
+            db.dead_letter_counts().await.unwrap(),
+            vec![("payload_too_large".to_string(), 1)]
+        );
     }
 }

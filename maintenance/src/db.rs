@@ -201,7 +201,9 @@ fn migrate(conn: &Connection) -> Result<()> {
     };
     for column in ["lo_ts_ms", "hi_ts_ms"] {
         if !has("filter_schedules", column)? {
-            conn.execute_batch(&format!("ALTER TABLE filter_schedules ADD COLUMN {column} INTEGER"))?;
+            conn.execute_batch(&format!(
+                "ALTER TABLE filter_schedules ADD COLUMN {column} INTEGER"
+            ))?;
         }
     }
     Ok(())

@@ -54,9 +54,17 @@ pub struct FleetStats {
 
 /// Computes [`FleetStats`]. `bucket_ms` must be positive; at most 400 buckets.
 pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Result<FleetStats> {
-    let n = usize::try_from((to_ms - from_ms + bucket_ms - 1) / bucket_ms.max(1)).unwrap_or(0).min(400);
-    let bucket = |ts: i64| usize::try_from((ts - from_ms) / bucket_ms.max(1)).ok().filter(|b| *b < n);
-    let count = |sql: &str| -> Result<u64> { Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))?.max(0) as u64) };
+    let n = usize::try_from((to_ms - from_ms + bucket_ms - 1) / bucket_ms.max(1))
+        .unwrap_or(0)
+        .min(400);
+    let bucket = |ts: i64| {
+        usize::try_from((ts - from_ms) / bucket_ms.max(1))
+            .ok()
+            .filter(|b| *b < n)
+    };
+    let count = |sql: &str| -> Result<u64> {
+        Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))?.max(0) as u64)
+    };
     let series = |sql: &str| -> Result<Vec<u64>> {
         let mut out = vec![0u64; n];
         let mut stmt = conn.prepare(sql)?;
@@ -68,7 +76,8 @@ pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Res
         }
         Ok(out)
     };
-    let mut findings = series("SELECT ts_ms FROM ticket_evidence WHERE ts_ms >= ?1 AND ts_ms < ?2")?;
+    let mut findings =
+        series("SELECT ts_ms FROM ticket_evidence WHERE ts_ms >= ?1 AND ts_ms < ?2")?;
     let reminders = series(
         "SELECT created_ts_ms FROM reminders WHERE created_ts_ms >= ?1 AND created_ts_ms < ?2
          AND ticket_id IS NULL AND kind != 'filter_due'",
@@ -120,7 +129,9 @@ pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Res
         homes: count("SELECT COUNT(*) FROM homes")?,
         devices: count("SELECT COUNT(*) FROM devices")?,
         findings,
-        tickets_opened: series("SELECT opened_ts_ms FROM tickets WHERE opened_ts_ms >= ?1 AND opened_ts_ms < ?2")?,
+        tickets_opened: series(
+            "SELECT opened_ts_ms FROM tickets WHERE opened_ts_ms >= ?1 AND opened_ts_ms < ?2",
+        )?,
         tickets_resolved: series(
             "SELECT resolved_ts_ms FROM tickets WHERE resolved_ts_ms >= ?1 AND resolved_ts_ms < ?2",
         )?,

@@ -311,25 +311,44 @@ mod tests {
             quiet_end: end.into(),
             weekly_cap: None,
             channels: vec![Channel::App],
-            owner: Owner { name: "n".into(), phone: "13800000000".into(), email: None },
+            owner: Owner {
+                name: "n".into(),
+                phone: "13800000000".into(),
+                email: None,
+            },
         }
     }
 
     fn utc(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
     }
 
     #[test]
     fn quiet_hours_follow_the_home_time_zone() {
         let h = home("Asia/Shanghai", "22:00", "08:00");
         // 23:30 in Shanghai is 15:30 UTC: quiet until 08:00 local = 00:00 UTC next day.
-        assert_eq!(quiet_until(&h, utc("2026-03-02T15:30:00Z")), Some(utc("2026-03-03T00:00:00Z")));
+        assert_eq!(
+            quiet_until(&h, utc("2026-03-02T15:30:00Z")),
+            Some(utc("2026-03-03T00:00:00Z"))
+        );
         // 07:00 local: quiet until 08:00 the same day.
-        assert_eq!(quiet_until(&h, utc("2026-03-02T23:00:00Z")), Some(utc("2026-03-03T00:00:00Z")));
-        assert_eq!(quiet_until(&h, utc("2026-03-02T02:00:00Z")), None, "10:00 local");
+        assert_eq!(
+            quiet_until(&h, utc("2026-03-02T23:00:00Z")),
+            Some(utc("2026-03-03T00:00:00Z"))
+        );
+        assert_eq!(
+            quiet_until(&h, utc("2026-03-02T02:00:00Z")),
+            None,
+            "10:00 local"
+        );
         // A daytime window (start < end) works too.
         let nap = home("Asia/Shanghai", "12:00", "14:00");
-        assert_eq!(quiet_until(&nap, utc("2026-03-02T04:30:00Z")), Some(utc("2026-03-02T06:00:00Z")));
+        assert_eq!(
+            quiet_until(&nap, utc("2026-03-02T04:30:00Z")),
+            Some(utc("2026-03-02T06:00:00Z"))
+        );
     }
 
     #[test]
@@ -337,6 +356,10 @@ mod tests {
         // New York springs forward on 2026-03-08: 02:00-03:00 local does not exist.
         let h = home("America/New_York", "22:00", "02:30");
         let at = utc("2026-03-08T04:00:00Z"); // 23:00 EST on the 7th
-        assert_eq!(quiet_until(&h, at), Some(utc("2026-03-08T07:30:00Z")), "03:30 EDT");
+        assert_eq!(
+            quiet_until(&h, at),
+            Some(utc("2026-03-08T07:30:00Z")),
+            "03:30 EDT"
+        );
     }
 }

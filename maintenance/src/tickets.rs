@@ -599,18 +599,31 @@ pub fn kpi(conn: &Connection, policy: &Policy, from_ms: i64, to_ms: i64) -> Resu
 /// Active tickets now, per priority (every priority listed, zero included), and how many
 /// of them are past their deadline: the backlog a dashboard plots over time.
 pub fn backlog_by_priority(conn: &Connection, now_ms: i64) -> Result<Vec<(Priority, u64, u64)>> {
-    let mut out: Vec<(Priority, u64, u64)> = [Priority::Low, Priority::Normal, Priority::High, Priority::Critical]
-        .into_iter()
-        .map(|p| (p, 0, 0))
-        .collect();
+    let mut out: Vec<(Priority, u64, u64)> = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Critical,
+    ]
+    .into_iter()
+    .map(|p| (p, 0, 0))
+    .collect();
     let mut stmt = conn.prepare(
         "SELECT priority, COUNT(*), COALESCE(SUM(deadline_ts_ms < ?1), 0) FROM tickets
          WHERE status IN ('open', 'assigned', 'in_progress') GROUP BY priority",
     )?;
-    let rows = stmt.query_map(params![now_ms], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?, r.get::<_, u64>(2)?)))?;
+    let rows = stmt.query_map(params![now_ms], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u64>(1)?,
+            r.get::<_, u64>(2)?,
+        ))
+    })?;
     for row in rows {
         let (name, open, overdue) = row?;
-        if let Some(slot) = Priority::parse(&name).and_then(|p| out.iter_mut().find(|(q, _, _)| *q == p)) {
+        if let Some(slot) =
+            Priority::parse(&name).and_then(|p| out.iter_mut().find(|(q, _, _)| *q == p))
+        {
             slot.1 = open;
             slot.2 = overdue;
         }

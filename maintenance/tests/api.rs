@@ -504,10 +504,21 @@ async fn me_tells_each_role_who_it_is_and_fleet_is_for_agents_only() {
     let fx = Fixture::new();
     let (status, me) = fx.call("GET", "/api/me", Some(&fx.h1), None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((me["role"].as_str(), me["subject"].as_str()), (Some("homeowner"), Some("h1")), "{me}");
+    assert_eq!(
+        (me["role"].as_str(), me["subject"].as_str()),
+        (Some("homeowner"), Some("h1")),
+        "{me}"
+    );
     let (_, me) = fx.call("GET", "/api/me", Some(&fx.agent), None).await;
-    assert_eq!((me["role"].as_str(), me["subject"].is_null()), (Some("agent"), true), "{me}");
-    assert_eq!(fx.call("GET", "/api/me", None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (me["role"].as_str(), me["subject"].is_null()),
+        (Some("agent"), true),
+        "{me}"
+    );
+    assert_eq!(
+        fx.call("GET", "/api/me", None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     let now = t0();
     fx.engine
@@ -516,7 +527,9 @@ async fn me_tells_each_role_who_it_is_and_fleet_is_for_agents_only() {
     fx.engine
         .ingest(&finding("toilet-1", FindingKind::Leak, now), now + 1000)
         .expect("ingest");
-    let (status, f) = fx.call("GET", "/api/fleet?days=7", Some(&fx.agent), None).await;
+    let (status, f) = fx
+        .call("GET", "/api/fleet?days=7", Some(&fx.agent), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{f}");
     assert_eq!(f["findings"].as_array().map(Vec::len), Some(7), "{f}");
     assert_eq!(f["findings"][6], 2, "two findings today: {f}");
@@ -526,9 +539,17 @@ async fn me_tells_each_role_who_it_is_and_fleet_is_for_agents_only() {
     assert_eq!(f["worst_devices"][0]["region"], "shanghai", "{f}");
     assert!(!f.to_string().contains("1381234"), "no personal data: {f}");
     for token in [&fx.h1, &fx.tech("tech-a")] {
-        assert_eq!(fx.call("GET", "/api/fleet", Some(token), None).await.0, StatusCode::FORBIDDEN);
+        assert_eq!(
+            fx.call("GET", "/api/fleet", Some(token), None).await.0,
+            StatusCode::FORBIDDEN
+        );
     }
-    assert_eq!(fx.call("GET", "/api/fleet?days=0", Some(&fx.agent), None).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        fx.call("GET", "/api/fleet?days=0", Some(&fx.agent), None)
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
 
     // Lists carry the home's region for the board's filter.
     let (_, list) = fx.call("GET", "/api/tickets", Some(&fx.agent), None).await;

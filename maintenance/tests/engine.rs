@@ -664,16 +664,29 @@ fn a_forecast_interval_in_the_evidence_is_kept_with_the_filter_schedule() {
     let e = engine();
     let now = t0();
     let due = now + 30 * DAY;
-    let kind = FindingKind::FilterDue { slot: 1, due_ts_ms: due };
+    let kind = FindingKind::FilterDue {
+        slot: 1,
+        due_ts_ms: due,
+    };
     let mut f = finding("purifier-1", kind, now);
     f.evidence = serde_json::json!({ "due_ts_ms": due, "lo_ts_ms": due - 3 * DAY, "hi_ts_ms": due + 4 * DAY });
     e.ingest(&f, now).expect("ingest");
     let s = e.filters("purifier-1").expect("filters");
     let slot = s.iter().find(|s| s.slot == 1).expect("slot 1");
-    assert_eq!((slot.due_ts_ms, slot.lo_ts_ms, slot.hi_ts_ms), (due, Some(due - 3 * DAY), Some(due + 4 * DAY)));
+    assert_eq!(
+        (slot.due_ts_ms, slot.lo_ts_ms, slot.hi_ts_ms),
+        (due, Some(due - 3 * DAY), Some(due + 4 * DAY))
+    );
     // A finding without an interval (e.g. from the API) leaves none.
-    let kind0 = FindingKind::FilterDue { slot: 0, due_ts_ms: due };
-    e.ingest(&finding("purifier-1", kind0, now), now).expect("ingest");
+    let kind0 = FindingKind::FilterDue {
+        slot: 0,
+        due_ts_ms: due,
+    };
+    e.ingest(&finding("purifier-1", kind0, now), now)
+        .expect("ingest");
     let s = e.filters("purifier-1").expect("filters");
-    assert_eq!(s.iter().find(|s| s.slot == 0).map(|s| s.lo_ts_ms), Some(None));
+    assert_eq!(
+        s.iter().find(|s| s.slot == 0).map(|s| s.lo_ts_ms),
+        Some(None)
+    );
 }

@@ -12,7 +12,11 @@ use crate::{is_valid_device_id, DeviceId};
 pub const ROOT: &str = "fixtures";
 
 /// Subscription filter the gateway uses for everything fixtures publish.
-pub const GATEWAY_FILTERS: [&str; 3] = ["fixtures/+/telemetry", "fixtures/+/event", "fixtures/+/status"];
+pub const GATEWAY_FILTERS: [&str; 3] = [
+    "fixtures/+/telemetry",
+    "fixtures/+/event",
+    "fixtures/+/status",
+];
 
 /// The last topic level: what kind of message travels on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -84,7 +88,9 @@ impl core::fmt::Display for TopicError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             TopicError::Shape => "topic is not fixtures/{device_id}/{channel}",
-            TopicError::DeviceId => "device id in topic is empty, longer than 32 bytes or not [a-z0-9-_]",
+            TopicError::DeviceId => {
+                "device id in topic is empty, longer than 32 bytes or not [a-z0-9-_]"
+            }
             TopicError::Channel => "topic channel is not telemetry, event, status or cmd",
         })
     }
@@ -128,7 +134,12 @@ mod tests {
 
     #[test]
     fn parses_each_channel() {
-        for ch in [Channel::Telemetry, Channel::Event, Channel::Status, Channel::Cmd] {
+        for ch in [
+            Channel::Telemetry,
+            Channel::Event,
+            Channel::Status,
+            Channel::Cmd,
+        ] {
             let t = Topic::format("purifier-7", ch);
             let parsed = Topic::parse(&t).unwrap();
             assert_eq!(parsed.device_id.as_str(), "purifier-7");
@@ -138,10 +149,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_topics() {
-        assert_eq!(Topic::parse("fixtures/a/telemetry/x"), Err(TopicError::Shape));
+        assert_eq!(
+            Topic::parse("fixtures/a/telemetry/x"),
+            Err(TopicError::Shape)
+        );
         assert_eq!(Topic::parse("devices/a/telemetry"), Err(TopicError::Shape));
-        assert_eq!(Topic::parse("fixtures//telemetry"), Err(TopicError::DeviceId));
-        assert_eq!(Topic::parse("fixtures/A,b=c/telemetry"), Err(TopicError::DeviceId));
+        assert_eq!(
+            Topic::parse("fixtures//telemetry"),
+            Err(TopicError::DeviceId)
+        );
+        assert_eq!(
+            Topic::parse("fixtures/A,b=c/telemetry"),
+            Err(TopicError::DeviceId)
+        );
         assert_eq!(Topic::parse(&"fixtures/".repeat(1)), Err(TopicError::Shape));
         let long = "fixtures/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/event";
         assert_eq!(Topic::parse(long), Err(TopicError::DeviceId));

@@ -21,7 +21,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_age_ms: 400 * DAY_MS, max_future_ms: 5 * 60 * 1000 }
+        Limits {
+            max_age_ms: 400 * DAY_MS,
+            max_future_ms: 5 * 60 * 1000,
+        }
     }
 }
 
@@ -93,7 +96,9 @@ impl core::fmt::Display for Invalid {
             Invalid::NotFinite => "a number is NaN or infinite",
             Invalid::OutOfRange => "a value is outside its physical range",
             Invalid::DuplicateSlot => "two cartridges report the same slot",
-            Invalid::SessionTiming => "session start is after the event time or inconsistent with its duration",
+            Invalid::SessionTiming => {
+                "session start is after the event time or inconsistent with its duration"
+            }
         })
     }
 }
@@ -101,7 +106,15 @@ impl core::fmt::Display for Invalid {
 #[cfg(feature = "std")]
 impl std::error::Error for Invalid {}
 
-fn header(v: u8, device_id: &str, ts: i64, topic: &Topic, channel: Channel, now_ms: i64, limits: &Limits) -> Result<(), Invalid> {
+fn header(
+    v: u8,
+    device_id: &str,
+    ts: i64,
+    topic: &Topic,
+    channel: Channel,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Invalid> {
     if v != SCHEMA_VERSION {
         return Err(Invalid::SchemaVersion);
     }
@@ -150,8 +163,21 @@ fn cartridges(list: &[Cartridge]) -> Result<(), Invalid> {
 }
 
 /// Checks a telemetry payload received on `topic` at receiver time `now_ms`.
-pub fn check_telemetry(msg: &Telemetry, topic: &Topic, now_ms: i64, limits: &Limits) -> Result<(), Invalid> {
-    header(msg.v, &msg.device_id, msg.ts, topic, Channel::Telemetry, now_ms, limits)?;
+pub fn check_telemetry(
+    msg: &Telemetry,
+    topic: &Topic,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Invalid> {
+    header(
+        msg.v,
+        &msg.device_id,
+        msg.ts,
+        topic,
+        Channel::Telemetry,
+        now_ms,
+        limits,
+    )?;
     match &msg.reading {
         Reading::Toilet(r) => {
             float_in(r.water_temp_c, bounds::TEMP_C)?;
@@ -176,8 +202,21 @@ pub fn check_telemetry(msg: &Telemetry, topic: &Topic, now_ms: i64, limits: &Lim
 }
 
 /// Checks an event payload received on `topic` at receiver time `now_ms`.
-pub fn check_event(msg: &Event, topic: &Topic, now_ms: i64, limits: &Limits) -> Result<(), Invalid> {
-    header(msg.v, &msg.device_id, msg.ts, topic, Channel::Event, now_ms, limits)?;
+pub fn check_event(
+    msg: &Event,
+    topic: &Topic,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Invalid> {
+    header(
+        msg.v,
+        &msg.device_id,
+        msg.ts,
+        topic,
+        Channel::Event,
+        now_ms,
+        limits,
+    )?;
     match &msg.event {
         EventKind::Session(s) => {
             at_most(s.duration_s, bounds::SESSION_S)?;
@@ -189,7 +228,10 @@ pub fn check_event(msg: &Event, topic: &Topic, now_ms: i64, limits: &Limits) -> 
             let span_ms = msg.ts.saturating_sub(s.started_ts);
             // The session must start before it is reported, and its duration must fit
             // between start and report (one second of slack for rounding).
-            if span_ms < 0 || i64::from(s.duration_s) * 1000 > span_ms + 1000 || span_ms > 2 * DAY_MS {
+            if span_ms < 0
+                || i64::from(s.duration_s) * 1000 > span_ms + 1000
+                || span_ms > 2 * DAY_MS
+            {
                 return Err(Invalid::SessionTiming);
             }
         }
@@ -203,6 +245,19 @@ pub fn check_event(msg: &Event, topic: &Topic, now_ms: i64, limits: &Limits) -> 
 }
 
 /// Checks a status payload received on `topic` at receiver time `now_ms`.
-pub fn check_status(msg: &Status, topic: &Topic, now_ms: i64, limits: &Limits) -> Result<(), Invalid> {
-    header(msg.v, &msg.device_id, msg.ts, topic, Channel::Status, now_ms, limits)
+pub fn check_status(
+    msg: &Status,
+    topic: &Topic,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Invalid> {
+    header(
+        msg.v,
+        &msg.device_id,
+        msg.ts,
+        topic,
+        Channel::Status,
+        now_ms,
+        limits,
+    )
 }

@@ -235,7 +235,12 @@ pub struct Injection {
 impl Injection {
     /// `kind` on the device with id `device`, from `start_day` for `days` days (or the kind's typical duration).
     pub fn on(device: &str, kind: FaultKind, start_day: f64, days: Option<f64>) -> Injection {
-        Injection { device: DeviceRef::Id(device.into()), kind, start_day, days }
+        Injection {
+            device: DeviceRef::Id(device.into()),
+            kind,
+            start_day,
+            days,
+        }
     }
 }
 

@@ -38,12 +38,21 @@ impl ChromeDriver {
         let port = free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", dir.path().join("chromedriver.log").display()))
+            .arg(format!(
+                "--log-path={}",
+                dir.path().join("chromedriver.log").display()
+            ))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .context("starting chromedriver")?;
-        let d = ChromeDriver { child: Some(child), port, chromium, dir, sessions: AtomicUsize::new(0) };
+        let d = ChromeDriver {
+            child: Some(child),
+            port,
+            chromium,
+            dir,
+            sessions: AtomicUsize::new(0),
+        };
         wait_for_port(port, "chromedriver to listen")?;
         Ok(d)
     }
@@ -72,7 +81,8 @@ impl ChromeDriver {
             args.push(format!("--accept-lang={lang}"));
             prefs.insert("intl.accept_languages".into(), lang.into());
         }
-        let mut options = serde_json::json!({ "binary": self.chromium, "args": args, "prefs": prefs });
+        let mut options =
+            serde_json::json!({ "binary": self.chromium, "args": args, "prefs": prefs });
         if width < 500 {
             // Headless Chromium keeps windows at least 500 px wide: a phone's viewport
             // needs device emulation (exact CSS pixels, touch, mobile viewport rules).
@@ -81,8 +91,12 @@ impl ChromeDriver {
             });
         }
         let caps = serde_json::json!({ "browserName": "chrome", "goog:chromeOptions": options });
-        let serde_json::Value::Object(caps) = caps else { bail!("capabilities are an object") };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let serde_json::Value::Object(caps) = caps else {
+            bail!("capabilities are an object")
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let url = format!("http://127.0.0.1:{}", self.port);
         let client = rt
             .block_on(async {
@@ -91,13 +105,24 @@ impl ChromeDriver {
                     .connect(&url)
                     .await
             })
-            .map_err(|e| anyhow!("cannot open a Chromium session through chromedriver: {e}\n{}", self.log_tail()))?;
-        Ok(Browser { rt, client: Some(client), width, height })
+            .map_err(|e| {
+                anyhow!(
+                    "cannot open a Chromium session through chromedriver: {e}\n{}",
+                    self.log_tail()
+                )
+            })?;
+        Ok(Browser {
+            rt,
+            client: Some(client),
+            width,
+            height,
+        })
     }
 
     /// The last lines of chromedriver's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
+        let text =
+            std::fs::read_to_string(self.dir.path().join("chromedriver.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -131,31 +156,47 @@ impl Browser {
     pub fn goto(&self, url: &str) -> Result<()> {
         self.rt.block_on(self.client().goto(url))?;
         self.wait_for(&format!("the page {url} to render"), |b| {
-            Ok(b.js("return document.querySelector('#app > p.muted[data-i18n=loading]') === null")? == serde_json::Value::Bool(true))
+            Ok(
+                b.js(
+                    "return document.querySelector('#app > p.muted[data-i18n=loading]') === null",
+                )? == serde_json::Value::Bool(true),
+            )
         })
     }
 
     /// Runs JavaScript (a function body; `return` gives the value).
     pub fn js(&self, script: &str) -> Result<serde_json::Value> {
-        Ok(self.rt.block_on(self.client().execute(script, Vec::new()))?)
+        Ok(self
+            .rt
+            .block_on(self.client().execute(script, Vec::new()))?)
     }
 
     /// Waits for an element matching `css`.
     pub fn find(&self, css: &str) -> Result<fantoccini::elements::Element> {
         self.rt
-            .block_on(self.client().wait().at_most(WAIT).for_element(Locator::Css(css)))
+            .block_on(
+                self.client()
+                    .wait()
+                    .at_most(WAIT)
+                    .for_element(Locator::Css(css)),
+            )
             .map_err(|e| anyhow!("no element {css:?} within {WAIT:?}: {e}"))
     }
 
     /// Whether an element matching `css` is there now.
     pub fn exists(&self, css: &str) -> Result<bool> {
-        Ok(!self.rt.block_on(self.client().find_all(Locator::Css(css)))?.is_empty())
+        Ok(!self
+            .rt
+            .block_on(self.client().find_all(Locator::Css(css)))?
+            .is_empty())
     }
 
     /// Clicks the element matching `css`.
     pub fn click(&self, css: &str) -> Result<()> {
-        self.retry_stale(css, |el| Box::pin(async move { el.click().await.map(|_| ()) }))
-            .with_context(|| format!("clicking {css:?}"))
+        self.retry_stale(css, |el| {
+            Box::pin(async move { el.click().await.map(|_| ()) })
+        })
+        .with_context(|| format!("clicking {css:?}"))
     }
 
     /// Chooses the option with `value` in the `<select>` matching `css`.
@@ -194,7 +235,11 @@ impl Browser {
     fn retry_stale<'a>(
         &self,
         css: &str,
-        op: impl Fn(fantoccini::elements::Element) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), fantoccini::error::CmdError>> + 'a>>,
+        op: impl Fn(
+            fantoccini::elements::Element,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), fantoccini::error::CmdError>> + 'a>,
+        >,
     ) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -218,10 +263,15 @@ impl Browser {
     pub fn wait_text(&self, css: &str, needle: &str) -> Result<String> {
         let mut last = String::new();
         let r = self.wait_for(&format!("{css:?} to contain {needle:?}"), |b| {
-            last = if b.exists(css)? { b.text(css)? } else { String::new() };
+            last = if b.exists(css)? {
+                b.text(css)?
+            } else {
+                String::new()
+            };
             Ok(last.contains(needle))
         });
-        r.map(|_| last.clone()).map_err(|e| anyhow!("{e}; last text: {last:?}"))
+        r.map(|_| last.clone())
+            .map_err(|e| anyhow!("{e}; last text: {last:?}"))
     }
 
     /// Polls `f` every 100 ms until it is true, for up to 10 s.
@@ -252,7 +302,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(c) = self.client.take() {
-            let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), c.close()).await });
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), c.close()).await });
         }
     }
 }

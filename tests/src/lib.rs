@@ -34,7 +34,10 @@ pub use smtp::SmtpServer;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 /// Finds a service binary on PATH or in /usr/sbin, or says how to install it.
@@ -62,12 +65,17 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 }
 
 pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
-    wait_until(Duration::from_secs(20), what, || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
+    wait_until(Duration::from_secs(20), what, || {
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    })
 }
 
 pub(crate) fn stop_child(child: &mut Option<Child>, signal: &str) {
     if let Some(mut c) = child.take() {
-        let _ = Command::new("kill").arg(signal).arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(signal)
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = c.try_wait() {
@@ -103,7 +111,11 @@ impl Mosquitto {
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
-        let mut m = Mosquitto { child: None, port, dir };
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
         m.launch()?;
         Ok(m)
     }
@@ -159,8 +171,15 @@ impl Influx {
              [continuous_queries]\n  enabled = false\n"
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf)?;
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let mut i = Influx { child: None, http_port, dir, http };
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut i = Influx {
+            child: None,
+            http_port,
+            dir,
+            http,
+        };
         i.launch()?;
         Ok(i)
     }
@@ -178,7 +197,12 @@ impl Influx {
         self.child = Some(child);
         let ping = format!("{}/ping", self.url());
         wait_until(Duration::from_secs(30), "influxd to answer /ping", || {
-            self.http.get(&ping).send().ok().filter(|r| r.status().as_u16() == 204).map(|_| ())
+            self.http
+                .get(&ping)
+                .send()
+                .ok()
+                .filter(|r| r.status().as_u16() == 204)
+                .map(|_| ())
         })
     }
 
@@ -199,7 +223,11 @@ impl Influx {
 
     /// Runs an InfluxQL query and returns the JSON answer.
     pub fn query(&self, db: &str, q: &str) -> Result<serde_json::Value> {
-        let resp = self.http.post(format!("{}/query", self.url())).form(&[("db", db), ("q", q), ("epoch", "ms")]).send()?;
+        let resp = self
+            .http
+            .post(format!("{}/query", self.url()))
+            .form(&[("db", db), ("q", q), ("epoch", "ms")])
+            .send()?;
         let v: serde_json::Value = resp.json()?;
         if let Some(e) = v.pointer("/results/0/error").or_else(|| v.get("error")) {
             bail!("InfluxQL error for {q:?}: {e}");
@@ -209,7 +237,8 @@ impl Influx {
 
     /// Creates a database.
     pub fn create_db(&self, db: &str) -> Result<()> {
-        self.query(db, &format!("CREATE DATABASE \"{db}\"")).map(|_| ())
+        self.query(db, &format!("CREATE DATABASE \"{db}\""))
+            .map(|_| ())
     }
 
     /// Sums the first value column of every series of a query's first result
@@ -226,13 +255,22 @@ impl Influx {
 }
 
 fn series_counts(v: &serde_json::Value) -> Vec<(String, i64)> {
-    let Some(series) = v.pointer("/results/0/series").and_then(|s| s.as_array()) else { return Vec::new() };
+    let Some(series) = v.pointer("/results/0/series").and_then(|s| s.as_array()) else {
+        return Vec::new();
+    };
     series
         .iter()
         .map(|s| {
             let tags = s.get("tags").map(|t| t.to_string()).unwrap_or_default();
-            let key = format!("{}{}", s.get("name").and_then(|n| n.as_str()).unwrap_or(""), tags);
-            let n = s.pointer("/values/0/1").and_then(|x| x.as_i64()).unwrap_or(0);
+            let key = format!(
+                "{}{}",
+                s.get("name").and_then(|n| n.as_str()).unwrap_or(""),
+                tags
+            );
+            let n = s
+                .pointer("/values/0/1")
+                .and_then(|x| x.as_i64())
+                .unwrap_or(0);
             (key, n)
         })
         .collect()
@@ -279,15 +317,24 @@ pub fn gateway_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap_or_default();
     let dir = exe.parent().unwrap_or(Path::new("."));
-    [dir.join("gateway-under-test"), dir.join("../gateway-under-test")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| dir.join("gateway-under-test"))
+    [
+        dir.join("gateway-under-test"),
+        dir.join("../gateway-under-test"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| dir.join("gateway-under-test"))
 }
 
 impl GatewayProcess {
     /// Writes a config for an external broker on `mqtt_port` and starts the gateway.
-    pub fn spawn(work_dir: &Path, mqtt_port: u16, store: &StoreTarget, client_id: &str, extra_toml: &str) -> Result<GatewayProcess> {
+    pub fn spawn(
+        work_dir: &Path,
+        mqtt_port: u16,
+        store: &StoreTarget,
+        client_id: &str,
+        extra_toml: &str,
+    ) -> Result<GatewayProcess> {
         let data_dir = work_dir.join("data");
         let http_port = free_port();
         let store_toml = match store {
@@ -307,28 +354,42 @@ impl GatewayProcess {
             config,
             data_dir,
             log: work_dir.join("gateway.log"),
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
         };
         g.launch()?;
         Ok(g)
     }
 
     fn launch(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(gateway_bin())
             .arg("--config")
             .arg(&self.config)
             .arg("--report-every")
             .arg("0")
-            .env("GATEWAY_LOG", std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info,rumqttd=warn".into()))
+            .env(
+                "GATEWAY_LOG",
+                std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info,rumqttd=warn".into()),
+            )
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting the gateway binary")?;
         self.child = Some(child);
-        wait_until(Duration::from_secs(20), "the gateway to connect to the broker", || {
-            self.metrics().ok().filter(|m| m["mqtt_connects"].as_u64().unwrap_or(0) >= 1)
-        })
+        wait_until(
+            Duration::from_secs(20),
+            "the gateway to connect to the broker",
+            || {
+                self.metrics()
+                    .ok()
+                    .filter(|m| m["mqtt_connects"].as_u64().unwrap_or(0) >= 1)
+            },
+        )
         .map_err(|e| anyhow!("{e}; gateway log:\n{}", self.log_tail()))?;
         Ok(())
     }
@@ -342,12 +403,23 @@ impl GatewayProcess {
 
     /// `GET /metrics` as JSON.
     pub fn metrics(&self) -> Result<serde_json::Value> {
-        Ok(self.http.get(format!("http://127.0.0.1:{}/metrics", self.http_port)).send()?.json()?)
+        Ok(self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", self.http_port))
+            .send()?
+            .json()?)
     }
 
     /// `GET /dead-letters?limit=N` as JSON.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let v: serde_json::Value = self.http.get(format!("http://127.0.0.1:{}/dead-letters?limit={limit}", self.http_port)).send()?.json()?;
+        let v: serde_json::Value = self
+            .http
+            .get(format!(
+                "http://127.0.0.1:{}/dead-letters?limit={limit}",
+                self.http_port
+            ))
+            .send()?
+            .json()?;
         Ok(v.as_array().cloned().unwrap_or_default())
     }
 
@@ -394,7 +466,12 @@ pub fn fleet_device(i: usize) -> (String, Model) {
 pub fn telemetry_message(device: usize, round: u32, base_ts: i64) -> (String, Vec<u8>) {
     let (id, model) = fleet_device(device);
     let r = u64::from(round);
-    let cartridge = |slot, kind| Cartridge { slot, kind, ml_since_replacement: r * 1200, replacements: 0 };
+    let cartridge = |slot, kind| Cartridge {
+        slot,
+        kind,
+        ml_since_replacement: r * 1200,
+        replacements: 0,
+    };
     let reading = match model {
         Model::Toilet => Reading::Toilet(ToiletReading {
             seat_sessions: round,
@@ -412,7 +489,12 @@ pub fn telemetry_message(device: usize, round: u32, base_ts: i64) -> (String, Ve
             tds_out_ppm: 10,
             inlet_pressure_kpa: 260.0,
             pump_seconds: round * 8,
-            cartridges: [cartridge(0, CartridgeKind::Sediment), cartridge(1, CartridgeKind::ReverseOsmosis)].into_iter().collect(),
+            cartridges: [
+                cartridge(0, CartridgeKind::Sediment),
+                cartridge(1, CartridgeKind::ReverseOsmosis),
+            ]
+            .into_iter()
+            .collect(),
         }),
         Model::Shower => Reading::Shower(ShowerReading {
             showers: round,
@@ -432,12 +514,17 @@ pub fn telemetry_message(device: usize, round: u32, base_ts: i64) -> (String, Ve
         fw: Some("1.2.0".try_into().unwrap_or_default()),
         reading,
     };
-    (Topic::format(&id, Channel::Telemetry).to_string(), serde_json::to_vec(&msg).unwrap_or_default())
+    (
+        Topic::format(&id, Channel::Telemetry).to_string(),
+        serde_json::to_vec(&msg).unwrap_or_default(),
+    )
 }
 
 /// `devices × rounds` telemetry messages, round by round (as a fleet would publish).
 pub fn fleet_messages(devices: usize, rounds: u32, base_ts: i64) -> Vec<(String, Vec<u8>)> {
-    (0..rounds).flat_map(|r| (0..devices).map(move |d| telemetry_message(d, r, base_ts))).collect()
+    (0..rounds)
+        .flat_map(|r| (0..devices).map(move |d| telemetry_message(d, r, base_ts)))
+        .collect()
 }
 
 /// InfluxQL counting every stored telemetry point of the fleet.
@@ -452,11 +539,21 @@ pub const COUNT_TELEMETRY: &str = "SELECT count(seq) FROM toilet, purifier, show
 /// dying connection before the broker took responsibility for it: it is reported
 /// as not accepted. `acked` (if given) counts acknowledged messages as they
 /// arrive, for tests that act mid-stream.
-pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>, acked: Option<Arc<AtomicUsize>>, rate_per_s: Option<u32>, give_up_after_quiet: Duration) -> Result<Vec<bool>> {
+pub fn publish_tracked(
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    acked: Option<Arc<AtomicUsize>>,
+    rate_per_s: Option<u32>,
+    give_up_after_quiet: Duration,
+) -> Result<Vec<bool>> {
     use std::collections::{HashMap, VecDeque};
     use std::sync::Mutex;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let acked = acked.unwrap_or_default();
     rt.block_on(async move {
         let mut opts = rumqttc::MqttOptions::new(client_id, "127.0.0.1", port);
@@ -475,7 +572,8 @@ pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8
         }
         drop(queue_tx);
         let publisher = {
-            let (client, messages, handed) = (client.clone(), Arc::clone(&messages), Arc::clone(&handed));
+            let (client, messages, handed) =
+                (client.clone(), Arc::clone(&messages), Arc::clone(&handed));
             tokio::spawn(async move {
                 let start = Instant::now();
                 let mut sent = 0usize;
@@ -487,7 +585,14 @@ pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8
                     sent += 1;
                     let (topic, payload) = &messages[i];
                     handed.lock().map_err(|_| anyhow!("poisoned"))?.push_back(i);
-                    client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, payload.clone()).await?;
+                    client
+                        .publish(
+                            topic.clone(),
+                            rumqttc::QoS::AtLeastOnce,
+                            false,
+                            payload.clone(),
+                        )
+                        .await?;
                 }
                 Ok::<_, anyhow::Error>(())
             })
@@ -507,7 +612,8 @@ pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8
             match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
                 Ok(Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Publish(pkid)))) => {
                     if let std::collections::hash_map::Entry::Vacant(slot) = in_flight.entry(pkid) {
-                        if let Some(i) = handed.lock().map_err(|_| anyhow!("poisoned"))?.pop_front() {
+                        if let Some(i) = handed.lock().map_err(|_| anyhow!("poisoned"))?.pop_front()
+                        {
                             slot.insert(i);
                         }
                     }
@@ -534,18 +640,51 @@ pub fn publish_tracked(port: u16, client_id: &str, messages: Vec<(String, Vec<u8
 }
 
 /// Publishes every message (see [`publish_tracked`]) and returns how many the broker acknowledged.
-pub fn publish_all(port: u16, client_id: &str, messages: Vec<(String, Vec<u8>)>, acked: Option<Arc<AtomicUsize>>, rate_per_s: Option<u32>) -> Result<usize> {
-    let done = publish_tracked(port, client_id, messages, acked, rate_per_s, Duration::from_secs(30))?;
+pub fn publish_all(
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    acked: Option<Arc<AtomicUsize>>,
+    rate_per_s: Option<u32>,
+) -> Result<usize> {
+    let done = publish_tracked(
+        port,
+        client_id,
+        messages,
+        acked,
+        rate_per_s,
+        Duration::from_secs(30),
+    )?;
     Ok(done.iter().filter(|d| **d).count())
 }
 
 /// Every stored telemetry point of the fleet as `(device_id, seq)`.
-pub fn stored_telemetry_keys(influx: &Influx, db: &str) -> Result<std::collections::HashSet<(String, i64)>> {
-    let v = influx.query(db, "SELECT seq FROM toilet, purifier, shower GROUP BY device_id")?;
+pub fn stored_telemetry_keys(
+    influx: &Influx,
+    db: &str,
+) -> Result<std::collections::HashSet<(String, i64)>> {
+    let v = influx.query(
+        db,
+        "SELECT seq FROM toilet, purifier, shower GROUP BY device_id",
+    )?;
     let mut keys = std::collections::HashSet::new();
-    for s in v.pointer("/results/0/series").and_then(|s| s.as_array()).cloned().unwrap_or_default() {
-        let device = s.pointer("/tags/device_id").and_then(|d| d.as_str()).unwrap_or_default().to_owned();
-        for row in s.get("values").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+    for s in v
+        .pointer("/results/0/series")
+        .and_then(|s| s.as_array())
+        .cloned()
+        .unwrap_or_default()
+    {
+        let device = s
+            .pointer("/tags/device_id")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        for row in s
+            .get("values")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+        {
             keys.insert((device.clone(), row[1].as_i64().unwrap_or(-1)));
         }
     }
@@ -567,22 +706,42 @@ impl Witness {
         let seen: Arc<std::sync::Mutex<std::collections::HashSet<(String, i64)>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (seen2, stop2, sub2, id) = (Arc::clone(&seen), Arc::clone(&stop), Arc::clone(&subscribed), client_id.to_owned());
+        let (seen2, stop2, sub2, id) = (
+            Arc::clone(&seen),
+            Arc::clone(&stop),
+            Arc::clone(&subscribed),
+            client_id.to_owned(),
+        );
         let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
-                opts.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+                opts.set_clean_session(false)
+                    .set_keep_alive(Duration::from_secs(30));
                 let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
                 while !stop2.load(Ordering::SeqCst) {
                     match tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await {
-                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => sub2.store(true, Ordering::SeqCst),
-                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack)))) if !ack.session_present => {
-                            let _ = client.subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce).await;
+                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => {
+                            sub2.store(true, Ordering::SeqCst)
+                        }
+                        Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))))
+                            if !ack.session_present =>
+                        {
+                            let _ = client
+                                .subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce)
+                                .await;
                         }
                         Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
                             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
-                                let key = (v["device_id"].as_str().unwrap_or_default().to_owned(), v["seq"].as_i64().unwrap_or(-1));
+                                let key = (
+                                    v["device_id"].as_str().unwrap_or_default().to_owned(),
+                                    v["seq"].as_i64().unwrap_or(-1),
+                                );
                                 if let Ok(mut s) = seen2.lock() {
                                     s.insert(key);
                                 }
@@ -594,8 +753,14 @@ impl Witness {
                 }
             });
         });
-        wait_until(Duration::from_secs(10), "the witness subscription", || subscribed.load(Ordering::SeqCst).then_some(()))?;
-        Ok(Witness { seen, stop, thread: Some(thread) })
+        wait_until(Duration::from_secs(10), "the witness subscription", || {
+            subscribed.load(Ordering::SeqCst).then_some(())
+        })?;
+        Ok(Witness {
+            seen,
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// How many distinct messages it has seen.

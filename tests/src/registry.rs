@@ -21,22 +21,49 @@ pub fn home(i: usize) -> Home {
         quiet_end: "08:00".into(),
         weekly_cap: Some(20),
         channels: vec![Channel::App],
-        owner: Owner { name: format!("Owner {i}"), phone: "13812341234".into(), email: None },
+        owner: Owner {
+            name: format!("Owner {i}"),
+            phone: "13812341234".into(),
+            email: None,
+        },
     }
 }
 
 /// Registers `devices` (one home each) and technician `tech-a` (region `sh`, every skill)
 /// in the maintenance database `db`; returns an admin token.
 pub fn register_devices(db: &Path, devices: &[(String, Model)]) -> Result<String> {
-    let engine = maintenance::Engine::open(db, maintenance::EngineConfig { policy: maintenance::Policy::default(), ticket_webhooks: Vec::new() })?;
-    let skills = ["plumbing", "electrical", "filter"].map(String::from).to_vec();
-    engine.put_technician(&Technician { id: "tech-a".into(), name: "Tech A".into(), region: "sh".into(), skills })?;
+    let engine = maintenance::Engine::open(
+        db,
+        maintenance::EngineConfig {
+            policy: maintenance::Policy::default(),
+            ticket_webhooks: Vec::new(),
+        },
+    )?;
+    let skills = ["plumbing", "electrical", "filter"]
+        .map(String::from)
+        .to_vec();
+    engine.put_technician(&Technician {
+        id: "tech-a".into(),
+        name: "Tech A".into(),
+        region: "sh".into(),
+        skills,
+    })?;
     for (i, (id, model)) in devices.iter().enumerate() {
         let home = home(i);
         engine.put_home(&home)?;
-        engine.put_device(&Device { id: id.clone(), home_id: home.id, model: *model, installed_ts_ms: 0, cartridges: Vec::new() })?;
+        engine.put_device(&Device {
+            id: id.clone(),
+            home_id: home.id,
+            model: *model,
+            installed_ts_ms: 0,
+            cartridges: Vec::new(),
+        })?;
     }
-    Ok(engine.issue_token(maintenance::Role::Admin, None, gateway::ingest::pipeline::now_ms())?)
+    Ok(engine.issue_token(
+        maintenance::Role::Admin,
+        None,
+        gateway::ingest::pipeline::now_ms(),
+    )?)
 }
 
 /// The gateway's `[maintenance]` table for the database `db`, ticking every second.

@@ -43,10 +43,16 @@ impl SmtpServer {
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(dir.path().join("maildir"))
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("smtpd.log"))?))
+            .stderr(Stdio::from(std::fs::File::create(
+                dir.path().join("smtpd.log"),
+            )?))
             .spawn()
             .context("starting aiosmtpd")?;
-        let mut server = SmtpServer { child: Some(child), port, dir };
+        let mut server = SmtpServer {
+            child: Some(child),
+            port,
+            dir,
+        };
         if let Err(e) = wait_for_port(port, "aiosmtpd to listen") {
             stop_child(&mut server.child, "-KILL");
             return Err(e);
@@ -71,7 +77,9 @@ impl SmtpServer {
 }
 
 fn read(p: &Path) -> Option<String> {
-    std::fs::read(p).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+    std::fs::read(p)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
 impl Drop for SmtpServer {

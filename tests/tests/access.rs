@@ -36,14 +36,19 @@ impl Api {
             Some(b) => req.json(&b),
             None => req,
         };
-        let resp = req.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
 
     fn ok(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
         let (status, v) = self.call(method, path, token, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
         v
     }
 }
@@ -59,7 +64,11 @@ fn home(id: &str, phone: &str, email: &str) -> Value {
         quiet_end: "08:00".into(),
         weekly_cap: None,
         channels: vec![Channel::Email],
-        owner: Owner { name: format!("Owner of {id}"), phone: phone.into(), email: Some(email.into()) },
+        owner: Owner {
+            name: format!("Owner of {id}"),
+            phone: phone.into(),
+            email: Some(email.into()),
+        },
     })
     .unwrap()
 }
@@ -76,10 +85,16 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
     let work = tempfile::tempdir().unwrap();
     let db = work.path().join("maintenance.db");
     // The first admin token is made offline (as `gateway issue-token` does); everything else goes over HTTP.
-    let admin = Engine::open(&db, EngineConfig { policy: Policy::default(), ticket_webhooks: Vec::new() })
-        .unwrap()
-        .issue_token(Role::Admin, None, gateway::ingest::pipeline::now_ms())
-        .unwrap();
+    let admin = Engine::open(
+        &db,
+        EngineConfig {
+            policy: Policy::default(),
+            ticket_webhooks: Vec::new(),
+        },
+    )
+    .unwrap()
+    .issue_token(Role::Admin, None, gateway::ingest::pipeline::now_ms())
+    .unwrap();
     let smtp = SmtpServer::start().unwrap();
     let broker = Mosquitto::start().unwrap();
     let extra = format!(
@@ -89,29 +104,84 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
         db.display(),
         smtp.port
     );
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Sqlite, "gw-access", &extra).unwrap();
-    let api = Api { base: format!("http://127.0.0.1:{}/api", gw.http_port), http: Client::new() };
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "gw-access",
+        &extra,
+    )
+    .unwrap();
+    let api = Api {
+        base: format!("http://127.0.0.1:{}/api", gw.http_port),
+        http: Client::new(),
+    };
 
     // Registry over HTTP.
-    api.ok("POST", "/homes", &admin, Some(home("h1", "13812341234", "h1@example.com")));
-    api.ok("POST", "/homes", &admin, Some(home("h2", "13987654321", "h2@example.com")));
+    api.ok(
+        "POST",
+        "/homes",
+        &admin,
+        Some(home("h1", "13812341234", "h1@example.com")),
+    );
+    api.ok(
+        "POST",
+        "/homes",
+        &admin,
+        Some(home("h2", "13987654321", "h2@example.com")),
+    );
     for (dev, home) in [("toilet-00001", "h1"), ("toilet-00002", "h2")] {
-        api.ok("POST", "/devices", &admin, Some(json!({"id": dev, "home_id": home, "model": "toilet", "installed_ts_ms": 0})));
+        api.ok(
+            "POST",
+            "/devices",
+            &admin,
+            Some(json!({"id": dev, "home_id": home, "model": "toilet", "installed_ts_ms": 0})),
+        );
     }
     for t in ["tech-a", "tech-b"] {
-        let tech = Technician { id: t.into(), name: t.into(), region: "sh".into(), skills: vec!["plumbing".into()] };
-        api.ok("POST", "/technicians", &admin, Some(serde_json::to_value(tech).unwrap()));
+        let tech = Technician {
+            id: t.into(),
+            name: t.into(),
+            region: "sh".into(),
+            skills: vec!["plumbing".into()],
+        };
+        api.ok(
+            "POST",
+            "/technicians",
+            &admin,
+            Some(serde_json::to_value(tech).unwrap()),
+        );
     }
     let token = |role: &str, subject: Option<&str>| -> String {
-        let v = api.ok("POST", "/tokens", &admin, Some(json!({"role": role, "subject": subject})));
-        v["token"].as_str().unwrap_or_else(|| panic!("{v}")).to_owned()
+        let v = api.ok(
+            "POST",
+            "/tokens",
+            &admin,
+            Some(json!({"role": role, "subject": subject})),
+        );
+        v["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_owned()
     };
-    let (h1, h2, agent) = (token("homeowner", Some("h1")), token("homeowner", Some("h2")), token("agent", None));
+    let (h1, h2, agent) = (
+        token("homeowner", Some("h1")),
+        token("homeowner", Some("h2")),
+        token("agent", None),
+    );
 
     // Leaks over MQTT, one per home, each reported twice.
     let now = gateway::ingest::pipeline::now_ms() - 60_000;
-    let msgs = vec![leak("toilet-00001", 1, now), leak("toilet-00002", 1, now), leak("toilet-00001", 2, now + 1000), leak("toilet-00002", 2, now + 1000)];
-    assert_eq!(publish_all(broker.port, "pub-access", msgs, None, None).unwrap(), 4);
+    let msgs = vec![
+        leak("toilet-00001", 1, now),
+        leak("toilet-00002", 1, now),
+        leak("toilet-00001", 2, now + 1000),
+        leak("toilet-00002", 2, now + 1000),
+    ];
+    assert_eq!(
+        publish_all(broker.port, "pub-access", msgs, None, None).unwrap(),
+        4
+    );
     let tickets = wait_until(Duration::from_secs(30), "one ticket per home", || {
         let (_, v) = api.call("GET", "/tickets", &agent, None);
         (v.as_array()?.len() >= 2).then_some(v)
@@ -119,10 +189,21 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
     .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     let list = tickets.as_array().unwrap();
     assert_eq!(list.len(), 2, "no duplicates: {tickets}");
-    let ticket_of = |dev: &str| list.iter().find(|t| t["device_id"] == dev).unwrap_or_else(|| panic!("{tickets}"));
-    let (t1, t2) = (ticket_of("toilet-00001")["id"].as_i64().unwrap(), ticket_of("toilet-00002")["id"].as_i64().unwrap());
+    let ticket_of = |dev: &str| {
+        list.iter()
+            .find(|t| t["device_id"] == dev)
+            .unwrap_or_else(|| panic!("{tickets}"))
+    };
+    let (t1, t2) = (
+        ticket_of("toilet-00001")["id"].as_i64().unwrap(),
+        ticket_of("toilet-00002")["id"].as_i64().unwrap(),
+    );
     let reminders_h2 = api.ok("GET", "/reminders?home_id=h2", &agent, None);
-    let r2 = reminders_h2.as_array().and_then(|a| a.first()).map(|r| r["id"].as_i64().unwrap()).unwrap_or_else(|| panic!("{reminders_h2}"));
+    let r2 = reminders_h2
+        .as_array()
+        .and_then(|a| a.first())
+        .map(|r| r["id"].as_i64().unwrap())
+        .unwrap_or_else(|| panic!("{reminders_h2}"));
 
     // 1. A homeowner cannot reach another home: every endpoint.
     let forbidden: Vec<(&str, String, Option<Value>)> = vec![
@@ -133,16 +214,38 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
         ("GET", "/devices/toilet-00002/filters".into(), None),
         ("GET", format!("/tickets/{t2}"), None),
         ("GET", "/tickets?home_id=h2".into(), None),
-        ("POST", format!("/tickets/{t2}/rate"), Some(json!({"score": 1}))),
-        ("POST", format!("/tickets/{t2}/transition"), Some(json!({"to": "closed"}))),
+        (
+            "POST",
+            format!("/tickets/{t2}/rate"),
+            Some(json!({"score": 1})),
+        ),
+        (
+            "POST",
+            format!("/tickets/{t2}/transition"),
+            Some(json!({"to": "closed"})),
+        ),
         ("POST", format!("/tickets/{t2}/assign"), Some(json!({}))),
         ("GET", "/reminders?home_id=h2".into(), None),
         ("GET", format!("/reminders/{r2}"), None),
-        ("POST", format!("/reminders/{r2}/snooze"), Some(json!({"hours": 2}))),
+        (
+            "POST",
+            format!("/reminders/{r2}/snooze"),
+            Some(json!({"hours": 2})),
+        ),
         ("POST", format!("/reminders/{r2}/done"), None),
         ("POST", format!("/reminders/{r2}/book"), None),
-        ("POST", "/homes".into(), Some(home("h2", "13900000000", "x@example.com"))),
-        ("POST", "/devices".into(), Some(json!({"id": "toilet-00002", "home_id": "h1", "model": "toilet", "installed_ts_ms": 0}))),
+        (
+            "POST",
+            "/homes".into(),
+            Some(home("h2", "13900000000", "x@example.com")),
+        ),
+        (
+            "POST",
+            "/devices".into(),
+            Some(
+                json!({"id": "toilet-00002", "home_id": "h1", "model": "toilet", "installed_ts_ms": 0}),
+            ),
+        ),
         ("GET", "/technicians".into(), None),
         ("GET", "/kpi".into(), None),
         ("GET", "/audit".into(), None),
@@ -152,37 +255,95 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
     ];
     for (method, path, body) in forbidden {
         let (status, resp) = api.call(method, &path, &h1, body);
-        assert!(status == 403 || status == 404, "{method} {path}: {status} {resp}");
-        assert!(resp["error"]["code"].is_string(), "{method} {path}: a JSON error with a code: {resp}");
-        assert!(!resp.to_string().contains("13987654321") && !resp.to_string().contains("h2 Century"), "{method} {path} leaked h2's data: {resp}");
+        assert!(
+            status == 403 || status == 404,
+            "{method} {path}: {status} {resp}"
+        );
+        assert!(
+            resp["error"]["code"].is_string(),
+            "{method} {path}: a JSON error with a code: {resp}"
+        );
+        assert!(
+            !resp.to_string().contains("13987654321") && !resp.to_string().contains("h2 Century"),
+            "{method} {path} leaked h2's data: {resp}"
+        );
     }
     let me = api.ok("GET", "/me", &h1, None);
-    assert_eq!((me["role"].as_str(), me["subject"].as_str()), (Some("homeowner"), Some("h1")), "{me}");
+    assert_eq!(
+        (me["role"].as_str(), me["subject"].as_str()),
+        (Some("homeowner"), Some("h1")),
+        "{me}"
+    );
     let mine = api.ok("GET", "/tickets", &h1, None);
-    assert!(mine.as_array().unwrap().iter().all(|t| t["device_id"] == "toilet-00001"), "{mine}");
+    assert!(
+        mine.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["device_id"] == "toilet-00001"),
+        "{mine}"
+    );
     assert_eq!(api.call("GET", &format!("/tickets/{t1}"), &h1, None).0, 200);
     api.ok("GET", "/homes/h2", &h2, None);
 
     // 2. The technician assigned to h1's ticket: masked phone, address while the visit is open.
     let t1_full = api.ok("GET", &format!("/tickets/{t1}"), &agent, None);
-    assert_eq!(t1_full["contact"]["phone"], "13812341234", "the agent sees the full number");
-    let assignee = t1_full["assignee"].as_str().unwrap_or_else(|| panic!("auto-assigned: {t1_full}")).to_owned();
+    assert_eq!(
+        t1_full["contact"]["phone"], "13812341234",
+        "the agent sees the full number"
+    );
+    let assignee = t1_full["assignee"]
+        .as_str()
+        .unwrap_or_else(|| panic!("auto-assigned: {t1_full}"))
+        .to_owned();
     let tech = token("technician", Some(&assignee));
-    let stranger = token("technician", Some(if assignee == "tech-a" { "tech-b" } else { "tech-a" }));
+    let stranger = token(
+        "technician",
+        Some(if assignee == "tech-a" {
+            "tech-b"
+        } else {
+            "tech-a"
+        }),
+    );
     let seen = api.ok("GET", &format!("/tickets/{t1}"), &tech, None);
     assert_eq!(seen["contact"]["phone"], "138****1234", "{seen}");
     assert_eq!(seen["address"], "h1 Century Avenue, Pudong");
     let theirs = api.ok("GET", "/tickets", &stranger, None);
-    assert!(theirs.as_array().unwrap().iter().all(|t| t["assignee"] == json!(if assignee == "tech-a" { "tech-b" } else { "tech-a" })), "{theirs}");
+    assert!(
+        theirs.as_array().unwrap().iter().all(|t| t["assignee"]
+            == json!(if assignee == "tech-a" {
+                "tech-b"
+            } else {
+                "tech-a"
+            })),
+        "{theirs}"
+    );
     if theirs.as_array().unwrap().iter().all(|t| t["id"] != t1) {
-        assert_eq!(api.call("GET", &format!("/tickets/{t1}"), &stranger, None).0, 404, "not assigned to them");
+        assert_eq!(
+            api.call("GET", &format!("/tickets/{t1}"), &stranger, None)
+                .0,
+            404,
+            "not assigned to them"
+        );
     }
     for to in ["in_progress", "resolved"] {
-        api.ok("POST", &format!("/tickets/{t1}/transition"), &tech, Some(json!({"to": to})));
+        api.ok(
+            "POST",
+            &format!("/tickets/{t1}/transition"),
+            &tech,
+            Some(json!({"to": to})),
+        );
     }
-    api.ok("POST", &format!("/tickets/{t1}/transition"), &agent, Some(json!({"to": "closed"})));
+    api.ok(
+        "POST",
+        &format!("/tickets/{t1}/transition"),
+        &agent,
+        Some(json!({"to": "closed"})),
+    );
     let after = api.ok("GET", &format!("/tickets/{t1}"), &tech, None);
-    assert!(after["address"].is_null(), "no address once the visit is over: {after}");
+    assert!(
+        after["address"].is_null(),
+        "no address once the visit is over: {after}"
+    );
     assert_eq!(after["contact"]["phone"], "138****1234");
 
     // 3. Every read of personal data is in the audit log, with who read what.
@@ -191,34 +352,79 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["actor"].as_str().unwrap_or("").to_owned(), a["action"].as_str().unwrap_or("").to_owned(), a["resource"].as_str().unwrap_or("").to_owned()))
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap_or("").to_owned(),
+                a["action"].as_str().unwrap_or("").to_owned(),
+                a["resource"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     for expected in [
-        (format!("technician:{assignee}"), "read_ticket".to_owned(), format!("ticket/{t1}")),
-        ("homeowner:h2".to_owned(), "read_home".to_owned(), "home/h2".to_owned()),
+        (
+            format!("technician:{assignee}"),
+            "read_ticket".to_owned(),
+            format!("ticket/{t1}"),
+        ),
+        (
+            "homeowner:h2".to_owned(),
+            "read_home".to_owned(),
+            "home/h2".to_owned(),
+        ),
     ] {
-        assert!(entries.contains(&expected), "audit lacks {expected:?}: {entries:?}");
+        assert!(
+            entries.contains(&expected),
+            "audit lacks {expected:?}: {entries:?}"
+        );
     }
-    let agent_reads = entries.iter().filter(|(who, what, res)| who.starts_with("agent") && what == "read_ticket" && *res == format!("ticket/{t1}")).count();
-    assert!(agent_reads >= 1, "the agent's read is audited too: {entries:?}");
+    let agent_reads = entries
+        .iter()
+        .filter(|(who, what, res)| {
+            who.starts_with("agent") && what == "read_ticket" && *res == format!("ticket/{t1}")
+        })
+        .count();
+    assert!(
+        agent_reads >= 1,
+        "the agent's read is audited too: {entries:?}"
+    );
 
     // 4. The urgent leak alert reached each homeowner by e-mail, once per key.
-    let mails = wait_until(Duration::from_secs(30), "an e-mail to each homeowner", || {
-        let m = smtp.messages();
-        let to_h1 = m.iter().any(|x| x.contains("h1@example.com"));
-        let to_h2 = m.iter().any(|x| x.contains("h2@example.com"));
-        (to_h1 && to_h2).then_some(m)
-    })
+    let mails = wait_until(
+        Duration::from_secs(30),
+        "an e-mail to each homeowner",
+        || {
+            let m = smtp.messages();
+            let to_h1 = m.iter().any(|x| x.contains("h1@example.com"));
+            let to_h2 = m.iter().any(|x| x.contains("h2@example.com"));
+            (to_h1 && to_h2).then_some(m)
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     std::thread::sleep(Duration::from_secs(3)); // room for a wrong second delivery
-    let mails = if smtp.messages().len() > mails.len() { smtp.messages() } else { mails };
+    let mails = if smtp.messages().len() > mails.len() {
+        smtp.messages()
+    } else {
+        mails
+    };
     let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
     for m in &mails {
         assert!(m.contains("From: service@fixtures.example"), "{m}");
-        let id = m.lines().find(|l| l.to_ascii_lowercase().starts_with("message-id:")).unwrap_or_else(|| panic!("no Message-ID: {m}"));
+        let id = m
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+            .unwrap_or_else(|| panic!("no Message-ID: {m}"));
         *per_id.entry(id.to_owned()).or_default() += 1;
     }
-    assert!(per_id.values().all(|n| *n == 1), "each notification once: {per_id:?}");
-    let leak_mails = mails.iter().filter(|m| m.to_ascii_lowercase().contains("leak")).count();
-    assert_eq!(leak_mails, 2, "one leak alert per home, however often reported: {mails:#?}");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "each notification once: {per_id:?}"
+    );
+    let leak_mails = mails
+        .iter()
+        .filter(|m| m.to_ascii_lowercase().contains("leak"))
+        .count();
+    assert_eq!(
+        leak_mails, 2,
+        "one leak alert per home, however often reported: {mails:#?}"
+    );
 }

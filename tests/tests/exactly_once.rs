@@ -11,17 +11,38 @@ use e2e_tests::*;
 const DEVICES: usize = 1000;
 
 /// Waits until InfluxDB holds `expected` telemetry points, then checks every device has its share.
-fn assert_all_stored(influx: &Influx, db: &str, gw: &GatewayProcess, expected: i64, per_device: i64) {
+fn assert_all_stored(
+    influx: &Influx,
+    db: &str,
+    gw: &GatewayProcess,
+    expected: i64,
+    per_device: i64,
+) {
     let stored = wait_until(Duration::from_secs(180), "all points in InfluxDB", || {
         let n = influx.sum_counts(db, COUNT_TELEMETRY).ok()?;
         (n >= expected).then_some(n)
     })
-    .unwrap_or_else(|e| panic!("{e}; stored {:?}; metrics {:?}; gateway log:\n{}", influx.sum_counts(db, COUNT_TELEMETRY), gw.metrics().ok(), gw.log_tail()));
-    assert_eq!(stored, expected, "stored points must equal published messages: none lost, none duplicated");
-    let per_series = influx.counts_by_series(db, &format!("{COUNT_TELEMETRY} GROUP BY device_id")).unwrap();
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; stored {:?}; metrics {:?}; gateway log:\n{}",
+            influx.sum_counts(db, COUNT_TELEMETRY),
+            gw.metrics().ok(),
+            gw.log_tail()
+        )
+    });
+    assert_eq!(
+        stored, expected,
+        "stored points must equal published messages: none lost, none duplicated"
+    );
+    let per_series = influx
+        .counts_by_series(db, &format!("{COUNT_TELEMETRY} GROUP BY device_id"))
+        .unwrap();
     assert_eq!(per_series.len(), DEVICES, "every device has a series");
     for (series, n) in per_series {
-        assert_eq!(n, per_device, "device {series} has {n} points, expected {per_device}");
+        assert_eq!(
+            n, per_device,
+            "device {series} has {n} points, expected {per_device}"
+        );
     }
 }
 
@@ -34,8 +55,12 @@ fn hundred_thousand_messages_from_a_thousand_devices_are_stored_exactly_once() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
     let influx = Influx::start().unwrap();
-    let store = StoreTarget::Influx { url: influx.url(), db: "exactly_once".into() };
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &store, "gw-exactly-once", "").unwrap();
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "exactly_once".into(),
+    };
+    let gw =
+        GatewayProcess::spawn(work.path(), broker.port, &store, "gw-exactly-once", "").unwrap();
 
     let messages = fleet_messages(DEVICES, 100, base_ts());
     let acked = publish_all(broker.port, "pub-exactly-once", messages, None, None).unwrap();
@@ -46,7 +71,13 @@ fn hundred_thousand_messages_from_a_thousand_devices_are_stored_exactly_once() {
     assert_eq!(m["rejected"], 0, "{m}");
     assert!(m["acked"].as_u64().unwrap() >= 100_000, "{m}");
     assert_eq!(m["sequence_gaps"], 0, "no gaps in a complete stream: {m}");
-    let device: serde_json::Value = reqwest::blocking::get(format!("http://127.0.0.1:{}/devices/toilet-00000", gw.http_port)).unwrap().json().unwrap();
+    let device: serde_json::Value = reqwest::blocking::get(format!(
+        "http://127.0.0.1:{}/devices/toilet-00000",
+        gw.http_port
+    ))
+    .unwrap()
+    .json()
+    .unwrap();
     assert_eq!(device["sequence"]["messages"], 100, "{device}");
     assert_eq!(device["sequence"]["gaps"], 0, "{device}");
 }
@@ -55,18 +86,41 @@ fn hundred_thousand_messages_from_a_thousand_devices_are_stored_exactly_once() {
 fn sequence_gaps_before_the_broker_are_counted_per_device() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Sqlite, "gw-gaps", "").unwrap();
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "gw-gaps",
+        "",
+    )
+    .unwrap();
     let base = base_ts();
     // Device 0 skips rounds 3, 4 and 7 (lost before the broker); round 7 arrives late, after 9.
-    let mut messages: Vec<_> = (0..10u32).filter(|r| ![3, 4, 7].contains(r)).map(|r| telemetry_message(0, r, base)).collect();
+    let mut messages: Vec<_> = (0..10u32)
+        .filter(|r| ![3, 4, 7].contains(r))
+        .map(|r| telemetry_message(0, r, base))
+        .collect();
     messages.push(telemetry_message(0, 7, base));
     publish_all(broker.port, "pub-gaps", messages, None, None).unwrap();
-    let device = wait_until(Duration::from_secs(30), "the device's sequence state", || {
-        let v: serde_json::Value = reqwest::blocking::get(format!("http://127.0.0.1:{}/devices/toilet-00000", gw.http_port)).ok()?.json().ok()?;
-        (v["sequence"]["messages"] == 8).then_some(v)
-    })
+    let device = wait_until(
+        Duration::from_secs(30),
+        "the device's sequence state",
+        || {
+            let v: serde_json::Value = reqwest::blocking::get(format!(
+                "http://127.0.0.1:{}/devices/toilet-00000",
+                gw.http_port
+            ))
+            .ok()?
+            .json()
+            .ok()?;
+            (v["sequence"]["messages"] == 8).then_some(v)
+        },
+    )
     .unwrap();
-    assert_eq!(device["sequence"]["gaps"], 2, "3 missing, then 7 filled late: {device}");
+    assert_eq!(
+        device["sequence"]["gaps"], 2,
+        "3 missing, then 7 filled late: {device}"
+    );
     assert_eq!(gw.metrics().unwrap()["sequence_gaps"], 2);
 }
 
@@ -75,7 +129,10 @@ fn kill_dash_nine_mid_stream_loses_nothing() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
     let influx = Influx::start().unwrap();
-    let store = StoreTarget::Influx { url: influx.url(), db: "kill9".into() };
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "kill9".into(),
+    };
     let mut gw = GatewayProcess::spawn(work.path(), broker.port, &store, "gw-kill9", "").unwrap();
 
     let messages = fleet_messages(DEVICES, 100, base_ts());
@@ -106,7 +163,10 @@ fn influxdb_down_for_thirty_seconds_is_absorbed_by_the_spool() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
     let mut influx = Influx::start().unwrap();
-    let store = StoreTarget::Influx { url: influx.url(), db: "outage".into() };
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "outage".into(),
+    };
     let gw = GatewayProcess::spawn(work.path(), broker.port, &store, "gw-outage", "").unwrap();
 
     // 40 000 messages at 1 000/s: the outage (from ~5 s to ~35 s) falls in the middle.
@@ -127,13 +187,19 @@ fn influxdb_down_for_thirty_seconds_is_absorbed_by_the_spool() {
     published_everything(total, 40_000);
     assert_all_stored(&influx, "outage", &gw, 40_000, 40);
 
-    assert!(during["spooled_batches"].as_u64().unwrap() > 0, "batches were spooled during the outage: {during}");
+    assert!(
+        during["spooled_batches"].as_u64().unwrap() > 0,
+        "batches were spooled during the outage: {during}"
+    );
     let after = wait_until(Duration::from_secs(60), "the spool to drain", || {
         let m = gw.metrics().ok()?;
         (m["spool_backlog_batches"] == 0).then_some(m)
     })
     .unwrap();
-    assert_eq!(after["replayed_batches"], after["spooled_batches"], "every spooled batch was replayed: {after}");
+    assert_eq!(
+        after["replayed_batches"], after["spooled_batches"],
+        "every spooled batch was replayed: {after}"
+    );
 }
 
 #[test]
@@ -141,8 +207,12 @@ fn mosquitto_restart_mid_stream_loses_nothing_it_accepted() {
     let work = tempfile::tempdir().unwrap();
     let mut broker = Mosquitto::start().unwrap();
     let influx = Influx::start().unwrap();
-    let store = StoreTarget::Influx { url: influx.url(), db: "broker_restart".into() };
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &store, "gw-broker-restart", "").unwrap();
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "broker_restart".into(),
+    };
+    let gw =
+        GatewayProcess::spawn(work.path(), broker.port, &store, "gw-broker-restart", "").unwrap();
     // A second, bare subscriber records what the broker accepted and delivered.
     let witness = Witness::start(broker.port, "witness-broker-restart").unwrap();
 
@@ -151,13 +221,28 @@ fn mosquitto_restart_mid_stream_loses_nothing_it_accepted() {
     let publisher = {
         let acked = Arc::clone(&acked);
         let port = broker.port;
-        std::thread::spawn(move || publish_tracked(port, "pub-broker-restart", messages, Some(acked), Some(5000), Duration::from_secs(10)))
+        std::thread::spawn(move || {
+            publish_tracked(
+                port,
+                "pub-broker-restart",
+                messages,
+                Some(acked),
+                Some(5000),
+                Duration::from_secs(10),
+            )
+        })
     };
-    wait_until(Duration::from_secs(60), "a third of the stream", || (acked.load(Ordering::SeqCst) >= 15_000).then_some(())).unwrap();
+    wait_until(Duration::from_secs(60), "a third of the stream", || {
+        (acked.load(Ordering::SeqCst) >= 15_000).then_some(())
+    })
+    .unwrap();
     broker.restart().unwrap();
     let accepted = publisher.join().unwrap().unwrap();
     let acked_count = accepted.iter().filter(|a| **a).count();
-    assert!(acked_count >= 49_000, "the stream went on after the restart: {acked_count} acknowledged");
+    assert!(
+        acked_count >= 49_000,
+        "the stream went on after the restart: {acked_count} acknowledged"
+    );
     // Let the witness drain what the broker holds for it.
     let mut last = (0, std::time::Instant::now());
     wait_until(Duration::from_secs(60), "the witness to go quiet", || {
@@ -169,16 +254,34 @@ fn mosquitto_restart_mid_stream_loses_nothing_it_accepted() {
     })
     .unwrap();
     let delivered = witness.finish();
-    assert!(delivered.len() > 15_000, "the witness saw the stream on both sides of the restart: {}", delivered.len());
+    assert!(
+        delivered.len() > 15_000,
+        "the witness saw the stream on both sides of the restart: {}",
+        delivered.len()
+    );
 
-    let stored = wait_until(Duration::from_secs(120), "every accepted message in InfluxDB", || {
-        let stored = stored_telemetry_keys(&influx, "broker_restart").ok()?;
-        delivered.is_subset(&stored).then_some(stored)
-    })
+    let stored = wait_until(
+        Duration::from_secs(120),
+        "every accepted message in InfluxDB",
+        || {
+            let stored = stored_telemetry_keys(&influx, "broker_restart").ok()?;
+            delivered.is_subset(&stored).then_some(stored)
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}; metrics {:?}\n{}", gw.metrics().ok(), gw.log_tail()));
-    assert!(stored.len() <= 50_000, "nothing stored that was not published");
-    assert!(stored.len() >= acked_count, "every message the broker acknowledged is stored: {} < {acked_count}", stored.len());
+    assert!(
+        stored.len() <= 50_000,
+        "nothing stored that was not published"
+    );
+    assert!(
+        stored.len() >= acked_count,
+        "every message the broker acknowledged is stored: {} < {acked_count}",
+        stored.len()
+    );
     let m = gw.metrics().unwrap();
-    assert!(m["mqtt_connects"].as_u64().unwrap() >= 2, "the gateway reconnected: {m}");
+    assert!(
+        m["mqtt_connects"].as_u64().unwrap() >= 2,
+        "the gateway reconnected: {m}"
+    );
     eprintln!("broker restart: {acked_count} of 50000 acknowledged to the publisher, {} delivered to the witness, {} stored", delivered.len(), stored.len());
 }

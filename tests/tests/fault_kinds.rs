@@ -43,7 +43,9 @@ fn expected(kind: FaultKind) -> Expect {
 }
 
 fn injections() -> Vec<Injection> {
-    let on = |idx: u32, kind, start_day, days| Injection::on(&device_id(idx), kind, start_day, Some(days));
+    let on = |idx: u32, kind, start_day, days| {
+        Injection::on(&device_id(idx), kind, start_day, Some(days))
+    };
     vec![
         on(0, FaultKind::Leak, 12.0, 1.0),
         on(3, FaultKind::ValveStuck, 12.0, 0.05),
@@ -63,13 +65,20 @@ fn injections() -> Vec<Injection> {
 /// Every fleet device registered with the maintenance engine; returns the `[maintenance]` table and an admin token.
 fn register(work: &std::path::Path) -> (String, String) {
     let db = work.join("maintenance.db");
-    let devices: Vec<(String, protocol::message::Model)> = (0..DEVICES).map(|i| (device_id(i), model_of(i))).collect();
+    let devices: Vec<(String, protocol::message::Model)> =
+        (0..DEVICES).map(|i| (device_id(i), model_of(i))).collect();
     let admin = e2e_tests::registry::register_devices(&db, &devices).unwrap();
     (e2e_tests::registry::maintenance_toml(&db), admin)
 }
 
 fn get(http: &reqwest::blocking::Client, url: String, token: &str) -> Vec<Value> {
-    let v: Value = http.get(&url).bearer_auth(token).send().unwrap().json().unwrap();
+    let v: Value = http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     v.as_array().unwrap_or_else(|| panic!("{url}: {v}")).clone()
 }
 
@@ -81,29 +90,67 @@ fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
     const MONDAY_OFFSET_MS: i64 = 4 * 86_400_000; // 1970-01-01 was a Thursday
     let now = gateway::ingest::pipeline::now_ms();
     let end_ms = (now - MONDAY_OFFSET_MS).div_euclid(WEEK_MS) * WEEK_MS + MONDAY_OFFSET_MS;
-    let cfg = FleetConfig { devices: DEVICES, days: DAYS, end_ms, seed: 3, telemetry_every_min: 15, mix: FaultMix::default(), inject: injections() };
+    let cfg = FleetConfig {
+        devices: DEVICES,
+        days: DAYS,
+        end_ms,
+        seed: 3,
+        telemetry_every_min: 15,
+        mix: FaultMix::default(),
+        inject: injections(),
+    };
     let (messages, truth) = Fleet::generate_all(cfg).unwrap();
     let total = messages.len();
     let faults: Vec<(String, FaultKind, Option<i64>)> = truth
         .iter()
         .filter_map(|t| match t {
-            Truth::Fault { device, kind, end_ms, .. } => Some((device.clone(), *kind, *end_ms)),
+            Truth::Fault {
+                device,
+                kind,
+                end_ms,
+                ..
+            } => Some((device.clone(), *kind, *end_ms)),
             _ => None,
         })
         .collect();
-    assert_eq!(faults.len(), injections().len(), "exactly the injected faults: {faults:?}");
+    assert_eq!(
+        faults.len(),
+        injections().len(),
+        "exactly the injected faults: {faults:?}"
+    );
 
     let work = tempfile::tempdir().unwrap();
     let (maintenance_toml, admin) = register(work.path());
     let broker = Mosquitto::start().unwrap();
     let influx = Influx::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Influx { url: influx.url(), db: DB.into() }, "gw-kinds", &maintenance_toml).unwrap();
-    let acked = publish_all(broker.port, "kinds-publisher", messages.into_iter().map(|m| (m.topic, m.payload)).collect(), None, None).unwrap();
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Influx {
+            url: influx.url(),
+            db: DB.into(),
+        },
+        "gw-kinds",
+        &maintenance_toml,
+    )
+    .unwrap();
+    let acked = publish_all(
+        broker.port,
+        "kinds-publisher",
+        messages.into_iter().map(|m| (m.topic, m.payload)).collect(),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(acked, total);
-    let metrics = wait_until(Duration::from_secs(240), "every simulated message to be acknowledged", || {
-        let m = gw.metrics().ok()?;
-        (m["acked"].as_u64()? >= total as u64).then_some(m)
-    })
+    let metrics = wait_until(
+        Duration::from_secs(240),
+        "every simulated message to be acknowledged",
+        || {
+            let m = gw.metrics().ok()?;
+            (m["acked"].as_u64()? >= total as u64).then_some(m)
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     assert_eq!(metrics["rejected"], 0, "{metrics}");
     assert_eq!(metrics["maintenance_errors"], 0, "{metrics}");
@@ -112,7 +159,12 @@ fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
     let api = format!("http://127.0.0.1:{}/api", gw.http_port);
     let tickets = get(&http, format!("{api}/tickets"), &admin);
     let reminders = get(&http, format!("{api}/reminders"), &admin);
-    let count = |items: &[Value], device: &str, kind: &str| items.iter().filter(|x| x["device_id"] == device && x["kind"] == kind).count();
+    let count = |items: &[Value], device: &str, kind: &str| {
+        items
+            .iter()
+            .filter(|x| x["device_id"] == device && x["kind"] == kind)
+            .count()
+    };
     let mut report = BTreeMap::new();
     let mut failures = Vec::new();
     for (device, kind, end_ms) in &faults {
@@ -120,13 +172,21 @@ fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
             Expect::Ticket(k) | Expect::Reminder(k) => k,
         };
         let (n_tickets, n_reminders) = (count(&tickets, device, k), count(&reminders, device, k));
-        report.insert(format!("{device} {kind:?} -> {k}"), (n_tickets, n_reminders));
+        report.insert(
+            format!("{device} {kind:?} -> {k}"),
+            (n_tickets, n_reminders),
+        );
         match expected(*kind) {
             Expect::Ticket(_) => {
                 if n_tickets != 1 {
-                    failures.push(format!("{device}: {n_tickets} {k} tickets for an injected {kind:?}, expected 1"));
+                    failures.push(format!(
+                        "{device}: {n_tickets} {k} tickets for an injected {kind:?}, expected 1"
+                    ));
                 } else if end_ms.is_some() {
-                    let t = tickets.iter().find(|x| x["device_id"] == *device && x["kind"] == k).unwrap();
+                    let t = tickets
+                        .iter()
+                        .find(|x| x["device_id"] == *device && x["kind"] == k)
+                        .unwrap();
                     if t["condition_cleared"] != true {
                         failures.push(format!("{device}: the {kind:?} ended but its ticket is not marked cleared: {t}"));
                     }
@@ -140,17 +200,34 @@ fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
         }
     }
     eprintln!("per injected fault (tickets, reminders): {report:#?}");
-    assert!(failures.is_empty(), "{}\ntickets: {tickets:#?}\nreminders: {reminders:#?}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\ntickets: {tickets:#?}\nreminders: {reminders:#?}",
+        failures.join("\n")
+    );
     let faulty: Vec<&str> = faults.iter().map(|(d, _, _)| d.as_str()).collect();
     // A filter replacement visit (a cartridge past its forecast due date) is maintenance, not a fault.
     let stray: Vec<&Value> = tickets
         .iter()
-        .filter(|t| !faulty.contains(&t["device_id"].as_str().unwrap_or("")) && t["kind"] != "filter_due")
+        .filter(|t| {
+            !faulty.contains(&t["device_id"].as_str().unwrap_or("")) && t["kind"] != "filter_due"
+        })
         .collect();
-    assert!(stray.is_empty(), "no fault ticket for a healthy device: {stray:#?}");
+    assert!(
+        stray.is_empty(),
+        "no fault ticket for a healthy device: {stray:#?}"
+    );
 
     // The findings are in InfluxDB too, for the dashboards.
-    let answer = influx.query(DB, "SELECT count(\"severity\") FROM \"finding\" GROUP BY \"kind\"").unwrap();
-    let series = answer["results"][0]["series"].as_array().map(Vec::len).unwrap_or(0);
+    let answer = influx
+        .query(
+            DB,
+            "SELECT count(\"severity\") FROM \"finding\" GROUP BY \"kind\"",
+        )
+        .unwrap();
+    let series = answer["results"][0]["series"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
     assert!(series >= 6, "findings of several kinds stored: {answer}");
 }

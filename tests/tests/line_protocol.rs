@@ -29,12 +29,25 @@ const HOSTILE: &[&str] = &[
     "tab\there",
 ];
 
-const FIELD_ONLY: &[&str] = &["line\nbreak", "ends in backslash\\", "\\\"", "\"", "\\", "crlf\r\nend", ""];
+const FIELD_ONLY: &[&str] = &[
+    "line\nbreak",
+    "ends in backslash\\",
+    "\\\"",
+    "\"",
+    "\\",
+    "crlf\r\nend",
+    "",
+];
 
 fn store(influx: &Influx, db: &str) -> InfluxStore {
     InfluxStore::new(InfluxConfig {
         url: influx.url().parse().unwrap(),
-        api: InfluxApi::V1 { database: db.into(), retention_policy: None, username: None, password: None },
+        api: InfluxApi::V1 {
+            database: db.into(),
+            retention_policy: None,
+            username: None,
+            password: None,
+        },
         timeout: Duration::from_secs(10),
         create_database: true,
     })
@@ -45,7 +58,10 @@ fn point(measurement: &str, tag: &str, text: &str, i: i64) -> Point {
     Point {
         measurement: measurement.into(),
         tags: vec![("t".into(), tag.into())],
-        fields: vec![("s".into(), FieldValue::Str(text.into())), ("i".into(), FieldValue::Int(i))],
+        fields: vec![
+            ("s".into(), FieldValue::Str(text.into())),
+            ("i".into(), FieldValue::Int(i)),
+        ],
         ts_ms: 1_700_000_000_000 + i,
     }
 }
@@ -57,7 +73,11 @@ fn hostile_strings_round_trip_through_influxdb_exactly() {
     let store = store(&influx, "lp");
     rt.block_on(store.ensure_database()).unwrap();
 
-    let mut points: Vec<Point> = HOSTILE.iter().enumerate().map(|(i, s)| point("round_trip", s, s, i as i64)).collect();
+    let mut points: Vec<Point> = HOSTILE
+        .iter()
+        .enumerate()
+        .map(|(i, s)| point("round_trip", s, s, i as i64))
+        .collect();
     for (j, s) in FIELD_ONLY.iter().enumerate() {
         points.push(point("round_trip", "field-only", s, 100 + j as i64));
     }
@@ -71,8 +91,14 @@ fn hostile_strings_round_trip_through_influxdb_exactly() {
     let outcome = rt.block_on(store.write(&points)).unwrap();
     assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
 
-    let v = influx.query("lp", "SELECT \"i\", \"s\", \"t\" FROM round_trip").unwrap();
-    let rows = v.pointer("/results/0/series/0/values").and_then(|r| r.as_array()).cloned().unwrap();
+    let v = influx
+        .query("lp", "SELECT \"i\", \"s\", \"t\" FROM round_trip")
+        .unwrap();
+    let rows = v
+        .pointer("/results/0/series/0/values")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap();
     assert_eq!(rows.len(), points.len() - 1);
     for row in rows {
         let i = row[1].as_i64().unwrap();
@@ -86,9 +112,13 @@ fn hostile_strings_round_trip_through_influxdb_exactly() {
     }
     let m = influx.query("lp", "SHOW MEASUREMENTS").unwrap();
     assert!(m.to_string().contains("odd measurement,name"), "{m}");
-    let k = influx.query("lp", "SHOW FIELD KEYS FROM \"odd measurement,name\"").unwrap();
+    let k = influx
+        .query("lp", "SHOW FIELD KEYS FROM \"odd measurement,name\"")
+        .unwrap();
     assert!(k.to_string().contains("field key,y"), "{k}");
-    let k = influx.query("lp", "SHOW TAG KEYS FROM \"odd measurement,name\"").unwrap();
+    let k = influx
+        .query("lp", "SHOW TAG KEYS FROM \"odd measurement,name\"")
+        .unwrap();
     assert!(k.to_string().contains("tag key=x"), "{k}");
 }
 
@@ -98,7 +128,8 @@ fn unrepresentable_and_conflicting_points_are_handed_back_and_the_rest_is_kept()
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = store(&influx, "partial");
     rt.block_on(store.ensure_database()).unwrap();
-    rt.block_on(store.write(&[point("m", "a", "text", 0)])).unwrap();
+    rt.block_on(store.write(&[point("m", "a", "text", 0)]))
+        .unwrap();
 
     let mut batch: Vec<Point> = (1..=20).map(|i| point("m", "a", "fine", i)).collect();
     // 1: a newline in a tag value cannot be written at all.
@@ -109,9 +140,22 @@ fn unrepresentable_and_conflicting_points_are_handed_back_and_the_rest_is_kept()
     let outcome = rt.block_on(store.write(&batch)).unwrap();
     let rejected: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
     assert_eq!(rejected, vec![3, 11], "{:?}", outcome.rejected);
-    assert!(outcome.rejected[1].reason.contains("field type conflict"), "{:?}", outcome.rejected[1]);
-    assert!(outcome.rejected[0].reason.contains("line break"), "{:?}", outcome.rejected[0]);
-    assert_eq!(influx.sum_counts("partial", "SELECT count(i) FROM m").unwrap(), 1 + 18);
+    assert!(
+        outcome.rejected[1].reason.contains("field type conflict"),
+        "{:?}",
+        outcome.rejected[1]
+    );
+    assert!(
+        outcome.rejected[0].reason.contains("line break"),
+        "{:?}",
+        outcome.rejected[0]
+    );
+    assert_eq!(
+        influx
+            .sum_counts("partial", "SELECT count(i) FROM m")
+            .unwrap(),
+        1 + 18
+    );
 }
 
 #[test]
@@ -121,6 +165,8 @@ fn an_unreachable_influxdb_is_unavailable_not_a_rejection() {
     let store = store(&influx, "down");
     rt.block_on(store.ensure_database()).unwrap();
     influx.stop();
-    let err = rt.block_on(store.write(&[point("m", "a", "x", 1)])).unwrap_err();
+    let err = rt
+        .block_on(store.write(&[point("m", "a", "x", 1)]))
+        .unwrap_err();
     assert!(err.to_string().contains("unavailable"), "{err}");
 }

@@ -32,35 +32,91 @@ fn a_simulated_fleet_is_stored_whole_and_its_injected_faults_appear() {
         ..FleetConfig::default()
     };
     let (messages, truth) = Fleet::generate_all(cfg).unwrap();
-    let count = |channel: &str| messages.iter().filter(|m| m.topic.ends_with(channel)).count() as i64;
+    let count = |channel: &str| {
+        messages
+            .iter()
+            .filter(|m| m.topic.ends_with(channel))
+            .count() as i64
+    };
     let (telemetry, events) = (count("/telemetry"), count("/event"));
-    let sessions = messages.iter().filter(|m| m.topic.ends_with("/event") && m.payload.windows(10).any(|w| w == b"\"session\":")).count() as i64;
-    assert!(telemetry > 10_000 && sessions > 1000, "a realistic fleet: {telemetry} telemetry, {sessions} sessions");
+    let sessions = messages
+        .iter()
+        .filter(|m| {
+            m.topic.ends_with("/event") && m.payload.windows(10).any(|w| w == b"\"session\":")
+        })
+        .count() as i64;
+    assert!(
+        telemetry > 10_000 && sessions > 1000,
+        "a realistic fleet: {telemetry} telemetry, {sessions} sessions"
+    );
 
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
     let influx = Influx::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Influx { url: influx.url(), db: DB.into() }, "gw-sim", "").unwrap();
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Influx {
+            url: influx.url(),
+            db: DB.into(),
+        },
+        "gw-sim",
+        "",
+    )
+    .unwrap();
     let total = messages.len();
-    let acked = publish_all(broker.port, "sim-publisher", messages.into_iter().map(|m| (m.topic, m.payload)).collect(), None, None).unwrap();
+    let acked = publish_all(
+        broker.port,
+        "sim-publisher",
+        messages.into_iter().map(|m| (m.topic, m.payload)).collect(),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(acked, total);
 
-    wait_until(Duration::from_secs(120), "every simulated message to be stored", || {
-        let m = gw.metrics().ok()?;
-        (m["acked"].as_u64()? >= total as u64).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "every simulated message to be stored",
+        || {
+            let m = gw.metrics().ok()?;
+            (m["acked"].as_u64()? >= total as u64).then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}: {:?}\n{}", gw.metrics().ok(), gw.log_tail()));
     let m = gw.metrics().unwrap();
     assert_eq!(m["rejected"], 0, "every simulated message is valid: {m}");
-    assert_eq!(influx.sum_counts(DB, COUNT_TELEMETRY).unwrap(), telemetry, "every telemetry message stored once");
-    let stored_events = influx.sum_counts(DB, "SELECT count(seq) FROM session, fault").unwrap();
+    assert_eq!(
+        influx.sum_counts(DB, COUNT_TELEMETRY).unwrap(),
+        telemetry,
+        "every telemetry message stored once"
+    );
+    let stored_events = influx
+        .sum_counts(DB, "SELECT count(seq) FROM session, fault")
+        .unwrap();
     assert_eq!(stored_events, events, "every event stored once");
-    assert_eq!(influx.sum_counts(DB, "SELECT count(seq) FROM session").unwrap(), sessions);
+    assert_eq!(
+        influx
+            .sum_counts(DB, "SELECT count(seq) FROM session")
+            .unwrap(),
+        sessions
+    );
 
     let mut checked = 0;
     for t in &truth {
-        let Truth::Fault { device, kind, start_ms, end_ms, .. } = t else { continue };
-        let Some(code) = kind.device_code() else { continue };
+        let Truth::Fault {
+            device,
+            kind,
+            start_ms,
+            end_ms,
+            ..
+        } = t
+        else {
+            continue;
+        };
+        let Some(code) = kind.device_code() else {
+            continue;
+        };
         let end = end_ms.unwrap_or(i64::MAX / 2);
         let q = format!(
             "SELECT count(seq) FROM fault WHERE device_id = '{device}' AND code = '{}' AND raised = true AND time >= {}ms AND time <= {}ms",
@@ -69,8 +125,14 @@ fn a_simulated_fleet_is_stored_whole_and_its_injected_faults_appear() {
             end + 3_600_000
         );
         let raised = influx.sum_counts(DB, &q).unwrap();
-        assert!(raised >= 1, "injected {kind:?} on {device} from {start_ms} was not raised in InfluxDB");
+        assert!(
+            raised >= 1,
+            "injected {kind:?} on {device} from {start_ms} was not raised in InfluxDB"
+        );
         checked += 1;
     }
-    assert!(checked >= 5, "at least the five injected faults were checked ({checked})");
+    assert!(
+        checked >= 5,
+        "at least the five injected faults were checked ({checked})"
+    );
 }

@@ -31,7 +31,11 @@ pub type Asset = (&'static str, &'static str, &'static str);
 
 /// Every file under `/static/`, embedded at build time.
 pub const ASSETS: &[Asset] = &[
-    ("app.css", "text/css; charset=utf-8", include_str!("../assets/app.css")),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/app.css"),
+    ),
     ("api.js", JS, include_str!("../assets/api.js")),
     ("i18n.js", JS, include_str!("../assets/i18n.js")),
     ("charts.js", JS, include_str!("../assets/charts.js")),
@@ -88,7 +92,14 @@ fn page(html: String) -> Response {
 
 async fn asset(Path(file): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == file) {
-        Some((_, mime, text)) => ([(header::CONTENT_TYPE, *mime), (header::CACHE_CONTROL, "no-cache")], *text).into_response(),
+        Some((_, mime, text)) => (
+            [
+                (header::CONTENT_TYPE, *mime),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *text,
+        )
+            .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
 }
@@ -102,16 +113,30 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(path: &str) -> (StatusCode, String, String) {
-        let res = router().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let res = router()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = res.status();
-        let ct = res.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
-        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        let ct = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
         (status, ct, body)
     }
 
     #[tokio::test]
     async fn every_page_is_the_shell_with_its_module() {
-        for (path, module) in [("/", "signin"), ("/board", "board"), ("/fleet", "fleet"), ("/home", "home"), ("/home/h2", "home")] {
+        for (path, module) in [
+            ("/", "signin"),
+            ("/board", "board"),
+            ("/fleet", "fleet"),
+            ("/home", "home"),
+            ("/home/h2", "home"),
+        ] {
             let (status, ct, body) = get(path).await;
             assert_eq!(status, StatusCode::OK, "{path}");
             assert!(ct.starts_with("text/html"), "{path}: {ct}");
@@ -134,7 +159,9 @@ mod tests {
     fn both_languages_have_the_same_keys() {
         let src = ASSETS.iter().find(|a| a.0 == "i18n.js").unwrap().2;
         let table = |lang: &str| -> Vec<String> {
-            let start = src.find(&format!("  {lang}: {{")).unwrap_or_else(|| panic!("no {lang} table"));
+            let start = src
+                .find(&format!("  {lang}: {{"))
+                .unwrap_or_else(|| panic!("no {lang} table"));
             let end = start + src[start..].find("\n  },").unwrap();
             let mut keys: Vec<String> = src[start..end]
                 .lines()

@@ -51,11 +51,23 @@ fn main() -> ExitCode {
         Ok(report) => {
             print!("{}", harness::format_report(&cfg, &report));
             if let Some(path) = dump {
-                let mut csv = String::from("device,slot,kind,horizon,forecaster,lo,hi,line,meter,rate_l_day,days_seen\n");
+                let mut csv = String::from(
+                    "device,slot,kind,horizon,forecaster,lo,hi,line,meter,rate_l_day,days_seen\n",
+                );
                 for r in &report.rows {
                     csv += &format!(
                         "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{:.3},{}\n",
-                        r.device, r.slot, r.kind, r.horizon_days, r.forecaster, r.lo, r.hi, r.line, r.meter, r.rate_l_day, r.days_seen
+                        r.device,
+                        r.slot,
+                        r.kind,
+                        r.horizon_days,
+                        r.forecaster,
+                        r.lo,
+                        r.hi,
+                        r.line,
+                        r.meter,
+                        r.rate_l_day,
+                        r.days_seen
                     );
                 }
                 if let Err(e) = std::fs::write(&path, csv) {

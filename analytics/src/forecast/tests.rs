@@ -37,7 +37,12 @@ impl OneSlot {
         }
     }
     fn observe(&mut self, ts: i64, ml: u64, repl: u32) -> Result<(), ForecastError> {
-        let reading = SlotReading { slot: 0, spec: SpecId(0), ml_since_replacement: ml, replacements: repl };
+        let reading = SlotReading {
+            slot: 0,
+            spec: SpecId(0),
+            ml_since_replacement: ml,
+            replacements: repl,
+        };
         self.f.observe(&self.params, ts, &[reading])
     }
     fn observe_quality(&mut self, ts: i64, tds_in: u16, tds_out: u16) {
@@ -96,7 +101,10 @@ fn constant_use_gives_the_exact_due_date() {
     );
     assert!((fc.daily_l - 10.0).abs() < 1e-5, "{}", fc.daily_l); // f32 levels
     assert!(fc.lo_ms <= fc.due_ms && fc.due_ms <= fc.hi_ms);
-    assert_eq!(fc.by_age_ms, None, "install time unknown without a replacement");
+    assert_eq!(
+        fc.by_age_ms, None,
+        "install time unknown without a replacement"
+    );
 }
 
 #[test]
@@ -106,7 +114,11 @@ fn weekday_weekend_rhythm_is_learned() {
     let ml = feed(&mut f, MONDAY, 0, 28, 0.0, 0, per_day);
     let now = (MONDAY + 28) * DAY_MS;
     let fc = f.forecast(now).unwrap();
-    assert!((fc.daily_l - (5.0 * 10.0 + 2.0 * 30.0) / 7.0).abs() < 1e-6, "{}", fc.daily_l);
+    assert!(
+        (fc.daily_l - (5.0 * 10.0 + 2.0 * 30.0) / 7.0).abs() < 1e-6,
+        "{}",
+        fc.daily_l
+    );
     // Expected: walk the true pattern.
     let mut rem = 2000.0 - ml / 1000.0;
     let mut d = 28;
@@ -115,7 +127,11 @@ fn weekday_weekend_rhythm_is_learned() {
         d += 1;
     }
     let expected = (MONDAY + d) * DAY_MS + ((6.0 + rem / per_day(d) * 17.0) * H as f64) as i64;
-    assert!((fc.due_ms - expected).abs() < 60_000, "diff {} ms", fc.due_ms - expected);
+    assert!(
+        (fc.due_ms - expected).abs() < 60_000,
+        "diff {} ms",
+        fc.due_ms - expected
+    );
     // A flat rate at the same mean would be off by up to a few days: the rhythm matters.
 }
 
@@ -124,15 +140,27 @@ fn a_holiday_absence_moves_the_forecast_little() {
     let mut home = OneSlot::new(ForecastConfig::default(), spec(3000.0, 3650.0));
     let mut away = OneSlot::new(ForecastConfig::default(), spec(3000.0, 3650.0));
     let ml_home = feed(&mut home, MONDAY, 0, 67, 0.0, 0, |_| 20.0);
-    let ml_away = feed(&mut away, MONDAY, 0, 67, 0.0, 0, |d| if d >= 60 { 0.0 } else { 20.0 });
+    let ml_away = feed(&mut away, MONDAY, 0, 67, 0.0, 0, |d| {
+        if d >= 60 {
+            0.0
+        } else {
+            20.0
+        }
+    });
     let now = (MONDAY + 67) * DAY_MS;
     let fh = home.forecast(now).unwrap();
     let fa = away.forecast(now).unwrap();
     // Compare the daily rate (the remaining volumes differ by the week of no use).
     let rel = (fh.daily_l - fa.daily_l) / fh.daily_l;
-    assert!((0.0..0.07).contains(&rel), "rate fell by {:.1} %", rel * 100.0);
+    assert!(
+        (0.0..0.07).contains(&rel),
+        "rate fell by {:.1} %",
+        rel * 100.0
+    );
     // A mean over all days would drop by 7/67 = 10.4 %.
-    let horizon = |fc: &Forecast, ml: f64| (fc.due_ms - now) as f64 / DAY_MS as f64 / ((3000.0 - ml / 1000.0) / 20.0);
+    let horizon = |fc: &Forecast, ml: f64| {
+        (fc.due_ms - now) as f64 / DAY_MS as f64 / ((3000.0 - ml / 1000.0) / 20.0)
+    };
     assert!(horizon(&fa, ml_away) / horizon(&fh, ml_home) < 1.07);
 }
 
@@ -149,7 +177,10 @@ fn a_replacement_resets_volume_and_install_time() {
     assert_eq!(f.f.installed_ms(0), Some(t));
     let after = f.forecast(t).unwrap();
     assert!((after.remaining_l - 499.0).abs() < 1e-9);
-    assert!(after.due_ms > before.due_ms + 45 * DAY_MS, "due date jumps forward");
+    assert!(
+        after.due_ms > before.due_ms + 45 * DAY_MS,
+        "due date jumps forward"
+    );
     assert_eq!(after.by_age_ms, Some(t + 180 * DAY_MS));
     // The household's rate is kept across the replacement.
     assert!((after.daily_l - 10.0).abs() < 1e-5);
@@ -170,7 +201,11 @@ fn the_interval_widens_with_the_horizon() {
         assert!(fc.lo_ms < fc.due_ms && fc.due_ms < fc.hi_ms);
         (fc.hi_ms - fc.lo_ms) as f64 / DAY_MS as f64
     };
-    let (w7, w30, w60) = (width(800.0 + 7.0 * 20.0), width(800.0 + 30.0 * 20.0), width(800.0 + 60.0 * 20.0));
+    let (w7, w30, w60) = (
+        width(800.0 + 7.0 * 20.0),
+        width(800.0 + 30.0 * 20.0),
+        width(800.0 + 60.0 * 20.0),
+    );
     assert!(w7 < w30 && w30 < w60, "widths {w7:.2} {w30:.2} {w60:.2}");
     assert!(w60 > 1.5 * w7);
 }
@@ -180,7 +215,10 @@ fn the_age_limit_wins_when_use_is_tiny() {
     let mut f = OneSlot::new(exact_cfg(), spec(1500.0, 180.0));
     f.observe(MONDAY * DAY_MS, 0, 0).unwrap();
     f.f.set_installed(0, MONDAY * DAY_MS).unwrap();
-    assert_eq!(f.f.set_installed(1, 0), Err(ForecastError::UnknownSlot { slot: 1 }));
+    assert_eq!(
+        f.f.set_installed(1, 0),
+        Err(ForecastError::UnknownSlot { slot: 1 })
+    );
     feed(&mut f, MONDAY, 0, 20, 0.0, 0, |_| 0.5);
     let fc = f.forecast((MONDAY + 20) * DAY_MS).unwrap();
     assert_eq!(fc.reason, DueReason::Age);
@@ -203,7 +241,11 @@ fn ro_rejection_decay_brings_the_due_date_forward() {
         ml += 400;
         f.observe(ts, ml, 0).unwrap();
         // Rejection 0.96 for 15 days, then falling 1 point a day.
-        let rej = if i < 15 * 24 { 0.96 } else { 0.96 - (i - 15 * 24) as f64 / 24.0 * 0.01 };
+        let rej = if i < 15 * 24 {
+            0.96
+        } else {
+            0.96 - (i - 15 * 24) as f64 / 24.0 * 0.01
+        };
         f.observe_quality(ts, 300, (300.0 * (1.0 - rej)) as u16);
         if crossed.is_none() && f.f.rejection(0).is_some_and(|r| r < 0.85) {
             crossed = Some(ts);
@@ -219,30 +261,59 @@ fn ro_rejection_decay_brings_the_due_date_forward() {
 fn errors_are_typed() {
     assert!(matches!(
         ForecastParams::new(ForecastConfig::default(), vec![spec(0.0, 10.0)]),
-        Err(ForecastError::InvalidConfig { name: "capacity_l", .. })
+        Err(ForecastError::InvalidConfig {
+            name: "capacity_l",
+            ..
+        })
     ));
     assert!(matches!(
-        ForecastParams::new(ForecastConfig { interval: 1.0, ..ForecastConfig::default() }, vec![]),
-        Err(ForecastError::InvalidConfig { name: "interval", .. })
+        ForecastParams::new(
+            ForecastConfig {
+                interval: 1.0,
+                ..ForecastConfig::default()
+            },
+            vec![]
+        ),
+        Err(ForecastError::InvalidConfig {
+            name: "interval",
+            ..
+        })
     ));
     assert!(matches!(
         ForecastParams::new(ForecastConfig::default(), vec![spec(1.0, 10.0); 257]),
         Err(ForecastError::TooManySpecs { count: 257 })
     ));
     let mut f = OneSlot::new(ForecastConfig::default(), spec(100.0, 10.0));
-    assert!(matches!(f.forecast(0), Err(ForecastError::UnknownSlot { slot: 0 })));
+    assert!(matches!(
+        f.forecast(0),
+        Err(ForecastError::UnknownSlot { slot: 0 })
+    ));
     f.observe(1000, 5, 0).unwrap();
     assert_eq!(
         f.observe(999, 6, 0),
-        Err(ForecastError::OutOfOrder { ts_ms: 999, last_ms: 1000 })
+        Err(ForecastError::OutOfOrder {
+            ts_ms: 999,
+            last_ms: 1000
+        })
     );
-    assert!(matches!(f.forecast(2000), Err(ForecastError::NotReady { days: 0, needed: 5 })));
-    let unknown_spec = SlotReading { slot: 1, spec: SpecId(3), ml_since_replacement: 0, replacements: 0 };
+    assert!(matches!(
+        f.forecast(2000),
+        Err(ForecastError::NotReady { days: 0, needed: 5 })
+    ));
+    let unknown_spec = SlotReading {
+        slot: 1,
+        spec: SpecId(3),
+        ml_since_replacement: 0,
+        replacements: 0,
+    };
     assert_eq!(
         f.f.observe(&f.params, 3000, &[unknown_spec]),
         Err(ForecastError::UnknownSpec { spec: 3 })
     );
-    assert_eq!(f.f.forecast(&f.params, 1, 3000), Err(ForecastError::UnknownSlot { slot: 1 }));
+    assert_eq!(
+        f.f.forecast(&f.params, 1, 3000),
+        Err(ForecastError::UnknownSlot { slot: 1 })
+    );
 }
 
 #[test]
@@ -284,7 +355,10 @@ fn the_flow_loss_of_a_loading_cartridge_is_followed() {
         (due_day, truth_day.unwrap() as f64)
     };
     let (due, truth) = run(s);
-    assert!((due - truth).abs() < 1.0, "due day {due:.2}, true day {truth}");
+    assert!(
+        (due - truth).abs() < 1.0,
+        "due day {due:.2}, true day {truth}"
+    );
     // Ignoring the loss would forecast days too early.
     let plain = CartridgeSpec {
         flow_loss_at_capacity: 0.0,
@@ -315,7 +389,10 @@ fn a_falling_ro_rejection_is_extrapolated_to_its_threshold() {
             f.observe_quality(ts, 300, out);
         }
     }
-    assert!(f.f.rejection(0).is_some_and(|r| r > 0.85), "not crossed yet");
+    assert!(
+        f.f.rejection(0).is_some_and(|r| r > 0.85),
+        "not crossed yet"
+    );
     let fc = f.forecast((MONDAY + 18) * DAY_MS).unwrap();
     assert_eq!(fc.reason, DueReason::Rejection);
     let due_day = (fc.due_ms - MONDAY * DAY_MS) as f64 / DAY_MS as f64;
@@ -328,7 +405,13 @@ fn a_falling_ro_rejection_is_extrapolated_to_its_threshold() {
 fn trips_are_counted_and_one_under_way_delays_the_date() {
     let mut f = OneSlot::new(ForecastConfig::default(), spec(3000.0, 3650.0));
     // 30 days at home, a 6-day trip, 20 days at home, then 4 days away so far.
-    let plan = |d: i64| if (30..36).contains(&d) || d >= 56 { 0.0 } else { 20.0 };
+    let plan = |d: i64| {
+        if (30..36).contains(&d) || d >= 56 {
+            0.0
+        } else {
+            20.0
+        }
+    };
     let mut ml = feed(&mut f, MONDAY, 0, 56, 0.0, 0, plan);
     assert_eq!(f.f.trips(), 1);
     let before = f.forecast((MONDAY + 56) * DAY_MS).unwrap();
@@ -347,7 +430,13 @@ fn trips_are_counted_and_one_under_way_delays_the_date() {
 fn single_idle_days_are_not_trips() {
     let mut f = OneSlot::new(ForecastConfig::default(), spec(3000.0, 3650.0));
     // Every fifth day without use (an idle day at home), never two in a row.
-    feed(&mut f, MONDAY, 0, 60, 0.0, 0, |d| if d % 5 == 4 { 0.0 } else { 25.0 });
+    feed(&mut f, MONDAY, 0, 60, 0.0, 0, |d| {
+        if d % 5 == 4 {
+            0.0
+        } else {
+            25.0
+        }
+    });
     assert_eq!(f.f.trips(), 0);
     let fc = f.forecast((MONDAY + 60) * DAY_MS).unwrap();
     // Mean use 20 L/day: the idle share is learned (prior shrinks it a little).
@@ -385,7 +474,12 @@ fn feed_purifier(
             let prev = ((h as f64 - 7.0) / 17.0).clamp(0.0, 1.0);
             let water_before = water.round() as i64;
             water += (frac - prev) * litres * 1000.0;
-            let mut readings = [SlotReading { slot: 0, spec: SpecId(0), ml_since_replacement: 0, replacements: 0 }; 3];
+            let mut readings = [SlotReading {
+                slot: 0,
+                spec: SpecId(0),
+                ml_since_replacement: 0,
+                replacements: 0,
+            }; 3];
             for (i, r) in readings.iter_mut().enumerate() {
                 if replace == Some((d, i)) && h == 1 {
                     since[i] = start[i] as i64 + water_before;
@@ -416,7 +510,15 @@ fn a_three_slot_purifier_learns_its_use_once_and_a_replacement_touches_one_slot(
     let mut replaced = DeviceForecaster::new();
     let (mut repl_a, mut repl_b) = ([1, 1, 0], [1, 1, 0]);
     let ml_a = feed_purifier(&mut plain, &params, 40, start, &mut repl_a, None, noisy);
-    let ml_b = feed_purifier(&mut replaced, &params, 40, start, &mut repl_b, Some((30, 0)), noisy);
+    let ml_b = feed_purifier(
+        &mut replaced,
+        &params,
+        40,
+        start,
+        &mut repl_b,
+        Some((30, 0)),
+        noisy,
+    );
     assert_eq!(plain.days_with_use(), replaced.days_with_use());
     assert_eq!(plain.slots().collect::<Vec<_>>(), vec![0, 1, 2]);
     let now = (MONDAY + 40) * DAY_MS;
@@ -424,11 +526,26 @@ fn a_three_slot_purifier_learns_its_use_once_and_a_replacement_touches_one_slot(
     // one-slot forecaster fed that slot's counters alone.
     for slot in 0..3u8 {
         let kind = ["sediment", "carbon", "reverse_osmosis"][usize::from(slot)];
-        let mut alone = OneSlot::new(ForecastConfig::default(), CartridgeSpec::for_kind(kind).unwrap());
-        feed(&mut alone, MONDAY, 0, 40, start[usize::from(slot)] as f64, 1, noisy);
+        let mut alone = OneSlot::new(
+            ForecastConfig::default(),
+            CartridgeSpec::for_kind(kind).unwrap(),
+        );
+        feed(
+            &mut alone,
+            MONDAY,
+            0,
+            40,
+            start[usize::from(slot)] as f64,
+            1,
+            noisy,
+        );
         let a = plain.forecast(&params, slot, now).unwrap();
         let b = alone.forecast(now).unwrap();
-        assert_eq!((a.due_ms, a.lo_ms, a.hi_ms), (b.due_ms, b.lo_ms, b.hi_ms), "slot {slot}");
+        assert_eq!(
+            (a.due_ms, a.lo_ms, a.hi_ms),
+            (b.due_ms, b.lo_ms, b.hi_ms),
+            "slot {slot}"
+        );
         assert_eq!(a.daily_l, b.daily_l);
     }
     // The replacement restarts the sediment slot only; the carbon and RO forecasts and
@@ -438,24 +555,51 @@ fn a_three_slot_purifier_learns_its_use_once_and_a_replacement_touches_one_slot(
     assert_eq!(replaced.installed_ms(1), None);
     assert!(ml_b[0] < ml_a[0] && ml_b[1..] == ml_a[1..]);
     for slot in 1..3u8 {
-        assert_eq!(plain.forecast(&params, slot, now), replaced.forecast(&params, slot, now), "slot {slot}");
+        assert_eq!(
+            plain.forecast(&params, slot, now),
+            replaced.forecast(&params, slot, now),
+            "slot {slot}"
+        );
     }
-    let (a, b) = (plain.forecast(&params, 0, now).unwrap(), replaced.forecast(&params, 0, now).unwrap());
+    let (a, b) = (
+        plain.forecast(&params, 0, now).unwrap(),
+        replaced.forecast(&params, 0, now).unwrap(),
+    );
     assert_eq!(a.daily_l, b.daily_l);
-    assert!(b.due_ms > a.due_ms + 50 * DAY_MS, "the new cartridge lasts longer");
+    assert!(
+        b.due_ms > a.due_ms + 50 * DAY_MS,
+        "the new cartridge lasts longer"
+    );
     // The RO regression only for the RO slot; the state is small and holds no configuration.
-    assert_eq!(plain.rejection(2).map(|r| (r - 0.96).abs() < 1e-6), Some(true));
+    assert_eq!(
+        plain.rejection(2).map(|r| (r - 0.96).abs() < 1e-6),
+        Some(true)
+    );
     assert_eq!(plain.rejection(0), None);
     let bytes = plain.state_bytes();
     eprintln!("purifier state {bytes} bytes (RO regression included)");
     assert!(bytes <= 320, "{bytes}");
     let json = serde_json::to_string(&plain).unwrap();
-    assert!(!json.contains("alpha") && !json.contains("capacity"), "{json}");
-    assert_eq!(serde_json::from_str::<DeviceForecaster>(&json).unwrap(), plain);
+    assert!(
+        !json.contains("alpha") && !json.contains("capacity"),
+        "{json}"
+    );
+    assert_eq!(
+        serde_json::from_str::<DeviceForecaster>(&json).unwrap(),
+        plain
+    );
     // Without RO extras (three plain cartridges): at most ~250 bytes.
-    let plain_specs = ForecastParams::new(ForecastConfig::default(), vec![spec(1500.0, 180.0); 3]).unwrap();
+    let plain_specs =
+        ForecastParams::new(ForecastConfig::default(), vec![spec(1500.0, 180.0); 3]).unwrap();
     let mut no_ro = DeviceForecaster::new();
-    let readings: Vec<_> = (0..3).map(|slot| SlotReading { slot, spec: SpecId(0), ml_since_replacement: 0, replacements: 0 }).collect();
+    let readings: Vec<_> = (0..3)
+        .map(|slot| SlotReading {
+            slot,
+            spec: SpecId(0),
+            ml_since_replacement: 0,
+            replacements: 0,
+        })
+        .collect();
     no_ro.observe(&plain_specs, 0, &readings).unwrap();
     eprintln!("3-slot state without RO {} bytes", no_ro.state_bytes());
     assert!(no_ro.state_bytes() <= 250, "{}", no_ro.state_bytes());

@@ -26,7 +26,12 @@ pub struct TemperatureDrift {
 impl TemperatureDrift {
     /// A session at `ts_ms` had mean temperature `temp_c`. Returns `Some((drifting,
     /// recent median °C, baseline median °C))` when the verdict changes.
-    pub fn on_session(&mut self, cfg: &RulesConfig, ts_ms: i64, temp_c: f32) -> Option<(bool, f32, f32)> {
+    pub fn on_session(
+        &mut self,
+        cfg: &RulesConfig,
+        ts_ms: i64,
+        temp_c: f32,
+    ) -> Option<(bool, f32, f32)> {
         self.recent_c.push(temp_c);
         if self.recent_c.len() < 3 {
             return None;

@@ -84,8 +84,12 @@ impl FindingKind {
     /// in the key; a filter's due date does not, since a new due date is the same cartridge.
     pub fn fault_key(&self) -> String {
         match self {
-            FindingKind::AbnormalUsage { resource: Resource::Water } => "abnormal_usage:water".into(),
-            FindingKind::AbnormalUsage { resource: Resource::Energy } => "abnormal_usage:energy".into(),
+            FindingKind::AbnormalUsage {
+                resource: Resource::Water,
+            } => "abnormal_usage:water".into(),
+            FindingKind::AbnormalUsage {
+                resource: Resource::Energy,
+            } => "abnormal_usage:energy".into(),
             FindingKind::FilterDue { slot, .. } => format!("filter_due:{slot}"),
             other => other.policy_key().into(),
         }

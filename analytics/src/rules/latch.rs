@@ -198,7 +198,10 @@ impl<const N: usize> LatchSet<N> {
     /// Panics if `index >= N` (indices come from the caller's own enum).
     pub fn update<R>(&mut self, index: usize, f: impl FnOnce(&mut Latch) -> R) -> R {
         assert!(index < N, "latch index {index} out of 0..{N}");
-        let position = self.active.iter().position(|(i, _)| usize::from(*i) == index);
+        let position = self
+            .active
+            .iter()
+            .position(|(i, _)| usize::from(*i) == index);
         let mut latch = position.map_or_else(Latch::default, |p| self.active[p].1);
         let result = f(&mut latch);
         match (position, latch.is_active()) {
@@ -239,7 +242,10 @@ impl<'de, const N: usize> Deserialize<'de> for LatchSet<N> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let dense = Vec::<Latch>::deserialize(deserializer)?;
         if dense.len() > N {
-            return Err(serde::de::Error::invalid_length(dense.len(), &"at most one latch per finding kind"));
+            return Err(serde::de::Error::invalid_length(
+                dense.len(),
+                &"at most one latch per finding kind",
+            ));
         }
         let mut set = LatchSet::new();
         set.active = dense
@@ -312,11 +318,23 @@ mod tests {
         let mut out = Vec::new();
         let raise = |set: &mut LatchSet<4>, present: bool, out: &mut Vec<Finding>| {
             set.update(2, |l| {
-                l.set(FindingKind::Leak, Source::ANALYTIC, present, 5, Severity::Critical, || Value::Null, out)
+                l.set(
+                    FindingKind::Leak,
+                    Source::ANALYTIC,
+                    present,
+                    5,
+                    Severity::Critical,
+                    || Value::Null,
+                    out,
+                )
             })
         };
         raise(&mut set, false, &mut out);
-        assert_eq!((set.active().count(), set.heap_bytes()), (0, 0), "clearing an idle latch stores nothing");
+        assert_eq!(
+            (set.active().count(), set.heap_bytes()),
+            (0, 0),
+            "clearing an idle latch stores nothing"
+        );
         raise(&mut set, true, &mut out);
         assert!(set.get(2).is_active() && !set.get(1).is_active());
         assert_eq!(set.active().map(|(i, _)| i).collect::<Vec<_>>(), vec![2]);
@@ -328,7 +346,9 @@ mod tests {
         raise(&mut set, false, &mut out);
         assert_eq!((set.active().count(), set.heap_bytes()), (0, 0));
         assert_eq!(out.len(), 2);
-        assert!(serde_json::from_str::<LatchSet<1>>(&serde_json::to_string(&back).unwrap()).is_err());
+        assert!(
+            serde_json::from_str::<LatchSet<1>>(&serde_json::to_string(&back).unwrap()).is_err()
+        );
     }
 
     #[test]

@@ -160,7 +160,16 @@ fn set_analytic(
     out: &mut Vec<Finding>,
 ) {
     latches.update(slot as usize, |latch| {
-        latch.set_since(slot.kind(), Source::ANALYTIC, present, began_ts_ms, at_ts_ms, slot.analytic_severity(), evidence, out)
+        latch.set_since(
+            slot.kind(),
+            Source::ANALYTIC,
+            present,
+            began_ts_ms,
+            at_ts_ms,
+            slot.analytic_severity(),
+            evidence,
+            out,
+        )
     });
 }
 
@@ -249,7 +258,9 @@ impl PerModel {
             PerModel::Toilet(_) => std::mem::size_of::<ToiletState>(),
             PerModel::Supply(s) => {
                 std::mem::size_of::<SupplyState>()
-                    + s.drift.as_ref().map_or(0, |_| std::mem::size_of::<TemperatureDrift>())
+                    + s.drift
+                        .as_ref()
+                        .map_or(0, |_| std::mem::size_of::<TemperatureDrift>())
             }
         }
     }
@@ -328,7 +339,8 @@ impl DeviceRules {
             Some((last_boot, last_seq)) if last_boot == boot_id => seq != last_seq.wrapping_add(1),
             Some(_) => {
                 self.boot_started_ts_ms = ts_ms;
-                self.reboot_check_pending = self.latches.active().any(|(_, l)| l.has_device_source());
+                self.reboot_check_pending =
+                    self.latches.active().any(|(_, l)| l.has_device_source());
                 true
             }
             None => {
@@ -383,7 +395,15 @@ impl DeviceRules {
             .is_none_or(|now| ts_ms >= now - silent_after)
         {
             let began = self.latches.get(Slot::Silent as usize).began_ts_ms();
-            set_analytic(&mut self.latches, Slot::Silent, false, ts_ms, ts_ms, || json!({"silent_ms": ts_ms - began}), out);
+            set_analytic(
+                &mut self.latches,
+                Slot::Silent,
+                false,
+                ts_ms,
+                ts_ms,
+                || json!({"silent_ms": ts_ms - began}),
+                out,
+            );
         }
     }
 
@@ -409,12 +429,24 @@ impl DeviceRules {
         };
 
         // Leak by flow balance (not while the device reports a stuck valve).
-        let stuck = self.latches.get(Slot::LongWash as usize).has_device_source();
+        let stuck = self
+            .latches
+            .get(Slot::LongWash as usize)
+            .has_device_source();
         let previous_water_ml = self.last_water_ml.replace(water_ml);
         let previous = previous_ts.zip(previous_water_ml);
-        if let Some((present, rate)) = self.flow.on_telemetry(cfg, (ts, water_ml), previous, stuck) {
+        if let Some((present, rate)) = self.flow.on_telemetry(cfg, (ts, water_ml), previous, stuck)
+        {
             let threshold = cfg.leak_min_ml_per_min;
-            set_analytic(&mut self.latches, Slot::Leak, present, ts, ts, || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}), out);
+            set_analytic(
+                &mut self.latches,
+                Slot::Leak,
+                present,
+                ts,
+                ts,
+                || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}),
+                out,
+            );
         }
 
         // Daily totals.
@@ -465,7 +497,15 @@ impl DeviceRules {
                 } else {
                     cfg.low_pressure_clear_kpa
                 };
-                set_analytic(&mut self.latches, Slot::LowPressure, low, ts, ts, || json!({"source": "analytics", "pressure_kpa": kpa, "threshold_kpa": threshold}), out);
+                set_analytic(
+                    &mut self.latches,
+                    Slot::LowPressure,
+                    low,
+                    ts,
+                    ts,
+                    || json!({"source": "analytics", "pressure_kpa": kpa, "threshold_kpa": threshold}),
+                    out,
+                );
             }
         }
     }
@@ -515,23 +555,33 @@ impl DeviceRules {
     fn on_fault(&mut self, ts: i64, boot_id: u32, f: &FaultEvent, out: &mut Vec<Finding>) {
         let (slot, source) = Slot::of_fault(f.code);
         let present = f.state == FaultState::Raised;
-        self.latches.update(slot as usize, |latch| latch.set_from_device(
-            slot.kind(),
-            source,
-            present,
-            ts,
-            boot_id,
-            f.severity,
-            || json!({"source": "device", "fault_code": f.code.as_str(), "value": f.value}),
-            out,
-        ));
+        self.latches.update(slot as usize, |latch| {
+            latch.set_from_device(
+                slot.kind(),
+                source,
+                present,
+                ts,
+                boot_id,
+                f.severity,
+                || json!({"source": "device", "fault_code": f.code.as_str(), "value": f.value}),
+                out,
+            )
+        });
     }
 
     fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
         let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
         self.last_session_ts_ms.replace(newest);
         if self.latches.get(Slot::Unused as usize).is_active() {
-            set_analytic(&mut self.latches, Slot::Unused, false, ts, ts, || json!({"source": "analytics", "session": s.kind.as_str()}), out);
+            set_analytic(
+                &mut self.latches,
+                Slot::Unused,
+                false,
+                ts,
+                ts,
+                || json!({"source": "analytics", "session": s.kind.as_str()}),
+                out,
+            );
         }
         self.flow.on_session(s.kind, s.started_ts, s.water_ml);
         self.used_since_telemetry = true;
@@ -540,16 +590,31 @@ impl DeviceRules {
             PerModel::Toilet(toilet) => {
                 let long_sessions = &mut toilet.long_sessions;
                 // Long wash / flush against this device's own.
-                let stuck = self.latches.get(Slot::LongWash as usize).has_device_source();
+                let stuck = self
+                    .latches
+                    .get(Slot::LongWash as usize)
+                    .has_device_source();
                 if let Some((long, (d, median, threshold))) =
                     long_sessions.on_session(cfg, s.kind, s.duration_s, stuck)
                 {
                     let kind = s.kind;
-                    set_analytic(&mut self.latches, Slot::LongWash, long, ts, ts, || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}), out);
+                    set_analytic(
+                        &mut self.latches,
+                        Slot::LongWash,
+                        long,
+                        ts,
+                        ts,
+                        || json!({"source": "analytics", "session": kind.as_str(), "duration_s": d, "baseline_median_s": median, "threshold_s": threshold}),
+                        out,
+                    );
                 }
             }
             PerModel::Supply(supply) => {
-                let SupplyState { clog, pressure, drift } = &mut **supply;
+                let SupplyState {
+                    clog,
+                    pressure,
+                    drift,
+                } = &mut **supply;
                 // Inlet clog by flow trend.
                 let pressure_fine = pressure.is_fine(cfg);
                 if let Some((clogged, ratio, baseline)) =
@@ -561,12 +626,29 @@ impl DeviceRules {
                     } else {
                         cfg.clog_clear_ratio
                     };
-                    set_analytic(&mut self.latches, Slot::InletClog, clogged, ts, ts, || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}), out);
+                    set_analytic(
+                        &mut self.latches,
+                        Slot::InletClog,
+                        clogged,
+                        ts,
+                        ts,
+                        || json!({"source": "analytics", "flow_ratio": ratio, "baseline_ml_per_s": baseline, "threshold_ratio": threshold, "pressure_kpa": pressure}),
+                        out,
+                    );
                 }
                 // Shower temperature-sensor drift.
-                if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift) {
+                if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift)
+                {
                     if let Some((drifting, recent, baseline)) = drift.on_session(cfg, ts, temp_c) {
-                        set_analytic(&mut self.latches, Slot::Sensor, drifting, ts, ts, || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}), out);
+                        set_analytic(
+                            &mut self.latches,
+                            Slot::Sensor,
+                            drifting,
+                            ts,
+                            ts,
+                            || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
+                            out,
+                        );
                     }
                 }
             }
@@ -585,7 +667,15 @@ impl DeviceRules {
         let silent = now - last_heard > silent_after;
         if silent {
             let interval = self.report_interval_ms(cfg);
-            set_analytic(&mut self.latches, Slot::Silent, true, last_heard, now, || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}), out);
+            set_analytic(
+                &mut self.latches,
+                Slot::Silent,
+                true,
+                last_heard,
+                now,
+                || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}),
+                out,
+            );
             return;
         }
         // Disuse, judged only while the device is heard (a silent device may be in use).
@@ -594,10 +684,20 @@ impl DeviceRules {
             .get()
             .or(self.first_heard_ts_ms.get())
             .unwrap_or(last_heard);
-        if now - since >= cfg.unused_after_ms && !self.latches.get(Slot::Unused as usize).is_active() {
+        if now - since >= cfg.unused_after_ms
+            && !self.latches.get(Slot::Unused as usize).is_active()
+        {
             let after = cfg.unused_after_ms;
             let last_session = self.last_session_ts_ms.get();
-            set_analytic(&mut self.latches, Slot::Unused, true, since, now, || json!({"source": "analytics", "last_session_ts_ms": last_session, "unused_after_ms": after}), out);
+            set_analytic(
+                &mut self.latches,
+                Slot::Unused,
+                true,
+                since,
+                now,
+                || json!({"source": "analytics", "last_session_ts_ms": last_session, "unused_after_ms": after}),
+                out,
+            );
         }
     }
 }

@@ -736,13 +736,28 @@ fn the_state_is_small_and_survives_a_snapshot() {
     // The snapshot keeps the shape the gateway stored before the model's part was
     // boxed and the optional times packed: struct variants, times as numbers or null.
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(v["per_model"]["supply"]["drift"]["baseline_c"].is_array(), "{v}");
-    assert!(v["per_model"]["supply"]["clog"]["baseline_pushed_ts_ms"].is_i64(), "{v}");
-    assert!(v["last_heard_ts_ms"].is_i64() && v["last_energy_wh"].is_null(), "{v}");
+    assert!(
+        v["per_model"]["supply"]["drift"]["baseline_c"].is_array(),
+        "{v}"
+    );
+    assert!(
+        v["per_model"]["supply"]["clog"]["baseline_pushed_ts_ms"].is_i64(),
+        "{v}"
+    );
+    assert!(
+        v["last_heard_ts_ms"].is_i64() && v["last_energy_wh"].is_null(),
+        "{v}"
+    );
     let purifier = serde_json::to_value(DeviceRules::new(Model::Purifier, &d.cfg)).unwrap();
-    assert!(purifier["per_model"]["supply"]["drift"].is_null(), "{purifier}");
+    assert!(
+        purifier["per_model"]["supply"]["drift"].is_null(),
+        "{purifier}"
+    );
     let toilet = serde_json::to_value(DeviceRules::new(Model::Toilet, &d.cfg)).unwrap();
-    assert!(toilet["per_model"]["toilet"]["long_sessions"].is_object(), "{toilet}");
+    assert!(
+        toilet["per_model"]["toilet"]["long_sessions"].is_object(),
+        "{toilet}"
+    );
 }
 
 #[test]

@@ -53,7 +53,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: &'static str, detail: impl Into<String>) -> Rejection {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -72,7 +75,12 @@ fn invalid(e: validate::Invalid) -> Rejection {
 }
 
 /// Decodes and validates a message received at `now_ms` on `topic`.
-pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Result<Accepted, Rejection> {
+pub fn decode(
+    topic: &str,
+    payload: &[u8],
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<Accepted, Rejection> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(Rejection::new(
             "payload_too_large",
@@ -85,11 +93,26 @@ pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Resu
             let msg: Telemetry = parse(payload)?;
             validate::check_telemetry(&msg, &topic, now_ms, limits).map_err(invalid)?;
             let cartridges = match &msg.reading {
-                Reading::Purifier(r) => r.cartridges.iter().map(|c| (c.slot, c.replacements)).collect(),
-                Reading::Shower(r) => r.cartridges.iter().map(|c| (c.slot, c.replacements)).collect(),
+                Reading::Purifier(r) => r
+                    .cartridges
+                    .iter()
+                    .map(|c| (c.slot, c.replacements))
+                    .collect(),
+                Reading::Shower(r) => r
+                    .cartridges
+                    .iter()
+                    .map(|c| (c.slot, c.replacements))
+                    .collect(),
                 Reading::Toilet(_) => Vec::new(),
             };
-            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: telemetry_points(&msg), device_id: topic.device_id, fault: None, cartridges, message: Message::Telemetry(Box::new(msg)) })
+            Ok(Accepted {
+                sequence: Some((msg.boot_id, msg.seq)),
+                points: telemetry_points(&msg),
+                device_id: topic.device_id,
+                fault: None,
+                cartridges,
+                message: Message::Telemetry(Box::new(msg)),
+            })
         }
         Channel::Event => {
             let msg: Event = parse(payload)?;
@@ -98,14 +121,31 @@ pub fn decode(topic: &str, payload: &[u8], now_ms: i64, limits: &Limits) -> Resu
                 EventKind::Fault(f) => Some(f.clone()),
                 EventKind::Session(_) => None,
             };
-            Ok(Accepted { sequence: Some((msg.boot_id, msg.seq)), points: vec![event_point(&msg)], device_id: topic.device_id, fault, cartridges: Vec::new(), message: Message::Event(Box::new(msg)) })
+            Ok(Accepted {
+                sequence: Some((msg.boot_id, msg.seq)),
+                points: vec![event_point(&msg)],
+                device_id: topic.device_id,
+                fault,
+                cartridges: Vec::new(),
+                message: Message::Event(Box::new(msg)),
+            })
         }
         Channel::Status => {
             let msg: Status = parse(payload)?;
             validate::check_status(&msg, &topic, now_ms, limits).map_err(invalid)?;
-            Ok(Accepted { sequence: None, points: vec![status_point(&msg)], device_id: topic.device_id, fault: None, cartridges: Vec::new(), message: Message::Status })
+            Ok(Accepted {
+                sequence: None,
+                points: vec![status_point(&msg)],
+                device_id: topic.device_id,
+                fault: None,
+                cartridges: Vec::new(),
+                message: Message::Status,
+            })
         }
-        Channel::Cmd => Err(Rejection::new("wrong_channel", "the gateway does not ingest cmd topics")),
+        Channel::Cmd => Err(Rejection::new(
+            "wrong_channel",
+            "the gateway does not ingest cmd topics",
+        )),
     }
 }
 
@@ -179,12 +219,18 @@ fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
     for c in cartridges {
         points.push(Point {
             measurement: "cartridge".to_owned(),
-            tags: vec![("device_id".to_owned(), msg.device_id.as_str().to_owned()), ("slot".to_owned(), c.slot.to_string())],
+            tags: vec![
+                ("device_id".to_owned(), msg.device_id.as_str().to_owned()),
+                ("slot".to_owned(), c.slot.to_string()),
+            ],
             fields: vec![
                 f("kind", FieldValue::Str(c.kind.as_str().to_owned())),
                 f("ml_since_replacement", uint64(c.ml_since_replacement)),
                 f("replacements", int(c.replacements)),
-                f("model", FieldValue::Str(msg.reading.model().as_str().to_owned())),
+                f(
+                    "model",
+                    FieldValue::Str(msg.reading.model().as_str().to_owned()),
+                ),
             ],
             ts_ms: msg.ts,
         });
@@ -220,7 +266,12 @@ fn event_point(msg: &Event) -> Point {
     };
     let mut tags = device_tags(&msg.device_id);
     tags.push((tag.0.to_owned(), tag.1.to_owned()));
-    Point { measurement: measurement.to_owned(), tags, fields, ts_ms: msg.ts }
+    Point {
+        measurement: measurement.to_owned(),
+        tags,
+        fields,
+        ts_ms: msg.ts,
+    }
 }
 
 fn status_point(msg: &Status) -> Point {
@@ -231,7 +282,12 @@ fn status_point(msg: &Status) -> Point {
     if let Some(fw) = &msg.fw {
         fields.push(f("fw", FieldValue::Str(fw.as_str().to_owned())));
     }
-    Point { measurement: "status".to_owned(), tags: device_tags(&msg.device_id), fields, ts_ms: msg.ts }
+    Point {
+        measurement: "status".to_owned(),
+        tags: device_tags(&msg.device_id),
+        fields,
+        ts_ms: msg.ts,
+    }
 }
 
 #[cfg(test)]
@@ -245,12 +301,23 @@ mod tests {
         let json = format!(
             r#"{{"v":1,"device_id":"pur-1","boot_id":2,"seq":5,"ts":{NOW},"fw":"1.0.0","reading":{{"purifier":{{"dispensed_ml":5000,"tds_in_ppm":300,"tds_out_ppm":9,"inlet_pressure_kpa":250.5,"pump_seconds":60,"cartridges":[{{"slot":0,"kind":"sediment","ml_since_replacement":4000,"replacements":1}},{{"slot":1,"kind":"reverse_osmosis","ml_since_replacement":4000,"replacements":0}}]}}}}}}"#
         );
-        let a = decode("fixtures/pur-1/telemetry", json.as_bytes(), NOW, &Limits::default()).unwrap();
+        let a = decode(
+            "fixtures/pur-1/telemetry",
+            json.as_bytes(),
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(a.sequence, Some((2, 5)));
         assert_eq!(a.points.len(), 3);
         assert_eq!(a.points[0].measurement, "purifier");
-        assert!(a.points[0].fields.contains(&("inlet_pressure_kpa".into(), FieldValue::Float(250.5))));
-        assert!(a.points[0].tags.iter().all(|(k, _)| k != "fw"), "firmware version is a field, never a tag");
+        assert!(a.points[0]
+            .fields
+            .contains(&("inlet_pressure_kpa".into(), FieldValue::Float(250.5))));
+        assert!(
+            a.points[0].tags.iter().all(|(k, _)| k != "fw"),
+            "firmware version is a field, never a tag"
+        );
         assert_eq!(a.points[2].tags[1], ("slot".into(), "1".into()));
     }
 
@@ -262,14 +329,28 @@ mod tests {
     #[test]
     fn rejections_carry_reason_codes() {
         let lim = Limits::default();
-        let reason = |topic: &str, payload: &[u8]| decode(topic, payload, NOW, &lim).unwrap_err().reason;
-        assert_eq!(reason("fixtures/t-1/telemetry", b"{not json"), "malformed_json");
-        assert_eq!(reason("fixtures/t-1/telemetry", br#"{"v":"one"}"#), "schema_mismatch");
-        assert_eq!(reason("fixtures/t-1/telemetry", &vec![b' '; 5000]), "payload_too_large");
+        let reason =
+            |topic: &str, payload: &[u8]| decode(topic, payload, NOW, &lim).unwrap_err().reason;
+        assert_eq!(
+            reason("fixtures/t-1/telemetry", b"{not json"),
+            "malformed_json"
+        );
+        assert_eq!(
+            reason("fixtures/t-1/telemetry", br#"{"v":"one"}"#),
+            "schema_mismatch"
+        );
+        assert_eq!(
+            reason("fixtures/t-1/telemetry", &vec![b' '; 5000]),
+            "payload_too_large"
+        );
         assert_eq!(reason("fixtures/T 1/telemetry", b"{}"), "topic_device_id");
         assert_eq!(reason("other/t-1/telemetry", b"{}"), "topic_shape");
         assert_eq!(reason("fixtures/t-1/cmd", b"{}"), "wrong_channel");
-        let spoof = format!(r#"{{"v":1,"device_id":"t-2","ts":{NOW},"state":"online","model":"toilet"}}"#);
-        assert_eq!(reason("fixtures/t-1/status", spoof.as_bytes()), "device_id_mismatch");
+        let spoof =
+            format!(r#"{{"v":1,"device_id":"t-2","ts":{NOW},"state":"online","model":"toilet"}}"#);
+        assert_eq!(
+            reason("fixtures/t-1/status", spoof.as_bytes()),
+            "device_id_mismatch"
+        );
     }
 }

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::Inbound;
@@ -57,7 +59,10 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics.received.fetch_add(1, Ordering::Relaxed);
-                let inbound = Inbound { publish, generation: generation.load(Ordering::SeqCst) };
+                let inbound = Inbound {
+                    publish,
+                    generation: generation.load(Ordering::SeqCst),
+                };
                 if tx.send(inbound).is_err() {
                     break; // The pipeline has stopped.
                 }
@@ -66,7 +71,10 @@ pub async fn run(
                 generation.fetch_add(1, Ordering::SeqCst);
                 metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
                 backoff.reset();
-                tracing::info!(session_present = ack.session_present, "Connected to the MQTT broker.");
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "Connected to the MQTT broker."
+                );
                 if !ack.session_present {
                     let filters = protocol::topic::GATEWAY_FILTERS
                         .iter()
@@ -84,7 +92,9 @@ pub async fn run(
                     ConnectionError::ConnectionRefused(code) => {
                         tracing::error!(?code, "The MQTT broker refused the connection; check mqtt.username/password and the broker's ACL.");
                     }
-                    _ => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting."),
+                    _ => {
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting.")
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

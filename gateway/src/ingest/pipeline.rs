@@ -13,7 +13,10 @@
 //! as MQTT requires.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::{Relaxed, SeqCst}};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,8 +27,8 @@ use tokio::time::Instant;
 
 use super::decode::{decode, Rejection};
 use super::sequence::{DeviceSeq, SeqVerdict};
-use crate::analysis::{Analyzer, DeviceFinding};
 use super::Inbound;
+use crate::analysis::{Analyzer, DeviceFinding};
 use crate::config::BatchConfig;
 use crate::metrics::Metrics;
 use crate::state::{DeadLetter, StateDb};
@@ -34,7 +37,10 @@ use crate::store::{Point, RejectedPoint};
 
 /// Wall-clock time, UTC ms.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Everything the pipeline needs, built once by [`crate::run`].
@@ -68,9 +74,17 @@ pub struct Pipeline {
 /// What the maintenance engine must hear about, from one batch.
 #[derive(Debug)]
 enum MaintenanceAction {
-    Fault { device_id: String, fault: protocol::message::FaultEvent, ts_ms: i64 },
+    Fault {
+        device_id: String,
+        fault: protocol::message::FaultEvent,
+        ts_ms: i64,
+    },
     Finding(maintenance::Finding),
-    CartridgeReplaced { device_id: String, slot: u8, replacements: u32 },
+    CartridgeReplaced {
+        device_id: String,
+        slot: u8,
+        replacements: u32,
+    },
 }
 
 /// Applies a batch's maintenance actions (blocking SQLite work). An unregistered
@@ -78,24 +92,43 @@ enum MaintenanceAction {
 /// action the engine refuses for good is counted and logged. Returns the actions that
 /// failed on the engine's database (busy, I/O): they are worth another try, and the
 /// batch is not acknowledged until they succeed.
-fn apply_maintenance(engine: &maintenance::Engine, actions: Vec<MaintenanceAction>, now: i64, metrics: &Metrics) -> Vec<MaintenanceAction> {
+fn apply_maintenance(
+    engine: &maintenance::Engine,
+    actions: Vec<MaintenanceAction>,
+    now: i64,
+    metrics: &Metrics,
+) -> Vec<MaintenanceAction> {
     let mut retry = Vec::new();
     for a in actions {
         let result = match &a {
-            MaintenanceAction::Fault { device_id, fault, ts_ms } => {
-                engine.ingest(&maintenance::Finding::from_fault(device_id, fault, *ts_ms), now).map(|_| ())
-            }
+            MaintenanceAction::Fault {
+                device_id,
+                fault,
+                ts_ms,
+            } => engine
+                .ingest(
+                    &maintenance::Finding::from_fault(device_id, fault, *ts_ms),
+                    now,
+                )
+                .map(|_| ()),
             MaintenanceAction::Finding(finding) => engine.ingest(finding, now).map(|_| ()),
-            MaintenanceAction::CartridgeReplaced { device_id, slot, replacements } => {
-                engine.cartridge_replaced(device_id, *slot, *replacements, now).map(|_| ())
-            }
+            MaintenanceAction::CartridgeReplaced {
+                device_id,
+                slot,
+                replacements,
+            } => engine
+                .cartridge_replaced(device_id, *slot, *replacements, now)
+                .map(|_| ()),
         };
         match result {
             Ok(()) => {
                 metrics.maintenance_applied.fetch_add(1, Relaxed);
             }
             Err(maintenance::Error::NotFound { .. }) => {
-                tracing::debug!(?a, "Device not registered with the maintenance engine; skipped.");
+                tracing::debug!(
+                    ?a,
+                    "Device not registered with the maintenance engine; skipped."
+                );
             }
             Err(e @ maintenance::Error::Store(_)) => {
                 metrics.maintenance_errors.fetch_add(1, Relaxed);
@@ -112,7 +145,11 @@ fn apply_maintenance(engine: &maintenance::Engine, actions: Vec<MaintenanceActio
 }
 
 /// Turns refused points into dead letters.
-pub fn refused_to_dead_letters(refused: Vec<RejectedPoint>, points: &[Point], now: i64) -> Vec<DeadLetter> {
+pub fn refused_to_dead_letters(
+    refused: Vec<RejectedPoint>,
+    points: &[Point],
+    now: i64,
+) -> Vec<DeadLetter> {
     refused
         .into_iter()
         .map(|r| {
@@ -135,7 +172,11 @@ struct InFlight {
 
 impl Pipeline {
     /// Runs until the channel closes or `shutdown` flips; batches in hand are finished first.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Inbound>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Inbound>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut batch: Vec<Inbound> = Vec::with_capacity(self.batch.max_messages);
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut closing = false;
@@ -160,7 +201,8 @@ impl Pipeline {
                     }
                     continue;
                 }
-                let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                let sleep_until =
+                    deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
                 let has_front = !in_flight.is_empty();
                 let front = in_flight.front_mut().map(|f| &mut f.write);
                 let finished = tokio::select! {
@@ -184,10 +226,13 @@ impl Pipeline {
                 }
             }
             if !batch.is_empty() {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch.max_messages));
+                let full =
+                    std::mem::replace(&mut batch, Vec::with_capacity(self.batch.max_messages));
                 in_flight.push_back(self.start(full));
             }
-            while in_flight.len() >= self.batch.max_in_flight.max(1) || (closing && !in_flight.is_empty()) {
+            while in_flight.len() >= self.batch.max_in_flight.max(1)
+                || (closing && !in_flight.is_empty())
+            {
                 if let Some(f) = in_flight.pop_front() {
                     self.complete(f).await;
                 }
@@ -198,7 +243,9 @@ impl Pipeline {
 
     /// Saves the analytics state of the devices touched since the last save (in the background).
     fn save_analytics(&mut self) {
-        let Some(analyzer) = &mut self.analyzer else { return };
+        let Some(analyzer) = &mut self.analyzer else {
+            return;
+        };
         let snapshot = analyzer.take_snapshot();
         if snapshot.is_empty() {
             return;
@@ -233,17 +280,29 @@ impl Pipeline {
                     }
                     let mut verdict = None;
                     if let Some((boot, seq)) = accepted.sequence {
-                        let state = self.devices.entry(accepted.device_id.as_str().to_owned()).or_default();
+                        let state = self
+                            .devices
+                            .entry(accepted.device_id.as_str().to_owned())
+                            .or_default();
                         let (gaps_before, dups_before) = (state.gaps, state.duplicates);
                         verdict = Some(state.observe(boot, seq));
                         gap_delta += state.gaps as i64 - gaps_before as i64;
-                        self.metrics.duplicates.fetch_add(state.duplicates - dups_before, Relaxed);
+                        self.metrics
+                            .duplicates
+                            .fetch_add(state.duplicates - dups_before, Relaxed);
                         touched.insert(accepted.device_id.as_str().to_owned(), *state);
                     }
                     points.extend(accepted.points);
                     // A redelivery was analysed the first time round.
-                    if let (Some(analyzer), false) = (&mut self.analyzer, verdict == Some(SeqVerdict::Duplicate)) {
-                        analyzer.observe(accepted.device_id.as_str(), &accepted.message, &mut findings, &mut points);
+                    if let (Some(analyzer), false) =
+                        (&mut self.analyzer, verdict == Some(SeqVerdict::Duplicate))
+                    {
+                        analyzer.observe(
+                            accepted.device_id.as_str(),
+                            &accepted.message,
+                            &mut findings,
+                            &mut points,
+                        );
                         // The clock-driven rules run as device time passes, message by message: a
                         // replayed day can fit in one batch, and a silence inside it must still show.
                         analyzer.sweep(now, &mut findings);
@@ -252,15 +311,25 @@ impl Pipeline {
                 Err(Rejection { reason, detail }) => {
                     reasons.push(reason);
                     tracing::debug!(topic = %m.publish.topic, reason, %detail, "Message rejected.");
-                    dead.push(DeadLetter::new(now, &m.publish.topic, reason, &detail, &m.publish.payload));
+                    dead.push(DeadLetter::new(
+                        now,
+                        &m.publish.topic,
+                        reason,
+                        &detail,
+                        &m.publish.payload,
+                    ));
                 }
             }
         }
         if let Some(analyzer) = &mut self.analyzer {
-            self.metrics.analytics_devices.store(analyzer.devices() as u64, Relaxed);
+            self.metrics
+                .analytics_devices
+                .store(analyzer.devices() as u64, Relaxed);
         }
         if !findings.is_empty() {
-            self.metrics.findings.fetch_add(findings.len() as u64, Relaxed);
+            self.metrics
+                .findings
+                .fetch_add(findings.len() as u64, Relaxed);
             for f in &findings {
                 tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), "Finding.");
                 points.push(f.point());
@@ -269,35 +338,63 @@ impl Pipeline {
                 }
             }
         }
-        self.metrics.accepted.fetch_add((messages.len() - reasons.len()) as u64, Relaxed);
+        self.metrics
+            .accepted
+            .fetch_add((messages.len() - reasons.len()) as u64, Relaxed);
         self.metrics.add_rejections(reasons.iter().copied());
         if gap_delta >= 0 {
-            self.metrics.sequence_gaps.fetch_add(gap_delta as u64, Relaxed);
+            self.metrics
+                .sequence_gaps
+                .fetch_add(gap_delta as u64, Relaxed);
         } else {
-            self.metrics.sequence_gaps.fetch_sub(gap_delta.unsigned_abs(), Relaxed);
+            self.metrics
+                .sequence_gaps
+                .fetch_sub(gap_delta.unsigned_abs(), Relaxed);
         }
-        self.metrics.devices.store(self.devices.len() as u64, Relaxed);
+        self.metrics
+            .devices
+            .store(self.devices.len() as u64, Relaxed);
         let writer = Arc::clone(&self.writer);
         let write = tokio::spawn(async move {
             let refused = writer.persist(&points).await;
             (points, refused)
         });
-        InFlight { messages, dead, devices: touched.into_iter().collect(), received_ms: now, started, maintenance: actions, write }
+        InFlight {
+            messages,
+            dead,
+            devices: touched.into_iter().collect(),
+            received_ms: now,
+            started,
+            maintenance: actions,
+            write,
+        }
     }
 
     /// Notes what the maintenance engine must hear of one accepted message.
-    fn maintenance_actions(&mut self, accepted: &super::decode::Accepted, actions: &mut Vec<MaintenanceAction>) {
+    fn maintenance_actions(
+        &mut self,
+        accepted: &super::decode::Accepted,
+        actions: &mut Vec<MaintenanceAction>,
+    ) {
         let device_id = accepted.device_id.as_str();
         // With analytics on, device faults reach the engine as the rules' findings.
         if let (Some(fault), None) = (&accepted.fault, &self.analyzer) {
             let ts_ms = accepted.points.first().map_or(0, |p| p.ts_ms);
-            actions.push(MaintenanceAction::Fault { device_id: device_id.to_owned(), fault: fault.clone(), ts_ms });
+            actions.push(MaintenanceAction::Fault {
+                device_id: device_id.to_owned(),
+                fault: fault.clone(),
+                ts_ms,
+            });
         }
         for &(slot, replacements) in &accepted.cartridges {
             let key = (device_id.to_owned(), slot);
             if self.cartridges_seen.get(&key) != Some(&replacements) {
                 self.cartridges_seen.insert(key, replacements);
-                actions.push(MaintenanceAction::CartridgeReplaced { device_id: device_id.to_owned(), slot, replacements });
+                actions.push(MaintenanceAction::CartridgeReplaced {
+                    device_id: device_id.to_owned(),
+                    slot,
+                    replacements,
+                });
             }
         }
     }
@@ -309,8 +406,20 @@ impl Pipeline {
     }
 
     /// Finishes the oldest batch: commits its dead letters and sequence state, then acknowledges it.
-    async fn finish(&mut self, f: InFlight, result: Result<(Vec<Point>, Vec<RejectedPoint>), tokio::task::JoinError>) {
-        let InFlight { messages, mut dead, devices, received_ms, started, maintenance: actions, write: _ } = f;
+    async fn finish(
+        &mut self,
+        f: InFlight,
+        result: Result<(Vec<Point>, Vec<RejectedPoint>), tokio::task::JoinError>,
+    ) {
+        let InFlight {
+            messages,
+            mut dead,
+            devices,
+            received_ms,
+            started,
+            maintenance: actions,
+            write: _,
+        } = f;
         let (points, refused) = match result {
             Ok(done) => done,
             Err(e) => {
@@ -321,21 +430,38 @@ impl Pipeline {
         };
         let persisted = started.elapsed();
         if !refused.is_empty() {
-            self.metrics.points_refused.fetch_add(refused.len() as u64, Relaxed);
-            tracing::warn!(count = refused.len(), "The telemetry store refused points; they are in the dead-letter store.");
+            self.metrics
+                .points_refused
+                .fetch_add(refused.len() as u64, Relaxed);
+            tracing::warn!(
+                count = refused.len(),
+                "The telemetry store refused points; they are in the dead-letter store."
+            );
             dead.extend(refused_to_dead_letters(refused, &points, received_ms));
         }
-        let mut backoff = crate::store::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        while let Err(e) = self.state.commit_batch(dead.clone(), devices.clone(), received_ms).await {
+        let mut backoff =
+            crate::store::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        while let Err(e) = self
+            .state
+            .commit_batch(dead.clone(), devices.clone(), received_ms)
+            .await
+        {
             tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");
             tokio::time::sleep(backoff.next_delay()).await;
         }
         if let Some(engine) = &self.maintenance {
             let mut pending = actions;
-            let mut backoff = crate::store::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            let mut backoff = crate::store::retry::Backoff::new(
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+            );
             while !pending.is_empty() {
                 let (engine, metrics) = (Arc::clone(engine), Arc::clone(&self.metrics));
-                match tokio::task::spawn_blocking(move || apply_maintenance(&engine, pending, now_ms(), &metrics)).await {
+                match tokio::task::spawn_blocking(move || {
+                    apply_maintenance(&engine, pending, now_ms(), &metrics)
+                })
+                .await
+                {
                     Ok(failed) => pending = failed,
                     Err(e) => {
                         tracing::error!(error = %e, "The maintenance task failed.");
@@ -359,7 +485,9 @@ impl Pipeline {
                 Ok(()) => {
                     self.metrics.acked.fetch_add(1, Relaxed);
                 }
-                Err(e) => tracing::warn!(error = %e, "Cannot queue an acknowledgement; the broker will redeliver."),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot queue an acknowledgement; the broker will redeliver.")
+                }
             }
         }
         tracing::debug!(
@@ -396,14 +524,31 @@ mod tests {
         let engine = engine_with_a_toilet();
         let metrics = Metrics::default();
         // Applied, and an unregistered device skipped: nothing to retry.
-        assert!(apply_maintenance(&engine, vec![finding("toilet-1", FindingKind::Leak), finding("toilet-404", FindingKind::Leak)], 10, &metrics).is_empty());
+        assert!(apply_maintenance(
+            &engine,
+            vec![
+                finding("toilet-1", FindingKind::Leak),
+                finding("toilet-404", FindingKind::Leak)
+            ],
+            10,
+            &metrics
+        )
+        .is_empty());
         assert_eq!(metrics.maintenance_applied.load(Relaxed), 1);
         // The engine's database breaks: the action comes back, so the batch is not acknowledged yet.
         engine
             .write(|tx| Ok(tx.execute_batch("CREATE TRIGGER broken BEFORE INSERT ON tickets BEGIN SELECT RAISE(ABORT, 'disk failure'); END;")?))
             .unwrap();
-        let retry = apply_maintenance(&engine, vec![finding("toilet-1", FindingKind::HeaterFault)], 20, &metrics);
-        assert!(matches!(retry.as_slice(), [MaintenanceAction::Finding(f)] if f.device_id == "toilet-1"), "{retry:?}");
+        let retry = apply_maintenance(
+            &engine,
+            vec![finding("toilet-1", FindingKind::HeaterFault)],
+            20,
+            &metrics,
+        );
+        assert!(
+            matches!(retry.as_slice(), [MaintenanceAction::Finding(f)] if f.device_id == "toilet-1"),
+            "{retry:?}"
+        );
         assert_eq!(metrics.maintenance_errors.load(Relaxed), 1);
     }
 }

@@ -50,7 +50,14 @@ impl DeviceSeq {
         let first = self.messages == 0 && self.window == 0;
         self.messages += 1;
         if first {
-            *self = DeviceSeq { boot_id, last_seq: seq, window: 1, gaps: 0, duplicates: 0, messages: 1 };
+            *self = DeviceSeq {
+                boot_id,
+                last_seq: seq,
+                window: 1,
+                gaps: 0,
+                duplicates: 0,
+                messages: 1,
+            };
             return SeqVerdict::First;
         }
         if boot_id < self.boot_id {
@@ -66,7 +73,11 @@ impl DeviceSeq {
         }
         if seq > self.last_seq {
             let jump = seq - self.last_seq;
-            self.window = if jump >= 64 { 1 } else { (self.window << jump) | 1 };
+            self.window = if jump >= 64 {
+                1
+            } else {
+                (self.window << jump) | 1
+            };
             self.last_seq = seq;
             if jump == 1 {
                 SeqVerdict::InOrder
@@ -109,6 +120,10 @@ mod tests {
         assert_eq!(d.observe(1, 9), SeqVerdict::OldBoot);
         assert_eq!(d.observe(2, 3), SeqVerdict::InOrder);
         assert_eq!(d.observe(2, 200), SeqVerdict::Gap(196));
-        assert_eq!(d.observe(2, 100), SeqVerdict::Duplicate, "outside the window counts as a duplicate, not a fill");
+        assert_eq!(
+            d.observe(2, 100),
+            SeqVerdict::Duplicate,
+            "outside the window counts as a duplicate, not a fill"
+        );
     }
 }

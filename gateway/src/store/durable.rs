@@ -32,7 +32,12 @@ impl DurableWriter {
     /// Wraps a store and a spool.
     pub fn new(store: TelemetryStore, spool: Spool, metrics: Arc<Metrics>) -> DurableWriter {
         let backlog = spool.backlog();
-        DurableWriter { store, spool, metrics, backlog: backlog.into() }
+        DurableWriter {
+            store,
+            spool,
+            metrics,
+            backlog: backlog.into(),
+        }
     }
 
     /// Batches waiting in the spool.
@@ -59,14 +64,17 @@ impl DurableWriter {
                     match self.store.write(points).await {
                         Ok(outcome) => {
                             let refused = outcome.rejected.len() as u64;
-                            self.metrics.points_stored.fetch_add(points.len() as u64 - refused, Relaxed);
+                            self.metrics
+                                .points_stored
+                                .fetch_add(points.len() as u64 - refused, Relaxed);
                             return outcome.rejected;
                         }
                         Err(e) => {
                             self.metrics.store_errors.fetch_add(1, Relaxed);
                             tracing::warn!(attempt, error = %e, "Telemetry store write failed.");
                             if attempt < DIRECT_ATTEMPTS {
-                                tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                                tokio::time::sleep(Duration::from_millis(100 * attempt as u64))
+                                    .await;
                             }
                         }
                     }
@@ -89,7 +97,11 @@ impl DurableWriter {
 
     /// Replays the spool into the store until `shutdown` flips, handing each
     /// replayed batch's refused points to `on_refused`.
-    pub async fn replay(&self, mut shutdown: watch::Receiver<bool>, on_refused: impl Fn(Vec<RejectedPoint>, &[Point])) {
+    pub async fn replay(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        on_refused: impl Fn(Vec<RejectedPoint>, &[Point]),
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !*shutdown.borrow() {
             let wait = if self.backlog() == 0 {
@@ -113,7 +125,10 @@ impl DurableWriter {
         }
     }
 
-    async fn replay_one(&self, on_refused: &impl Fn(Vec<RejectedPoint>, &[Point])) -> Result<bool, ()> {
+    async fn replay_one(
+        &self,
+        on_refused: &impl Fn(Vec<RejectedPoint>, &[Point]),
+    ) -> Result<bool, ()> {
         let batch = match self.spool.oldest() {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -128,7 +143,9 @@ impl DurableWriter {
         match self.store.write(&batch.points).await {
             Ok(outcome) => {
                 let refused = outcome.rejected.len() as u64;
-                self.metrics.points_stored.fetch_add(batch.points.len() as u64 - refused, Relaxed);
+                self.metrics
+                    .points_stored
+                    .fetch_add(batch.points.len() as u64 - refused, Relaxed);
                 if !outcome.rejected.is_empty() {
                     on_refused(outcome.rejected, &batch.points);
                 }

@@ -59,7 +59,11 @@ impl InfluxStore {
             .build()?;
         let mut write_url = config.url.clone();
         match &config.api {
-            InfluxApi::V1 { database, retention_policy, .. } => {
+            InfluxApi::V1 {
+                database,
+                retention_policy,
+                ..
+            } => {
                 write_url.set_path("/write");
                 let mut q = write_url.query_pairs_mut();
                 q.append_pair("db", database).append_pair("precision", "ms");
@@ -76,20 +80,33 @@ impl InfluxStore {
                     .append_pair("precision", "ms");
             }
         }
-        Ok(InfluxStore { http, write_url, config })
+        Ok(InfluxStore {
+            http,
+            write_url,
+            config,
+        })
     }
 
     /// A short description for logs (no credentials).
     pub fn describe(&self) -> String {
         match &self.config.api {
-            InfluxApi::V1 { database, .. } => format!("InfluxDB v1 at {} (database {database})", self.config.url),
-            InfluxApi::V2 { org, bucket, .. } => format!("InfluxDB v2 at {} (org {org}, bucket {bucket})", self.config.url),
+            InfluxApi::V1 { database, .. } => {
+                format!("InfluxDB v1 at {} (database {database})", self.config.url)
+            }
+            InfluxApi::V2 { org, bucket, .. } => format!(
+                "InfluxDB v2 at {} (org {org}, bucket {bucket})",
+                self.config.url
+            ),
         }
     }
 
     fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.config.api {
-            InfluxApi::V1 { username: Some(u), password, .. } => req.basic_auth(u, password.as_deref()),
+            InfluxApi::V1 {
+                username: Some(u),
+                password,
+                ..
+            } => req.basic_auth(u, password.as_deref()),
             InfluxApi::V1 { .. } => req,
             InfluxApi::V2 { token, .. } => req.header("Authorization", format!("Token {token}")),
         }
@@ -98,10 +115,15 @@ impl InfluxStore {
     /// Creates the v1 database if it does not exist (`CREATE DATABASE` is idempotent).
     /// Does nothing for the v2 API, whose buckets are provisioned by the operator.
     pub async fn ensure_database(&self) -> Result<(), SetupError> {
-        let InfluxApi::V1 { database, .. } = &self.config.api else { return Ok(()) };
+        let InfluxApi::V1 { database, .. } = &self.config.api else {
+            return Ok(());
+        };
         let mut url = self.config.url.clone();
         url.set_path("/query");
-        let q = format!("CREATE DATABASE \"{}\"", database.replace('\\', "\\\\").replace('"', "\\\""));
+        let q = format!(
+            "CREATE DATABASE \"{}\"",
+            database.replace('\\', "\\\\").replace('"', "\\\"")
+        );
         let fail = |detail: String| SetupError::CreateDatabase {
             database: database.clone(),
             url: self.config.url.clone(),
@@ -134,7 +156,11 @@ impl InfluxStore {
         match status {
             StatusCode::BAD_REQUEST => Ok(Attempt::Refused(error_message(&text))),
             StatusCode::PAYLOAD_TOO_LARGE => Ok(Attempt::TooLarge),
-            _ => Err(WriteError::Unavailable(format!("HTTP {status} from {}: {}", self.config.url, error_message(&text)))),
+            _ => Err(WriteError::Unavailable(format!(
+                "HTTP {status} from {}: {}",
+                self.config.url,
+                error_message(&text)
+            ))),
         }
     }
 
@@ -147,16 +173,27 @@ impl InfluxStore {
             match encode_point(&mut line, p) {
                 Ok(()) => lines.push(Some(line)),
                 Err(e) => {
-                    outcome.rejected.push(RejectedPoint { index, line: format!("{p:?}"), reason: e.to_string() });
+                    outcome.rejected.push(RejectedPoint {
+                        index,
+                        line: format!("{p:?}"),
+                        reason: e.to_string(),
+                    });
                     lines.push(None);
                 }
             }
         }
         // Ranges still to write; a refused range is split until each refusal is one line.
-        #[allow(clippy::single_range_in_vec_init, reason = "a stack of ranges, split as refusals are bisected")]
+        #[allow(
+            clippy::single_range_in_vec_init,
+            reason = "a stack of ranges, split as refusals are bisected"
+        )]
         let mut pending = vec![0..points.len()];
         while let Some(range) = pending.pop() {
-            let body: String = lines[range.clone()].iter().flatten().map(String::as_str).collect();
+            let body: String = lines[range.clone()]
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
             if body.is_empty() {
                 continue;
             }
@@ -168,13 +205,24 @@ impl InfluxStore {
                     pending.push(range.start..mid);
                 }
                 Attempt::Refused(reason) => {
-                    let index = lines[range.clone()].iter().position(Option::is_some).map_or(range.start, |o| range.start + o);
+                    let index = lines[range.clone()]
+                        .iter()
+                        .position(Option::is_some)
+                        .map_or(range.start, |o| range.start + o);
                     let line = lines[index].clone().unwrap_or_default();
-                    outcome.rejected.push(RejectedPoint { index, line, reason: format!("influxdb refused: {reason}") });
+                    outcome.rejected.push(RejectedPoint {
+                        index,
+                        line,
+                        reason: format!("influxdb refused: {reason}"),
+                    });
                 }
                 Attempt::TooLarge => {
                     let line = lines[range.start].clone().unwrap_or_default();
-                    outcome.rejected.push(RejectedPoint { index: range.start, line, reason: "influxdb refused: line too large".into() });
+                    outcome.rejected.push(RejectedPoint {
+                        index: range.start,
+                        line,
+                        reason: "influxdb refused: line too large".into(),
+                    });
                 }
             }
         }
@@ -188,7 +236,11 @@ fn error_message(body: &str) -> String {
     serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .or_else(|| serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v.get("message").and_then(|e| e.as_str()).map(str::to_owned)))
+        .or_else(|| {
+            serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|e| e.as_str()).map(str::to_owned))
+        })
         .unwrap_or_else(|| body.chars().take(500).collect())
 }
 
@@ -211,9 +263,20 @@ mod tests {
     async fn receiver(status: StatusCode, body: &'static str) -> (Url, Seen) {
         let seen: Seen = Arc::default();
         let record = |path: &'static str| {
-            move |State(seen): State<Seen>, RawQuery(q): RawQuery, headers: HeaderMap, text: String| async move {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-                seen.lock().unwrap().push((format!("{path}?{}", q.unwrap_or_default()), auth, text));
+            move |State(seen): State<Seen>,
+                  RawQuery(q): RawQuery,
+                  headers: HeaderMap,
+                  text: String| async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                seen.lock().unwrap().push((
+                    format!("{path}?{}", q.unwrap_or_default()),
+                    auth,
+                    text,
+                ));
                 (status, body)
             }
         };
@@ -228,29 +291,55 @@ mod tests {
     }
 
     fn point() -> Point {
-        Point { measurement: "toilet".into(), tags: vec![("device_id".into(), "t-1".into())], fields: vec![("flushes".into(), FieldValue::Int(3))], ts_ms: 5 }
+        Point {
+            measurement: "toilet".into(),
+            tags: vec![("device_id".into(), "t-1".into())],
+            fields: vec![("flushes".into(), FieldValue::Int(3))],
+            ts_ms: 5,
+        }
     }
 
     fn config(url: Url, api: InfluxApi) -> InfluxConfig {
-        InfluxConfig { url, api, timeout: Duration::from_secs(5), create_database: false }
+        InfluxConfig {
+            url,
+            api,
+            timeout: Duration::from_secs(5),
+            create_database: false,
+        }
     }
 
     #[tokio::test]
     async fn v2_writes_to_api_v2_with_org_bucket_token_and_ms_precision() {
         let (url, seen) = receiver(StatusCode::NO_CONTENT, "").await;
-        let api = InfluxApi::V2 { org: "acme co".into(), bucket: "fixtures".into(), token: "s3cret".into() };
+        let api = InfluxApi::V2 {
+            org: "acme co".into(),
+            bucket: "fixtures".into(),
+            token: "s3cret".into(),
+        };
         let store = InfluxStore::new(config(url, api)).unwrap();
         store.write(&[point()]).await.unwrap();
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].0, "/api/v2/write?org=acme+co&bucket=fixtures&precision=ms");
+        assert_eq!(
+            seen[0].0,
+            "/api/v2/write?org=acme+co&bucket=fixtures&precision=ms"
+        );
         assert_eq!(seen[0].1, "Token s3cret");
         assert_eq!(seen[0].2, "toilet,device_id=t-1 flushes=3i 5\n");
     }
 
     #[tokio::test]
     async fn v1_sends_basic_auth_and_server_errors_are_unavailable() {
-        let (url, seen) = receiver(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"engine closed\"}").await;
-        let api = InfluxApi::V1 { database: "db".into(), retention_policy: Some("week".into()), username: Some("gw".into()), password: Some("pw".into()) };
+        let (url, seen) = receiver(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"error\":\"engine closed\"}",
+        )
+        .await;
+        let api = InfluxApi::V1 {
+            database: "db".into(),
+            retention_policy: Some("week".into()),
+            username: Some("gw".into()),
+            password: Some("pw".into()),
+        };
         let store = InfluxStore::new(config(url, api)).unwrap();
         let err = store.write(&[point()]).await.unwrap_err();
         assert!(err.to_string().contains("engine closed"), "{err}");

@@ -40,7 +40,13 @@ pub enum EncodeError {
 }
 
 fn check_plain(what: &'static str, s: &str) -> Result<(), EncodeError> {
-    let bad = |why| Err(EncodeError::Unrepresentable { what, value: s.to_owned(), why });
+    let bad = |why| {
+        Err(EncodeError::Unrepresentable {
+            what,
+            value: s.to_owned(),
+            why,
+        })
+    };
     if s.is_empty() {
         return bad("it is empty");
     }
@@ -75,7 +81,9 @@ pub fn encode_point(out: &mut String, p: &Point) -> Result<(), EncodeError> {
     for (k, v) in &p.fields {
         check_plain("field key", k)?;
         match v {
-            FieldValue::Float(x) if !x.is_finite() => return Err(EncodeError::NotFinite(k.clone())),
+            FieldValue::Float(x) if !x.is_finite() => {
+                return Err(EncodeError::NotFinite(k.clone()))
+            }
             _ => {}
         }
     }
@@ -119,8 +127,14 @@ mod tests {
     fn point(tags: &[(&str, &str)], fields: Vec<(&str, FieldValue)>) -> Point {
         Point {
             measurement: "m".into(),
-            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             ts_ms: 1_700_000_000_123,
         }
     }
@@ -156,7 +170,13 @@ mod tests {
     #[test]
     fn rejects_what_line_protocol_cannot_carry() {
         let nl = point(&[("t", "a\nb")], vec![("v", FieldValue::Int(1))]);
-        assert!(matches!(encode(&nl), Err(EncodeError::Unrepresentable { what: "tag value", .. })));
+        assert!(matches!(
+            encode(&nl),
+            Err(EncodeError::Unrepresentable {
+                what: "tag value",
+                ..
+            })
+        ));
         let trailing = point(&[("t", "a\\")], vec![("v", FieldValue::Int(1))]);
         assert!(encode(&trailing).is_err());
         let nan = point(&[], vec![("v", FieldValue::Float(f64::NAN))]);

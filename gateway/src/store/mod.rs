@@ -110,9 +110,19 @@ mod tests {
 
     #[test]
     fn field_values_keep_their_type_through_json() {
-        for v in [FieldValue::Int(300), FieldValue::Float(300.0), FieldValue::Float(1e-7), FieldValue::Bool(true), FieldValue::Str("1".into())] {
+        for v in [
+            FieldValue::Int(300),
+            FieldValue::Float(300.0),
+            FieldValue::Float(1e-7),
+            FieldValue::Bool(true),
+            FieldValue::Str("1".into()),
+        ] {
             let json = serde_json::to_string(&v).unwrap();
-            assert_eq!(serde_json::from_str::<FieldValue>(&json).unwrap(), v, "{json}");
+            assert_eq!(
+                serde_json::from_str::<FieldValue>(&json).unwrap(),
+                v,
+                "{json}"
+            );
         }
     }
 }

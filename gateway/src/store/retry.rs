@@ -16,7 +16,11 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff starting at `min` and capped at `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { min, max, next: min }
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
     }
 
     /// The delay to wait before the next attempt.
@@ -42,7 +46,10 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
         let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
         for (d, upper) in delays.iter().zip([100, 200, 400, 800, 800, 800]) {
-            assert!(*d <= Duration::from_millis(upper) && *d >= Duration::from_millis(upper / 2), "{d:?} vs {upper}");
+            assert!(
+                *d <= Duration::from_millis(upper) && *d >= Duration::from_millis(upper / 2),
+                "{d:?} vs {upper}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

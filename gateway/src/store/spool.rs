@@ -30,7 +30,10 @@ pub enum SpoolError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io { path: path.to_owned(), source }
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// A spool directory.
@@ -53,8 +56,16 @@ impl Spool {
     /// Opens (creating if needed) the spool in `dir`.
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
-        let spool = Spool { dir: dir.to_owned(), next_seq: AtomicU64::new(0), append_lock: Mutex::new(()) };
-        let last = spool.files()?.last().and_then(|p| seq_of(p)).map_or(0, |s| s + 1);
+        let spool = Spool {
+            dir: dir.to_owned(),
+            next_seq: AtomicU64::new(0),
+            append_lock: Mutex::new(()),
+        };
+        let last = spool
+            .files()?
+            .last()
+            .and_then(|p| seq_of(p))
+            .map_or(0, |s| s + 1);
         spool.next_seq.store(last, Ordering::SeqCst);
         // Leftover temporaries are batches whose messages were never acknowledged: drop them.
         for entry in fs::read_dir(dir).map_err(io(dir))?.flatten() {
@@ -92,14 +103,22 @@ impl Spool {
             let file = File::create(&tmp).map_err(io(&tmp))?;
             let mut w = BufWriter::new(file);
             for p in points {
-                serde_json::to_writer(&mut w, p).map_err(|e| SpoolError::Io { path: tmp.clone(), source: e.into() })?;
+                serde_json::to_writer(&mut w, p).map_err(|e| SpoolError::Io {
+                    path: tmp.clone(),
+                    source: e.into(),
+                })?;
                 w.write_all(b"\n").map_err(io(&tmp))?;
             }
-            let file = w.into_inner().map_err(|e| SpoolError::Io { path: tmp.clone(), source: e.into_error() })?;
+            let file = w.into_inner().map_err(|e| SpoolError::Io {
+                path: tmp.clone(),
+                source: e.into_error(),
+            })?;
             file.sync_all().map_err(io(&tmp))?;
         }
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
         Ok(path)
     }
 
@@ -152,7 +171,10 @@ mod tests {
         Point {
             measurement: "purifier".into(),
             tags: vec![("device_id".into(), "p-1".into())],
-            fields: vec![("tds_in_ppm".into(), FieldValue::Int(300)), ("note".into(), FieldValue::Str("a \"b\"\n".into()))],
+            fields: vec![
+                ("tds_in_ppm".into(), FieldValue::Int(300)),
+                ("note".into(), FieldValue::Str("a \"b\"\n".into())),
+            ],
             ts_ms: ts,
         }
     }
@@ -179,10 +201,17 @@ mod tests {
     fn a_corrupt_file_is_quarantined_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
-        fs::write(dir.path().join("00000000000000000000.jsonl"), b"{not json\n").unwrap();
+        fs::write(
+            dir.path().join("00000000000000000000.jsonl"),
+            b"{not json\n",
+        )
+        .unwrap();
         spool.next_seq.store(1, Ordering::SeqCst);
         spool.append(&[point(9)]).unwrap();
         assert_eq!(spool.oldest().unwrap().unwrap().points, vec![point(9)]);
-        assert!(dir.path().join("corrupt/00000000000000000000.jsonl").exists());
+        assert!(dir
+            .path()
+            .join("corrupt/00000000000000000000.jsonl")
+            .exists());
     }
 }

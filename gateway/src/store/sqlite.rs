@@ -40,7 +40,10 @@ impl SqliteStore {
                 PRIMARY KEY (measurement, series, ts_ms)
             ) WITHOUT ROWID;",
         )?;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
     }
 
     /// A short description for logs.
@@ -57,9 +60,19 @@ impl SqliteStore {
                 let fields: serde_json::Map<String, serde_json::Value> = p
                     .fields
                     .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+                        )
+                    })
                     .collect();
-                (p.measurement.clone(), series, p.ts_ms, serde_json::Value::Object(fields).to_string())
+                (
+                    p.measurement.clone(),
+                    series,
+                    p.ts_ms,
+                    serde_json::Value::Object(fields).to_string(),
+                )
             })
             .collect();
         let conn = Arc::clone(&self.conn);
@@ -88,7 +101,11 @@ impl SqliteStore {
         let m = measurement.to_owned();
         tokio::task::spawn_blocking(move || {
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            conn.query_row("SELECT count(*) FROM points WHERE measurement = ?1", [m], |r| r.get(0))
+            conn.query_row(
+                "SELECT count(*) FROM points WHERE measurement = ?1",
+                [m],
+                |r| r.get(0),
+            )
         })
         .await
         .unwrap_or(Err(rusqlite::Error::InvalidQuery))

@@ -42,10 +42,13 @@ fn step(msg: &str) {
 
 /// Drains `n` messages with a bare subscriber whose session already holds them.
 fn bare_subscriber_drain(port: u16, n: usize) -> Result<Duration> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut opts = rumqttc::MqttOptions::new("bench-bare", "127.0.0.1", port);
-        opts.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
         let start = Instant::now();
         let mut received = 0usize;
@@ -61,7 +64,9 @@ fn bare_subscriber_drain(port: u16, n: usize) -> Result<Duration> {
         // Leave nothing queued for this session during the gateway's run.
         client.unsubscribe("fixtures/+/telemetry").await?;
         for _ in 0..20 {
-            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_)))) = tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
+            if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::UnsubAck(_)))) =
+                tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await
+            {
                 break;
             }
         }
@@ -72,14 +77,19 @@ fn bare_subscriber_drain(port: u16, n: usize) -> Result<Duration> {
 /// Bare subscriber online while `messages` are published: time from the first publish to the last message received.
 fn bare_subscriber_live(port: u16, messages: Vec<(String, Vec<u8>)>) -> Result<Duration> {
     let n = messages.len();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let sub = std::thread::spawn(move || -> Result<Instant> {
         rt.block_on(async {
             let mut opts = rumqttc::MqttOptions::new("bench-bare-live", "127.0.0.1", port);
-            opts.set_clean_session(true).set_keep_alive(Duration::from_secs(30));
+            opts.set_clean_session(true)
+                .set_keep_alive(Duration::from_secs(30));
             let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
-            client.subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce).await?;
+            client
+                .subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce)
+                .await?;
             let mut received = 0usize;
             while received < n {
                 match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
@@ -95,21 +105,29 @@ fn bare_subscriber_live(port: u16, messages: Vec<(String, Vec<u8>)>) -> Result<D
             Ok(Instant::now())
         })
     });
-    ready_rx.recv_timeout(Duration::from_secs(10)).context("live bare subscriber did not subscribe")?;
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("live bare subscriber did not subscribe")?;
     let start = Instant::now();
     publish_all(port, "bench-pub-live-a", messages, None, None)?;
-    let end = sub.join().map_err(|_| anyhow::anyhow!("live bare subscriber panicked"))??;
+    let end = sub
+        .join()
+        .map_err(|_| anyhow::anyhow!("live bare subscriber panicked"))??;
     Ok(end - start)
 }
 
 /// Creates the bare subscriber's persistent session and subscription, then disconnects.
 fn bare_subscriber_register(port: u16) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut opts = rumqttc::MqttOptions::new("bench-bare", "127.0.0.1", port);
         opts.set_clean_session(false);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
-        client.subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce).await?;
+        client
+            .subscribe("fixtures/+/telemetry", rumqttc::QoS::AtLeastOnce)
+            .await?;
         loop {
             match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
                 Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
@@ -126,14 +144,23 @@ fn bare_subscriber_register(port: u16) -> Result<()> {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let rounds = (args.messages / args.devices) as u32;
     let total = rounds as usize * args.devices;
-    step(&format!("starting Mosquitto and InfluxDB; burst of {total} messages from {} devices", args.devices));
+    step(&format!(
+        "starting Mosquitto and InfluxDB; burst of {total} messages from {} devices",
+        args.devices
+    ));
     let broker = Mosquitto::start()?;
     let influx = Influx::start()?;
     let work = tempfile::tempdir()?;
@@ -142,23 +169,43 @@ fn main() -> Result<()> {
     // (a) The bare subscriber.
     bare_subscriber_register(broker.port)?;
     step("publishing the burst for the bare subscriber");
-    let acked = publish_all(broker.port, "bench-pub-a", fleet_messages(args.devices, rounds, base), None, None)?;
+    let acked = publish_all(
+        broker.port,
+        "bench-pub-a",
+        fleet_messages(args.devices, rounds, base),
+        None,
+        None,
+    )?;
     if acked != total {
         bail!("the broker acknowledged {acked} of {total} publishes");
     }
     step("draining with the bare subscriber");
     let bare = bare_subscriber_drain(broker.port, total)?;
     let bare_rate = total as f64 / bare.as_secs_f64();
-    step(&format!("bare subscriber: {total} in {:.2} s = {bare_rate:.0} msg/s", bare.as_secs_f64()));
+    step(&format!(
+        "bare subscriber: {total} in {:.2} s = {bare_rate:.0} msg/s",
+        bare.as_secs_f64()
+    ));
 
     // (b) The gateway: register its session, stop it, queue the burst, start it, time the drain.
-    let store = StoreTarget::Influx { url: influx.url(), db: "bench".into() };
-    let batch = args.batch.unwrap_or(gateway::config::DEFAULT_BATCH_MESSAGES);
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "bench".into(),
+    };
+    let batch = args
+        .batch
+        .unwrap_or(gateway::config::DEFAULT_BATCH_MESSAGES);
     let extra = format!("[batch]\nmax_messages = {batch}\n");
     let mut gw = GatewayProcess::spawn(work.path(), broker.port, &store, "bench-gateway", &extra)?;
     gw.stop();
     step("publishing the same burst for the gateway");
-    let acked = publish_all(broker.port, "bench-pub-b", fleet_messages(args.devices, rounds, base), None, None)?;
+    let acked = publish_all(
+        broker.port,
+        "bench-pub-b",
+        fleet_messages(args.devices, rounds, base),
+        None,
+        None,
+    )?;
     if acked != total {
         bail!("the broker acknowledged {acked} of {total} publishes");
     }
@@ -166,15 +213,19 @@ fn main() -> Result<()> {
     let start = Instant::now();
     gw.restart()?;
     let mut last_report = Instant::now();
-    let drained = wait_until(Duration::from_secs(600), "the gateway to acknowledge the burst", || {
-        let m = gw.metrics().ok()?;
-        let acked = m["acked"].as_u64().unwrap_or(0);
-        if last_report.elapsed() > Duration::from_secs(2) {
-            step(&format!("  gateway acknowledged {acked} of {total}"));
-            last_report = Instant::now();
-        }
-        (acked >= total as u64).then(|| start.elapsed())
-    })
+    let drained = wait_until(
+        Duration::from_secs(600),
+        "the gateway to acknowledge the burst",
+        || {
+            let m = gw.metrics().ok()?;
+            let acked = m["acked"].as_u64().unwrap_or(0);
+            if last_report.elapsed() > Duration::from_secs(2) {
+                step(&format!("  gateway acknowledged {acked} of {total}"));
+                last_report = Instant::now();
+            }
+            (acked >= total as u64).then(|| start.elapsed())
+        },
+    )
     .with_context(|| gw.log_tail())?;
     let rss = gw.pid().and_then(peak_rss_kib);
     let stored = influx.sum_counts("bench", COUNT_TELEMETRY)?;
@@ -187,55 +238,126 @@ fn main() -> Result<()> {
     // (c) Live: subscribers online while the burst is published.
     step("live: bare subscriber online while the burst is published");
     let base_live = base + 10_000_000;
-    let bare_live = bare_subscriber_live(broker.port, fleet_messages(args.devices, rounds, base_live))?;
+    let bare_live =
+        bare_subscriber_live(broker.port, fleet_messages(args.devices, rounds, base_live))?;
     let bare_live_rate = total as f64 / bare_live.as_secs_f64();
     step("live: gateway online while the burst is published");
     let acked_before = m["acked"].as_u64().unwrap_or(0);
     let live_start = Instant::now();
-    publish_all(broker.port, "bench-pub-live-b", fleet_messages(args.devices, rounds, base_live), None, None)?;
-    let gw_live = wait_until(Duration::from_secs(600), "the gateway to acknowledge the live burst", || {
-        let a = gw.metrics().ok()?["acked"].as_u64()?;
-        (a >= acked_before + total as u64).then(|| live_start.elapsed())
-    })?;
+    publish_all(
+        broker.port,
+        "bench-pub-live-b",
+        fleet_messages(args.devices, rounds, base_live),
+        None,
+        None,
+    )?;
+    let gw_live = wait_until(
+        Duration::from_secs(600),
+        "the gateway to acknowledge the live burst",
+        || {
+            let a = gw.metrics().ok()?["acked"].as_u64()?;
+            (a >= acked_before + total as u64).then(|| live_start.elapsed())
+        },
+    )?;
     let gw_live_rate = total as f64 / gw_live.as_secs_f64();
     let stored_live = influx.sum_counts("bench", COUNT_TELEMETRY)? - stored;
 
     gw.stop();
-    let latencies = fault_to_ticket_latency(&broker, &influx, work.path(), args.devices, rounds, base + 20_000_000)?;
+    let latencies = fault_to_ticket_latency(
+        &broker,
+        &influx,
+        work.path(),
+        args.devices,
+        rounds,
+        base + 20_000_000,
+    )?;
 
     println!("ingest benchmark: {total} QoS 1 messages from {} devices, Mosquitto and InfluxDB 1.6.7 on this machine", args.devices);
-    println!("  bare rumqttc subscriber : {bare_rate:>9.0} msg/s ({:.2} s)", bare.as_secs_f64());
-    println!("  gateway into InfluxDB   : {gw_rate:>9.0} msg/s ({:.2} s, batch {}, {} batches)", drained.as_secs_f64(), batch, m["batches"]);
+    println!(
+        "  bare rumqttc subscriber : {bare_rate:>9.0} msg/s ({:.2} s)",
+        bare.as_secs_f64()
+    );
+    println!(
+        "  gateway into InfluxDB   : {gw_rate:>9.0} msg/s ({:.2} s, batch {}, {} batches)",
+        drained.as_secs_f64(),
+        batch,
+        m["batches"]
+    );
     println!("  ratio gateway / bare    : {:>9.2}", gw_rate / bare_rate);
     println!("  loss (published - stored): {}", total as i64 - stored);
-    println!("  gateway peak RSS        : {} MiB", rss.map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0)));
-    println!("live (subscriber online while the burst is published; the publisher's pace bounds both):");
-    println!("  bare rumqttc subscriber : {bare_live_rate:>9.0} msg/s ({:.2} s)", bare_live.as_secs_f64());
-    println!("  gateway into InfluxDB   : {gw_live_rate:>9.0} msg/s ({:.2} s)", gw_live.as_secs_f64());
-    println!("  ratio gateway / bare    : {:>9.2}", gw_live_rate / bare_live_rate);
-    println!("  loss (published - stored): {}", total as i64 - stored_live);
+    println!(
+        "  gateway peak RSS        : {} MiB",
+        rss.map_or("?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0))
+    );
+    println!(
+        "live (subscriber online while the burst is published; the publisher's pace bounds both):"
+    );
+    println!(
+        "  bare rumqttc subscriber : {bare_live_rate:>9.0} msg/s ({:.2} s)",
+        bare_live.as_secs_f64()
+    );
+    println!(
+        "  gateway into InfluxDB   : {gw_live_rate:>9.0} msg/s ({:.2} s)",
+        gw_live.as_secs_f64()
+    );
+    println!(
+        "  ratio gateway / bare    : {:>9.2}",
+        gw_live_rate / bare_live_rate
+    );
+    println!(
+        "  loss (published - stored): {}",
+        total as i64 - stored_live
+    );
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
-    println!("fault-to-ticket latency under the live load ({} leaks): p50 {} ms, p99 {} ms, max {} ms", latencies.len(), pct(0.5), pct(0.99), pct(1.0));
+    println!(
+        "fault-to-ticket latency under the live load ({} leaks): p50 {} ms, p99 {} ms, max {} ms",
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     Ok(())
 }
 
 /// Fault-to-ticket latency (ms, sorted) of `LEAKS` leaks published one every 50 ms
 /// while a live telemetry burst loads the gateway.
-fn fault_to_ticket_latency(broker: &Mosquitto, influx: &Influx, work: &std::path::Path, devices: usize, rounds: u32, base: i64) -> Result<Vec<i64>> {
+fn fault_to_ticket_latency(
+    broker: &Mosquitto,
+    influx: &Influx,
+    work: &std::path::Path,
+    devices: usize,
+    rounds: u32,
+    base: i64,
+) -> Result<Vec<i64>> {
     const LEAKS: usize = 100;
     step("latency: a gateway with the maintenance engine, 100 leaks during a live burst");
     let dir = work.join("latency");
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("maintenance.db");
-    let leakers: Vec<(String, protocol::message::Model)> = (0..LEAKS).map(|i| (format!("leak-{i:03}"), protocol::message::Model::Toilet)).collect();
+    let leakers: Vec<(String, protocol::message::Model)> = (0..LEAKS)
+        .map(|i| (format!("leak-{i:03}"), protocol::message::Model::Toilet))
+        .collect();
     let admin = e2e_tests::registry::register_devices(&db, &leakers)?;
     let extra = format!("[maintenance]\ndb_path = \"{}\"\n[maintenance.delivery]\nhmac_secret = \"bench-secret-0123456789\"\n", db.display());
-    let store = StoreTarget::Influx { url: influx.url(), db: "bench_latency".into() };
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "bench_latency".into(),
+    };
     let gw = GatewayProcess::spawn(&dir, broker.port, &store, "bench-gateway-latency", &extra)?;
 
     let port = broker.port;
-    let load = std::thread::spawn(move || publish_all(port, "bench-pub-latency-load", fleet_messages(devices, rounds, base), None, None));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let load = std::thread::spawn(move || {
+        publish_all(
+            port,
+            "bench-pub-latency-load",
+            fleet_messages(devices, rounds, base),
+            None,
+            None,
+        )
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let published: Vec<i64> = rt.block_on(async {
         let (client, mut eventloop) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("bench-leaks", "127.0.0.1", port), 100);
         let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
@@ -251,20 +373,34 @@ fn fault_to_ticket_latency(broker: &Mosquitto, influx: &Influx, work: &std::path
         poller.abort();
         Ok::<_, anyhow::Error>(times)
     })?;
-    load.join().map_err(|_| anyhow::anyhow!("load publisher panicked"))??;
+    load.join()
+        .map_err(|_| anyhow::anyhow!("load publisher panicked"))??;
     let http = reqwest::blocking::Client::new();
     let tickets = wait_until(Duration::from_secs(120), "a ticket for every leak", || {
-        let v: serde_json::Value = http.get(format!("http://127.0.0.1:{}/api/tickets", gw.http_port)).bearer_auth(&admin).send().ok()?.json().ok()?;
+        let v: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{}/api/tickets", gw.http_port))
+            .bearer_auth(&admin)
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
         let list = v.as_array()?.clone();
         (list.len() >= LEAKS).then_some(list)
     })?;
     if let Ok(m) = gw.metrics() {
-        step(&format!("latency run: {} findings, {} applied by the maintenance engine, {} accepted", m["findings"], m["maintenance_applied"], m["accepted"]));
+        step(&format!(
+            "latency run: {} findings, {} applied by the maintenance engine, {} accepted",
+            m["findings"], m["maintenance_applied"], m["accepted"]
+        ));
     }
     let mut latencies: Vec<i64> = tickets
         .iter()
         .filter_map(|t| {
-            let i: usize = t["device_id"].as_str()?.strip_prefix("leak-")?.parse().ok()?;
+            let i: usize = t["device_id"]
+                .as_str()?
+                .strip_prefix("leak-")?
+                .parse()
+                .ok()?;
             Some(t["opened_ts_ms"].as_i64()? - published[i])
         })
         .collect();

@@ -263,7 +263,11 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         .map(|i| DeviceRules::new(fleet_sim::fleet::model_of(i), &cfg.rules))
         .collect();
     let mut report = Report {
-        state_bytes: rules.iter().map(DeviceRules::state_bytes).max().unwrap_or(0),
+        state_bytes: rules
+            .iter()
+            .map(DeviceRules::state_bytes)
+            .max()
+            .unwrap_or(0),
         ..Report::default()
     };
     let mut episodes: Vec<Episode> = Vec::new();

@@ -49,7 +49,12 @@ pub struct EvalConfig {
 
 /// Applies one `name=value` override to a forecaster configuration or to the
 /// cartridge specifications (`flow_loss_at_capacity`: those with a loss).
-pub fn apply_override(c: &mut ForecastConfig, specs: &mut [CartridgeSpec], name: &str, v: f64) -> Result<(), String> {
+pub fn apply_override(
+    c: &mut ForecastConfig,
+    specs: &mut [CartridgeSpec],
+    name: &str,
+    v: f64,
+) -> Result<(), String> {
     match name {
         "weekday_alpha" => c.weekday_alpha = v,
         "weekend_alpha" => c.weekend_alpha = v,
@@ -235,7 +240,13 @@ struct Query {
 
 /// Per query: (replacements, forecaster (due, lo, hi, reason is volume, days seen),
 /// fixed, line, long-run oracle (plain, with the absences)).
-type Answer = (Option<u32>, Option<(i64, i64, i64, bool, u32)>, Option<i64>, Option<i64>, Option<(i64, i64)>);
+type Answer = (
+    Option<u32>,
+    Option<(i64, i64, i64, bool, u32)>,
+    Option<i64>,
+    Option<i64>,
+    Option<(i64, i64)>,
+);
 
 /// One slot of the device under evaluation: its stream, queries and baselines' state.
 struct SlotEval<'a> {
@@ -257,15 +268,35 @@ struct SlotEval<'a> {
 
 impl SlotEval<'_> {
     /// Answers the queries asked before `ts` from the forecaster's state now.
-    fn answer_until(&mut self, ts: i64, f: &DeviceForecaster, params: &ForecastParams, away_here: &[(i64, i64)], line_min_days: i64) {
+    fn answer_until(
+        &mut self,
+        ts: i64,
+        f: &DeviceForecaster,
+        params: &ForecastParams,
+        away_here: &[(i64, i64)],
+        line_min_days: i64,
+    ) {
         while self.next_query < self.qs.len() && self.qs[self.next_query].at < ts {
-            let a = self.answer(&self.qs[self.next_query], f, params, away_here, line_min_days);
+            let a = self.answer(
+                &self.qs[self.next_query],
+                f,
+                params,
+                away_here,
+                line_min_days,
+            );
             self.answers.push(a);
             self.next_query += 1;
         }
     }
 
-    fn answer(&self, q: &Query, f: &DeviceForecaster, params: &ForecastParams, away_here: &[(i64, i64)], line_min_days: i64) -> Answer {
+    fn answer(
+        &self,
+        q: &Query,
+        f: &DeviceForecaster,
+        params: &ForecastParams,
+        away_here: &[(i64, i64)],
+        line_min_days: i64,
+    ) -> Answer {
         let slot = self.key.1;
         let (cap_ml, anchor, last) = (self.cap_ml, self.anchor, self.last);
         let (longrun_ml_per_ms, home_ml_per_ms) = (self.longrun_ml_per_ms, self.home_ml_per_ms);
@@ -278,26 +309,28 @@ impl SlotEval<'_> {
                 f.days_with_use(),
             )
         });
-        let longrun = last.filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0).map(|l| {
-            let t0 = q.at.max(l.ts);
-            let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
-            // Walk at the home rate, pausing through the known absences.
-            let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
-            for &(a, b) in away_here {
-                if b <= t || rem <= 0.0 {
-                    continue;
-                }
-                if a > t {
-                    let can = home_ml_per_ms * (a - t) as f64;
-                    if rem <= can {
-                        break;
+        let longrun = last
+            .filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0)
+            .map(|l| {
+                let t0 = q.at.max(l.ts);
+                let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
+                // Walk at the home rate, pausing through the known absences.
+                let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
+                for &(a, b) in away_here {
+                    if b <= t || rem <= 0.0 {
+                        continue;
                     }
-                    rem -= can;
+                    if a > t {
+                        let can = home_ml_per_ms * (a - t) as f64;
+                        if rem <= can {
+                            break;
+                        }
+                        rem -= can;
+                    }
+                    t = t.max(b);
                 }
-                t = t.max(b);
-            }
-            (plain, t + (rem.max(0.0) / home_ml_per_ms) as i64)
-        });
+                (plain, t + (rem.max(0.0) / home_ml_per_ms) as i64)
+            });
         let (fixed, line) = match (anchor, last) {
             (Some(a), Some(l)) => {
                 let fixed = a.ts + ((cap_ml - a.ml as f64) / self.fleet_ml_per_ms) as i64;
@@ -321,7 +354,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         end_ms: cfg.end_ms,
         seed: cfg.seed,
         telemetry_every_min: 15,
-        mix: if cfg.faults { FaultMix::default_mix() } else { FaultMix::default() },
+        mix: if cfg.faults {
+            FaultMix::default_mix()
+        } else {
+            FaultMix::default()
+        },
         inject: Vec::new(),
     })
     .map_err(|e| e.to_string())?;
@@ -361,12 +398,24 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     let mut queries: HashMap<(u32, u8), Vec<Query>> = HashMap::new();
     let mut away: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
     for t in fleet.truth() {
-        if let Truth::Away { device, start_ms, end_ms } = &t {
-            if let Some(idx) = device.rsplit('-').next().and_then(|n| n.parse::<u32>().ok()) {
+        if let Truth::Away {
+            device,
+            start_ms,
+            end_ms,
+        } = &t
+        {
+            if let Some(idx) = device
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 away.entry(idx).or_default().push((*start_ms, *end_ms));
             }
         }
-        if let Truth::CartridgeCapacity { device, slot, ts, .. } = t {
+        if let Truth::CartridgeCapacity {
+            device, slot, ts, ..
+        } = t
+        {
             let idx: u32 = device
                 .rsplit('-')
                 .next()
@@ -375,11 +424,19 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             report.capacity_events += 1;
             let q = queries.entry((idx, slot)).or_default();
             // Horizon index usize::MAX: the state at the true date itself.
-            q.push(Query { at: ts, truth: ts, horizon: usize::MAX });
+            q.push(Query {
+                at: ts,
+                truth: ts,
+                horizon: usize::MAX,
+            });
             for (i, h) in cfg.horizons.iter().enumerate() {
                 let at = ts - h * DAY_MS;
                 if at > start_ms {
-                    q.push(Query { at, truth: ts, horizon: i });
+                    q.push(Query {
+                        at,
+                        truth: ts,
+                        horizon: i,
+                    });
                 }
             }
         }
@@ -394,7 +451,12 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         let (mut litres, mut prev) = (0.0, None::<Obs>);
         for o in &s.obs {
             if let Some(p) = prev {
-                litres += if o.repl != p.repl || o.ml < p.ml { o.ml } else { o.ml - p.ml } as f64 / 1000.0;
+                litres += if o.repl != p.repl || o.ml < p.ml {
+                    o.ml
+                } else {
+                    o.ml - p.ml
+                } as f64
+                    / 1000.0;
             }
             prev = Some(*o);
         }
@@ -403,10 +465,15 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             e.0 += litres;
             e.1 += (b.ts - a.ts) as f64 / DAY_MS as f64;
             slot_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts).max(1) as f64);
-            let away_ms: i64 = away
-                .get(&key.0)
-                .map_or(0, |v| v.iter().map(|&(x, y)| (y.min(b.ts) - x.max(a.ts)).max(0)).sum());
-            home_rate.insert(*key, litres * 1000.0 / (b.ts - a.ts - away_ms).max(1) as f64);
+            let away_ms: i64 = away.get(&key.0).map_or(0, |v| {
+                v.iter()
+                    .map(|&(x, y)| (y.min(b.ts) - x.max(a.ts)).max(0))
+                    .sum()
+            });
+            home_rate.insert(
+                *key,
+                litres * 1000.0 / (b.ts - a.ts - away_ms).max(1) as f64,
+            );
         }
     }
     let fleet_rate = |k: CartridgeKind| per_kind.get(&k).map_or(f64::NAN, |(l, d)| l / d);
@@ -416,11 +483,17 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     report.horizons = cfg
         .horizons
         .iter()
-        .map(|&h| HorizonResult { horizon_days: h, ..Default::default() })
+        .map(|&h| HorizonResult {
+            horizon_days: h,
+            ..Default::default()
+        })
         .collect();
 
     let mut fcfg = ForecastConfig::default();
-    let mut specs: Vec<CartridgeSpec> = CartridgeSpec::KINDS.iter().filter_map(|k| CartridgeSpec::for_kind(k)).collect();
+    let mut specs: Vec<CartridgeSpec> = CartridgeSpec::KINDS
+        .iter()
+        .filter_map(|k| CartridgeSpec::for_kind(k))
+        .collect();
     for (name, v) in &cfg.overrides {
         apply_override(&mut fcfg, &mut specs, name, *v)?;
     }
@@ -431,19 +504,25 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     devices.dedup();
     let mut readings: Vec<SlotReading> = Vec::new();
     for device in devices {
-        let mut slot_keys: Vec<(u32, u8)> = streams.keys().copied().filter(|k| k.0 == device).collect();
+        let mut slot_keys: Vec<(u32, u8)> =
+            streams.keys().copied().filter(|k| k.0 == device).collect();
         slot_keys.sort_unstable();
         let mut away_here = away.get(&device).cloned().unwrap_or_default();
         away_here.sort_unstable();
         // Every slot feeds the device's forecaster, with queries or not.
         let mut slots = Vec::with_capacity(slot_keys.len());
         for key in slot_keys {
-            let Some(stream) = streams.get(&key) else { continue };
+            let Some(stream) = streams.get(&key) else {
+                continue;
+            };
             let mut qs = queries.remove(&key).unwrap_or_default();
             qs.sort_by_key(|q| q.at);
             let kind = stream.kind.as_str();
-            let spec_id = ForecastParams::kind_id(kind).ok_or_else(|| format!("no spec for {kind}"))?;
-            let spec = params.spec(spec_id).ok_or_else(|| format!("no spec for {kind}"))?;
+            let spec_id =
+                ForecastParams::kind_id(kind).ok_or_else(|| format!("no spec for {kind}"))?;
+            let spec = params
+                .spec(spec_id)
+                .ok_or_else(|| format!("no spec for {kind}"))?;
             slots.push(SlotEval {
                 key,
                 stream,
@@ -462,7 +541,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         }
         let mut f = DeviceForecaster::new();
         // The device's readings in time order: the slots' observations of the same time.
-        while let Some(ts) = slots.iter().filter_map(|s| s.stream.obs.get(s.next_obs).map(|o| o.ts)).min() {
+        while let Some(ts) = slots
+            .iter()
+            .filter_map(|s| s.stream.obs.get(s.next_obs).map(|o| o.ts))
+            .min()
+        {
             for s in slots.iter_mut() {
                 s.answer_until(ts, &f, &params, &away_here, cfg.line_min_days);
             }
@@ -470,7 +553,12 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let mut quality = None;
             for s in &slots {
                 if let Some(o) = s.stream.obs.get(s.next_obs).filter(|o| o.ts == ts) {
-                    readings.push(SlotReading { slot: s.key.1, spec: s.spec, ml_since_replacement: o.ml, replacements: o.repl });
+                    readings.push(SlotReading {
+                        slot: s.key.1,
+                        spec: s.spec,
+                        ml_since_replacement: o.ml,
+                        replacements: o.repl,
+                    });
                     if s.stream.kind == CartridgeKind::ReverseOsmosis {
                         quality = Some((s.key.1, o.tds_in, o.tds_out));
                     }
@@ -482,10 +570,14 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 f.observe_quality(&params, ts, slot, tds_in, tds_out);
             }
             for s in slots.iter_mut() {
-                let Some(o) = s.stream.obs.get(s.next_obs).copied().filter(|o| o.ts == ts) else { continue };
+                let Some(o) = s.stream.obs.get(s.next_obs).copied().filter(|o| o.ts == ts) else {
+                    continue;
+                };
                 s.next_obs += 1;
                 if accepted {
-                    if s.anchor.is_none_or(|a| a.repl != o.repl || s.last.is_some_and(|l| o.ml < l.ml)) {
+                    if s.anchor
+                        .is_none_or(|a| a.repl != o.repl || s.last.is_some_and(|l| o.ml < l.ml))
+                    {
                         s.anchor = Some(o);
                     }
                     s.last = Some(o);
@@ -504,10 +596,21 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 if q.horizon == usize::MAX {
                     continue;
                 }
-                let Some(at_truth) = qs.iter().zip(answers).find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth) else {
+                let Some(at_truth) = qs
+                    .iter()
+                    .zip(answers)
+                    .find(|(t, _)| t.horizon == usize::MAX && t.truth == q.truth)
+                else {
                     continue;
                 };
-                let (repl, Some((due, lo, hi, is_volume, days_seen)), Some(fixed), Some(line), longrun) = *a else {
+                let (
+                    repl,
+                    Some((due, lo, hi, is_volume, days_seen)),
+                    Some(fixed),
+                    Some(line),
+                    longrun,
+                ) = *a
+                else {
                     continue;
                 };
                 if repl != at_truth.1 .0 {
@@ -545,11 +648,17 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 });
                 let r = &mut report.horizons[q.horizon];
                 if let Some((t_meter, extrapolated)) = t_meter {
-                    r.vs_meter.errors.push((due - t_meter) as f64 / DAY_MS as f64);
+                    r.vs_meter
+                        .errors
+                        .push((due - t_meter) as f64 / DAY_MS as f64);
                     r.meter_floor.errors.push(d(t_meter));
                     if let Some((l, o)) = longrun {
-                        r.longrun_vs_meter.errors.push((l - t_meter) as f64 / DAY_MS as f64);
-                        r.away_oracle_vs_meter.errors.push((o - t_meter) as f64 / DAY_MS as f64);
+                        r.longrun_vs_meter
+                            .errors
+                            .push((l - t_meter) as f64 / DAY_MS as f64);
+                        r.away_oracle_vs_meter
+                            .errors
+                            .push((o - t_meter) as f64 / DAY_MS as f64);
                         r.longrun_vs_truth.errors.push(d(l));
                         r.away_oracle_vs_truth.errors.push(d(o));
                     }
@@ -606,7 +715,10 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
     for h in &r.horizons {
         let mut kinds: Vec<_> = h.per_kind.iter().collect();
         kinds.sort_by_key(|(k, _)| **k);
-        let kinds: Vec<String> = kinds.iter().map(|(k, (n, f, l))| format!("{k} {n}: {:.1} / {:.1}", f / *n as f64, l / *n as f64)).collect();
+        let kinds: Vec<String> = kinds
+            .iter()
+            .map(|(k, (n, f, l))| format!("{k} {n}: {:.1} / {:.1}", f / *n as f64, l / *n as f64))
+            .collect();
         s += &format!(
             "| {} d | {} | {:.2} d ({:+.2}) | {:.2} d | {:.2} d | {:+.0} % | {:.1} % | {:.1} d | {} |\n",
             h.horizon_days,
@@ -621,7 +733,10 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
             kinds.join(", ")
         );
     }
-    s += &format!("\nqueries where the age limit or RO rejection came first: {}\n", r.not_volume);
+    s += &format!(
+        "\nqueries where the age limit or RO rejection came first: {}\n",
+        r.not_volume
+    );
     s += "\nerror decomposition (MAE, days): meter floor = |meter date − true date| (an oracle that \
           knows the future use exactly, through the meter); forecaster and long-run-rate oracle \
           (look-ahead mean of the whole run) and absence oracle (knows the future holidays and the \
