@@ -61,7 +61,7 @@
 //! Limits: the forecaster sees the meter, not the true volume. A meter off by `e`
 //! moves the date by `capacity × e / daily use` at every horizon (±2 % meters: about
 //! 1.6–1.9 days of MAE on the simulated fleet even for a perfect forecast of use), and
-//! holidays cannot be foreseen, only priced in (`filter-eval` prints that
+//! holidays cannot be foreseen, only priced in (`eval filter` prints that
 //! decomposition).
 //!
 //! An update touches a fixed set of scalars (no allocation, except once when a slot is
@@ -70,7 +70,8 @@
 use statrs::function::erf::erfc;
 use thiserror::Error;
 
-const DAY_MS: i64 = 86_400_000;
+use protocol::catalog::DAY_MS;
+use protocol::message::CartridgeKind;
 const HOUR_MS: f64 = 3_600_000.0;
 /// Trip counts beyond this share the last mixture component.
 const MAX_TRIPS: usize = 12;
@@ -92,27 +93,24 @@ pub struct CartridgeSpec {
 impl CartridgeSpec {
     /// Contract names of the standard kinds, in the order of the table of
     /// [`ForecastParams::standard`] (the position is the kind's [`SpecId`]).
-    pub const KINDS: [&'static str; 4] = ["sediment", "carbon", "reverse_osmosis", "shower"];
+    pub const KINDS: [CartridgeKind; 4] = CartridgeKind::ALL;
 
-    /// Default specification of a kind by its contract name (`sediment`, `carbon`,
-    /// `reverse_osmosis`, `shower`): the rated litres the fleet simulator uses, common
-    /// vendor maximum ages (6, 12, 24 and 6 months), and the shower cartridge's flow
+    /// Default specification of a kind: its rated litres and maximum age from
+    /// `protocol::catalog`, and the shower cartridge's flow
     /// loss at capacity (20 %, the simulator's clogging model; purifier draws are
     /// dispensed by volume, so their cartridges' loading does not change the use).
-    pub fn for_kind(kind: &str) -> Option<CartridgeSpec> {
-        let (capacity_l, max_age_days, min_rejection, flow_loss_at_capacity) = match kind {
-            "sediment" => (1_500.0, 180.0, None, 0.0),
-            "carbon" => (3_000.0, 365.0, None, 0.0),
-            "reverse_osmosis" => (6_000.0, 730.0, Some(0.85), 0.0),
-            "shower" => (8_000.0, 180.0, None, 0.2),
-            _ => return None,
+    pub fn for_kind(kind: CartridgeKind) -> CartridgeSpec {
+        let (min_rejection, flow_loss_at_capacity) = match kind {
+            CartridgeKind::ReverseOsmosis => (Some(0.85), 0.0),
+            CartridgeKind::Shower => (None, 0.2),
+            CartridgeKind::Sediment | CartridgeKind::Carbon => (None, 0.0),
         };
-        Some(CartridgeSpec {
-            capacity_l,
-            max_age_days,
+        CartridgeSpec {
+            capacity_l: f64::from(kind.rated_litres()),
+            max_age_days: f64::from(kind.max_age_days()),
             min_rejection,
             flow_loss_at_capacity,
-        })
+        }
     }
 
     /// Flow factor at a load (volume through / rated capacity), in (0, 1].
@@ -319,16 +317,16 @@ impl ForecastParams {
     pub fn standard(config: ForecastConfig) -> Result<ForecastParams, ForecastError> {
         let specs = CartridgeSpec::KINDS
             .iter()
-            .filter_map(|kind| CartridgeSpec::for_kind(kind))
+            .map(|&kind| CartridgeSpec::for_kind(kind))
             .collect();
         ForecastParams::new(config, specs)
     }
 
-    /// The [`SpecId`] of a standard kind (contract name) in the table of
+    /// The [`SpecId`] of a standard kind in the table of
     /// [`standard`](Self::standard).
-    pub fn kind_id(kind: &str) -> Option<SpecId> {
-        let i = CartridgeSpec::KINDS.iter().position(|k| *k == kind)?;
-        u8::try_from(i).ok().map(SpecId)
+    pub fn kind_id(kind: CartridgeKind) -> SpecId {
+        // At most four kinds: the index always fits.
+        SpecId(kind.index() as u8)
     }
 
     /// The configuration.

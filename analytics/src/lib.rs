@@ -18,12 +18,10 @@
 pub mod detector;
 pub mod error;
 pub mod forecast;
-pub mod nab;
 pub mod rules;
-pub mod time;
 
 pub use detector::{DetectorConfig, StreamingDetector};
-pub use error::{AnalyticsError, ConfigError, NabError};
+pub use error::{AnalyticsError, ConfigError};
 pub use forecast::{
     CartridgeSpec, DeviceForecaster, DueReason, Forecast, ForecastConfig, ForecastError,
     ForecastParams, SlotReading, SpecId,

@@ -407,15 +407,7 @@ impl Fixture {
 
     /// The cartridge kinds by slot for this model.
     pub fn cartridge_kinds(&self) -> &'static [CartridgeKind] {
-        match self.model {
-            Model::Toilet => &[],
-            Model::Purifier => &[
-                CartridgeKind::Sediment,
-                CartridgeKind::Carbon,
-                CartridgeKind::ReverseOsmosis,
-            ],
-            Model::Shower => &[CartridgeKind::Shower],
-        }
+        self.model.cartridge_kinds()
     }
 
     fn kind_index(kind: SessionKind) -> usize {

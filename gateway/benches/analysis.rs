@@ -10,15 +10,15 @@ use gateway::analysis::{AnalysisCost, AnalyticsConfig, Analyzer};
 use gateway::ingest::decode::{decode, Message};
 
 fn fleet_stream() -> Vec<(String, Message)> {
-    let cfg = fleet_sim::FleetConfig {
+    let cfg = simulator::FleetConfig {
         devices: 300,
         days: 30,
         seed: 7,
         end_ms: 1_790_000_000_000,
-        mix: fleet_sim::FaultMix::default_mix(),
-        ..fleet_sim::FleetConfig::default()
+        mix: simulator::FaultMix::default_mix(),
+        ..simulator::FleetConfig::default()
     };
-    let (messages, _) = fleet_sim::Fleet::generate_all(cfg).expect("fleet");
+    let (messages, _) = simulator::Fleet::generate_all(cfg).expect("fleet");
     let limits = protocol::validate::Limits {
         max_age_ms: i64::MAX / 4,
         max_future_ms: i64::MAX / 4,

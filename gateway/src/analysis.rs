@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::decode::Message;
 use crate::store::{FieldValue, Point};
 
-const DAY_MS: i64 = 86_400_000;
+use protocol::catalog::DAY_MS;
 
 /// `[analytics]` of the gateway's config.
 #[derive(Debug, Clone, Deserialize)]
@@ -483,14 +483,14 @@ fn forecast_cartridges(
     points: &mut Vec<Point>,
 ) {
     readings.clear();
-    readings.extend(cartridges.iter().filter_map(|c| {
-        let spec = ForecastParams::kind_id(c.kind.as_str())?;
-        Some(SlotReading {
+    readings.extend(cartridges.iter().map(|c| {
+        let spec = ForecastParams::kind_id(c.kind);
+        SlotReading {
             slot: c.slot,
             spec,
             ml_since_replacement: c.ml_since_replacement,
             replacements: c.replacements,
-        })
+        }
     }));
     if forecasts.forecaster.observe(params, ts, readings).is_err() {
         return; // out of order (a late message): the forecaster keeps its state
@@ -626,8 +626,8 @@ mod tests {
     /// Runs a simulated fleet's messages through decode and an analyzer; with `restart_half_way`,
     /// the analyzer is snapshotted and replaced by a restored one at the middle message.
     fn run_fleet(restart_half_way: bool) -> (Vec<DeviceFinding>, usize) {
-        use fleet_sim::faults::{FaultKind, Injection};
-        let cfg = fleet_sim::FleetConfig {
+        use simulator::faults::{FaultKind, Injection};
+        let cfg = simulator::FleetConfig {
             devices: 6,
             days: 12,
             seed: 5,
@@ -636,9 +636,9 @@ mod tests {
                 Injection::on("toilet-0000", FaultKind::Leak, 8.0, Some(1.0)),
                 Injection::on("shower-0002", FaultKind::Offline, 9.0, Some(1.0)),
             ],
-            ..fleet_sim::FleetConfig::default()
+            ..simulator::FleetConfig::default()
         };
-        let (messages, _) = fleet_sim::Fleet::generate_all(cfg).unwrap();
+        let (messages, _) = simulator::Fleet::generate_all(cfg).unwrap();
         let limits = protocol::validate::Limits {
             max_age_ms: i64::MAX / 4,
             max_future_ms: i64::MAX / 4,
@@ -711,12 +711,12 @@ mod tests {
 
     #[test]
     fn an_old_format_snapshot_keeps_its_rules_and_starts_the_forecasts_afresh() {
-        let (messages, _) = fleet_sim::Fleet::generate_all(fleet_sim::FleetConfig {
+        let (messages, _) = simulator::Fleet::generate_all(simulator::FleetConfig {
             devices: 3,
             days: 8,
             seed: 3,
             end_ms: 1_790_000_000_000,
-            ..fleet_sim::FleetConfig::default()
+            ..simulator::FleetConfig::default()
         })
         .unwrap();
         let limits = protocol::validate::Limits {

@@ -1,15 +1,15 @@
 //! The demo fleet of the zero-setup run (`gateway --demo N`): the fleet simulator
-//! (`fleet-sim`, running the real firmware logic in simulated households, with the
+//! (`simulator`, running the real firmware logic in simulated households, with the
 //! default fault mix) replays the last seven days of N fixtures at one simulated
 //! hour per second into the gateway's broker, so a newcomer sees telemetry,
 //! usage sessions and faults arrive within seconds. For tests and benchmarks use
-//! `fixture-sim` directly.
+//! `simulator` directly.
 
 use std::time::Duration;
 
-use fleet_sim::faults::FaultMix;
-use fleet_sim::publish::{publish_fleet, BrokerUrl, PublisherConfig, Speed};
-use fleet_sim::{Fleet, FleetConfig};
+use simulator::faults::FaultMix;
+use simulator::publish::{publish_fleet, BrokerUrl, PublisherConfig, Speed};
+use simulator::{Fleet, FleetConfig};
 use tokio::sync::watch;
 
 /// Simulated seconds per real second.
@@ -107,22 +107,22 @@ pub fn register(
                 },
             })?;
         }
-        let model = fleet_sim::fleet::model_of(i);
-        let cartridges = fleet_sim::device::cartridge_kinds(model)
+        let model = simulator::fleet::model_of(i);
+        let cartridges = model
+            .cartridge_kinds()
             .iter()
             .zip(0u8..)
             .map(|(&kind, slot)| CartridgeSpec {
                 slot,
                 kind,
-                rated_litres: fleet_sim::device::rated_litres(kind),
-                max_age_days: analytics::CartridgeSpec::for_kind(kind.as_str())
-                    .map_or(365, |s| s.max_age_days as u32),
+                rated_litres: kind.rated_litres(),
+                max_age_days: kind.max_age_days(),
                 replaced_ts_ms: None,
                 replacements: 0,
             })
             .collect();
         engine.put_device(&Device {
-            id: fleet_sim::fleet::device_id(i),
+            id: simulator::fleet::device_id(i),
             home_id,
             model,
             installed_ts_ms: now_ms - 7 * 86_400_000,

@@ -8,7 +8,7 @@
 //! - [`store`]: line protocol, InfluxDB v1/v2, SQLite, the spool, retries, the durable writer.
 //! - [`state`]: the state database (dead letters, per-device sequence state).
 //! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
-//! - [`demo`]: a simulated fleet (the `fleet-sim` crate) for the zero-setup run.
+//! - [`demo`]: a simulated fleet (the `simulator` crate) for the zero-setup run.
 //! - The `maintenance` crate, when `[maintenance]` is configured: device faults and
 //!   cartridge replacements feed it from [`ingest::pipeline`]; its API is nested under `/api`.
 //!

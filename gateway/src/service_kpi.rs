@@ -13,7 +13,7 @@ use crate::ingest::pipeline::now_ms;
 use crate::store::durable::DurableWriter;
 use crate::store::{FieldValue, Point};
 
-const WEEK_MS: i64 = 7 * 86_400_000;
+use protocol::catalog::WEEK_MS;
 
 /// The points of one KPI snapshot at `now`.
 pub fn snapshot(engine: &maintenance::Engine, now: i64) -> Result<Vec<Point>, maintenance::Error> {

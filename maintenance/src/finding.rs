@@ -1,13 +1,13 @@
-//! The engine's input: a [`Finding`] about one device, as produced by the analytics crate
+//! The engine's input: a [`Finding`] about one device, as produced by the analytics rules
 //! or by a device's own fault event (the mapping from [`protocol::message::FaultCode`] is
-//! `From<FaultCode> for FindingKind`, in the analytics crate beside the kinds).
+//! `From<FaultCode> for FindingKind`, in `protocol::finding` beside the kinds).
 
 use protocol::message::Severity;
 use serde::{Deserialize, Serialize};
 
-/// The kinds, states and resources are the analytics crate's (one vocabulary for the
+/// The kinds, states and resources are `protocol::finding`'s (one vocabulary for the
 /// rules that find conditions and the engine that acts on them).
-pub use analytics::rules::{FindingKind, FindingState, Resource};
+pub use protocol::finding::{FindingKind, FindingState, Resource};
 
 /// One finding about one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

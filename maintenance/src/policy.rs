@@ -16,7 +16,7 @@ use crate::templates::Template;
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../policy.default.toml");
 
 const HOUR_MS: f64 = 3_600_000.0;
-const DAY_MS: i64 = 86_400_000;
+use protocol::catalog::DAY_MS;
 
 /// Ticket priority, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -17,10 +17,10 @@ use crate::policy::Policy;
 use crate::registry::{parse_hhmm, Channel, Home};
 use crate::templates::Template;
 
-/// One week in ms.
-pub const WEEK_MS: i64 = 7 * 86_400_000;
 /// One day in ms.
-pub const DAY_MS: i64 = 86_400_000;
+pub use protocol::catalog::DAY_MS;
+/// One week in ms.
+pub use protocol::catalog::WEEK_MS;
 
 /// A reminder as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

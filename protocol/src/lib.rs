@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`topic`]: `fixtures/{device_id}/{telemetry|event|status|cmd}` parsing and formatting.
 //! - [`message`]: the payload types, one per topic kind, and the three fixture models.
+//! - [`catalog`]: models' cartridges, rated capacities, maximum ages; time constants.
+//! - [`finding`]: the finding vocabulary shared by the analytics and the maintenance engine.
 //! - [`validate`]: limits (id charset, timestamp window, ranges, finiteness, size cap).
 //!
 //! # Invariants
@@ -31,6 +33,8 @@
 //! ```
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod catalog;
+pub mod finding;
 pub mod message;
 pub mod topic;
 pub mod validate;

@@ -28,7 +28,7 @@ impl Default for Limits {
     }
 }
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
+use crate::catalog::DAY_MS;
 
 /// Physical bounds; values outside them are sensor faults or forgeries.
 mod bounds {

@@ -114,29 +114,6 @@ impl embedded_hal::digital::InputPin for NoPin {
     }
 }
 
-/// Rated capacity of each cartridge kind, litres.
-pub fn rated_litres(kind: CartridgeKind) -> u32 {
-    match kind {
-        CartridgeKind::Sediment => 1_500,
-        CartridgeKind::Carbon => 3_000,
-        CartridgeKind::ReverseOsmosis => 6_000,
-        CartridgeKind::Shower => 8_000,
-    }
-}
-
-/// The cartridge kinds of a model, by slot.
-pub fn cartridge_kinds(model: Model) -> &'static [CartridgeKind] {
-    match model {
-        Model::Toilet => &[],
-        Model::Purifier => &[
-            CartridgeKind::Sediment,
-            CartridgeKind::Carbon,
-            CartridgeKind::ReverseOsmosis,
-        ],
-        Model::Shower => &[CartridgeKind::Shower],
-    }
-}
-
 /// Tick inputs from the usage player.
 #[derive(Debug, Clone, Copy, Default)]
 struct In {
@@ -203,11 +180,11 @@ impl SimDevice {
         // Meters are within ±2 % of their nominal calibration.
         let pulses_per_true_litre =
             f64::from(PULSES_PER_LITRE) * (1.0 + rng.random_range(-0.02..0.02));
-        let kinds = cartridge_kinds(model);
+        let kinds = model.cartridge_kinds();
         let mut cart_true_ml = [0.0; 4];
         let mut counters = Counters::default();
         for (slot, kind) in kinds.iter().enumerate() {
-            let used = rng.random_range(0.0..0.9) * f64::from(rated_litres(*kind)) * 1000.0;
+            let used = rng.random_range(0.0..0.9) * f64::from(kind.rated_litres()) * 1000.0;
             cart_true_ml[slot] = used;
             counters.cartridges[slot].ml =
                 (used * pulses_per_true_litre / f64::from(PULSES_PER_LITRE)) as u64;
@@ -405,8 +382,8 @@ impl SimDevice {
     fn flow_factor(&mut self, t: i64) -> f64 {
         let p = self.static_pressure_kpa(t);
         let mut f = (p / 300.0).sqrt().clamp(0.3, 1.3);
-        if let Some(kind) = cartridge_kinds(self.model).first() {
-            let load = (self.cart_true_ml[0] / (f64::from(rated_litres(*kind)) * 1000.0)).min(1.2);
+        if let Some(kind) = self.model.cartridge_kinds().first() {
+            let load = (self.cart_true_ml[0] / (f64::from(kind.rated_litres()) * 1000.0)).min(1.2);
             f *= 1.0 - 0.2 * load * load;
         }
         if let Some(c) = self.active(FaultKind::InletClog, t) {
@@ -611,9 +588,9 @@ impl SimDevice {
         self.pulses_fed = pulses;
         let flow_ml = self.meter.take_ml();
         // Filters: the true water through them, and the day each reaches its rating.
-        for (slot, kind) in cartridge_kinds(self.model).iter().enumerate() {
+        for (slot, kind) in self.model.cartridge_kinds().iter().enumerate() {
             self.cart_true_ml[slot] += ml;
-            let rated = rated_litres(*kind);
+            let rated = kind.rated_litres();
             if !self.cart_done[slot] && self.cart_true_ml[slot] >= f64::from(rated) * 1000.0 {
                 self.cart_done[slot] = true;
                 // Most households get the cartridge replaced 2–30 days later.
@@ -649,7 +626,7 @@ impl SimDevice {
     /// A technician's visit: the service tool sends the firmware the same
     /// `reset_cartridge` command the gateway would.
     fn service(&mut self, t: i64) {
-        for slot in 0..cartridge_kinds(self.model).len() {
+        for slot in 0..self.model.cartridge_kinds().len() {
             if self.replace_at[slot].is_none_or(|at| t < at) {
                 continue;
             }
@@ -667,7 +644,7 @@ impl SimDevice {
             if node.handle_command(&cmd, t) {
                 self.cart_true_ml[slot] = 0.0;
                 self.cart_done[slot] = false;
-                let kind = cartridge_kinds(self.model)[slot];
+                let kind = self.model.cartridge_kinds()[slot];
                 self.truth.push(Truth::CartridgeReplaced {
                     device: self.id.clone(),
                     slot: slot as u8,
@@ -714,7 +691,7 @@ impl SimDevice {
             Model::Purifier => {
                 let tds_in = self.household.site.inlet_tds_ppm * (1.0 + normal(rng, 0.0, 0.02));
                 let ro_load = self.cart_true_ml[2]
-                    / (f64::from(rated_litres(CartridgeKind::ReverseOsmosis)) * 1000.0);
+                    / (f64::from(CartridgeKind::ReverseOsmosis.rated_litres()) * 1000.0);
                 let rejection = (0.04 + 0.3 * (ro_load - 0.8).max(0.0)).min(0.5);
                 let tds_out = tds_in * rejection + drift.unwrap_or(0.0) * 80.0;
                 s.pressure_pa = (!dropout).then(|| (p_kpa.max(0.0) * 1000.0) as i32);

@@ -2,7 +2,7 @@
 //! simulated one day at a time into a deterministic, time-ordered message stream.
 //!
 //! ```no_run
-//! use fleet_sim::{Fleet, FleetConfig};
+//! use simulator::{Fleet, FleetConfig};
 //! let mut fleet = Fleet::new(FleetConfig { devices: 30, days: 7, ..FleetConfig::default() }).unwrap();
 //! while let Some(batch) = fleet.next_batch() {
 //!     for m in batch {

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 /// Milliseconds in a day.
-pub const DAY_MS: i64 = 86_400_000;
+pub use protocol::catalog::DAY_MS;
 /// Milliseconds in an hour.
 pub const HOUR_MS: i64 = 3_600_000;
 const MIN_MS: i64 = 60_000;

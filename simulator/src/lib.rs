@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use fleet_sim::{Fleet, FleetConfig, publish::{Publisher, PublisherConfig, Pacer, Speed}};
+//! use simulator::{Fleet, FleetConfig, publish::{Publisher, PublisherConfig, Pacer, Speed}};
 //! let mut fleet = Fleet::new(FleetConfig { devices: 30, days: 7, seed: 7, ..FleetConfig::default() })?;
 //! let mut publisher = Publisher::connect(&PublisherConfig::new("mqtt://127.0.0.1:1883".parse()?)).await?;
 //! let pacer = Pacer::new(Speed::Max, fleet.start_ms());

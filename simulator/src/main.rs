@@ -1,10 +1,10 @@
-//! `fixture-sim`: simulate a fleet of smart fixtures and publish it to an MQTT broker.
+//! `simulator`: simulate a fleet of smart fixtures and publish it to an MQTT broker.
 //!
 //! ```text
-//! fixture-sim --broker mqtt://127.0.0.1:1883 --devices 1000 --days 90 --speed max \
+//! simulator --broker mqtt://127.0.0.1:1883 --devices 1000 --days 90 --speed max \
 //!             --seed 7 --faults default --truth truth.jsonl [--telemetry-every-min 15]
-//! fixture-sim --devices 1000 --days 90 --out messages.jsonl      # no broker: write the stream
-//! fixture-sim bench --devices 1000 --days 30 [--broker mqtt://127.0.0.1:1883 --seconds 20]
+//! simulator --devices 1000 --days 90 --out messages.jsonl      # no broker: write the stream
+//! simulator bench --devices 1000 --days 30 [--broker mqtt://127.0.0.1:1883 --seconds 20]
 //! ```
 
 use std::io::{BufWriter, Write};
@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use fleet_sim::faults::{FaultMix, Scenario};
-use fleet_sim::fleet::now_ms;
-use fleet_sim::publish::{BrokerUrl, Pacer, Publisher, PublisherConfig, Speed};
-use fleet_sim::{Fleet, FleetConfig};
 use indicatif::{ProgressBar, ProgressStyle};
+use simulator::faults::{FaultMix, Scenario};
+use simulator::fleet::now_ms;
+use simulator::publish::{BrokerUrl, Pacer, Publisher, PublisherConfig, Speed};
+use simulator::{Fleet, FleetConfig};
 
 /// Simulate smart toilets, purifiers and showers in households, and publish their telemetry.
 #[derive(Debug, Parser)]
-#[command(name = "fixture-sim", version)]
+#[command(name = "simulator", version)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

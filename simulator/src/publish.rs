@@ -105,7 +105,7 @@ impl PublisherConfig {
             connections: 2,
             inflight: 100,
             channel_capacity: 1000,
-            client_prefix: "fixture-sim".into(),
+            client_prefix: "simulator".into(),
         }
     }
 }

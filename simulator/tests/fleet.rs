@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use fleet_sim::faults::{FaultKind, FaultMix, Injection, Truth};
-use fleet_sim::{Fleet, FleetConfig, OutMessage};
 use protocol::message::{
     Event, EventKind, FaultCode, FaultState, Presence, Reading, Status, Telemetry,
 };
 use protocol::topic::{Channel, Topic};
 use protocol::validate::{check_event, check_status, check_telemetry, Limits};
+use simulator::faults::{FaultKind, FaultMix, Injection, Truth};
+use simulator::{Fleet, FleetConfig, OutMessage};
 
 const END: i64 = 1_764_000_000_000; // 2025-11-24 16:00 UTC
 const HOUR: i64 = 3_600_000;
@@ -468,6 +468,6 @@ fn bad_configurations_are_rejected() {
     };
     assert!(matches!(
         Fleet::new(bad),
-        Err(fleet_sim::FleetError::UnknownDevice(_))
+        Err(simulator::FleetError::UnknownDevice(_))
     ));
 }

@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleet_sim::faults::FaultMix;
-use fleet_sim::publish::{Pacer, Publisher, PublisherConfig, Speed};
-use fleet_sim::{Fleet, FleetConfig};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use simulator::faults::FaultMix;
+use simulator::publish::{Pacer, Publisher, PublisherConfig, Speed};
+use simulator::{Fleet, FleetConfig};
 
 /// A Mosquitto process on 127.0.0.1, killed on drop.
 struct Mosquitto {
@@ -48,7 +48,7 @@ impl Mosquitto {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!(
-            "fleet-sim-mosquitto-{}-{nanos}",
+            "simulator-mosquitto-{}-{nanos}",
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -92,7 +92,7 @@ async fn publishes_every_message_with_qos1_and_counts_the_pubacks() {
     let cfg = FleetConfig {
         devices: 9,
         days: 2,
-        end_ms: fleet_sim::fleet::now_ms(),
+        end_ms: simulator::fleet::now_ms(),
         seed: 1,
         telemetry_every_min: 15,
         mix: FaultMix::default_mix(),
@@ -103,7 +103,7 @@ async fn publishes_every_message_with_qos1_and_counts_the_pubacks() {
 
     // A subscriber that counts what the broker delivers.
     let mut opts = MqttOptions::new(
-        format!("fleet-sim-test-sub-{}", std::process::id()),
+        format!("simulator-test-sub-{}", std::process::id()),
         "127.0.0.1",
         broker.port,
     );
@@ -165,7 +165,7 @@ async fn publish_fleet_helper_sends_a_whole_fleet() {
     let cfg = FleetConfig {
         devices: 3,
         days: 1,
-        end_ms: fleet_sim::fleet::now_ms(),
+        end_ms: simulator::fleet::now_ms(),
         seed: 2,
         telemetry_every_min: 60,
         mix: FaultMix::default(),
@@ -175,7 +175,7 @@ async fn publish_fleet_helper_sends_a_whole_fleet() {
     let mut fleet = Fleet::new(cfg).unwrap();
     let pc = PublisherConfig::new(format!("mqtt://127.0.0.1:{}", broker.port).parse().unwrap());
     let mut days = 0;
-    let stats = fleet_sim::publish::publish_fleet(
+    let stats = simulator::publish::publish_fleet(
         &mut fleet,
         &pc,
         Speed::Max,
@@ -200,7 +200,7 @@ async fn unreachable_broker_is_a_connect_error() {
 
 #[test]
 fn broker_urls_parse() {
-    use fleet_sim::publish::BrokerUrl;
+    use simulator::publish::BrokerUrl;
     let u: BrokerUrl = "mqtt://127.0.0.1:1884".parse().unwrap();
     assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 1884));
     let u: BrokerUrl = "localhost".parse().unwrap();

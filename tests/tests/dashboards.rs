@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use e2e_tests::*;
-use fleet_sim::faults::{FaultKind, FaultMix, Injection};
-use fleet_sim::{Fleet, FleetConfig};
 use serde_json::Value;
+use simulator::faults::{FaultKind, FaultMix, Injection};
+use simulator::{Fleet, FleetConfig};
 
 const DB: &str = "fixtures";
 const DAYS: u32 = 7;
@@ -60,8 +60,8 @@ fn register_fleet(work: &std::path::Path, cfg: &FleetConfig) -> (String, String)
     let devices: Vec<(String, protocol::message::Model)> = (0..cfg.devices)
         .map(|i| {
             (
-                fleet_sim::fleet::device_id(i),
-                fleet_sim::fleet::model_of(i),
+                simulator::fleet::device_id(i),
+                simulator::fleet::model_of(i),
             )
         })
         .collect();

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use e2e_tests::*;
-use fleet_sim::faults::{FaultKind, FaultMix, Injection};
-use fleet_sim::fleet::{device_id, model_of};
-use fleet_sim::{Fleet, FleetConfig, Truth};
 use serde_json::Value;
+use simulator::faults::{FaultKind, FaultMix, Injection};
+use simulator::fleet::{device_id, model_of};
+use simulator::{Fleet, FleetConfig, Truth};
 
 const DB: &str = "fixtures";
 const DEVICES: u32 = 15;

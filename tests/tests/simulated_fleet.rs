@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use e2e_tests::*;
-use fleet_sim::faults::{FaultKind, FaultMix, Injection, Truth};
-use fleet_sim::{Fleet, FleetConfig};
+use simulator::faults::{FaultKind, FaultMix, Injection, Truth};
+use simulator::{Fleet, FleetConfig};
 
 const DB: &str = "simulated_fleet";
 

@@ -1,6 +1,6 @@
 //! [`DetectorConfig`]: the parameters of [`super::StreamingDetector`], their defaults
-//! (the general-purpose set used by `nab-detect`), range checks, and setting a
-//! parameter by name (for `nab-eval --set` experiments).
+//! (the general-purpose set used by `eval nab detect`), range checks, and setting a
+//! parameter by name (for `eval nab run --set` experiments).
 //!
 //! Rates are per point (per finite update), not per unit of time; the rate actually
 //! used is never below `1/n` (a plain running mean while fewer than `1/rate` points
@@ -9,7 +9,7 @@
 use crate::error::ConfigError;
 
 /// Detector parameters. [`DetectorConfig::default`] is the general-purpose set used
-/// by `nab-detect`; the values are round numbers, not fitted per series.
+/// by `eval nab detect`; the values are round numbers, not fitted per series.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetectorConfig {
     /// Points seen before any non-zero score is reported. The first half only trains
@@ -98,7 +98,7 @@ impl Default for DetectorConfig {
 }
 
 impl DetectorConfig {
-    /// Set a parameter by its field name (for experiments, e.g. `nab-eval --set`);
+    /// Set a parameter by its field name (for experiments, e.g. `eval nab run --set`);
     /// integer fields are truncated. Returns `false` if there is no such parameter.
     /// Call [`DetectorConfig::validate`] afterwards.
     pub fn set(&mut self, name: &str, x: f64) -> bool {

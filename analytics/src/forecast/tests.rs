@@ -2,6 +2,7 @@
 //! then a three-slot purifier (usage learned once, slots independent, state size).
 
 use super::*;
+use protocol::message::Model;
 
 const H: i64 = 3_600_000;
 
@@ -318,9 +319,11 @@ fn errors_are_typed() {
 
 #[test]
 fn state_is_small() {
-    assert!(CartridgeSpec::for_kind("shower").is_some());
-    assert!(CartridgeSpec::for_kind("nope").is_none());
-    assert_eq!(ForecastParams::kind_id("shower"), Some(SpecId(3)));
+    assert_eq!(
+        CartridgeSpec::for_kind(CartridgeKind::Shower).capacity_l,
+        8_000.0
+    );
+    assert_eq!(ForecastParams::kind_id(CartridgeKind::Shower), SpecId(3));
     assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-6);
     let mut shower = OneSlot::new(ForecastConfig::default(), spec(8000.0, 180.0));
     feed(&mut shower, MONDAY, 0, 3, 0.0, 0, |_| 100.0);
@@ -460,7 +463,7 @@ fn feed_purifier(
     replace: Option<(i64, usize)>,
     per_day: impl Fn(i64) -> f64,
 ) -> [u64; 3] {
-    let kinds = ["sediment", "carbon", "reverse_osmosis"];
+    let kinds = Model::Purifier.cartridge_kinds();
     // Counters as `feed` computes them: the start plus the rounded water since, less
     // the water before a replacement.
     let mut water = 0.0f64;
@@ -488,7 +491,7 @@ fn feed_purifier(
                 ml[i] = (start[i] as i64 + water.round() as i64 - since[i]) as u64;
                 *r = SlotReading {
                     slot: i as u8,
-                    spec: ForecastParams::kind_id(kinds[i]).unwrap(),
+                    spec: ForecastParams::kind_id(kinds[i]),
                     ml_since_replacement: ml[i],
                     replacements: repl[i],
                 };
@@ -525,11 +528,8 @@ fn a_three_slot_purifier_learns_its_use_once_and_a_replacement_touches_one_slot(
     // The slots fed by the same water forecast from the same learned use: each equals a
     // one-slot forecaster fed that slot's counters alone.
     for slot in 0..3u8 {
-        let kind = ["sediment", "carbon", "reverse_osmosis"][usize::from(slot)];
-        let mut alone = OneSlot::new(
-            ForecastConfig::default(),
-            CartridgeSpec::for_kind(kind).unwrap(),
-        );
+        let kind = Model::Purifier.cartridge_kinds()[usize::from(slot)];
+        let mut alone = OneSlot::new(ForecastConfig::default(), CartridgeSpec::for_kind(kind));
         feed(
             &mut alone,
             MONDAY,

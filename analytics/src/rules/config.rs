@@ -1,12 +1,10 @@
 //! [`RulesConfig`]: every threshold of the fault rules, with defaults that suit the
-//! fixtures of contract v1 (tuned on the fleet simulator, see `fault-eval`).
+//! fixtures of contract v1 (tuned on the fleet simulator, see `eval fault`).
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 60 * MINUTE_MS;
-const DAY_MS: i64 = 24 * HOUR_MS;
+use protocol::catalog::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// Thresholds of the abnormal-usage rule for one resource: a day's total is abnormal
 /// when it exceeds **all three** of `median + k·σ`, `min_ratio × median` and

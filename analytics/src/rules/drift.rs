@@ -12,7 +12,7 @@ use super::compact::Maybe;
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
-const BASELINE_EVERY_MS: i64 = 3 * 86_400_000;
+const BASELINE_EVERY_MS: i64 = 3 * protocol::catalog::DAY_MS;
 
 /// Drift state of one device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::config::UsageThresholds;
 use super::stats::{RobustSummary, SampleWindow};
 
-const DAY_MS: i64 = 86_400_000;
+use protocol::catalog::DAY_MS;
 
 /// Daily-total state of one resource of one device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

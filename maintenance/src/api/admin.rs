@@ -138,7 +138,7 @@ async fn fleet(
     if !(1..=90).contains(&days) {
         return Err(ApiError::invalid("days", "1 to 90"));
     }
-    const DAY: i64 = 86_400_000;
+    const DAY: i64 = protocol::catalog::DAY_MS;
     // Whole days, the last one being today (UTC), so buckets line up with dates.
     let to = (s.now().div_euclid(DAY) + 1) * DAY;
     let from = to - i64::from(days) * DAY;

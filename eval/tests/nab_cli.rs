@@ -1,4 +1,4 @@
-//! Integration tests: `nab-detect` CSV round trip and error messages, and a full
+//! Integration tests: `eval nab detect` CSV round trip and error messages, and a full
 //! detector + scorer run over the NAB development subset with a score floor.
 
 use std::collections::BTreeMap;
@@ -6,8 +6,8 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use analytics::nab::{parse_data_line, parse_profiles, parse_windows, score_corpus, FileScores};
 use analytics::{DetectorConfig, StreamingDetector};
+use eval::nab::{parse_data_line, parse_profiles, parse_windows, score_corpus, FileScores};
 
 fn nab_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/nab")
@@ -20,7 +20,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 #[test]
-fn nab_detect_round_trip() {
+fn eval_nab_detect_round_trip() {
     let input = tmp("in.csv");
     let output = tmp("out.csv");
     let mut text = String::from("timestamp,value\n");
@@ -33,15 +33,17 @@ fn nab_detect_round_trip() {
         ));
     }
     fs::write(&input, &text).expect("write input");
-    let st = Command::new(env!("CARGO_BIN_EXE_nab-detect"))
+    let st = Command::new(env!("CARGO_BIN_EXE_eval"))
         .args([
+            "nab",
+            "detect",
             "--input",
             input.to_str().unwrap_or(""),
             "--output",
             output.to_str().unwrap_or(""),
         ])
         .status()
-        .expect("run nab-detect");
+        .expect("run eval nab detect");
     assert!(st.success());
     let out = fs::read_to_string(&output).expect("read output");
     let mut lines = out.lines();
@@ -68,35 +70,39 @@ fn nab_detect_round_trip() {
 }
 
 #[test]
-fn nab_detect_reports_bad_line() {
+fn eval_nab_detect_reports_bad_line() {
     let input = tmp("bad.csv");
     fs::write(
         &input,
         "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,oops\n",
     )
     .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_nab-detect"))
+    let out = Command::new(env!("CARGO_BIN_EXE_eval"))
         .args([
+            "nab",
+            "detect",
             "--input",
             input.to_str().unwrap_or(""),
             "--output",
             tmp("bad-out.csv").to_str().unwrap_or(""),
         ])
         .output()
-        .expect("run nab-detect");
+        .expect("run eval nab detect");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("oops"), "{err}");
     fs::write(&input, "time,val\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_nab-detect"))
+    let out = Command::new(env!("CARGO_BIN_EXE_eval"))
         .args([
+            "nab",
+            "detect",
             "--input",
             input.to_str().unwrap_or(""),
             "--output",
             tmp("bad-out.csv").to_str().unwrap_or(""),
         ])
         .output()
-        .expect("run nab-detect");
+        .expect("run eval nab detect");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("header"));
 }

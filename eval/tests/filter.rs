@@ -1,9 +1,7 @@
 //! Small, fast evaluation of the filter due-date forecaster on a simulated fleet:
 //! it must beat the straight-line baseline.
 
-#[path = "../src/bin/common/filter_eval.rs"]
-#[allow(dead_code)]
-mod harness;
+use eval::filter as harness;
 
 #[test]
 fn forecaster_beats_the_straight_line_on_a_small_fleet() {

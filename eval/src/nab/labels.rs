@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::error::NabError;
+use crate::nab::error::NabError;
 use crate::nab::scorer::CostMatrix;
-use crate::time::parse_timestamp_ms;
+use crate::nab::time::parse_timestamp_ms;
 
 /// A NAB application profile: its name and its cost matrix.
 #[derive(Debug, Clone, PartialEq)]

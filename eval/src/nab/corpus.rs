@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::NabError;
+use crate::nab::error::NabError;
 use crate::nab::labels::{Profile, Window};
 use crate::nab::scorer::{
     normalized_score, optimize_threshold, score_at_threshold, sweep_file, SweepPoint,

@@ -1,7 +1,7 @@
 //! Parsing of NAB-style timestamps (`YYYY-MM-DD HH:MM:SS[.ffffff]`, no zone) into
 //! milliseconds since the Unix epoch, treating them as UTC. Pure, no clock.
 
-use crate::error::NabError;
+use crate::nab::error::NabError;
 
 fn bad(text: &str, reason: &'static str) -> NabError {
     NabError::BadTimestamp {

@@ -1,11 +1,9 @@
 //! Small, fast evaluation of the fault rules on a simulated fleet with many faults:
 //! every kind that has truth is found, and nearly nothing else is.
 
-#[path = "../src/bin/common/fault_eval.rs"]
-#[allow(dead_code)]
-mod harness;
+use eval::fault as harness;
 
-use fleet_sim::faults::FaultMix;
+use simulator::faults::FaultMix;
 
 #[test]
 fn rules_find_the_injected_faults_of_a_small_fleet() {

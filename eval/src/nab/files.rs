@@ -1,69 +1,16 @@
-//! File-level helpers shared by the NAB binaries (`nab-detect`, `nab-score`,
-//! `nab-eval`): streaming detection of one CSV file, loading results, and the
+//! File-level helpers of `eval nab` (`detect`, `score`, `run`): streaming detection of one CSV file, loading results, and the
 //! printed per-file / totals report. All the file I/O of the crate lives here.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use analytics::nab::csv::check_data_header;
-use analytics::nab::labels::Window;
-use analytics::nab::{parse_data_line, parse_profiles, parse_results_csv, parse_windows};
-use analytics::nab::{score_corpus, FileScores, Profile, ProfileResult};
+use crate::nab::csv::check_data_header;
+use crate::nab::labels::Window;
+use crate::nab::{parse_data_line, parse_profiles, parse_results_csv, parse_windows};
+use crate::nab::{score_corpus, FileScores, Profile, ProfileResult};
 use analytics::{DetectorConfig, StreamingDetector};
-
-/// Minimal `--flag value` argument parser.
-pub struct Args {
-    pairs: Vec<(String, String)>,
-}
-
-impl Args {
-    /// Parse `std::env::args()`, accepting only the given flags.
-    pub fn parse(allowed: &[&str], usage: &str) -> Result<Self, String> {
-        let mut pairs = Vec::new();
-        let mut it = std::env::args().skip(1);
-        while let Some(a) = it.next() {
-            if a == "-h" || a == "--help" {
-                println!("{usage}");
-                std::process::exit(0);
-            }
-            if !allowed.contains(&a.as_str()) {
-                return Err(format!("unknown argument {a:?}\n{usage}"));
-            }
-            let v = it
-                .next()
-                .ok_or_else(|| format!("{a} needs a value\n{usage}"))?;
-            pairs.push((a, v));
-        }
-        Ok(Self { pairs })
-    }
-
-    /// Value of a flag, if given.
-    pub fn get(&self, flag: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == flag)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All values of a repeatable flag, in order.
-    pub fn get_all(&self, flag: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(k, _)| k == flag)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// Value of a required flag.
-    pub fn require(&self, flag: &str) -> Result<&str, String> {
-        self.get(flag)
-            .ok_or_else(|| format!("missing required {flag}"))
-    }
-}
 
 /// Run the detector over one NAB data file in a single streaming pass, writing
 /// `timestamp,value,anomaly_score`. Returns the rows written.

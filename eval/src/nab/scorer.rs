@@ -13,7 +13,7 @@
 
 use std::cmp::Ordering;
 
-use crate::error::NabError;
+use crate::nab::error::NabError;
 
 /// Weights of one NAB application profile.
 #[derive(Debug, Clone, Copy, PartialEq)]

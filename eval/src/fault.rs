@@ -1,6 +1,6 @@
 //! Evaluation harness of the fault rules ([`analytics::rules`]) against the fleet
-//! simulator's ground truth, shared by the `fault-eval` binary and its integration
-//! test (included with `#[path]`, so the library never depends on the simulator).
+//! simulator's ground truth, run by `eval fault` and its integration
+//! test.
 //!
 //! Every device's messages are fed to its [`DeviceRules`] in publish order, and
 //! [`DeviceRules::on_clock`] runs for every device at a steady cadence of simulated
@@ -43,11 +43,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use analytics::rules::{DeviceRules, FindingKind, FindingState, Resource, RulesConfig};
-use fleet_sim::{faults::FaultMix, FaultKind, Fleet, FleetConfig, Truth};
 use protocol::message::{Event, EventKind, Model, Telemetry};
+use simulator::{faults::FaultMix, FaultKind, Fleet, FleetConfig, Truth};
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+use protocol::catalog::{DAY_MS, HOUR_MS};
 
 /// What to simulate and evaluate.
 #[derive(Debug, Clone)]
@@ -260,7 +259,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     let sim_start = fleet.start_ms();
     let total_days = fleet.total_days();
     let mut rules: Vec<DeviceRules> = (0..cfg.devices)
-        .map(|i| DeviceRules::new(fleet_sim::fleet::model_of(i), &cfg.rules))
+        .map(|i| DeviceRules::new(simulator::fleet::model_of(i), &cfg.rules))
         .collect();
     let mut report = Report {
         state_bytes: rules
@@ -422,7 +421,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     }
 
     if let Some(idx) = trace {
-        let id = fleet_sim::fleet::device_id(idx);
+        let id = simulator::fleet::device_id(idx);
         for t in fleet.truth().iter().filter(|t| t.device() == id) {
             progress(&format!(
                 "truth {}",
@@ -547,7 +546,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
             score.false_positives += 1;
             if score.false_examples.len() < 5 {
                 score.false_examples.push((
-                    fleet_sim::fleet::device_id(e.device),
+                    simulator::fleet::device_id(e.device),
                     e.at,
                     e.evidence.clone(),
                 ));
@@ -568,7 +567,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         } else if score.missed_examples.len() < 5 {
             score
                 .missed_examples
-                .push((fleet_sim::fleet::device_id(w.device), w.start, w.end));
+                .push((simulator::fleet::device_id(w.device), w.start, w.end));
         }
     }
     if let Some(path) = &cfg.water_dump {
@@ -576,7 +575,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         let key = "abnormal_usage:water";
         let mut text = String::new();
         for (device, days) in water_days.iter().enumerate() {
-            let model = format!("{:?}", fleet_sim::fleet::model_of(device as u32));
+            let model = format!("{:?}", simulator::fleet::model_of(device as u32));
             for (day, (ml, wet, used)) in days {
                 let _ = writeln!(text, "D,{device},{model},{day},{ml},{wet},{used}");
             }
@@ -615,7 +614,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
 /// The report as a table.
 pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
     let mut s = format!(
-        "fault-eval: {} devices, {} days, seed {}, clock every {} s\n\n",
+        "eval fault: {} devices, {} days, seed {}, clock every {} s\n\n",
         cfg.devices,
         cfg.days,
         cfg.seed,

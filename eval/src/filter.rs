@@ -1,6 +1,6 @@
 //! Evaluation harness of the cartridge due-date forecaster against the fleet
-//! simulator's ground truth, shared by the `filter-eval` binary and the integration
-//! test (included with `#[path]`, so the library never depends on the simulator).
+//! simulator's ground truth, run by `eval filter` and its integration
+//! test.
 //!
 //! Each device has one `DeviceForecaster` fed every reading with all its slots (as the
 //! gateway does), so a purifier's three cartridges share the learned use.
@@ -21,10 +21,10 @@
 use std::collections::HashMap;
 
 use analytics::{CartridgeSpec, DeviceForecaster, ForecastConfig, ForecastParams, SlotReading};
-use fleet_sim::{faults::FaultMix, Fleet, FleetConfig, Truth};
 use protocol::message::{CartridgeKind, Reading, Telemetry};
+use simulator::{faults::FaultMix, Fleet, FleetConfig, Truth};
 
-const DAY_MS: i64 = 86_400_000;
+use protocol::catalog::DAY_MS;
 
 /// What to simulate and evaluate.
 #[derive(Debug, Clone)]
@@ -492,7 +492,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     let mut fcfg = ForecastConfig::default();
     let mut specs: Vec<CartridgeSpec> = CartridgeSpec::KINDS
         .iter()
-        .filter_map(|k| CartridgeSpec::for_kind(k))
+        .map(|&k| CartridgeSpec::for_kind(k))
         .collect();
     for (name, v) in &cfg.overrides {
         apply_override(&mut fcfg, &mut specs, name, *v)?;
@@ -517,12 +517,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             };
             let mut qs = queries.remove(&key).unwrap_or_default();
             qs.sort_by_key(|q| q.at);
-            let kind = stream.kind.as_str();
-            let spec_id =
-                ForecastParams::kind_id(kind).ok_or_else(|| format!("no spec for {kind}"))?;
+            let kind = stream.kind;
+            let spec_id = ForecastParams::kind_id(kind);
             let spec = params
                 .spec(spec_id)
-                .ok_or_else(|| format!("no spec for {kind}"))?;
+                .ok_or_else(|| format!("no spec for {}", kind.as_str()))?;
             slots.push(SlotEval {
                 key,
                 stream,

@@ -1,8 +1,8 @@
 //! Line-level parsing of NAB CSV files: data files (`timestamp,value`) and result
 //! files (`timestamp,value,anomaly_score`). Pure string processing, no I/O.
 
-use crate::error::NabError;
-use crate::time::parse_timestamp_ms;
+use crate::nab::error::NabError;
+use crate::nab::time::parse_timestamp_ms;
 
 /// One parsed data row, borrowing the timestamp text so it can be echoed verbatim.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,5 +1,5 @@
 //! Criterion bench of the fault rules: the per-message step (`on_telemetry` /
-//! `on_event`) over a realistic simulated stream (`fleet-sim`, default fault mix), and
+//! `on_event`) over a realistic simulated stream (`simulator`, default fault mix), and
 //! the periodic `on_clock`. Divide the reported time per iteration by the message count
 //! (criterion's throughput line gives messages per second). Prints the bytes of state
 //! per device (`DeviceRules::state_bytes`: the struct and its model's heap block, by model).
@@ -7,9 +7,9 @@
 
 use analytics::rules::{DeviceRules, RulesConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use fleet_sim::faults::FaultMix;
-use fleet_sim::{Fleet, FleetConfig};
 use protocol::message::{Event, Model, Telemetry};
+use simulator::faults::FaultMix;
+use simulator::{Fleet, FleetConfig};
 
 const DEVICES: u32 = 30;
 const DAYS: u32 = 30;
@@ -47,7 +47,7 @@ fn stream() -> Vec<(u32, Message)> {
 
 fn fresh(cfg: &RulesConfig) -> Vec<DeviceRules> {
     (0..DEVICES)
-        .map(|i| DeviceRules::new(fleet_sim::fleet::model_of(i), cfg))
+        .map(|i| DeviceRules::new(simulator::fleet::model_of(i), cfg))
         .collect()
 }
 
