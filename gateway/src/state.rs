@@ -13,6 +13,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::ingest::sequence::DeviceSeq;
+
+mod dead_letter_pages;
+pub use dead_letter_pages::{DeadLetterSummary, SUMMARY_TEXT_CHARS};
 use crate::store::sqlite::open_durable;
 
 /// Bytes of a rejected payload kept in the dead-letter store; the full length is recorded beside it.
