@@ -417,13 +417,14 @@ impl Config {
                 .map_or(defaults.max_future_ms, |s| i64::from(s) * 1000),
         };
 
-        let http_listen = match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
-            "off" => None,
-            addr => Some(addr.parse().map_err(|e| ConfigError::Value {
-                key: "http.listen",
-                why: format!("{addr:?}: {e}"),
-            })?),
-        };
+        let http_listen: Option<SocketAddr> =
+            match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
+                "off" => None,
+                addr => Some(addr.parse().map_err(|e| ConfigError::Value {
+                    key: "http.listen",
+                    why: format!("{addr:?}: {e}"),
+                })?),
+            };
 
         let mut http_allowed_hosts: Vec<String> = match raw.http.allowed_hosts {
             Some(hosts) => hosts,

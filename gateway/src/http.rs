@@ -213,7 +213,9 @@ async fn dead_letters(
         .unwrap_or(DEFAULT_DEAD_LETTER_PAGE)
         .clamp(1, MAX_DEAD_LETTER_PAGE);
     let items = s.state.dead_letter_page(q.reason, q.before, limit).await?;
-    let next_before = (items.len() == limit).then(|| items.last().map(|d| d.id)).flatten();
+    let next_before = (items.len() == limit)
+        .then(|| items.last().map(|d| d.id))
+        .flatten();
     Ok(Json(serde_json::json!({
         "items": items,
         "limit": limit,

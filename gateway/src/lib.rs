@@ -198,10 +198,7 @@ pub async fn run(
         if let Some(engine) = &maintenance {
             app = app.nest(
                 "/api",
-                maintenance::router(maintenance::AppState::with_guard(
-                    Arc::clone(engine),
-                    guard,
-                )),
+                maintenance::router(maintenance::AppState::with_guard(Arc::clone(engine), guard)),
             );
         }
         if options.demo_fixtures > 0 {

@@ -76,7 +76,10 @@ fn tokens(config: &gateway::config::Config, task: &TokensTask) -> anyhow::Result
     let now = gateway::ingest::pipeline::now_ms();
     match task {
         TokensTask::List => {
-            println!("{:<16}  {:<10}  {:<20}  {:<13}  {:<13}  state", "id", "role", "subject", "created_ms", "expires_ms");
+            println!(
+                "{:<16}  {:<10}  {:<20}  {:<13}  {:<13}  state",
+                "id", "role", "subject", "created_ms", "expires_ms"
+            );
             for t in store.list_tokens(100_000, now)? {
                 println!(
                     "{:<16}  {:<10}  {:<20}  {:<13}  {:<13}  {}",
@@ -96,7 +99,12 @@ fn tokens(config: &gateway::config::Config, task: &TokensTask) -> anyhow::Result
         } => {
             let role = maintenance::Role::parse(role).context("unknown role")?;
             let issued = store
-                .issue_token_for(role, subject.as_deref(), i64::from(*ttl_days) * 86_400_000, now)
+                .issue_token_for(
+                    role,
+                    subject.as_deref(),
+                    i64::from(*ttl_days) * 86_400_000,
+                    now,
+                )
                 .context("issuing the token")?;
             eprintln!("id {} expires_ms {}", issued.id, issued.expires_ts_ms);
             println!("{}", issued.token);
@@ -107,7 +115,10 @@ fn tokens(config: &gateway::config::Config, task: &TokensTask) -> anyhow::Result
         }
         TokensTask::Rotate { id } => {
             let issued = store.rotate_token(id, now).context("rotating the token")?;
-            eprintln!("id {} expires_ms {} (old {id} revoked)", issued.id, issued.expires_ts_ms);
+            eprintln!(
+                "id {} expires_ms {} (old {id} revoked)",
+                issued.id, issued.expires_ts_ms
+            );
             println!("{}", issued.token);
         }
     }

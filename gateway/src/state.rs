@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::ingest::sequence::DeviceSeq;
 
 mod dead_letter_pages;
-pub use dead_letter_pages::{DeadLetterSummary, SUMMARY_TEXT_CHARS};
 use crate::store::sqlite::open_durable;
+pub use dead_letter_pages::{DeadLetterSummary, SUMMARY_TEXT_CHARS};
 
 /// Bytes of a rejected payload kept in the dead-letter store; the full length is recorded beside it.
 pub const DEAD_LETTER_KEEP_BYTES: usize = 64 * 1024;

@@ -401,18 +401,20 @@ impl TokenRow {
 }
 
 fn token_row(c: &Connection, hash: &str) -> Result<Option<TokenRow>> {
-    Ok(c
-        .query_row(
-            &format!("{TOKEN_SELECT} WHERE t.hash = ?1"),
-            [hash],
-            TokenRow::from_row,
-        )
-        .optional()?)
+    Ok(c.query_row(
+        &format!("{TOKEN_SELECT} WHERE t.hash = ?1"),
+        [hash],
+        TokenRow::from_row,
+    )
+    .optional()?)
 }
 
 fn token_by_id(c: &Connection, id: &str) -> Result<TokenRow> {
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::invalid("id", "16 hex digits, as `tokens list` shows"));
+        return Err(Error::invalid(
+            "id",
+            "16 hex digits, as `tokens list` shows",
+        ));
     }
     let id = id.to_ascii_lowercase();
     let mut stmt = c.prepare(&format!("{TOKEN_SELECT} WHERE substr(t.hash, 1, 16) = ?1"))?;
@@ -477,9 +479,9 @@ impl AuthGuard {
 
     /// True while `client` is over its limit.
     pub fn is_limited(&self, client: IpAddr, now_ms: i64) -> bool {
-        self.lock().get(&client).is_some_and(|(start, n)| {
-            now_ms - start < self.window_ms && *n >= self.max_failures
-        })
+        self.lock()
+            .get(&client)
+            .is_some_and(|(start, n)| now_ms - start < self.window_ms && *n >= self.max_failures)
     }
 
     /// Counts a failure of `client` and says whether to audit it.

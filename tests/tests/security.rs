@@ -41,7 +41,14 @@ fn get(http: &Client, gw: &GatewayProcess, path: &str, auth: Option<&str>) -> (u
     (status, resp.json().unwrap_or(Value::Null))
 }
 
-fn call(http: &Client, gw: &GatewayProcess, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+fn call(
+    http: &Client,
+    gw: &GatewayProcess,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let req = match method {
         "GET" => http.get(url(gw, path)),
         "POST" => http.post(url(gw, path)),
@@ -52,7 +59,9 @@ fn call(http: &Client, gw: &GatewayProcess, method: &str, path: &str, token: &st
         Some(b) => req.json(&b),
         None => req,
     };
-    let resp = req.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let resp = req
+        .send()
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let status = resp.status().as_u16();
     (status, resp.json().unwrap_or(Value::Null))
 }
@@ -83,7 +92,14 @@ fn engine(db: &std::path::Path) -> Engine {
 fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Sqlite, "gw-sec-1", "").unwrap();
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "gw-sec-1",
+        "",
+    )
+    .unwrap();
     let http = client();
     let bearer = format!("Bearer {}", gw.token);
 
@@ -91,11 +107,20 @@ fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers(
         let (status, body) = get(&http, &gw, path, None);
         assert_eq!(status, 401, "{path} without a token: {body}");
         assert_eq!(body["error"]["code"], "unauthorized", "{path}: {body}");
-        let (status, body) = get(&http, &gw, path, Some("Bearer mt_0000000000000000000000000000000000000000000000000"));
+        let (status, body) = get(
+            &http,
+            &gw,
+            path,
+            Some("Bearer mt_0000000000000000000000000000000000000000000000000"),
+        );
         assert_eq!(status, 401, "{path} with an unknown token: {body}");
         let (status, body) = get(&http, &gw, path, Some(&bearer));
         // Nothing stored yet: no dead letter 1, no device.
-        let want = if path.contains("/raw") || path.contains("/devices/") { 404 } else { 200 };
+        let want = if path.contains("/raw") || path.contains("/devices/") {
+            404
+        } else {
+            200
+        };
         assert_eq!(status, want, "{path} with the operator token: {body}");
     }
     // Only liveness is open, and it says nothing more.
@@ -103,7 +128,12 @@ fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers(
     assert_eq!((status, body), (200, json!({"status": "ok"})));
     // RFC 7235: the scheme is case-insensitive.
     for scheme in ["bearer", "BEARER", "Bearer"] {
-        let (status, _) = get(&http, &gw, "/metrics", Some(&format!("{scheme} {}", gw.token)));
+        let (status, _) = get(
+            &http,
+            &gw,
+            "/metrics",
+            Some(&format!("{scheme} {}", gw.token)),
+        );
         assert_eq!(status, 200, "scheme {scheme}");
     }
     // An oversized list asked for is capped.
@@ -119,7 +149,11 @@ fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers(
             .send()
             .unwrap();
         assert_eq!(resp.status().as_u16(), 421, "Host {host}");
-        let resp = http.get(url(&gw, "/health/live")).header("host", host).send().unwrap();
+        let resp = http
+            .get(url(&gw, "/health/live"))
+            .header("host", host)
+            .send()
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 421, "Host {host} on /health/live");
     }
     for (origin, want) in [
@@ -161,8 +195,15 @@ fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers(
         }
         let resp = req.send().unwrap();
         let h = resp.headers();
-        assert_eq!(h.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{path}");
-        let cache = h.get("cache-control").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}"
+        );
+        let cache = h
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
         if path.starts_with("/metrics") || path.starts_with("/dead-letters") {
             assert_eq!(cache, "no-store", "{path}");
         } else {
@@ -170,7 +211,10 @@ fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers(
         }
         if path == "/" || path == "/board" {
             let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
-            assert!(!csp.contains("unsafe-inline") && csp.contains("default-src 'self'"), "{csp}");
+            assert!(
+                !csp.contains("unsafe-inline") && csp.contains("default-src 'self'"),
+                "{csp}"
+            );
         }
     }
 }
@@ -179,21 +223,40 @@ fn gateway_endpoints_need_a_token_and_a_known_host_and_answer_with_safe_headers(
 fn failed_authentications_are_audited_and_limited_per_client_address() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Sqlite, "gw-sec-2", "").unwrap();
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "gw-sec-2",
+        "",
+    )
+    .unwrap();
     let http = client();
     let bearer = format!("Bearer {}", gw.token);
     let start = Instant::now();
     for i in 0..10 {
-        let (status, _) = get(&http, &gw, "/dead-letters", Some(&format!("Bearer mt_guess{i}")));
+        let (status, _) = get(
+            &http,
+            &gw,
+            "/dead-letters",
+            Some(&format!("Bearer mt_guess{i}")),
+        );
         assert_eq!(status, 401, "guess {i}");
     }
     // The eleventh attempt within the minute is refused before any token is looked at,
     // a valid one included.
     let (status, body) = get(&http, &gw, "/dead-letters", Some("Bearer mt_guess10"));
-    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("too_many_failures")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("too_many_failures")),
+        "{body}"
+    );
     let (status, _) = get(&http, &gw, "/metrics", Some(&bearer));
     assert_eq!(status, 429);
-    assert!(start.elapsed() < Duration::from_secs(50), "the test must run inside the minute");
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "the test must run inside the minute"
+    );
     // Another client address is not affected.
     let other = Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
@@ -203,7 +266,9 @@ fn failed_authentications_are_audited_and_limited_per_client_address() {
     let (status, _) = get(&other, &gw, "/metrics", Some(&bearer));
     assert_eq!(status, 200, "127.0.0.2 has its own count");
     // The audit trail: ten failures and one rate-limit entry from 127.0.0.1, none for the valid call.
-    let audit = engine(&gw.data_dir.join("maintenance.db")).audit_log(1000).unwrap();
+    let audit = engine(&gw.data_dir.join("maintenance.db"))
+        .audit_log(1000)
+        .unwrap();
     let from = |action: &str| {
         audit
             .iter()
@@ -212,7 +277,10 @@ fn failed_authentications_are_audited_and_limited_per_client_address() {
     };
     assert_eq!(from("auth_failed"), 10, "{audit:?}");
     assert_eq!(from("auth_rate_limited"), 1, "{audit:?}");
-    assert!(audit.iter().filter(|a| a.action == "auth_failed").all(|a| a.resource == "/dead-letters"));
+    assert!(audit
+        .iter()
+        .filter(|a| a.action == "auth_failed")
+        .all(|a| a.resource == "/dead-letters"));
 }
 
 #[test]
@@ -268,8 +336,15 @@ fn revoked_expired_rotated_and_former_owner_tokens_are_refused() {
     assert_ne!(new, old);
     assert_eq!(ok(&old, "/metrics"), 401, "rotated away");
     assert_eq!(ok(&new, "/metrics"), 200);
-    assert_eq!(ok(&new, "/api/tickets"), 200, "an agent's token works on /api too");
-    assert!(gateway_cli(&config, &["tokens", "rotate", &old_id]).is_err(), "a revoked token cannot be rotated");
+    assert_eq!(
+        ok(&new, "/api/tickets"),
+        200,
+        "an agent's token works on /api too"
+    );
+    assert!(
+        gateway_cli(&config, &["tokens", "rotate", &old_id]).is_err(),
+        "a revoked token cannot be rotated"
+    );
 
     // Expired: a token issued with a life of 1 ms.
     let expired = engine(&db)
@@ -279,31 +354,77 @@ fn revoked_expired_rotated_and_former_owner_tokens_are_refused() {
     assert_eq!(ok(&expired.token, "/metrics"), 401, "expired");
 
     // Admin API: issue with a life, list, revoke, rotate.
-    let (status, issued) = call(&http, &gw, "POST", "/api/tokens", &admin, Some(json!({"role": "operator", "ttl_days": 1})));
+    let (status, issued) = call(
+        &http,
+        &gw,
+        "POST",
+        "/api/tokens",
+        &admin,
+        Some(json!({"role": "operator", "ttl_days": 1})),
+    );
     assert_eq!(status, 200, "{issued}");
     let t = issued["token"].as_str().unwrap().to_owned();
     let id = issued["id"].as_str().unwrap().to_owned();
     let day = issued["expires_ts_ms"].as_i64().unwrap() - gateway::ingest::pipeline::now_ms();
     assert!((86_000_000..=86_400_000).contains(&day), "{issued}");
     assert_eq!(ok(&t, "/dead-letters"), 200);
-    let (status, _) = call(&http, &gw, "POST", "/api/tokens", &admin, Some(json!({"role": "operator", "ttl_days": 400})));
+    let (status, _) = call(
+        &http,
+        &gw,
+        "POST",
+        "/api/tokens",
+        &admin,
+        Some(json!({"role": "operator", "ttl_days": 400})),
+    );
     assert_eq!(status, 422, "at most 365 days");
     let (_, listed) = call(&http, &gw, "GET", "/api/tokens", &admin, None);
-    assert!(listed.as_array().unwrap().iter().any(|x| x["id"] == id && x["state"] == "active"), "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["id"] == id && x["state"] == "active"),
+        "{listed}"
+    );
     assert!(!listed.to_string().contains(&t), "never the secret");
-    let (status, rotated) = call(&http, &gw, "POST", &format!("/api/tokens/{id}/rotate"), &admin, None);
+    let (status, rotated) = call(
+        &http,
+        &gw,
+        "POST",
+        &format!("/api/tokens/{id}/rotate"),
+        &admin,
+        None,
+    );
     assert_eq!(status, 200, "{rotated}");
     let t2 = rotated["token"].as_str().unwrap().to_owned();
     assert_eq!(ok(&t, "/metrics"), 401);
     assert_eq!(ok(&t2, "/metrics"), 200);
-    let (status, revoked) = call(&http, &gw, "POST", &format!("/api/tokens/{}/revoke", rotated["id"].as_str().unwrap()), &admin, None);
-    assert_eq!((status, revoked["state"].as_str()), (200, Some("revoked")), "{revoked}");
+    let (status, revoked) = call(
+        &http,
+        &gw,
+        "POST",
+        &format!("/api/tokens/{}/revoke", rotated["id"].as_str().unwrap()),
+        &admin,
+        None,
+    );
+    assert_eq!(
+        (status, revoked["state"].as_str()),
+        (200, Some("revoked")),
+        "{revoked}"
+    );
     assert_eq!(ok(&t2, "/metrics"), 401);
     // Only admins manage tokens.
     assert_eq!(call(&http, &gw, "GET", "/api/tokens", &new, None).0, 403);
 
     // A homeowner token is bound to the owner: re-registering the home to someone else ends it.
-    let (_, owner1) = call(&http, &gw, "POST", "/api/tokens", &admin, Some(json!({"role": "homeowner", "subject": "h0"})));
+    let (_, owner1) = call(
+        &http,
+        &gw,
+        "POST",
+        "/api/tokens",
+        &admin,
+        Some(json!({"role": "homeowner", "subject": "h0"})),
+    );
     let owner1 = owner1["token"].as_str().unwrap().to_owned();
     let (status, home) = call(&http, &gw, "GET", "/api/homes/h0", &owner1, None);
     assert_eq!(status, 200, "{home}");
@@ -311,18 +432,51 @@ fn revoked_expired_rotated_and_former_owner_tokens_are_refused() {
     // The same owner re-saved (a new address) keeps the token.
     let mut same = home.clone();
     same["address"] = json!("1 New Street");
-    assert_eq!(call(&http, &gw, "POST", "/api/homes", &admin, Some(same.clone())).0, 200);
+    assert_eq!(
+        call(&http, &gw, "POST", "/api/homes", &admin, Some(same.clone())).0,
+        200
+    );
     assert_eq!(ok(&owner1, "/api/homes/h0"), 200);
     let mut sold = same;
     sold["owner"] = json!({"name": "New Owner", "phone": "13900001111"});
-    assert_eq!(call(&http, &gw, "POST", "/api/homes", &admin, Some(sold)).0, 200);
+    assert_eq!(
+        call(&http, &gw, "POST", "/api/homes", &admin, Some(sold)).0,
+        200
+    );
     let (status, body) = call(&http, &gw, "GET", "/api/homes/h0", &owner1, None);
-    assert_eq!(status, 401, "the former owner reads nothing of the new one: {body}");
-    let (_, owner2) = call(&http, &gw, "POST", "/api/tokens", &admin, Some(json!({"role": "homeowner", "subject": "h0"})));
-    let (status, home) = call(&http, &gw, "GET", "/api/homes/h0", owner2["token"].as_str().unwrap(), None);
-    assert_eq!((status, home["owner"]["name"].as_str()), (200, Some("New Owner")));
+    assert_eq!(
+        status, 401,
+        "the former owner reads nothing of the new one: {body}"
+    );
+    let (_, owner2) = call(
+        &http,
+        &gw,
+        "POST",
+        "/api/tokens",
+        &admin,
+        Some(json!({"role": "homeowner", "subject": "h0"})),
+    );
+    let (status, home) = call(
+        &http,
+        &gw,
+        "GET",
+        "/api/homes/h0",
+        owner2["token"].as_str().unwrap(),
+        None,
+    );
+    assert_eq!(
+        (status, home["owner"]["name"].as_str()),
+        (200, Some("New Owner"))
+    );
     let (_, listed) = call(&http, &gw, "GET", "/api/tokens", &admin, None);
-    assert!(listed.as_array().unwrap().iter().any(|x| x["subject"] == "h0" && x["state"] == "owner_changed"), "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["subject"] == "h0" && x["state"] == "owner_changed"),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -350,10 +504,18 @@ fn dead_letters_are_paged_with_a_cap_raw_bytes_come_singly_and_strings_are_bound
         })
         .collect();
     let first = messages[0].1.clone();
-    assert_eq!(publish_all(broker.port, "pub-sec-4", messages, None, None).unwrap(), 150);
+    assert_eq!(
+        publish_all(broker.port, "pub-sec-4", messages, None, None).unwrap(),
+        150
+    );
     wait_until(Duration::from_secs(30), "150 dead letters", || {
         let v = gw.get_json("/dead-letters/counts").ok()?;
-        (v.as_object()?.values().filter_map(Value::as_u64).sum::<u64>() >= 150).then_some(())
+        (v.as_object()?
+            .values()
+            .filter_map(Value::as_u64)
+            .sum::<u64>()
+            >= 150)
+            .then_some(())
     })
     .unwrap();
 
@@ -363,21 +525,42 @@ fn dead_letters_are_paged_with_a_cap_raw_bytes_come_singly_and_strings_are_bound
         .send()
         .unwrap();
     let text = resp.text().unwrap();
-    assert!(text.len() < 100_000, "a page is small: {} bytes", text.len());
+    assert!(
+        text.len() < 100_000,
+        "a page is small: {} bytes",
+        text.len()
+    );
     let page: Value = serde_json::from_str(&text).unwrap();
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 100, "capped at 100");
-    assert!(items.iter().all(|d| d.get("payload").is_none() && d["payload_len"] == 20_000));
+    assert!(items
+        .iter()
+        .all(|d| d.get("payload").is_none() && d["payload_len"] == 20_000));
     assert!(!text.contains("wifi-key"), "no payload bytes in a list");
     let next = page["next_before"].as_i64().unwrap();
-    let (_, rest) = get(&http, &gw, &format!("/dead-letters?before={next}&limit=100"), Some(&format!("Bearer {}", gw.token)));
+    let (_, rest) = get(
+        &http,
+        &gw,
+        &format!("/dead-letters?before={next}&limit=100"),
+        Some(&format!("Bearer {}", gw.token)),
+    );
     assert_eq!(rest["items"].as_array().unwrap().len(), 50);
     assert!(rest["next_before"].is_null(), "{}", rest["next_before"]);
-    let (status, body) = get(&http, &gw, "/dead-letters?reason=../x", Some(&format!("Bearer {}", gw.token)));
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_reason")));
+    let (status, body) = get(
+        &http,
+        &gw,
+        "/dead-letters?reason=../x",
+        Some(&format!("Bearer {}", gw.token)),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_reason"))
+    );
 
     // Raw bytes of one item, on request, audited.
-    let oldest = rest["items"].as_array().unwrap().last().unwrap()["id"].as_i64().unwrap();
+    let oldest = rest["items"].as_array().unwrap().last().unwrap()["id"]
+        .as_i64()
+        .unwrap();
     let resp = http
         .get(url(&gw, &format!("/dead-letters/{oldest}/raw")))
         .bearer_auth(&gw.token)
@@ -388,17 +571,53 @@ fn dead_letters_are_paged_with_a_cap_raw_bytes_come_singly_and_strings_are_bound
     assert_eq!(resp.bytes().unwrap().to_vec(), first);
     let audit = engine(&db).audit_log(100).unwrap();
     assert!(
-        audit.iter().any(|a| a.action == "read_dead_letter_raw" && a.resource == format!("dead-letter/{oldest}") && a.actor.starts_with("operator:")),
+        audit.iter().any(|a| a.action == "read_dead_letter_raw"
+            && a.resource == format!("dead-letter/{oldest}")
+            && a.actor.starts_with("operator:")),
         "{audit:?}"
     );
 
     // Strings set through the API are bounded, with a JSON error naming the field.
-    let tech = |name: String| json!({"id": "t1", "name": name, "region": "sh", "skills": ["plumbing"]});
-    let (status, body) = call(&http, &gw, "POST", "/api/technicians", &admin, Some(tech("x".repeat(1_900_000))));
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("body_too_large")), "{body}");
-    let (status, body) = call(&http, &gw, "POST", "/api/technicians", &admin, Some(tech("é".repeat(101))));
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("name")), "{body}");
-    assert_eq!(call(&http, &gw, "POST", "/api/technicians", &admin, Some(tech("é".repeat(100)))).0, 200);
+    let tech =
+        |name: String| json!({"id": "t1", "name": name, "region": "sh", "skills": ["plumbing"]});
+    let (status, body) = call(
+        &http,
+        &gw,
+        "POST",
+        "/api/technicians",
+        &admin,
+        Some(tech("x".repeat(1_900_000))),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("body_too_large")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &http,
+        &gw,
+        "POST",
+        "/api/technicians",
+        &admin,
+        Some(tech("é".repeat(101))),
+    );
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("name")),
+        "{body}"
+    );
+    assert_eq!(
+        call(
+            &http,
+            &gw,
+            "POST",
+            "/api/technicians",
+            &admin,
+            Some(tech("é".repeat(100)))
+        )
+        .0,
+        200
+    );
     let (status, body) = call(
         &http,
         &gw,
@@ -407,11 +626,19 @@ fn dead_letters_are_paged_with_a_cap_raw_bytes_come_singly_and_strings_are_bound
         &admin,
         Some(json!({"id": "t2", "name": "T", "region": "sh", "skills": vec!["s"; 17]})),
     );
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("skills")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("skills")),
+        "{body}"
+    );
     let mut home = serde_json::to_value(registry::home(7)).unwrap();
     home["address"] = json!("a".repeat(201));
     let (status, body) = call(&http, &gw, "POST", "/api/homes", &admin, Some(home));
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("address")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("address")),
+        "{body}"
+    );
     let (status, body) = call(
         &http,
         &gw,
@@ -420,14 +647,19 @@ fn dead_letters_are_paged_with_a_cap_raw_bytes_come_singly_and_strings_are_bound
         &admin,
         Some(json!({"to": "in_progress", "note": "n".repeat(4001)})),
     );
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("note")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("note")),
+        "{body}"
+    );
 }
 
 /// Opens `n` connections that send half a request head and never finish it.
 fn half_open(port: u16, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|i| {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            let mut s = TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
             let _ = s.write_all(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
             s
         })
@@ -438,8 +670,18 @@ fn half_open(port: u16, n: usize) -> Vec<TcpStream> {
 fn half_open_connections_neither_stop_the_listener_nor_stay_open() {
     let work = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start().unwrap();
-    let gw = GatewayProcess::spawn(work.path(), broker.port, &StoreTarget::Sqlite, "gw-sec-5", "").unwrap();
-    let http = Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "gw-sec-5",
+        "",
+    )
+    .unwrap();
+    let http = Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
 
     let mut slow = half_open(gw.http_port, 1200);
     // Liveness answers at once, many times over, while 1 200 half-open connections exist.
@@ -452,15 +694,29 @@ fn half_open_connections_neither_stop_the_listener_nor_stay_open() {
     }
     // A second wave: still answering.
     slow.extend(half_open(gw.http_port, 600));
-    assert_eq!(http.get(url(&gw, "/health/live")).send().unwrap().status().as_u16(), 200);
-    assert_eq!(gw.metrics().unwrap()["mqtt_connects"].as_u64().map(|n| n >= 1), Some(true));
+    assert_eq!(
+        http.get(url(&gw, "/health/live"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        gw.metrics().unwrap()["mqtt_connects"]
+            .as_u64()
+            .map(|n| n >= 1),
+        Some(true)
+    );
 
     // Every half-open connection is closed by the server: at the cap (oldest first) or at
     // the header-read timeout (10 s). Bounded wait: 30 s for all.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut open = slow.len();
     for s in &mut slow {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(10));
         s.set_read_timeout(Some(left)).unwrap();
         let mut buf = [0u8; 512];
         loop {
@@ -470,7 +726,14 @@ fn half_open_connections_neither_stop_the_listener_nor_stay_open() {
                     break;
                 }
                 Ok(_) => continue, // an error answer before the close
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
                 Err(_) => {
                     // Reset by the server: closed too.
                     open -= 1;
@@ -480,5 +743,12 @@ fn half_open_connections_neither_stop_the_listener_nor_stay_open() {
         }
     }
     assert_eq!(open, 0, "connections the server left open after 30 s");
-    assert_eq!(http.get(url(&gw, "/health/live")).send().unwrap().status().as_u16(), 200);
+    assert_eq!(
+        http.get(url(&gw, "/health/live"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
 }

@@ -128,7 +128,10 @@ async fn headers(req: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if !h.contains_key(header::REFERRER_POLICY) {
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
     }
     res
 }
@@ -142,7 +145,13 @@ mod tests {
         let allowed: Vec<String> = ["localhost", "127.0.0.1", "[::1]", "gw.example:8443"]
             .map(String::from)
             .to_vec();
-        for ok in ["localhost", "LOCALHOST:8080", "127.0.0.1:1", "[::1]:80", "gw.example:8443"] {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "gw.example:8443",
+        ] {
             assert!(host_allowed(ok, &allowed), "{ok}");
         }
         for bad in [

@@ -87,7 +87,9 @@ pub async fn serve(
             }
             open.insert(id, close_tx);
         }
-        if conns.evicted.load(Ordering::Relaxed) > 0 && last_warning.elapsed() > Duration::from_secs(10) {
+        if conns.evicted.load(Ordering::Relaxed) > 0
+            && last_warning.elapsed() > Duration::from_secs(10)
+        {
             last_warning = std::time::Instant::now();
             tracing::warn!(
                 max_connections,
@@ -121,11 +123,12 @@ async fn connection(
     conns: Arc<Connections>,
     id: u64,
 ) {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let mut app = app.clone();
-        async move { app.call(req.map(axum::body::Body::new)).await }
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { app.call(req.map(axum::body::Body::new)).await }
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -60,8 +60,12 @@ async fn issue_token(
     let issued = s
         .engine
         .issue_token_for(req.role, req.subject.as_deref(), ttl, s.now())?;
-    s.engine
-        .audit(&auth.0, "issue_token", &format!("token/{}", issued.id), s.now())?;
+    s.engine.audit(
+        &auth.0,
+        "issue_token",
+        &format!("token/{}", issued.id),
+        s.now(),
+    )?;
     tracing::info!(by = %auth.0.label, role = req.role.as_str(), id = %issued.id, "Token issued.");
     Ok(Json(issued))
 }
@@ -72,7 +76,10 @@ async fn list_tokens(
     AppQuery(q): AppQuery<Limit>,
 ) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     auth.require(&[Role::Admin])?;
-    let limit = q.limit.unwrap_or(super::DEFAULT_PAGE).clamp(1, super::MAX_PAGE);
+    let limit = q
+        .limit
+        .unwrap_or(super::DEFAULT_PAGE)
+        .clamp(1, super::MAX_PAGE);
     Ok(Json(s.engine.list_tokens(limit, s.now())?))
 }
 
@@ -83,8 +90,12 @@ async fn revoke_token(
 ) -> Result<Json<TokenInfo>, ApiError> {
     auth.require(&[Role::Admin])?;
     let info = s.engine.revoke_token(&id, s.now())?;
-    s.engine
-        .audit(&auth.0, "revoke_token", &format!("token/{}", info.id), s.now())?;
+    s.engine.audit(
+        &auth.0,
+        "revoke_token",
+        &format!("token/{}", info.id),
+        s.now(),
+    )?;
     tracing::info!(by = %auth.0.label, id = %info.id, "Token revoked.");
     Ok(Json(info))
 }

@@ -109,7 +109,11 @@ pub fn authenticate_request(
     let presented = headers.contains_key(header::AUTHORIZATION);
     let verdict = guard.record_failure(ip, now_ms);
     tracing::warn!(client = %ip, resource = %resource, presented, ?verdict, "Authentication failed.");
-    let action = if presented { "auth_failed" } else { "auth_missing" };
+    let action = if presented {
+        "auth_failed"
+    } else {
+        "auth_missing"
+    };
     let client_label = ip.to_string();
     match verdict {
         FailureVerdict::Audit => engine.audit_failure(&client_label, action, &resource, now_ms)?,

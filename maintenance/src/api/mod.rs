@@ -131,9 +131,15 @@ pub fn router(state: AppState) -> Router {
 /// but newlines and tabs.
 pub(crate) fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
     if text.chars().count() > max {
-        return Err(ApiError::invalid(field, format!("at most {max} characters")));
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {max} characters"),
+        ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
         return Err(ApiError::invalid(field, "no control characters"));
     }
     Ok(())
