@@ -678,8 +678,10 @@ fn half_open_connections_neither_stop_the_listener_nor_stay_open() {
         "",
     )
     .unwrap();
+    // A fresh connection per request: each must get through the crowd of half-open ones.
     let http = Client::builder()
         .timeout(Duration::from_secs(3))
+        .pool_max_idle_per_host(0)
         .build()
         .unwrap();
 
