@@ -136,6 +136,12 @@ pub struct RawValidation {
 pub struct RawHttp {
     /// Listen address, default `127.0.0.1:8080`; "off" disables it.
     pub listen: Option<String>,
+    /// Host names (or `host:port`) the endpoint answers to; other `Host` or `Origin`
+    /// headers are refused (DNS rebinding). Default: the listen address, `localhost`,
+    /// `127.0.0.1` and `[::1]`.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Most open HTTP connections; at the cap the oldest is closed (default 512).
+    pub max_connections: Option<usize>,
 }
 
 /// Which MQTT broker to use.
@@ -240,6 +246,10 @@ pub struct Config {
     pub limits: protocol::validate::Limits,
     /// HTTP listen address, if enabled.
     pub http_listen: Option<SocketAddr>,
+    /// Host names the HTTP endpoint answers to (lower case, without port unless given).
+    pub http_allowed_hosts: Vec<String>,
+    /// Most open HTTP connections.
+    pub http_max_connections: usize,
     /// The maintenance engine, if configured.
     pub maintenance: Option<maintenance::Config>,
     /// The analytics stage.
@@ -407,13 +417,46 @@ impl Config {
                 .map_or(defaults.max_future_ms, |s| i64::from(s) * 1000),
         };
 
-        let http_listen = match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
-            "off" => None,
-            addr => Some(addr.parse().map_err(|e| ConfigError::Value {
-                key: "http.listen",
-                why: format!("{addr:?}: {e}"),
-            })?),
+        let http_listen: Option<SocketAddr> =
+            match raw.http.listen.as_deref().unwrap_or("127.0.0.1:8080") {
+                "off" => None,
+                addr => Some(addr.parse().map_err(|e| ConfigError::Value {
+                    key: "http.listen",
+                    why: format!("{addr:?}: {e}"),
+                })?),
+            };
+
+        let mut http_allowed_hosts: Vec<String> = match raw.http.allowed_hosts {
+            Some(hosts) => hosts,
+            None => ["localhost", "127.0.0.1", "[::1]"]
+                .map(String::from)
+                .to_vec(),
         };
+        if let Some(addr) = http_listen {
+            if !addr.ip().is_unspecified() {
+                let ip = match addr.ip() {
+                    std::net::IpAddr::V4(v4) => v4.to_string(),
+                    std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                };
+                http_allowed_hosts.push(ip);
+            }
+        }
+        for h in &mut http_allowed_hosts {
+            *h = h.trim().to_ascii_lowercase();
+            if h.is_empty() || h.len() > 255 || h.contains(['/', ' ', '@']) {
+                return Err(ConfigError::Value {
+                    key: "http.allowed_hosts",
+                    why: format!("{h:?} is not a host name or host:port"),
+                });
+            }
+        }
+        let http_max_connections = raw.http.max_connections.unwrap_or(512);
+        if !(8..=100_000).contains(&http_max_connections) {
+            return Err(ConfigError::Value {
+                key: "http.max_connections",
+                why: format!("{http_max_connections}: 8 to 100000"),
+            });
+        }
 
         let maintenance = match raw.maintenance {
             None => None,
@@ -446,6 +489,8 @@ impl Config {
             store,
             limits,
             http_listen,
+            http_allowed_hosts,
+            http_max_connections,
             maintenance,
             analytics: raw.analytics,
         })

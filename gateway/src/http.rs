@@ -1,20 +1,35 @@
-//! The gateway's HTTP endpoint: `GET /health`, `GET /metrics` (JSON counters),
-//! `GET /dead-letters?reason=&limit=` (the newest rejected messages, raw bytes
-//! shown as lossy UTF-8), `GET /dead-letters/counts` (by reason, all time) and
-//! `GET /devices/{device_id}` (its sequence state: messages, gaps, duplicates) and
-//! `GET /fleet/online?within_s=` (devices seen at all, and within the last `within_s`).
+//! The gateway's HTTP endpoint. Public: `GET /health/live` (a bare liveness answer) and the
+//! pages. Everything that returns data needs a bearer token of an operator role (admin,
+//! agent or operator; see `maintenance::access`):
+//! `GET /health` (store and spool), `GET /metrics` (JSON counters),
+//! `GET /dead-letters?reason=&limit=&before=` (summaries without payload, newest first,
+//! `limit` 1 to [`MAX_DEAD_LETTER_PAGE`], default [`DEFAULT_DEAD_LETTER_PAGE`], the next
+//! page by `before=<next_before>`), `GET /dead-letters/{id}/raw` (one payload's kept bytes,
+//! audited), `GET /dead-letters/counts` (by reason, all time),
+//! `GET /devices/{device_id}` (its sequence state) and `GET /fleet/online?within_s=`.
 //! It only reads shared counters and the state database: it never blocks ingest.
 //!
 //! The pages of the `web` crate (`/`, `/board`, `/fleet`, `/home`, `/static/...`) are
 //! merged in here; they call the maintenance API that `lib.rs` nests under `/api`.
+//! [`serve`] runs the listener with its limits ([`listener`]) and the host check and
+//! security headers ([`guard`]) around everything.
+
+mod guard;
+mod listener;
+
+pub use guard::{host_allowed, REQUEST_TIMEOUT};
+pub use listener::HEADER_TIMEOUT;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use maintenance::access::AuthGuard;
+use maintenance::Principal;
 use serde::Deserialize;
 
 use crate::metrics::Metrics;
@@ -30,7 +45,16 @@ pub struct AppState {
     pub writer: Arc<DurableWriter>,
     /// Dead letters.
     pub state: StateDb,
+    /// Where tokens are checked and failed authentications and raw reads audited.
+    pub auth: Arc<maintenance::Engine>,
+    /// Failed authentications per client address (shared with `/api`).
+    pub guard: Arc<AuthGuard>,
 }
+
+/// Default page of `/dead-letters`.
+pub const DEFAULT_DEAD_LETTER_PAGE: usize = 50;
+/// Largest page of `/dead-letters`; a larger `limit` is cut to it.
+pub const MAX_DEAD_LETTER_PAGE: usize = 100;
 
 /// An error answer: a stable code and a message, as JSON.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +62,9 @@ pub enum ApiError {
     /// The state database failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The token store failed.
+    #[error(transparent)]
+    Auth(#[from] maintenance::Error),
 }
 
 impl IntoResponse for ApiError {
@@ -50,15 +77,92 @@ impl IntoResponse for ApiError {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let operator = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/counts", get(dead_letter_counts))
+        .route("/dead-letters/{id}/raw", get(dead_letter_raw))
         .route("/devices/{device_id}", get(device))
         .route("/fleet/online", get(online))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_operator,
+        ));
+    Router::new()
+        .route("/health/live", get(live))
+        .merge(operator)
         .with_state(state)
         .merge(web::router())
+}
+
+/// Serves `app` (the router with `/api` and the pages merged) on `listener` until
+/// `shutdown` changes: the host check, timeouts, connection cap and security headers apply
+/// to every answer.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    allowed_hosts: Vec<String>,
+    max_connections: usize,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = guard::harden(app, allowed_hosts);
+    listener::serve(listener, app, max_connections, shutdown).await;
+}
+
+/// Opens the token store: the maintenance database (`[maintenance] db_path`, by default
+/// `{data_dir}/maintenance.db`). Without `[maintenance]` only its tokens and audit tables
+/// are used, so enabling the engine later keeps the tokens.
+pub fn open_token_store(
+    config: &crate::config::Config,
+) -> Result<maintenance::Engine, maintenance::Error> {
+    match &config.maintenance {
+        Some(m) => maintenance::Engine::open(&m.db_path, m.engine.clone()),
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                maintenance::Error::Config(format!(
+                    "cannot create the data directory {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+            maintenance::Engine::open(
+                config.data_dir.join("maintenance.db"),
+                maintenance::EngineConfig {
+                    policy: maintenance::Policy::default(),
+                    ticket_webhooks: Vec::new(),
+                },
+            )
+        }
+    }
+}
+
+/// Lets the request through if it carries a token of an operator role (admin, agent,
+/// operator); the principal goes into the request's extensions.
+async fn require_operator(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let client = maintenance::api::client_addr(&parts);
+    let now = crate::ingest::pipeline::now_ms();
+    match maintenance::api::authenticate_request(
+        &s.auth,
+        &s.guard,
+        &parts.headers,
+        client,
+        parts.uri.path(),
+        now,
+    ) {
+        Ok(p) if p.role.is_operator() => {
+            let mut req = Request::from_parts(parts, body);
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Ok(_) => maintenance::api::ApiError::Forbidden.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Liveness only: the process answers HTTP. No data, no token.
+async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn health(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -74,18 +178,79 @@ async fn metrics(State(s): State<AppState>) -> Json<crate::metrics::Snapshot> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeadLetterQuery {
     reason: Option<String>,
     limit: Option<usize>,
+    before: Option<i64>,
+}
+
+fn bad_request(code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
 async fn dead_letters(
     State(s): State<AppState>,
-    Query(q): Query<DeadLetterQuery>,
+    q: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let rows = s.state.dead_letters(q.reason, limit).await?;
-    Ok(Json(rows).into_response())
+    let Ok(Query(q)) = q else {
+        return Ok(bad_request(
+            "invalid_query",
+            "query parameters: reason, limit (1-100), before (an id)",
+        ));
+    };
+    if let Some(r) = &q.reason {
+        if r.is_empty() || r.len() > 64 || !r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Ok(bad_request(
+                "invalid_reason",
+                "reason is a reason code: 1-64 characters of [a-z_]",
+            ));
+        }
+    }
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_DEAD_LETTER_PAGE)
+        .clamp(1, MAX_DEAD_LETTER_PAGE);
+    let items = s.state.dead_letter_page(q.reason, q.before, limit).await?;
+    let next_before = (items.len() == limit)
+        .then(|| items.last().map(|d| d.id))
+        .flatten();
+    Ok(Json(serde_json::json!({
+        "items": items,
+        "limit": limit,
+        "next_before": next_before,
+    }))
+    .into_response())
+}
+
+async fn dead_letter_raw(
+    State(s): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(Path(id)) = id else {
+        return Ok(bad_request("invalid_id", "a dead letter id is an integer"));
+    };
+    let Some((_topic, payload)) = s.state.dead_letter_raw(id).await? else {
+        let body = serde_json::json!({ "error": { "code": "not_found", "message": "no such dead letter" } });
+        return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
+    };
+    // Raw payloads may hold personal data (a device's Wi-Fi key, an owner's phone).
+    s.auth.audit(
+        &who,
+        "read_dead_letter_raw",
+        &format!("dead-letter/{id}"),
+        crate::ingest::pipeline::now_ms(),
+    )?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        payload,
+    )
+        .into_response())
 }
 
 async fn dead_letter_counts(State(s): State<AppState>) -> Result<Response, ApiError> {
@@ -104,7 +269,7 @@ struct OnlineQuery {
     within_s: Option<u32>,
 }
 
-/// Device ids are not personal data, and only counts leave here, so no token is needed.
+/// Only counts leave here; still behind a token, as every endpoint with data.
 async fn online(
     State(s): State<AppState>,
     Query(q): Query<OnlineQuery>,

@@ -182,29 +182,37 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| RunError::HttpBind { addr, source })?;
+        // Tokens live in the maintenance database (the engine's own, if it runs).
+        let auth = match &maintenance {
+            Some(engine) => Arc::clone(engine),
+            None => Arc::new(http::open_token_store(&config)?),
+        };
+        let guard = Arc::new(maintenance::access::AuthGuard::default());
         let mut app = http::router(http::AppState {
             metrics: Arc::clone(&metrics),
             writer: Arc::clone(&writer),
             state: state.clone(),
+            auth: Arc::clone(&auth),
+            guard: Arc::clone(&guard),
         });
         if let Some(engine) = &maintenance {
             app = app.nest(
                 "/api",
-                maintenance::router(maintenance::AppState::new(Arc::clone(engine))),
+                maintenance::router(maintenance::AppState::with_guard(Arc::clone(engine), guard)),
             );
         }
         if options.demo_fixtures > 0 {
             app = app.merge(demo::push_sink());
         }
-        let mut rx = shutdown_rx.clone();
-        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}} /fleet/online; pages at / /board /fleet /home");
-        tasks.spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
-        });
+        let rx = shutdown_rx.clone();
+        tracing::info!(%addr, hosts = ?config.http_allowed_hosts, "HTTP endpoint: /health/live (open); /health /metrics /dead-letters /devices/{{id}} /fleet/online (operator token); pages at / /board /fleet /home");
+        tasks.spawn(http::serve(
+            listener,
+            app,
+            config.http_allowed_hosts.clone(),
+            config.http_max_connections,
+            rx,
+        ));
     }
 
     // Replay of the spool, with refused points going to the dead-letter store.

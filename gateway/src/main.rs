@@ -27,10 +27,14 @@ struct Cli {
 /// One-off tasks.
 #[derive(Debug, clap::Subcommand)]
 enum Task {
-    /// Issue a bearer token for the maintenance API (needs [maintenance] in the config) and print it.
+    /// Bearer tokens: list, create, revoke, rotate (in the maintenance database; without
+    /// [maintenance], in {data_dir}/maintenance.db).
+    #[command(subcommand)]
+    Tokens(TokensTask),
+    /// Issue a bearer token with the default life (90 days) and print it; see also `tokens`.
     IssueToken {
-        /// admin, agent, technician or homeowner.
-        #[arg(long, value_parser = ["admin", "agent", "technician", "homeowner"])]
+        /// admin, agent, operator, technician or homeowner.
+        #[arg(long, value_parser = ["admin", "agent", "operator", "technician", "homeowner"])]
         role: String,
         /// The technician id or home id the token belongs to (technician and homeowner roles).
         #[arg(long)]
@@ -38,23 +42,97 @@ enum Task {
     },
 }
 
+/// `gateway tokens ...`.
+#[derive(Debug, clap::Subcommand)]
+enum TokensTask {
+    /// Every token (never the secret): id, role, subject, expiry and state.
+    List,
+    /// Issue a token and print it (shown once).
+    Create {
+        /// admin, agent, operator (the gateway's own endpoints only), technician or homeowner.
+        #[arg(long, value_parser = ["admin", "agent", "operator", "technician", "homeowner"])]
+        role: String,
+        /// The technician id or home id the token belongs to (technician and homeowner roles).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Days until it expires (1 to 365).
+        #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=365))]
+        ttl_days: u32,
+    },
+    /// Revoke a token by the id `tokens list` shows.
+    Revoke {
+        /// The token's id (16 hex digits).
+        id: String,
+    },
+    /// Replace a token by a new one (same role, subject and life); the old one is revoked.
+    Rotate {
+        /// The token's id (16 hex digits).
+        id: String,
+    },
+}
+
+fn tokens(config: &gateway::config::Config, task: &TokensTask) -> anyhow::Result<()> {
+    let store = gateway::http::open_token_store(config).context("opening the token store")?;
+    let now = gateway::ingest::pipeline::now_ms();
+    match task {
+        TokensTask::List => {
+            println!(
+                "{:<16}  {:<10}  {:<20}  {:<13}  {:<13}  state",
+                "id", "role", "subject", "created_ms", "expires_ms"
+            );
+            for t in store.list_tokens(100_000, now)? {
+                println!(
+                    "{:<16}  {:<10}  {:<20}  {:<13}  {:<13}  {}",
+                    t.id,
+                    t.role.as_str(),
+                    t.subject.as_deref().unwrap_or("-"),
+                    t.created_ts_ms,
+                    t.expires_ts_ms,
+                    t.state
+                );
+            }
+        }
+        TokensTask::Create {
+            role,
+            subject,
+            ttl_days,
+        } => {
+            let role = maintenance::Role::parse(role).context("unknown role")?;
+            let issued = store
+                .issue_token_for(
+                    role,
+                    subject.as_deref(),
+                    i64::from(*ttl_days) * 86_400_000,
+                    now,
+                )
+                .context("issuing the token")?;
+            eprintln!("id {} expires_ms {}", issued.id, issued.expires_ts_ms);
+            println!("{}", issued.token);
+        }
+        TokensTask::Revoke { id } => {
+            let t = store.revoke_token(id, now).context("revoking the token")?;
+            println!("{} {}", t.id, t.state);
+        }
+        TokensTask::Rotate { id } => {
+            let issued = store.rotate_token(id, now).context("rotating the token")?;
+            eprintln!(
+                "id {} expires_ms {} (old {id} revoked)",
+                issued.id, issued.expires_ts_ms
+            );
+            println!("{}", issued.token);
+        }
+    }
+    Ok(())
+}
+
 fn issue_token(
     config: &gateway::config::Config,
     role: &str,
     subject: Option<&str>,
 ) -> anyhow::Result<()> {
-    let m = config.maintenance.as_ref().context("the config has no [maintenance] table, so there is no maintenance API to issue a token for")?;
-    let role = match role {
-        "admin" => maintenance::Role::Admin,
-        "agent" => maintenance::Role::Agent,
-        "technician" => maintenance::Role::Technician,
-        _ => maintenance::Role::Homeowner,
-    };
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let engine = maintenance::Engine::open(&m.db_path, m.engine.clone())
-        .context("opening the maintenance database")?;
-    let token = engine
+    let role = maintenance::Role::parse(role).context("unknown role")?;
+    let store = gateway::http::open_token_store(config).context("opening the token store")?;
+    let token = store
         .issue_token(role, subject, gateway::ingest::pipeline::now_ms())
         .context("issuing the token")?;
     println!("{token}");
@@ -78,8 +156,12 @@ async fn main() -> anyhow::Result<()> {
                 .context("the demo's maintenance engine")?,
         );
     }
-    if let Some(Task::IssueToken { role, subject }) = &cli.task {
-        return issue_token(&config, role, subject.as_deref());
+    match &cli.task {
+        Some(Task::IssueToken { role, subject }) => {
+            return issue_token(&config, role, subject.as_deref())
+        }
+        Some(Task::Tokens(task)) => return tokens(&config, task),
+        None => {}
     }
     let options = gateway::RunOptions {
         demo_fixtures: cli.demo,

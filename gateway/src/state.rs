@@ -13,7 +13,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use crate::ingest::sequence::DeviceSeq;
+
+mod dead_letter_pages;
 use crate::store::sqlite::open_durable;
+pub use dead_letter_pages::{DeadLetterSummary, SUMMARY_TEXT_CHARS};
 
 /// Bytes of a rejected payload kept in the dead-letter store; the full length is recorded beside it.
 pub const DEAD_LETTER_KEEP_BYTES: usize = 64 * 1024;

@@ -52,7 +52,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,
     role TEXT NOT NULL,
     subject TEXT,
-    created_ts_ms INTEGER NOT NULL
+    created_ts_ms INTEGER NOT NULL,
+    expires_ts_ms INTEGER,
+    revoked_ts_ms INTEGER,
+    owner_fp TEXT
 );
 CREATE TABLE IF NOT EXISTS tickets (
     id INTEGER PRIMARY KEY,
@@ -205,6 +208,39 @@ fn migrate(conn: &Connection) -> Result<()> {
                 "ALTER TABLE filter_schedules ADD COLUMN {column} INTEGER"
             ))?;
         }
+    }
+    migrate_tokens(conn, &has)?;
+    Ok(())
+}
+
+/// Tokens of an older version get the lifecycle columns: an expiry of the default life
+/// after their creation, and homeowner tokens the fingerprint of the home's owner today.
+fn migrate_tokens(conn: &Connection, has: &dyn Fn(&str, &str) -> Result<bool>) -> Result<()> {
+    for column in ["expires_ts_ms", "revoked_ts_ms"] {
+        if !has("tokens", column)? {
+            conn.execute_batch(&format!("ALTER TABLE tokens ADD COLUMN {column} INTEGER"))?;
+        }
+    }
+    if !has("tokens", "owner_fp")? {
+        conn.execute_batch("ALTER TABLE tokens ADD COLUMN owner_fp TEXT")?;
+    }
+    conn.execute(
+        "UPDATE tokens SET expires_ts_ms = created_ts_ms + ?1 WHERE expires_ts_ms IS NULL",
+        [crate::access::DEFAULT_TOKEN_TTL_MS],
+    )?;
+    let owners: Vec<(String, String, String)> = {
+        let mut stmt = conn.prepare(
+            "SELECT t.hash, h.owner_name, h.owner_phone FROM tokens t JOIN homes h ON h.id = t.subject
+             WHERE t.role = 'homeowner' AND t.owner_fp IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (hash, name, phone) in owners {
+        conn.execute(
+            "UPDATE tokens SET owner_fp = ?2 WHERE hash = ?1",
+            [hash, crate::access::owner_fingerprint(&name, &phone)],
+        )?;
     }
     Ok(())
 }

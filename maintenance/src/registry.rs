@@ -81,6 +81,26 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
     (h < 24 && m < 60).then_some(h * 60 + m)
 }
 
+/// Longest address, in characters.
+pub const MAX_TEXT_CHARS: usize = 200;
+/// Longest person's name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest region or skill, in characters.
+pub const MAX_SHORT_CHARS: usize = 64;
+/// Most skills per technician.
+pub const MAX_SKILLS: usize = 16;
+
+/// A free-text field: not blank, at most `max` characters (not bytes), no control characters.
+fn check_text(field: &'static str, text: &str, max: usize) -> Result<()> {
+    if text.trim().is_empty() || text.chars().count() > max {
+        return Err(Error::invalid(field, format!("1 to {max} characters")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "no control characters"));
+    }
+    Ok(())
+}
+
 /// True if `id` is `[a-z0-9-_]{1,32}`, the charset shared with device ids.
 pub fn valid_id(id: &str) -> bool {
     protocol::is_valid_device_id(id)
@@ -92,12 +112,8 @@ impl Home {
         if !valid_id(&self.id) {
             return Err(Error::invalid("id", "1 to 32 characters of [a-z0-9-_]"));
         }
-        if self.address.trim().is_empty() || self.address.len() > 500 {
-            return Err(Error::invalid("address", "1 to 500 characters"));
-        }
-        if self.region.trim().is_empty() || self.region.len() > 64 {
-            return Err(Error::invalid("region", "1 to 64 characters"));
-        }
+        check_text("address", &self.address, MAX_TEXT_CHARS)?;
+        check_text("region", &self.region, MAX_SHORT_CHARS)?;
         if self.tz.parse::<chrono_tz::Tz>().is_err() {
             return Err(Error::invalid(
                 "tz",
@@ -119,9 +135,7 @@ impl Home {
                 "at least one of app, email, sms",
             ));
         }
-        if self.owner.name.trim().is_empty() || self.owner.name.len() > 100 {
-            return Err(Error::invalid("owner.name", "1 to 100 characters"));
-        }
+        check_text("owner.name", &self.owner.name, MAX_NAME_CHARS)?;
         let digits = self
             .owner
             .phone
@@ -248,6 +262,14 @@ impl Technician {
                 "technician",
                 "name, region and at least one skill",
             ));
+        }
+        check_text("name", &self.name, MAX_NAME_CHARS)?;
+        check_text("region", &self.region, MAX_SHORT_CHARS)?;
+        if self.skills.len() > MAX_SKILLS {
+            return Err(Error::invalid("skills", format!("at most {MAX_SKILLS}")));
+        }
+        for skill in &self.skills {
+            check_text("skills", skill, MAX_SHORT_CHARS)?;
         }
         Ok(())
     }

@@ -306,6 +306,25 @@ pub struct GatewayProcess {
     pub data_dir: PathBuf,
     log: PathBuf,
     http: reqwest::blocking::Client,
+    /// An operator token for the gateway's own endpoints, made with `gateway tokens create`.
+    pub token: String,
+}
+
+/// Runs the gateway binary with `--config config` and `args`; its stdout, trimmed.
+pub fn gateway_cli(config: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(gateway_bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .context("running the gateway binary")?;
+    if !out.status.success() {
+        bail!(
+            "gateway {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Path of the gateway binary built for the tests (`gateway-under-test`, see
@@ -348,6 +367,10 @@ impl GatewayProcess {
             "data_dir = \"{}\"\n{store_toml}[mqtt]\nbroker = \"external\"\nurl = \"mqtt://127.0.0.1:{mqtt_port}\"\nclient_id = \"{client_id}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n{extra_toml}",
             data_dir.display()
         )?;
+        let token = gateway_cli(
+            &config,
+            &["tokens", "create", "--role", "operator", "--ttl-days", "2"],
+        )?;
         let mut g = GatewayProcess {
             child: None,
             http_port,
@@ -357,6 +380,7 @@ impl GatewayProcess {
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
+            token,
         };
         g.launch()?;
         Ok(g)
@@ -401,26 +425,48 @@ impl GatewayProcess {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// `GET /metrics` as JSON.
-    pub fn metrics(&self) -> Result<serde_json::Value> {
-        Ok(self
-            .http
-            .get(format!("http://127.0.0.1:{}/metrics", self.http_port))
-            .send()?
-            .json()?)
+    /// The config file the gateway runs with.
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
-    /// `GET /dead-letters?limit=N` as JSON.
-    pub fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let v: serde_json::Value = self
+    /// `GET path` (e.g. `/devices/x`) with the operator token, as JSON; a non-2xx answer is an error.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let resp = self
             .http
-            .get(format!(
-                "http://127.0.0.1:{}/dead-letters?limit={limit}",
-                self.http_port
-            ))
-            .send()?
-            .json()?;
-        Ok(v.as_array().cloned().unwrap_or_default())
+            .get(format!("http://127.0.0.1:{}{path}", self.http_port))
+            .bearer_auth(&self.token)
+            .send()?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {}", resp.text().unwrap_or_default());
+        }
+        Ok(resp.json()?)
+    }
+
+    /// `GET /metrics` as JSON.
+    pub fn metrics(&self) -> Result<serde_json::Value> {
+        self.get_json("/metrics")
+    }
+
+    /// The newest `limit` dead letters (summaries, newest first), page by page.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
+        let mut out = Vec::new();
+        let mut before: Option<i64> = None;
+        while out.len() < limit {
+            let path = match before {
+                Some(b) => format!("/dead-letters?limit=100&before={b}"),
+                None => "/dead-letters?limit=100".to_owned(),
+            };
+            let page = self.get_json(&path)?;
+            out.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["next_before"].as_i64() {
+                Some(b) => before = Some(b),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     /// The process id.

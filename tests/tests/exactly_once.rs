@@ -71,13 +71,7 @@ fn hundred_thousand_messages_from_a_thousand_devices_are_stored_exactly_once() {
     assert_eq!(m["rejected"], 0, "{m}");
     assert!(m["acked"].as_u64().unwrap() >= 100_000, "{m}");
     assert_eq!(m["sequence_gaps"], 0, "no gaps in a complete stream: {m}");
-    let device: serde_json::Value = reqwest::blocking::get(format!(
-        "http://127.0.0.1:{}/devices/toilet-00000",
-        gw.http_port
-    ))
-    .unwrap()
-    .json()
-    .unwrap();
+    let device = gw.get_json("/devices/toilet-00000").unwrap();
     assert_eq!(device["sequence"]["messages"], 100, "{device}");
     assert_eq!(device["sequence"]["gaps"], 0, "{device}");
 }
@@ -106,13 +100,7 @@ fn sequence_gaps_before_the_broker_are_counted_per_device() {
         Duration::from_secs(30),
         "the device's sequence state",
         || {
-            let v: serde_json::Value = reqwest::blocking::get(format!(
-                "http://127.0.0.1:{}/devices/toilet-00000",
-                gw.http_port
-            ))
-            .ok()?
-            .json()
-            .ok()?;
+            let v = gw.get_json("/devices/toilet-00000").ok()?;
             (v["sequence"]["messages"] == 8).then_some(v)
         },
     )

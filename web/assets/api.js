@@ -38,9 +38,9 @@ export async function api(path, { method = 'GET', body } = {}) {
   return call(`/api${path}`, { method, body, auth: true });
 }
 
-/** Calls a gateway endpoint outside /api (no token). */
+/** Calls a gateway endpoint outside /api (with the same bearer token). */
 export async function gateway(path) {
-  return call(path, { method: 'GET', auth: false });
+  return call(path, { method: 'GET', auth: true });
 }
 
 async function call(url, { method, body, auth }) {

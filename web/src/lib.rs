@@ -78,10 +78,10 @@ fn page(html: String) -> Response {
     (
         [
             (header::CACHE_CONTROL, "no-cache"),
-            // Scripts and styles only from this origin; no inline script, no framing.
+            // Scripts and styles only from this origin; nothing inline, no plugins, no framing.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
             ),
             (header::REFERRER_POLICY, "no-referrer"),
         ],

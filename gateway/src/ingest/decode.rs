@@ -64,6 +64,8 @@ fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejectio
     serde_json::from_slice(payload).map_err(|e| {
         let reason = match e.classify() {
             serde_json::error::Category::Data => "schema_mismatch",
+            // A well-formed number too large for any type (1e400) breaks the schema, not JSON.
+            _ if e.to_string().starts_with("number out of range") => "schema_mismatch",
             _ => "malformed_json",
         };
         Rejection::new(reason, e.to_string())
@@ -337,6 +339,10 @@ mod tests {
         );
         assert_eq!(
             reason("fixtures/t-1/telemetry", br#"{"v":"one"}"#),
+            "schema_mismatch"
+        );
+        assert_eq!(
+            reason("fixtures/t-1/telemetry", br#"{"v":1e400}"#),
             "schema_mismatch"
         );
         assert_eq!(

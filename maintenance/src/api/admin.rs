@@ -6,9 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AppJson, AppQuery, Auth};
+use super::extract::{AppJson, AppPath, AppQuery, Auth};
 use super::{check_id, ApiError, AppState};
-use crate::access::{AuditEntry, Role};
+use crate::access::{AuditEntry, IssuedToken, Role, TokenInfo, DEFAULT_TOKEN_TTL_MS};
 use crate::engine::Outcome;
 use crate::finding::Finding;
 use crate::fleet::{self, FleetStats};
@@ -16,7 +16,9 @@ use crate::tickets::Kpi;
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
-        .route("/tokens", post(issue_token))
+        .route("/tokens", post(issue_token).get(list_tokens))
+        .route("/tokens/{id}/revoke", post(revoke_token))
+        .route("/tokens/{id}/rotate", post(rotate_token))
         .route("/audit", get(audit))
         .route("/me", get(me))
         .route("/kpi", get(kpi))
@@ -31,33 +33,88 @@ struct TokenRequest {
     role: Role,
     #[serde(default)]
     subject: Option<String>,
+    /// Life in days (1 to 365); 90 if absent.
+    #[serde(default)]
+    ttl_days: Option<u32>,
 }
 
-#[derive(Serialize)]
-struct TokenResponse {
-    token: String,
-    role: Role,
-    subject: Option<String>,
+/// Days (1 to 365) as ms, or the default life.
+fn ttl_ms(days: Option<u32>) -> Result<i64, ApiError> {
+    match days {
+        None => Ok(DEFAULT_TOKEN_TTL_MS),
+        Some(d @ 1..=365) => Ok(i64::from(d) * 86_400_000),
+        Some(_) => Err(ApiError::invalid("ttl_days", "1 to 365")),
+    }
 }
 
 async fn issue_token(
     State(s): State<AppState>,
     auth: Auth,
     AppJson(req): AppJson<TokenRequest>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<Json<IssuedToken>, ApiError> {
     auth.require(&[Role::Admin])?;
     if let Some(sub) = &req.subject {
         check_id("subject", sub)?;
     }
-    let token = s
+    let ttl = ttl_ms(req.ttl_days)?;
+    let issued = s
         .engine
-        .issue_token(req.role, req.subject.as_deref(), s.now())?;
-    tracing::info!(by = %auth.0.label, role = req.role.as_str(), "Token issued.");
-    Ok(Json(TokenResponse {
-        token,
-        role: req.role,
-        subject: req.subject,
-    }))
+        .issue_token_for(req.role, req.subject.as_deref(), ttl, s.now())?;
+    s.engine.audit(
+        &auth.0,
+        "issue_token",
+        &format!("token/{}", issued.id),
+        s.now(),
+    )?;
+    tracing::info!(by = %auth.0.label, role = req.role.as_str(), id = %issued.id, "Token issued.");
+    Ok(Json(issued))
+}
+
+async fn list_tokens(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppQuery(q): AppQuery<Limit>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+    auth.require(&[Role::Admin])?;
+    let limit = q
+        .limit
+        .unwrap_or(super::DEFAULT_PAGE)
+        .clamp(1, super::MAX_PAGE);
+    Ok(Json(s.engine.list_tokens(limit, s.now())?))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<TokenInfo>, ApiError> {
+    auth.require(&[Role::Admin])?;
+    let info = s.engine.revoke_token(&id, s.now())?;
+    s.engine.audit(
+        &auth.0,
+        "revoke_token",
+        &format!("token/{}", info.id),
+        s.now(),
+    )?;
+    tracing::info!(by = %auth.0.label, id = %info.id, "Token revoked.");
+    Ok(Json(info))
+}
+
+async fn rotate_token(
+    State(s): State<AppState>,
+    auth: Auth,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<IssuedToken>, ApiError> {
+    auth.require(&[Role::Admin])?;
+    let issued = s.engine.rotate_token(&id, s.now())?;
+    s.engine.audit(
+        &auth.0,
+        "rotate_token",
+        &format!("token/{id}->{}", issued.id),
+        s.now(),
+    )?;
+    tracing::info!(by = %auth.0.label, old = %id, new = %issued.id, "Token rotated.");
+    Ok(Json(issued))
 }
 
 #[derive(Serialize)]

@@ -14,6 +14,9 @@ pub enum ApiError {
     /// No or unknown bearer token.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// Too many failed authentications from this client address in the last minute.
+    #[error("too many failed authentications from your address; wait a minute")]
+    TooManyFailures,
     /// The role may not do this.
     #[error("your role may not do this")]
     Forbidden,
@@ -52,6 +55,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -65,6 +69,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::TooManyFailures => "too_many_failures",
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest { code, .. } => code,

@@ -1,12 +1,16 @@
 //! Extractors that answer in the API's own error format: the caller ([`Auth`]),
 //! JSON bodies ([`AppJson`]), path parameters ([`AppPath`]) and query strings ([`AppQuery`]).
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
-use crate::access::{Principal, Role};
+use crate::access::{AuthGuard, FailureVerdict, Principal, Role};
+use crate::engine::Engine;
 
 /// The authenticated caller.
 #[derive(Debug, Clone)]
@@ -49,25 +53,77 @@ impl FromRequestParts<AppState> for Auth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        if token.len() > 200 {
-            return Err(ApiError::Unauthorized);
-        }
-        state
-            .engine
-            .authenticate(token)?
-            .map(Auth)
-            .ok_or(ApiError::Unauthorized)
+        let client = client_addr(parts);
+        authenticate_request(
+            &state.engine,
+            &state.guard,
+            &parts.headers,
+            client,
+            parts.uri.path(),
+            state.now(),
+        )
+        .map(Auth)
     }
+}
+
+/// The client's address, if the server recorded it (`ConnectInfo<SocketAddr>`).
+pub fn client_addr(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// The token of an `Authorization: Bearer <token>` header; the scheme is matched
+/// case-insensitively (RFC 7235).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Authenticates a request: the bearer token must be known, unexpired, unrevoked and (for
+/// a homeowner) still its home's owner's. A client address over its failure limit gets
+/// 429 before its token is looked at; each failure is audited (see [`AuthGuard`]).
+pub fn authenticate_request(
+    engine: &Engine,
+    guard: &AuthGuard,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    resource: &str,
+    now_ms: i64,
+) -> Result<Principal, ApiError> {
+    let ip = client.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    if guard.is_limited(ip, now_ms) {
+        return Err(ApiError::TooManyFailures);
+    }
+    let principal = match bearer_token(headers) {
+        Some(token) => engine.authenticate(token, now_ms)?,
+        None => None,
+    };
+    if let Some(p) = principal {
+        return Ok(p);
+    }
+    let resource: String = resource.chars().take(200).collect();
+    let presented = headers.contains_key(header::AUTHORIZATION);
+    let verdict = guard.record_failure(ip, now_ms);
+    tracing::warn!(client = %ip, resource = %resource, presented, ?verdict, "Authentication failed.");
+    let action = if presented {
+        "auth_failed"
+    } else {
+        "auth_missing"
+    };
+    let client_label = ip.to_string();
+    match verdict {
+        FailureVerdict::Audit => engine.audit_failure(&client_label, action, &resource, now_ms)?,
+        FailureVerdict::LimitReached => {
+            engine.audit_failure(&client_label, action, &resource, now_ms)?;
+            engine.audit_failure(&client_label, "auth_rate_limited", &resource, now_ms)?;
+        }
+        FailureVerdict::Limited => {}
+    }
+    Err(ApiError::Unauthorized)
 }
 
 /// A JSON body; malformed JSON is a 400 `invalid_json`.
@@ -81,7 +137,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
             .await
             .map(|j| AppJson(j.0))
             .map_err(|e| ApiError::BadRequest {
-                code: "invalid_json",
+                code: if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    "body_too_large"
+                } else {
+                    "invalid_json"
+                },
                 message: e.body_text(),
             })
     }

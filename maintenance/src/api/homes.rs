@@ -28,7 +28,7 @@ pub(super) fn can_see_home(auth: &Auth, home_id: &str) -> Result<(), ApiError> {
         Role::Admin | Role::Agent => Ok(()),
         Role::Homeowner if auth.home() == Some(home_id) => Ok(()),
         Role::Homeowner => Err(ApiError::NotFound("home")),
-        Role::Technician => Err(ApiError::Forbidden),
+        Role::Technician | Role::Operator => Err(ApiError::Forbidden),
     }
 }
 
@@ -97,7 +97,7 @@ async fn put_device(
 /// The device, if the caller may see its home (404 otherwise).
 fn visible_device(s: &AppState, auth: &Auth, id: &str) -> Result<Device, ApiError> {
     check_id("id", id)?;
-    if auth.role() == Role::Technician {
+    if matches!(auth.role(), Role::Technician | Role::Operator) {
         return Err(ApiError::Forbidden);
     }
     let device = s

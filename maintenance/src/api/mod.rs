@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
+use crate::access::AuthGuard;
 use crate::engine::Engine;
 
 mod admin;
@@ -20,7 +21,7 @@ mod reminders;
 mod tickets;
 
 pub use error::ApiError;
-pub use extract::Auth;
+pub use extract::{authenticate_request, bearer_token, client_addr, Auth};
 pub use openapi::OPENAPI_JSON;
 
 /// The clock the API uses for audit entries and actions (injected so tests are deterministic).
@@ -33,6 +34,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Current time, UTC ms.
     pub clock: Clock,
+    /// Failed authentications per client address (share it with every router that authenticates).
+    pub guard: Arc<AuthGuard>,
 }
 
 impl AppState {
@@ -41,12 +44,26 @@ impl AppState {
         AppState {
             engine,
             clock: Arc::new(crate::wall_clock_ms),
+            guard: Arc::default(),
+        }
+    }
+
+    /// State on the wall clock sharing `guard` with the gateway's own endpoints.
+    pub fn with_guard(engine: Arc<Engine>, guard: Arc<AuthGuard>) -> AppState {
+        AppState {
+            engine,
+            clock: Arc::new(crate::wall_clock_ms),
+            guard,
         }
     }
 
     /// State on a given clock (tests).
     pub fn with_clock(engine: Arc<Engine>, clock: Clock) -> AppState {
-        AppState { engine, clock }
+        AppState {
+            engine,
+            clock,
+            guard: Arc::default(),
+        }
     }
 
     /// Now, UTC ms.
@@ -59,6 +76,9 @@ impl AppState {
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("post", "/tokens"),
+    ("get", "/tokens"),
+    ("post", "/tokens/{id}/revoke"),
+    ("post", "/tokens/{id}/rotate"),
     ("get", "/audit"),
     ("get", "/me"),
     ("get", "/kpi"),
@@ -86,6 +106,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/reminders/{id}/book"),
 ];
 
+/// Largest request body the API reads (64 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Default page size of the API's lists.
+pub const DEFAULT_PAGE: usize = 200;
+/// Largest page size of the API's lists.
+pub const MAX_PAGE: usize = 1000;
+
 /// The API router, to be nested under `/api`.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -94,7 +122,27 @@ pub fn router(state: AppState) -> Router {
         .merge(homes::router())
         .merge(tickets::router())
         .merge(reminders::router())
+        // Every body the API takes is small; a larger one is refused before it is read.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Checks a free-text field: at most `max` characters (not bytes), and no control characters
+/// but newlines and tabs.
+pub(crate) fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.chars().count() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {max} characters"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(ApiError::invalid(field, "no control characters"));
+    }
+    Ok(())
 }
 
 /// Checks an id from a path or body: `[a-z0-9-_]{1,32}`.

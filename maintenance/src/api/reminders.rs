@@ -43,7 +43,7 @@ async fn list(
             }
             auth.home().map(str::to_owned)
         }
-        Role::Technician => return Err(ApiError::Forbidden),
+        Role::Technician | Role::Operator => return Err(ApiError::Forbidden),
     };
     Ok(Json(
         s.engine.read(|c| reminders::list(c, home.as_deref()))?,
@@ -60,7 +60,7 @@ fn visible(s: &AppState, auth: &Auth, id: i64) -> Result<Reminder, ApiError> {
         Role::Admin | Role::Agent => Ok(r),
         Role::Homeowner if auth.home() == Some(r.home_id.as_str()) => Ok(r),
         Role::Homeowner => Err(ApiError::NotFound("reminder")),
-        Role::Technician => Err(ApiError::Forbidden),
+        Role::Technician | Role::Operator => Err(ApiError::Forbidden),
     }
 }
 

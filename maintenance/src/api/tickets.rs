@@ -133,6 +133,7 @@ async fn list(
     };
     match auth.role() {
         Role::Admin | Role::Agent => {}
+        Role::Operator => return Err(ApiError::Forbidden),
         Role::Technician => f.assignee = auth.technician().map(str::to_owned),
         Role::Homeowner => {
             if f.home_id.as_deref().is_some_and(|h| Some(h) != auth.home()) {
@@ -166,6 +167,7 @@ fn visible(s: &AppState, auth: &Auth, id: i64) -> Result<Ticket, ApiError> {
             t.assignee.as_deref() == auth.technician() && auth.technician().is_some()
         }
         Role::Homeowner => Some(t.home_id.as_str()) == auth.home(),
+        Role::Operator => return Err(ApiError::Forbidden),
     };
     if ok {
         Ok(t)
@@ -229,6 +231,9 @@ async fn detail(
     }))
 }
 
+/// Longest note on a ticket transition, in characters.
+pub const MAX_NOTE_CHARS: usize = 4000;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TransitionRequest {
@@ -244,6 +249,9 @@ async fn transition(
     AppJson(req): AppJson<TransitionRequest>,
 ) -> Result<Json<Summary>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent, Role::Technician])?;
+    if let Some(note) = &req.note {
+        super::check_text("note", note, MAX_NOTE_CHARS)?;
+    }
     visible(&s, &auth, id)?;
     if auth.role() == Role::Technician
         && !matches!(
@@ -252,9 +260,6 @@ async fn transition(
         )
     {
         return Err(ApiError::Forbidden);
-    }
-    if req.note.as_ref().is_some_and(|n| n.len() > 2000) {
-        return Err(ApiError::invalid("note", "at most 2000 characters"));
     }
     let t = s
         .engine
