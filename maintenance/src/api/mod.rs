@@ -17,7 +17,9 @@ mod extract;
 mod homes;
 mod openapi;
 mod reminders;
+mod reveal;
 mod tickets;
+mod unclaimed;
 
 pub use error::ApiError;
 pub use extract::Auth;
@@ -84,6 +86,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/reminders/{id}/snooze"),
     ("post", "/reminders/{id}/done"),
     ("post", "/reminders/{id}/book"),
+    ("get", "/unclaimed"),
+    ("post", "/tickets/{id}/reveal"),
 ];
 
 /// The API router, to be nested under `/api`.
@@ -94,6 +98,8 @@ pub fn router(state: AppState) -> Router {
         .merge(homes::router())
         .merge(tickets::router())
         .merge(reminders::router())
+        .merge(unclaimed::router())
+        .merge(reveal::router())
         .with_state(state)
 }
 
