@@ -656,7 +656,11 @@ fn outbox_rows_commit_or_roll_back_with_the_change_that_caused_them() {
     e.ingest(&finding("toilet-1", FindingKind::Leak, now), now)
         .expect("ingest");
     let rows = outbox_rows(&e);
-    assert_eq!(rows.len(), 4, "ghost's webhook, then push + sms + ticket webhook");
+    assert_eq!(
+        rows.len(),
+        4,
+        "ghost's webhook, then push + sms + ticket webhook"
+    );
     let keys: std::collections::HashSet<_> = rows.iter().map(|r| r.idem_key.clone()).collect();
     assert_eq!(keys.len(), 4, "each row has its own idempotency key");
 }
