@@ -86,7 +86,7 @@ impl Demo {
         Some(
             log[at..]
                 .chars()
-                .take_while(char::is_ascii_alphanumeric)
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
                 .collect(),
         )
     }

@@ -224,7 +224,8 @@ async function showDetail(id) {
   const unit = key === 'value' ? (UNITS[code] ?? '') : '';
   const points = key ? readings.filter((r) => typeof r.e[key] === 'number').map((r) => ({ t: r.t, v: key === 'value' ? reading(code, r.e[key]) : r.e[key] })) : [];
   const name = key === 'value' ? tOr(`fault_${code}`, tOr(`kind_${d.kind}`, d.kind)) : tOr(`ev_${key}`, key);
-  panel.replaceChildren(
+  // replaceChildren would print a null as "null": leave the absent parts out.
+  panel.replaceChildren(...[
     h('h2', {}, `#${d.id} ${tOr(`kind_${d.kind}`, d.kind)} · ${t('evidence')}`),
     h('p', { class: 'muted' }, `${t('device')} ${d.device_id} · ${t('opened')} ${fmtDate(d.opened_ts_ms, true)}`),
     d.contact ? contact(d) : null,
@@ -239,7 +240,7 @@ async function showDetail(id) {
           h('td', {}, describe(r.e)))))
       )
       : h('p', { class: 'muted' }, t('no_evidence')),
-  );
+  ].filter(Boolean));
 }
 
 /** The contact line: the phone masked, with "reveal" that asks for a reason (audited). */
