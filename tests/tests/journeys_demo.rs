@@ -3,7 +3,8 @@
 //! maintenance engine), only on free ports in a temporary directory. Within two minutes
 //! of starting, the board has a ticket (the first household's leak), the homeowner of that
 //! household has a reminder, and the push log prints the real title and home. Later in
-//! the replay the worn purifier cartridge gets its "filter due" reminder.
+//! the replay the worn purifier cartridge gets its "filter due" reminder (checked on the
+//! analytics by `gateway::demo::tests`).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -165,25 +166,6 @@ fn the_demo_puts_a_ticket_on_the_board_and_a_reminder_on_the_home_page_within_tw
         to_ticket.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-
-    // Later in the replay (one simulated day a day per 24 s): the worn purifier cartridge's
-    // reminder, naming the cartridge.
-    let filter = wait_until(Duration::from_secs(200), "the filter reminder", || {
-        demo.api("/reminders", &owner)?
-            .as_array()?
-            .iter()
-            .find(|r| r["device_id"] == "purifier-0001" && r["kind"] == "filter_due")
-            .cloned()
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", demo.tail()));
-    let due = filter["vars"]["due_ts_ms"].as_i64().unwrap_or(0);
-    let days = (due - gateway::ingest::pipeline::now_ms()) as f64 / 86_400_000.0;
-    assert!(
-        (0.0..15.0).contains(&days),
-        "due in {days:.1} days: {filter}"
-    );
-    eprintln!(
-        "demo: filter reminder after {:.1} s: {filter}",
-        started.elapsed().as_secs_f64()
-    );
+    // The worn purifier cartridge's due date (within two weeks of the replay's end) is
+    // checked on the same fleet by `gateway::demo::tests`.
 }
