@@ -87,6 +87,8 @@ pub enum RunError {
 pub struct RunOptions {
     /// Simulated demo fixtures to start (0: none).
     pub demo_fixtures: usize,
+    /// Simulated fixtures registered with the demo's maintenance engine (at least `demo_fixtures`).
+    pub demo_registered: usize,
     /// Seconds between console summaries (0: none).
     pub report_every_s: u64,
 }
@@ -172,7 +174,12 @@ pub async fn run(
             ));
             tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
             if let (true, Some(http)) = (options.demo_fixtures > 0, config.http_listen) {
-                demo::register(&engine, options.demo_fixtures, http, now_ms())?;
+                demo::register(
+                    &engine,
+                    options.demo_registered.max(options.demo_fixtures),
+                    http,
+                    now_ms(),
+                )?;
             }
             Some(engine)
         }
@@ -324,8 +331,8 @@ async fn report(
         let s = metrics.snapshot(writer.backlog());
         let rate = (s.received - last.received) as f64 / every.as_secs_f64();
         tracing::info!(
-            "received {} ({rate:.0}/s) | accepted {} | points stored {} | rejected {} {:?} | acked {} | spool backlog {} | devices {} | seq gaps {} | findings {}",
-            s.received, s.accepted, s.points_stored, s.rejected, s.rejected_by_reason, s.acked, s.spool_backlog_batches, s.devices, s.sequence_gaps, s.findings
+            "received {} ({rate:.0}/s) | accepted {} | points stored {} | rejected {} {:?} | acked {} | spool backlog {} | devices {} | seq gaps {} | findings {} | unclaimed findings {} from {} unregistered devices",
+            s.received, s.accepted, s.points_stored, s.rejected, s.rejected_by_reason, s.acked, s.spool_backlog_batches, s.devices, s.sequence_gaps, s.findings, s.findings_unclaimed, s.devices_unclaimed
         );
         last = s;
     }

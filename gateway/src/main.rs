@@ -16,6 +16,10 @@ struct Cli {
     /// Start this many simulated demo fixtures publishing to the broker.
     #[arg(long, default_value_t = 0)]
     demo: usize,
+    /// With --demo: register this many simulated fixtures with the maintenance engine (at
+    /// least the demo's own), so a bigger `simulator` run against the demo is registered too.
+    #[arg(long, default_value_t = 0)]
+    demo_register: usize,
     /// Seconds between console summaries of what arrived (0: none).
     #[arg(long, default_value_t = 5)]
     report_every: u64,
@@ -165,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let options = gateway::RunOptions {
         demo_fixtures: cli.demo,
+        demo_registered: cli.demo_register.max(cli.demo),
         report_every_s: cli.report_every,
     };
     let shutdown = async {

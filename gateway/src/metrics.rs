@@ -50,6 +50,10 @@ pub struct Metrics {
     pub maintenance_applied: AtomicU64,
     /// Device reports the maintenance engine failed to apply (logged).
     pub maintenance_errors: AtomicU64,
+    /// Findings of unregistered devices, kept in the engine's unclaimed-devices queue.
+    pub findings_unclaimed: AtomicU64,
+    /// Unregistered devices that entered the unclaimed-devices queue.
+    pub devices_unclaimed: AtomicU64,
     /// Findings (edges) produced by the analytics stage.
     pub findings: AtomicU64,
     /// Devices with analytics state.
@@ -81,6 +85,8 @@ pub struct Snapshot {
     pub devices: u64,
     pub maintenance_applied: u64,
     pub maintenance_errors: u64,
+    pub findings_unclaimed: u64,
+    pub devices_unclaimed: u64,
     pub findings: u64,
     pub analytics_devices: u64,
 }
@@ -125,6 +131,8 @@ impl Metrics {
             devices: self.devices.load(Relaxed),
             maintenance_applied: self.maintenance_applied.load(Relaxed),
             maintenance_errors: self.maintenance_errors.load(Relaxed),
+            findings_unclaimed: self.findings_unclaimed.load(Relaxed),
+            devices_unclaimed: self.devices_unclaimed.load(Relaxed),
             findings: self.findings.load(Relaxed),
             analytics_devices: self.analytics_devices.load(Relaxed),
         }

@@ -17,6 +17,7 @@ use crate::registry::{self, Device, Home};
 use crate::reminders::{self, NewReminder, SendOutcome, DAY_MS};
 use crate::templates::Template;
 use crate::tickets::{self, NewTicket, TicketStatus};
+use crate::unclaimed;
 
 /// What the engine needs besides the database.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +51,12 @@ pub struct Outcome {
     pub ticket: Option<(i64, TicketEffect)>,
     /// Reminders scheduled (sent at once unless deferred or in the future).
     pub reminders: Vec<i64>,
+    /// The device is not registered: the finding went to the unclaimed-devices queue.
+    #[serde(default)]
+    pub unclaimed: bool,
+    /// The device is new to the unclaimed-devices queue.
+    #[serde(default)]
+    pub new_unclaimed_device: bool,
 }
 
 /// The result of [`Engine::tick`].
@@ -85,6 +92,15 @@ pub struct FilterSchedule {
     /// `pending`, `claimed` (homeowner says done, counter not yet reset), `booked`,
     /// `visit_opened` or `replaced`.
     pub state: String,
+    /// Litres left in the cartridge by the usage the device last reported, if known.
+    #[serde(default)]
+    pub remaining_l: Option<f64>,
+    /// The household's learned daily use through it, litres.
+    #[serde(default)]
+    pub daily_l: Option<f64>,
+    /// When that usage was reported, UTC ms.
+    #[serde(default)]
+    pub reported_ts_ms: Option<i64>,
 }
 
 /// The maintenance engine.
@@ -106,20 +122,33 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: impl AsRef<Path>, cfg: EngineConfig) -> Result<Engine> {
-        Ok(Engine::with_connection(crate::db::open(path)?, cfg))
+        Engine::with_connection(crate::db::open(path)?, cfg)
     }
 
     /// An engine on a private in-memory database.
     pub fn in_memory(cfg: EngineConfig) -> Result<Engine> {
-        Ok(Engine::with_connection(crate::db::open_in_memory()?, cfg))
+        Engine::with_connection(crate::db::open_in_memory()?, cfg)
     }
 
-    fn with_connection(conn: Connection, cfg: EngineConfig) -> Engine {
-        Engine {
+    fn with_connection(conn: Connection, cfg: EngineConfig) -> Result<Engine> {
+        conn.execute_batch(unclaimed::SCHEMA)?;
+        // The usage the device last reported per cartridge (from the forecast's evidence).
+        for column in ["remaining_l REAL", "daily_l REAL", "reported_ts_ms INTEGER"] {
+            let name = column.split(' ').next().unwrap_or_default();
+            let has: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('filter_schedules') WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            if has == 0 {
+                conn.execute_batch(&format!("ALTER TABLE filter_schedules ADD COLUMN {column}"))?;
+            }
+        }
+        Ok(Engine {
             conn: Mutex::new(conn),
             policy: cfg.policy,
             webhooks: cfg.ticket_webhooks,
-        }
+        })
     }
 
     /// The policy in force.
@@ -154,10 +183,45 @@ impl Engine {
         self.write(|tx| registry::put_home(tx, home))
     }
 
-    /// Inserts or updates a device (validated; its home must exist).
+    /// [`Engine::put_device_at`] on the wall clock (seeding, demos); the API passes its own clock.
     pub fn put_device(&self, device: &Device) -> Result<()> {
+        self.put_device_at(device, crate::wall_clock_ms())
+    }
+
+    /// Inserts or updates a device (validated; its home must exist). A device that was in
+    /// the unclaimed-devices queue is claimed: its tickets move to the home (history at `now_ms`).
+    pub fn put_device_at(&self, device: &Device, now_ms: i64) -> Result<()> {
         device.validate()?;
-        self.write(|tx| registry::put_device(tx, device))
+        let claimed = self.write(|tx| {
+            registry::put_device(tx, device)?;
+            let home = registry::get_home(tx, &device.home_id)?
+                .ok_or_else(|| Error::not_found("home", &device.home_id))?;
+            let ids = unclaimed::claim(tx, &device.id, &home.id, &home.address, now_ms)?;
+            for id in &ids {
+                let t = tickets::must_get(tx, *id)?;
+                tickets::history(
+                    tx,
+                    *id,
+                    now_ms,
+                    "system",
+                    Some(t.status),
+                    t.status,
+                    Some(&format!(
+                        "owner found: device registered to home {}",
+                        home.id
+                    )),
+                )?;
+                if t.status == TicketStatus::Open && self.policy.auto_assign {
+                    tickets::assign(tx, &self.policy, *id, None, "system", now_ms)?;
+                }
+                tickets::emit(tx, &self.webhooks, "ticket.updated", *id, now_ms)?;
+            }
+            Ok(ids)
+        })?;
+        if !claimed.is_empty() {
+            tracing::info!(device = %device.id, home = %device.home_id, tickets = ?claimed, "Unclaimed device registered; its tickets moved to the home.");
+        }
+        Ok(())
     }
 
     /// Inserts or updates a technician (validated).
@@ -176,8 +240,9 @@ impl Engine {
     }
 
     fn ingest_tx(&self, tx: &Transaction<'_>, f: &Finding, now_ms: i64) -> Result<Outcome> {
-        let device = registry::get_device(tx, &f.device_id)?
-            .ok_or_else(|| Error::not_found("device", &f.device_id))?;
+        let Some(device) = registry::get_device(tx, &f.device_id)? else {
+            return self.unclaimed_tx(tx, f, now_ms);
+        };
         let home = registry::get_home(tx, &device.home_id)?
             .ok_or_else(|| Error::not_found("home", &device.home_id))?;
         let fault_key = f.kind.fault_key();
@@ -216,6 +281,19 @@ impl Engine {
             out.reminders = self.schedule_filter(tx, &home, &device, slot, due_ts_ms, now_ms)?;
             // The forecaster's interval, if the finding carries one, for the homeowner's gauge.
             let at = |k: &str| f.evidence.get(k).and_then(serde_json::Value::as_i64);
+            let real = |k: &str| {
+                f.evidence
+                    .get(k)
+                    .and_then(serde_json::Value::as_f64)
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+            };
+            if let Some(remaining) = real("remaining_l") {
+                tx.execute(
+                    "UPDATE filter_schedules SET remaining_l = ?3, daily_l = ?4, reported_ts_ms = ?5
+                     WHERE device_id = ?1 AND slot = ?2",
+                    params![device.id, slot, remaining, real("daily_l"), now_ms],
+                )?;
+            }
             if let (Some(lo), Some(hi)) = (at("lo_ts_ms"), at("hi_ts_ms")) {
                 tx.execute(
                     "UPDATE filter_schedules SET lo_ts_ms = ?3, hi_ts_ms = ?4 WHERE device_id = ?1 AND slot = ?2",
@@ -264,6 +342,99 @@ impl Engine {
                 reminders::try_send(tx, &self.policy, rid, now_ms)?;
                 out.reminders.push(rid);
             }
+        }
+        Ok(out)
+    }
+
+    /// A finding of a device nobody registered: kept in the unclaimed-devices queue; a
+    /// critical one opens (or feeds) a ticket without a home or contact, for an agent to
+    /// find the owner. Nothing goes to a homeowner: there is none on record.
+    fn unclaimed_tx(&self, tx: &Transaction<'_>, f: &Finding, now_ms: i64) -> Result<Outcome> {
+        let fault_key = f.kind.fault_key();
+        let mut out = Outcome {
+            unclaimed: true,
+            ..Outcome::default()
+        };
+        let active = unclaimed::active_ticket(tx, &f.device_id, &fault_key)?;
+        let ticket = match (f.state, active) {
+            (FindingState::Cleared, Some(id)) => {
+                let t = tickets::must_get(tx, id)?;
+                tx.execute(
+                    "UPDATE tickets SET condition_cleared = 1 WHERE id = ?1",
+                    [id],
+                )?;
+                tickets::add_evidence(tx, id, now_ms, f.severity.as_str(), &f.evidence)?;
+                tickets::history(
+                    tx,
+                    id,
+                    now_ms,
+                    "device",
+                    Some(t.status),
+                    t.status,
+                    Some("condition cleared; confirm and resolve"),
+                )?;
+                tickets::emit(tx, &self.webhooks, "ticket.updated", id, now_ms)?;
+                out.ticket = Some((id, TicketEffect::ConditionCleared));
+                Some(id)
+            }
+            (FindingState::Active, Some(id)) => {
+                tickets::add_evidence(tx, id, now_ms, f.severity.as_str(), &f.evidence)?;
+                tx.execute(
+                    "UPDATE tickets SET condition_cleared = 0 WHERE id = ?1",
+                    [id],
+                )?;
+                out.ticket = Some((id, TicketEffect::Attached));
+                Some(id)
+            }
+            (FindingState::Active, None) if unclaimed::is_critical(f) => {
+                let action = self
+                    .policy
+                    .for_kind(&f.kind)
+                    .ticket
+                    .unwrap_or(TicketAction {
+                        priority: Priority::Critical,
+                        deadline_ms: 4 * 3_600_000,
+                        skill: "plumbing".into(),
+                    });
+                let id = tickets::insert(
+                    tx,
+                    &NewTicket {
+                        device_id: &f.device_id,
+                        home_id: unclaimed::NO_HOME,
+                        kind: f.kind.policy_key(),
+                        fault_key: &fault_key,
+                        priority: action.priority.max(Priority::High),
+                        skill: &action.skill,
+                        source: "unclaimed",
+                        began_ts_ms: f.began_ts_ms,
+                        deadline_ms: action.deadline_ms,
+                        linked_ticket_id: None,
+                        visit_address: "",
+                    },
+                    now_ms,
+                )?;
+                tickets::add_evidence(tx, id, now_ms, f.severity.as_str(), &f.evidence)?;
+                tickets::history(
+                    tx,
+                    id,
+                    now_ms,
+                    "system",
+                    Some(TicketStatus::Open),
+                    TicketStatus::Open,
+                    Some("device not registered: find the owner, then register the device"),
+                )?;
+                tickets::emit(tx, &self.webhooks, "ticket.opened", id, now_ms)?;
+                out.ticket = Some((id, TicketEffect::Opened));
+                Some(id)
+            }
+            _ => None,
+        };
+        out.new_unclaimed_device = unclaimed::record(tx, f, ticket, now_ms)?;
+        if out.new_unclaimed_device {
+            tracing::warn!(device = %f.device_id, kind = f.kind.policy_key(), "A device that is not registered reports findings; they wait in the unclaimed-devices queue.");
+        }
+        if let Some((id, TicketEffect::Opened)) = out.ticket {
+            tracing::warn!(device = %f.device_id, ticket = id, kind = f.kind.policy_key(), "Critical finding of an unregistered device: ticket opened without a contact; an agent must find the owner.");
         }
         Ok(out)
     }
@@ -378,10 +549,11 @@ impl Engine {
                  ON CONFLICT(device_id, slot) DO UPDATE SET due_ts_ms = ?3, state = 'pending', updated_ts_ms = ?4",
                 params![device.id, slot, due_ts_ms, now_ms],
             )?;
-            // Reminders for an older due date of this slot no longer apply.
+            // Reminders for an older due date of this slot no longer apply: they are replaced
+            // (sent ones too), so the homeowner sees one reminder per cartridge, not a stack.
             tx.execute(
                 "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
-                 AND status = 'scheduled' AND json_extract(vars, '$.due_ts_ms') != ?3",
+                 AND status IN ('scheduled', 'sent') AND json_extract(vars, '$.due_ts_ms') != ?3",
                 params![device.id, format!("filter_due:{slot}"), due_ts_ms],
             )?;
         } else if current.as_ref().is_some_and(|c| c.1 != "pending") {
@@ -416,7 +588,10 @@ impl Engine {
                 kind: "filter_due",
                 fault_key: &format!("filter_due:{slot}"),
                 template: n.template,
-                vars: serde_json::json!({ "device": device.id, "slot": slot, "due_ts_ms": due_ts_ms }),
+                vars: serde_json::json!({
+                    "device": device.id, "slot": slot, "due_ts_ms": due_ts_ms,
+                    "cartridge": device.cartridges.iter().find(|c| c.slot == slot).map(|c| c.kind.as_str()),
+                }),
                 urgent: n.urgent,
                 dedup_key: format!(
                     "filter:{}:{}:{}:{}",
@@ -733,7 +908,16 @@ impl Engine {
         if !(1..=720).contains(&hours) {
             return Err(Error::invalid("hours", "1 to 720"));
         }
-        self.write(|tx| reminders::snooze(tx, id, now_ms + i64::from(hours) * 3_600_000))
+        self.write(|tx| {
+            let r = reminders::get(tx, id)?.ok_or_else(|| Error::not_found("reminder", id))?;
+            if r.kind == "leak" {
+                return Err(Error::invalid(
+                    "reminder",
+                    "a leak cannot be snoozed: close the water inlet and wait for the technician",
+                ));
+            }
+            reminders::snooze(tx, id, now_ms + i64::from(hours) * 3_600_000)
+        })
     }
 
     /// The homeowner says it is done. For a filter this awaits the cartridge counter reset.
@@ -803,6 +987,12 @@ impl Engine {
             }
             tickets::emit(tx, &self.webhooks, "ticket.opened", tid, now_ms)?;
             tx.execute("UPDATE reminders SET status = 'booked', ticket_id = ?2, done_ts_ms = ?3 WHERE id = ?1", params![id, tid, now_ms])?;
+            // The visit answers the other reminders of the same cause (one per cartridge).
+            tx.execute(
+                "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
+                 AND status = 'scheduled' AND id != ?3",
+                params![r.device_id, r.fault_key, id],
+            )?;
             tx.execute(
                 "UPDATE filter_schedules SET state = 'booked', updated_ts_ms = ?3
                  WHERE device_id = ?1 AND ('filter_due:' || slot) = ?2 AND state IN ('pending', 'claimed')",
@@ -818,11 +1008,12 @@ impl Engine {
     pub fn filters(&self, device_id: &str) -> Result<Vec<FilterSchedule>> {
         self.read(|c| {
             let mut stmt = c.prepare(
-                "SELECT device_id, slot, due_ts_ms, state, lo_ts_ms, hi_ts_ms FROM filter_schedules WHERE device_id = ?1 ORDER BY slot",
+                "SELECT device_id, slot, due_ts_ms, state, lo_ts_ms, hi_ts_ms, remaining_l, daily_l, reported_ts_ms
+                 FROM filter_schedules WHERE device_id = ?1 ORDER BY slot",
             )?;
             let rows = stmt
                 .query_map([device_id], |r| {
-                    Ok(FilterSchedule { device_id: r.get(0)?, slot: r.get(1)?, due_ts_ms: r.get(2)?, state: r.get(3)?, lo_ts_ms: r.get(4)?, hi_ts_ms: r.get(5)? })
+                    Ok(FilterSchedule { device_id: r.get(0)?, slot: r.get(1)?, due_ts_ms: r.get(2)?, state: r.get(3)?, lo_ts_ms: r.get(4)?, hi_ts_ms: r.get(5)?, remaining_l: r.get(6)?, daily_l: r.get(7)?, reported_ts_ms: r.get(8)? })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)

@@ -50,6 +50,12 @@ pub struct FleetStats {
     pub active_by_priority: BTreeMap<String, u64>,
     /// Up to ten devices, most findings first.
     pub worst_devices: Vec<TroubledDevice>,
+    /// Devices that report findings but are not registered (the unclaimed-devices queue).
+    pub unclaimed_devices: u64,
+    /// Findings of unregistered devices in the window (also counted in `findings`).
+    pub unclaimed_findings: u64,
+    /// Active tickets without a home (critical findings of unregistered devices).
+    pub unclaimed_tickets: u64,
 }
 
 /// Computes [`FleetStats`]. `bucket_ms` must be positive; at most 400 buckets.
@@ -82,8 +88,20 @@ pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Res
         "SELECT created_ts_ms FROM reminders WHERE created_ts_ms >= ?1 AND created_ts_ms < ?2
          AND ticket_id IS NULL AND kind != 'filter_due'",
     )?;
-    for (f, r) in findings.iter_mut().zip(reminders) {
-        *f += r;
+    // Findings of unregistered devices count too (without a ticket: the ones with a ticket
+    // are already in its evidence).
+    let unclaimed = series(
+        "SELECT ts_ms FROM unclaimed_findings WHERE ts_ms >= ?1 AND ts_ms < ?2 AND ticket_id IS NULL",
+    )?;
+    let unclaimed_findings: u64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM unclaimed_findings WHERE ts_ms >= ?1 AND ts_ms < ?2",
+            params![from_ms, to_ms],
+            |r| r.get::<_, i64>(0),
+        )?
+        .max(0) as u64;
+    for ((f, r), u) in findings.iter_mut().zip(reminders).zip(unclaimed) {
+        *f += r + u;
     }
     let mut active_by_priority = BTreeMap::new();
     {
@@ -137,6 +155,13 @@ pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Res
         )?,
         active_by_priority,
         worst_devices,
+        unclaimed_devices: count(
+            "SELECT COUNT(*) FROM unclaimed_devices WHERE claimed_ts_ms IS NULL",
+        )?,
+        unclaimed_findings,
+        unclaimed_tickets: count(
+            "SELECT COUNT(*) FROM tickets WHERE home_id = '' AND status IN ('open', 'assigned', 'in_progress')",
+        )?,
     })
 }
 

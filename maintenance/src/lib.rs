@@ -13,6 +13,7 @@
 //! - [`tickets`]: lifecycle, de-duplication, recurrence, assignment, KPIs.
 //! - [`reminders`]: quiet hours, weekly cap, snooze/done/book.
 //! - [`templates`]: zh-CN and en message texts.
+//! - [`unclaimed`]: findings of devices nobody registered (never dropped), the owner search.
 //! - [`outbox`] and [`dispatch`]: transactional outbox, signed webhooks, SMTP.
 //! - [`access`]: bearer tokens, roles, the audit log, phone masking.
 //! - [`config`]: the `[maintenance]` table the gateway embeds (raw → checked), the tick loop.
@@ -41,6 +42,7 @@ pub mod registry;
 pub mod reminders;
 pub mod templates;
 pub mod tickets;
+pub mod unclaimed;
 
 pub use access::{Principal, Role};
 pub use api::{router, AppState};

@@ -320,8 +320,41 @@ async fn a_technician_sees_a_masked_phone_and_the_address_only_while_the_visit_i
     assert_eq!(status, StatusCode::OK);
     let (_, t) = fx.call("GET", &uri, Some(&fx.agent), None).await;
     assert_eq!(
-        t["contact"]["phone"], "13812341234",
-        "the agent sees the full number"
+        t["contact"]["phone"], "138****1234",
+        "staff see the number masked by default"
+    );
+    // A reveal needs a reason, and is audited with it.
+    let reveal = format!("{uri}/reveal");
+    let (status, _) = fx
+        .call(
+            "POST",
+            &reveal,
+            Some(&fx.agent),
+            Some(json!({"reason": ""})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, r) = fx
+        .call(
+            "POST",
+            &reveal,
+            Some(&fx.agent),
+            Some(json!({"reason": "call about the visit"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(r["phone"], "13812341234", "{r}");
+    let (_, log) = fx.call("GET", "/api/audit", Some(&fx.admin), None).await;
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "reveal_phone"
+                && e["resource"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("call about the visit")),
+        "{log}"
     );
     assert!(t["address"].is_string(), "not purged yet");
     fx.engine.tick(now + 27 * HOUR).expect("tick");

@@ -646,17 +646,23 @@ fn outbox_rows_commit_or_roll_back_with_the_change_that_caused_them() {
     });
     assert!(err.is_err());
     assert!(outbox_rows(&e).is_empty());
-    // An unknown device fails the whole ingest.
-    assert!(e
+    // An unknown device's leak is not dropped: it waits in the unclaimed queue with a ticket
+    // (its webhook goes out) but no homeowner message, as there is no homeowner on record.
+    let ghost = e
         .ingest(&finding("ghost", FindingKind::Leak, now), now)
-        .is_err());
-    assert!(outbox_rows(&e).is_empty());
+        .expect("queued as unclaimed");
+    assert!(ghost.unclaimed && ghost.reminders.is_empty());
+    assert_eq!(outbox_rows(&e).len(), 1, "the ticket webhook only");
     e.ingest(&finding("toilet-1", FindingKind::Leak, now), now)
         .expect("ingest");
     let rows = outbox_rows(&e);
-    assert_eq!(rows.len(), 3, "push + sms + ticket webhook");
+    assert_eq!(
+        rows.len(),
+        4,
+        "ghost's webhook, then push + sms + ticket webhook"
+    );
     let keys: std::collections::HashSet<_> = rows.iter().map(|r| r.idem_key.clone()).collect();
-    assert_eq!(keys.len(), 3, "each row has its own idempotency key");
+    assert_eq!(keys.len(), 4, "each row has its own idempotency key");
 }
 
 #[test]

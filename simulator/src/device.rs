@@ -310,6 +310,30 @@ impl SimDevice {
         self.node = Some(node);
     }
 
+    /// Sets how much of a cartridge's rating is already used (`used_fraction` of its rated
+    /// litres), as if it had been in service that long: the demo's "filter nearing its end".
+    /// The firmware's persisted counter is rewritten and the board reboots with it, so call
+    /// it before the first tick. Returns false for a slot the model does not have.
+    pub fn wear_cartridge(&mut self, slot: usize, used_fraction: f64) -> bool {
+        let Some(kind) = cartridge_kinds(self.model).get(slot).copied() else {
+            return false;
+        };
+        let Some(node) = self.node.take() else {
+            return false;
+        };
+        let interval = node.report_interval_ms();
+        let mut counters = *node.fixture().counters();
+        let used = used_fraction.clamp(0.0, 1.0) * f64::from(rated_litres(kind)) * 1000.0;
+        self.cart_true_ml[slot] = used;
+        self.cart_done[slot] = false;
+        counters.cartridges[slot].ml =
+            (used * self.pulses_per_true_litre / f64::from(PULSES_PER_LITRE)) as u64;
+        let (mut store, rec) = PersistentStore::open(node.shutdown().inner);
+        let _ = store.save(rec.map_or(0, |r| r.boot_count), &counters);
+        self.boot(store.release(), self.t, interval);
+        true
+    }
+
     /// Firmware ticks (`Node::tick` calls) so far.
     pub fn ticks(&self) -> u64 {
         self.ticks

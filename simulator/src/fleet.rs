@@ -206,6 +206,27 @@ impl Fleet {
         ((self.cfg.end_ms - self.start_ms + DAY_MS - 1) / DAY_MS) as u64
     }
 
+    /// Sets how much of a device's cartridge is used already (see
+    /// [`SimDevice::wear_cartridge`]); before the first simulated day.
+    pub fn wear_cartridge(
+        &mut self,
+        device: &str,
+        slot: usize,
+        used_fraction: f64,
+    ) -> Result<(), FleetError> {
+        let unknown = || FleetError::UnknownDevice(DeviceRef::Id(device.to_owned()));
+        let d = self
+            .devices
+            .iter_mut()
+            .find(|d| d.id == device)
+            .ok_or_else(unknown)?;
+        if d.wear_cartridge(slot, used_fraction) {
+            Ok(())
+        } else {
+            Err(unknown())
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &FleetConfig {
         &self.cfg

@@ -288,8 +288,8 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
     // 2. The technician assigned to h1's ticket: masked phone, address while the visit is open.
     let t1_full = api.ok("GET", &format!("/tickets/{t1}"), &agent, None);
     assert_eq!(
-        t1_full["contact"]["phone"], "13812341234",
-        "the agent sees the full number"
+        t1_full["contact"]["phone"], "138****1234",
+        "service staff see the number masked until they reveal it (with a reason, audited)"
     );
     let assignee = t1_full["assignee"]
         .as_str()

@@ -326,11 +326,21 @@ fn an_agent_assigns_a_leak_ticket_to_a_technician_and_resolves_it_on_the_board()
 
     // The evidence: the five reports of the leak (three raises, two clears at 0), charted.
     b.click(&format!("{card} .act-evidence")).unwrap();
-    let detail = b.wait_text("#detail", "value=61").unwrap();
+    // In words and units, the phone masked until the agent gives a reason to reveal it.
+    let detail = b.wait_text("#detail", "61 mL/min").unwrap();
     assert!(
-        detail.contains("value=42") && detail.contains("Li Lei 13812341234"),
+        detail.contains("Leak flow · 42 mL/min")
+            && detail.contains("Critical")
+            && detail.contains("Li Lei 138****1234")
+            && !detail.contains("13812341234"),
         "{detail}"
     );
+    b.click("#detail .act-reveal").unwrap();
+    assert!(b.exists("#detail .reveal").unwrap(), "no reason, no reveal");
+    b.type_into("#detail .reveal-reason", "calling about the leak")
+        .unwrap();
+    b.click("#detail .act-reveal").unwrap();
+    b.wait_text("#detail .contact", "13812341234").unwrap();
     assert_eq!(
         b.js("return document.querySelectorAll('#detail svg circle.dot').length")
             .unwrap(),
@@ -360,7 +370,7 @@ fn an_agent_assigns_a_leak_ticket_to_a_technician_and_resolves_it_on_the_board()
     b.select("#f-tech", "").unwrap();
     b.find(&card).unwrap();
     b.click(&format!("{card} .act-evidence")).unwrap();
-    b.wait_text("#detail", "value=61").unwrap();
+    b.wait_text("#detail", "61 mL/min").unwrap();
     b.screenshot("board-open-ticket").unwrap();
 
     b.select(&format!("{card} select.assign-to"), "t-wang")
@@ -566,12 +576,35 @@ fn a_homeowner_snoozes_a_reminder_and_books_a_visit_that_appears_on_the_board() 
         "snoozed a day: {r}"
     );
 
-    b.click(&format!("#reminder-{book} .act-book")).unwrap();
+    // One reminder per cartridge: the later one of the same due date is not stacked below.
+    assert!(
+        !b.exists(&format!("#reminder-{book}")).unwrap(),
+        "one reminder per cartridge"
+    );
+    b.wait_text(&format!("#reminder-{snooze}"), "reverse osmosis")
+        .unwrap();
+    b.click(&format!("#reminder-{snooze} .act-book")).unwrap();
     b.wait_text("#visits", "Filter due").unwrap();
-    let (_, r) = site.api("GET", &format!("/reminders/{book}"), &site.owner_h1, None);
+    let (_, r) = site.api("GET", &format!("/reminders/{snooze}"), &site.owner_h1, None);
     assert_eq!(r["status"], "booked", "{r}");
     let visit = r["ticket_id"].as_i64().unwrap();
-    b.wait_text(&format!("#visit-{visit}"), "Open").unwrap();
+    let bar = b.wait_text(&format!("#visit-{visit}"), "Open").unwrap();
+    assert!(
+        bar.contains("Reported") && bar.contains("On the way") && bar.contains("Follow-up"),
+        "{bar}"
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector('#visit-{visit} ol.steps li.current').textContent"
+        ))
+        .unwrap(),
+        json!("Reported")
+    );
+    let (_, rest) = site.api("GET", &format!("/reminders/{book}"), &site.owner_h1, None);
+    assert_eq!(
+        rest["status"], "cancelled",
+        "the booking ends the cartridge's other reminder: {rest}"
+    );
     b.js("document.getElementById('visits').scrollIntoView()")
         .unwrap();
     b.screenshot("home-booked").unwrap();

@@ -2,16 +2,18 @@
 // technician, with deadline countdowns, the lifecycle buttons (assign, start, resolve,
 // close) and a ticket's evidence with a chart of its readings. Agents and admins see
 // every ticket; a technician sees their own (the API decides); homeowners are not allowed.
+// Agents also see the unclaimed-devices queue: devices that report findings but are not
+// registered; a critical finding of theirs is a ticket without a home ("find the owner").
 
 import { api, boot, clear, h, notice, showError } from './api.js';
-import { t, tOr, fmtDate, fmtDuration } from './i18n.js';
+import { t, tOr, fmtDate, fmtDuration, getLang } from './i18n.js';
 import { timeline } from './charts.js';
 
 const ACTIVE = ['open', 'assigned', 'in_progress'];
 const PRIORITIES = ['critical', 'high', 'normal', 'low'];
 const STATUSES = ['open', 'assigned', 'in_progress', 'resolved', 'closed', 'cancelled'];
 
-const state = { me: null, tickets: [], techs: [], selected: null, filter: { status: 'active', priority: '', region: '', tech: '' } };
+const state = { me: null, tickets: [], techs: [], unclaimed: null, selected: null, filter: { status: 'active', priority: '', region: '', tech: '' } };
 
 boot(async (me) => {
   state.me = me;
@@ -24,9 +26,14 @@ boot(async (me) => {
 
 async function load() {
   const canManage = ['admin', 'agent'].includes(state.me.role);
-  const [tickets, techs] = await Promise.all([api('/tickets'), canManage ? api('/technicians') : Promise.resolve([])]);
+  const [tickets, techs, unclaimed] = await Promise.all([
+    api('/tickets'),
+    canManage ? api('/technicians') : Promise.resolve([]),
+    canManage ? api('/unclaimed?limit=20') : Promise.resolve(null),
+  ]);
   state.tickets = tickets;
   state.techs = techs;
+  state.unclaimed = unclaimed;
   render();
 }
 
@@ -62,12 +69,37 @@ function render() {
   const detail = h('aside', { class: 'detail', id: 'detail' });
   app.append(
     h('h1', {}, t('board_title')),
+    unclaimedSection(),
     filters,
     h('p', { class: 'muted', id: 'count' }, t('tickets_shown', { n: shown.length })),
     h('div', { class: 'board' }, list, detail),
   );
   if (state.selected !== null) showDetail(state.selected);
   tick();
+}
+
+/** The unclaimed-devices queue (agents): devices that report findings but are not registered. */
+function unclaimedSection() {
+  const q = state.unclaimed;
+  if (!q || q.device_count === 0) return null;
+  const open = (id) => () => {
+    state.selected = id;
+    showDetail(id);
+  };
+  return h('section', { class: 'card unclaimed', id: 'unclaimed' },
+    h('h2', {}, t('unclaimed_title', { n: q.device_count })),
+    h('p', { class: 'muted small' }, t('unclaimed_hint', { findings: q.finding_count, tickets: q.open_tickets })),
+    h('div', { class: 'table-scroll' },
+      h('table', {},
+        h('thead', {}, h('tr', {}, h('th', {}, t('device')), h('th', { class: 'num' }, t('findings')), h('th', {}, t('latest')), h('th', {}, t('last_seen')), h('th', {}, t('ticket')))),
+        h('tbody', {}, q.devices.map((d) => h('tr', { id: `unclaimed-${d.device_id}`, class: d.critical > 0 ? 'critical' : '' },
+          h('td', {}, d.device_id),
+          h('td', { class: 'num' }, d.findings),
+          h('td', {}, tOr(`kind_${d.last_kind}`, d.last_kind)),
+          h('td', {}, fmtDate(d.last_ts_ms, true)),
+          h('td', {}, d.ticket_id ? h('button', { type: 'button', class: 'link', onclick: open(d.ticket_id) }, `#${d.ticket_id}`) : t('none')))))),
+    ),
+  );
 }
 
 /** The assignee's name; a technician (who cannot list technicians) sees "You" on their own. */
@@ -101,13 +133,14 @@ function card(x) {
     ),
     h('dl', {},
       h('dt', {}, t('device')), h('dd', {}, x.device_id),
-      h('dt', {}, t('home')), h('dd', {}, `${x.home_id}${x.region ? ` · ${x.region}` : ''}`),
+      h('dt', {}, t('home')), h('dd', {}, x.home_id ? `${x.home_id}${x.region ? ` · ${x.region}` : ''}` : t('owner_unknown')),
       h('dt', {}, t('assignee')), h('dd', { class: 'assignee' }, x.assignee ? techName(x.assignee) : t('unassigned')),
       h('dt', {}, t('deadline')), h('dd', {},
         h('span', { class: 'countdown', dataset: { deadline: x.deadline_ts_ms, finished: finished ? '1' : '' } }, ''),
       ),
     ),
     x.source === 'homeowner' ? h('p', { class: 'tag source' }, t('source_homeowner')) : null,
+    !x.home_id ? h('p', { class: 'tag unclaimed' }, t('find_owner')) : null,
     x.condition_cleared && !finished ? h('p', { class: 'tag cleared' }, t('cleared')) : null,
     h('div', { class: 'actions' }, actions),
   );
@@ -138,6 +171,39 @@ function tick() {
 }
 setInterval(tick, 1000);
 
+/** The unit of a fault's reading (contract v1: the unit each fault code implies). */
+const UNITS = {
+  leak: 'mL/min',
+  valve_stuck: 's',
+  heater_over_temp: '°C',
+  heater_failure: '°C',
+  low_inlet_pressure: 'kPa',
+  inlet_clog: '%',
+};
+
+/** A reading as shown: inlet clogging is a flow ratio, shown as a percentage. */
+function reading(code, v) {
+  return code === 'inlet_clog' && Math.abs(v) <= 1 ? Math.round(v * 1000) / 10 : v;
+}
+
+/** A time in the page's language (not the browser's). */
+function fmtTime(ms) {
+  return new Date(ms).toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en-GB', { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
+
+/** One piece of evidence as words: "Leak · 850 mL/min · device". */
+function describe(e) {
+  const code = e.fault_code;
+  const parts = [];
+  if (code) parts.push(tOr(`fault_${code}`, code.replace(/_/g, ' ')));
+  if (typeof e.value === 'number') parts.push(`${reading(code, e.value)}${UNITS[code] ? ` ${UNITS[code]}` : ''}`);
+  for (const [k, v] of Object.entries(e)) {
+    if (['fault_code', 'value'].includes(k)) continue;
+    parts.push(`${tOr(`ev_${k}`, k.replace(/_/g, ' '))}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
+  }
+  return parts.join(' · ');
+}
+
 async function showDetail(id) {
   const panel = document.getElementById('detail');
   if (!panel) return;
@@ -153,23 +219,57 @@ async function showDetail(id) {
   }
   const readings = d.evidence.map((e) => ({ t: e.ts_ms, e: e.evidence ?? {}, severity: e.severity }));
   const numeric = [...new Set(readings.flatMap((r) => Object.keys(r.e).filter((k) => typeof r.e[k] === 'number')))];
-  const key = numeric[0];
-  const points = key ? readings.filter((r) => typeof r.e[key] === 'number').map((r) => ({ t: r.t, v: r.e[key] })) : [];
-  const fmt = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-  panel.replaceChildren(
+  const key = numeric.includes('value') ? 'value' : numeric[0];
+  const code = readings.find((r) => r.e.fault_code)?.e.fault_code;
+  const unit = key === 'value' ? (UNITS[code] ?? '') : '';
+  const points = key ? readings.filter((r) => typeof r.e[key] === 'number').map((r) => ({ t: r.t, v: key === 'value' ? reading(code, r.e[key]) : r.e[key] })) : [];
+  const name = key === 'value' ? tOr(`fault_${code}`, tOr(`kind_${d.kind}`, d.kind)) : tOr(`ev_${key}`, key);
+  // replaceChildren would print a null as "null": leave the absent parts out.
+  panel.replaceChildren(...[
     h('h2', {}, `#${d.id} ${tOr(`kind_${d.kind}`, d.kind)} · ${t('evidence')}`),
     h('p', { class: 'muted' }, `${t('device')} ${d.device_id} · ${t('opened')} ${fmtDate(d.opened_ts_ms, true)}`),
-    d.contact ? h('p', { class: 'contact' }, `${t('contact')}: ${d.contact.name} ${d.contact.phone}`) : null,
+    d.contact ? contact(d) : null,
     d.address ? h('p', { class: 'address' }, `${t('address')}: ${d.address}`) : null,
-    key ? h('figure', { class: 'evidence-chart' }, timeline(points, `${key}`, fmt), h('figcaption', {}, `${t('readings')}: ${key}`)) : null,
+    key ? h('figure', { class: 'evidence-chart' }, timeline(points, `${name}${unit ? ` (${unit})` : ''}`, fmtTime, unit), h('figcaption', {}, `${t('readings')}: ${name}${unit ? ` (${unit})` : ''}`)) : null,
     readings.length
       ? h('table', { class: 'evidence' },
         h('thead', {}, h('tr', {}, h('th', {}, t('time')), h('th', {}, t('severity')), h('th', {}, t('readings')))),
         h('tbody', {}, readings.map((r) => h('tr', {},
-          h('td', {}, fmt(r.t)),
-          h('td', {}, r.severity),
-          h('td', {}, Object.entries(r.e).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join(', ')))))
+          h('td', {}, fmtTime(r.t)),
+          h('td', {}, tOr(`sev_${r.severity}`, r.severity)),
+          h('td', {}, describe(r.e)))))
       )
       : h('p', { class: 'muted' }, t('no_evidence')),
-  );
+  ].filter(Boolean));
+}
+
+/** The contact line: the phone masked, with "reveal" that asks for a reason (audited). */
+function contact(d) {
+  const phone = h('span', { class: 'phone' }, d.contact.phone);
+  const line = h('p', { class: 'contact' }, `${t('contact')}: ${d.contact.name} `, phone);
+  if (!d.contact.phone.includes('*')) return line;
+  line.append(' ', h('span', { class: 'masked' }, `(${t('phone_masked')})`));
+  const reason = h('input', { class: 'reveal-reason', placeholder: t('reveal_reason'), 'aria-label': t('reveal_reason'), maxlength: 200 });
+  const button = h('button', {
+    type: 'button',
+    class: 'act-reveal',
+    onclick: async () => {
+      if (reason.value.trim().length < 3) {
+        reason.setCustomValidity(t('reveal_need_reason'));
+        reason.reportValidity();
+        return;
+      }
+      try {
+        const r = await api(`/tickets/${d.id}/reveal`, { method: 'POST', body: { reason: reason.value.trim() } });
+        phone.textContent = r.phone;
+        form.remove();
+        line.querySelector('.masked')?.remove();
+      } catch (e) {
+        showError(e);
+      }
+    },
+  }, t('reveal'));
+  reason.addEventListener('input', () => reason.setCustomValidity(''));
+  const form = h('div', { class: 'reveal' }, reason, button);
+  return h('div', {}, line, form);
 }

@@ -59,28 +59,48 @@ export function lines(series, labels, label) {
 }
 
 /**
- * Readings in the order they were recorded, `points = [{ t, v }]`, evenly spaced (a
- * burst of findings often shares one second), with the first and last time under the axis.
+ * Readings over time, `points = [{ t, v }]`, on a time axis (the first, middle and last
+ * time under it) with the value range and its `unit` beside the value axis. Readings
+ * that share a moment are spread a little so that each stays visible.
  */
-export function timeline(points, label, fmt) {
-  const w = 320, hgt = 110, pad = 18;
+export function timeline(points, label, fmt, unit = '') {
+  const w = 320, hgt = 130, pad = 30, left = 34, right = 10;
   const svg = frame(w, hgt, label);
   if (points.length === 0) return svg;
   const lo = Math.min(0, ...points.map((p) => p.v)), hi = Math.max(1, ...points.map((p) => p.v));
-  const x = (i) => (points.length === 1 ? w / 2 : 12 + (i * (w - 24)) / (points.length - 1));
+  const t0 = points[0].t, t1 = points[points.length - 1].t;
+  const span = Math.max(1, t1 - t0);
+  const x = (p, i) => (points.length === 1 ? (left + w - right) / 2
+    : t1 === t0 ? left + (i * (w - left - right)) / (points.length - 1)
+      : left + ((p.t - t0) * (w - left - right)) / span);
   const y = (v) => hgt - pad - ((hgt - pad - 14) * (v - lo)) / (hi - lo || 1);
-  const d = points.map((p, i) => `${i ? 'L' : 'M'}${x(i).toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
+  const xs = points.map(x);
+  for (let i = 1; i < xs.length; i += 1) if (xs[i] - xs[i - 1] < 4) xs[i] = Math.min(w - right, xs[i - 1] + 4);
+  const d = points.map((p, i) => `${i ? 'L' : 'M'}${xs[i].toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
   svg.append(s('path', { d, class: 'line reading' }));
   points.forEach((p, i) => {
-    const dot = s('circle', { cx: x(i), cy: y(p.v), r: 3, class: 'dot reading' });
-    dot.append(s('title', {}, `${fmt(p.t)}: ${p.v}`));
+    const dot = s('circle', { cx: xs[i], cy: y(p.v), r: 3, class: 'dot reading' });
+    dot.append(s('title', {}, `${fmt(p.t)}: ${p.v}${unit ? ` ${unit}` : ''}`));
     svg.append(dot);
-    svg.append(s('text', { x: x(i), y: y(p.v) - 6, class: 'val' }, p.v));
   });
-  svg.append(s('line', { x1: 0, x2: w, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
-  svg.append(s('text', { x: 4, y: hgt - 4, class: 'tick start' }, fmt(points[0].t)));
-  if (points.length > 1) svg.append(s('text', { x: w - 4, y: hgt - 4, class: 'tick end' }, fmt(points[points.length - 1].t)));
+  // Axes: value range with unit on the left, time along the bottom.
+  svg.append(s('line', { x1: left, x2: w - right, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
+  svg.append(s('line', { x1: left, x2: left, y1: 8, y2: hgt - pad, class: 'axis' }));
+  svg.append(s('text', { x: left - 3, y: y(hi) + 3, class: 'tick end' }, hi));
+  svg.append(s('text', { x: left - 3, y: y(lo) + 3, class: 'tick end' }, lo));
+  if (unit) svg.append(s('text', { x: 2, y: 8, class: 'unit' }, unit));
+  const at = (ms, anchor, xpos) => svg.append(s('text', { x: xpos, y: hgt - pad + 12, class: `tick ${anchor}` }, fmt(ms)));
+  at(t0, 'start', left);
+  if (points.length > 1 && t1 > t0) at(t1, 'end', w - right);
+  svg.append(s('text', { x: (left + w - right) / 2, y: hgt - 3, class: 'tick' }, fmtSpan(span)));
   return svg;
+}
+
+function fmtSpan(ms) {
+  const m = Math.round(ms / 60000);
+  if (m < 1) return `${Math.round(ms / 1000)} s`;
+  if (m < 120) return `${m} min`;
+  return `${Math.round(m / 60)} h`;
 }
 
 /** Horizontal bars: `rows = [{ name, value, cls }]`. */

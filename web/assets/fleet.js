@@ -29,7 +29,11 @@ boot(async (me) => {
       stat('registered', t('devices_registered'), fleet.devices),
       stat('homes', t('homes'), fleet.homes),
       stat('backlog', t('open_backlog'), active, active > 0 ? 'warn' : ''),
+      stat('unclaimed', t('devices_unclaimed'), `${fleet.unclaimed_devices}`, fleet.unclaimed_devices > 0 ? 'warn' : ''),
     ),
+    fleet.unclaimed_devices > 0
+      ? h('p', { class: 'notice-line', id: 'unclaimed-line' }, t('unclaimed_fleet', { n: fleet.unclaimed_devices, findings: fleet.unclaimed_findings, tickets: fleet.unclaimed_tickets }), ' ', h('a', { href: '/board' }, t('nav_board')))
+      : null,
     h('div', { class: 'grid' },
       h('section', { class: 'card' }, h('h2', {}, t('findings_per_day')), bars(fleet.findings, labels, t('findings_per_day'))),
       h('section', { class: 'card' }, h('h2', {}, t('tickets_per_day')),
@@ -50,11 +54,11 @@ boot(async (me) => {
         hbars(['critical', 'high', 'normal', 'low'].map((p) => ({ name: t(`prio_${p}`), value: fleet.active_by_priority[p] ?? 0, cls: `prio-${p}` })), t('active_by_priority'))),
       h('section', { class: 'card wide', id: 'worst' }, h('h2', {}, t('worst_devices')),
         fleet.worst_devices.length
-          ? h('table', {},
+          ? h('div', { class: 'table-scroll' }, h('table', {},
             h('thead', {}, h('tr', {}, h('th', {}, t('device')), h('th', {}, t('home')), h('th', {}, t('filter_region')), h('th', { class: 'num' }, t('findings')), h('th', { class: 'num' }, t('tickets')), h('th', { class: 'num' }, t('active')))),
             h('tbody', {}, fleet.worst_devices.map((d) => h('tr', {},
               h('td', {}, d.device_id), h('td', {}, d.home_id), h('td', {}, d.region),
-              h('td', { class: 'num' }, d.findings), h('td', { class: 'num' }, d.tickets), h('td', { class: 'num' }, d.active)))))
+              h('td', { class: 'num' }, d.findings), h('td', { class: 'num' }, d.tickets), h('td', { class: 'num' }, d.active))))))
           : h('p', { class: 'muted' }, t('none'))),
     ),
   );

@@ -87,8 +87,8 @@ enum MaintenanceAction {
     },
 }
 
-/// Applies a batch's maintenance actions (blocking SQLite work). An unregistered
-/// device is normal (not every fixture has a service contract) and only logged; an
+/// Applies a batch's maintenance actions (blocking SQLite work). A finding of an
+/// unregistered device goes to the engine's unclaimed-devices queue (counted here); an
 /// action the engine refuses for good is counted and logged. Returns the actions that
 /// failed on the engine's database (busy, I/O): they are worth another try, and the
 /// batch is not acknowledged until they succeed.
@@ -110,8 +110,10 @@ fn apply_maintenance(
                     &maintenance::Finding::from_fault(device_id, fault, *ts_ms),
                     now,
                 )
-                .map(|_| ()),
-            MaintenanceAction::Finding(finding) => engine.ingest(finding, now).map(|_| ()),
+                .map(|o| count_unclaimed(&o, metrics)),
+            MaintenanceAction::Finding(finding) => engine
+                .ingest(finding, now)
+                .map(|o| count_unclaimed(&o, metrics)),
             MaintenanceAction::CartridgeReplaced {
                 device_id,
                 slot,
@@ -142,6 +144,16 @@ fn apply_maintenance(
         }
     }
     retry
+}
+
+/// Counts a finding that went to the engine's unclaimed-devices queue (device not registered).
+fn count_unclaimed(o: &maintenance::Outcome, metrics: &Metrics) {
+    if o.unclaimed {
+        metrics.findings_unclaimed.fetch_add(1, Relaxed);
+    }
+    if o.new_unclaimed_device {
+        metrics.devices_unclaimed.fetch_add(1, Relaxed);
+    }
 }
 
 /// Turns refused points into dead letters.
@@ -520,10 +532,10 @@ mod tests {
     }
 
     #[test]
-    fn database_failures_come_back_for_a_retry_and_unregistered_devices_do_not() {
+    fn database_failures_come_back_for_a_retry_and_unregistered_devices_are_queued_not_dropped() {
         let engine = engine_with_a_toilet();
         let metrics = Metrics::default();
-        // Applied, and an unregistered device skipped: nothing to retry.
+        // Applied, and an unregistered device's leak queued as unclaimed (with a ticket): nothing to retry.
         assert!(apply_maintenance(
             &engine,
             vec![
@@ -534,7 +546,14 @@ mod tests {
             &metrics
         )
         .is_empty());
-        assert_eq!(metrics.maintenance_applied.load(Relaxed), 1);
+        assert_eq!(metrics.maintenance_applied.load(Relaxed), 2);
+        assert_eq!(metrics.findings_unclaimed.load(Relaxed), 1);
+        assert_eq!(metrics.devices_unclaimed.load(Relaxed), 1);
+        let queue = engine
+            .read(|c| maintenance::unclaimed::queue(c, 10))
+            .unwrap();
+        assert_eq!(queue.devices[0].device_id, "toilet-404");
+        assert!(queue.devices[0].ticket_id.is_some(), "{queue:?}");
         // The engine's database breaks: the action comes back, so the batch is not acknowledged yet.
         engine
             .write(|tx| Ok(tx.execute_batch("CREATE TRIGGER broken BEFORE INSERT ON tickets BEGIN SELECT RAISE(ABORT, 'disk failure'); END;")?))

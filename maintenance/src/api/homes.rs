@@ -86,7 +86,7 @@ async fn put_device(
     AppJson(device): AppJson<Device>,
 ) -> Result<Json<Device>, ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
-    s.engine.put_device(&device)?;
+    s.engine.put_device_at(&device, s.now())?;
     let stored = s
         .engine
         .read(|c| registry::get_device(c, &device.id))?

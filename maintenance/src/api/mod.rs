@@ -18,7 +18,9 @@ mod extract;
 mod homes;
 mod openapi;
 mod reminders;
+mod reveal;
 mod tickets;
+mod unclaimed;
 
 pub use error::ApiError;
 pub use extract::{authenticate_request, bearer_token, client_addr, Auth};
@@ -104,6 +106,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/reminders/{id}/snooze"),
     ("post", "/reminders/{id}/done"),
     ("post", "/reminders/{id}/book"),
+    ("get", "/unclaimed"),
+    ("post", "/tickets/{id}/reveal"),
 ];
 
 /// Largest request body the API reads (64 KiB).
@@ -122,6 +126,8 @@ pub fn router(state: AppState) -> Router {
         .merge(homes::router())
         .merge(tickets::router())
         .merge(reminders::router())
+        .merge(unclaimed::router())
+        .merge(reveal::router())
         // Every body the API takes is small; a larger one is refused before it is read.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

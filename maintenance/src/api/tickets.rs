@@ -1,5 +1,5 @@
 //! The tickets API, shaped per role: agents see everything; a technician sees only
-//! tickets assigned to them, the homeowner's phone masked and the address only while
+//! tickets assigned to them, the homeowner's phone masked (agents too, until a reveal) and the address only while
 //! the visit is open; a homeowner sees their home's tickets without contact data.
 //! A detail read that shows personal data leaves an audit entry.
 
@@ -186,10 +186,11 @@ async fn detail(
     let region = home.as_ref().map(|h| h.region.clone());
     let visit_open = matches!(t.status, TicketStatus::Assigned | TicketStatus::InProgress);
     let (contact, address) = match (auth.role(), home) {
+        // Staff see the phone masked; `POST /tickets/{id}/reveal` with a reason shows it (audited).
         (Role::Admin | Role::Agent, Some(h)) => (
             Some(Contact {
                 name: h.owner.name,
-                phone: h.owner.phone,
+                phone: mask_phone(&h.owner.phone),
             }),
             t.visit_address.clone(),
         ),
