@@ -323,7 +323,7 @@ impl SimDevice {
         };
         let interval = node.report_interval_ms();
         let mut counters = *node.fixture().counters();
-        let used = used_fraction.clamp(0.0, 1.0) * f64::from(rated_litres(kind)) * 1000.0;
+        let used = used_fraction.clamp(0.0, 1.0) * f64::from(kind.rated_litres()) * 1000.0;
         self.cart_true_ml[slot] = used;
         self.cart_done[slot] = false;
         counters.cartridges[slot].ml =
