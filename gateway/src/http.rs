@@ -1,4 +1,5 @@
-//! The gateway's HTTP endpoint: `GET /health`, `GET /metrics` (JSON counters),
+//! The gateway's HTTP endpoint: `GET /health`, `GET /metrics.json` (JSON counters; Prometheus
+//! text, `/health/live` and `/health/ready` are in [`crate::ops`]),
 //! `GET /dead-letters?reason=&limit=` (the newest rejected messages, raw bytes
 //! shown as lossy UTF-8), `GET /dead-letters/counts` (by reason, all time) and
 //! `GET /devices/{device_id}` (its sequence state: messages, gaps, duplicates) and
@@ -30,6 +31,8 @@ pub struct AppState {
     pub writer: Arc<DurableWriter>,
     /// Dead letters.
     pub state: StateDb,
+    /// Health, retention and the Prometheus exposition (`crate::ops`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// An error answer: a stable code and a message, as JSON.
@@ -50,14 +53,16 @@ impl IntoResponse for ApiError {
 
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
+    let ops = Arc::clone(&state.ops);
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics.json", get(metrics))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/counts", get(dead_letter_counts))
         .route("/devices/{device_id}", get(device))
         .route("/fleet/online", get(online))
         .with_state(state)
+        .merge(crate::ops::router(ops))
         .merge(web::router())
 }
 

@@ -15,12 +15,15 @@
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
 pub mod analysis;
+pub mod backup;
 pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod service_kpi;
 pub mod state;
 pub mod store;
@@ -98,12 +101,8 @@ async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
         )?),
         StoreConfig::Influx(influx) => {
             let s = store::influx::InfluxStore::new(influx.clone())?;
-            if influx.create_database {
-                // An unreachable InfluxDB at start-up is not fatal: the spool takes over.
-                if let Err(e) = s.ensure_database().await {
-                    tracing::warn!(error = %e, "Could not make sure the InfluxDB database exists; writes will be spooled until it does.");
-                }
-            }
+            // Wrong credentials or a missing database fail here; an unreachable server does not.
+            s.preflight(config.retention.influx_days).await?;
             TelemetryStore::Influx(s)
         }
     })
@@ -148,6 +147,13 @@ pub async fn run(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let ops = ops::Ops::new(
+        &config,
+        Arc::clone(&metrics),
+        Arc::clone(&writer),
+        state.clone(),
+    );
+    ops.spawn(&mut tasks, shutdown_rx.clone());
 
     // The maintenance engine: its outbox dispatcher and ticker run beside ingest; its API is under /api.
     let maintenance = match &config.maintenance {
@@ -186,6 +192,7 @@ pub async fn run(
             metrics: Arc::clone(&metrics),
             writer: Arc::clone(&writer),
             state: state.clone(),
+            ops: Arc::clone(&ops),
         });
         if let Some(engine) = &maintenance {
             app = app.nest(
@@ -197,7 +204,7 @@ pub async fn run(
             app = app.merge(demo::push_sink());
         }
         let mut rx = shutdown_rx.clone();
-        tracing::info!(%addr, "HTTP endpoint: /health /metrics /dead-letters /devices/{{id}} /fleet/online; pages at / /board /fleet /home");
+        tracing::info!(%addr, "HTTP endpoint: /health/live /health/ready /metrics /metrics.json /dead-letters /devices/{{id}} /fleet/online; pages at / /board /fleet /home");
         tasks.spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
