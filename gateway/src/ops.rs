@@ -117,10 +117,7 @@ impl Ops {
     }
 
     async fn check_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut seen = Seen {
-            gaps: VecDeque::new(),
-            ..Seen::default()
-        };
+        let mut seen = Seen::default();
         let mut tick = tokio::time::interval(self.health.check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -134,7 +131,7 @@ impl Ops {
             match (was_ready, reasons.is_empty()) {
                 (true, false) => tracing::warn!(reasons = ?reasons, "Gateway NOT ready."),
                 (false, true) => tracing::info!("Gateway ready."),
-                (false, false) if *current != reasons => {
+                (false, false) if kinds(&current) != kinds(&reasons) => {
                     tracing::warn!(reasons = ?reasons, "Gateway still not ready.")
                 }
                 _ => {}
@@ -510,6 +507,14 @@ impl Ops {
         }
         text
     }
+}
+
+/// The kinds of reasons (`mqtt`, `store`, `spool`...), so a changing count does not log again.
+fn kinds(reasons: &[String]) -> Vec<&str> {
+    reasons
+        .iter()
+        .map(|r| r.split(':').next().unwrap_or(""))
+        .collect()
 }
 
 /// Opens a SQLite database without creating it and reads from `table`.
