@@ -36,6 +36,101 @@ pub enum ConfigError {
         /// What is wrong.
         why: String,
     },
+    /// An error located in the user's own file.
+    #[error("{path}:{line}:{column}: {message}\n{line:>5} | {source_line}")]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// The user's line, as written.
+        source_line: String,
+    },
+    /// An error in the `GATEWAY__*` environment overrides.
+    #[error(
+        "invalid configuration after the GATEWAY__* environment overrides ({vars}): {message}"
+    )]
+    Env {
+        /// The override variables present.
+        vars: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn in_file(path: &Path, text: &str, offset: usize, message: String) -> ConfigError {
+        let offset = offset.min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before[line_start..].chars().count() + 1;
+        let source_line = text[line_start..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        ConfigError::InFile {
+            path: path.to_owned(),
+            line,
+            column,
+            message,
+            source_line,
+        }
+    }
+}
+
+/// Byte offset of where a dotted key (`influx.url`, `maintenance`, `store`) is written in `text`.
+fn locate_key(text: &str, key: &str) -> Option<usize> {
+    let (section, leaf) = match key.rsplit_once('.') {
+        Some((s, l)) => (Some(s), l),
+        None => (None, key),
+    };
+    let mut offset = 0;
+    let mut current: Option<String> = None;
+    let mut table_line = None;
+    for raw in text.split_inclusive('\n') {
+        let line = raw.trim_start();
+        let indent = raw.len() - line.len();
+        if let Some(rest) = line.strip_prefix('[') {
+            let name = rest
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            if section.is_none() && name == leaf {
+                table_line = table_line.or(Some(offset + indent));
+            }
+            current = Some(name);
+        } else if current.as_deref() == section {
+            let k = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            if line.contains('=') && k == leaf {
+                return Some(offset + indent);
+            }
+        }
+        if section.is_some()
+            && current.as_deref() == section
+            && table_line.is_none()
+            && line.starts_with('[')
+        {
+            table_line = Some(offset + indent);
+        }
+        offset += raw.len();
+    }
+    table_line
 }
 
 /// The file as written. Every field is optional; see `gateway.example.toml`.
@@ -60,6 +155,92 @@ pub struct RawConfig {
     pub maintenance: Option<toml::Table>,
     /// The analytics stage (fault rules, filter forecasts); on by default.
     pub analytics: crate::analysis::AnalyticsConfig,
+    /// How long each store keeps data.
+    pub retention: RawRetention,
+    /// Readiness thresholds and the gap-burst warning.
+    pub health: RawHealth,
+    /// Log output.
+    pub log: RawLog,
+}
+
+/// `[retention]`: how long data is kept (0 = forever).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    /// SQLite telemetry store: points whose device time is older than this many days are deleted.
+    pub telemetry_days: Option<u32>,
+    /// Dead letters older than this many days are deleted.
+    pub dead_letters_days: Option<u32>,
+    /// Most dead letters kept (the oldest go first).
+    pub dead_letters_max_count: Option<u64>,
+    /// Most dead-letter payload kept, MiB.
+    pub dead_letters_max_mb: Option<u64>,
+    /// Maintenance audit log entries older than this many days are deleted (keep it the longest).
+    pub audit_days: Option<u32>,
+    /// Seconds between retention sweeps (default 3600).
+    pub sweep_every_s: Option<u64>,
+    /// InfluxDB v1: duration of the retention policy set when the database is created
+    /// (and altered to at start if it differs), days; 0 or absent: InfluxDB's default (forever).
+    pub influx_days: Option<u32>,
+}
+
+/// `[health]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealth {
+    /// `/health/ready` answers 503 while more batches than this wait in the spool.
+    pub max_spool_batches: Option<u64>,
+    /// Seconds between readiness checks.
+    pub check_every_s: Option<u64>,
+    /// More sequence gaps (missing messages) than this within `gap_window_s` raise a warning.
+    pub gap_burst: Option<u64>,
+    /// Window of the gap-burst check, seconds.
+    pub gap_window_s: Option<u64>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// "text" (default) or "json" (one JSON object a line).
+    pub format: Option<String>,
+}
+
+/// Typed retention settings (`None`: keep forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// SQLite telemetry.
+    pub telemetry: Option<Duration>,
+    /// Dead-letter bounds.
+    pub dead_letters: crate::state::DeadLetterLimits,
+    /// Maintenance audit log.
+    pub audit: Option<Duration>,
+    /// Between sweeps.
+    pub sweep_every: Duration,
+    /// InfluxDB retention policy duration, days.
+    pub influx_days: Option<u32>,
+}
+
+/// Typed health settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Spool backlog above which the gateway is not ready.
+    pub max_spool_batches: u64,
+    /// Between readiness checks.
+    pub check_every: Duration,
+    /// Gaps within `gap_window` that make a burst.
+    pub gap_burst: u64,
+    /// The gap-burst window.
+    pub gap_window: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colours only on a terminal).
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 /// `[mqtt]`.
@@ -254,6 +435,12 @@ pub struct Config {
     pub maintenance: Option<maintenance::Config>,
     /// The analytics stage.
     pub analytics: crate::analysis::AnalyticsConfig,
+    /// Retention of every store.
+    pub retention: RetentionConfig,
+    /// Readiness and gap-burst settings.
+    pub health: HealthConfig,
+    /// Log format.
+    pub log_format: LogFormat,
 }
 
 /// Default batch size. Batches in flight plus the one filling must fit the
@@ -277,10 +464,48 @@ impl Config {
             })?,
             None => String::new(),
         };
+        // The file alone first, so a syntax error or unknown key points at the user's own line.
+        if let Some(p) = path {
+            toml::from_str::<RawConfig>(&text).map_err(|e: toml::de::Error| {
+                let offset = e.span().map_or(0, |s| s.start);
+                ConfigError::in_file(p, &text, offset, e.message().trim().to_owned())
+            })?;
+        }
         let mut table: toml::Table = text.parse()?;
-        apply_env_overrides(&mut table, env);
-        let raw: RawConfig = table.try_into()?;
-        Config::from_raw(raw)
+        let vars: Vec<String> = Vec::new();
+        let vars = std::cell::RefCell::new(vars);
+        apply_env_overrides(
+            &mut table,
+            env.into_iter().inspect(|(k, _)| {
+                if k.starts_with("GATEWAY__") {
+                    vars.borrow_mut().push(k.clone());
+                }
+            }),
+        );
+        let vars = vars.into_inner().join(", ");
+        let env_err = |message: String| ConfigError::Env {
+            vars: vars.clone(),
+            message,
+        };
+        let raw: RawConfig = table
+            .try_into()
+            .map_err(|e: toml::de::Error| env_err(e.message().trim().to_owned()))?;
+        Config::from_raw(raw).map_err(|e| {
+            let ConfigError::Value { key, .. } = &e else {
+                return e;
+            };
+            let from_env = vars
+                .split(", ")
+                .any(|v| v.to_ascii_lowercase().replace("__", ".") == format!("gateway.{key}"));
+            match (path, from_env) {
+                (_, true) => env_err(e.to_string()),
+                (Some(p), false) => match locate_key(&text, key) {
+                    Some(offset) => ConfigError::in_file(p, &text, offset, e.to_string()),
+                    None => e,
+                },
+                (None, false) => e,
+            }
+        })
     }
 
     /// Stage two: checks and types every value.
@@ -368,8 +593,16 @@ impl Config {
                 let url_text = i.url.unwrap_or_else(|| "http://127.0.0.1:8086".into());
                 let url = Url::parse(&url_text).map_err(|e| ConfigError::Value {
                     key: "influx.url",
-                    why: format!("{url_text:?}: {e}"),
+                    why: format!("{url_text:?}: {e}; write it as http://host:8086"),
                 })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(ConfigError::Value {
+                        key: "influx.url",
+                        why: format!(
+                            "{url_text:?} has no http:// or https:// scheme and host; write it as http://host:8086"
+                        ),
+                    });
+                }
                 let api = if kind == "influx_v1" {
                     InfluxApi::V1 {
                         database: i.database.unwrap_or_else(|| "fixtures".into()),
@@ -469,16 +702,68 @@ impl Config {
                         .into_owned();
                     table.insert("db_path".into(), toml::Value::String(path));
                 }
-                let text = toml::to_string(&table).map_err(|e| ConfigError::Value {
-                    key: "maintenance",
-                    why: e.to_string(),
-                })?;
+                // Deserialised from the table itself: an error names the field, and never
+                // quotes TOML the user did not write.
+                let raw: maintenance::RawConfig =
+                    toml::Value::Table(table)
+                        .try_into()
+                        .map_err(|e: toml::de::Error| ConfigError::Value {
+                            key: "maintenance",
+                            why: e.message().trim().to_owned(),
+                        })?;
                 Some(
-                    maintenance::Config::from_toml(&text).map_err(|e| ConfigError::Value {
+                    maintenance::Config::try_from(raw).map_err(|e| ConfigError::Value {
                         key: "maintenance",
                         why: e.to_string(),
                     })?,
                 )
+            }
+        };
+
+        let days = |d: Option<u32>, default: u32| match d.unwrap_or(default) {
+            0 => None,
+            d => Some(Duration::from_secs(u64::from(d) * 86_400)),
+        };
+        let r = raw.retention;
+        let dl_days = r.dead_letters_days.unwrap_or(30);
+        let retention = RetentionConfig {
+            telemetry: days(r.telemetry_days, 400),
+            dead_letters: crate::state::DeadLetterLimits {
+                max_count: r.dead_letters_max_count.unwrap_or(10_000).max(1),
+                max_bytes: r.dead_letters_max_mb.unwrap_or(64).max(1) * 1024 * 1024,
+                retention_ms: if dl_days == 0 {
+                    i64::MAX / 2
+                } else {
+                    i64::from(dl_days) * 86_400_000
+                },
+            },
+            audit: days(r.audit_days, 730),
+            sweep_every: Duration::from_secs(r.sweep_every_s.unwrap_or(3600).max(1)),
+            influx_days: r.influx_days.filter(|d| *d > 0),
+        };
+        if let (Some(a), Some(t)) = (retention.audit, retention.telemetry) {
+            if a < t {
+                return Err(ConfigError::Value {
+                    key: "retention.audit_days",
+                    why: "must be at least retention.telemetry_days: the audit log is kept longest"
+                        .into(),
+                });
+            }
+        }
+        let health = HealthConfig {
+            max_spool_batches: raw.health.max_spool_batches.unwrap_or(1000),
+            check_every: Duration::from_secs(raw.health.check_every_s.unwrap_or(2).clamp(1, 60)),
+            gap_burst: raw.health.gap_burst.unwrap_or(100),
+            gap_window: Duration::from_secs(raw.health.gap_window_s.unwrap_or(10).clamp(1, 3600)),
+        };
+        let log_format = match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::Value {
+                    key: "log.format",
+                    why: format!("{other:?} is not \"text\" or \"json\""),
+                })
             }
         };
 
@@ -493,6 +778,9 @@ impl Config {
             http_max_connections,
             maintenance,
             analytics: raw.analytics,
+            retention,
+            health,
+            log_format,
         })
     }
 }
@@ -613,5 +901,82 @@ mod tests {
         assert!(err.to_string().contains("influx.org"), "{err}");
         let err = Config::load(None, env(&[("GATEWAY__MQTT__TYPO", "1")])).unwrap_err();
         assert!(err.to_string().contains("typo"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_point_at_the_users_line_without_quoting_other_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "data_dir = \"d\"\n[mqtt]\ntypo = 1\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("g.toml:3:1"), "{err}");
+        assert!(err.contains("typo = 1"), "{err}");
+
+        std::fs::write(
+            &path,
+            "data_dir = \"d\"\n\n[maintenance]\ntick_interval_s = 5\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("g.toml:3:1"), "{err}");
+        assert!(err.contains("delivery"), "{err}");
+        assert!(!err.contains("db_path ="), "no re-serialised TOML: {err}");
+
+        std::fs::write(
+            &path,
+            "store = \"influx_v1\"\n[influx]\nurl = \"127.0.0.1:8086\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("g.toml:3:1") && err.contains("influx.url"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "store = \"influx_v1\"\n[influx]\nurl = \"localhost:8086\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("influx.url") && err.contains("http://"),
+            "{err}"
+        );
+
+        // A value set by the environment is blamed on the environment.
+        let err = Config::load(Some(&path), env(&[("GATEWAY__INFLUX__URL", "ftp://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GATEWAY__INFLUX__URL"), "{err}");
+        // And the environment can fix what the file lacks.
+        std::fs::write(
+            &path,
+            "store = \"influx_v2\"\n[influx]\norg = \"o\"\nbucket = \"b\"\n",
+        )
+        .unwrap();
+        Config::load(Some(&path), env(&[("GATEWAY__INFLUX__TOKEN", "t")])).unwrap();
+    }
+
+    #[test]
+    fn retention_health_and_log_sections() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.retention.dead_letters.max_count, 10_000);
+        assert_eq!(
+            c.retention.telemetry,
+            Some(Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = Config::load(
+            None,
+            env(&[
+                ("GATEWAY__LOG__FORMAT", "json"),
+                ("GATEWAY__RETENTION__TELEMETRY_DAYS", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.retention.telemetry, None);
+        let err = Config::load(None, env(&[("GATEWAY__RETENTION__AUDIT_DAYS", "10")])).unwrap_err();
+        assert!(err.to_string().contains("audit_days"), "{err}");
     }
 }

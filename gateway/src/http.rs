@@ -1,7 +1,8 @@
 //! The gateway's HTTP endpoint. Public: `GET /health/live` (a bare liveness answer) and the
 //! pages. Everything that returns data needs a bearer token of an operator role (admin,
 //! agent or operator; see `maintenance::access`):
-//! `GET /health` (store and spool), `GET /metrics` (JSON counters),
+//! `GET /health` (store and spool), `GET /metrics.json` (JSON counters), and from [`crate::ops`]
+//! `GET /health/ready` (503 with reasons) and `GET /metrics` (Prometheus text),
 //! `GET /dead-letters?reason=&limit=&before=` (summaries without payload, newest first,
 //! `limit` 1 to [`MAX_DEAD_LETTER_PAGE`], default [`DEFAULT_DEAD_LETTER_PAGE`], the next
 //! page by `before=<next_before>`), `GET /dead-letters/{id}/raw` (one payload's kept bytes,
@@ -49,6 +50,8 @@ pub struct AppState {
     pub auth: Arc<maintenance::Engine>,
     /// Failed authentications per client address (shared with `/api`).
     pub guard: Arc<AuthGuard>,
+    /// Health, retention and the Prometheus exposition (`crate::ops`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// Default page of `/dead-letters`.
@@ -79,7 +82,7 @@ impl IntoResponse for ApiError {
 pub fn router(state: AppState) -> Router {
     let operator = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .route("/metrics.json", get(metrics))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/counts", get(dead_letter_counts))
         .route("/dead-letters/{id}/raw", get(dead_letter_raw))
@@ -89,10 +92,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             require_operator,
         ));
+    let ops = crate::ops::router(Arc::clone(&state.ops)).route_layer(
+        axum::middleware::from_fn_with_state(state.clone(), require_operator),
+    );
     Router::new()
         .route("/health/live", get(live))
         .merge(operator)
         .with_state(state)
+        .merge(ops)
         .merge(web::router())
 }
 

@@ -15,12 +15,15 @@
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
 pub mod analysis;
+pub mod backup;
 pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
+pub mod ops;
 pub mod service_kpi;
 pub mod state;
 pub mod store;
@@ -100,12 +103,8 @@ async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
         )?),
         StoreConfig::Influx(influx) => {
             let s = store::influx::InfluxStore::new(influx.clone())?;
-            if influx.create_database {
-                // An unreachable InfluxDB at start-up is not fatal: the spool takes over.
-                if let Err(e) = s.ensure_database().await {
-                    tracing::warn!(error = %e, "Could not make sure the InfluxDB database exists; writes will be spooled until it does.");
-                }
-            }
+            // Wrong credentials or a missing database fail here; an unreachable server does not.
+            s.preflight(config.retention.influx_days).await?;
             TelemetryStore::Influx(s)
         }
     })
@@ -150,6 +149,13 @@ pub async fn run(
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let ops = ops::Ops::new(
+        &config,
+        Arc::clone(&metrics),
+        Arc::clone(&writer),
+        state.clone(),
+    );
+    ops.spawn(&mut tasks, shutdown_rx.clone());
 
     // The maintenance engine: its outbox dispatcher and ticker run beside ingest; its API is under /api.
     let maintenance = match &config.maintenance {
@@ -201,6 +207,7 @@ pub async fn run(
             state: state.clone(),
             auth: Arc::clone(&auth),
             guard: Arc::clone(&guard),
+            ops: Arc::clone(&ops),
         });
         if let Some(engine) = &maintenance {
             app = app.nest(
@@ -212,7 +219,7 @@ pub async fn run(
             app = app.merge(demo::push_sink());
         }
         let rx = shutdown_rx.clone();
-        tracing::info!(%addr, hosts = ?config.http_allowed_hosts, "HTTP endpoint: /health/live (open); /health /metrics /dead-letters /devices/{{id}} /fleet/online (operator token); pages at / /board /fleet /home");
+        tracing::info!(%addr, hosts = ?config.http_allowed_hosts, "HTTP endpoint: /health/live (open); /health /health/ready /metrics /metrics.json /dead-letters /devices/{{id}} /fleet/online (operator token); pages at / /board /fleet /home");
         tasks.spawn(http::serve(
             listener,
             app,

@@ -1,5 +1,7 @@
 //! `gateway`: the command-line entry point. Parses flags, loads the config,
-//! sets up logging (`RUST_LOG`-style filter in `GATEWAY_LOG`), and runs until Ctrl-C.
+//! sets up logging (`RUST_LOG`-style filter in `GATEWAY_LOG`, `[log] format`), and
+//! runs until Ctrl-C or SIGTERM; or runs a one-off task (tokens, backup, restore,
+//! check-config).
 
 use std::path::PathBuf;
 
@@ -43,6 +45,21 @@ enum Task {
         /// The technician id or home id the token belongs to (technician and homeowner roles).
         #[arg(long)]
         subject: Option<String>,
+    },
+    /// Check the configuration (and print a summary) without starting anything.
+    CheckConfig,
+    /// Back up every SQLite database (online) and the spool into DIR (new or empty).
+    Backup {
+        /// Target directory.
+        dir: PathBuf,
+    },
+    /// Restore a backup made by `gateway backup` (stop the gateway first).
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Replace existing databases.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -146,12 +163,9 @@ fn issue_token(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-
     let mut config = gateway::config::Config::load(cli.config.as_deref(), std::env::vars())
         .with_context(|| "loading the configuration (see gateway.example.toml)")?;
+    gateway::logging::init(config.log_format);
     // The zero-setup demo runs the maintenance engine too (tickets, reminders, pages),
     // unless the config brings its own.
     if let (true, None, Some(http)) = (cli.demo > 0, &config.maintenance, config.http_listen) {
@@ -165,6 +179,43 @@ async fn main() -> anyhow::Result<()> {
             return issue_token(&config, role, subject.as_deref())
         }
         Some(Task::Tokens(task)) => return tokens(&config, task),
+        Some(Task::CheckConfig) => {
+            println!(
+                "configuration OK: data_dir {}, broker mqtt://{}:{} ({:?}), store {:?}, http {:?}, maintenance {}",
+                config.data_dir.display(),
+                config.mqtt.host,
+                config.mqtt.port,
+                config.mqtt.broker,
+                match &config.store {
+                    gateway::config::StoreConfig::Sqlite => "sqlite".to_owned(),
+                    gateway::config::StoreConfig::Influx(i) => i.url.to_string(),
+                },
+                config.http_listen,
+                if config.maintenance.is_some() { "on" } else { "off" }
+            );
+            return Ok(());
+        }
+        Some(Task::Backup { dir }) => {
+            let m = gateway::backup::backup(&config, dir)
+                .with_context(|| format!("backing up into {}", dir.display()))?;
+            println!(
+                "backup written to {}: {} files",
+                dir.display(),
+                m.files.len()
+            );
+            return Ok(());
+        }
+        Some(Task::Restore { dir, force }) => {
+            let m = gateway::backup::restore(&config, dir, *force)
+                .with_context(|| format!("restoring from {}", dir.display()))?;
+            println!(
+                "restored {} files from {} into {}",
+                m.files.len(),
+                dir.display(),
+                config.data_dir.display()
+            );
+            return Ok(());
+        }
         None => {}
     }
     let options = gateway::RunOptions {

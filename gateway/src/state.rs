@@ -4,9 +4,16 @@
 //! A batch's dead letters and sequence updates are committed in one transaction
 //! before the batch is acknowledged, so after a crash the redelivered messages
 //! meet the state as it was when they were first received.
+//!
+//! The dead-letter store is bounded ([`DeadLetterLimits`]): at most `max_count`
+//! rows and `max_bytes` of kept payload (the oldest go first, in the same
+//! transaction as the insert that overflowed), and rows older than `retention`
+//! are removed by [`StateDb::prune_dead_letters`]. Every drop is counted
+//! ([`StateDb::dead_letters_dropped`]) and logged.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -77,11 +84,36 @@ pub enum StateError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// Bounds of the dead-letter store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterLimits {
+    /// Most rows kept.
+    pub max_count: u64,
+    /// Most payload bytes kept (sum of the kept, cut payloads).
+    pub max_bytes: u64,
+    /// Rows older than this (gateway receipt time) are removed, ms.
+    pub retention_ms: i64,
+}
+
+impl Default for DeadLetterLimits {
+    fn default() -> Self {
+        DeadLetterLimits {
+            max_count: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            retention_ms: 30 * 86_400_000,
+        }
+    }
+}
+
 /// Handle to the state database.
 #[derive(Clone)]
 pub struct StateDb {
     // A std mutex, only held inside `spawn_blocking`.
     conn: Arc<Mutex<Connection>>,
+    limits: Arc<Mutex<DeadLetterLimits>>,
+    // Rows and payload bytes in the dead-letter table, kept in step with it.
+    dead_totals: Arc<Mutex<(u64, u64)>>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl StateDb {
@@ -109,9 +141,80 @@ impl StateDb {
                 last_seen_ms INTEGER NOT NULL
             );",
         )?;
+        let totals = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM dead_letters",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?.max(0) as u64,
+                    r.get::<_, i64>(1)?.max(0) as u64,
+                ))
+            },
+        )?;
         Ok(StateDb {
             conn: Arc::new(Mutex::new(conn)),
+            limits: Arc::new(Mutex::new(DeadLetterLimits::default())),
+            dead_totals: Arc::new(Mutex::new(totals)),
+            dropped: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Sets the dead-letter store's bounds (the defaults until called).
+    pub fn set_dead_letter_limits(&self, limits: DeadLetterLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    /// Dead letters removed by the caps or retention since start.
+    pub fn dead_letters_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Rows and payload bytes now in the dead-letter store.
+    pub fn dead_letter_totals(&self) -> (u64, u64) {
+        *self.dead_totals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes dead letters received before `now_ms - retention`; returns how many.
+    pub async fn prune_dead_letters(&self, now_ms: i64) -> Result<u64, StateError> {
+        let retention = self
+            .limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retention_ms;
+        let totals = Arc::clone(&self.dead_totals);
+        let removed = self
+            .with_conn(move |conn| {
+                let tx = conn.transaction()?;
+                let (n, bytes) = tx.query_row(
+                    "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM dead_letters WHERE received_ms < ?1",
+                    [now_ms - retention],
+                    |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get::<_, i64>(1)?.max(0) as u64)),
+                )?;
+                if n > 0 {
+                    tx.execute("DELETE FROM dead_letters WHERE received_ms < ?1", [now_ms - retention])?;
+                }
+                tx.commit()?;
+                let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+                t.0 = t.0.saturating_sub(n);
+                t.1 = t.1.saturating_sub(bytes);
+                Ok(n)
+            })
+            .await?;
+        if removed > 0 {
+            self.dropped.fetch_add(removed, Ordering::Relaxed);
+            tracing::info!(
+                removed,
+                retention_days = retention / 86_400_000,
+                "Dead letters past their retention removed."
+            );
+        }
+        Ok(removed)
+    }
+
+    /// A trivial read, for the readiness check.
+    pub async fn ping(&self) -> Result<(), StateError> {
+        self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     async fn with_conn<T: Send + 'static>(
@@ -136,14 +239,53 @@ impl StateDb {
         if dead.is_empty() && devices.is_empty() {
             return Ok(());
         }
-        self.with_conn(move |conn| {
+        let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        let totals = Arc::clone(&self.dead_totals);
+        let dropped = self
+            .with_conn(move |conn| {
             let tx = conn.transaction()?;
+            let mut totals = totals.lock().unwrap_or_else(|p| p.into_inner());
+            let mut next = *totals;
+            let mut dropped = 0u64;
             {
                 let mut ins = tx.prepare_cached(
                     "INSERT INTO dead_letters (received_ms, topic, reason, detail, payload, payload_len) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for d in &dead {
                     ins.execute(params![d.received_ms, d.topic, d.reason, d.detail, d.payload, d.payload_len as i64])?;
+                    next.0 += 1;
+                    next.1 += d.payload.len() as u64;
+                }
+                if next.0 > limits.max_count || next.1 > limits.max_bytes {
+                    // Oldest first, until both caps hold again.
+                    let mut oldest = tx.prepare_cached(
+                        "SELECT id, length(payload) FROM dead_letters ORDER BY id LIMIT 512",
+                    )?;
+                    let mut del = tx.prepare_cached("DELETE FROM dead_letters WHERE id <= ?1")?;
+                    while next.0 > limits.max_count || next.1 > limits.max_bytes {
+                        let rows: Vec<(i64, i64)> = oldest
+                            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect::<Result<_, _>>()?;
+                        if rows.is_empty() {
+                            break;
+                        }
+                        let mut upto = None;
+                        for (id, len) in rows {
+                            if next.0 <= limits.max_count && next.1 <= limits.max_bytes {
+                                break;
+                            }
+                            next.0 -= 1;
+                            next.1 = next.1.saturating_sub(len.max(0) as u64);
+                            dropped += 1;
+                            upto = Some(id);
+                        }
+                        match upto {
+                            Some(id) => {
+                                del.execute([id])?;
+                            }
+                            None => break,
+                        }
+                    }
                 }
                 let mut up = tx.prepare_cached(
                     "INSERT INTO devices (device_id, seq_state, last_seen_ms) VALUES (?1, ?2, ?3)
@@ -153,9 +295,17 @@ impl StateDb {
                     up.execute(params![id, serde_json::to_string(seq).unwrap_or_default(), now_ms])?;
                 }
             }
-            tx.commit()
+            tx.commit()?;
+            *totals = next;
+            Ok(dropped)
         })
-        .await
+        .await?;
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            let (rows, bytes) = self.dead_letter_totals();
+            tracing::warn!(dropped, kept = rows, kept_bytes = bytes, max_count = limits.max_count, max_bytes = limits.max_bytes, "Dead-letter store full: the oldest dead letters were removed (see [retention] dead_letters_max_*).");
+        }
+        Ok(())
     }
 
     /// Saves the analytics rule state of some devices (upsert).
@@ -310,5 +460,56 @@ mod tests {
             db.dead_letter_counts().await.unwrap(),
             vec![("payload_too_large".to_string(), 1)]
         );
+    }
+
+    #[tokio::test]
+    async fn the_dead_letter_store_keeps_its_caps_and_retention_and_counts_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        db.set_dead_letter_limits(DeadLetterLimits {
+            max_count: 5,
+            max_bytes: 1000,
+            retention_ms: 10_000,
+        });
+        let letter = |t: i64, n: usize| {
+            DeadLetter::new(
+                t,
+                "fixtures/a/telemetry",
+                "malformed_json",
+                "x",
+                &vec![b'y'; n],
+            )
+        };
+        db.commit_batch((0..8).map(|i| letter(i, 10)).collect(), Vec::new(), 0)
+            .await
+            .unwrap();
+        assert_eq!(db.dead_letter_totals(), (5, 50));
+        assert_eq!(db.dead_letters_dropped(), 3);
+        let kept = db.dead_letters(None, 100).await.unwrap();
+        assert_eq!(
+            kept.iter().map(|d| d.received_ms).collect::<Vec<_>>(),
+            vec![7, 6, 5, 4, 3],
+            "the oldest go first"
+        );
+        // Two of 400 bytes: the count cap pushes out the two oldest.
+        db.commit_batch(vec![letter(20, 400), letter(21, 400)], Vec::new(), 0)
+            .await
+            .unwrap();
+        assert_eq!(db.dead_letter_totals(), (5, 830));
+        assert_eq!(db.dead_letters_dropped(), 5);
+        // A third: the byte cap pushes out the oldest until 1000 bytes hold again (four rows).
+        db.commit_batch(vec![letter(22, 400)], Vec::new(), 0)
+            .await
+            .unwrap();
+        assert_eq!(db.dead_letter_totals(), (2, 800));
+        assert_eq!(db.dead_letters_dropped(), 9);
+        // Retention: everything received before now - 10 s goes.
+        assert_eq!(db.prune_dead_letters(22 + 10_000).await.unwrap(), 1);
+        assert_eq!(db.dead_letter_totals(), (1, 400));
+        assert_eq!(db.dead_letters_dropped(), 10);
+        // Totals survive a reopen.
+        drop(db);
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(db.dead_letter_totals(), (1, 400));
     }
 }

@@ -133,6 +133,37 @@ impl Mosquitto {
         wait_for_port(self.port, "mosquitto to listen")
     }
 
+    /// A broker with `settings` (Mosquitto configuration lines) instead of the deployed
+    /// queue and in-flight limits, e.g. Mosquitto's defaults (`""`).
+    pub fn start_with(settings: &str) -> Result<Mosquitto> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
+             {settings}\nlog_dest file {}/mosquitto.log\nlog_type error\nlog_type warning\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf)?;
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+        };
+        m.launch()?;
+        Ok(m)
+    }
+
+    /// Stops the broker (SIGTERM) without starting it again.
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child, "-TERM");
+    }
+
+    /// Starts a stopped broker again, same port and persistence.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.launch()
+    }
+
     /// Stops the broker gracefully (it saves its persistence file) and starts it again.
     pub fn restart(&mut self) -> Result<()> {
         stop_child(&mut self.child, "-TERM");
@@ -209,6 +240,23 @@ impl Influx {
     /// The base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts a server with authentication on and one admin user.
+    pub fn start_with_auth(user: &str, password: &str) -> Result<Influx> {
+        let mut i = Influx::start()?;
+        let conf_path = i.dir.path().join("influxdb.conf");
+        let conf = std::fs::read_to_string(&conf_path)?
+            .replace("[http]\n", "[http]\n  auth-enabled = true\n");
+        i.stop();
+        std::fs::write(&conf_path, conf)?;
+        i.launch()?;
+        // The first admin user may be created without credentials.
+        i.query(
+            "",
+            &format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"),
+        )?;
+        Ok(i)
     }
 
     /// Stops the server (SIGTERM).
@@ -425,6 +473,22 @@ impl GatewayProcess {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// `GET path` with a bearer token (the harness's operator token when `None`): the
+    /// status and the body.
+    pub fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+        let resp = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.http_port))
+            .bearer_auth(token.unwrap_or(&self.token))
+            .send()?;
+        Ok((resp.status().as_u16(), resp.text()?))
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The config file the gateway runs with.
     pub fn config_path(&self) -> &Path {
         &self.config
@@ -444,9 +508,9 @@ impl GatewayProcess {
         Ok(resp.json()?)
     }
 
-    /// `GET /metrics` as JSON.
+    /// `GET /metrics.json`: the counters as JSON.
     pub fn metrics(&self) -> Result<serde_json::Value> {
-        self.get_json("/metrics")
+        self.get_json("/metrics.json")
     }
 
     /// The newest `limit` dead letters (summaries, newest first), page by page.

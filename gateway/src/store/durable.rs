@@ -2,12 +2,19 @@
 //! the fsynced spool when [`DurableWriter::persist`] returns. Nothing else in
 //! the gateway decides when data is safe to acknowledge.
 //!
-//! While the spool holds a backlog, new batches go straight to it (so a dead
-//! store costs one fsync per batch, not a time-out), and [`DurableWriter::replay`]
-//! drains it oldest-first with backoff until the store answers again.
+//! A batch gets one direct attempt: if the store fails (or hangs until its
+//! time-out) the batch is spooled at once, so acknowledgements wait for one
+//! time-out at most, not several. While the spool holds a backlog, new batches
+//! go straight to it (a dead store costs one fsync per batch), and
+//! [`DurableWriter::replay`] drains it oldest-first, merging up to
+//! [`REPLAY_MAX_FILES`] files ([`REPLAY_MAX_POINTS`] points) into one write.
+//!
+//! The writer also remembers when the store last accepted and last failed a
+//! write, for the readiness check (`/health/ready`).
 
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -17,8 +24,14 @@ use super::spool::Spool;
 use super::{Point, RejectedPoint, TelemetryStore};
 use crate::metrics::Metrics;
 
-/// Store attempts before a batch is spooled instead.
-const DIRECT_ATTEMPTS: usize = 3;
+/// Direct store attempts before a batch is spooled instead.
+const DIRECT_ATTEMPTS: usize = 1;
+
+/// Most spool files merged into one replay write.
+pub const REPLAY_MAX_FILES: usize = 256;
+
+/// Points at which a replay write stops taking more files.
+pub const REPLAY_MAX_POINTS: usize = 20_000;
 
 /// Writes batches durably; see the module docs.
 pub struct DurableWriter {
@@ -26,6 +39,13 @@ pub struct DurableWriter {
     spool: Spool,
     metrics: Arc<Metrics>,
     backlog: std::sync::atomic::AtomicU64,
+    last_ok_ms: AtomicI64,
+    last_err_ms: AtomicI64,
+    last_error: Mutex<String>,
+}
+
+fn wall_ms() -> i64 {
+    crate::ingest::pipeline::now_ms()
 }
 
 impl DurableWriter {
@@ -37,6 +57,9 @@ impl DurableWriter {
             spool,
             metrics,
             backlog: backlog.into(),
+            last_ok_ms: AtomicI64::new(0),
+            last_err_ms: AtomicI64::new(0),
+            last_error: Mutex::new(String::new()),
         }
     }
 
@@ -45,9 +68,43 @@ impl DurableWriter {
         self.backlog.load(Relaxed)
     }
 
+    /// The spool (for its counters and backups).
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The telemetry store.
+    pub fn store(&self) -> &TelemetryStore {
+        &self.store
+    }
+
     /// The store's description, for logs.
     pub fn describe(&self) -> String {
         self.store.describe()
+    }
+
+    /// `Some(error)` while the store's most recent write attempt failed.
+    pub fn store_failing(&self) -> Option<String> {
+        let (ok, err) = (
+            self.last_ok_ms.load(Relaxed),
+            self.last_err_ms.load(Relaxed),
+        );
+        (err > 0 && err >= ok).then(|| {
+            self.last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
+    }
+
+    fn note_ok(&self) {
+        self.last_ok_ms.store(wall_ms(), Relaxed);
+    }
+
+    fn note_err(&self, e: &super::WriteError) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+        self.last_err_ms.store(wall_ms().max(1), Relaxed);
+        self.metrics.store_errors.fetch_add(1, Relaxed);
     }
 
     /// Makes `points` durable and returns those the store refused for good.
@@ -63,6 +120,7 @@ impl DurableWriter {
                 for attempt in 1..=DIRECT_ATTEMPTS {
                     match self.store.write(points).await {
                         Ok(outcome) => {
+                            self.note_ok();
                             let refused = outcome.rejected.len() as u64;
                             self.metrics
                                 .points_stored
@@ -70,8 +128,8 @@ impl DurableWriter {
                             return outcome.rejected;
                         }
                         Err(e) => {
-                            self.metrics.store_errors.fetch_add(1, Relaxed);
-                            tracing::warn!(attempt, error = %e, "Telemetry store write failed.");
+                            self.note_err(&e);
+                            tracing::warn!(attempt, error = %e, "Telemetry store write failed; spooling the batch.");
                             if attempt < DIRECT_ATTEMPTS {
                                 tokio::time::sleep(Duration::from_millis(100 * attempt as u64))
                                     .await;
@@ -96,7 +154,7 @@ impl DurableWriter {
     }
 
     /// Replays the spool into the store until `shutdown` flips, handing each
-    /// replayed batch's refused points to `on_refused`.
+    /// replayed write's refused points to `on_refused`.
     pub async fn replay(
         &self,
         mut shutdown: watch::Receiver<bool>,
@@ -107,7 +165,7 @@ impl DurableWriter {
             let wait = if self.backlog() == 0 {
                 Duration::from_millis(200)
             } else {
-                match self.replay_one(&on_refused).await {
+                match self.replay_some(&on_refused).await {
                     Ok(true) => {
                         backoff.reset();
                         Duration::ZERO
@@ -125,44 +183,61 @@ impl DurableWriter {
         }
     }
 
-    async fn replay_one(
+    /// Replays the oldest spooled batches in one write. `Ok(false)`: nothing to replay.
+    async fn replay_some(
         &self,
         on_refused: &impl Fn(Vec<RejectedPoint>, &[Point]),
     ) -> Result<bool, ()> {
-        let batch = match self.spool.oldest() {
-            Ok(Some(b)) => b,
-            Ok(None) => {
+        let batches = match self
+            .spool
+            .oldest_batches(REPLAY_MAX_FILES, REPLAY_MAX_POINTS)
+        {
+            Ok(b) if b.is_empty() => {
                 self.backlog.store(0, Relaxed);
                 return Ok(false);
             }
+            Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "Cannot read the spool.");
                 return Err(());
             }
         };
-        match self.store.write(&batch.points).await {
+        let points: Vec<Point> = batches
+            .iter()
+            .flat_map(|b| b.points.iter().cloned())
+            .collect();
+        match self.store.write(&points).await {
             Ok(outcome) => {
+                self.note_ok();
                 let refused = outcome.rejected.len() as u64;
                 self.metrics
                     .points_stored
-                    .fetch_add(batch.points.len() as u64 - refused, Relaxed);
+                    .fetch_add(points.len() as u64 - refused, Relaxed);
                 if !outcome.rejected.is_empty() {
-                    on_refused(outcome.rejected, &batch.points);
+                    on_refused(outcome.rejected, &points);
                 }
-                if let Err(e) = self.spool.remove(&batch) {
-                    tracing::error!(error = %e, "Cannot delete a replayed spool file; it will be replayed again (harmless, writes are idempotent).");
-                    return Err(());
+                for batch in &batches {
+                    if let Err(e) = self.spool.remove(batch) {
+                        tracing::error!(error = %e, "Cannot delete a replayed spool file; it will be replayed again (harmless, writes are idempotent).");
+                        return Err(());
+                    }
+                    self.metrics.replayed_batches.fetch_add(1, Relaxed);
                 }
                 let left = self.spool.backlog();
                 self.backlog.store(left, Relaxed);
-                self.metrics.replayed_batches.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    files = batches.len(),
+                    points = points.len(),
+                    left,
+                    "Spooled batches replayed."
+                );
                 if left == 0 {
                     tracing::info!("Spool drained: the telemetry store is back.");
                 }
                 Ok(true)
             }
             Err(e) => {
-                self.metrics.store_errors.fetch_add(1, Relaxed);
+                self.note_err(&e);
                 tracing::debug!(error = %e, backlog = self.backlog(), "Replay waiting for the telemetry store.");
                 Err(())
             }

@@ -30,6 +30,24 @@ pub enum SetupError {
     /// The HTTP client could not be built.
     #[error("cannot build HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// InfluxDB refused the configured credentials.
+    #[error("InfluxDB at {url} refused the credentials ({settings}): {detail}. Fix the setting; the gateway does not start with credentials that can never work.")]
+    Credentials {
+        /// Server URL.
+        url: Url,
+        /// The settings to fix.
+        settings: &'static str,
+        /// The server's answer.
+        detail: String,
+    },
+    /// The database does not exist and may not be created.
+    #[error("InfluxDB at {url} has no database {database:?} (influx.database), and influx.create_database is false. Create it, or set influx.create_database = true.")]
+    MissingDatabase {
+        /// Database name.
+        database: String,
+        /// Server URL.
+        url: Url,
+    },
     /// The database could not be created.
     #[error("cannot create InfluxDB database {database:?} at {url}: {detail}. Is InfluxDB running and are the credentials right?")]
     CreateDatabase {
@@ -142,6 +160,124 @@ impl InfluxStore {
         Ok(())
     }
 
+    /// Runs one InfluxQL statement; `Ok(None)` if the server cannot be reached (not fatal).
+    async fn influxql(&self, q: &str) -> Result<Option<serde_json::Value>, SetupError> {
+        let mut url = self.config.url.clone();
+        url.set_path("/query");
+        let resp = match self
+            .authorize(self.http.post(url).form(&[("q", q)]))
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(url = %self.config.url, error = %e, "InfluxDB is not reachable at start; writes will be spooled until it is.");
+                return Ok(None);
+            }
+        };
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(SetupError::Credentials {
+                url: self.config.url.clone(),
+                settings: match self.config.api {
+                    InfluxApi::V1 { .. } => "influx.username / influx.password",
+                    InfluxApi::V2 { .. } => "influx.token",
+                },
+                detail: error_message(&body),
+            });
+        }
+        if status.is_server_error() {
+            tracing::warn!(url = %self.config.url, %status, "InfluxDB answers with a server error at start; writes will be spooled until it recovers.");
+            return Ok(None);
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(e) = v
+            .pointer("/results/0/error")
+            .or_else(|| v.get("error"))
+            .and_then(|e| e.as_str())
+        {
+            return Err(SetupError::CreateDatabase {
+                database: q.to_owned(),
+                url: self.config.url.clone(),
+                detail: format!("HTTP {status}: {e}"),
+            });
+        }
+        Ok(Some(v))
+    }
+
+    /// Checks at start that the credentials work and the database exists (creating it,
+    /// with a retention policy of `retention_days`, if allowed). An unreachable server is
+    /// not an error (the spool takes over); wrong credentials or a missing database are.
+    pub async fn preflight(&self, retention_days: Option<u32>) -> Result<(), SetupError> {
+        let InfluxApi::V1 {
+            database,
+            retention_policy,
+            ..
+        } = &self.config.api
+        else {
+            return self.preflight_v2().await;
+        };
+        let Some(v) = self.influxql("SHOW DATABASES").await? else {
+            return Ok(());
+        };
+        let exists = v
+            .pointer("/results/0/series/0/values")
+            .and_then(|x| x.as_array())
+            .is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r.get(0).and_then(|n| n.as_str()) == Some(database))
+            });
+        if !exists && !self.config.create_database {
+            return Err(SetupError::MissingDatabase {
+                database: database.clone(),
+                url: self.config.url.clone(),
+            });
+        }
+        let db = quote_ident(database);
+        if !exists {
+            self.ensure_database().await?;
+            tracing::info!(%database, "InfluxDB database created.");
+        }
+        if let Some(days) = retention_days {
+            let rp = quote_ident(retention_policy.as_deref().unwrap_or("autogen"));
+            let alter =
+                format!("ALTER RETENTION POLICY {rp} ON {db} DURATION {days}d SHARD DURATION 1d");
+            if self.influxql(&alter).await.is_err() {
+                let create = format!(
+                    "CREATE RETENTION POLICY {rp} ON {db} DURATION {days}d REPLICATION 1 SHARD DURATION 1d DEFAULT"
+                );
+                self.influxql(&create).await?;
+            }
+            tracing::info!(%database, days, "InfluxDB retention policy set.");
+        }
+        Ok(())
+    }
+
+    async fn preflight_v2(&self) -> Result<(), SetupError> {
+        let mut url = self.config.url.clone();
+        url.set_path("/api/v2/buckets");
+        url.query_pairs_mut().append_pair("limit", "1");
+        match self.authorize(self.http.get(url)).send().await {
+            Ok(r)
+                if r.status() == StatusCode::UNAUTHORIZED
+                    || r.status() == StatusCode::FORBIDDEN =>
+            {
+                let body = r.text().await.unwrap_or_default();
+                Err(SetupError::Credentials {
+                    url: self.config.url.clone(),
+                    settings: "influx.token",
+                    detail: error_message(&body),
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(url = %self.config.url, error = %e, "InfluxDB is not reachable at start; writes will be spooled until it is.");
+                Ok(())
+            }
+        }
+    }
+
     async fn post(&self, body: String) -> Result<Attempt, WriteError> {
         let resp = self
             .authorize(self.http.post(self.write_url.clone()).body(body))
@@ -229,6 +365,10 @@ impl InfluxStore {
         outcome.rejected.sort_by_key(|r| r.index);
         Ok(outcome)
     }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Extracts `error` from InfluxDB's JSON error body, or returns the body.
