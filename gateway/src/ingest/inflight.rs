@@ -65,9 +65,8 @@ impl<T, O> InFlight<T, O> {
     /// The oldest batch and its write's outcome, if that write has ended: the only
     /// way a batch leaves the queue.
     pub fn pop_written(&mut self) -> Option<(T, O)> {
-        if self.entries.front()?.written.is_none() {
-            return None;
-        }
+        // Not written yet: everything behind it waits too.
+        self.entries.front()?.written.as_ref()?;
         let e = self.entries.pop_front()?;
         e.written.map(|o| (e.batch, o))
     }
