@@ -10,7 +10,7 @@
 //! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
 //! - [`demo`]: a simulated fleet (the `simulator` crate) for the zero-setup run.
 //! - The `maintenance` crate, when `[maintenance]` is configured: device faults and
-//!   cartridge replacements feed it from [`ingest::pipeline`]; its API is nested under `/api`.
+//!   cartridge replacements feed it from [`ingest::batch`] through [`ingest::pipeline`]; its API is nested under `/api`.
 //!
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
@@ -40,7 +40,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use config::{BrokerMode, Config, StoreConfig};
-use ingest::pipeline::{now_ms, refused_to_dead_letters, Pipeline};
+use ingest::batch::{refused_to_dead_letters, BatchBuilder};
+use ingest::pipeline::{now_ms, Pipeline, Ports};
+use ingest::sinks::{MqttAcknowledger, StateSink};
 use metrics::Metrics;
 use state::StateDb;
 use store::durable::DurableWriter;
@@ -269,20 +271,26 @@ pub async fn run(
         ingest::mqtt::connect(&config.mqtt, config.batch.max_messages * 4 + 10_000);
     let generation = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
-    let pipeline = Pipeline {
-        batch: config.batch,
-        limits: config.limits,
+    let builder = BatchBuilder::new(config.limits, devices, analyzer, maintenance.is_some());
+    let ports = Ports {
+        acker: MqttAcknowledger {
+            client: client.clone(),
+            generation: Arc::clone(&generation),
+        },
         writer: Arc::clone(&writer),
-        state: state.clone(),
-        metrics: Arc::clone(&metrics),
-        client: client.clone(),
-        generation: Arc::clone(&generation),
-        devices,
-        maintenance,
-        cartridges_seen: std::collections::HashMap::new(),
-        analyzer,
-        snapshot_every: Duration::from_secs(config.analytics.snapshot_every_s.max(1)),
+        committer: Arc::new(StateSink {
+            state: state.clone(),
+            maintenance,
+            metrics: Arc::clone(&metrics),
+        }),
     };
+    let pipeline = Pipeline::new(
+        config.batch,
+        builder,
+        ports,
+        Arc::clone(&metrics),
+        Duration::from_secs(config.analytics.snapshot_every_s.max(1)),
+    );
     let pipeline_task = tokio::spawn(pipeline.run(rx, shutdown_rx.clone()));
     let mqtt_task = tokio::spawn(ingest::mqtt::run(
         client,

@@ -1,6 +1,9 @@
 //! The gateway's own state in SQLite (`{data_dir}/state.db`): the dead-letter
 //! store and per-device sequence state.
 //!
+//! Sequence state is JSON of `ingest::sequence::DeviceSeq` (per boot, the ranges of
+//! sequence numbers seen, bounded); the older 64-bit window format still loads.
+//!
 //! A batch's dead letters and sequence updates are committed in one transaction
 //! before the batch is acknowledged, so after a crash the redelivered messages
 //! meet the state as it was when they were first received.
@@ -344,7 +347,15 @@ impl StateDb {
             let mut map = HashMap::new();
             for row in rows {
                 let (id, json) = row?;
-                map.insert(id, serde_json::from_str(&json).unwrap_or_default());
+                match DeviceSeq::from_json(&json) {
+                    Some(seq) => {
+                        map.insert(id, seq);
+                    }
+                    None => {
+                        tracing::warn!(device_id = %id, "Saved sequence state does not load; the device starts afresh.");
+                        map.insert(id, DeviceSeq::default());
+                    }
+                }
             }
             Ok(map)
         })
@@ -416,7 +427,7 @@ impl StateDb {
                 |r| r.get::<_, String>(0),
             )
             .optional()
-            .map(|o| o.and_then(|json| serde_json::from_str(&json).ok()))
+            .map(|o| o.and_then(|json| DeviceSeq::from_json(&json)))
         })
         .await
     }
@@ -441,7 +452,7 @@ mod tests {
                 "too big",
                 &big,
             )],
-            vec![("a".into(), seq)],
+            vec![("a".into(), seq.clone())],
             5,
         )
         .await
@@ -454,6 +465,7 @@ mod tests {
         assert_eq!(dl[0].payload.len(), DEAD_LETTER_KEEP_BYTES);
         assert_eq!(dl[0].payload_len, DEAD_LETTER_KEEP_BYTES + 10);
         assert_eq!(db.load_devices().await.unwrap().get("a"), Some(&seq));
+        assert_eq!(db.device("a".into()).await.unwrap(), Some(seq.clone()));
         assert_eq!(db.devices_seen(5).await.unwrap(), (1, 1));
         assert_eq!(db.devices_seen(6).await.unwrap(), (1, 0));
         assert_eq!(

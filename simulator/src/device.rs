@@ -315,7 +315,7 @@ impl SimDevice {
     /// The firmware's persisted counter is rewritten and the board reboots with it, so call
     /// it before the first tick. Returns false for a slot the model does not have.
     pub fn wear_cartridge(&mut self, slot: usize, used_fraction: f64) -> bool {
-        let Some(kind) = cartridge_kinds(self.model).get(slot).copied() else {
+        let Some(kind) = self.model.cartridge_kinds().get(slot).copied() else {
             return false;
         };
         let Some(node) = self.node.take() else {

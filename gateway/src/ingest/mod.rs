@@ -1,19 +1,34 @@
 //! Ingest: from an MQTT PUBLISH to a durable point and, only then, a PUBACK.
 //!
-//! - [`mqtt`]: the broker connection — persistent session, manual acks,
-//!   reconnects with backoff — feeding a bounded channel.
+//! Plain data transformations, no I/O:
 //! - [`decode`]: topic + payload → points, or a rejection with a reason.
-//! - [`sequence`]: per-device `(boot_id, seq)` gap and duplicate tracking.
-//! - [`pipeline`]: batches messages by size and time, makes each batch durable,
-//!   commits dead letters and sequence state, then acknowledges in arrival order.
+//! - [`sequence`]: per-device, per-boot sets of seen sequence numbers: exact
+//!   duplicates, gaps, late fills.
+//! - [`batch`]: a batch of messages → points, dead letters, sequence state, analytics
+//!   findings and maintenance actions.
+//! - [`inflight`]: batches written concurrently leave strictly oldest first.
+//!
+//! I/O, at the edges:
+//! - [`mqtt`]: the broker connection — persistent session, manual acks,
+//!   reconnects with backoff — feeding an unbounded channel.
+//! - [`ports`]: the three traits the driver needs (acknowledging, durable writing,
+//!   committing state) and [`sinks`], their real implementations.
+//! - [`pipeline`]: the thin async driver that runs the above over the ports.
 //!
 //! **Invariant:** a message is acknowledged only after its points are in the
 //! telemetry store or the fsynced spool, or it is in the dead-letter store.
 
+pub mod batch;
 pub mod decode;
+pub mod inflight;
 pub mod mqtt;
 pub mod pipeline;
+pub mod ports;
 pub mod sequence;
+pub mod sinks;
+
+#[cfg(test)]
+mod driver_tests;
 
 /// A PUBLISH as handed from the connection to the pipeline.
 #[derive(Debug)]

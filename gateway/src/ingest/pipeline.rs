@@ -1,38 +1,42 @@
-//! The batching pipeline: collect → decode → persist → commit state → acknowledge.
+//! The ingest driver: collect → build → make durable → commit → acknowledge.
 //!
-//! A batch closes when it holds `max_messages` or its first message has waited
-//! `max_wait`. It is decoded at once (sequence state is updated in arrival order),
-//! then its points go to the [`DurableWriter`] (store or spool) in a task of its
-//! own, so up to `max_in_flight` batches are being written while the next one
-//! fills. Batches complete strictly in order: for the oldest, once its write is
-//! durable, its dead letters (invalid messages and points the store refused) and
-//! sequence state are committed to the state database, the analytics stage's
-//! findings (see [`crate::analysis`]; device faults go through it) and cartridge
-//! replacements are handed to the maintenance engine (if configured),
-//! and then every message of the batch is acknowledged in the order it arrived,
-//! as MQTT requires.
+//! A thin async loop over the plain data transformations of [`super::batch`] and
+//! [`super::inflight`] and the three ports of [`super::ports`] (acknowledging,
+//! durable writing, committing state):
+//!
+//! 1. Messages are collected into a batch, which closes when it holds `max_messages`
+//!    or its first message has waited `max_wait`.
+//! 2. [`BatchBuilder::build`] decodes it, checks sequence numbers and runs the
+//!    analytics stage, in arrival order.
+//! 3. Its points go to the [`DurableWriter`] in a write of their own, so up to
+//!    `max_in_flight` batches are being written while the next one fills.
+//! 4. [`InFlight::pop_written`] hands over the oldest batch once its write ended
+//!    (the only way out), and [`Pipeline::release`] then applies its maintenance
+//!    actions (retried with backoff while the engine's database fails), commits its
+//!    dead letters and sequence state (retried likewise), and acknowledges its
+//!    messages in arrival order. Until then nothing of it, nor of any later batch,
+//!    is acknowledged.
+//!
+//! On shutdown the batch in hand is built, every batch in flight is released, and the
+//! analytics state is saved before [`Pipeline::run`] returns: nothing is left to a
+//! task that could be cancelled.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{
-    AtomicU64,
-    Ordering::{Relaxed, SeqCst},
-};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::decode::{decode, Rejection};
-use super::sequence::{DeviceSeq, SeqVerdict};
+use super::batch::{refused_to_dead_letters, Batch, BatchBuilder, Tally};
+use super::inflight::{BatchId, InFlight};
+use super::ports::{Acknowledger, DurableWriter, StateCommitter};
 use super::Inbound;
-use crate::analysis::{Analyzer, DeviceFinding};
 use crate::config::BatchConfig;
 use crate::metrics::Metrics;
-use crate::state::{DeadLetter, StateDb};
-use crate::store::durable::DurableWriter;
+use crate::store::retry::Backoff;
 use crate::store::{Point, RejectedPoint};
 
 /// Wall-clock time, UTC ms.
@@ -43,404 +47,168 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Everything the pipeline needs, built once by [`crate::run`].
-pub struct Pipeline {
-    /// Batching limits.
-    pub batch: BatchConfig,
-    /// Validation limits.
-    pub limits: protocol::validate::Limits,
-    /// The durable writer.
-    pub writer: Arc<DurableWriter>,
-    /// The state database.
-    pub state: StateDb,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// The MQTT client, to acknowledge.
-    pub client: AsyncClient,
-    /// The current connection generation (see [`super::mqtt`]).
-    pub generation: Arc<AtomicU64>,
-    /// Sequence state per device, loaded from the state database.
-    pub devices: HashMap<String, DeviceSeq>,
-    /// The maintenance engine, if configured.
-    pub maintenance: Option<Arc<maintenance::Engine>>,
-    /// Last `replacements` counter seen per (device, slot), so the engine hears only of changes.
-    pub cartridges_seen: HashMap<(String, u8), u32>,
-    /// The analytics stage, if enabled.
-    pub analyzer: Option<Analyzer>,
-    /// Wall-clock interval between snapshots of the analytics state.
-    pub snapshot_every: Duration,
-}
-
-/// What the maintenance engine must hear about, from one batch.
+/// What a batch's write ended with.
 #[derive(Debug)]
-enum MaintenanceAction {
-    Fault {
-        device_id: String,
-        fault: protocol::message::FaultEvent,
-        ts_ms: i64,
+enum Written {
+    /// Durable; the store refused `refused` for good.
+    Durable {
+        points: Vec<Point>,
+        refused: Vec<RejectedPoint>,
     },
-    Finding(maintenance::Finding),
-    CartridgeReplaced {
-        device_id: String,
-        slot: u8,
-        replacements: u32,
-    },
+    /// The write task died: nothing of the batch is acknowledged (the broker redelivers).
+    Failed,
 }
 
-/// Applies a batch's maintenance actions (blocking SQLite work). A finding of an
-/// unregistered device goes to the engine's unclaimed-devices queue (counted here); an
-/// action the engine refuses for good is counted and logged. Returns the actions that
-/// failed on the engine's database (busy, I/O): they are worth another try, and the
-/// batch is not acknowledged until they succeed.
-fn apply_maintenance(
-    engine: &maintenance::Engine,
-    actions: Vec<MaintenanceAction>,
-    now: i64,
-    metrics: &Metrics,
-) -> Vec<MaintenanceAction> {
-    let mut retry = Vec::new();
-    for a in actions {
-        let result = match &a {
-            MaintenanceAction::Fault {
-                device_id,
-                fault,
-                ts_ms,
-            } => engine
-                .ingest(
-                    &maintenance::Finding::from_fault(device_id, fault, *ts_ms),
-                    now,
-                )
-                .map(|o| count_unclaimed(&o, metrics)),
-            MaintenanceAction::Finding(finding) => engine
-                .ingest(finding, now)
-                .map(|o| count_unclaimed(&o, metrics)),
-            MaintenanceAction::CartridgeReplaced {
-                device_id,
-                slot,
-                replacements,
-            } => engine
-                .cartridge_replaced(device_id, *slot, *replacements, now)
-                .map(|_| ()),
-        };
-        match result {
-            Ok(()) => {
-                metrics.maintenance_applied.fetch_add(1, Relaxed);
-            }
-            Err(maintenance::Error::NotFound { .. }) => {
-                tracing::debug!(
-                    ?a,
-                    "Device not registered with the maintenance engine; skipped."
-                );
-            }
-            Err(e @ maintenance::Error::Store(_)) => {
-                metrics.maintenance_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, ?a, "The maintenance database failed; will retry before acknowledging.");
-                retry.push(a);
-            }
-            Err(e) => {
-                metrics.maintenance_errors.fetch_add(1, Relaxed);
-                tracing::error!(error = %e, ?a, "The maintenance engine refused a device report.");
-            }
+/// The I/O the driver does.
+pub struct Ports<A, W, C> {
+    /// Sends PUBACKs.
+    pub acker: A,
+    /// Makes points durable.
+    pub writer: Arc<W>,
+    /// Commits state (state database, maintenance engine).
+    pub committer: Arc<C>,
+}
+
+type WriteResult = (BatchId, Vec<Point>, Vec<RejectedPoint>);
+
+/// The driver; see the module docs.
+pub struct Pipeline<A, W, C> {
+    limits: BatchConfig,
+    builder: BatchBuilder,
+    ports: Ports<A, W, C>,
+    metrics: Arc<Metrics>,
+    snapshot_every: Duration,
+    in_flight: InFlight<Batch, Written>,
+    writes: JoinSet<WriteResult>,
+    write_ids: HashMap<tokio::task::Id, BatchId>,
+    saving: Option<JoinHandle<()>>,
+}
+
+impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
+    /// A driver over `ports`; the analytics state is saved every `snapshot_every`.
+    pub fn new(
+        limits: BatchConfig,
+        builder: BatchBuilder,
+        ports: Ports<A, W, C>,
+        metrics: Arc<Metrics>,
+        snapshot_every: Duration,
+    ) -> Self {
+        Pipeline {
+            limits,
+            builder,
+            ports,
+            metrics,
+            snapshot_every,
+            in_flight: InFlight::default(),
+            writes: JoinSet::new(),
+            write_ids: HashMap::new(),
+            saving: None,
         }
     }
-    retry
-}
 
-/// Counts a finding that went to the engine's unclaimed-devices queue (device not registered).
-fn count_unclaimed(o: &maintenance::Outcome, metrics: &Metrics) {
-    if o.unclaimed {
-        metrics.findings_unclaimed.fetch_add(1, Relaxed);
-    }
-    if o.new_unclaimed_device {
-        metrics.devices_unclaimed.fetch_add(1, Relaxed);
-    }
-}
-
-/// Turns refused points into dead letters.
-pub fn refused_to_dead_letters(
-    refused: Vec<RejectedPoint>,
-    points: &[Point],
-    now: i64,
-) -> Vec<DeadLetter> {
-    refused
-        .into_iter()
-        .map(|r| {
-            let topic = points.get(r.index).map_or("", |p| p.measurement.as_str());
-            DeadLetter::new(now, topic, "store_refused", &r.reason, r.line.as_bytes())
-        })
-        .collect()
-}
-
-/// A decoded batch whose points are being made durable.
-struct InFlight {
-    messages: Vec<Inbound>,
-    dead: Vec<DeadLetter>,
-    devices: Vec<(String, DeviceSeq)>,
-    received_ms: i64,
-    started: std::time::Instant,
-    maintenance: Vec<MaintenanceAction>,
-    write: JoinHandle<(Vec<Point>, Vec<RejectedPoint>)>,
-}
-
-impl Pipeline {
-    /// Runs until the channel closes or `shutdown` flips; batches in hand are finished first.
+    /// Runs until the channel closes or `shutdown` flips; then finishes every batch in
+    /// hand and saves the analytics state before returning.
     pub async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Inbound>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut batch: Vec<Inbound> = Vec::with_capacity(self.batch.max_messages);
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let max = self.limits.max_messages.max(1);
+        let max_in_flight = self.limits.max_in_flight.max(1);
+        let mut filling: Vec<Inbound> = Vec::with_capacity(max);
+        let mut deadline: Option<Instant> = None;
         let mut closing = false;
-        let mut last_snapshot = Instant::now();
-        while !closing {
-            if last_snapshot.elapsed() >= self.snapshot_every {
-                last_snapshot = Instant::now();
-                self.save_analytics();
+        let mut next_snapshot = Instant::now() + self.snapshot_every;
+        loop {
+            while let Some((batch, written)) = self.in_flight.pop_written() {
+                self.release(batch, written).await;
             }
-            // Collect a batch, finishing written batches as they complete.
-            let mut deadline: Option<Instant> = None;
-            while batch.len() < self.batch.max_messages {
-                if let Ok(m) = rx.try_recv() {
-                    batch.push(m);
-                    deadline.get_or_insert_with(|| Instant::now() + self.batch.max_wait);
-                    continue;
-                }
-                let front_done = in_flight.front().is_some_and(|f| f.write.is_finished());
-                if front_done {
-                    if let Some(f) = in_flight.pop_front() {
-                        self.complete(f).await;
-                    }
-                    continue;
-                }
-                let sleep_until =
-                    deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-                let has_front = !in_flight.is_empty();
-                let front = in_flight.front_mut().map(|f| &mut f.write);
-                let finished = tokio::select! {
-                    m = rx.recv() => match m {
-                        Some(m) => {
-                            batch.push(m);
-                            deadline.get_or_insert_with(|| Instant::now() + self.batch.max_wait);
-                            None
-                        }
-                        None => { closing = true; break; }
-                    },
-                    _ = tokio::time::sleep_until(sleep_until), if deadline.is_some() => break,
-                    // The oldest write finished: its result is taken here, so the handle is not polled again.
-                    r = async { match front { Some(h) => Some(h.await), None => None } }, if has_front => r,
-                    _ = shutdown.changed() => { closing = true; break; }
-                };
-                if let Some(result) = finished {
-                    if let Some(f) = in_flight.pop_front() {
-                        self.finish(f, result).await;
+            let room = self.in_flight.len() < max_in_flight;
+            let due =
+                filling.len() >= max || closing || deadline.is_some_and(|d| Instant::now() >= d);
+            if !filling.is_empty() && room && due {
+                let messages = std::mem::replace(&mut filling, Vec::with_capacity(max));
+                deadline = None;
+                self.start(messages);
+                continue;
+            }
+            if closing && filling.is_empty() && self.in_flight.is_empty() {
+                break;
+            }
+            let accepting = !closing && filling.len() < max;
+            let wait_until = deadline.unwrap_or(next_snapshot);
+            let writing = !self.writes.is_empty();
+            let analyses = self.builder.analyses();
+            tokio::select! {
+                done = self.writes.join_next_with_id(), if writing => {
+                    if let Some(done) = done {
+                        self.record(done);
                     }
                 }
-            }
-            if !batch.is_empty() {
-                let full =
-                    std::mem::replace(&mut batch, Vec::with_capacity(self.batch.max_messages));
-                in_flight.push_back(self.start(full));
-            }
-            while in_flight.len() >= self.batch.max_in_flight.max(1)
-                || (closing && !in_flight.is_empty())
-            {
-                if let Some(f) = in_flight.pop_front() {
-                    self.complete(f).await;
+                m = rx.recv(), if accepting => match m {
+                    Some(m) => {
+                        filling.push(m);
+                        deadline.get_or_insert_with(|| Instant::now() + self.limits.max_wait);
+                    }
+                    None => closing = true,
+                },
+                _ = tokio::time::sleep_until(wait_until), if deadline.is_some() && room => {}
+                _ = shutdown.changed(), if !closing => closing = true,
+                _ = tokio::time::sleep_until(next_snapshot), if analyses => {
+                    next_snapshot = Instant::now() + self.snapshot_every;
+                    self.save_in_background();
                 }
             }
         }
-        self.save_analytics();
+        self.save_before_exit().await;
     }
 
-    /// Saves the analytics state of the devices touched since the last save (in the background).
-    fn save_analytics(&mut self) {
-        let Some(analyzer) = &mut self.analyzer else {
-            return;
-        };
-        let snapshot = analyzer.take_snapshot();
-        if snapshot.is_empty() {
-            return;
-        }
-        let state = self.state.clone();
-        let n = snapshot.len();
-        let task = tokio::spawn(async move {
-            if let Err(e) = state.save_analytics(snapshot).await {
-                tracing::warn!(error = %e, "Cannot save the analytics state; a restart would relearn some baselines.");
-            }
+    /// Builds a batch and starts its write.
+    fn start(&mut self, messages: Vec<Inbound>) {
+        let mut batch = self.builder.build(messages, now_ms());
+        self.count(&batch.tally);
+        let points = std::mem::take(&mut batch.points);
+        let id = self.in_flight.push(batch);
+        let writer = Arc::clone(&self.ports.writer);
+        let handle = self.writes.spawn(async move {
+            let refused = writer.make_durable(&points).await;
+            (id, points, refused)
         });
-        tracing::debug!(devices = n, "Analytics state snapshot queued.");
-        drop(task);
+        self.write_ids.insert(handle.id(), id);
     }
 
-    /// Decodes a batch, updates sequence state, and starts writing its points.
-    fn start(&mut self, messages: Vec<Inbound>) -> InFlight {
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        let mut points = Vec::with_capacity(messages.len() * 2);
-        let mut dead = Vec::new();
-        let mut touched: HashMap<String, DeviceSeq> = HashMap::new();
-        let mut reasons: Vec<&'static str> = Vec::new();
-        let mut gap_delta: i64 = 0;
-        let mut actions = Vec::new();
-        let mut findings: Vec<DeviceFinding> = Vec::new();
-        for m in &messages {
-            match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
-                Ok(accepted) => {
-                    if self.maintenance.is_some() {
-                        self.maintenance_actions(&accepted, &mut actions);
-                    }
-                    let mut verdict = None;
-                    if let Some((boot, seq)) = accepted.sequence {
-                        let state = self
-                            .devices
-                            .entry(accepted.device_id.as_str().to_owned())
-                            .or_default();
-                        let (gaps_before, dups_before) = (state.gaps, state.duplicates);
-                        verdict = Some(state.observe(boot, seq));
-                        gap_delta += state.gaps as i64 - gaps_before as i64;
-                        self.metrics
-                            .duplicates
-                            .fetch_add(state.duplicates - dups_before, Relaxed);
-                        touched.insert(accepted.device_id.as_str().to_owned(), *state);
-                    }
-                    points.extend(accepted.points);
-                    // A redelivery was analysed the first time round.
-                    if let (Some(analyzer), false) =
-                        (&mut self.analyzer, verdict == Some(SeqVerdict::Duplicate))
-                    {
-                        analyzer.observe(
-                            accepted.device_id.as_str(),
-                            &accepted.message,
-                            &mut findings,
-                            &mut points,
-                        );
-                        // The clock-driven rules run as device time passes, message by message: a
-                        // replayed day can fit in one batch, and a silence inside it must still show.
-                        analyzer.sweep(now, &mut findings);
-                    }
-                }
-                Err(Rejection { reason, detail }) => {
-                    reasons.push(reason);
-                    tracing::debug!(topic = %m.publish.topic, reason, %detail, "Message rejected.");
-                    dead.push(DeadLetter::new(
-                        now,
-                        &m.publish.topic,
-                        reason,
-                        &detail,
-                        &m.publish.payload,
-                    ));
+    /// Records the end of a write.
+    fn record(&mut self, done: Result<(tokio::task::Id, WriteResult), JoinError>) {
+        match done {
+            Ok((task, (id, points, refused))) => {
+                self.write_ids.remove(&task);
+                self.in_flight
+                    .record(id, Written::Durable { points, refused });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "A batch write task failed; its messages stay unacknowledged.");
+                if let Some(id) = self.write_ids.remove(&e.id()) {
+                    self.in_flight.record(id, Written::Failed);
                 }
             }
         }
-        if let Some(analyzer) = &mut self.analyzer {
-            self.metrics
-                .analytics_devices
-                .store(analyzer.devices() as u64, Relaxed);
-        }
-        if !findings.is_empty() {
-            self.metrics
-                .findings
-                .fetch_add(findings.len() as u64, Relaxed);
-            for f in &findings {
-                tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), "Finding.");
-                points.push(f.point());
-                if self.maintenance.is_some() {
-                    actions.push(MaintenanceAction::Finding(f.to_maintenance()));
-                }
-            }
-        }
-        self.metrics
-            .accepted
-            .fetch_add((messages.len() - reasons.len()) as u64, Relaxed);
-        self.metrics.add_rejections(reasons.iter().copied());
-        if gap_delta >= 0 {
-            self.metrics
-                .sequence_gaps
-                .fetch_add(gap_delta as u64, Relaxed);
-        } else {
-            self.metrics
-                .sequence_gaps
-                .fetch_sub(gap_delta.unsigned_abs(), Relaxed);
-        }
-        self.metrics
-            .devices
-            .store(self.devices.len() as u64, Relaxed);
-        let writer = Arc::clone(&self.writer);
-        let write = tokio::spawn(async move {
-            let refused = writer.persist(&points).await;
-            (points, refused)
-        });
-        InFlight {
-            messages,
-            dead,
-            devices: touched.into_iter().collect(),
-            received_ms: now,
-            started,
-            maintenance: actions,
-            write,
-        }
     }
 
-    /// Notes what the maintenance engine must hear of one accepted message.
-    fn maintenance_actions(
-        &mut self,
-        accepted: &super::decode::Accepted,
-        actions: &mut Vec<MaintenanceAction>,
-    ) {
-        let device_id = accepted.device_id.as_str();
-        // With analytics on, device faults reach the engine as the rules' findings.
-        if let (Some(fault), None) = (&accepted.fault, &self.analyzer) {
-            let ts_ms = accepted.points.first().map_or(0, |p| p.ts_ms);
-            actions.push(MaintenanceAction::Fault {
-                device_id: device_id.to_owned(),
-                fault: fault.clone(),
-                ts_ms,
-            });
-        }
-        for &(slot, replacements) in &accepted.cartridges {
-            let key = (device_id.to_owned(), slot);
-            if self.cartridges_seen.get(&key) != Some(&replacements) {
-                self.cartridges_seen.insert(key, replacements);
-                actions.push(MaintenanceAction::CartridgeReplaced {
-                    device_id: device_id.to_owned(),
-                    slot,
-                    replacements,
-                });
-            }
-        }
-    }
-
-    /// Waits for the oldest batch's write, then finishes it.
-    async fn complete(&mut self, mut f: InFlight) {
-        let result = (&mut f.write).await;
-        self.finish(f, result).await;
-    }
-
-    /// Finishes the oldest batch: commits its dead letters and sequence state, then acknowledges it.
-    async fn finish(
-        &mut self,
-        f: InFlight,
-        result: Result<(Vec<Point>, Vec<RejectedPoint>), tokio::task::JoinError>,
-    ) {
-        let InFlight {
+    /// The oldest batch, written: applies its maintenance actions, commits its dead
+    /// letters and sequence state, then acknowledges its messages in arrival order.
+    async fn release(&mut self, batch: Batch, written: Written) {
+        let Batch {
             messages,
             mut dead,
             devices,
+            actions,
             received_ms,
-            started,
-            maintenance: actions,
-            write: _,
-        } = f;
-        let (points, refused) = match result {
-            Ok(done) => done,
-            Err(e) => {
-                // The write task panicked: acknowledge nothing, the broker will redeliver.
-                tracing::error!(error = %e, "A batch write task failed; its messages stay unacknowledged.");
-                return;
-            }
+            ..
+        } = batch;
+        let (points, refused) = match written {
+            Written::Durable { points, refused } => (points, refused),
+            Written::Failed => return,
         };
-        let persisted = started.elapsed();
         if !refused.is_empty() {
             self.metrics
                 .points_refused
@@ -451,123 +219,107 @@ impl Pipeline {
             );
             dead.extend(refused_to_dead_letters(refused, &points, received_ms));
         }
-        let mut backoff =
-            crate::store::retry::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-        while let Err(e) = self
-            .state
-            .commit_batch(dead.clone(), devices.clone(), received_ms)
-            .await
-        {
-            tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-        if let Some(engine) = &self.maintenance {
-            let mut pending = actions;
-            let mut backoff = crate::store::retry::Backoff::new(
-                Duration::from_millis(100),
-                Duration::from_secs(10),
-            );
-            while !pending.is_empty() {
-                let (engine, metrics) = (Arc::clone(engine), Arc::clone(&self.metrics));
-                match tokio::task::spawn_blocking(move || {
-                    apply_maintenance(&engine, pending, now_ms(), &metrics)
-                })
-                .await
-                {
-                    Ok(failed) => pending = failed,
-                    Err(e) => {
-                        tracing::error!(error = %e, "The maintenance task failed.");
-                        break;
-                    }
-                }
-                if !pending.is_empty() {
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
+        // The engine hears of the batch before its sequence state says "seen", so a crash
+        // in between redelivers it to the engine rather than losing it.
+        let mut pending = actions;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        while !pending.is_empty() {
+            pending = self.ports.committer.apply_maintenance(pending).await;
+            if !pending.is_empty() {
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
-        let committed = started.elapsed();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        if !dead.is_empty() || !devices.is_empty() {
+            while let Err(e) = self
+                .ports
+                .committer
+                .commit(dead.clone(), devices.clone(), received_ms)
+                .await
+            {
+                tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
         self.metrics.batches.fetch_add(1, Relaxed);
-        let current = self.generation.load(SeqCst);
+        let current = self.ports.acker.generation();
         for m in &messages {
             if m.generation != current {
                 self.metrics.acks_skipped_stale.fetch_add(1, Relaxed);
                 continue;
             }
-            match self.client.ack(&m.publish).await {
+            match self.ports.acker.ack(&m.publish).await {
                 Ok(()) => {
                     self.metrics.acked.fetch_add(1, Relaxed);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Cannot queue an acknowledgement; the broker will redeliver.")
+                    tracing::warn!(error = %e, "The broker will redeliver.")
                 }
             }
         }
         tracing::debug!(
             messages = messages.len(),
             points = points.len(),
-            written_after_us = persisted.as_micros() as u64,
-            committed_after_us = committed.as_micros() as u64,
-            acked_after_us = started.elapsed().as_micros() as u64,
-            "Batch done."
+            "Batch acknowledged."
         );
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::engine_with_a_toilet;
-    use maintenance::{FindingKind, FindingState};
-    use protocol::message::Severity;
-
-    fn finding(device: &str, kind: FindingKind) -> MaintenanceAction {
-        MaintenanceAction::Finding(maintenance::Finding {
-            device_id: device.into(),
-            kind,
-            severity: Severity::Critical,
-            evidence: serde_json::Value::Null,
-            began_ts_ms: 1,
-            state: FindingState::Active,
-        })
+    /// Adds a batch's tally to the counters.
+    fn count(&self, t: &Tally) {
+        let m = &self.metrics;
+        m.accepted.fetch_add(t.accepted, Relaxed);
+        m.add_rejections(t.rejected.iter().copied());
+        if t.gap_delta >= 0 {
+            m.sequence_gaps.fetch_add(t.gap_delta as u64, Relaxed);
+        } else {
+            m.sequence_gaps
+                .fetch_sub(t.gap_delta.unsigned_abs(), Relaxed);
+        }
+        m.duplicates.fetch_add(t.duplicates, Relaxed);
+        m.findings.fetch_add(t.findings, Relaxed);
+        m.devices.store(self.builder.devices() as u64, Relaxed);
+        if let Some(n) = self.builder.analytics_devices() {
+            m.analytics_devices.store(n as u64, Relaxed);
+        }
     }
 
-    #[test]
-    fn database_failures_come_back_for_a_retry_and_unregistered_devices_are_queued_not_dropped() {
-        let engine = engine_with_a_toilet();
-        let metrics = Metrics::default();
-        // Applied, and an unregistered device's leak queued as unclaimed (with a ticket): nothing to retry.
-        assert!(apply_maintenance(
-            &engine,
-            vec![
-                finding("toilet-1", FindingKind::Leak),
-                finding("toilet-404", FindingKind::Leak)
-            ],
-            10,
-            &metrics
-        )
-        .is_empty());
-        assert_eq!(metrics.maintenance_applied.load(Relaxed), 2);
-        assert_eq!(metrics.findings_unclaimed.load(Relaxed), 1);
-        assert_eq!(metrics.devices_unclaimed.load(Relaxed), 1);
-        let queue = engine
-            .read(|c| maintenance::unclaimed::queue(c, 10))
-            .unwrap();
-        assert_eq!(queue.devices[0].device_id, "toilet-404");
-        assert!(queue.devices[0].ticket_id.is_some(), "{queue:?}");
-        // The engine's database breaks: the action comes back, so the batch is not acknowledged yet.
-        engine
-            .write(|tx| Ok(tx.execute_batch("CREATE TRIGGER broken BEFORE INSERT ON tickets BEGIN SELECT RAISE(ABORT, 'disk failure'); END;")?))
-            .unwrap();
-        let retry = apply_maintenance(
-            &engine,
-            vec![finding("toilet-1", FindingKind::HeaterFault)],
-            20,
-            &metrics,
-        );
-        assert!(
-            matches!(retry.as_slice(), [MaintenanceAction::Finding(f)] if f.device_id == "toilet-1"),
-            "{retry:?}"
-        );
-        assert_eq!(metrics.maintenance_errors.load(Relaxed), 1);
+    /// Saves the analytics state of the devices touched since the last save, beside
+    /// ingest (one save at a time; its task is awaited before exit).
+    fn save_in_background(&mut self) {
+        if self.saving.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let snapshot = self.builder.take_snapshot();
+        if snapshot.is_empty() {
+            return;
+        }
+        let n = snapshot.len();
+        let committer = Arc::clone(&self.ports.committer);
+        self.saving = Some(tokio::spawn(async move {
+            if let Err(e) = committer.save_analytics(snapshot).await {
+                tracing::warn!(error = %e, "Cannot save the analytics state; a restart would relearn some baselines.");
+            }
+        }));
+        tracing::debug!(devices = n, "Analytics state snapshot started.");
+    }
+
+    /// Waits for a save under way, then saves what is left.
+    async fn save_before_exit(&mut self) {
+        if let Some(saving) = self.saving.take() {
+            if let Err(e) = saving.await {
+                tracing::warn!(error = %e, "An analytics state save failed.");
+            }
+        }
+        let snapshot = self.builder.take_snapshot();
+        if snapshot.is_empty() {
+            return;
+        }
+        let n = snapshot.len();
+        match self.ports.committer.save_analytics(snapshot).await {
+            Ok(()) => tracing::info!(devices = n, "Analytics state saved."),
+            Err(e) => {
+                tracing::error!(error = %e, devices = n, "Cannot save the analytics state; a restart will relearn these devices' baselines.")
+            }
+        }
     }
 }

@@ -1,0 +1,261 @@
+//! Building a batch: plain data in, plain data out, no I/O.
+//!
+//! [`BatchBuilder::build`] takes the messages of one batch, in arrival order, and
+//! turns them into a [`Batch`]: every message decoded (points, or a dead letter with
+//! its reason), its `(boot_id, seq)` checked against the device's sequence state
+//! ([`super::sequence`]), each new message (not a redelivery) fed to the analytics
+//! stage ([`crate::analysis`]), and what the maintenance engine must hear of
+//! (device faults, findings, cartridge replacements) listed as [`MaintenanceAction`]s.
+//! The builder owns the state these steps update (sequence state per device, the
+//! analyzer, the last cartridge counters seen); the driver ([`super::pipeline`]) makes
+//! the batch durable, commits it and acknowledges it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::decode::{decode, Accepted, Rejection};
+use super::sequence::{DeviceSeq, SeqVerdict};
+use super::Inbound;
+use crate::analysis::{Analyzer, DeviceFinding};
+use crate::state::DeadLetter;
+use crate::store::{Point, RejectedPoint};
+
+/// What the maintenance engine must hear about, from one batch.
+#[derive(Debug)]
+pub enum MaintenanceAction {
+    /// A fault the device raised or cleared (only when the analytics stage is off;
+    /// with it on, faults reach the engine as the rules' findings).
+    Fault {
+        /// The device.
+        device_id: String,
+        /// The fault event.
+        fault: protocol::message::FaultEvent,
+        /// Device time of the event.
+        ts_ms: i64,
+    },
+    /// A finding of the analytics stage.
+    Finding(maintenance::Finding),
+    /// A cartridge counter changed.
+    CartridgeReplaced {
+        /// The device.
+        device_id: String,
+        /// The cartridge slot.
+        slot: u8,
+        /// The device's replacement counter.
+        replacements: u32,
+    },
+}
+
+/// What a batch adds to the counters (applied by the driver).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Tally {
+    /// Messages that passed validation.
+    pub accepted: u64,
+    /// Reason codes of the rejected messages.
+    pub rejected: Vec<&'static str>,
+    /// Change of the fleet's missing-message count (late fills make it negative).
+    pub gap_delta: i64,
+    /// Redeliveries recognised by sequence number.
+    pub duplicates: u64,
+    /// Messages fed to the analytics stage.
+    pub analysed: u64,
+    /// Findings produced.
+    pub findings: u64,
+}
+
+/// A decoded batch, ready to be made durable, committed and acknowledged.
+#[derive(Debug)]
+pub struct Batch {
+    /// The messages, in arrival order (acknowledged in this order).
+    pub messages: Vec<Inbound>,
+    /// What to store: the messages' points, findings and forecasts.
+    pub points: Vec<Point>,
+    /// Messages refused (and, after the write, points the store refused).
+    pub dead: Vec<DeadLetter>,
+    /// Sequence state of the devices this batch touched, as it stands after it.
+    pub devices: Vec<(String, DeviceSeq)>,
+    /// What the maintenance engine must hear of before the batch is acknowledged.
+    pub actions: Vec<MaintenanceAction>,
+    /// Gateway time of the batch, UTC ms.
+    pub received_ms: i64,
+    /// Counter changes.
+    pub tally: Tally,
+}
+
+/// The state a batch is built against; see the module docs.
+pub struct BatchBuilder {
+    limits: protocol::validate::Limits,
+    devices: HashMap<String, DeviceSeq>,
+    cartridges_seen: HashMap<(String, u8), u32>,
+    analyzer: Option<Analyzer>,
+    maintenance: bool,
+}
+
+impl BatchBuilder {
+    /// A builder from the saved sequence state, with the analytics stage if enabled,
+    /// listing maintenance actions only if an engine will apply them.
+    pub fn new(
+        limits: protocol::validate::Limits,
+        devices: HashMap<String, DeviceSeq>,
+        analyzer: Option<Analyzer>,
+        maintenance: bool,
+    ) -> BatchBuilder {
+        BatchBuilder {
+            limits,
+            devices,
+            cartridges_seen: HashMap::new(),
+            analyzer,
+            maintenance,
+        }
+    }
+
+    /// Devices with sequence state.
+    pub fn devices(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Devices with analytics state, if the stage is on.
+    pub fn analytics_devices(&self) -> Option<usize> {
+        self.analyzer.as_ref().map(Analyzer::devices)
+    }
+
+    /// The analytics state of the devices touched since the last call (empty if off).
+    pub fn take_snapshot(&mut self) -> Vec<(String, String)> {
+        self.analyzer
+            .as_mut()
+            .map(Analyzer::take_snapshot)
+            .unwrap_or_default()
+    }
+
+    /// Whether the analytics stage is on.
+    pub fn analyses(&self) -> bool {
+        self.analyzer.is_some()
+    }
+
+    /// Builds the batch of `messages` received at `now` (UTC ms).
+    pub fn build(&mut self, messages: Vec<Inbound>, now: i64) -> Batch {
+        let mut points = Vec::with_capacity(messages.len() * 2);
+        let mut dead = Vec::new();
+        let mut touched: HashSet<String> = HashSet::new();
+        let mut tally = Tally::default();
+        let mut actions = Vec::new();
+        let mut findings: Vec<DeviceFinding> = Vec::new();
+        for m in &messages {
+            match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
+                Ok(accepted) => {
+                    tally.accepted += 1;
+                    let mut new = true;
+                    if let Some((boot, seq)) = accepted.sequence {
+                        let id = accepted.device_id.as_str();
+                        if !self.devices.contains_key(id) {
+                            self.devices.insert(id.to_owned(), DeviceSeq::default());
+                        }
+                        let Some(state) = self.devices.get_mut(id) else {
+                            continue;
+                        };
+                        let gaps_before = state.gaps;
+                        let verdict = state.observe(boot, seq);
+                        tally.gap_delta += state.gaps as i64 - gaps_before as i64;
+                        new = verdict != SeqVerdict::Duplicate;
+                        if !new {
+                            tally.duplicates += 1;
+                        }
+                        if !touched.contains(id) {
+                            touched.insert(id.to_owned());
+                        }
+                    }
+                    if self.maintenance {
+                        self.maintenance_actions(&accepted, &mut actions);
+                    }
+                    points.extend(accepted.points);
+                    // A redelivery was analysed the first time round.
+                    if let (Some(analyzer), true) = (&mut self.analyzer, new) {
+                        tally.analysed += 1;
+                        analyzer.observe(
+                            accepted.device_id.as_str(),
+                            &accepted.message,
+                            &mut findings,
+                            &mut points,
+                        );
+                        // The clock-driven rules run as device time passes, message by message: a
+                        // replayed day can fit in one batch, and a silence inside it must still show.
+                        analyzer.sweep(now, &mut findings);
+                    }
+                }
+                Err(Rejection { reason, detail }) => {
+                    tally.rejected.push(reason);
+                    tracing::debug!(topic = %m.publish.topic, reason, %detail, "Message rejected.");
+                    dead.push(DeadLetter::new(
+                        now,
+                        &m.publish.topic,
+                        reason,
+                        &detail,
+                        &m.publish.payload,
+                    ));
+                }
+            }
+        }
+        tally.findings = findings.len() as u64;
+        for f in &findings {
+            tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), "Finding.");
+            points.push(f.point());
+            if self.maintenance {
+                actions.push(MaintenanceAction::Finding(f.to_maintenance()));
+            }
+        }
+        Batch {
+            messages,
+            points,
+            dead,
+            devices: touched
+                .into_iter()
+                .filter_map(|id| {
+                    let state = self.devices.get(&id)?.clone();
+                    Some((id, state))
+                })
+                .collect(),
+            actions,
+            received_ms: now,
+            tally,
+        }
+    }
+
+    /// Notes what the maintenance engine must hear of one accepted message.
+    fn maintenance_actions(&mut self, accepted: &Accepted, actions: &mut Vec<MaintenanceAction>) {
+        let device_id = accepted.device_id.as_str();
+        // With analytics on, device faults reach the engine as the rules' findings.
+        if let (Some(fault), None) = (&accepted.fault, &self.analyzer) {
+            let ts_ms = accepted.points.first().map_or(0, |p| p.ts_ms);
+            actions.push(MaintenanceAction::Fault {
+                device_id: device_id.to_owned(),
+                fault: fault.clone(),
+                ts_ms,
+            });
+        }
+        for &(slot, replacements) in &accepted.cartridges {
+            let key = (device_id.to_owned(), slot);
+            if self.cartridges_seen.get(&key) != Some(&replacements) {
+                self.cartridges_seen.insert(key, replacements);
+                actions.push(MaintenanceAction::CartridgeReplaced {
+                    device_id: device_id.to_owned(),
+                    slot,
+                    replacements,
+                });
+            }
+        }
+    }
+}
+
+/// Turns points the store refused into dead letters.
+pub fn refused_to_dead_letters(
+    refused: Vec<RejectedPoint>,
+    points: &[Point],
+    now: i64,
+) -> Vec<DeadLetter> {
+    refused
+        .into_iter()
+        .map(|r| {
+            let topic = points.get(r.index).map_or("", |p| p.measurement.as_str());
+            DeadLetter::new(now, topic, "store_refused", &r.reason, r.line.as_bytes())
+        })
+        .collect()
+}
