@@ -162,7 +162,6 @@ mod tests {
     use crate::test_support::engine_with_a_toilet;
     use maintenance::{FindingKind, FindingState};
     use protocol::message::Severity;
-    use std::sync::atomic::Ordering::Relaxed;
 
     fn finding(device: &str, kind: FindingKind) -> MaintenanceAction {
         MaintenanceAction::Finding(maintenance::Finding {
