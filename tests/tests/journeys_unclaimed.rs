@@ -209,7 +209,7 @@ fn an_unregistered_devices_leak_reaches_the_board_and_the_fleet_page() {
         card.contains("find the owner") && card.contains("not registered"),
         "{card}"
     );
-    b.click(&format!("#unclaimed-toilet-0042 button")).unwrap();
+    b.click("#unclaimed-toilet-0042 button").unwrap();
     let d = b.wait_text("#detail", "toilet-0042").unwrap();
     assert!(!d.contains("Contact"), "no contact to show: {d}");
     let shot = b.screenshot("unclaimed-board").unwrap();
