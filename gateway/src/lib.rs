@@ -8,7 +8,7 @@
 //! - [`store`]: line protocol, InfluxDB v1/v2, SQLite, the spool, retries, the durable writer.
 //! - [`state`]: the state database (dead letters, per-device sequence state).
 //! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
-//! - [`demo`]: a simulated fleet (the `simulator` crate) for the zero-setup run.
+//! - `demo` (default feature `demo`): a simulated fleet (the `simulator` crate) for the zero-setup run.
 //! - The `maintenance` crate, when `[maintenance]` is configured: device faults and
 //!   cartridge replacements feed it from [`ingest::batch`] through [`ingest::pipeline`]; its API is nested under `/api`.
 //!
@@ -18,6 +18,7 @@ pub mod analysis;
 pub mod backup;
 pub mod broker;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod http;
 pub mod ingest;
@@ -181,6 +182,7 @@ pub async fn run(
                 shutdown_rx.clone(),
             ));
             tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
+            #[cfg(feature = "demo")]
             if let (true, Some(http)) = (options.demo_fixtures > 0, config.http_listen) {
                 demo::register(
                     &engine,
@@ -217,6 +219,7 @@ pub async fn run(
                 maintenance::router(maintenance::AppState::with_guard(Arc::clone(engine), guard)),
             );
         }
+        #[cfg(feature = "demo")]
         if options.demo_fixtures > 0 {
             app = app.merge(demo::push_sink());
         }
@@ -301,6 +304,7 @@ pub async fn run(
         shutdown_rx.clone(),
     ));
 
+    #[cfg(feature = "demo")]
     if options.demo_fixtures > 0 {
         tasks.spawn(demo::run(
             config.mqtt.host.clone(),

@@ -163,11 +163,17 @@ fn issue_token(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    #[cfg_attr(not(feature = "demo"), allow(unused_mut))]
     let mut config = gateway::config::Config::load(cli.config.as_deref(), std::env::vars())
         .with_context(|| "loading the configuration (see gateway.example.toml)")?;
     gateway::logging::init(config.log_format);
     // The zero-setup demo runs the maintenance engine too (tickets, reminders, pages),
     // unless the config brings its own.
+    #[cfg(not(feature = "demo"))]
+    if cli.demo > 0 {
+        anyhow::bail!("--demo needs a gateway built with the `demo` feature (it is on by default)");
+    }
+    #[cfg(feature = "demo")]
     if let (true, None, Some(http)) = (cli.demo > 0, &config.maintenance, config.http_listen) {
         config.maintenance = Some(
             gateway::demo::maintenance_config(&config.data_dir, http)

@@ -84,7 +84,6 @@ impl FindingKind {
     ///
     /// Kinds with a parameter that names a different thing (a slot, a resource) get it
     /// in the key; a filter's due date does not, since a new due date is the same cartridge.
-    #[cfg(feature = "std")]
     pub fn fault_key(&self) -> std::string::String {
         match self {
             FindingKind::AbnormalUsage {

@@ -10,7 +10,8 @@
 //! - [`topic`]: `fixtures/{device_id}/{telemetry|event|status|cmd}` parsing and formatting.
 //! - [`message`]: the payload types, one per topic kind, and the three fixture models.
 //! - [`catalog`]: models' cartridges, rated capacities, maximum ages; time constants.
-//! - [`finding`]: the finding vocabulary shared by the analytics and the maintenance engine.
+//! - `finding` (feature `std`: serde's tagged enums need an allocator): the finding vocabulary
+//!   shared by the analytics and the maintenance engine.
 //! - [`validate`]: limits (id charset, timestamp window, ranges, finiteness, size cap).
 //!
 //! # Invariants
@@ -34,6 +35,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 
 pub mod catalog;
+#[cfg(feature = "std")]
 pub mod finding;
 pub mod message;
 pub mod topic;
