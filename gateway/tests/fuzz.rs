@@ -113,7 +113,7 @@ fn corpus(now: i64) -> Vec<(String, Vec<u8>)> {
         ),
         (
             "fixtures/toilet-00001/status".into(),
-            format!(r#"{{"v":1,"device_id":"toilet-00001","ts":{ts},"online":true,"model":"toilet","fw":"1.2.0"}}"#).into_bytes(),
+            format!(r#"{{"v":1,"device_id":"toilet-00001","ts":{ts},"state":"online","model":"toilet","fw":"1.2.0"}}"#).into_bytes(),
         ),
     ]
 }

@@ -291,6 +291,9 @@ fn every_dashboard_panel_returns_data_from_a_simulated_fleet() {
                 .unwrap_or_else(|e| panic!("{n} is not valid JSON: {e}"));
             (n.clone(), v)
         })
+        // Dashboards on the Prometheus datasource (the gateway's own, `gateway-ops.json`)
+        // are checked against a real Prometheus by `ops_prometheus.rs`; these are InfluxDB's.
+        .filter(|(_, v)| !v.to_string().contains("\"type\":\"prometheus\""))
         .collect();
 
     let (messages, _truth) = Fleet::generate_all(fleet()).unwrap();

@@ -162,8 +162,10 @@ fn a_repeated_device_leak_opens_one_critical_ticket_and_its_clear_is_marked() {
         },
     )
     .unwrap();
-    // The analytics stage turns the three reports of one leak into one finding, and the clear into a second.
-    assert_eq!(m["maintenance_applied"], 2, "{m}");
+    // The analytics stage turns the three reports of one leak into one finding, and the clear
+    // into a second; the unregistered device's report goes to the unclaimed-devices queue.
+    assert_eq!(m["maintenance_applied"], 3, "{m}");
+    assert_eq!(m["findings_unclaimed"], 1, "{m}");
     assert_eq!(m["maintenance_errors"], 0, "{m}");
 
     let tickets: serde_json::Value = reqwest::blocking::Client::new()
@@ -173,7 +175,14 @@ fn a_repeated_device_leak_opens_one_critical_ticket_and_its_clear_is_marked() {
         .unwrap()
         .json()
         .unwrap();
-    let list = tickets.as_array().unwrap_or_else(|| panic!("{tickets}"));
+    let all = tickets.as_array().unwrap_or_else(|| panic!("{tickets}"));
+    // The unregistered device's leak is not dropped: it opens an unclaimed ticket without a contact.
+    let (list, unclaimed): (Vec<_>, Vec<_>) = all
+        .iter()
+        .cloned()
+        .partition(|t| t["source"] != "unclaimed");
+    assert_eq!(unclaimed.len(), 1, "{tickets}");
+    assert_eq!(unclaimed[0]["device_id"], "toilet-09999", "{tickets}");
     assert_eq!(
         list.len(),
         1,
