@@ -88,6 +88,17 @@ pub(crate) fn stop_child(child: &mut Option<Child>, signal: &str) {
     }
 }
 
+/// A temporary directory Mosquitto can write once it has dropped root: started as root, it
+/// switches to the `mosquitto` user, which cannot write a 0700 directory owned by root, and
+/// then every persistence save fails ("Permission denied") and a restart loses the sessions.
+fn broker_dir() -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .context("opening the broker's directory to the mosquitto user")?;
+    Ok(dir)
+}
+
 /// A Mosquitto broker on a free port, with persistence in a temporary directory.
 pub struct Mosquitto {
     child: Option<Child>,
@@ -101,7 +112,7 @@ impl Mosquitto {
     /// (persistence, a 1000-message in-flight window, a deep offline queue) minus
     /// authentication, which the tests do not exercise.
     pub fn start() -> Result<Mosquitto> {
-        let dir = tempfile::tempdir()?;
+        let dir = broker_dir()?;
         let port = free_port();
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
@@ -136,7 +147,7 @@ impl Mosquitto {
     /// A broker with `settings` (Mosquitto configuration lines) instead of the deployed
     /// queue and in-flight limits, e.g. Mosquitto's defaults (`""`).
     pub fn start_with(settings: &str) -> Result<Mosquitto> {
-        let dir = tempfile::tempdir()?;
+        let dir = broker_dir()?;
         let port = free_port();
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n\
