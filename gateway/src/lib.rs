@@ -260,6 +260,9 @@ pub async fn run(
     let analyzer = if config.analytics.enabled {
         let mut analyzer = analysis::Analyzer::new(config.analytics.clone());
         let restored = analyzer.restore(state.load_analytics().await?);
+        metrics
+            .analytics_devices
+            .store(restored as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             restored,
             "Analytics stage on: fault rules and filter forecasts per device."

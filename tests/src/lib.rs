@@ -70,22 +70,27 @@ pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
     })
 }
 
-pub(crate) fn stop_child(child: &mut Option<Child>, signal: &str) {
-    if let Some(mut c) = child.take() {
-        let _ = Command::new("kill")
-            .arg(signal)
-            .arg(c.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// Sends `signal` and waits up to 15 s. Returns the exit status when the process ended on
+/// its own, `None` when it had to be killed (or was not running).
+pub(crate) fn stop_child(
+    child: &mut Option<Child>,
+    signal: &str,
+) -> Option<std::process::ExitStatus> {
+    let mut c = child.take()?;
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(c.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = c.try_wait() {
+            return Some(status);
         }
-        let _ = c.kill();
-        let _ = c.wait();
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
 }
 
 /// A temporary directory Mosquitto can write once it has dropped root: started as root, it
@@ -557,6 +562,12 @@ impl GatewayProcess {
     /// Graceful stop (SIGTERM: the batch in hand is flushed).
     pub fn stop(&mut self) {
         stop_child(&mut self.child, "-TERM");
+    }
+
+    /// Graceful stop that reports how it ended: the exit status when the gateway exited
+    /// by itself within 15 s of SIGTERM, `None` when it had to be killed.
+    pub fn stop_with_status(&mut self) -> Option<std::process::ExitStatus> {
+        stop_child(&mut self.child, "-TERM")
     }
 
     /// Starts the gateway again with the same config and data directory.

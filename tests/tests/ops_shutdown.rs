@@ -1,0 +1,77 @@
+//! The final analytics snapshot on SIGTERM (issue 13): with periodic snapshots far
+//! away, every device the gateway learnt is saved to `state.db` by the final snapshot
+//! of a graceful stop, the process exits by itself with status 0, and a restarted
+//! gateway restores each device's state rather than relearning it.
+
+use std::time::Duration;
+
+use e2e_tests::*;
+
+const DEVICES: usize = 3_000;
+
+fn saved_devices(state_db: &std::path::Path) -> usize {
+    let conn =
+        rusqlite::Connection::open_with_flags(state_db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row("SELECT COUNT(*) FROM analytics_state", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap() as usize
+}
+
+#[test]
+fn sigterm_saves_every_devices_analytics_state_before_exit() {
+    let broker = Mosquitto::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // No periodic snapshot during the test: only the final one can save the devices.
+    let mut gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "ops-shutdown",
+        "[analytics]\nsnapshot_every_s = 86400\n",
+    )
+    .unwrap();
+
+    let messages = fleet_messages(DEVICES, 2, base_ts());
+    let total = messages.len();
+    assert_eq!(
+        publish_all(broker.port, "pub-ops-shutdown", messages, None, None).unwrap(),
+        total
+    );
+    wait_until(Duration::from_secs(120), "every message acked", || {
+        let m = gw.metrics().ok()?;
+        (m["acked"].as_u64()? >= total as u64).then_some(())
+    })
+    .unwrap();
+    let state_db = gw.data_dir.join("state.db");
+    assert_eq!(
+        saved_devices(&state_db),
+        0,
+        "no snapshot before the stop (snapshot_every_s is a day)"
+    );
+
+    let status = gw.stop_with_status();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "the gateway did not exit within 15 s of SIGTERM\n{}",
+            gw.log_tail()
+        )
+    });
+    assert!(status.success(), "exit status {status}\n{}", gw.log_tail());
+    assert_eq!(
+        saved_devices(&state_db),
+        DEVICES,
+        "the final snapshot saved every device\n{}",
+        gw.log_tail()
+    );
+
+    // A new process restores them: its analytics know every device before any message.
+    gw.restart().unwrap();
+    let m = gw.metrics().unwrap();
+    assert_eq!(
+        m["analytics_devices"].as_u64(),
+        Some(DEVICES as u64),
+        "restored on start: {m}"
+    );
+}
