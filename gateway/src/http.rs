@@ -111,10 +111,11 @@ pub async fn serve(
     app: Router,
     allowed_hosts: Vec<String>,
     max_connections: usize,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let app = guard::harden(app, allowed_hosts);
-    listener::serve(listener, app, max_connections, shutdown).await;
+    listener::serve(listener, app, max_connections, metrics, shutdown).await;
 }
 
 /// Opens the token store: the maintenance database (`[maintenance] db_path`, by default

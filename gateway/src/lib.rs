@@ -230,6 +230,7 @@ pub async fn run(
             app,
             config.http_allowed_hosts.clone(),
             config.http_max_connections,
+            Arc::clone(&metrics),
             rx,
         ));
     }

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub replayed_batches: AtomicU64,
     /// Failed store writes (each retry counts).
     pub store_errors: AtomicU64,
+    /// HTTP connections closed to admit new ones at `http.max_connections`.
+    pub http_connections_evicted: AtomicU64,
     /// MQTT connections established.
     pub mqtt_connects: AtomicU64,
     /// MQTT connection errors.
@@ -78,6 +80,7 @@ pub struct Snapshot {
     pub replayed_batches: u64,
     pub spool_backlog_batches: u64,
     pub store_errors: u64,
+    pub http_connections_evicted: u64,
     pub mqtt_connects: u64,
     pub mqtt_errors: u64,
     pub sequence_gaps: u64,
@@ -124,6 +127,7 @@ impl Metrics {
             replayed_batches: self.replayed_batches.load(Relaxed),
             spool_backlog_batches,
             store_errors: self.store_errors.load(Relaxed),
+            http_connections_evicted: self.http_connections_evicted.load(Relaxed),
             mqtt_connects: self.mqtt_connects.load(Relaxed),
             mqtt_errors: self.mqtt_errors.load(Relaxed),
             sequence_gaps: self.sequence_gaps.load(Relaxed),

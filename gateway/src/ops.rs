@@ -390,6 +390,11 @@ impl Ops {
             s.store_errors,
         );
         counter(
+            "http_connections_evicted",
+            "HTTP connections closed to admit new ones at the connection cap (http.max_connections).",
+            s.http_connections_evicted,
+        );
+        counter(
             "mqtt_connects",
             "MQTT connections established.",
             s.mqtt_connects,

@@ -710,11 +710,19 @@ fn half_open_connections_neither_stop_the_listener_nor_stay_open() {
             .as_u16(),
         200
     );
-    assert_eq!(
-        gw.metrics().unwrap()["mqtt_connects"]
-            .as_u64()
-            .map(|n| n >= 1),
-        Some(true)
+    let m = gw.metrics().unwrap();
+    assert_eq!(m["mqtt_connects"].as_u64().map(|n| n >= 1), Some(true));
+    // 1 800 half-open connections against the default cap of 512: the evictions are counted
+    // (some of the first wave may already have timed out, hence the margin).
+    let evicted = m["http_connections_evicted"].as_u64().unwrap_or(0);
+    assert!(
+        evicted >= 1_000,
+        "connections closed at the cap are counted: {evicted}"
+    );
+    let (_, exposition) = gw.get("/metrics", None).unwrap();
+    assert!(
+        exposition.contains("http_connections_evicted"),
+        "the Prometheus exposition has the eviction counter"
     );
 
     // Every half-open connection is closed by the server: at the cap (oldest first) or at

@@ -48,6 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     max_connections: usize,
+    metrics: Arc<crate::metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let conns = Arc::new(Connections::default());
@@ -81,6 +82,9 @@ pub async fn serve(
                     Some((_, tx)) => {
                         let _ = tx.send(());
                         conns.evicted.fetch_add(1, Ordering::Relaxed);
+                        metrics
+                            .http_connections_evicted
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     None => break,
                 }
