@@ -15,6 +15,7 @@
 //! - [`templates`]: zh-CN and en message texts.
 //! - [`unclaimed`]: findings of devices nobody registered (never dropped), the owner search.
 //! - [`outbox`] and [`dispatch`]: transactional outbox, signed webhooks, SMTP.
+//! - [`page`]: `limit`/`offset` pages with hard caps for every list.
 //! - [`access`]: bearer tokens, roles, the audit log, phone masking.
 //! - [`config`]: the `[maintenance]` table the gateway embeds (raw → checked), the tick loop.
 //! - [`api`]: the axum router, one `ApiError`, the OpenAPI document.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod finding;
 pub mod fleet;
 pub mod outbox;
+pub mod page;
 pub mod policy;
 pub mod registry;
 pub mod reminders;

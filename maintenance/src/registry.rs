@@ -342,12 +342,17 @@ pub fn get_home(conn: &Connection, id: &str) -> Result<Option<Home>> {
 }
 
 /// All homes, by id.
-pub fn list_homes(conn: &Connection) -> Result<Vec<Home>> {
-    let mut stmt = conn.prepare(&format!("SELECT {HOME_COLS} FROM homes ORDER BY id"))?;
+pub fn list_homes(conn: &Connection, page: crate::page::Page) -> Result<crate::page::Paged<Home>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {HOME_COLS} FROM homes ORDER BY id LIMIT ?1 OFFSET ?2"
+    ))?;
     let rows = stmt
-        .query_map([], home_row)?
+        .query_map(
+            rusqlite::params![page.sql_limit(), page.sql_offset()],
+            home_row,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(page.finish(rows))
 }
 
 /// Inserts or replaces a device and its cartridge specs (keeping replacement state).
@@ -455,18 +460,26 @@ pub fn put_technician(conn: &Connection, t: &Technician) -> Result<()> {
 }
 
 /// All technicians, by id.
-pub fn list_technicians(conn: &Connection) -> Result<Vec<Technician>> {
-    let mut stmt = conn.prepare("SELECT id, name, region, skills FROM technicians ORDER BY id")?;
+pub fn list_technicians(
+    conn: &Connection,
+    page: crate::page::Page,
+) -> Result<crate::page::Paged<Technician>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, region, skills FROM technicians ORDER BY id LIMIT ?1 OFFSET ?2",
+    )?;
     let rows = stmt
-        .query_map([], |r| {
-            let skills: String = r.get(3)?;
-            Ok(Technician {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                region: r.get(2)?,
-                skills: serde_json::from_str(&skills).unwrap_or_default(),
-            })
-        })?
+        .query_map(
+            rusqlite::params![page.sql_limit(), page.sql_offset()],
+            |r| {
+                let skills: String = r.get(3)?;
+                Ok(Technician {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    region: r.get(2)?,
+                    skills: serde_json::from_str(&skills).unwrap_or_default(),
+                })
+            },
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(page.finish(rows))
 }

@@ -92,13 +92,29 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Reminder>> {
 
 /// Reminders of one home (or all if `None`), newest first, at most 500.
 pub fn list(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Reminder>> {
+    let first = crate::page::Page {
+        limit: crate::page::MAX_LIMIT,
+        offset: 0,
+    };
+    Ok(list_page(conn, home_id, first)?.items)
+}
+
+/// One page of the reminders (of one home, or all), newest first.
+pub fn list_page(
+    conn: &Connection,
+    home_id: Option<&str>,
+    page: crate::page::Page,
+) -> Result<crate::page::Paged<Reminder>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM reminders WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT 500"
+        "SELECT {COLS} FROM reminders WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
     ))?;
     let rows = stmt
-        .query_map([home_id], row)?
+        .query_map(
+            rusqlite::params![home_id, page.sql_limit(), page.sql_offset()],
+            row,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(page.finish(rows))
 }
 
 /// A reminder to schedule.

@@ -223,9 +223,22 @@ pub struct TicketFilter {
 
 /// Tickets matching `f`, newest first, at most 500.
 pub fn list(conn: &Connection, f: &TicketFilter) -> Result<Vec<Ticket>> {
+    let first = crate::page::Page {
+        limit: crate::page::MAX_LIMIT,
+        offset: 0,
+    };
+    Ok(list_page(conn, f, first)?.items)
+}
+
+/// One page of the tickets matching `f`, newest first.
+pub fn list_page(
+    conn: &Connection,
+    f: &TicketFilter,
+    page: crate::page::Page,
+) -> Result<crate::page::Paged<Ticket>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLS} FROM tickets WHERE (?1 IS NULL OR home_id = ?1) AND (?2 IS NULL OR assignee = ?2)
-         AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR device_id = ?4) ORDER BY id DESC LIMIT 500"
+         AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR device_id = ?4) ORDER BY id DESC LIMIT ?5 OFFSET ?6"
     ))?;
     let rows = stmt
         .query_map(
@@ -233,12 +246,14 @@ pub fn list(conn: &Connection, f: &TicketFilter) -> Result<Vec<Ticket>> {
                 f.home_id,
                 f.assignee,
                 f.status.map(|s| s.as_str()),
-                f.device_id
+                f.device_id,
+                page.sql_limit(),
+                page.sql_offset()
             ],
             row,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(page.finish(rows))
 }
 
 /// Evidence attached to a ticket: `(ts_ms, severity, evidence)`, oldest first.

@@ -588,3 +588,103 @@ async fn me_tells_each_role_who_it_is_and_fleet_is_for_agents_only() {
     let (_, list) = fx.call("GET", "/api/tickets", Some(&fx.agent), None).await;
     assert_eq!(list[0]["region"], "shanghai", "{list}");
 }
+
+#[tokio::test]
+async fn every_list_is_paged_with_a_hard_cap_and_a_next_link() {
+    let fx = Fixture::new();
+    for i in 0..5 {
+        fx.engine
+            .put_home(&home(&format!("p{i}"), "shanghai", "13800000000"))
+            .expect("home");
+    }
+    let total = fx
+        .engine
+        .read(|c| maintenance::registry::list_homes(c, maintenance::page::Page::default()))
+        .expect("homes")
+        .items
+        .len();
+    assert!(total >= 7, "{total} homes");
+    // Follow the Link headers three at a time: every home exactly once, in order.
+    let mut uri = "/api/homes?limit=3".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let req = Request::builder()
+            .uri(&uri)
+            .header("authorization", format!("Bearer {}", fx.agent))
+            .body(Body::empty())
+            .expect("request");
+        let resp = fx.app().oneshot(req).await.expect("response");
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        let next = resp
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let next_offset = resp.headers().get("x-next-offset").cloned();
+        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+        let page: Value = serde_json::from_slice(&bytes).expect("json");
+        let ids: Vec<String> = page
+            .as_array()
+            .expect("a JSON array")
+            .iter()
+            .filter_map(|h| h["id"].as_str().map(str::to_owned))
+            .collect();
+        assert!(ids.len() <= 3, "{ids:?}");
+        seen.extend(ids);
+        pages += 1;
+        match next {
+            Some(link) => {
+                assert!(next_offset.is_some(), "X-Next-Offset beside Link");
+                assert!(link.ends_with("rel=\"next\""), "{link}");
+                uri = link
+                    .trim_start_matches('<')
+                    .split('>')
+                    .next()
+                    .expect("uri")
+                    .to_owned();
+                assert!(uri.starts_with("/api/homes?"), "{uri}");
+            }
+            None => {
+                assert!(next_offset.is_none());
+                break;
+            }
+        }
+        assert!(pages < 10, "the pages end");
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "each home once, in id order");
+    assert_eq!(seen.len(), total);
+    assert_eq!(pages, total.div_ceil(3));
+
+    // Caps: a limit of 0 or above 1 000 and an offset past 1 000 000 are refused.
+    for uri in [
+        "/api/homes?limit=0",
+        "/api/technicians?limit=1001",
+        "/api/tickets?limit=5000",
+        "/api/reminders?offset=2000000",
+    ] {
+        let (status, e) = fx.call("GET", uri, Some(&fx.agent), None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("limit") || m.contains("offset")),
+            "{uri}: {e}"
+        );
+    }
+    for uri in [
+        "/api/technicians?limit=1",
+        "/api/tickets?limit=1&offset=0",
+        "/api/reminders?limit=1",
+    ] {
+        let (status, list) = fx.call("GET", uri, Some(&fx.agent), None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {list}");
+        assert!(
+            list.as_array().is_some_and(|a| a.len() <= 1),
+            "{uri}: {list}"
+        );
+    }
+}

@@ -1,14 +1,16 @@
 //! The registry API: homes (with owner contact data, audited on every read), devices
 //! with cartridge specs and filter schedules, and technicians.
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::extract::{AppJson, AppPath, Auth};
-use super::{check_id, ApiError, AppState};
+use super::extract::{AppJson, AppPath, AppQuery, Auth};
+use super::{check_id, page_of, paged_answer, ApiError, AppState};
 use crate::access::Role;
 use crate::engine::FilterSchedule;
+use crate::page::PageQuery;
 use crate::registry::{self, Device, Home, Technician};
 
 pub(super) fn router() -> Router<AppState> {
@@ -32,11 +34,17 @@ pub(super) fn can_see_home(auth: &Auth, home_id: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn list_homes(State(s): State<AppState>, auth: Auth) -> Result<Json<Vec<Home>>, ApiError> {
+async fn list_homes(
+    State(s): State<AppState>,
+    auth: Auth,
+    OriginalUri(uri): OriginalUri,
+    AppQuery(q): AppQuery<PageQuery>,
+) -> Result<(HeaderMap, Json<Vec<Home>>), ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
-    let homes = s.engine.read(registry::list_homes)?;
+    let page = page_of(q)?;
+    let homes = s.engine.read(|c| registry::list_homes(c, page))?;
     s.engine.audit(&auth.0, "list_homes", "home/*", s.now())?;
-    Ok(Json(homes))
+    Ok(paged_answer(&uri, page, homes.items, homes.next_offset))
 }
 
 async fn put_home(
@@ -128,9 +136,13 @@ async fn device_filters(
 async fn list_technicians(
     State(s): State<AppState>,
     auth: Auth,
-) -> Result<Json<Vec<Technician>>, ApiError> {
+    OriginalUri(uri): OriginalUri,
+    AppQuery(q): AppQuery<PageQuery>,
+) -> Result<(HeaderMap, Json<Vec<Technician>>), ApiError> {
     auth.require(&[Role::Admin, Role::Agent])?;
-    Ok(Json(s.engine.read(registry::list_technicians)?))
+    let page = page_of(q)?;
+    let list = s.engine.read(|c| registry::list_technicians(c, page))?;
+    Ok(paged_answer(&uri, page, list.items, list.next_offset))
 }
 
 async fn put_technician(

@@ -23,6 +23,44 @@ mod tickets;
 mod unclaimed;
 
 pub use error::ApiError;
+
+/// Checks `limit`/`offset` query parameters.
+pub(crate) fn page_of(q: crate::page::PageQuery) -> Result<crate::page::Page, ApiError> {
+    q.page().map_err(|e| match e {
+        crate::page::PageError::Limit(_) => ApiError::invalid("limit", e.to_string()),
+        crate::page::PageError::Offset(_) => ApiError::invalid("offset", e.to_string()),
+    })
+}
+
+/// A page as the API answers it: the rows as a JSON array and, while more remain,
+/// `X-Next-Offset` and `Link: <uri with the next offset>; rel="next"`.
+pub(crate) fn paged_answer<T: serde::Serialize>(
+    uri: &axum::http::Uri,
+    page: crate::page::Page,
+    items: Vec<T>,
+    next_offset: Option<u32>,
+) -> (axum::http::HeaderMap, axum::Json<Vec<T>>) {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(next) = next_offset {
+        let kept: Vec<&str> = uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("offset=") && !p.starts_with("limit="))
+            .collect();
+        let mut query = kept.join("&");
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(&format!("limit={}&offset={next}", page.limit));
+        let link = format!("<{}?{query}>; rel=\"next\"", uri.path());
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            headers.insert(axum::http::header::LINK, v);
+        }
+        headers.insert("x-next-offset", axum::http::HeaderValue::from(next));
+    }
+    (headers, axum::Json(items))
+}
 pub use extract::{authenticate_request, bearer_token, client_addr, Auth};
 pub use openapi::OPENAPI_JSON;
 

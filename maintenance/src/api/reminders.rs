@@ -1,14 +1,16 @@
 //! The reminders API: a homeowner lists their home's reminders and acts on them
 //! (snooze, done, book); agents see all of them.
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AppJson, AppPath, AppQuery, Auth};
-use super::{check_id, ApiError, AppState};
+use super::{check_id, page_of, paged_answer, ApiError, AppState};
 use crate::access::Role;
+use crate::page::PageQuery;
 use crate::reminders::{self, Reminder};
 
 pub(super) fn router() -> Router<AppState> {
@@ -25,16 +27,25 @@ pub(super) fn router() -> Router<AppState> {
 struct ListQuery {
     #[serde(default)]
     home_id: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    offset: Option<u32>,
 }
 
 async fn list(
     State(s): State<AppState>,
     auth: Auth,
+    OriginalUri(uri): OriginalUri,
     AppQuery(q): AppQuery<ListQuery>,
-) -> Result<Json<Vec<Reminder>>, ApiError> {
+) -> Result<(HeaderMap, Json<Vec<Reminder>>), ApiError> {
     if let Some(h) = &q.home_id {
         check_id("home_id", h)?;
     }
+    let page = page_of(PageQuery {
+        limit: q.limit,
+        offset: q.offset,
+    })?;
     let home = match auth.role() {
         Role::Admin | Role::Agent => q.home_id,
         Role::Homeowner => {
@@ -45,9 +56,10 @@ async fn list(
         }
         Role::Technician | Role::Operator => return Err(ApiError::Forbidden),
     };
-    Ok(Json(
-        s.engine.read(|c| reminders::list(c, home.as_deref()))?,
-    ))
+    let list = s
+        .engine
+        .read(|c| reminders::list_page(c, home.as_deref(), page))?;
+    Ok(paged_answer(&uri, page, list.items, list.next_offset))
 }
 
 /// The reminder, if the caller may see it; 404 otherwise.

@@ -3,14 +3,16 @@
 //! the visit is open; a homeowner sees their home's tickets without contact data.
 //! A detail read that shows personal data leaves an audit entry.
 
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AppJson, AppPath, AppQuery, Auth};
-use super::{check_id, ApiError, AppState};
+use super::{check_id, page_of, paged_answer, ApiError, AppState};
 use crate::access::{mask_phone, Role};
+use crate::page::PageQuery;
 use crate::policy::Priority;
 use crate::registry;
 use crate::tickets::{self, Ticket, TicketFilter, TicketStatus};
@@ -115,16 +117,25 @@ struct ListQuery {
     device_id: Option<String>,
     #[serde(default)]
     home_id: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    offset: Option<u32>,
 }
 
 async fn list(
     State(s): State<AppState>,
     auth: Auth,
+    OriginalUri(uri): OriginalUri,
     AppQuery(q): AppQuery<ListQuery>,
-) -> Result<Json<Vec<Summary>>, ApiError> {
+) -> Result<(HeaderMap, Json<Vec<Summary>>), ApiError> {
     for id in [&q.device_id, &q.home_id].into_iter().flatten() {
         check_id("query", id)?;
     }
+    let page = page_of(PageQuery {
+        limit: q.limit,
+        offset: q.offset,
+    })?;
     let mut f = TicketFilter {
         home_id: q.home_id,
         assignee: None,
@@ -144,15 +155,16 @@ async fn list(
     }
     let (list, regions) = s
         .engine
-        .read(|c| Ok((tickets::list(c, &f)?, crate::fleet::regions(c)?)))?;
-    Ok(Json(
-        list.iter()
-            .map(|t| Summary {
-                region: regions.get(&t.home_id).cloned(),
-                ..Summary::from(t)
-            })
-            .collect(),
-    ))
+        .read(|c| Ok((tickets::list_page(c, &f, page)?, crate::fleet::regions(c)?)))?;
+    let rows = list
+        .items
+        .iter()
+        .map(|t| Summary {
+            region: regions.get(&t.home_id).cloned(),
+            ..Summary::from(t)
+        })
+        .collect();
+    Ok(paged_answer(&uri, page, rows, list.next_offset))
 }
 
 /// The ticket, if the caller may see it; 404 otherwise.
