@@ -192,16 +192,69 @@ fn prepare(conn: Connection) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Brings a database made by an older version up to the schema: columns added later.
+/// The schema version this build reads and writes, kept in SQLite's `user_version`.
+///
+/// - 0: release 0.1 (no version recorded; `tests/fixtures/schema-0.1.sql`);
+/// - 1: filter forecast intervals (`filter_schedules.lo_ts_ms`, `hi_ts_ms`);
+/// - 2: token lifecycle (`tokens.expires_ts_ms`, `revoked_ts_ms`, `owner_fp`);
+/// - 3: the usage each cartridge last reported (`filter_schedules.remaining_l`, `daily_l`,
+///   `reported_ts_ms`) and the unclaimed-devices queue.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The schema version recorded in a database.
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings a database made by an older version up to [`SCHEMA_VERSION`], one recorded
+/// step at a time, each in its own transaction; refuses one made by a newer version.
 fn migrate(conn: &Connection) -> Result<()> {
-    let has = |table: &str, column: &str| -> Result<bool> {
-        let n: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
-            [column],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
-    };
+    let found = schema_version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(crate::Error::Config(format!(
+            "the maintenance database has schema version {found}, newer than this gateway's \
+             {SCHEMA_VERSION}: it was written by a newer release; run that release, or restore \
+             the backup taken before the upgrade (`gateway restore`)"
+        )));
+    }
+    type Step = fn(&Connection) -> Result<()>;
+    let steps: [(i64, Step); 3] = [
+        (1, migrate_filter_intervals),
+        (2, migrate_token_lifecycle),
+        (3, migrate_reported_usage),
+    ];
+    for (version, step) in steps {
+        if version <= found {
+            continue;
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = step(conn)
+            .and_then(|()| Ok(conn.execute_batch(&format!("PRAGMA user_version = {version}"))?));
+        match applied {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        tracing::info!(version, "Maintenance database migrated.");
+    }
+    Ok(())
+}
+
+/// Whether `table` has `column`.
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    let n: i64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+/// Step 1: the forecast interval of each filter schedule (databases older than 0.1).
+fn migrate_filter_intervals(conn: &Connection) -> Result<()> {
+    let has = |table: &str, column: &str| has_column(conn, table, column);
     for column in ["lo_ts_ms", "hi_ts_ms"] {
         if !has("filter_schedules", column)? {
             conn.execute_batch(&format!(
@@ -209,8 +262,26 @@ fn migrate(conn: &Connection) -> Result<()> {
             ))?;
         }
     }
-    migrate_tokens(conn, &has)?;
     Ok(())
+}
+
+/// Step 3: the usage the device last reported per cartridge (from the forecast's
+/// evidence), and the queue of findings from devices nobody registered.
+fn migrate_reported_usage(conn: &Connection) -> Result<()> {
+    for column in ["remaining_l REAL", "daily_l REAL", "reported_ts_ms INTEGER"] {
+        let name = column.split(' ').next().unwrap_or_default();
+        if !has_column(conn, "filter_schedules", name)? {
+            conn.execute_batch(&format!("ALTER TABLE filter_schedules ADD COLUMN {column}"))?;
+        }
+    }
+    conn.execute_batch(crate::unclaimed::SCHEMA)?;
+    Ok(())
+}
+
+/// Step 2: the token lifecycle.
+fn migrate_token_lifecycle(conn: &Connection) -> Result<()> {
+    let has = |table: &str, column: &str| has_column(conn, table, column);
+    migrate_tokens(conn, &has)
 }
 
 /// Tokens of an older version get the lifecycle columns: an expiry of the default life

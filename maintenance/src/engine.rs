@@ -131,19 +131,6 @@ impl Engine {
     }
 
     fn with_connection(conn: Connection, cfg: EngineConfig) -> Result<Engine> {
-        conn.execute_batch(unclaimed::SCHEMA)?;
-        // The usage the device last reported per cartridge (from the forecast's evidence).
-        for column in ["remaining_l REAL", "daily_l REAL", "reported_ts_ms INTEGER"] {
-            let name = column.split(' ').next().unwrap_or_default();
-            let has: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('filter_schedules') WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )?;
-            if has == 0 {
-                conn.execute_batch(&format!("ALTER TABLE filter_schedules ADD COLUMN {column}"))?;
-            }
-        }
         Ok(Engine {
             conn: Mutex::new(conn),
             policy: cfg.policy,
