@@ -7,7 +7,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gateway::analysis::{AnalysisCost, AnalyticsConfig, Analyzer};
-use gateway::ingest::decode::{decode, Message};
+use gateway::decode::{decode, Message};
 
 fn fleet_stream() -> Vec<(String, Message)> {
     let cfg = simulator::FleetConfig {

@@ -26,7 +26,7 @@ use analytics::{DeviceForecaster, ForecastConfig, ForecastParams, SlotReading};
 use protocol::message::{Cartridge, CartridgeKind, Model, Reading, Severity};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::decode::Message;
+use crate::decode::Message;
 use crate::store::{FieldValue, Point};
 
 use protocol::catalog::DAY_MS;
@@ -656,8 +656,7 @@ mod tests {
                 assert_eq!(analyzer.restore(all), saved_devices);
             }
             let accepted =
-                crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits)
-                    .unwrap();
+                crate::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits).unwrap();
             analyzer.observe(
                 accepted.device_id.as_str(),
                 &accepted.message,
@@ -727,8 +726,7 @@ mod tests {
         let (mut findings, mut points) = (Vec::new(), Vec::new());
         for m in &messages {
             let accepted =
-                crate::ingest::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits)
-                    .unwrap();
+                crate::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits).unwrap();
             analyzer.observe(
                 accepted.device_id.as_str(),
                 &accepted.message,

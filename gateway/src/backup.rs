@@ -151,7 +151,7 @@ pub fn backup(config: &Config, dest: &Path) -> Result<Manifest, BackupError> {
     let manifest = Manifest {
         version: 1,
         gateway: env!("CARGO_PKG_VERSION").to_owned(),
-        created_ms: crate::ingest::pipeline::now_ms(),
+        created_ms: crate::clock::now_ms(),
         files,
     };
     let path = dest.join("manifest.json");

@@ -364,43 +364,7 @@ pub struct BatchConfig {
     pub max_in_flight: usize,
 }
 
-/// InfluxDB API flavour and its settings.
-#[derive(Debug, Clone)]
-pub enum InfluxApi {
-    /// v1 `/write` (also served by 2.x and 3.x).
-    V1 {
-        /// Database.
-        database: String,
-        /// Retention policy.
-        retention_policy: Option<String>,
-        /// Basic-auth user.
-        username: Option<String>,
-        /// Basic-auth password.
-        password: Option<String>,
-    },
-    /// v2 `/api/v2/write`.
-    V2 {
-        /// Organisation.
-        org: String,
-        /// Bucket.
-        bucket: String,
-        /// Token.
-        token: String,
-    },
-}
-
-/// Typed InfluxDB settings.
-#[derive(Debug, Clone)]
-pub struct InfluxConfig {
-    /// Server URL.
-    pub url: Url,
-    /// API flavour.
-    pub api: InfluxApi,
-    /// Request time-out.
-    pub timeout: Duration,
-    /// Create the v1 database at start-up.
-    pub create_database: bool,
-}
+pub use crate::store::influx::{InfluxApi, InfluxConfig};
 
 /// Where telemetry goes.
 #[derive(Debug, Clone)]

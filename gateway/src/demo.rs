@@ -252,12 +252,10 @@ mod tests {
         let mut leak_at = None;
         while let Some(batch) = fleet.next_batch() {
             for m in batch {
-                let Ok(accepted) =
-                    crate::ingest::decode::decode(&m.topic, &m.payload, end, &limits)
-                else {
+                let Ok(accepted) = crate::decode::decode(&m.topic, &m.payload, end, &limits) else {
                     continue;
                 };
-                if let (Some(f), crate::ingest::decode::Message::Event(e)) =
+                if let (Some(f), crate::decode::Message::Event(e)) =
                     (&accepted.fault, &accepted.message)
                 {
                     if accepted.device_id.as_str() == LEAKING_TOILET

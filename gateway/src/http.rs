@@ -149,7 +149,7 @@ pub fn open_token_store(
 async fn require_operator(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let client = maintenance::api::client_addr(&parts);
-    let now = crate::ingest::pipeline::now_ms();
+    let now = crate::clock::now_ms();
     match maintenance::api::authenticate_request(
         &s.auth,
         &s.guard,
@@ -249,7 +249,7 @@ async fn dead_letter_raw(
         &who,
         "read_dead_letter_raw",
         &format!("dead-letter/{id}"),
-        crate::ingest::pipeline::now_ms(),
+        crate::clock::now_ms(),
     )?;
     Ok((
         [
@@ -283,7 +283,7 @@ async fn online(
     Query(q): Query<OnlineQuery>,
 ) -> Result<Response, ApiError> {
     let within_s = q.within_s.unwrap_or(900).clamp(1, 7 * 86_400);
-    let since = crate::ingest::pipeline::now_ms() - i64::from(within_s) * 1000;
+    let since = crate::clock::now_ms() - i64::from(within_s) * 1000;
     let (seen, online) = s.state.devices_seen(since).await?;
     Ok(
         Json(serde_json::json!({ "devices_seen": seen, "online": online, "within_s": within_s }))

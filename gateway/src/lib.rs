@@ -4,9 +4,13 @@
 //! # Layout
 //! - [`config`]: TOML file + `GATEWAY__*` env overrides → typed [`config::Config`].
 //! - [`broker`]: the embedded rumqttd broker of the zero-setup run.
-//! - [`ingest`]: MQTT connection, decoding and validation, batching, acknowledgement.
-//! - [`store`]: line protocol, InfluxDB v1/v2, SQLite, the spool, retries, the durable writer.
+//! - [`decode`]: topic + payload → a typed message and its points, or a rejection (pure).
+//! - [`sequence`]: per-device, per-boot seen sequence ranges: duplicates, gaps (pure).
+//! - [`analysis`]: the rules and forecasters over decoded messages (`[analytics]`).
+//! - [`ingest`]: MQTT connection, batching, acknowledgement after the durable write.
+//! - [`store`]: line protocol, InfluxDB v1/v2 (with its settings), SQLite, the spool, the durable writer.
 //! - [`state`]: the state database (dead letters, per-device sequence state).
+//! - [`clock`], [`backoff`]: the wall clock and the retry backoff every loop shares.
 //! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
 //! - `demo` (default feature `demo`): a simulated fleet (the `simulator` crate) for the zero-setup run.
 //! - The `maintenance` crate, when `[maintenance]` is configured: device faults and
@@ -15,9 +19,12 @@
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
 pub mod analysis;
+pub mod backoff;
 pub mod backup;
 pub mod broker;
+pub mod clock;
 pub mod config;
+pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod http;
@@ -25,6 +32,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod sequence;
 pub mod service_kpi;
 pub mod state;
 pub mod store;
@@ -40,9 +48,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use clock::now_ms;
 use config::{BrokerMode, Config, StoreConfig};
 use ingest::batch::{refused_to_dead_letters, BatchBuilder};
-use ingest::pipeline::{now_ms, Pipeline, Ports};
+use ingest::pipeline::{Pipeline, Ports};
 use ingest::sinks::{MqttAcknowledger, StateSink};
 use metrics::Metrics;
 use state::StateDb;

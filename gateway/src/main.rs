@@ -94,7 +94,7 @@ enum TokensTask {
 
 fn tokens(config: &gateway::config::Config, task: &TokensTask) -> anyhow::Result<()> {
     let store = gateway::http::open_token_store(config).context("opening the token store")?;
-    let now = gateway::ingest::pipeline::now_ms();
+    let now = gateway::clock::now_ms();
     match task {
         TokensTask::List => {
             println!(
@@ -154,7 +154,7 @@ fn issue_token(
     let role = maintenance::Role::parse(role).context("unknown role")?;
     let store = gateway::http::open_token_store(config).context("opening the token store")?;
     let token = store
-        .issue_token(role, subject, gateway::ingest::pipeline::now_ms())
+        .issue_token(role, subject, gateway::clock::now_ms())
         .context("issuing the token")?;
     println!("{token}");
     Ok(())

@@ -272,7 +272,7 @@ impl Ops {
                 _ = shutdown.changed() => break,
             }
             wait = self.retention.sweep_every;
-            self.sweep(crate::ingest::pipeline::now_ms()).await;
+            self.sweep(crate::clock::now_ms()).await;
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::ingest::pipeline::now_ms;
+use crate::clock::now_ms;
 use crate::store::durable::DurableWriter;
 use crate::store::{FieldValue, Point};
 

@@ -1,7 +1,7 @@
 //! The gateway's own state in SQLite (`{data_dir}/state.db`): the dead-letter
 //! store and per-device sequence state.
 //!
-//! Sequence state is JSON of `ingest::sequence::DeviceSeq` (per boot, the ranges of
+//! Sequence state is JSON of `sequence::DeviceSeq` (per boot, the ranges of
 //! sequence numbers seen, bounded); the older 64-bit window format still loads.
 //!
 //! A batch's dead letters and sequence updates are committed in one transaction
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::ingest::sequence::DeviceSeq;
+use crate::sequence::DeviceSeq;
 
 mod dead_letter_pages;
 use crate::store::sqlite::open_durable;

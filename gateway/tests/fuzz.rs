@@ -8,7 +8,7 @@
 //! stable in CI (`cargo test -p gateway --test fuzz`); `FUZZ_ITERS=2000000` for a
 //! large run, `FUZZ_SEED` to vary the inputs.
 
-use gateway::ingest::decode::decode;
+use gateway::decode::decode;
 use gateway::store::spool::{decode_batch, encode_batch};
 use gateway::store::{FieldValue, Point};
 use rand::rngs::StdRng;

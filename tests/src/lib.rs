@@ -585,7 +585,7 @@ impl Drop for GatewayProcess {
 /// Base timestamp for generated messages: now minus one day, so every message
 /// is inside the gateway's default window.
 pub fn base_ts() -> i64 {
-    gateway::ingest::pipeline::now_ms() - 86_400_000
+    gateway::clock::now_ms() - 86_400_000
 }
 
 /// Device id `i` of a generated fleet, with its model.

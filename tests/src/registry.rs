@@ -59,11 +59,7 @@ pub fn register_devices(db: &Path, devices: &[(String, Model)]) -> Result<String
             cartridges: Vec::new(),
         })?;
     }
-    Ok(engine.issue_token(
-        maintenance::Role::Admin,
-        None,
-        gateway::ingest::pipeline::now_ms(),
-    )?)
+    Ok(engine.issue_token(maintenance::Role::Admin, None, gateway::clock::now_ms())?)
 }
 
 /// The gateway's `[maintenance]` table for the database `db`, ticking every second.

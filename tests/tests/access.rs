@@ -93,7 +93,7 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
         },
     )
     .unwrap()
-    .issue_token(Role::Admin, None, gateway::ingest::pipeline::now_ms())
+    .issue_token(Role::Admin, None, gateway::clock::now_ms())
     .unwrap();
     let smtp = SmtpServer::start().unwrap();
     let broker = Mosquitto::start().unwrap();
@@ -171,7 +171,7 @@ fn roles_masking_audit_and_email_hold_through_the_gateway() {
     );
 
     // Leaks over MQTT, one per home, each reported twice.
-    let now = gateway::ingest::pipeline::now_ms() - 60_000;
+    let now = gateway::clock::now_ms() - 60_000;
     let msgs = vec![
         leak("toilet-00001", 1, now),
         leak("toilet-00002", 1, now),

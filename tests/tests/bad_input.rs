@@ -210,7 +210,7 @@ fn every_bad_input_is_dead_lettered_with_its_reason_while_good_traffic_flows() {
     )
     .unwrap();
 
-    let now = gateway::ingest::pipeline::now_ms() - 60_000;
+    let now = gateway::clock::now_ms() - 60_000;
     let bad = corpus(now);
     assert!(bad.len() >= 40, "the corpus has {} inputs", bad.len());
 

@@ -88,7 +88,7 @@ fn each_injected_fault_kind_yields_its_ticket_or_reminder_once() {
     // day) is the same on every run of the week, not shifted by the hour the test runs.
     const WEEK_MS: i64 = 7 * 86_400_000;
     const MONDAY_OFFSET_MS: i64 = 4 * 86_400_000; // 1970-01-01 was a Thursday
-    let now = gateway::ingest::pipeline::now_ms();
+    let now = gateway::clock::now_ms();
     let end_ms = (now - MONDAY_OFFSET_MS).div_euclid(WEEK_MS) * WEEK_MS + MONDAY_OFFSET_MS;
     let cfg = FleetConfig {
         devices: DEVICES,

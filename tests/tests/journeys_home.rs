@@ -21,7 +21,7 @@ const DAY_MS: i64 = 86_400_000;
 fn a_homeowner_sees_safety_steps_a_status_bar_and_one_reminder_per_cartridge_on_a_phone() {
     let work = tempfile::tempdir().unwrap();
     let db = work.path().join("maintenance.db");
-    let now = gateway::ingest::pipeline::now_ms();
+    let now = gateway::clock::now_ms();
     let (owner, leak_ticket, reminders) = {
         let e = Engine::open(
             &db,

@@ -52,7 +52,7 @@ fn fault(
 fn an_unregistered_devices_leak_reaches_the_board_and_the_fleet_page() {
     let work = tempfile::tempdir().unwrap();
     let db = work.path().join("maintenance.db");
-    let now = gateway::ingest::pipeline::now_ms();
+    let now = gateway::clock::now_ms();
     let (agent, admin) = {
         let e = Engine::open(
             &db,

@@ -54,7 +54,7 @@ fn register(db: &std::path::Path) -> String {
         })
         .unwrap();
     engine
-        .issue_token(Role::Admin, None, gateway::ingest::pipeline::now_ms())
+        .issue_token(Role::Admin, None, gateway::clock::now_ms())
         .unwrap()
 }
 
@@ -141,7 +141,7 @@ fn a_repeated_device_leak_opens_one_critical_ticket_and_its_clear_is_marked() {
     )
     .unwrap();
 
-    let now = gateway::ingest::pipeline::now_ms() - 60_000;
+    let now = gateway::clock::now_ms() - 60_000;
     let messages = vec![
         fault_event("toilet-00001", 1, now, "raised"),
         fault_event("toilet-00001", 2, now + 1000, "raised"),
@@ -248,7 +248,7 @@ fn notifications_waiting_in_the_outbox_survive_kill_dash_nine_and_arrive_once_pe
         &extra,
     )
     .unwrap();
-    let now = gateway::ingest::pipeline::now_ms() - 60_000;
+    let now = gateway::clock::now_ms() - 60_000;
     publish_all(
         broker.port,
         "pub-outbox",

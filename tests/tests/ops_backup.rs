@@ -69,7 +69,7 @@ fn backup_wipe_restore_gives_identical_tickets_and_telemetry() {
         &registry::maintenance_toml(&db),
     )
     .unwrap();
-    let now = gateway::ingest::pipeline::now_ms() - 60_000;
+    let now = gateway::clock::now_ms() - 60_000;
     let mut msgs = fleet_messages(4, 25, base_ts());
     msgs.push(leak(&devices[0].0, 1, now));
     msgs.push(leak(&devices[3].0, 1, now));

@@ -69,7 +69,7 @@ impl Site {
     fn start(name: &str) -> Site {
         let work = tempfile::tempdir().unwrap();
         let db = work.path().join("maintenance.db");
-        let now = gateway::ingest::pipeline::now_ms();
+        let now = gateway::clock::now_ms();
         let (agent, owner_h1, tech_zhao) = {
             let e = Engine::open(
                 &db,
@@ -268,7 +268,7 @@ impl Site {
     /// for `toilet-00001` and returns its ticket: each episode is one finding, and the
     /// repeats attach their evidence to the one ticket.
     fn leak_ticket(&self) -> Value {
-        let now = gateway::ingest::pipeline::now_ms() - 60_000;
+        let now = gateway::clock::now_ms() - 60_000;
         let episodes = [
             (1, 0, "raised", 42.0),
             (2, 10_000, "cleared", 0.0),
@@ -564,7 +564,7 @@ fn a_homeowner_snoozes_a_reminder_and_books_a_visit_that_appears_on_the_board() 
         .unwrap();
     b.screenshot("home-before").unwrap();
 
-    let before = gateway::ingest::pipeline::now_ms();
+    let before = gateway::clock::now_ms();
     b.wait_text(&format!("#reminder-{snooze} .state"), "new")
         .unwrap();
     b.click(&format!("#reminder-{snooze} .act-snooze")).unwrap();

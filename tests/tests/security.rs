@@ -354,7 +354,7 @@ fn revoked_expired_rotated_and_former_owner_tokens_are_refused() {
 
     // Expired: a token issued with a life of 1 ms.
     let expired = engine(&db)
-        .issue_token_for(Role::Operator, None, 1, gateway::ingest::pipeline::now_ms())
+        .issue_token_for(Role::Operator, None, 1, gateway::clock::now_ms())
         .unwrap();
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(ok(&expired.token, "/metrics"), 401, "expired");
@@ -371,7 +371,7 @@ fn revoked_expired_rotated_and_former_owner_tokens_are_refused() {
     assert_eq!(status, 200, "{issued}");
     let t = issued["token"].as_str().unwrap().to_owned();
     let id = issued["id"].as_str().unwrap().to_owned();
-    let day = issued["expires_ts_ms"].as_i64().unwrap() - gateway::ingest::pipeline::now_ms();
+    let day = issued["expires_ts_ms"].as_i64().unwrap() - gateway::clock::now_ms();
     assert!((86_000_000..=86_400_000).contains(&day), "{issued}");
     assert_eq!(ok(&t, "/dead-letters"), 200);
     let (status, _) = call(

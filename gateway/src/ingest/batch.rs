@@ -3,7 +3,7 @@
 //! [`BatchBuilder::build`] takes the messages of one batch, in arrival order, and
 //! turns them into a [`Batch`]: every message decoded (points, or a dead letter with
 //! its reason), its `(boot_id, seq)` checked against the device's sequence state
-//! ([`super::sequence`]), each new message (not a redelivery) fed to the analytics
+//! ([`crate::sequence`]), each new message (not a redelivery) fed to the analytics
 //! stage ([`crate::analysis`]), and what the maintenance engine must hear of
 //! (device faults, findings, cartridge replacements) listed as [`MaintenanceAction`]s.
 //! The builder owns the state these steps update (sequence state per device, the
@@ -12,10 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::decode::{decode, Accepted, Rejection};
-use super::sequence::{DeviceSeq, SeqVerdict};
 use super::Inbound;
 use crate::analysis::{Analyzer, DeviceFinding};
+use crate::decode::{decode, Accepted, Rejection};
+use crate::sequence::{DeviceSeq, SeqVerdict};
 use crate::state::DeadLetter;
 use crate::store::{Point, RejectedPoint};
 

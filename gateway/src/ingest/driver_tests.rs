@@ -13,13 +13,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::batch::{BatchBuilder, MaintenanceAction};
-use super::pipeline::{now_ms, Pipeline, Ports};
+use super::pipeline::{Pipeline, Ports};
 use super::ports::{AckError, Acknowledger, DurableWriter, StateCommitter};
-use super::sequence::DeviceSeq;
 use super::Inbound;
 use crate::analysis::{AnalyticsConfig, Analyzer};
+use crate::clock::now_ms;
 use crate::config::BatchConfig;
 use crate::metrics::Metrics;
+use crate::sequence::DeviceSeq;
 use crate::state::{DeadLetter, StateDb, StateError};
 use crate::store::{Point, RejectedPoint};
 

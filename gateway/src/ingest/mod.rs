@@ -1,8 +1,8 @@
 //! Ingest: from an MQTT PUBLISH to a durable point and, only then, a PUBACK.
 //!
 //! Plain data transformations, no I/O:
-//! - [`decode`]: topic + payload → points, or a rejection with a reason.
-//! - [`sequence`]: per-device, per-boot sets of seen sequence numbers: exact
+//! - [`crate::decode`]: topic + payload → points, or a rejection with a reason.
+//! - [`crate::sequence`]: per-device, per-boot sets of seen sequence numbers: exact
 //!   duplicates, gaps, late fills.
 //! - [`batch`]: a batch of messages → points, dead letters, sequence state, analytics
 //!   findings and maintenance actions.
@@ -19,12 +19,10 @@
 //! telemetry store or the fsynced spool, or it is in the dead-letter store.
 
 pub mod batch;
-pub mod decode;
 pub mod inflight;
 pub mod mqtt;
 pub mod pipeline;
 pub mod ports;
-pub mod sequence;
 pub mod sinks;
 
 #[cfg(test)]

@@ -23,9 +23,9 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 
 use super::Inbound;
+use crate::backoff::Backoff;
 use crate::config::MqttConfig;
 use crate::metrics::Metrics;
-use crate::store::retry::Backoff;
 
 /// Builds the client and its event loop from the configuration.
 pub fn connect(cfg: &MqttConfig, channel_capacity: usize) -> (AsyncClient, EventLoop) {

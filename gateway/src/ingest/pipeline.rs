@@ -24,7 +24,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::now_ms;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
@@ -34,18 +36,10 @@ use super::batch::{refused_to_dead_letters, Batch, BatchBuilder, Tally};
 use super::inflight::{BatchId, InFlight};
 use super::ports::{Acknowledger, DurableWriter, StateCommitter};
 use super::Inbound;
+use crate::backoff::Backoff;
 use crate::config::BatchConfig;
 use crate::metrics::Metrics;
-use crate::store::retry::Backoff;
 use crate::store::{Point, RejectedPoint};
-
-/// Wall-clock time, UTC ms.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// What a batch's write ended with.
 #[derive(Debug)]

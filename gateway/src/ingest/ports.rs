@@ -7,7 +7,7 @@
 use std::future::Future;
 
 use super::batch::MaintenanceAction;
-use super::sequence::DeviceSeq;
+use crate::sequence::DeviceSeq;
 use crate::state::{DeadLetter, StateError};
 use crate::store::{Point, RejectedPoint};
 

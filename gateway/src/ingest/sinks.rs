@@ -9,8 +9,8 @@ use rumqttc::AsyncClient;
 
 use super::batch::MaintenanceAction;
 use super::ports::{AckError, Acknowledger, DurableWriter, StateCommitter};
-use super::sequence::DeviceSeq;
 use crate::metrics::Metrics;
+use crate::sequence::DeviceSeq;
 use crate::state::{DeadLetter, StateDb, StateError};
 use crate::store::{Point, RejectedPoint};
 
@@ -70,7 +70,7 @@ impl StateCommitter for StateSink {
         }
         let (engine, metrics) = (Arc::clone(engine), Arc::clone(&self.metrics));
         match tokio::task::spawn_blocking(move || {
-            apply_maintenance(&engine, actions, super::pipeline::now_ms(), &metrics)
+            apply_maintenance(&engine, actions, crate::clock::now_ms(), &metrics)
         })
         .await
         {

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::retry::Backoff;
 use super::spool::Spool;
 use super::{Point, RejectedPoint, TelemetryStore};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
 /// Direct store attempts before a batch is spooled instead.
@@ -45,7 +45,7 @@ pub struct DurableWriter {
 }
 
 fn wall_ms() -> i64 {
-    crate::ingest::pipeline::now_ms()
+    crate::clock::now_ms()
 }
 
 impl DurableWriter {

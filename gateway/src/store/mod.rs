@@ -10,7 +10,6 @@
 pub mod durable;
 pub mod influx;
 pub mod line_protocol;
-pub mod retry;
 pub mod spool;
 pub mod sqlite;
 

@@ -363,7 +363,7 @@ fn fault_to_ticket_latency(
         let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
         let mut times = Vec::with_capacity(LEAKS);
         for i in 0..LEAKS {
-            let ts = gateway::ingest::pipeline::now_ms();
+            let ts = gateway::clock::now_ms();
             let payload = format!(r#"{{"v":1,"device_id":"leak-{i:03}","boot_id":1,"seq":1,"ts":{ts},"event":{{"fault":{{"code":"leak","severity":"critical","state":"raised"}}}}}}"#);
             client.publish(format!("fixtures/leak-{i:03}/event"), rumqttc::QoS::AtLeastOnce, false, payload).await?;
             times.push(ts);
