@@ -59,22 +59,72 @@ pub const DEFAULT_DEAD_LETTER_PAGE: usize = 50;
 /// Largest page of `/dead-letters`; a larger `limit` is cut to it.
 pub const MAX_DEAD_LETTER_PAGE: usize = 100;
 
-/// An error answer: a stable code and a message, as JSON.
+/// An error answer of the gateway's own endpoints, in the one shape every endpoint
+/// (these, the guard's refusals and `/api`) answers with:
+/// `{"error": {"code": "<stable code>", "message": "<what to do>"}}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The state database failed.
+    /// The state database failed (500; the cause goes to the log, not the client).
     #[error(transparent)]
     State(#[from] StateError),
-    /// The token store failed.
+    /// The token store failed (500).
     #[error(transparent)]
     Auth(#[from] maintenance::Error),
+    /// The request was refused: a client error with its status.
+    #[error("{code}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// A stable, machine-readable code.
+        code: &'static str,
+        /// What went wrong and what to do.
+        message: &'static str,
+    },
+}
+
+impl ApiError {
+    /// 400 with `code` and `message`.
+    pub fn bad_request(code: &'static str, message: &'static str) -> ApiError {
+        ApiError::Refused {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            message,
+        }
+    }
+
+    /// 404 with `code` and `message`.
+    pub fn not_found(code: &'static str, message: &'static str) -> ApiError {
+        ApiError::Refused {
+            status: StatusCode::NOT_FOUND,
+            code,
+            message,
+        }
+    }
+}
+
+/// The one error body: `{"error": {"code", "message"}}`.
+pub(crate) fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, Json(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        tracing::error!(error = %self, "HTTP request failed.");
-        let body = serde_json::json!({ "code": "internal", "message": "internal error; see the gateway log" });
-        (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+        match self {
+            ApiError::Refused {
+                status,
+                code,
+                message,
+            } => error_body(status, code, message),
+            internal => {
+                tracing::error!(error = %internal, "HTTP request failed.");
+                error_body(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the gateway log",
+                )
+            }
+        }
     }
 }
 
@@ -193,24 +243,19 @@ struct DeadLetterQuery {
     before: Option<i64>,
 }
 
-fn bad_request(code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
-}
-
 async fn dead_letters(
     State(s): State<AppState>,
     q: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Query(q)) = q else {
-        return Ok(bad_request(
+        return Err(ApiError::bad_request(
             "invalid_query",
             "query parameters: reason, limit (1-100), before (an id)",
         ));
     };
     if let Some(r) = &q.reason {
         if r.is_empty() || r.len() > 64 || !r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Ok(bad_request(
+            return Err(ApiError::bad_request(
                 "invalid_reason",
                 "reason is a reason code: 1-64 characters of [a-z_]",
             ));
@@ -238,11 +283,13 @@ async fn dead_letter_raw(
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Path(id)) = id else {
-        return Ok(bad_request("invalid_id", "a dead letter id is an integer"));
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            "a dead letter id is an integer",
+        ));
     };
     let Some((_topic, payload)) = s.state.dead_letter_raw(id).await? else {
-        let body = serde_json::json!({ "error": { "code": "not_found", "message": "no such dead letter" } });
-        return Ok((StatusCode::NOT_FOUND, Json(body)).into_response());
+        return Err(ApiError::not_found("not_found", "no such dead letter"));
     };
     // Raw payloads may hold personal data (a device's Wi-Fi key, an owner's phone).
     s.auth.audit(
@@ -296,16 +343,18 @@ async fn device(
     Path(device_id): Path<String>,
 ) -> Result<Response, ApiError> {
     if !protocol::is_valid_device_id(&device_id) {
-        let body = serde_json::json!({ "code": "invalid_device_id", "message": "device ids are 1-32 characters of [a-z0-9-_]" });
-        return Ok((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        return Err(ApiError::bad_request(
+            "invalid_device_id",
+            "device ids are 1-32 characters of [a-z0-9-_]",
+        ));
     }
     match s.state.device(device_id.clone()).await? {
         Some(seq) => Ok(
             Json(serde_json::json!({ "device_id": device_id, "sequence": seq })).into_response(),
         ),
-        None => {
-            let body = serde_json::json!({ "code": "unknown_device", "message": "no message from this device has been stored" });
-            Ok((StatusCode::NOT_FOUND, Json(body)).into_response())
-        }
+        None => Err(ApiError::not_found(
+            "unknown_device",
+            "no message from this device has been stored",
+        )),
     }
 }

@@ -148,6 +148,11 @@ fn the_decoder_never_panics_on_mutated_messages() {
             }
         }
     }
+    eprintln!(
+        "decoder: {} mutated inputs (seed {}): {accepted} accepted, {rejected} rejected with a reason, no panic",
+        iters(),
+        seed()
+    );
     assert!(rejected > 0, "accepted {accepted}, rejected {rejected}");
 }
 
@@ -176,7 +181,7 @@ fn the_spool_reader_never_panics_and_never_accepts_a_mutated_file() {
             (pts, bytes)
         })
         .collect();
-    let mut verified_changed = 0u64;
+    let (mut verified_changed, mut refused, mut legacy) = (0u64, 0u64, 0u64);
     for i in 0..iters() {
         let (points, bytes) = &batches[(i % 3) as usize];
         let mutated = mutate(&mut rng, bytes);
@@ -184,11 +189,17 @@ fn the_spool_reader_never_panics_and_never_accepts_a_mutated_file() {
             Ok(d) if mutated == *bytes => assert_eq!(&d.points, points),
             // Headerless (the header was destroyed and the rest parses as JSON lines):
             // the previous format, replayed with a warning.
-            Ok(d) if d.legacy => {}
+            Ok(d) if d.legacy => legacy += 1,
             Ok(d) if d.points != *points => verified_changed += 1,
-            Ok(_) | Err(_) => {}
+            Ok(_) => {}
+            Err(_) => refused += 1,
         }
     }
+    eprintln!(
+        "spool reader: {} mutated files (seed {}): {refused} refused, {legacy} read as the headerless previous format, {verified_changed} verified as a different batch, no panic",
+        iters(),
+        seed()
+    );
     assert_eq!(
         verified_changed, 0,
         "a damaged v2 file verified as a different batch"

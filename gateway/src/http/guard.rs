@@ -14,8 +14,8 @@ use std::time::Duration;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::response::Response;
+use axum::Router;
 
 /// The longest a request may take, body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,8 +29,7 @@ pub fn harden(app: Router, allowed_hosts: Vec<String>) -> Router {
 }
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } });
-    (status, Json(body)).into_response()
+    super::error_body(status, code, message)
 }
 
 async fn check_host(State(hosts): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
