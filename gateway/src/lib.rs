@@ -11,6 +11,7 @@
 //! - [`store`]: line protocol, InfluxDB v1/v2 (with its settings), SQLite, the spool, the durable writer.
 //! - [`state`]: the state database (dead letters, per-device sequence state).
 //! - [`clock`], [`backoff`]: the wall clock and the retry backoff every loop shares.
+//! - [`events`]: named internal events; emitting one counts it and logs it.
 //! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
 //! - `demo` (default feature `demo`): a simulated fleet (the `simulator` crate) for the zero-setup run.
 //! - The `maintenance` crate, when `[maintenance]` is configured: device faults and
@@ -27,6 +28,7 @@ pub mod config;
 pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod events;
 pub mod http;
 pub mod ingest;
 pub mod logging;
@@ -253,7 +255,10 @@ pub async fn run(
         tasks.spawn(async move {
             writer
                 .replay(rx, |refused, points| {
-                    metrics.points_refused.fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    events::InternalEvent::emit(
+                        events::PointsRefused { count: refused.len(), replay: true },
+                        &metrics,
+                    );
                     let dead = refused_to_dead_letters(refused, points, now_ms());
                     let state = state.clone();
                     tokio::spawn(async move {

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, watch};
 use super::Inbound;
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
+use crate::events::{InternalEvent, MqttConnected};
 use crate::metrics::Metrics;
 
 /// Builds the client and its event loop from the configuration.
@@ -69,12 +70,11 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 generation.fetch_add(1, Ordering::SeqCst);
-                metrics.mqtt_connects.fetch_add(1, Ordering::Relaxed);
                 backoff.reset();
-                tracing::info!(
-                    session_present = ack.session_present,
-                    "Connected to the MQTT broker."
-                );
+                MqttConnected {
+                    session_present: ack.session_present,
+                }
+                .emit(&metrics);
                 if !ack.session_present {
                     let filters = protocol::topic::GATEWAY_FILTERS
                         .iter()

@@ -38,6 +38,7 @@ use super::ports::{Acknowledger, DurableWriter, StateCommitter};
 use super::Inbound;
 use crate::backoff::Backoff;
 use crate::config::BatchConfig;
+use crate::events::{AcksSkippedStale, InternalEvent, PointsRefused};
 use crate::metrics::Metrics;
 use crate::store::{Point, RejectedPoint};
 
@@ -204,13 +205,11 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
             Written::Failed => return,
         };
         if !refused.is_empty() {
-            self.metrics
-                .points_refused
-                .fetch_add(refused.len() as u64, Relaxed);
-            tracing::warn!(
-                count = refused.len(),
-                "The telemetry store refused points; they are in the dead-letter store."
-            );
+            PointsRefused {
+                count: refused.len(),
+                replay: false,
+            }
+            .emit(&self.metrics);
             dead.extend(refused_to_dead_letters(refused, &points, received_ms));
         }
         // The engine hears of the batch before its sequence state says "seen", so a crash
@@ -237,9 +236,12 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
         }
         self.metrics.batches.fetch_add(1, Relaxed);
         let current = self.ports.acker.generation();
+        let stale = messages.iter().filter(|m| m.generation != current).count();
+        if stale > 0 {
+            AcksSkippedStale { count: stale }.emit(&self.metrics);
+        }
         for m in &messages {
             if m.generation != current {
-                self.metrics.acks_skipped_stale.fetch_add(1, Relaxed);
                 continue;
             }
             match self.ports.acker.ack(&m.publish).await {

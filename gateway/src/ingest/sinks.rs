@@ -9,6 +9,7 @@ use rumqttc::AsyncClient;
 
 use super::batch::MaintenanceAction;
 use super::ports::{AckError, Acknowledger, DurableWriter, StateCommitter};
+use crate::events::{FindingUnclaimed, InternalEvent, MaintenanceFailed};
 use crate::metrics::Metrics;
 use crate::sequence::DeviceSeq;
 use crate::state::{DeadLetter, StateDb, StateError};
@@ -110,10 +111,10 @@ pub fn apply_maintenance(
                     &maintenance::Finding::from_fault(device_id, fault, *ts_ms),
                     now,
                 )
-                .map(|o| count_unclaimed(&o, metrics)),
+                .map(|o| count_unclaimed(device_id, &o, metrics)),
             MaintenanceAction::Finding(finding) => engine
                 .ingest(finding, now)
-                .map(|o| count_unclaimed(&o, metrics)),
+                .map(|o| count_unclaimed(&finding.device_id, &o, metrics)),
             MaintenanceAction::CartridgeReplaced {
                 device_id,
                 slot,
@@ -133,26 +134,33 @@ pub fn apply_maintenance(
                 );
             }
             Err(e @ maintenance::Error::Store(_)) => {
-                metrics.maintenance_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, ?a, "The maintenance database failed; will retry before acknowledging.");
+                MaintenanceFailed {
+                    error: &e,
+                    action: &a,
+                    will_retry: true,
+                }
+                .emit(metrics);
                 retry.push(a);
             }
-            Err(e) => {
-                metrics.maintenance_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, ?a, "The maintenance engine refused a device report.");
+            Err(e) => MaintenanceFailed {
+                error: &e,
+                action: &a,
+                will_retry: false,
             }
+            .emit(metrics),
         }
     }
     retry
 }
 
 /// Counts a finding that went to the engine's unclaimed-devices queue (device not registered).
-fn count_unclaimed(o: &maintenance::Outcome, metrics: &Metrics) {
+fn count_unclaimed(device_id: &str, o: &maintenance::Outcome, metrics: &Metrics) {
     if o.unclaimed {
-        metrics.findings_unclaimed.fetch_add(1, Ordering::Relaxed);
-    }
-    if o.new_unclaimed_device {
-        metrics.devices_unclaimed.fetch_add(1, Ordering::Relaxed);
+        FindingUnclaimed {
+            device_id,
+            new_device: o.new_unclaimed_device,
+        }
+        .emit(metrics);
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::spool::Spool;
 use super::{Point, RejectedPoint, TelemetryStore};
 use crate::backoff::Backoff;
+use crate::events::{BatchSpooled, InternalEvent, StoreWriteFailed};
 use crate::metrics::Metrics;
 
 /// Direct store attempts before a batch is spooled instead.
@@ -101,10 +102,10 @@ impl DurableWriter {
         self.last_ok_ms.store(wall_ms(), Relaxed);
     }
 
-    fn note_err(&self, e: &super::WriteError) {
+    fn note_err(&self, e: &super::WriteError, attempt: Option<u32>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
         self.last_err_ms.store(wall_ms().max(1), Relaxed);
-        self.metrics.store_errors.fetch_add(1, Relaxed);
+        StoreWriteFailed { error: e, attempt }.emit(&self.metrics);
     }
 
     /// Makes `points` durable and returns those the store refused for good.
@@ -128,8 +129,7 @@ impl DurableWriter {
                             return outcome.rejected;
                         }
                         Err(e) => {
-                            self.note_err(&e);
-                            tracing::warn!(attempt, error = %e, "Telemetry store write failed; spooling the batch.");
+                            self.note_err(&e, Some(attempt as u32));
                             if attempt < DIRECT_ATTEMPTS {
                                 tokio::time::sleep(Duration::from_millis(100 * attempt as u64))
                                     .await;
@@ -141,8 +141,11 @@ impl DurableWriter {
             match self.spool.append(points) {
                 Ok(path) => {
                     self.backlog.fetch_add(1, Relaxed);
-                    self.metrics.spooled_batches.fetch_add(1, Relaxed);
-                    tracing::debug!(path = %path.display(), points = points.len(), "Batch spooled.");
+                    BatchSpooled {
+                        path: &path,
+                        points: points.len(),
+                    }
+                    .emit(&self.metrics);
                     return Vec::new();
                 }
                 Err(e) => {
@@ -237,8 +240,7 @@ impl DurableWriter {
                 Ok(true)
             }
             Err(e) => {
-                self.note_err(&e);
-                tracing::debug!(error = %e, backlog = self.backlog(), "Replay waiting for the telemetry store.");
+                self.note_err(&e, None);
                 Err(())
             }
         }
