@@ -44,17 +44,23 @@
 //!    reported after `warmup` points.
 //!
 //! Non-finite values are ignored: the state is not touched and the score is 0.
+//!
+//! For the product's own series (a device's daily water or energy total, the
+//! platform's ingest and rejection rates per minute), use [`SeriesMonitor`]: a
+//! rank-based monitor with a two-week warm-up and one alarm per episode.
 
 mod config;
+mod monitor;
 pub mod stages;
 
 pub use config::DetectorConfig;
+pub use monitor::{Anomaly, Direction, MonitorConfig, SeriesMonitor, MONITOR_WINDOW};
 pub use stages::{CTX_WORDS, SHIFT_WINDOW, SHORT_WINDOW};
 
 use crate::error::ConfigError;
 use stages::{
     gauss_tail_score_bound, neg_ln_gauss_tail, tail_to_score, ContextNovelty, Likelihood,
-    MeanShift, Refractory, SpatialRange,
+    MeanShift, RankCalibration, Refractory, SpatialRange,
 };
 
 /// Number of time-of-day buckets of the seasonal profile.
@@ -77,6 +83,7 @@ pub struct StreamingDetector {
     shift: MeanShift,
     range: SpatialRange,
     refractory: Refractory,
+    rank: RankCalibration,
     season: [f32; SEASON_BUCKETS],
     season_seen: [u8; SEASON_BUCKETS],
 }
@@ -100,6 +107,7 @@ impl StreamingDetector {
             shift: MeanShift::default(),
             range: SpatialRange::new(0.0),
             refractory: Refractory::default(),
+            rank: RankCalibration::default(),
             season: [0.0; SEASON_BUCKETS],
             season_seen: [0; SEASON_BUCKETS],
         })
@@ -248,7 +256,13 @@ impl StreamingDetector {
             if let Some(zs) = z_shift {
                 ev = tail_stage(ev, c.shift_weight * window_novelty, zs);
             }
-            ev.clamp(0.0, 1.0)
+            let ev = ev.clamp(0.0, 1.0);
+            if c.rank_calibration > 0.0 {
+                let cal = self.rank.calibrate(ev);
+                (ev.powf(1.0 - c.rank_calibration) * cal.powf(c.rank_calibration)).clamp(0.0, 1.0)
+            } else {
+                ev
+            }
         } else {
             0.0
         };
