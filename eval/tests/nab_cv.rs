@@ -28,8 +28,8 @@ fn noise(seed: &mut u64) -> f64 {
     (*seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5
 }
 
-/// Noise around 100, plus a level shift of `shift` from row 500 to 560 and a spike
-/// at row 800 when asked.
+/// Noise around 100 (uniform, ±1), plus a level shift of `shift` from row 500 to 560
+/// and a spike at row 800 when asked.
 fn series(seed: u64, shift: f64, spike: bool) -> String {
     let mut s = seed;
     let mut text = String::from("timestamp,value\n");
@@ -73,7 +73,7 @@ fn write_corpus(dir: &Path, moved: bool) {
         } else {
             vec![window(495, 535), window(790, 830)]
         };
-        put(&format!("catB/b{k}.csv"), series(21 + k, 1.5, true), wins);
+        put(&format!("catB/b{k}.csv"), series(21 + k, 0.8, true), wins);
     }
     for k in 0..2u64 {
         put(
@@ -131,6 +131,9 @@ fn run_cv(dir: &Path) -> Parsed {
             "shift_weight=0,0.75",
             "--grid",
             "refractory_decay=0.995,0.99",
+            // Without the spatial stage only the mean-shift stage sees catB's shift.
+            "--set",
+            "spatial_score=0",
         ])
         .output()
         .expect("run eval nab cv");
@@ -185,12 +188,14 @@ fn loco_choice_for_a_fold_ignores_that_folds_labels() {
         assert!(p.aggregates.iter().flatten().all(|x| x.is_finite()));
     }
 
-    // The perturbation matters: a selection that sees catB's labels changes its mind,
-    // and catB's held-out score changes.
+    // The perturbation matters: a selection that sees catB's labels changes its mind
+    // (on all labels, and for the folds that train on catB), and catB's held-out
+    // score changes.
     assert_ne!(
         a.full_best, b.full_best,
         "moving catB's windows should change the all-labels choice"
     );
+    assert_ne!(a.folds[0].2, b.folds[0].2, "catA's fold trains on catB");
     assert_ne!(a.folds[1].1, b.folds[1].1, "catB's held-out scores");
 
     // ... but the parameters chosen for the catB fold do not.

@@ -514,3 +514,48 @@ pub fn default_grid() -> Vec<GridAxis> {
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_axes_and_grid() {
+        assert_eq!(category_of("realTraffic/speed_6005.csv"), "realTraffic");
+        assert_eq!(category_of("loose.csv"), "loose.csv");
+        let a = parse_axis("shift_weight = 0.75, 0.5").expect("axis");
+        assert_eq!(a.values, [0.75, 0.5]);
+        assert!(parse_axis("shift_weight").is_err());
+        assert!(parse_axis("shift_weight=x").is_err());
+        let b = parse_axis("refractory_decay=0.995,0.99,0.998").expect("axis");
+        let g = expand_grid(DetectorConfig::default(), &[a, b]).expect("grid");
+        assert_eq!(g.len(), 6);
+        assert_eq!(g[0].label, "shift_weight=0.75,refractory_decay=0.995");
+        assert_eq!(g[5].cfg.shift_weight, 0.5);
+        assert_eq!(g[5].cfg.refractory_decay, 0.998);
+        let bad = parse_axis("no_such=1").expect("axis");
+        assert!(expand_grid(DetectorConfig::default(), &[bad]).is_err());
+        let invalid = parse_axis("refractory_decay=1.5").expect("axis");
+        assert!(expand_grid(DetectorConfig::default(), &[invalid]).is_err());
+        assert_eq!(
+            expand_grid(DetectorConfig::default(), &[]).expect("base")[0].label,
+            "default"
+        );
+    }
+
+    #[test]
+    fn needs_two_categories() {
+        let s = Series {
+            key: "only/a.csv".to_string(),
+            timestamps: vec![0, 1],
+            values: vec![1.0, 2.0],
+        };
+        let cands = expand_grid(DetectorConfig::default(), &[]).expect("base");
+        let profiles = crate::nab::parse_profiles(
+            r#"{"standard": {"CostMatrix": {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11}}}"#,
+        )
+        .expect("profiles");
+        let err = run_cv(&[s], &BTreeMap::new(), &profiles, &cands, |_| {}).unwrap_err();
+        assert!(err.contains("2 categories"), "{err}");
+    }
+}
