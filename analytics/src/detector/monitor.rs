@@ -16,9 +16,9 @@
 //! use analytics::detector::{Direction, MonitorConfig, SeriesMonitor};
 //! let mut m = SeriesMonitor::new(MonitorConfig::daily()).expect("valid config");
 //! let day = 86_400_000i64;
-//! for d in 0..30 {
+//! for d in 0..30i32 {
 //!     let litres = 120.0 + f64::from(d % 5); // an ordinary month
-//!     assert!(m.push(d * day, litres).is_none());
+//!     assert!(m.push(i64::from(d) * day, litres).is_none());
 //! }
 //! let a = m.push(30 * day, 400.0).expect("a party");
 //! assert_eq!(a.direction, Direction::Up);
