@@ -67,10 +67,6 @@ pub struct DetectorConfig {
     pub spatial_score: f64,
     /// Margin of the spatial stage, as a fraction of the seen range (Numenta's 5 %).
     pub spatial_tolerance: f64,
-    /// Weight of the rank calibration of the combined evidence (0: raw evidence; 1:
-    /// the evidence replaced by its rarity in this series' own history,
-    /// [`super::stages::RankCalibration`]; between: geometric blend).
-    pub rank_calibration: f64,
 }
 
 impl Default for DetectorConfig {
@@ -97,7 +93,6 @@ impl Default for DetectorConfig {
             shift_alpha: 0.001,
             spatial_score: 1.0,
             spatial_tolerance: 0.05,
-            rank_calibration: 0.0,
         }
     }
 }
@@ -129,7 +124,6 @@ impl DetectorConfig {
             "shift_alpha" => self.shift_alpha = x,
             "spatial_score" => self.spatial_score = x,
             "spatial_tolerance" => self.spatial_tolerance = x,
-            "rank_calibration" => self.rank_calibration = x,
             _ => return false,
         }
         true
@@ -183,7 +177,6 @@ impl DetectorConfig {
         };
         unit("novelty_damp", self.novelty_damp)?;
         unit("spatial_score", self.spatial_score)?;
-        unit("rank_calibration", self.rank_calibration)?;
         if !(self.ctx_res > 0.0 && self.ctx_res <= 8.0) {
             return Err(ConfigError::OutOfRange {
                 name: "ctx_res",

@@ -47,7 +47,8 @@
 //!
 //! For the product's own series (a device's daily water or energy total, the
 //! platform's ingest and rejection rates per minute), use [`SeriesMonitor`]: a
-//! rank-based monitor with a two-week warm-up and one alarm per episode.
+//! rank-based monitor (a robust local line and the MAD around it) with a two-week
+//! warm-up and one alarm per episode.
 
 mod config;
 mod monitor;
@@ -60,7 +61,7 @@ pub use stages::{CTX_WORDS, SHIFT_WINDOW, SHORT_WINDOW};
 use crate::error::ConfigError;
 use stages::{
     gauss_tail_score_bound, neg_ln_gauss_tail, tail_to_score, ContextNovelty, Likelihood,
-    MeanShift, RankCalibration, Refractory, SpatialRange,
+    MeanShift, Refractory, SpatialRange,
 };
 
 /// Number of time-of-day buckets of the seasonal profile.
@@ -83,7 +84,6 @@ pub struct StreamingDetector {
     shift: MeanShift,
     range: SpatialRange,
     refractory: Refractory,
-    rank: RankCalibration,
     season: [f32; SEASON_BUCKETS],
     season_seen: [u8; SEASON_BUCKETS],
 }
@@ -107,7 +107,6 @@ impl StreamingDetector {
             shift: MeanShift::default(),
             range: SpatialRange::new(0.0),
             refractory: Refractory::default(),
-            rank: RankCalibration::default(),
             season: [0.0; SEASON_BUCKETS],
             season_seen: [0; SEASON_BUCKETS],
         })
@@ -256,13 +255,7 @@ impl StreamingDetector {
             if let Some(zs) = z_shift {
                 ev = tail_stage(ev, c.shift_weight * window_novelty, zs);
             }
-            let ev = ev.clamp(0.0, 1.0);
-            if c.rank_calibration > 0.0 {
-                let cal = self.rank.calibrate(ev);
-                (ev.powf(1.0 - c.rank_calibration) * cal.powf(c.rank_calibration)).clamp(0.0, 1.0)
-            } else {
-                ev
-            }
+            ev.clamp(0.0, 1.0)
         } else {
             0.0
         };

@@ -174,53 +174,6 @@ impl SpatialRange {
     }
 }
 
-/// Bins of [`RankCalibration`] (4 per halving of the evidence, from `2^-7.75` to 1).
-pub const RANK_BINS: usize = 32;
-
-/// Rank calibration of the evidence against the series' own history: a histogram of
-/// past evidence values in log-spaced bins (4 per halving; everything below
-/// `2^-7.75` in the lowest bin), counts halved when one saturates (so old history
-/// fades). The calibrated evidence is `-ln` of the fraction of past points whose
-/// evidence was at least as high, mapped NAB-style to `[0, 1]`: the same value
-/// means "as rare in this series" on every series, whatever its noise.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RankCalibration {
-    hist: [u16; RANK_BINS],
-    total: u32,
-}
-
-impl RankCalibration {
-    fn bin(evidence: f64) -> usize {
-        if evidence <= 0.0 {
-            return 0;
-        }
-        let b = (RANK_BINS as f64 + 4.0 * evidence.log2()).floor();
-        b.clamp(0.0, RANK_BINS as f64 - 1.0) as usize
-    }
-
-    /// Calibrated evidence of `evidence` (before it is counted), then count it.
-    pub fn calibrate(&mut self, evidence: f64) -> f64 {
-        let b = Self::bin(evidence);
-        let above: u32 = self.hist[b + 1..].iter().map(|&c| u32::from(c)).sum();
-        let tail = (f64::from(above) + 0.5 * f64::from(self.hist[b]) + 1.0)
-            / (f64::from(self.total) + 1.0);
-        let out = if evidence > 0.0 {
-            tail_to_score(-tail.min(1.0).ln())
-        } else {
-            0.0
-        };
-        if self.hist[b] == u16::MAX {
-            for c in &mut self.hist {
-                *c /= 2;
-            }
-            self.total = self.hist.iter().map(|&c| u32::from(c)).sum();
-        }
-        self.hist[b] += 1;
-        self.total += 1;
-        out
-    }
-}
-
 /// Refractory suppression: the reported score is the evidence in excess of a decaying
 /// memory of the recent peak evidence, so one event gives one strong alarm.
 #[derive(Debug, Clone, Copy, Default)]
@@ -335,24 +288,6 @@ mod tests {
         assert!(s.observe(15.0, 1e-9) <= 0.0);
         assert!(s.observe(20.4, 1e-9) < 0.05); // 4 % above the range of 10
         assert!((s.observe(9.0, 1e-9) - 1.0 / 10.4).abs() < 1e-12);
-    }
-
-    #[test]
-    fn rank_calibration_scores_rarity_not_size() {
-        // Two series with evidence twice apart (one octave, 4 bins): the same ranks,
-        // the same scores.
-        let (mut a, mut b) = (RankCalibration::default(), RankCalibration::default());
-        let (mut sa, mut sb) = (0.0, 0.0);
-        for i in 0..2000u32 {
-            let e = 0.005 * f64::from(i % 50 + 1);
-            sa = a.calibrate(e);
-            sb = b.calibrate(2.0 * e);
-        }
-        assert!(sa > 0.1 && (sa - sb).abs() < 1e-12, "{sa} vs {sb}");
-        // A value above everything seen is rare; a common one is not.
-        assert!(a.calibrate(0.9) > 0.3);
-        assert!(a.calibrate(0.001) < 0.01);
-        assert_eq!(a.calibrate(0.0), 0.0);
     }
 
     #[test]
