@@ -6,7 +6,7 @@
 //! eval nab detect --input FILE.csv --output OUT.csv
 //! eval nab score  --results DIR --windows windows.json [--profiles profiles.json] [--data DIR]
 //! eval nab run    [--nab ../shared/datasets/nab] [--out target/nab-results] [--set name=value]...
-//! eval nab cv     [--nab ../shared/datasets/nab] [--grid name=v1,v2,...]... [--set name=value]...
+//! eval nab cv     [--nab ../shared/datasets/nab] [--grid name=v1,v2,...]... [--set name=value]... [--out DIR]
 //! ```
 //! Progress goes to standard error, the report to standard output.
 
@@ -142,6 +142,10 @@ enum NabCommand {
         /// Override a detector parameter for every candidate (`name=value`, repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         sets: Vec<String>,
+        /// Also write every held-out file's results (each with its fold's parameters)
+        /// here, so that `eval nab score --results DIR` can score them.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -271,7 +275,12 @@ fn nab(cmd: NabCommand) -> anyhow::Result<()> {
                 analytics::StreamingDetector::state_size()
             );
         }
-        NabCommand::Cv { nab, grid, sets } => {
+        NabCommand::Cv {
+            nab,
+            grid,
+            sets,
+            out,
+        } => {
             let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
             let base = files::apply_overrides(DetectorConfig::default(), &sets)
                 .map_err(anyhow::Error::msg)?;
@@ -296,6 +305,19 @@ fn nab(cmd: NabCommand) -> anyhow::Result<()> {
             })
             .map_err(anyhow::Error::msg)?;
             print!("{}", eval::nab::cv::format_report(&report));
+            if let Some(out) = out {
+                let data = nab.join("data");
+                for key in windows.keys() {
+                    let cat = eval::nab::cv::category_of(key);
+                    let Some(fold) = report.folds.iter().find(|f| f.category == cat) else {
+                        bail!("{key}: no fold for category {cat}");
+                    };
+                    let cfg = report.candidates[fold.chosen].cfg;
+                    files::detect_file(&files::keyed(&data, key), &files::keyed(&out, key), cfg)
+                        .map_err(anyhow::Error::msg)?;
+                }
+                println!("held-out results written to {}", out.display());
+            }
         }
     }
     Ok(())

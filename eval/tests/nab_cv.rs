@@ -134,6 +134,8 @@ fn run_cv(dir: &Path) -> Parsed {
             // Without the spatial stage only the mean-shift stage sees catB's shift.
             "--set",
             "spatial_score=0",
+            "--out",
+            dir.join("out").to_str().unwrap_or(""),
         ])
         .output()
         .expect("run eval nab cv");
@@ -141,6 +143,11 @@ fn run_cv(dir: &Path) -> Parsed {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}\n{stdout}");
     assert!(stderr.contains("[fold 3/3]"), "progress lines: {stderr}");
+    // One results file per data file, as many rows as the data (plus the header).
+    for key in ["catA/a0.csv", "catB/b2.csv", "catC/c1.csv"] {
+        let text = fs::read_to_string(dir.join("out").join(key)).expect("held-out results");
+        assert_eq!(text.lines().count(), ROWS + 1, "{key}");
+    }
     let mut folds = Vec::new();
     let mut aggregates = Vec::new();
     let mut candidates = 0;
