@@ -6,6 +6,7 @@
 //! eval nab detect --input FILE.csv --output OUT.csv
 //! eval nab score  --results DIR --windows windows.json [--profiles profiles.json] [--data DIR]
 //! eval nab run    [--nab ../shared/datasets/nab] [--out target/nab-results] [--set name=value]...
+//! eval nab cv     [--nab ../shared/datasets/nab] [--grid name=v1,v2,...]... [--set name=value]... [--out DIR]
 //! ```
 //! Progress goes to standard error, the report to standard output.
 
@@ -127,6 +128,24 @@ enum NabCommand {
         /// Override a detector parameter by its `DetectorConfig` name (`name=value`, repeatable).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         sets: Vec<String>,
+    },
+    /// Leave-one-category-out cross-validation: parameters chosen from a small grid on
+    /// the other categories, each category scored held out, beside the full-subset score.
+    Cv {
+        /// The NAB corpus (data/, windows.json, profiles.json).
+        #[arg(long, default_value = "../shared/datasets/nab")]
+        nab: PathBuf,
+        /// A grid axis `name=v1,v2,...` (repeatable; the first value is the default).
+        /// Without any, the built-in grid (`eval::nab::cv::default_grid`).
+        #[arg(long = "grid", value_name = "NAME=V1,V2,...")]
+        grid: Vec<String>,
+        /// Override a detector parameter for every candidate (`name=value`, repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        /// Also write every held-out file's results (each with its fold's parameters)
+        /// here, so that `eval nab score --results DIR` can score them.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -255,6 +274,50 @@ fn nab(cmd: NabCommand) -> anyhow::Result<()> {
                 "\ndetector state: {} bytes per series (size_of::<StreamingDetector>())",
                 analytics::StreamingDetector::state_size()
             );
+        }
+        NabCommand::Cv {
+            nab,
+            grid,
+            sets,
+            out,
+        } => {
+            let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+            let base = files::apply_overrides(DetectorConfig::default(), &sets)
+                .map_err(anyhow::Error::msg)?;
+            let axes = if grid.is_empty() {
+                eval::nab::cv::default_grid()
+            } else {
+                grid.iter()
+                    .map(|g| eval::nab::cv::parse_axis(g))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(anyhow::Error::msg)
+                    .context("--grid")?
+            };
+            let candidates = eval::nab::cv::expand_grid(base, &axes).map_err(anyhow::Error::msg)?;
+            let windows =
+                files::load_windows(&nab.join("windows.json")).map_err(anyhow::Error::msg)?;
+            let profiles =
+                files::load_profiles(&nab.join("profiles.json")).map_err(anyhow::Error::msg)?;
+            let series =
+                files::load_corpus(&nab.join("data"), &windows).map_err(anyhow::Error::msg)?;
+            let report = eval::nab::cv::run_cv(&series, &windows, &profiles, &candidates, |line| {
+                eprintln!("{line}")
+            })
+            .map_err(anyhow::Error::msg)?;
+            print!("{}", eval::nab::cv::format_report(&report));
+            if let Some(out) = out {
+                let data = nab.join("data");
+                for key in windows.keys() {
+                    let cat = eval::nab::cv::category_of(key);
+                    let Some(fold) = report.folds.iter().find(|f| f.category == cat) else {
+                        bail!("{key}: no fold for category {cat}");
+                    };
+                    let cfg = report.candidates[fold.chosen].cfg;
+                    files::detect_file(&files::keyed(&data, key), &files::keyed(&out, key), cfg)
+                        .map_err(anyhow::Error::msg)?;
+                }
+                println!("held-out results written to {}", out.display());
+            }
         }
     }
     Ok(())

@@ -9,8 +9,22 @@ use std::process::Command;
 use analytics::{DetectorConfig, StreamingDetector};
 use eval::nab::{parse_data_line, parse_profiles, parse_windows, score_corpus, FileScores};
 
+/// The NAB development subset: `$NAB_DIR`, else `shared/datasets/nab` beside the
+/// checkout (`/work/main` → `/work/shared`, or a worktree one level deeper).
 fn nab_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/nab")
+    if let Some(d) = std::env::var_os("NAB_DIR") {
+        return PathBuf::from(d);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        root.join("../../shared/datasets/nab"),
+        root.join("../../../shared/datasets/nab"),
+    ];
+    candidates
+        .iter()
+        .find(|d| d.join("windows.json").is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates[0].clone())
 }
 
 fn tmp(name: &str) -> PathBuf {

@@ -44,11 +44,18 @@
 //!    reported after `warmup` points.
 //!
 //! Non-finite values are ignored: the state is not touched and the score is 0.
+//!
+//! For the product's own series (a device's daily water or energy total, the
+//! platform's ingest and rejection rates per minute), use [`SeriesMonitor`]: a
+//! rank-based monitor (a robust local line and the MAD around it) with a two-week
+//! warm-up and one alarm per episode.
 
 mod config;
+mod monitor;
 pub mod stages;
 
 pub use config::DetectorConfig;
+pub use monitor::{Anomaly, Direction, MonitorConfig, SeriesMonitor, MONITOR_WINDOW};
 pub use stages::{CTX_WORDS, SHIFT_WINDOW, SHORT_WINDOW};
 
 use crate::error::ConfigError;

@@ -211,3 +211,37 @@ fn short_name(n: &str) -> &str {
 pub fn keyed(dir: &Path, key: &str) -> PathBuf {
     dir.join(key)
 }
+
+/// Load every data file listed in windows.json from `data/<key>` into memory (for
+/// `eval nab cv`).
+pub fn load_corpus(
+    data: &Path,
+    windows: &BTreeMap<String, Vec<Window>>,
+) -> Result<Vec<crate::nab::cv::Series>, String> {
+    let mut out = Vec::with_capacity(windows.len());
+    for key in windows.keys() {
+        let path = data.join(key);
+        let text = read_text(&path)?;
+        let mut lines = text.lines();
+        let header = lines
+            .next()
+            .ok_or_else(|| format!("{}: empty file", path.display()))?;
+        check_data_header(header).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (mut timestamps, mut values) = (Vec::new(), Vec::new());
+        for (i, line) in lines.enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let row =
+                parse_data_line(line, i + 2).map_err(|e| format!("{}: {e}", path.display()))?;
+            timestamps.push(row.ts_ms);
+            values.push(row.value);
+        }
+        out.push(crate::nab::cv::Series {
+            key: key.clone(),
+            timestamps,
+            values,
+        });
+    }
+    Ok(out)
+}

@@ -4,6 +4,7 @@
 
 pub mod corpus;
 pub mod csv;
+pub mod cv;
 pub mod error;
 pub mod files;
 pub mod labels;
