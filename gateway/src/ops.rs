@@ -13,6 +13,8 @@
 //! The counters come from [`Metrics`] (kept by ingest), the spool and the state
 //! database; this module only reads them.
 
+pub mod rate_watch;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -46,6 +48,7 @@ pub struct Ops {
     checked: AtomicBool,
     gap_bursts: AtomicU64,
     session_takeovers: AtomicU64,
+    rate_alerts: [AtomicU64; 2],
     telemetry_deleted: AtomicU64,
     audit_deleted: AtomicU64,
     started: Instant,
@@ -62,6 +65,7 @@ struct Seen {
     connect_times: VecDeque<Instant>,
     takeover_warned: Option<Instant>,
     maintenance_errors: u64,
+    rates: rate_watch::RateWatch,
 }
 
 impl Ops {
@@ -92,6 +96,7 @@ impl Ops {
             checked: AtomicBool::new(false),
             gap_bursts: AtomicU64::new(0),
             session_takeovers: AtomicU64::new(0),
+            rate_alerts: [AtomicU64::new(0), AtomicU64::new(0)],
             telemetry_deleted: AtomicU64::new(0),
             audit_deleted: AtomicU64::new(0),
             started: Instant::now(),
@@ -235,6 +240,29 @@ impl Ops {
                 ));
             }
             seen.maintenance_errors = errs;
+        }
+
+        // The platform's own rates: a collapse of ingest or a surge of rejections.
+        let rejected = m.rejected.load(Relaxed);
+        for alert in seen
+            .rates
+            .sample(crate::clock::now_ms(), m.received.load(Relaxed), rejected)
+        {
+            let i = match alert.series {
+                rate_watch::Series::Received => 0,
+                rate_watch::Series::Rejected => 1,
+            };
+            self.rate_alerts[i].fetch_add(1, Relaxed);
+            tracing::warn!(
+                series = alert.series.as_str(),
+                per_minute = alert.per_minute.round(),
+                expected = alert.expected.round(),
+                direction = ?alert.direction,
+                "Platform rate anomaly: {} messages per minute {} against about {} expected from the last hour. A fall in received means fixtures or the broker went quiet; a rise in rejected, a device or firmware sending what the contract refuses (see /dead-letters).",
+                alert.series.as_str(),
+                alert.per_minute.round(),
+                alert.expected.round()
+            );
         }
 
         // A burst of sequence gaps: messages lost before the gateway.
@@ -409,6 +437,16 @@ impl Ops {
             "sequence_gap_bursts",
             "Warnings raised for a burst of sequence gaps (broker queue or in-flight limits).",
             self.gap_bursts.load(Relaxed),
+        );
+        counter(
+            "platform_rate_alerts_received",
+            "Anomalies in the per-minute rate of received messages (one per episode).",
+            self.rate_alerts[0].load(Relaxed),
+        );
+        counter(
+            "platform_rate_alerts_rejected",
+            "Anomalies in the per-minute rate of rejected messages (one per episode).",
+            self.rate_alerts[1].load(Relaxed),
         );
         counter(
             "mqtt_session_takeovers",
