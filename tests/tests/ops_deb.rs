@@ -58,7 +58,7 @@ fn the_deb_installs_and_the_gateway_runs_from_it() {
     }
 
     run(Command::new("dpkg").arg("-i").arg(&deb));
-    let installed = (|| {
+    let installed = || {
         let version = run(Command::new("/usr/bin/gateway").arg("--version"));
         assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
         let checked = run(Command::new("/usr/bin/gateway").args([
@@ -80,7 +80,7 @@ fn the_deb_installs_and_the_gateway_runs_from_it() {
         ] {
             assert!(unit.contains(line), "{line} missing in the unit");
         }
-    });
+    };
     let result = std::panic::catch_unwind(installed);
     run(Command::new("dpkg").args(["--purge", "fixture-gateway"]));
     assert!(!Path::new("/usr/bin/gateway").exists(), "purged");
