@@ -743,7 +743,7 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
 /// flow threshold and the drift threshold around `base` (few parameters, coarse steps).
 pub fn candidates(base: &RulesConfig) -> Vec<(String, RulesConfig)> {
     let mut v = Vec::new();
-    for leak in [1.5f32, 2.5, 4.0] {
+    for leak in [2.0f32, 3.5] {
         for drift in [0.8f32, 1.2] {
             let mut c = base.clone();
             c.leak_min_ml_per_min = leak;

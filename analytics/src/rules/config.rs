@@ -146,7 +146,7 @@ impl Default for RulesConfig {
             low_pressure_readings: 2,
             drift_min_c: 1.0,
             drift_k: 8.0,
-            drift_min_baseline: 6,
+            drift_min_baseline: 16,
             usage_min_days: 10,
             usage_water: UsageThresholds {
                 k: 4.0,

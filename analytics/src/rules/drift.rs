@@ -5,7 +5,8 @@
 //! people shows several clusters of temperatures, and which of them showered lately
 //! varies. A drifting sensor moves **every** cluster the same way, so the rule watches
 //! both ends of the range: the second-lowest and second-highest temperature of the
-//! last sessions against those of a baseline of many sessions over several days. Only
+//! last sessions against the lowest and highest of a baseline of many sessions over
+//! several days (every user is in it). Only
 //! when both ends moved the same way by more than `drift_min_c` is it the sensor; a
 //! person away moves one end, a guest with other tastes widens it.
 //!
@@ -21,7 +22,7 @@ use super::stats::SampleWindow;
 
 const BASELINE_EVERY_MS: i64 = 2 * protocol::catalog::DAY_MS;
 /// The baseline spans at least this much time before the rule judges.
-const WARM_SPAN_MS: i64 = 4 * protocol::catalog::DAY_MS;
+const WARM_SPAN_MS: i64 = 6 * protocol::catalog::DAY_MS;
 /// Sessions in the recent window.
 const RECENT: usize = 8;
 /// Consecutive sessions the shift must be seen in (a random subset of a household's
@@ -40,9 +41,9 @@ pub struct TemperatureDrift {
     active: bool,
 }
 
-/// The second-lowest and second-highest of a window (the lowest and highest of one
-/// of two samples), °C.
-fn ends<const N: usize>(w: &SampleWindow<N>) -> Option<(f32, f32)> {
+/// The lowest and highest of a window, or with `trim` the second-lowest and
+/// second-highest (one odd session does not move them), °C.
+fn ends<const N: usize>(w: &SampleWindow<N>, trim: bool) -> Option<(f32, f32)> {
     let mut buf = [0.0f32; N];
     let mut n = 0;
     for (slot, x) in buf.iter_mut().zip(w.iter()) {
@@ -54,7 +55,7 @@ fn ends<const N: usize>(w: &SampleWindow<N>) -> Option<(f32, f32)> {
         return None;
     }
     v.sort_by(f32::total_cmp);
-    let trim = usize::from(v.len() >= 4);
+    let trim = usize::from(trim && v.len() >= 4);
     Some((v[trim], v[v.len() - 1 - trim]))
 }
 
@@ -72,14 +73,15 @@ impl TemperatureDrift {
         }
         let first = self.first_ts_ms.get_or_insert(ts_ms);
         self.recent_c.push(temp_c);
-        let warm = self.baseline_c.len() >= usize::from(cfg.drift_min_baseline)
+        // Warm once the baseline is full (every user seen a few times) and spans days.
+        let warm = self.baseline_c.len() >= usize::from(cfg.drift_min_baseline).min(16)
             && ts_ms - first >= WARM_SPAN_MS;
         let mut verdict = None;
         let mut calm = true;
         if let (true, Some((base_lo, base_hi)), Some((lo, hi))) = (
             warm && self.recent_c.len() >= RECENT,
-            ends(&self.baseline_c),
-            ends(&self.recent_c),
+            ends(&self.baseline_c, false),
+            ends(&self.recent_c, true),
         ) {
             let (d_lo, d_hi) = (lo - base_lo, hi - base_hi);
             // Both ends moved the same way: the smaller move is the sensor's.

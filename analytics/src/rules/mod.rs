@@ -91,6 +91,9 @@ const SLOTS: usize = 11;
 
 /// Clock calls further apart than this do not teach the device's clock offset.
 const CLOCK_LAG_MAX_PERIOD_MS: i64 = 15 * 60_000;
+/// A device clock further off than this is not learnt as an offset (a clock set to a
+/// local time is at most 14 h off UTC): such a lag is silence or a backlog.
+const MAX_CLOCK_OFFSET_MS: i64 = 14 * 3_600_000;
 const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Leak,
     Slot::LongWash,
@@ -716,11 +719,16 @@ impl DeviceRules {
         // plus the time since the message arrived, under one clock period when the
         // previous clock call was recent (else the lag says nothing).
         let fresh = std::mem::take(&mut self.fresh_since_clock);
-        if fresh && previous_clock.is_some_and(|p| now - p <= CLOCK_LAG_MAX_PERIOD_MS) {
+        // The very first lag is taken too (the gateway sweeps soon after a first message).
+        if fresh
+            && previous_clock.is_none_or(|p| now - p <= CLOCK_LAG_MAX_PERIOD_MS)
+            && (now - heard_ts).abs() <= MAX_CLOCK_OFFSET_MS
+        {
             self.clock_lags_s.push(((now - heard_ts) / 1000) as f32);
         }
         // On the gateway's clock.
-        let last_heard = heard_ts + self.clock_offset_ms();
+        let offset = self.clock_offset_ms();
+        let last_heard = heard_ts + offset;
         let silent_after = self.silent_after_ms(cfg);
         let silent = now - last_heard > silent_after;
         if silent {
@@ -729,9 +737,9 @@ impl DeviceRules {
                 &mut self.latches,
                 Slot::Silent,
                 true,
-                last_heard,
+                heard_ts,
                 now,
-                || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}),
+                || json!({"source": "analytics", "last_heard_ts_ms": heard_ts, "clock_offset_ms": offset, "report_interval_ms": interval, "silent_after_ms": silent_after}),
                 out,
             );
             return;
@@ -741,9 +749,8 @@ impl DeviceRules {
             .last_session_ts_ms
             .get()
             .or(self.first_heard_ts_ms.get())
-            .unwrap_or(heard_ts)
-            + self.clock_offset_ms();
-        if now - since >= cfg.unused_after_ms
+            .unwrap_or(heard_ts);
+        if now - self.clock_offset_ms() - since >= cfg.unused_after_ms
             && !self.latches.get(Slot::Unused as usize).is_active()
         {
             let after = cfg.unused_after_ms;
