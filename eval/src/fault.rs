@@ -313,35 +313,40 @@ pub fn run_configs(
     let mut water_days: Vec<BTreeMap<i64, (u64, u32, u32)>> =
         vec![BTreeMap::new(); cfg.devices as usize];
     let mut session_since: Vec<bool> = vec![false; cfg.devices as usize];
-    let mut collect =
-        |c: usize, device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
-            let episodes = &mut episodes[c];
-            for f in out.drain(..) {
-                if c == 0 && trace == Some(device) {
-                    traced.push(serde_json::to_string(&f).unwrap_or_default());
-                }
-                report.findings += 1;
-                let key = key_of(&f.kind);
-                if f.state == FindingState::Cleared {
-                    report.cleared += 1;
-                    if let Some(open) = episodes
-                        .iter_mut()
-                        .rev()
-                        .find(|e| e.device == device && e.key == key && e.cleared.is_none())
-                    {
-                        open.cleared = Some(f.at_ts_ms);
-                    }
-                    continue;
-                }
-                episodes.push(Episode {
-                    device,
-                    key,
-                    at: f.at_ts_ms,
-                    cleared: None,
-                    evidence: f.evidence.to_string(),
-                });
+    let mut collect = |c: usize,
+                       device: u32,
+                       out: &mut Vec<analytics::rules::Finding>,
+                       report: &mut Report,
+                       true_now: i64| {
+        let episodes = &mut episodes[c];
+        for f in out.drain(..) {
+            if c == 0 && trace == Some(device) {
+                traced.push(serde_json::to_string(&f).unwrap_or_default());
             }
-        };
+            report.findings += 1;
+            let key = key_of(&f.kind);
+            if f.state == FindingState::Cleared {
+                report.cleared += 1;
+                if let Some(open) = episodes
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.device == device && e.key == key && e.cleared.is_none())
+                {
+                    open.cleared = Some(true_now);
+                }
+                continue;
+            }
+            // Scored on true time (the truth's): a device clock may be hours off,
+            // and the finding's own times are the device's.
+            episodes.push(Episode {
+                device,
+                key,
+                at: true_now,
+                cleared: None,
+                evidence: f.evidence.to_string(),
+            });
+        }
+    };
     while let Some(batch) = fleet.next_batch() {
         day += 1;
         let mut parsed = Vec::with_capacity(batch.len());
@@ -368,7 +373,7 @@ pub fn run_configs(
                     for (i, r) in rules[c].iter_mut().enumerate() {
                         r.on_clock(rc, next_clock, &mut out);
                         if !out.is_empty() {
-                            collect(c, i as u32, &mut out, report);
+                            collect(c, i as u32, &mut out, report, next_clock);
                         }
                     }
                     report.clock_time += t0.elapsed();
@@ -428,7 +433,7 @@ pub fn run_configs(
                 report.rules_time += t0.elapsed();
                 report.messages += 1;
                 if !out.is_empty() {
-                    collect(c, *device, &mut out, report);
+                    collect(c, *device, &mut out, report, *at_ms);
                 }
             }
         }
@@ -442,7 +447,7 @@ pub fn run_configs(
             for (i, r) in rules[c].iter_mut().enumerate() {
                 r.on_clock(rc, next_clock, &mut out);
                 if !out.is_empty() {
-                    collect(c, i as u32, &mut out, report);
+                    collect(c, i as u32, &mut out, report, next_clock);
                 }
             }
         }

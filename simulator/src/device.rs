@@ -418,7 +418,19 @@ impl SimDevice {
             }
             None => self.household.day_usage(self.model, day_ms, &mut self.rng),
         };
+        // The weekly cleaning programme (a toilet of the `cleaning` variant).
+        let mut clean_at = self.variant.cleaning.and_then(|(weekday, hour)| {
+            let today = (day_ms.div_euclid(DAY_MS) + 3).rem_euclid(7);
+            (self.model == Model::Toilet && today == weekday).then_some(day_ms + hour * 3_600_000)
+        });
         for u in uses {
+            if let Some(at) = clean_at.filter(|&at| at <= u.start_ms) {
+                clean_at = None;
+                if at > self.t && at < self.end_ms {
+                    self.idle_until(at, out);
+                    self.clean(at, out);
+                }
+            }
             if u.start_ms >= self.end_ms || u.start_ms <= self.t {
                 continue;
             }
@@ -428,7 +440,27 @@ impl SimDevice {
             self.idle_until(u.start_ms, out);
             self.play(u, out);
         }
+        if let Some(at) = clean_at.filter(|&at| at > self.t && at < self.end_ms) {
+            self.idle_until(at, out);
+            self.clean(at, out);
+        }
         self.idle_until((day_ms + DAY_MS).min(self.end_ms), out);
+    }
+
+    /// A cleaning programme from `s`: six minutes rinsing at 50 ml/s (about 18 l).
+    fn clean(&mut self, s: i64, out: &mut Vec<OutMessage>) {
+        let clean_in = |ml| In {
+            demand: Demand::Clean,
+            ml,
+            ..In::default()
+        };
+        self.tick(s, clean_in(0.0), out);
+        let mut t = s;
+        while t + 5_000 <= s + 6 * 60_000 {
+            t += 5_000;
+            self.tick(t, clean_in(50.0 * 5.0), out);
+        }
+        self.tick(t + 5_000, In::default(), out);
     }
 
     fn idle_until(&mut self, until: i64, out: &mut Vec<OutMessage>) {
@@ -697,7 +729,9 @@ impl SimDevice {
         let outputs = node.tick(dev_t, &sample);
         // Burst-cadence firmware: telemetry every few seconds while water runs.
         if let Some((_, running)) = self.variant.burst {
-            if (ml > 0.0 || input.demand != Demand::None) && t - self.last_burst_ms >= running {
+            if (ml > 0.0 || input.demand != Demand::None)
+                && t.saturating_sub(self.last_burst_ms) >= running
+            {
                 self.last_burst_ms = t;
                 let _ = node.queue_telemetry(dev_t);
             }

@@ -325,17 +325,21 @@ pub enum VariantFamily {
     SmallLeak,
     /// Leaks that run only at night (00:00–06:00) and come back every night.
     NightLeak,
+    /// Toilets that run a weekly cleaning programme (6 minutes, about 18 l), reported as
+    /// a contract v1.1 `cleaning` session.
+    Cleaning,
 }
 
 impl VariantFamily {
     /// All families.
-    pub const ALL: [VariantFamily; 6] = [
+    pub const ALL: [VariantFamily; 7] = [
         VariantFamily::BurstCadence,
         VariantFamily::SilentFirmware,
         VariantFamily::SharedShower,
         VariantFamily::ClockOffset,
         VariantFamily::SmallLeak,
         VariantFamily::NightLeak,
+        VariantFamily::Cleaning,
     ];
 
     /// Snake-case name, as on the command line and in the truth.
@@ -347,6 +351,7 @@ impl VariantFamily {
             VariantFamily::ClockOffset => "clock_offset",
             VariantFamily::SmallLeak => "small_leak",
             VariantFamily::NightLeak => "night_leak",
+            VariantFamily::Cleaning => "cleaning",
         }
     }
 
@@ -363,7 +368,7 @@ pub struct Variants(pub std::collections::BTreeMap<VariantFamily, f64>);
 #[derive(Debug, thiserror::Error)]
 pub enum VariantSpecError {
     /// Unknown family name.
-    #[error("unknown variant family `{0}` (known: none, all, burst_cadence, silent_firmware, shared_shower, clock_offset, small_leak, night_leak)")]
+    #[error("unknown variant family `{0}` (known: none, all, burst_cadence, silent_firmware, shared_shower, clock_offset, small_leak, night_leak, cleaning)")]
     UnknownFamily(String),
     /// Not a probability.
     #[error("bad variant probability `{0}` (expected a number from 0 to 1)")]
@@ -422,28 +427,33 @@ pub struct DeviceVariant {
     pub small_leak: bool,
     /// Leaks run at night only.
     pub night_leak: bool,
+    /// A weekly cleaning programme (toilets): weekday (0 = Monday) and hour.
+    pub cleaning: Option<(i64, i64)>,
 }
 
 impl DeviceVariant {
     /// Draws a device's variants.
     pub fn draw(rng: &mut StdRng, v: &Variants) -> DeviceVariant {
         use rand::Rng;
-        let mut hit = |f: VariantFamily| {
+        let hit = |rng: &mut StdRng, f: VariantFamily| {
             let p = v.p(f);
             // Always draw, so that one family's probability does not move another's.
             let u: f64 = rng.random();
             u < p
         };
-        let burst = hit(VariantFamily::BurstCadence);
-        let silent_firmware = hit(VariantFamily::SilentFirmware);
-        let clock = hit(VariantFamily::ClockOffset);
-        let small_leak = hit(VariantFamily::SmallLeak);
-        let night_leak = hit(VariantFamily::NightLeak);
+        let burst = hit(rng, VariantFamily::BurstCadence);
+        let silent_firmware = hit(rng, VariantFamily::SilentFirmware);
+        let clock = hit(rng, VariantFamily::ClockOffset);
+        let small_leak = hit(rng, VariantFamily::SmallLeak);
+        let night_leak = hit(rng, VariantFamily::NightLeak);
         let periodic = [5, 15, 30, 60][rng.random_range(0..4)] * 60_000;
         let running = [30, 60, 120][rng.random_range(0..3)] * 1000;
         let hours = rng.random_range(1..=8) * if rng.random_bool(0.5) { 1 } else { -1 };
         let drift = rng.random_range(-300_000..=300_000);
+        let cleaning = hit(rng, VariantFamily::Cleaning);
+        let clean_at = (rng.random_range(0..7), rng.random_range(1..6));
         DeviceVariant {
+            cleaning: cleaning.then_some(clean_at),
             burst: burst.then_some((periodic, running)),
             silent_firmware,
             clock: clock.then_some((hours * HOUR, drift)),
@@ -488,6 +498,12 @@ impl DeviceVariant {
         if self.small_leak {
             add(VariantFamily::SmallLeak, "leaks of 3–12 ml/min".into());
         }
+        if let Some((day, hour)) = self.cleaning {
+            add(
+                VariantFamily::Cleaning,
+                format!("cleaning programme weekday {day} at {hour:02}:00 (toilets)"),
+            );
+        }
         if self.night_leak {
             add(
                 VariantFamily::NightLeak,
@@ -499,3 +515,95 @@ impl DeviceVariant {
 }
 
 const HOUR: i64 = 3_600_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::message::Telemetry;
+
+    fn small() -> FleetConfig {
+        FleetConfig {
+            devices: 24,
+            days: 4,
+            end_ms: 1_764_000_000_000,
+            seed: 3,
+            ..FleetConfig::default()
+        }
+    }
+
+    fn run(variants: &Variants) -> (Vec<OutMessage>, Vec<Truth>) {
+        let mut fleet = Fleet::with_variants(small(), variants).expect("valid fleet");
+        let mut all = Vec::new();
+        while let Some(batch) = fleet.next_batch() {
+            all.extend(batch);
+        }
+        (all, fleet.truth())
+    }
+
+    fn variant_of<'a>(truth: &'a [Truth], device: &str, family: &str) -> Option<&'a str> {
+        truth.iter().find_map(|t| match t {
+            Truth::Variant {
+                device: d,
+                variant,
+                detail,
+            } if d == device && variant == family => Some(detail.as_str()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn variant_specs_parse_and_reject_unknown_families() {
+        let v = Variants::parse("all=0.2,clock_offset=1").expect("valid");
+        assert_eq!(v.p(VariantFamily::ClockOffset), 1.0);
+        assert_eq!(v.p(VariantFamily::NightLeak), 0.2);
+        assert!(Variants::parse("none").expect("valid").0.is_empty());
+        assert!(Variants::parse("warp_drive").is_err());
+        assert!(Variants::parse("small_leak=2").is_err());
+    }
+
+    #[test]
+    fn variants_are_in_the_truth_and_leave_the_other_devices_as_they_were() {
+        let (plain, plain_truth) = run(&Variants::default());
+        assert!(!plain_truth
+            .iter()
+            .any(|t| matches!(t, Truth::Variant { .. })));
+        let (varied, truth) = run(&Variants::parse("all=0.5").expect("valid"));
+        let mut untouched = 0;
+        let mut offsets = 0;
+        let mut bursts = 0;
+        for idx in 0..24 {
+            let id = device_id(idx);
+            let of = |m: &[OutMessage]| -> Vec<OutMessage> {
+                m.iter().filter(|m| m.device == idx).cloned().collect()
+            };
+            let household_shared = (0..3)
+                .map(|k| device_id(idx / 3 * 3 + k))
+                .any(|d| variant_of(&truth, &d, "shared_shower").is_some());
+            let any = VariantFamily::ALL
+                .iter()
+                .any(|f| variant_of(&truth, &id, f.as_str()).is_some());
+            if !any && !household_shared {
+                untouched += 1;
+                assert_eq!(of(&plain), of(&varied), "{id} drew no variant");
+            }
+            if variant_of(&truth, &id, "clock_offset").is_some() {
+                offsets += 1;
+                let t = of(&varied)
+                    .into_iter()
+                    .find(|m| m.topic.ends_with("/telemetry"))
+                    .expect("telemetry");
+                let tel: Telemetry = serde_json::from_slice(&t.payload).expect("valid");
+                assert!((tel.ts - t.at_ms).abs() >= HOUR / 2, "{id}: clock is off");
+            }
+            if variant_of(&truth, &id, "burst_cadence").is_some() {
+                bursts += 1;
+                let n = of(&varied)
+                    .iter()
+                    .filter(|m| m.topic.ends_with("/telemetry"))
+                    .count();
+                assert!(n > 0, "{id} reports");
+            }
+        }
+        assert!(untouched > 0 && offsets > 0 && bursts > 0);
+    }
+}
