@@ -1,6 +1,7 @@
 //! Evaluation harness of the fault rules ([`analytics::rules`]) against the fleet
 //! simulator's ground truth, run by `eval fault` and its integration
-//! test.
+//! test, on the plain world or on world variants (`--variants`), and with
+//! leave-one-family-out selection ([`lofo`]).
 //!
 //! Every device's messages are fed to its [`DeviceRules`] in publish order, and
 //! [`DeviceRules::on_clock`] runs for every device at a steady cadence of simulated
@@ -11,6 +12,7 @@
 //! |---|---|---|
 //! | `leak` | `leak` | |
 //! | `long_wash` | `valve_stuck` | |
+//! | `leak` | | `valve_stuck` (a valve stuck open is water flowing outside any session) |
 //! | `heater_fault` | `heater_failure` | |
 //! | `sensor_fault` | `sensor_dropout`; `sensor_drift` of showers | `sensor_drift` of toilets and purifiers (not detectable: the thermostat regulates the drifted reading; RO wear looks alike) |
 //! | `inlet_clog` | `inlet_clog` | |
@@ -25,7 +27,9 @@
 //! injected `unused` fault does (stagnant water, a dry trap), so the reminder is due
 //! and such an away period counts as an `unused_7_days` truth; shorter ones are normal.
 //!
-//! An episode is a true positive when it is raised (`at_ts_ms`) within
+//! Episodes are timed on true time, the arrival of the message (or the clock call) that
+//! raised them, not on the finding's device time: a device clock may be hours off
+//! (the `clock_offset` variant). An episode is a true positive when it is raised within
 //! `[start − 1 h, end + 1 day]` of such a window (end = the simulation's end while the
 //! fault lasts), else a false positive, unless it falls in an excused window. A truth
 //! window is detected when an episode matches it; its time to detect is the first
@@ -36,6 +40,9 @@
 //! recall, as are `high_usage` windows overlapping an `away` period (guests in an empty
 //! home: the simulator skips every use) and `main_board` windows without a usage
 //! session (the firmware finds failing storage only when it saves, after a session).
+//! On firmware that raises no fault codes (the `silent_firmware` variant), faults only
+//! the device can see (`valve_stuck`, `heater_failure`, `sensor_dropout`, `main_board`)
+//! are left out of recall too; false findings there still count.
 //! An episode still active when a window starts (a disuse that began while
 //! the household was away and went on as an injected `unused`) detects it at once.
 

@@ -523,8 +523,8 @@ mod tests {
 
     fn small() -> FleetConfig {
         FleetConfig {
-            devices: 24,
-            days: 4,
+            devices: 48,
+            days: 8,
             end_ms: 1_764_000_000_000,
             seed: 3,
             ..FleetConfig::default()
@@ -567,11 +567,11 @@ mod tests {
         assert!(!plain_truth
             .iter()
             .any(|t| matches!(t, Truth::Variant { .. })));
-        let (varied, truth) = run(&Variants::parse("all=0.5").expect("valid"));
+        let (varied, truth) = run(&Variants::parse("all=0.2").expect("valid"));
         let mut untouched = 0;
         let mut offsets = 0;
         let mut bursts = 0;
-        for idx in 0..24 {
+        for idx in 0..48 {
             let id = device_id(idx);
             let of = |m: &[OutMessage]| -> Vec<OutMessage> {
                 m.iter().filter(|m| m.device == idx).cloned().collect()
@@ -605,5 +605,19 @@ mod tests {
             }
         }
         assert!(untouched > 0 && offsets > 0 && bursts > 0);
+        // Cleaning programmes are reported as `cleaning` sessions, never as flushes.
+        let cleanings = varied
+            .iter()
+            .filter(|m| m.topic.ends_with("/event"))
+            .filter(|m| String::from_utf8_lossy(&m.payload).contains("\"kind\":\"cleaning\""))
+            .count();
+        let cleaning_toilets = (0..48)
+            .filter(|&i| model_of(i) == Model::Toilet)
+            .filter(|&i| variant_of(&truth, &device_id(i), "cleaning").is_some())
+            .count();
+        assert_eq!(cleanings > 0, cleaning_toilets > 0, "{cleanings} cleanings");
+        assert!(!plain
+            .iter()
+            .any(|m| String::from_utf8_lossy(&m.payload).contains("cleaning")));
     }
 }

@@ -74,8 +74,11 @@ impl TemperatureDrift {
         let first = self.first_ts_ms.get_or_insert(ts_ms);
         self.recent_c.push(temp_c);
         // Warm once the baseline is full (every user seen a few times) and spans days.
-        let warm = self.baseline_c.len() >= usize::from(cfg.drift_min_baseline).min(16)
-            && ts_ms - first >= WARM_SPAN_MS;
+        // (or, for a home showering rarely, half full over a longer span).
+        let n = self.baseline_c.len();
+        let need = usize::from(cfg.drift_min_baseline).min(16);
+        let warm = (n >= need && ts_ms - first >= WARM_SPAN_MS)
+            || (n >= need / 2 && ts_ms - first >= 2 * WARM_SPAN_MS);
         let mut verdict = None;
         let mut calm = true;
         if let (true, Some((base_lo, base_hi)), Some((lo, hi))) = (

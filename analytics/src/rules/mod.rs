@@ -622,6 +622,12 @@ impl DeviceRules {
     }
 
     fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
+        // A cleaning programme (contract v1.1) runs by itself: its water is accounted
+        // for, but it is nobody's use and no wash or flush to judge.
+        if s.kind == SessionKind::Cleaning {
+            self.flow.on_session(s.kind, s.started_ts, s.water_ml);
+            return;
+        }
         let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
         self.last_session_ts_ms.replace(newest);
         if self.latches.get(Slot::Unused as usize).is_active() {

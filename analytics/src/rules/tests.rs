@@ -238,7 +238,7 @@ fn unexplained_flow_raises_one_leak_and_clears_when_it_stops() {
     // Three hours of unexplained flow between the blocks' lowest balances.
     let raised = all[0].at_ts_ms;
     assert!(
-        raised >= T0 + 3 * HOUR && raised <= T0 + 5 * HOUR,
+        (T0 + 3 * HOUR..=T0 + 5 * HOUR).contains(&raised),
         "raised {} h after the start",
         (raised - T0) as f64 / HOUR as f64
     );
@@ -1082,4 +1082,32 @@ fn hourly_firmware_that_reports_every_minute_while_water_runs_is_not_silent_at_n
         edges(&all)
     );
     assert!(d.rules.report_interval_ms(&d.cfg) >= 55 * MIN);
+}
+
+#[test]
+fn a_cleaning_programme_is_neither_a_long_flush_nor_a_use_nor_a_leak() {
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    // Twenty ordinary flushes, then weekly 6-minute, 18 l cleaning programmes while the
+    // household is away: no long wash, no leak, and the toilet is still unused.
+    for i in 0..20 {
+        let ts = T0 + i * HOUR;
+        all.extend(d.telemetry(ts));
+        all.extend(d.session(SessionKind::Flush, ts + 5 * MIN, 40, 6_000));
+    }
+    let mut ts = T0 + 20 * HOUR;
+    let mut next_clean = T0 + 2 * DAY;
+    while ts < T0 + 10 * DAY {
+        if ts >= next_clean {
+            all.extend(d.session(SessionKind::Cleaning, ts, 360, 18_000));
+            next_clean += 7 * DAY;
+        }
+        all.extend(d.telemetry(ts));
+        all.extend(d.clock(ts + MIN));
+        ts += 15 * MIN;
+    }
+    assert_eq!(
+        edges(&all),
+        [(FindingKind::Unused7Days, FindingState::Active)]
+    );
 }
