@@ -1,5 +1,6 @@
 //! Criterion bench of the fault rules: the per-message step (`on_telemetry` /
-//! `on_event`) over a realistic simulated stream (`simulator`, default fault mix), and
+//! `on_event`) over a realistic simulated stream (`simulator`, default fault mix, every
+//! world variant at probability 0.5), and
 //! the periodic `on_clock`. Divide the reported time per iteration by the message count
 //! (criterion's throughput line gives messages per second). Prints the bytes of state
 //! per device (`DeviceRules::state_bytes`: the struct and its model's heap block, by model).
@@ -20,16 +21,25 @@ enum Message {
 }
 
 fn stream() -> Vec<(u32, Message)> {
-    let (messages, _) = Fleet::generate_all(FleetConfig {
-        devices: DEVICES,
-        days: DAYS,
-        end_ms: 1_764_000_000_000,
-        seed: 7,
-        telemetry_every_min: 15,
-        mix: FaultMix::default_mix(),
-        inject: Vec::new(),
-    })
+    // Every world variant present (burst cadence, clocks off, shared showers, ...).
+    let variants = simulator::fleet::Variants::parse("all=0.5").expect("valid variants");
+    let mut fleet = Fleet::with_variants(
+        FleetConfig {
+            devices: DEVICES,
+            days: DAYS,
+            end_ms: 1_764_000_000_000,
+            seed: 7,
+            telemetry_every_min: 15,
+            mix: FaultMix::default_mix(),
+            inject: Vec::new(),
+        },
+        &variants,
+    )
     .expect("valid fleet configuration");
+    let mut messages = Vec::new();
+    while let Some(batch) = fleet.next_batch() {
+        messages.extend(batch);
+    }
     messages
         .iter()
         .filter_map(|m| {

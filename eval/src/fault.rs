@@ -1,6 +1,7 @@
 //! Evaluation harness of the fault rules ([`analytics::rules`]) against the fleet
 //! simulator's ground truth, run by `eval fault` and its integration
-//! test.
+//! test, on the plain world or on world variants (`--variants`), and with
+//! leave-one-family-out selection ([`lofo`]).
 //!
 //! Every device's messages are fed to its [`DeviceRules`] in publish order, and
 //! [`DeviceRules::on_clock`] runs for every device at a steady cadence of simulated
@@ -11,6 +12,7 @@
 //! |---|---|---|
 //! | `leak` | `leak` | |
 //! | `long_wash` | `valve_stuck` | |
+//! | `leak` | | `valve_stuck` (a valve stuck open is water flowing outside any session) |
 //! | `heater_fault` | `heater_failure` | |
 //! | `sensor_fault` | `sensor_dropout`; `sensor_drift` of showers | `sensor_drift` of toilets and purifiers (not detectable: the thermostat regulates the drifted reading; RO wear looks alike) |
 //! | `inlet_clog` | `inlet_clog` | |
@@ -25,7 +27,9 @@
 //! injected `unused` fault does (stagnant water, a dry trap), so the reminder is due
 //! and such an away period counts as an `unused_7_days` truth; shorter ones are normal.
 //!
-//! An episode is a true positive when it is raised (`at_ts_ms`) within
+//! Episodes are timed on true time, the arrival of the message (or the clock call) that
+//! raised them, not on the finding's device time: a device clock may be hours off
+//! (the `clock_offset` variant). An episode is a true positive when it is raised within
 //! `[start − 1 h, end + 1 day]` of such a window (end = the simulation's end while the
 //! fault lasts), else a false positive, unless it falls in an excused window. A truth
 //! window is detected when an episode matches it; its time to detect is the first
@@ -36,6 +40,9 @@
 //! recall, as are `high_usage` windows overlapping an `away` period (guests in an empty
 //! home: the simulator skips every use) and `main_board` windows without a usage
 //! session (the firmware finds failing storage only when it saves, after a session).
+//! On firmware that raises no fault codes (the `silent_firmware` variant), faults only
+//! the device can see (`valve_stuck`, `heater_failure`, `sensor_dropout`, `main_board`)
+//! are left out of recall too; false findings there still count.
 //! An episode still active when a window starts (a disuse that began while
 //! the household was away and went on as an injected `unused`) detects it at once.
 
@@ -44,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use analytics::rules::{DeviceRules, FindingKind, FindingState, Resource, RulesConfig};
 use protocol::message::{Event, EventKind, Model, Telemetry};
+use simulator::fleet::Variants;
 use simulator::{faults::FaultMix, FaultKind, Fleet, FleetConfig, Truth};
 
 use protocol::catalog::{DAY_MS, HOUR_MS};
@@ -63,6 +71,8 @@ pub struct EvalConfig {
     pub clock_every_ms: i64,
     /// Injected faults.
     pub mix: FaultMix,
+    /// World variants (firmware, clocks, households, leak shapes).
+    pub variants: Variants,
     /// The rules' thresholds.
     pub rules: RulesConfig,
     /// Device whose truth and findings are printed through `progress` (for tuning).
@@ -82,6 +92,7 @@ impl Default for EvalConfig {
             end_ms: 1_764_000_000_000,
             clock_every_ms: 5 * 60_000,
             mix: FaultMix::default_mix(),
+            variants: Variants::default(),
             rules: RulesConfig::default(),
             trace: None,
             water_dump: std::env::var("FAULT_EVAL_WATER_DUMP").ok(),
@@ -162,6 +173,8 @@ pub struct Report {
     pub cleared: u64,
     /// Bytes of state per device.
     pub state_bytes: usize,
+    /// Devices × simulated days.
+    pub device_days: f64,
 }
 
 /// The key of a finding kind in the report.
@@ -181,9 +194,10 @@ pub fn key_of(kind: &FindingKind) -> String {
 fn truth_keys(kind: FaultKind, model: Model) -> (&'static [&'static str], &'static [&'static str]) {
     match kind {
         FaultKind::Leak => (&["leak"], &["abnormal_usage:water"]),
+        // A wash valve stuck open is water flowing outside any session: a leak too.
         FaultKind::ValveStuck => (
             &["long_wash"],
-            &["abnormal_usage:water", "abnormal_usage:energy"],
+            &["abnormal_usage:water", "abnormal_usage:energy", "leak"],
         ),
         FaultKind::HeaterFailure => (&["heater_fault"], &["abnormal_usage:energy"]),
         FaultKind::InletClog => (&["inlet_clog"], &[]),
@@ -244,32 +258,47 @@ fn device_index(id: &str) -> Option<u32> {
 }
 
 /// Runs the simulation, the rules and the scoring; `progress` gets one line a day.
-pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, String> {
-    let mut fleet = Fleet::new(FleetConfig {
-        devices: cfg.devices,
-        days: cfg.days,
-        end_ms: cfg.end_ms,
-        seed: cfg.seed,
-        telemetry_every_min: 15,
-        mix: cfg.mix.clone(),
-        inject: Vec::new(),
-    })
+pub fn run(cfg: &EvalConfig, progress: impl FnMut(&str)) -> Result<Report, String> {
+    run_configs(cfg, std::slice::from_ref(&cfg.rules), progress)?
+        .pop()
+        .ok_or_else(|| "no report".to_string())
+}
+
+/// Runs the simulation once and every rule configuration of `configs` on it (side by
+/// side, each device's messages to each configuration's rules), with one report per
+/// configuration. Tracing and the water dump follow the first configuration.
+pub fn run_configs(
+    cfg: &EvalConfig,
+    configs: &[RulesConfig],
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<Report>, String> {
+    let first_rules = configs.first().ok_or("no rule configuration")?;
+    let mut fleet = Fleet::with_variants(
+        FleetConfig {
+            devices: cfg.devices,
+            days: cfg.days,
+            end_ms: cfg.end_ms,
+            seed: cfg.seed,
+            telemetry_every_min: 15,
+            mix: cfg.mix.clone(),
+            inject: Vec::new(),
+        },
+        &cfg.variants,
+    )
     .map_err(|e| e.to_string())?;
     let sim_end = fleet.end_ms();
     let sim_start = fleet.start_ms();
     let total_days = fleet.total_days();
-    let mut rules: Vec<DeviceRules> = (0..cfg.devices)
-        .map(|i| DeviceRules::new(simulator::fleet::model_of(i), &cfg.rules))
+    let mut rules: Vec<Vec<DeviceRules>> = configs
+        .iter()
+        .map(|rc| {
+            (0..cfg.devices)
+                .map(|i| DeviceRules::new(simulator::fleet::model_of(i), rc))
+                .collect()
+        })
         .collect();
-    let mut report = Report {
-        state_bytes: rules
-            .iter()
-            .map(DeviceRules::state_bytes)
-            .max()
-            .unwrap_or(0),
-        ..Report::default()
-    };
-    let mut episodes: Vec<Episode> = Vec::new();
+    let mut reports: Vec<Report> = vec![Report::default(); configs.len()];
+    let mut episodes: Vec<Vec<Episode>> = (0..configs.len()).map(|_| Vec::new()).collect();
     let mut out = Vec::new();
     let mut next_clock = fleet.start_ms() + cfg.clock_every_ms;
     let mut day = 0;
@@ -291,34 +320,40 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
     let mut water_days: Vec<BTreeMap<i64, (u64, u32, u32)>> =
         vec![BTreeMap::new(); cfg.devices as usize];
     let mut session_since: Vec<bool> = vec![false; cfg.devices as usize];
-    let mut collect =
-        |device: u32, out: &mut Vec<analytics::rules::Finding>, report: &mut Report| {
-            for f in out.drain(..) {
-                if trace == Some(device) {
-                    traced.push(serde_json::to_string(&f).unwrap_or_default());
-                }
-                report.findings += 1;
-                let key = key_of(&f.kind);
-                if f.state == FindingState::Cleared {
-                    report.cleared += 1;
-                    if let Some(open) = episodes
-                        .iter_mut()
-                        .rev()
-                        .find(|e| e.device == device && e.key == key && e.cleared.is_none())
-                    {
-                        open.cleared = Some(f.at_ts_ms);
-                    }
-                    continue;
-                }
-                episodes.push(Episode {
-                    device,
-                    key,
-                    at: f.at_ts_ms,
-                    cleared: None,
-                    evidence: f.evidence.to_string(),
-                });
+    let mut collect = |c: usize,
+                       device: u32,
+                       out: &mut Vec<analytics::rules::Finding>,
+                       report: &mut Report,
+                       true_now: i64| {
+        let episodes = &mut episodes[c];
+        for f in out.drain(..) {
+            if c == 0 && trace == Some(device) {
+                traced.push(serde_json::to_string(&f).unwrap_or_default());
             }
-        };
+            report.findings += 1;
+            let key = key_of(&f.kind);
+            if f.state == FindingState::Cleared {
+                report.cleared += 1;
+                if let Some(open) = episodes
+                    .iter_mut()
+                    .rev()
+                    .find(|e| e.device == device && e.key == key && e.cleared.is_none())
+                {
+                    open.cleared = Some(true_now);
+                }
+                continue;
+            }
+            // Scored on true time (the truth's): a device clock may be hours off,
+            // and the finding's own times are the device's.
+            episodes.push(Episode {
+                device,
+                key,
+                at: true_now,
+                cleared: None,
+                evidence: f.evidence.to_string(),
+            });
+        }
+    };
     while let Some(batch) = fleet.next_batch() {
         day += 1;
         let mut parsed = Vec::with_capacity(batch.len());
@@ -340,15 +375,17 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         }
         for (at_ms, device, p) in &parsed {
             while next_clock <= *at_ms {
-                let t0 = Instant::now();
-                for (i, r) in rules.iter_mut().enumerate() {
-                    r.on_clock(&cfg.rules, next_clock, &mut out);
-                    if !out.is_empty() {
-                        collect(i as u32, &mut out, &mut report);
+                for (c, (rc, report)) in configs.iter().zip(reports.iter_mut()).enumerate() {
+                    let t0 = Instant::now();
+                    for (i, r) in rules[c].iter_mut().enumerate() {
+                        r.on_clock(rc, next_clock, &mut out);
+                        if !out.is_empty() {
+                            collect(c, i as u32, &mut out, report, next_clock);
+                        }
                     }
+                    report.clock_time += t0.elapsed();
+                    report.clock_calls += u64::from(cfg.devices);
                 }
-                report.clock_time += t0.elapsed();
-                report.clock_calls += u64::from(cfg.devices);
                 next_clock += cfg.clock_every_ms;
             }
             if trace == Some(*device) {
@@ -393,31 +430,38 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                 sessions_at[*device as usize].push(*ts);
                 session_since[*device as usize] = true;
             }
-            let r = &mut rules[*device as usize];
-            let t0 = Instant::now();
-            match p {
-                Parsed::Telemetry(t) => r.on_telemetry(&cfg.rules, t, &mut out),
-                Parsed::Event(e) => r.on_event(&cfg.rules, e, &mut out),
-            }
-            report.rules_time += t0.elapsed();
-            report.messages += 1;
-            if !out.is_empty() {
-                collect(*device, &mut out, &mut report);
+            for (c, (rc, report)) in configs.iter().zip(reports.iter_mut()).enumerate() {
+                let r = &mut rules[c][*device as usize];
+                let t0 = Instant::now();
+                match p {
+                    Parsed::Telemetry(t) => r.on_telemetry(rc, t, &mut out),
+                    Parsed::Event(e) => r.on_event(rc, e, &mut out),
+                }
+                report.rules_time += t0.elapsed();
+                report.messages += 1;
+                if !out.is_empty() {
+                    collect(c, *device, &mut out, report, *at_ms);
+                }
             }
         }
         progress(&format!(
             "day {day}/{total_days}: {} messages, {} findings",
-            report.messages, report.findings
+            reports[0].messages, reports[0].findings
         ));
     }
     while next_clock < sim_end {
-        for (i, r) in rules.iter_mut().enumerate() {
-            r.on_clock(&cfg.rules, next_clock, &mut out);
-            if !out.is_empty() {
-                collect(i as u32, &mut out, &mut report);
+        for (c, (rc, report)) in configs.iter().zip(reports.iter_mut()).enumerate() {
+            for (i, r) in rules[c].iter_mut().enumerate() {
+                r.on_clock(rc, next_clock, &mut out);
+                if !out.is_empty() {
+                    collect(c, i as u32, &mut out, report, next_clock);
+                }
             }
         }
         next_clock += cfg.clock_every_ms;
+    }
+    for (report, rs) in reports.iter_mut().zip(&rules) {
+        report.state_bytes = rs.iter().map(DeviceRules::state_bytes).max().unwrap_or(0);
     }
 
     if let Some(idx) = trace {
@@ -444,6 +488,15 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                 if d == device && *start_ms < end && *end_ms > start)
         })
     };
+    let silent_firmware: std::collections::BTreeSet<String> = truth
+        .iter()
+        .filter_map(|t| match t {
+            Truth::Variant {
+                device, variant, ..
+            } if variant == "silent_firmware" => Some(device.clone()),
+            _ => None,
+        })
+        .collect();
     let mut windows = Vec::new();
     for t in truth.iter().cloned() {
         match t {
@@ -466,16 +519,28 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
                         } else {
                             detectable_after(key)
                         };
-                        let learning = needs_history(key, &cfg.rules);
+                        let learning = needs_history(key, first_rules);
                         // Guests in an empty home use nothing, and a main board that is never
                         // asked to save never notices: no effect to detect.
-                        let no_effect = match kind {
-                            FaultKind::HighUsage => away_overlaps(&device, start_ms, end),
-                            FaultKind::MainBoard => !sessions_at[idx as usize]
-                                .iter()
-                                .any(|&t| t >= start_ms && t < end),
-                            _ => false,
-                        };
+                        // Firmware that raises no codes hides what only the device sees
+                        // (its storage, a sensor that stops answering, its valve and heater
+                        // state): recall is not asked there, precision still is.
+                        let silent_fw = silent_firmware.contains(&device)
+                            && matches!(
+                                kind,
+                                FaultKind::ValveStuck
+                                    | FaultKind::HeaterFailure
+                                    | FaultKind::SensorDropout
+                                    | FaultKind::MainBoard
+                            );
+                        let no_effect = silent_fw
+                            || match kind {
+                                FaultKind::HighUsage => away_overlaps(&device, start_ms, end),
+                                FaultKind::MainBoard => !sessions_at[idx as usize]
+                                    .iter()
+                                    .any(|&t| t >= start_ms && t < end),
+                                _ => false,
+                            };
                         windows.push(Window {
                             device: idx,
                             key,
@@ -533,44 +598,50 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         "abnormal_usage:water",
         "abnormal_usage:energy",
     ] {
-        report.kinds.entry(key.to_string()).or_default();
+        for report in reports.iter_mut() {
+            report.kinds.entry(key.to_string()).or_default();
+        }
     }
-    for e in &episodes {
-        let score = report.kinds.entry(e.key.clone()).or_default();
-        score.episodes += 1;
-        if windows.iter().any(|w| w.counts && matches(w, e)) {
-            score.true_positives += 1;
-        } else if windows.iter().any(|w| !w.counts && matches(w, e)) {
-            score.excused += 1;
-        } else {
-            score.false_positives += 1;
-            if score.false_examples.len() < 5 {
-                score.false_examples.push((
-                    simulator::fleet::device_id(e.device),
-                    e.at,
-                    e.evidence.clone(),
-                ));
+    for (report, episodes) in reports.iter_mut().zip(&episodes) {
+        report.device_days = f64::from(cfg.devices) * (sim_end - sim_start) as f64 / DAY_MS as f64;
+        for e in episodes {
+            let score = report.kinds.entry(e.key.clone()).or_default();
+            score.episodes += 1;
+            if windows.iter().any(|w| w.counts && matches(w, e)) {
+                score.true_positives += 1;
+            } else if windows.iter().any(|w| !w.counts && matches(w, e)) {
+                score.excused += 1;
+            } else {
+                score.false_positives += 1;
+                if score.false_examples.len() < 5 {
+                    score.false_examples.push((
+                        simulator::fleet::device_id(e.device),
+                        e.at,
+                        e.evidence.clone(),
+                    ));
+                }
+            }
+        }
+        for w in windows.iter().filter(|w| w.counts && !w.censored) {
+            let score = report.kinds.entry(w.key.to_string()).or_default();
+            score.truths += 1;
+            let first = episodes
+                .iter()
+                .filter(|e| matches(w, e))
+                .map(|e| e.at)
+                .min();
+            if let Some(at) = first {
+                score.detected += 1;
+                score.ttd_ms.push((at - w.start).max(0));
+            } else if score.missed_examples.len() < 5 {
+                score
+                    .missed_examples
+                    .push((simulator::fleet::device_id(w.device), w.start, w.end));
             }
         }
     }
-    for w in windows.iter().filter(|w| w.counts && !w.censored) {
-        let score = report.kinds.entry(w.key.to_string()).or_default();
-        score.truths += 1;
-        let first = episodes
-            .iter()
-            .filter(|e| matches(w, e))
-            .map(|e| e.at)
-            .min();
-        if let Some(at) = first {
-            score.detected += 1;
-            score.ttd_ms.push((at - w.start).max(0));
-        } else if score.missed_examples.len() < 5 {
-            score
-                .missed_examples
-                .push((simulator::fleet::device_id(w.device), w.start, w.end));
-        }
-    }
     if let Some(path) = &cfg.water_dump {
+        let episodes = &episodes[0];
         use std::fmt::Write as _;
         let key = "abnormal_usage:water";
         let mut text = String::new();
@@ -608,7 +679,7 @@ pub fn run(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<Report, S
         }
         std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
     }
-    Ok(report)
+    Ok(reports)
 }
 
 /// The report as a table.
@@ -678,4 +749,213 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
         }
     }
     s
+}
+
+/// The rule configurations `eval fault --lofo` chooses among: the leak's unexplained
+/// flow threshold and the drift threshold around `base` (few parameters, coarse steps).
+pub fn candidates(base: &RulesConfig) -> Vec<(String, RulesConfig)> {
+    let mut v = Vec::new();
+    for leak in [2.0f32, 3.5] {
+        for drift in [0.8f32, 1.2] {
+            let mut c = base.clone();
+            c.leak_min_ml_per_min = leak;
+            c.drift_min_c = drift;
+            v.push((format!("leak>={leak} ml/min, drift>{drift} °C"), c));
+        }
+    }
+    v
+}
+
+/// Kinds whose analytic findings open a maintenance ticket (the rest are reminders).
+pub const TICKET_KINDS: [&str; 8] = [
+    "leak",
+    "long_wash",
+    "heater_fault",
+    "main_board_fault",
+    "sensor_fault",
+    "inlet_clog",
+    "low_inlet_pressure",
+    "device_silent",
+];
+
+/// Sums the scores of several reports (counts add up, times to detect are pooled).
+pub fn merge(reports: &[&Report]) -> Report {
+    let mut m = Report::default();
+    for r in reports {
+        m.messages += r.messages;
+        m.device_days += r.device_days;
+        m.state_bytes = m.state_bytes.max(r.state_bytes);
+        m.findings += r.findings;
+        m.cleared += r.cleared;
+        for (key, k) in &r.kinds {
+            let s = m.kinds.entry(key.clone()).or_default();
+            s.truths += k.truths;
+            s.detected += k.detected;
+            s.ttd_ms.extend(&k.ttd_ms);
+            s.episodes += k.episodes;
+            s.true_positives += k.true_positives;
+            s.excused += k.excused;
+            s.false_positives += k.false_positives;
+        }
+    }
+    m
+}
+
+/// How good a report is for selection: the sum over kinds of F0.5 (precision weighs
+/// twice recall: a false ticket sends a technician).
+pub fn objective(r: &Report) -> f64 {
+    r.kinds
+        .values()
+        .map(|k| {
+            let (p, rc) = (k.precision(), k.recall());
+            if p + rc == 0.0 {
+                0.0
+            } else {
+                1.25 * p * rc / (0.25 * p + rc)
+            }
+        })
+        .sum()
+}
+
+/// One table of pooled scores, with false findings per 1 000 device-days.
+pub fn format_table(title: &str, r: &Report) -> String {
+    let mut s = format!(
+        "{title}
+"
+    );
+    s += &format!(
+        "{:<24} {:>6} {:>6} {:>7} {:>8} {:>5} {:>5} {:>7} {:>9} {:>12} {:>10}
+",
+        "finding",
+        "truth",
+        "found",
+        "recall",
+        "episodes",
+        "tp",
+        "fp",
+        "excused",
+        "precision",
+        "fp/1000 d-d",
+        "median TTD"
+    );
+    let per_kdd = |fp: usize| fp as f64 * 1000.0 / r.device_days.max(1.0);
+    let mut ticket_fp = 0;
+    for (key, k) in &r.kinds {
+        if TICKET_KINDS.contains(&key.as_str()) {
+            ticket_fp += k.false_positives;
+        }
+        let ttd = k
+            .median_ttd_h()
+            .map_or("-".to_string(), |h| format!("{h:.1} h"));
+        s += &format!(
+            "{:<24} {:>6} {:>6} {:>7.3} {:>8} {:>5} {:>5} {:>7} {:>9.3} {:>12.3} {:>10}\n",
+            key,
+            k.truths,
+            k.detected,
+            k.recall(),
+            k.episodes,
+            k.true_positives,
+            k.false_positives,
+            k.excused,
+            k.precision(),
+            per_kdd(k.false_positives),
+            ttd
+        );
+    }
+    s += &format!(
+        "false tickets (ticket-opening kinds): {ticket_fp} in {:.0} device-days = {:.3} per 1 000 device-days\n",
+        r.device_days,
+        per_kdd(ticket_fp)
+    );
+    s
+}
+
+/// Leave-one-family-out: every variant family is simulated on its own world (the
+/// fault mix of `cfg` plus that family at probability 0.5, or `cfg.variants`' own
+/// probability when it names the family), with seed `cfg.seed` for selection and
+/// `cfg.seed + 1` held out. For each family, the [`candidates`] configuration with the
+/// best [`objective`] on the *other* families' selection runs is chosen and scored on
+/// that family's held-out run. Returns the selection table (in-sample: the chosen
+/// configurations on the families they were chosen on) and the held-out table (pooled
+/// over families), and which configuration each family got.
+pub fn lofo(cfg: &EvalConfig, mut progress: impl FnMut(&str)) -> Result<String, String> {
+    use simulator::fleet::VariantFamily;
+    let cands = candidates(&cfg.rules);
+    let configs: Vec<RulesConfig> = cands.iter().map(|c| c.1.clone()).collect();
+    let families = VariantFamily::ALL;
+    let mut select: Vec<Vec<Report>> = Vec::new();
+    let mut held: Vec<Vec<Report>> = Vec::new();
+    for f in families {
+        let mut variants = Variants::default();
+        variants
+            .0
+            .insert(f, cfg.variants.0.get(&f).copied().unwrap_or(0.5));
+        for (seed, into) in [(cfg.seed, &mut select), (cfg.seed + 1, &mut held)] {
+            let run_cfg = EvalConfig {
+                seed,
+                variants: variants.clone(),
+                trace: None,
+                water_dump: None,
+                ..cfg.clone()
+            };
+            progress(&format!("family {} seed {seed}", f.as_str()));
+            into.push(run_configs(&run_cfg, &configs, |_| {})?);
+        }
+    }
+    let mut chosen = Vec::new();
+    let mut in_sample: Vec<&Report> = Vec::new();
+    let mut out_sample: Vec<&Report> = Vec::new();
+    let mut lines = String::new();
+    for (fi, f) in families.iter().enumerate() {
+        let best = (0..configs.len())
+            .map(|c| {
+                let others: Vec<&Report> = (0..families.len())
+                    .filter(|&g| g != fi)
+                    .map(|g| &select[g][c])
+                    .collect();
+                (c, objective(&merge(&others)))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(0, |(c, _)| c);
+        chosen.push(best);
+        for g in (0..families.len()).filter(|&g| g != fi) {
+            in_sample.push(&select[g][best]);
+        }
+        out_sample.push(&held[fi][best]);
+        let h = merge(&[&held[fi][best]]);
+        lines += &format!(
+            "  held out {:<16} chose [{}]; held-out objective {:.2}\n",
+            f.as_str(),
+            cands[best].0,
+            objective(&h)
+        );
+    }
+    let mut s = format!(
+        "eval fault --lofo: {} devices, {} days per run; selection seed {}, held-out seed {}; {} candidate configurations; families: {}\n\n",
+        cfg.devices,
+        cfg.days,
+        cfg.seed,
+        cfg.seed + 1,
+        configs.len(),
+        families.map(|f| f.as_str()).join(", ")
+    );
+    s += &lines;
+    s += "\n";
+    s += &format_table(
+        "SELECTION (in-sample: each choice on the families and seed it was chosen on, pooled)",
+        &merge(&in_sample),
+    );
+    s += "\n";
+    s += &format_table(
+        "HELD OUT (each family with the configuration chosen without it, held-out seed, pooled)",
+        &merge(&out_sample),
+    );
+    for (fi, f) in families.iter().enumerate() {
+        s += "\n";
+        s += &format_table(
+            &format!("held out: {} (seed {})", f.as_str(), cfg.seed + 1),
+            &held[fi][chosen[fi]],
+        );
+    }
+    Ok(s)
 }

@@ -1,7 +1,7 @@
 //! `eval`: one command line for the evaluations of the analytics.
 //!
 //! ```text
-//! eval fault  [--devices N] [--days D] [--seed S] [--faults SPEC] [--rules-json JSON] [--trace I] [--water-dump FILE]
+//! eval fault  [--devices N] [--days D] [--seed S] [--faults SPEC] [--variants SPEC] [--lofo] [--rules-json JSON] [--trace I] [--water-dump FILE]
 //! eval filter [--devices N] [--days D] [--seed S] [--faults] [--set name=value]... [--dump FILE.csv]
 //! eval nab detect --input FILE.csv --output OUT.csv
 //! eval nab score  --results DIR --windows windows.json [--profiles profiles.json] [--data DIR]
@@ -65,7 +65,16 @@ struct FaultArgs {
     /// Fault mix, e.g. `leak=0.3,valve_stuck=0.1` (default: the simulator's default mix).
     #[arg(long)]
     faults: Option<String>,
-    /// Rule parameters as JSON, e.g. `{"leak_raise_intervals":3}`.
+    /// World variants, e.g. `all=0.3` or `burst_cadence=0.5,clock_offset=0.5`
+    /// (families: burst_cadence, silent_firmware, shared_shower, clock_offset,
+    /// small_leak, night_leak; default: none).
+    #[arg(long)]
+    variants: Option<String>,
+    /// Leave-one-family-out: pick the rule thresholds on the other variant families
+    /// and seed S, report on each held-out family with seed S+1; prints both tables.
+    #[arg(long)]
+    lofo: bool,
+    /// Rule parameters as JSON, e.g. `{"leak_min_ml_per_min":3.0}`.
     #[arg(long)]
     rules_json: Option<String>,
     /// Trace one device's findings by index.
@@ -182,7 +191,16 @@ fn fault(args: FaultArgs) -> anyhow::Result<()> {
     if let Some(spec) = args.faults {
         cfg.mix = FaultMix::parse(&spec).context("--faults")?;
     }
+    if let Some(spec) = args.variants {
+        cfg.variants = simulator::fleet::Variants::parse(&spec).context("--variants")?;
+    }
     cfg.rules.validate().context("rule parameters")?;
+    if args.lofo {
+        let out =
+            eval::fault::lofo(&cfg, |line| eprintln!("{line}")).map_err(anyhow::Error::msg)?;
+        print!("{out}");
+        return Ok(());
+    }
     let report = eval::fault::run(&cfg, |line| eprintln!("{line}")).map_err(anyhow::Error::msg)?;
     print!("{}", eval::fault::format_report(&cfg, &report));
     Ok(())

@@ -44,3 +44,30 @@ fn rules_find_the_injected_faults_of_a_small_fleet() {
     assert!(judged >= 6, "too few kinds with truth: {judged}");
     assert!(report.state_bytes < 1024);
 }
+
+/// Every world variant at once (burst cadence, silent firmware, shared showers, clocks
+/// hours off, small and night leaks, cleaning programmes): the confounders raise
+/// nothing and the leaks and silences are still found.
+#[test]
+fn confounders_of_every_variant_raise_nothing_and_faults_are_still_found() {
+    let cfg = harness::EvalConfig {
+        devices: 48,
+        days: 30,
+        seed: 11,
+        mix: FaultMix::parse("leak=0.4,offline=0.3,valve_stuck=0.2").expect("valid mix"),
+        variants: simulator::fleet::Variants::parse("all=0.5").expect("valid variants"),
+        ..Default::default()
+    };
+    let report = harness::run(&cfg, |_| {}).expect("evaluation runs");
+    eprintln!("{}", harness::format_report(&cfg, &report));
+    let ticket_fp: usize = harness::TICKET_KINDS
+        .iter()
+        .map(|k| report.kinds[*k].false_positives)
+        .sum();
+    assert!(ticket_fp <= 1, "{ticket_fp} false tickets");
+    for key in ["leak", "device_silent"] {
+        let k = &report.kinds[key];
+        assert!(k.truths >= 3, "{key}: too little truth ({})", k.truths);
+        assert!(k.recall() >= 0.8, "{key}: recall {:.2}", k.recall());
+    }
+}

@@ -45,6 +45,8 @@ pub enum Demand {
     Flush,
     /// Purifier tap or shower lever open.
     Draw,
+    /// Toilet: the cleaning programme runs (contract v1.1 `cleaning` session).
+    Clean,
 }
 
 /// Sensor indices, the `value` of a [`FaultCode::SensorError`] event.
@@ -422,6 +424,7 @@ impl Fixture {
         match (self.model, demand) {
             (Model::Toilet, Demand::Wash) => Some(SessionKind::Wash),
             (Model::Toilet, Demand::Flush) => Some(SessionKind::Flush),
+            (Model::Toilet, Demand::Clean) => Some(SessionKind::Cleaning),
             (Model::Purifier, Demand::Draw) => Some(SessionKind::Dispense),
             (Model::Shower, Demand::Draw) => Some(SessionKind::Shower),
             _ => None,
@@ -684,7 +687,7 @@ impl Fixture {
                 c.showers += 1;
                 c.shower_ms += dur_ms as u64;
             }
-            SessionKind::Dispense | SessionKind::Seat => {}
+            SessionKind::Dispense | SessionKind::Seat | SessionKind::Cleaning => {}
         }
         let temp = (r.temp_n > 0).then(|| (r.temp_sum_mc / i64::from(r.temp_n)) as i32);
         if temp.is_some() {

@@ -456,7 +456,10 @@ fn guess_model(message: &Message) -> Model {
     match message {
         Message::Event(e) => match &e.event {
             EventKind::Session(s) => match s.kind {
-                SessionKind::Seat | SessionKind::Wash | SessionKind::Flush => Model::Toilet,
+                SessionKind::Seat
+                | SessionKind::Wash
+                | SessionKind::Flush
+                | SessionKind::Cleaning => Model::Toilet,
                 SessionKind::Dispense => Model::Purifier,
                 SessionKind::Shower => Model::Shower,
             },

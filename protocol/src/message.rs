@@ -248,6 +248,9 @@ pub enum SessionKind {
     Dispense,
     /// A shower.
     Shower,
+    /// Contract v1.1: a toilet's cleaning programme (a long, large rinse the device runs
+    /// by itself or on request): water use, not a wash or flush to judge.
+    Cleaning,
 }
 
 impl SessionKind {
@@ -259,6 +262,7 @@ impl SessionKind {
             SessionKind::Flush => "flush",
             SessionKind::Dispense => "dispense",
             SessionKind::Shower => "shower",
+            SessionKind::Cleaning => "cleaning",
         }
     }
 }

@@ -22,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use crate::faults::{FaultKind, Planned, Truth};
+use crate::fleet::DeviceVariant;
 use crate::household::{normal, room_temp_c, Household, Usage, UsageKind, DAY_MS};
 
 /// Offline queue length of every simulated device.
@@ -161,6 +162,14 @@ pub struct SimDevice {
     replace_at: [Option<i64>; 4],
     service_cmds: u32,
     storage_failing: Arc<AtomicBool>,
+    /// The world variants this device drew (firmware cadence and codes, clock, leak shape).
+    variant: DeviceVariant,
+    /// Start of the simulation (the clock drift's origin).
+    start_ms: i64,
+    /// Mixed-water temperature of the shower in progress, °C.
+    pref_now: f64,
+    /// When the burst-cadence firmware last sent telemetry while water ran.
+    last_burst_ms: i64,
 }
 
 impl SimDevice {
@@ -284,9 +293,47 @@ impl SimDevice {
             replace_at: [None; 4],
             service_cmds: 0,
             storage_failing: Arc::new(AtomicBool::new(false)),
+            variant: DeviceVariant::default(),
+            start_ms,
+            pref_now: 0.0,
+            last_burst_ms: i64::MIN,
         };
+        dev.pref_now = dev.household.shower_pref_c;
         dev.boot(storage, start_ms, telemetry_every_ms);
         dev
+    }
+
+    /// Applies the world variants `v` (recorded in the truth). Call before the first day.
+    pub fn set_variant(&mut self, v: DeviceVariant) {
+        self.variant = v;
+        self.truth.extend(v.truth(&self.id));
+        if self.model == Model::Shower && !self.household.people.is_empty() {
+            let prefs: Vec<String> = self
+                .household
+                .people
+                .iter()
+                .map(|p| format!("{:.1}", p.0))
+                .collect();
+            self.truth.push(Truth::Variant {
+                device: self.id.clone(),
+                variant: "shared_shower".into(),
+                detail: format!("{} people at {} °C", prefs.len(), prefs.join("/")),
+            });
+        }
+        if let (Some((periodic, _)), Some(node)) = (v.burst, self.node.as_mut()) {
+            node.set_report_interval_ms(periodic);
+        }
+    }
+
+    /// The device's own clock at true time `t` (the `clock_offset` variant).
+    fn dev_time(&self, t: i64) -> i64 {
+        match self.variant.clock {
+            Some((offset, drift_per_day)) => {
+                t + offset
+                    + ((t - self.start_ms) as f64 / DAY_MS as f64 * drift_per_day as f64) as i64
+            }
+            None => t,
+        }
     }
 
     fn boot(&mut self, storage: RamStorage<4>, t: i64, telemetry_every_ms: i64) {
@@ -294,12 +341,13 @@ impl SimDevice {
             inner: storage,
             failing: Arc::clone(&self.storage_failing),
         };
+        let dev_t = self.dev_time(t);
         let node = match Node::boot(
             &self.id,
             self.model,
             Config::for_model(self.model),
             storage,
-            t,
+            dev_t,
         ) {
             Ok(n) => n,
             // Ids are generated as `{model}-{nnnn}`, always valid.
@@ -370,7 +418,19 @@ impl SimDevice {
             }
             None => self.household.day_usage(self.model, day_ms, &mut self.rng),
         };
+        // The weekly cleaning programme (a toilet of the `cleaning` variant).
+        let mut clean_at = self.variant.cleaning.and_then(|(weekday, hour)| {
+            let today = (day_ms.div_euclid(DAY_MS) + 3).rem_euclid(7);
+            (self.model == Model::Toilet && today == weekday).then_some(day_ms + hour * 3_600_000)
+        });
         for u in uses {
+            if let Some(at) = clean_at.filter(|&at| at <= u.start_ms) {
+                clean_at = None;
+                if at > self.t && at < self.end_ms {
+                    self.idle_until(at, out);
+                    self.clean(at, out);
+                }
+            }
             if u.start_ms >= self.end_ms || u.start_ms <= self.t {
                 continue;
             }
@@ -380,7 +440,27 @@ impl SimDevice {
             self.idle_until(u.start_ms, out);
             self.play(u, out);
         }
+        if let Some(at) = clean_at.filter(|&at| at > self.t && at < self.end_ms) {
+            self.idle_until(at, out);
+            self.clean(at, out);
+        }
         self.idle_until((day_ms + DAY_MS).min(self.end_ms), out);
+    }
+
+    /// A cleaning programme from `s`: six minutes rinsing at 50 ml/s (about 18 l).
+    fn clean(&mut self, s: i64, out: &mut Vec<OutMessage>) {
+        let clean_in = |ml| In {
+            demand: Demand::Clean,
+            ml,
+            ..In::default()
+        };
+        self.tick(s, clean_in(0.0), out);
+        let mut t = s;
+        while t + 5_000 <= s + 6 * 60_000 {
+            t += 5_000;
+            self.tick(t, clean_in(50.0 * 5.0), out);
+        }
+        self.tick(t + 5_000, In::default(), out);
     }
 
     fn idle_until(&mut self, until: i64, out: &mut Vec<OutMessage>) {
@@ -533,7 +613,8 @@ impl SimDevice {
                 let rate = 25.0 * self.flow_factor(s);
                 self.draw(s, ml / rate * 1000.0, rate, 5_000, out);
             }
-            UsageKind::Shower { dur_ms } => {
+            UsageKind::Shower { dur_ms, person } => {
+                self.pref_now = self.household.shower_temp_c(person, &mut self.rng);
                 let rate = 150.0 * self.flow_factor(s);
                 self.draw(s, dur_ms as f64, rate, 15_000, out);
             }
@@ -571,7 +652,11 @@ impl SimDevice {
         let mut ml = 0.0;
         if let Some(l) = self.active(FaultKind::Leak, to) {
             let a = from.max(l.start_ms);
-            ml += l.magnitude / 60_000.0 * (to - a).max(0) as f64;
+            // A night leak (a valve that weeps at night pressure) runs 00:00–06:00 only.
+            let night = (to.rem_euclid(DAY_MS)) < 6 * 3_600_000;
+            if night || !self.variant.night_leak {
+                ml += l.magnitude / 60_000.0 * (to - a).max(0) as f64;
+            }
         }
         if let Some((until, rate)) = self.stuck {
             let b = to.min(until);
@@ -637,10 +722,20 @@ impl SimDevice {
             Ordering::Relaxed,
         );
         let sample = self.sample(t, input, flow_ml, ml > 0.0);
+        let dev_t = self.dev_time(t);
         let Some(node) = self.node.as_mut() else {
             return;
         };
-        let outputs = node.tick(t, &sample);
+        let outputs = node.tick(dev_t, &sample);
+        // Burst-cadence firmware: telemetry every few seconds while water runs.
+        if let Some((_, running)) = self.variant.burst {
+            if (ml > 0.0 || input.demand != Demand::None)
+                && t.saturating_sub(self.last_burst_ms) >= running
+            {
+                self.last_burst_ms = t;
+                let _ = node.queue_telemetry(dev_t);
+            }
+        }
         self.ticks += 1;
         self.heater_on = outputs.heater_on;
         self.t = t;
@@ -656,16 +751,17 @@ impl SimDevice {
             }
             self.replace_at[slot] = None;
             self.service_cmds += 1;
+            let dev_t = self.dev_time(t);
             let cmd = Command {
                 v: protocol::SCHEMA_VERSION,
                 cmd_id: 0x8000_0000 | self.service_cmds,
-                ts: t,
+                ts: dev_t,
                 command: CommandKind::ResetCartridge { slot: slot as u8 },
             };
             let Some(node) = self.node.as_mut() else {
                 return;
             };
-            if node.handle_command(&cmd, t) {
+            if node.handle_command(&cmd, dev_t) {
                 self.cart_true_ml[slot] = 0.0;
                 self.cart_done[slot] = false;
                 let kind = self.model.cartridge_kinds()[slot];
@@ -724,7 +820,7 @@ impl SimDevice {
             }
             Model::Shower => {
                 let base = if input.demand == Demand::Draw || self.last_ml_rate > 0.0 {
-                    self.household.shower_pref_c
+                    self.pref_now
                 } else {
                     room_temp_c(t)
                 };
@@ -791,7 +887,7 @@ impl SimDevice {
             return;
         };
         let mut buf = [0u8; 256];
-        if let Ok(n) = node.status(ts, presence, &mut buf) {
+        if let Ok(n) = node.status(self.dev_time(ts), presence, &mut buf) {
             out.push(OutMessage {
                 at_ms: at,
                 device: self.idx,
@@ -810,6 +906,13 @@ impl SimDevice {
             return;
         };
         while let Some(m) = node.outbox_mut().pop() {
+            // Firmware that raises no fault codes (the `silent_firmware` variant).
+            if self.variant.silent_firmware
+                && m.channel == Channel::Event
+                && m.payload.windows(8).any(|w| w == b"\"fault\":")
+            {
+                continue;
+            }
             let topic = match m.channel {
                 Channel::Telemetry => self.topics[0].clone(),
                 _ => self.topics[1].clone(),

@@ -415,6 +415,16 @@ pub enum Truth {
         /// When the true volume through it reached the rating, UTC ms.
         ts: i64,
     },
+    /// A world variant this device (or its home) drew, for its whole life: a confounder
+    /// that must not raise a finding by itself (see `fleet::VariantFamily`).
+    Variant {
+        /// Device id.
+        device: String,
+        /// The family (`burst_cadence`, `shared_shower`, ...).
+        variant: String,
+        /// What was drawn.
+        detail: String,
+    },
 }
 
 impl Truth {
@@ -425,7 +435,8 @@ impl Truth {
             | Truth::Away { device, .. }
             | Truth::Reboot { device, .. }
             | Truth::CartridgeCapacity { device, .. }
-            | Truth::CartridgeReplaced { device, .. } => device,
+            | Truth::CartridgeReplaced { device, .. }
+            | Truth::Variant { device, .. } => device,
         }
     }
 
@@ -436,6 +447,7 @@ impl Truth {
             Truth::Reboot { ts, .. }
             | Truth::CartridgeCapacity { ts, .. }
             | Truth::CartridgeReplaced { ts, .. } => *ts,
+            Truth::Variant { .. } => i64::MIN,
         }
     }
 }

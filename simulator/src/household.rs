@@ -30,7 +30,7 @@ pub struct Site {
 /// One household.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Household {
-    /// People living there (1 to 5).
+    /// People living there (1 to 5; 2 to 6 with a shared shower).
     pub size: u8,
     /// Wake-up hour on weekdays.
     pub wake_weekday_h: f64,
@@ -48,6 +48,10 @@ pub struct Household {
     pub shower_pref_c: f64,
     /// Probability that a toilet visit includes a bidet wash.
     pub bidet_use: f64,
+    /// A shared shower (the `shared_shower` variant): each person's preferred
+    /// temperature (°C) and shower-length factor. Empty: everyone showers at
+    /// `shower_pref_c`.
+    pub people: Vec<(f64, f64)>,
 }
 
 /// Seasonal mains water temperature at `t_ms` (northern hemisphere: coldest early
@@ -102,6 +106,8 @@ pub enum UsageKind {
     Shower {
         /// How long the water runs.
         dur_ms: i64,
+        /// Who showers (index into [`Household::people`] when it is set).
+        person: u8,
     },
 }
 
@@ -122,7 +128,7 @@ impl Usage {
                 seat_ms + if flush { 60_000 } else { 5_000 }
             }
             UsageKind::Dispense { ml } => (ml / 25.0 * 1000.0) as i64 + 15_000,
-            UsageKind::Shower { dur_ms } => dur_ms + 30_000,
+            UsageKind::Shower { dur_ms, .. } => dur_ms + 30_000,
         }
     }
 }
@@ -179,6 +185,31 @@ impl Household {
             site,
             shower_pref_c: normal(rng, 39.0, 1.0).clamp(36.0, 42.0),
             bidet_use: rng.random_range(0.4..0.9),
+            people: Vec::new(),
+        }
+    }
+
+    /// Makes this a home of 2–6 people sharing a shower, each with their own preferred
+    /// temperature and shower length (the `shared_shower` variant).
+    pub fn share_shower(&mut self, rng: &mut StdRng) {
+        self.size = rng.random_range(2..=6);
+        let base = self.shower_pref_c;
+        self.people = (0..self.size)
+            .map(|_| {
+                (
+                    normal(rng, base, 2.5).clamp(33.0, 45.0),
+                    rng.random_range(0.5..1.6),
+                )
+            })
+            .collect();
+    }
+
+    /// The mixed-water temperature `person` chooses for one shower, °C.
+    pub fn shower_temp_c(&self, person: u8, rng: &mut StdRng) -> f64 {
+        match self.people.get(usize::from(person)) {
+            // People set the mixer a little differently every time.
+            Some(&(pref, _)) => pref + normal(rng, 0.0, 0.4),
+            None => self.shower_pref_c,
         }
     }
 
@@ -206,7 +237,7 @@ impl Household {
             day_ms + (normal(rng, h, sd).clamp(0.0, 23.9) * HOUR_MS as f64) as i64
         };
         let mut uses = Vec::new();
-        for _person in 0..self.size {
+        for person in 0..self.size {
             match model {
                 Model::Toilet => {
                     // (mean hour, sd, probability)
@@ -273,11 +304,13 @@ impl Household {
                         } else {
                             self.bed_h - 1.2
                         };
-                        let dur_ms =
-                            (normal(rng, 8.0, 3.0).clamp(3.0, 25.0) * MIN_MS as f64) as i64;
+                        let factor = self.people.get(usize::from(person)).map_or(1.0, |p| p.1);
+                        let dur_ms = (normal(rng, 8.0, 3.0).clamp(3.0, 25.0)
+                            * factor
+                            * MIN_MS as f64) as i64;
                         uses.push(Usage {
                             start_ms: at(rng, h, 0.3),
-                            kind: UsageKind::Shower { dur_ms },
+                            kind: UsageKind::Shower { dur_ms, person },
                         });
                     }
                 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! simulator --broker mqtt://127.0.0.1:1883 --devices 1000 --days 90 --speed max \
-//!             --seed 7 --faults default --truth truth.jsonl [--telemetry-every-min 15]
+//!             --seed 7 --faults default --truth truth.jsonl [--telemetry-every-min 15] [--variants all=0.3]
 //! simulator --devices 1000 --days 90 --out messages.jsonl      # no broker: write the stream
 //! simulator bench --devices 1000 --days 30 [--broker mqtt://127.0.0.1:1883 --seconds 20]
 //! ```
@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use simulator::faults::{FaultMix, Scenario};
-use simulator::fleet::now_ms;
+use simulator::fleet::{now_ms, Variants};
 use simulator::publish::{BrokerUrl, Pacer, Publisher, PublisherConfig, Speed};
 use simulator::{Fleet, FleetConfig};
 
@@ -60,6 +60,11 @@ struct FleetArgs {
     /// Telemetry interval, minutes.
     #[arg(long, default_value_t = 15)]
     telemetry_every_min: u32,
+    /// World variants drawn per device or home, recorded in the truth: `none`, `all[=p]`
+    /// or `family[=p],...` (burst_cadence, silent_firmware, shared_shower, clock_offset,
+    /// small_leak, night_leak; p defaults to 0.5).
+    #[arg(long, default_value = "none")]
+    variants: String,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +159,7 @@ async fn main() -> Result<()> {
 async fn run(a: RunArgs) -> Result<()> {
     let speed: Speed = a.speed.parse().map_err(anyhow::Error::msg)?;
     let cfg = fleet_config(&a.fleet)?;
-    let mut fleet = Fleet::new(cfg)?;
+    let mut fleet = Fleet::with_variants(cfg, &Variants::parse(&a.fleet.variants)?)?;
     tracing::info!(
         devices = a.fleet.devices,
         days = a.fleet.days,
@@ -251,7 +256,7 @@ async fn bench(b: BenchArgs) -> Result<()> {
     let cfg = fleet_config(&b.fleet)?;
     // 1. Generation only, maximum acceleration.
     let started = Instant::now();
-    let mut fleet = Fleet::new(cfg.clone())?;
+    let mut fleet = Fleet::with_variants(cfg.clone(), &Variants::parse(&b.fleet.variants)?)?;
     let build = started.elapsed().as_secs_f64();
     let mut n = 0u64;
     let mut bytes = 0u64;
@@ -273,7 +278,7 @@ async fn bench(b: BenchArgs) -> Result<()> {
     // 2. With a broker, at the given speed-up, for a bounded time.
     let Some(url) = b.broker else { return Ok(()) };
     let speed: Speed = b.speed.parse().map_err(anyhow::Error::msg)?;
-    let mut fleet = Fleet::new(cfg)?;
+    let mut fleet = Fleet::with_variants(cfg, &Variants::parse(&b.fleet.variants)?)?;
     let mut publisher = Publisher::connect(&PublisherConfig::new(url.parse()?)).await?;
     let pacer = Pacer::new(speed, fleet.start_ms());
     let started = Instant::now();

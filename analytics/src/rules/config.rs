@@ -51,15 +51,20 @@ pub struct RulesConfig {
     pub silent_after_intervals: f32,
     /// …but never before this long, ms.
     pub silent_min_ms: i64,
+    /// …nor before this long while fewer than three reporting intervals are learnt, ms.
+    pub silent_unlearnt_ms: i64,
     /// A fixture with no usage session for this long is unused, ms.
     pub unused_after_ms: i64,
     /// Unexplained flow (metered water not accounted for by sessions) at or above this
     /// rate counts toward a leak, ml/min.
     pub leak_min_ml_per_min: f32,
-    /// Consecutive telemetry intervals of unexplained flow that raise a leak.
-    pub leak_raise_intervals: u8,
-    /// Consecutive telemetry intervals without unexplained flow that clear it.
-    pub leak_clear_intervals: u8,
+    /// Blocks of device time whose lowest water balance the leak rule compares (at
+    /// least four reporting intervals), ms.
+    pub leak_block_ms: i64,
+    /// Unexplained flow lasting this long raises a leak, ms.
+    pub leak_raise_ms: i64,
+    /// Dry spans lasting this long clear it (a leak back every night stays one), ms.
+    pub leak_clear_ms: i64,
     /// Telemetry intervals longer than this (the device was offline, messages were
     /// dropped) are not used by the flow balance and the daily totals, ms.
     pub max_telemetry_gap_ms: i64,
@@ -118,10 +123,12 @@ impl Default for RulesConfig {
             default_report_interval_ms: 15 * MINUTE_MS,
             silent_after_intervals: 3.0,
             silent_min_ms: 30 * MINUTE_MS,
+            silent_unlearnt_ms: 3 * HOUR_MS,
             unused_after_ms: 7 * DAY_MS,
-            leak_min_ml_per_min: 10.0,
-            leak_raise_intervals: 4,
-            leak_clear_intervals: 4,
+            leak_min_ml_per_min: 2.0,
+            leak_block_ms: HOUR_MS,
+            leak_raise_ms: 3 * HOUR_MS,
+            leak_clear_ms: 36 * HOUR_MS,
             max_telemetry_gap_ms: 2 * HOUR_MS,
             long_session_k: 8.0,
             long_session_min_ratio: 4.0,
@@ -137,9 +144,9 @@ impl Default for RulesConfig {
             low_pressure_raise_kpa: 100.0,
             low_pressure_clear_kpa: 130.0,
             low_pressure_readings: 2,
-            drift_min_c: 1.0,
+            drift_min_c: 0.8,
             drift_k: 8.0,
-            drift_min_baseline: 5,
+            drift_min_baseline: 16,
             usage_min_days: 10,
             usage_water: UsageThresholds {
                 k: 4.0,
@@ -197,7 +204,7 @@ impl RulesConfig {
     /// thresholds beyond raise thresholds). The rules run with any values; this is for
     /// a configuration read from a file.
     pub fn validate(&self) -> Result<(), RulesConfigError> {
-        let positive: [(&'static str, f64); 18] = [
+        let positive: [(&'static str, f64); 20] = [
             (
                 "default_report_interval_ms",
                 self.default_report_interval_ms as f64,
@@ -207,9 +214,11 @@ impl RulesConfig {
                 f64::from(self.silent_after_intervals),
             ),
             ("unused_after_ms", self.unused_after_ms as f64),
+            ("silent_unlearnt_ms", self.silent_unlearnt_ms as f64),
             ("leak_min_ml_per_min", f64::from(self.leak_min_ml_per_min)),
-            ("leak_raise_intervals", f64::from(self.leak_raise_intervals)),
-            ("leak_clear_intervals", f64::from(self.leak_clear_intervals)),
+            ("leak_block_ms", self.leak_block_ms as f64),
+            ("leak_raise_ms", self.leak_raise_ms as f64),
+            ("leak_clear_ms", self.leak_clear_ms as f64),
             ("max_telemetry_gap_ms", self.max_telemetry_gap_ms as f64),
             (
                 "long_session_min_ratio",

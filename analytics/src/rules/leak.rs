@@ -1,126 +1,150 @@
-//! Leak by flow balance: metered water that no usage session accounts for.
+//! Leak by water balance: metered water that no usage session accounts for, judged
+//! over time, not per telemetry message.
 //!
-//! Between two telemetry messages the cumulative water counter grows by what the
-//! sessions that ended in between used, plus whatever flowed outside any session.
-//! Only *idle* intervals are judged: no water session ended in the interval, and none
-//! that ends by the next telemetry had started before the interval's end (so an
-//! interval is judged one telemetry late). Usage then cannot be mistaken for a leak,
-//! and a leak still shows in the idle hours (nights, working days). A run of
-//! [`RulesConfig::leak_raise_intervals`] idle intervals with unexplained flow at or above
-//! [`RulesConfig::leak_min_ml_per_min`] raises a leak; a run of dry ones clears it.
-//! Busy intervals are skipped; an interval after a lost message (a `seq` gap, a
-//! reboot), a long gap, or while a stuck valve explains the flow breaks the runs.
+//! The rule keeps a running **balance** `B`: the growth of the cumulative water counter
+//! minus the water of every session reported. Sessions are reported when they end, so
+//! while one is running the counter already holds part of its water: `B` then carries a
+//! positive bump that vanishes when the session's event arrives. Outside sessions `B`
+//! grows only by water nobody used: a leak. So the leak's cumulative volume is the
+//! *lower envelope* of `B`, whatever the telemetry cadence (every 15 minutes, or every
+//! 60 seconds while water runs).
+//!
+//! Time is cut into blocks of [`RulesConfig::leak_block_ms`] of device time (longer for
+//! a device reporting rarely, so that a block holds several readings); the lowest `B`
+//! of a block is taken with its time, and the unexplained flow between two consecutive
+//! blocks is the rise of those minima over the time between them. A run of such spans
+//! with at least [`RulesConfig::leak_min_ml_per_min`] lasting
+//! [`RulesConfig::leak_raise_ms`] raises a leak (a few ml/min over a night is enough);
+//! it clears only after [`RulesConfig::leak_clear_ms`] of dry spans, so a leak that runs
+//! every night and stops by day is one episode. A lost message (a `seq` gap, a reboot,
+//! a counter that went back) breaks the chain of blocks; a stuck valve reported by the
+//! device explains the flow.
 
 use protocol::message::SessionKind;
 use serde::{Deserialize, Serialize};
 
 use super::config::RulesConfig;
 
-/// An interval awaiting judgement until the next telemetry.
+/// The lowest balance seen in a block, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-struct PendingInterval {
-    /// Device time of the telemetry that ended it.
-    end_ts_ms: i64,
-    /// Unexplained flow over it, ml/min.
-    rate_ml_min: f32,
-    /// No session touched it (so far).
-    idle: bool,
+struct BlockMin {
+    /// Block number (device time / block length).
+    block: i64,
+    /// Lowest balance, ml.
+    balance_ml: i64,
+    /// Its device time.
+    ts_ms: i64,
 }
 
-/// Flow-balance state of one device.
+/// Water-balance state of one device (about 80 bytes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FlowBalance {
-    /// Water of sessions that ended since the previous telemetry, ml.
-    session_ml: u64,
-    /// A water session ended since the previous telemetry.
-    session_ended: bool,
+    /// Counter growth minus session water since the chain began, ml.
+    balance_ml: i64,
+    /// The current block's minimum.
+    current: Option<BlockMin>,
+    /// The previous block's minimum (the chain: `None` after a break).
+    previous: Option<BlockMin>,
     /// A message was lost (or the device rebooted) since the previous telemetry.
     broken: bool,
-    pending: Option<PendingInterval>,
-    /// Consecutive judged intervals with unexplained flow.
-    wet_run: u8,
-    /// Consecutive judged intervals without.
-    dry_run: u8,
+    /// Device time spent in the current run of wet spans, and of dry ones, ms.
+    wet_ms: i64,
+    dry_ms: i64,
     /// Whether this rule currently sees a leak.
     active: bool,
 }
 
 impl FlowBalance {
-    /// A usage session that started at `started_ts_ms` ended, using `water_ml`.
-    pub fn on_session(&mut self, kind: SessionKind, started_ts_ms: i64, water_ml: u32) {
+    /// A usage session ended, having used `water_ml`.
+    pub fn on_session(&mut self, kind: SessionKind, _started_ts_ms: i64, water_ml: u32) {
         // A toilet's seat session contains its wash: only the water sessions count.
         if kind == SessionKind::Seat {
             return;
         }
-        self.session_ml += u64::from(water_ml);
-        self.session_ended = true;
-        if let Some(p) = self.pending.as_mut() {
-            if started_ts_ms < p.end_ts_ms {
-                p.idle = false;
-            }
-        }
+        self.balance_ml -= i64::from(water_ml);
     }
 
-    /// A message was lost or the device rebooted: the next interval is not judged.
+    /// A message was lost or the device rebooted: the chain of blocks restarts.
     pub fn on_gap(&mut self) {
         self.broken = true;
     }
 
+    fn restart(&mut self) {
+        self.balance_ml = 0;
+        self.current = None;
+        self.previous = None;
+    }
+
     /// Telemetry at `ts_ms` with the cumulative water counter; `previous` is the time
-    /// and counter of the device's previous telemetry (the caller keeps them, for the
-    /// daily totals too). `explained` is true when something else accounts for flow
-    /// outside sessions (a stuck valve). Returns `Some((present, unexplained flow of the
-    /// judged interval in ml/min))` when the rule's verdict changes.
+    /// and counter of the device's previous telemetry; `report_interval_ms` the device's
+    /// learnt reporting interval. `explained` is true when something else accounts for
+    /// flow outside sessions (a stuck valve). Returns `Some((present, unexplained flow of
+    /// the span judged, ml/min))` when the rule's verdict changes.
     pub fn on_telemetry(
         &mut self,
         cfg: &RulesConfig,
         (ts_ms, water_ml): (i64, u64),
         previous: Option<(i64, u64)>,
+        report_interval_ms: i64,
         explained: bool,
     ) -> Option<(bool, f32)> {
-        let session_ml = std::mem::take(&mut self.session_ml);
-        let session_ended = std::mem::take(&mut self.session_ended);
         let broken = std::mem::take(&mut self.broken);
-        let verdict = match self.pending.take() {
-            Some(p) if p.idle => self.judge(cfg, p.rate_ml_min),
-            _ => None,
-        };
-        let (prev_ts, prev_ml) = previous?;
-        let dt_ms = ts_ms - prev_ts;
-        if broken
-            || explained
-            || dt_ms <= 0
-            || dt_ms > cfg.max_telemetry_gap_ms
-            || water_ml < prev_ml
-        {
-            self.wet_run = 0;
-            self.dry_run = 0;
-            return verdict;
-        }
-        let unexplained_ml = water_ml as f64 - prev_ml as f64 - session_ml as f64;
-        self.pending = Some(PendingInterval {
-            end_ts_ms: ts_ms,
-            rate_ml_min: (unexplained_ml * 60_000.0 / dt_ms as f64) as f32,
-            idle: !session_ended,
+        let usable = previous.filter(|&(prev_ts, prev_ml)| {
+            let dt = ts_ms - prev_ts;
+            !broken && !explained && dt > 0 && dt <= cfg.max_telemetry_gap_ms && water_ml >= prev_ml
         });
+        let Some((_, prev_ml)) = usable else {
+            self.restart();
+            // The session water already subtracted belongs to the old chain.
+            return None;
+        };
+        self.balance_ml += i64::try_from(water_ml - prev_ml).unwrap_or(i64::MAX / 4);
+        // A block holds at least four readings of a slow-reporting device.
+        let block_ms = cfg.leak_block_ms.max(4 * report_interval_ms).max(1);
+        let block = ts_ms.div_euclid(block_ms);
+        let here = BlockMin {
+            block,
+            balance_ml: self.balance_ml,
+            ts_ms,
+        };
+        let mut verdict = None;
+        match self.current {
+            Some(c) if c.block == block => {
+                if here.balance_ml <= c.balance_ml {
+                    self.current = Some(here);
+                }
+            }
+            Some(c) if c.block < block => {
+                if let Some(p) = self.previous.filter(|p| p.block + 1 == c.block) {
+                    verdict = self.judge(cfg, p, c);
+                }
+                self.previous = Some(c);
+                self.current = Some(here);
+            }
+            // Device time went back: start over.
+            Some(_) => self.restart(),
+            None => self.current = Some(here),
+        }
         verdict
     }
 
-    fn judge(&mut self, cfg: &RulesConfig, rate: f32) -> Option<(bool, f32)> {
-        if rate >= cfg.leak_min_ml_per_min {
-            self.wet_run = self.wet_run.saturating_add(1);
-            self.dry_run = 0;
-        } else if rate < cfg.leak_min_ml_per_min / 2.0 {
-            self.dry_run = self.dry_run.saturating_add(1);
-            self.wet_run = 0;
-        } else {
-            self.wet_run = 0;
-            self.dry_run = 0;
+    fn judge(&mut self, cfg: &RulesConfig, from: BlockMin, to: BlockMin) -> Option<(bool, f32)> {
+        let dt_ms = to.ts_ms - from.ts_ms;
+        if dt_ms <= 0 {
+            return None;
         }
-        if !self.active && self.wet_run >= cfg.leak_raise_intervals {
+        let rate = ((to.balance_ml - from.balance_ml) as f64 * 60_000.0 / dt_ms as f64) as f32;
+        if rate >= cfg.leak_min_ml_per_min {
+            self.wet_ms += dt_ms;
+            self.dry_ms = 0;
+        } else if rate < cfg.leak_min_ml_per_min / 2.0 {
+            self.dry_ms += dt_ms;
+            self.wet_ms = 0;
+        }
+        if !self.active && self.wet_ms >= cfg.leak_raise_ms {
             self.active = true;
             Some((true, rate))
-        } else if self.active && self.dry_run >= cfg.leak_clear_intervals {
+        } else if self.active && self.dry_ms >= cfg.leak_clear_ms {
             self.active = false;
             Some((false, rate))
         } else {

@@ -9,16 +9,16 @@
 //!
 //! | finding | from the device | from the analytics |
 //! |---|---|---|
-//! | [`FindingKind::Leak`] | `leak` | [`leak`]: metered water no session explains, several intervals running |
+//! | [`FindingKind::Leak`] | `leak` | [`leak`]: metered water no session explains, over hours (lower envelope of the water balance, any telemetry cadence) |
 //! | [`FindingKind::LongWash`] | `valve_stuck` | [`long_session`]: wash/flush longer than the device's median + k·σ (MAD) |
 //! | [`FindingKind::HeaterFault`] | `heater_failure`, `heater_over_temp` | |
 //! | [`FindingKind::MainBoardFault`] | `main_board` | |
-//! | [`FindingKind::SensorFault`] | `sensor_error` | [`drift`]: shower temperature sensor drifting from its baseline |
+//! | [`FindingKind::SensorFault`] | `sensor_error` | [`drift`]: both ends of a shower's temperature range moving the same way (several users) |
 //! | [`FindingKind::InletClog`] | `inlet_clog` | [`clog`]: session flow falling against its baseline at fine pressure |
 //! | [`FindingKind::LowInletPressure`] | `low_inlet_pressure` | [`pressure`]: telemetry pressure under the working minimum |
 //! | [`FindingKind::Unused7Days`] | | no usage session for 7 days (clock; not while silent) |
 //! | [`FindingKind::AbnormalUsage`] | | [`usage`]: daily water / heater energy over the household's robust norm |
-//! | [`FindingKind::DeviceSilent`] | | no message for 3 learnt reporting intervals (clock) |
+//! | [`FindingKind::DeviceSilent`] | | no message for 3 learnt idle reporting intervals, on the device's learnt clock offset (clock) |
 //!
 //! A condition seen by several sources is one episode: `Active` when the first source
 //! sees it, `Cleared` when the last one stops ([`latch`]). A device fault raised before
@@ -88,6 +88,12 @@ enum Slot {
 }
 
 const SLOTS: usize = 11;
+
+/// Clock calls further apart than this do not teach the device's clock offset.
+const CLOCK_LAG_MAX_PERIOD_MS: i64 = 15 * 60_000;
+/// A device clock further off than this is not learnt as an offset (a clock set to a
+/// local time is at most 14 h off UTC): such a lag is silence or a backlog.
+const MAX_CLOCK_OFFSET_MS: i64 = 14 * 3_600_000;
 const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Leak,
     Slot::LongWash,
@@ -173,6 +179,15 @@ fn set_analytic(
     });
 }
 
+/// The cumulative water counter and heater energy counter of a reading.
+fn water_and_energy(r: &Reading) -> (u64, Option<u32>) {
+    match r {
+        Reading::Toilet(r) => (r.water_ml, Some(r.heater_wh)),
+        Reading::Purifier(r) => (r.dispensed_ml, None),
+        Reading::Shower(r) => (r.water_ml, None),
+    }
+}
+
 /// What [`DeviceRules::accept`] learnt about a message's place in the stream.
 struct Accepted {
     /// Messages were lost before this one, or the device rebooted.
@@ -195,9 +210,15 @@ pub struct DeviceRules {
     first_heard_ts_ms: Maybe<i64>,
     /// The latest `now_ms` of [`DeviceRules::on_clock`].
     last_clock_ms: Maybe<i64>,
-    /// Time of the previous telemetry, and its gaps (the reporting interval), seconds.
+    /// Time of the previous telemetry, and its idle gaps (the periodic reporting
+    /// interval: firmware may also report every few seconds while water runs), seconds.
     last_telemetry_ts_ms: Maybe<i64>,
     report_intervals_s: SampleWindow<8>,
+    /// Gateway clock minus device clock as seen by [`DeviceRules::on_clock`] just after a
+    /// fresh message (the device's clock offset plus up to one clock period), seconds.
+    clock_lags_s: SampleWindow<8>,
+    /// A message newer than any before arrived since the previous clock call.
+    fresh_since_clock: bool,
     /// End of the latest usage session.
     last_session_ts_ms: Maybe<i64>,
     /// Previous heater energy counter (toilet), Wh.
@@ -281,6 +302,8 @@ impl DeviceRules {
             last_clock_ms: Maybe::NONE,
             last_telemetry_ts_ms: Maybe::NONE,
             report_intervals_s: SampleWindow::new(),
+            clock_lags_s: SampleWindow::new(),
+            fresh_since_clock: false,
             last_session_ts_ms: Maybe::NONE,
             last_energy_wh: Maybe::NONE,
             last_water_ml: Maybe::NONE,
@@ -320,9 +343,25 @@ impl DeviceRules {
             })
     }
 
+    /// The device's clock offset (gateway time minus device time) as learnt, ms: the
+    /// smallest lag of a fresh message at a clock call, over the last few.
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock_lags_s
+            .iter()
+            .reduce(f32::min)
+            .map_or(0, |s| (f64::from(s) * 1000.0) as i64)
+    }
+
     fn silent_after_ms(&self, cfg: &RulesConfig) -> i64 {
         let by_interval = (self.report_interval_ms(cfg) as f32 * cfg.silent_after_intervals) as i64;
-        by_interval.max(cfg.silent_min_ms)
+        // Until a few idle intervals are learnt the cadence is a guess: firmware reports
+        // every 5 to 60 minutes.
+        let floor = if self.report_intervals_s.len() < 3 {
+            cfg.silent_unlearnt_ms
+        } else {
+            cfg.silent_min_ms
+        };
+        by_interval.max(floor)
     }
 
     /// Places a message in the stream; `None` for a duplicate or an older message.
@@ -381,6 +420,9 @@ impl DeviceRules {
 
     fn heard(&mut self, cfg: &RulesConfig, ts_ms: i64, out: &mut Vec<Finding>) {
         self.first_heard_ts_ms.get_or_insert(ts_ms);
+        if self.last_heard_ts_ms.get().is_none_or(|t| ts_ms > t) {
+            self.fresh_since_clock = true;
+        }
         let newest = self.last_heard_ts_ms.get().map_or(ts_ms, |t| t.max(ts_ms));
         self.last_heard_ts_ms.replace(newest);
         if !self.latches.get(Slot::Silent as usize).is_active() {
@@ -389,10 +431,11 @@ impl DeviceRules {
         // A message clears silence once it is recent: a backlog drained after an outage
         // starts with old messages.
         let silent_after = self.silent_after_ms(cfg);
+        let offset = self.clock_offset_ms();
         if self
             .last_clock_ms
             .get()
-            .is_none_or(|now| ts_ms >= now - silent_after)
+            .is_none_or(|now| ts_ms + offset >= now - silent_after)
         {
             let began = self.latches.get(Slot::Silent as usize).began_ts_ms();
             set_analytic(
@@ -417,8 +460,14 @@ impl DeviceRules {
         let used = std::mem::take(&mut self.used_since_telemetry);
         let previous_ts = self.last_telemetry_ts_ms.replace(ts);
         let interval_ms = previous_ts.map(|p| ts - p);
+        let (water_now, _) = water_and_energy(&t.reading);
+        // The periodic interval: idle gaps (no water, no session), or any gap longer
+        // than the one learnt (a device whose water never stops still reports).
+        let idle = !used && self.last_water_ml.get().is_some_and(|w| w == water_now);
         if let Some(dt) = interval_ms.filter(|&dt| dt > 0 && dt <= 6 * 3_600_000) {
-            self.report_intervals_s.push(dt as f32 / 1000.0);
+            if idle || dt > self.report_interval_ms(cfg) {
+                self.report_intervals_s.push(dt as f32 / 1000.0);
+            }
         }
         let measurable =
             !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
@@ -435,7 +484,10 @@ impl DeviceRules {
             .has_device_source();
         let previous_water_ml = self.last_water_ml.replace(water_ml);
         let previous = previous_ts.zip(previous_water_ml);
-        if let Some((present, rate)) = self.flow.on_telemetry(cfg, (ts, water_ml), previous, stuck)
+        let interval = self.report_interval_ms(cfg);
+        if let Some((present, rate)) =
+            self.flow
+                .on_telemetry(cfg, (ts, water_ml), previous, interval, stuck)
         {
             let threshold = cfg.leak_min_ml_per_min;
             set_analytic(
@@ -570,6 +622,12 @@ impl DeviceRules {
     }
 
     fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
+        // A cleaning programme (contract v1.1) runs by itself: its water is accounted
+        // for, but it is nobody's use and no wash or flush to judge.
+        if s.kind == SessionKind::Cleaning {
+            self.flow.on_session(s.kind, s.started_ts, s.water_ml);
+            return;
+        }
         let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
         self.last_session_ts_ms.replace(newest);
         if self.latches.get(Slot::Unused as usize).is_active() {
@@ -639,14 +697,14 @@ impl DeviceRules {
                 // Shower temperature-sensor drift.
                 if let (SessionKind::Shower, Some(temp_c), Some(drift)) = (s.kind, s.temp_c, drift)
                 {
-                    if let Some((drifting, recent, baseline)) = drift.on_session(cfg, ts, temp_c) {
+                    if let Some((drifting, shift, middle)) = drift.on_session(cfg, ts, temp_c) {
                         set_analytic(
                             &mut self.latches,
                             Slot::Sensor,
                             drifting,
                             ts,
                             ts,
-                            || json!({"source": "analytics", "rule": "temperature_drift", "recent_c": recent, "baseline_c": baseline, "min_offset_c": cfg.drift_min_c}),
+                            || json!({"source": "analytics", "rule": "temperature_drift", "shift_c": shift, "baseline_middle_c": middle, "min_offset_c": cfg.drift_min_c}),
                             out,
                         );
                     }
@@ -659,10 +717,24 @@ impl DeviceRules {
     /// silence and disuse.
     pub fn on_clock(&mut self, cfg: &RulesConfig, now_ms: i64, out: &mut Vec<Finding>) {
         let now = self.last_clock_ms.get().map_or(now_ms, |t| t.max(now_ms));
-        self.last_clock_ms.replace(now);
-        let Some(last_heard) = self.last_heard_ts_ms.get() else {
+        let previous_clock = self.last_clock_ms.replace(now);
+        let Some(heard_ts) = self.last_heard_ts_ms.get() else {
             return;
         };
+        // Learn the device clock's offset from fresh messages: `now − ts` is the offset
+        // plus the time since the message arrived, under one clock period when the
+        // previous clock call was recent (else the lag says nothing).
+        let fresh = std::mem::take(&mut self.fresh_since_clock);
+        // The very first lag is taken too (the gateway sweeps soon after a first message).
+        if fresh
+            && previous_clock.is_none_or(|p| now - p <= CLOCK_LAG_MAX_PERIOD_MS)
+            && (now - heard_ts).abs() <= MAX_CLOCK_OFFSET_MS
+        {
+            self.clock_lags_s.push(((now - heard_ts) / 1000) as f32);
+        }
+        // On the gateway's clock.
+        let offset = self.clock_offset_ms();
+        let last_heard = heard_ts + offset;
         let silent_after = self.silent_after_ms(cfg);
         let silent = now - last_heard > silent_after;
         if silent {
@@ -671,9 +743,9 @@ impl DeviceRules {
                 &mut self.latches,
                 Slot::Silent,
                 true,
-                last_heard,
+                heard_ts,
                 now,
-                || json!({"source": "analytics", "last_heard_ts_ms": last_heard, "report_interval_ms": interval, "silent_after_ms": silent_after}),
+                || json!({"source": "analytics", "last_heard_ts_ms": heard_ts, "clock_offset_ms": offset, "report_interval_ms": interval, "silent_after_ms": silent_after}),
                 out,
             );
             return;
@@ -683,8 +755,8 @@ impl DeviceRules {
             .last_session_ts_ms
             .get()
             .or(self.first_heard_ts_ms.get())
-            .unwrap_or(last_heard);
-        if now - since >= cfg.unused_after_ms
+            .unwrap_or(heard_ts);
+        if now - self.clock_offset_ms() - since >= cfg.unused_after_ms
             && !self.latches.get(Slot::Unused as usize).is_active()
         {
             let after = cfg.unused_after_ms;
