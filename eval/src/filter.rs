@@ -1228,3 +1228,50 @@ fn pooled_table(rows: &[(&QueryRow, [f64; 4])], horizons: &[i64]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: &'static str, score: f64) -> QueryRow {
+        QueryRow {
+            device: 0,
+            slot: 0,
+            kind,
+            horizon_days: 30,
+            forecaster: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+            line: 0.0,
+            meter: f64::NAN,
+            rate_l_day: 0.0,
+            days_seen: 0,
+            score,
+            model_weight: 1.0,
+            model: 0.0,
+        }
+    }
+
+    #[test]
+    fn conformal_scales_cover_the_level_per_kind() {
+        // Shower scores 0.1, 0.2, ..., 1.9 (19); sediment all 3.0; no carbon or RO.
+        let mut rows: Vec<QueryRow> = (1..20)
+            .map(|i| row("shower", f64::from(i) / 10.0))
+            .collect();
+        rows.extend((0..5).map(|_| row("sediment", 3.0)));
+        let refs: Vec<&QueryRow> = rows.iter().collect();
+        let s = conformal_scales(&refs, 0.8);
+        // Rank ⌈20 × 0.8⌉ = 16 of 19 → 1.6.
+        assert!(
+            (s[CartridgeKind::Shower.index()] - 1.6).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert_eq!(s[CartridgeKind::Sediment.index()], 3.0);
+        assert_eq!(s[CartridgeKind::Carbon.index()], 1.0);
+        let cov = refs
+            .iter()
+            .filter(|r| r.kind == "shower" && covered(r, &s))
+            .count();
+        assert_eq!(cov, 16);
+    }
+}
