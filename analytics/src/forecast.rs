@@ -14,8 +14,8 @@
 //! stored in the state: the shared, validated [`ForecastParams`] (one
 //! [`ForecastConfig`] and a table of [`CartridgeSpec`]s, which a slot names by
 //! [`SpecId`]) are passed at call time, so a snapshot (serde) holds state only
-//! ([`DeviceForecaster::state_bytes`]: 200 bytes for a purifier without the RO
-//! regression, 296 with it, 136 for a shower).
+//! ([`DeviceForecaster::state_bytes`]: about 490 bytes for a purifier without the RO
+//! regression, 584 with it, 280 for a shower).
 //!
 //! Method (event time only, local days shifted by [`ForecastConfig::utc_offset_ms`]):
 //! 1. The water through the device is the largest counter increase among the slots of
@@ -57,6 +57,25 @@
 //!    when it falls significantly, the volume at which it crosses
 //!    [`CartridgeSpec::min_rejection`] is forecast like the capacity, and an observed
 //!    crossing of the smoothed rejection makes the cartridge due at once.
+//!
+//! 9. Capacity: a slot's own rating ([`SlotReading::rated_l`], from the device or the
+//!    registry) overrides its specification's catalogue figure.
+//! 10. Flow loss is learned per device, not assumed: the daily volume is regressed on
+//!    the squared load of its flow-limiting cartridges (`y = a (1 − b x)`, forgetting
+//!    [`ForecastConfig::flow_loss_forget`] a day) and `b` is shrunk towards the
+//!    specification's prior by its standard error ([`ForecastConfig::flow_loss_prior_sd`]).
+//! 11. Counter reset vs replacement ([`DeviceForecaster::observe_boot`]): a counter that
+//!    drops with a new boot id (or a device-reported loss) and no rise of the
+//!    replacement counter, or a replacement counter that goes down, is a reset: the
+//!    cartridge keeps its volume, install time and straight-line anchor.
+//! 12. Never worse than the straight line: each slot also keeps the straight line (mean
+//!    use since its anchor). Every [`ForecastConfig::score_window_days`] both are
+//!    scored, causally, on the daily rate their dates implied against the use that
+//!    followed; the volume date is their blend weighted by those recent errors
+//!    ([`ForecastConfig::blend_power`], shrunk to [`ForecastConfig::blend_prior`]
+//!    while few windows are scored). The interval is the model's, moved to the blended
+//!    date and scaled per kind by [`CartridgeSpec::interval_scale`] (split-conformal
+//!    calibration per model by `eval filter --heldout`).
 //!
 //! Limits: the forecaster sees the meter, not the true volume. A meter off by `e`
 //! moves the date by `capacity × e / daily use` at every horizon (±2 % meters: about

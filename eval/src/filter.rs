@@ -700,6 +700,10 @@ pub fn evaluate(cfg: &EvalConfig, world: &World) -> Result<Report, String> {
                         if let Some(l) = s.last {
                             s.offset_ml += if o.ml * 2 < l.ml { l.ml } else { l.ml - o.ml };
                         }
+                        // The same cartridge: its anchor now goes with the new count.
+                        if let Some(a) = s.anchor.as_mut() {
+                            a.repl = o.repl;
+                        }
                     } else if s
                         .anchor
                         .is_none_or(|a| a.repl != o.repl || s.last.is_some_and(|l| o.ml < l.ml))
@@ -922,24 +926,47 @@ pub struct HeldOutConfig {
 
 impl HeldOutConfig {
     /// The default protocol: five families, seeds 11–12 to choose, 21–22 to report,
-    /// and a grid over how the blend weighs the model against the straight line and
-    /// the shower cartridge's flow-loss prior.
+    /// and a grid over how the blend weighs the model against the straight line (by
+    /// recent errors, or fixed weights) and the shower cartridge's flow-loss prior.
     pub fn standard(base: EvalConfig) -> HeldOutConfig {
+        let named = |name: String, sets: &[(&str, f64)]| {
+            (
+                name,
+                sets.iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect::<Vec<_>>(),
+            )
+        };
         let mut grid = Vec::new();
-        for power in [1.0, 4.0] {
-            for prior in [0.3, 0.6] {
-                for loss in [0.05, 0.12] {
-                    grid.push((
-                        format!("blend_power={power},blend_prior={prior},flow_loss={loss}"),
-                        vec![
-                            ("blend_power".to_owned(), power),
-                            ("blend_prior".to_owned(), prior),
-                            ("flow_loss_at_capacity".to_owned(), loss),
-                        ],
-                    ));
-                }
-            }
+        for fixed in [0.6, 0.7, 0.8] {
+            grid.push(named(
+                format!("fixed model weight {fixed}, flow_loss prior 0.05"),
+                &[
+                    ("blend_prior", fixed),
+                    ("blend_prior_windows", 1e12),
+                    ("flow_loss_at_capacity", 0.05),
+                ],
+            ));
         }
+        for (power, windows) in [(1.0, 4.0), (2.0, 4.0), (2.0, 10.0)] {
+            grid.push(named(
+                format!("by recent errors: power {power}, prior 0.7 weighing {windows} windows, flow_loss prior 0.05"),
+                &[
+                    ("blend_power", power),
+                    ("blend_prior", 0.7),
+                    ("blend_prior_windows", windows),
+                    ("flow_loss_at_capacity", 0.05),
+                ],
+            ));
+        }
+        grid.push(named(
+            "fixed model weight 0.7, flow_loss prior 0.02".to_owned(),
+            &[
+                ("blend_prior", 0.7),
+                ("blend_prior_windows", 1e12),
+                ("flow_loss_at_capacity", 0.02),
+            ],
+        ));
         HeldOutConfig {
             base,
             families: CartridgeMix::FAMILIES
