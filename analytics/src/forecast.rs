@@ -61,21 +61,21 @@
 //! 9. Capacity: a slot's own rating ([`SlotReading::rated_l`], from the device or the
 //!    registry) overrides its specification's catalogue figure.
 //! 10. Flow loss is learned per device, not assumed: the daily volume is regressed on
-//!    the squared load of its flow-limiting cartridges (`y = a (1 − b x)`, forgetting
-//!    [`ForecastConfig::flow_loss_forget`] a day) and `b` is shrunk towards the
-//!    specification's prior by its standard error ([`ForecastConfig::flow_loss_prior_sd`]).
+//!     the squared load of its flow-limiting cartridges (`y = a (1 − b x)`, forgetting
+//!     [`ForecastConfig::flow_loss_forget`] a day) and `b` is shrunk towards the
+//!     specification's prior by its standard error ([`ForecastConfig::flow_loss_prior_sd`]).
 //! 11. Counter reset vs replacement ([`DeviceForecaster::observe_boot`]): a counter that
-//!    drops with a new boot id (or a device-reported loss) and no rise of the
-//!    replacement counter, or a replacement counter that goes down, is a reset: the
-//!    cartridge keeps its volume, install time and straight-line anchor.
+//!     drops with a new boot id (or a device-reported loss) and no rise of the
+//!     replacement counter, or a replacement counter that goes down, is a reset: the
+//!     cartridge keeps its volume, install time and straight-line anchor.
 //! 12. Never worse than the straight line: each slot also keeps the straight line (mean
-//!    use since its anchor). Every [`ForecastConfig::score_window_days`] both are
-//!    scored, causally, on the daily rate their dates implied against the use that
-//!    followed; the volume date is their blend weighted by those recent errors
-//!    ([`ForecastConfig::blend_power`], shrunk to [`ForecastConfig::blend_prior`]
-//!    while few windows are scored). The interval is the model's, moved to the blended
-//!    date and scaled per kind by [`CartridgeSpec::interval_scale`] (split-conformal
-//!    calibration per model by `eval filter --heldout`).
+//!     use since its anchor). Every [`ForecastConfig::score_window_days`] both are
+//!     scored, causally, on the daily rate their dates implied against the use that
+//!     followed; the volume date is their blend weighted by those recent errors
+//!     ([`ForecastConfig::blend_power`], shrunk to [`ForecastConfig::blend_prior`]
+//!     while few windows are scored). The interval is the model's, moved to the blended
+//!     date and scaled per kind by [`CartridgeSpec::interval_scale`] (split-conformal
+//!     calibration per model by `eval filter --heldout`).
 //!
 //! Limits: the forecaster sees the meter, not the true volume. A meter off by `e`
 //! moves the date by `capacity × e / daily use` at every horizon (±2 % meters: about
@@ -133,9 +133,10 @@ impl CartridgeSpec {
     /// held-in simulated worlds.
     pub fn for_kind(kind: CartridgeKind) -> CartridgeSpec {
         let (min_rejection, flow_loss_at_capacity, interval_scale) = match kind {
-            CartridgeKind::ReverseOsmosis => (Some(0.85), 0.0, 1.0),
-            CartridgeKind::Shower => (None, 0.1, 1.0),
-            CartridgeKind::Sediment | CartridgeKind::Carbon => (None, 0.0, 1.0),
+            CartridgeKind::ReverseOsmosis => (Some(0.85), 0.0, 0.91),
+            CartridgeKind::Shower => (None, 0.05, 0.99),
+            CartridgeKind::Sediment => (None, 0.0, 0.99),
+            CartridgeKind::Carbon => (None, 0.0, 0.93),
         };
         CartridgeSpec {
             capacity_l: f64::from(kind.rated_litres()),
@@ -267,8 +268,8 @@ impl Default for ForecastConfig {
             line_min_days: 3.0,
             score_window_days: 7.0,
             score_alpha: 0.25,
-            blend_prior: 0.5,
-            blend_prior_windows: 2.0,
+            blend_prior: 0.8,
+            blend_prior_windows: 20.0,
             blend_power: 2.0,
         }
     }

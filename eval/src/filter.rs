@@ -938,7 +938,7 @@ impl HeldOutConfig {
             )
         };
         let mut grid = Vec::new();
-        for fixed in [0.6, 0.7, 0.8] {
+        for fixed in [0.7, 0.8] {
             grid.push(named(
                 format!("fixed model weight {fixed}, flow_loss prior 0.05"),
                 &[
@@ -948,25 +948,22 @@ impl HeldOutConfig {
                 ],
             ));
         }
-        for (power, windows) in [(1.0, 4.0), (2.0, 4.0), (2.0, 10.0)] {
+        for (power, prior, windows) in [
+            (1.0, 0.7, 4.0),
+            (2.0, 0.7, 10.0),
+            (2.0, 0.8, 20.0),
+            (1.0, 0.8, 10.0),
+        ] {
             grid.push(named(
-                format!("by recent errors: power {power}, prior 0.7 weighing {windows} windows, flow_loss prior 0.05"),
+                format!("by recent errors: power {power}, prior {prior} weighing {windows} windows, flow_loss prior 0.05"),
                 &[
                     ("blend_power", power),
-                    ("blend_prior", 0.7),
+                    ("blend_prior", prior),
                     ("blend_prior_windows", windows),
                     ("flow_loss_at_capacity", 0.05),
                 ],
             ));
         }
-        grid.push(named(
-            "fixed model weight 0.7, flow_loss prior 0.02".to_owned(),
-            &[
-                ("blend_prior", 0.7),
-                ("blend_prior_windows", 1e12),
-                ("flow_loss_at_capacity", 0.02),
-            ],
-        ));
         HeldOutConfig {
             base,
             families: CartridgeMix::FAMILIES
@@ -1209,6 +1206,15 @@ pub fn heldout(cfg: &HeldOutConfig, mut progress: impl FnMut(&str)) -> Result<St
         cfg.heldout_seeds
     );
     out += &pooled_table(&pooled_cov, &horizons);
+    out += "\nevery candidate on every family's selection seeds (objective, lower is better):\n";
+    for (gi, (name, _)) in cfg.grid.iter().enumerate() {
+        let rows: Vec<&QueryRow> = runs
+            .iter()
+            .filter(|((_, s, g), _)| cfg.selection_seeds.contains(s) && *g == gi)
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        out += &format!("- {name}: {:.3}\n", objective(&rows, &horizons));
+    }
     let (gi, scales, obj) = pick(None, &cfg.selection_seeds);
     out += &format!(
         "\nchoice on every family's selection seeds (the shipped defaults should follow it): {} (objective {obj:.3}); interval scales sediment {:.2}, carbon {:.2}, RO {:.2}, shower {:.2}\n",

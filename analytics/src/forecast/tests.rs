@@ -693,6 +693,9 @@ fn the_blend_is_not_worse_than_the_straight_line_when_the_model_is_wrong() {
         trip_prior_count: 0.0,
         idle_prior_days: 0.0,
         flow_loss_prior_sd: 1e-4,
+        // Weights from the recent errors after a couple of windows.
+        blend_prior: 0.5,
+        blend_prior_windows: 2.0,
         ..ForecastConfig::default()
     };
     let mut f = OneSlot::new(cfg, wrong);
