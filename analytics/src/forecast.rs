@@ -14,8 +14,8 @@
 //! stored in the state: the shared, validated [`ForecastParams`] (one
 //! [`ForecastConfig`] and a table of [`CartridgeSpec`]s, which a slot names by
 //! [`SpecId`]) are passed at call time, so a snapshot (serde) holds state only
-//! ([`DeviceForecaster::state_bytes`]: 200 bytes for a purifier without the RO
-//! regression, 296 with it, 136 for a shower).
+//! ([`DeviceForecaster::state_bytes`]: about 490 bytes for a purifier without the RO
+//! regression, 584 with it, 280 for a shower).
 //!
 //! Method (event time only, local days shifted by [`ForecastConfig::utc_offset_ms`]):
 //! 1. The water through the device is the largest counter increase among the slots of
@@ -58,6 +58,25 @@
 //!    [`CartridgeSpec::min_rejection`] is forecast like the capacity, and an observed
 //!    crossing of the smoothed rejection makes the cartridge due at once.
 //!
+//! 9. Capacity: a slot's own rating ([`SlotReading::rated_l`], from the device or the
+//!    registry) overrides its specification's catalogue figure.
+//! 10. Flow loss is learned per device, not assumed: the daily volume is regressed on
+//!     the squared load of its flow-limiting cartridges (`y = a (1 − b x)`, forgetting
+//!     [`ForecastConfig::flow_loss_forget`] a day) and `b` is shrunk towards the
+//!     specification's prior by its standard error ([`ForecastConfig::flow_loss_prior_sd`]).
+//! 11. Counter reset vs replacement ([`DeviceForecaster::observe_boot`]): a counter that
+//!     drops with a new boot id (or a device-reported loss) and no rise of the
+//!     replacement counter, or a replacement counter that goes down, is a reset: the
+//!     cartridge keeps its volume, install time and straight-line anchor.
+//! 12. Never worse than the straight line: each slot also keeps the straight line (mean
+//!     use since its anchor). Every [`ForecastConfig::score_window_days`] both are
+//!     scored, causally, on the daily rate their dates implied against the use that
+//!     followed; the volume date is their blend weighted by those recent errors
+//!     ([`ForecastConfig::blend_power`], shrunk to [`ForecastConfig::blend_prior`]
+//!     while few windows are scored). The interval is the model's, moved to the blended
+//!     date and scaled per kind by [`CartridgeSpec::interval_scale`] (split-conformal
+//!     calibration per model by `eval filter --heldout`).
+//!
 //! Limits: the forecaster sees the meter, not the true volume. A meter off by `e`
 //! moves the date by `capacity × e / daily use` at every horizon (±2 % meters: about
 //! 1.6–1.9 days of MAE on the simulated fleet even for a perfect forecast of use), and
@@ -85,9 +104,20 @@ pub struct CartridgeSpec {
     pub max_age_days: f64,
     /// Early exhaustion threshold on the smoothed salt rejection (RO membranes only).
     pub min_rejection: Option<f64>,
-    /// Share of the water per use lost at rated capacity because the loaded cartridge
-    /// lets less flow through (timed uses such as showers; 0 for dispensed volumes).
+    /// Prior mean of the share of the water per use lost at rated capacity because the
+    /// loaded cartridge lets less flow through (timed uses such as showers; 0 for
+    /// dispensed volumes, and then no loss is learned). Each device learns its own
+    /// loss from its data, shrunk towards this ([`ForecastConfig::flow_loss_prior_sd`]).
     pub flow_loss_at_capacity: f64,
+    /// Scale of the prediction interval's half-widths around the point forecast, for
+    /// this kind of cartridge (split-conformal calibration per model: `eval filter`
+    /// picks it on held-in worlds so that the interval covers its nominal share).
+    #[serde(default = "one")]
+    pub interval_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl CartridgeSpec {
@@ -96,27 +126,25 @@ impl CartridgeSpec {
     pub const KINDS: [CartridgeKind; 4] = CartridgeKind::ALL;
 
     /// Default specification of a kind: its rated litres and maximum age from
-    /// `protocol::catalog`, and the shower cartridge's flow
-    /// loss at capacity (20 %, the simulator's clogging model; purifier draws are
-    /// dispensed by volume, so their cartridges' loading does not change the use).
+    /// `protocol::catalog` (a slot's reading may carry its own rating,
+    /// [`SlotReading::rated_l`]), the prior of the shower cartridge's flow loss at
+    /// capacity (purifier draws are dispensed by volume, so their cartridges' loading
+    /// does not change the use), and the interval scales `eval filter` selected on
+    /// held-in simulated worlds.
     pub fn for_kind(kind: CartridgeKind) -> CartridgeSpec {
-        let (min_rejection, flow_loss_at_capacity) = match kind {
-            CartridgeKind::ReverseOsmosis => (Some(0.85), 0.0),
-            CartridgeKind::Shower => (None, 0.2),
-            CartridgeKind::Sediment | CartridgeKind::Carbon => (None, 0.0),
+        let (min_rejection, flow_loss_at_capacity, interval_scale) = match kind {
+            CartridgeKind::ReverseOsmosis => (Some(0.85), 0.0, 0.91),
+            CartridgeKind::Shower => (None, 0.05, 0.99),
+            CartridgeKind::Sediment => (None, 0.0, 0.99),
+            CartridgeKind::Carbon => (None, 0.0, 0.93),
         };
         CartridgeSpec {
             capacity_l: f64::from(kind.rated_litres()),
             max_age_days: f64::from(kind.max_age_days()),
             min_rejection,
             flow_loss_at_capacity,
+            interval_scale,
         }
-    }
-
-    /// Flow factor at a load (volume through / rated capacity), in (0, 1].
-    fn flow_factor(&self, load: f64) -> f64 {
-        let l = load.clamp(0.0, 1.2);
-        (1.0 - self.flow_loss_at_capacity * l * l).max(0.05)
     }
 
     /// Checks every value is in range.
@@ -126,6 +154,11 @@ impl CartridgeSpec {
         if let Some(r) = self.min_rejection {
             check("min_rejection", r, (0.0..1.0).contains(&r))?;
         }
+        check(
+            "interval_scale",
+            self.interval_scale,
+            self.interval_scale > 0.0 && self.interval_scale < 20.0,
+        )?;
         check(
             "flow_loss_at_capacity",
             self.flow_loss_at_capacity,
@@ -187,6 +220,25 @@ pub struct ForecastConfig {
     pub rejection_forget: f64,
     /// Days of rejection data needed before its trend is used.
     pub rejection_min_days: u32,
+    /// Prior standard deviation of a device's flow loss at capacity around its
+    /// specification's [`CartridgeSpec::flow_loss_at_capacity`].
+    pub flow_loss_prior_sd: f64,
+    /// Forgetting factor per day of the flow-loss regression, in (0, 1].
+    pub flow_loss_forget: f64,
+    /// History the built-in straight line needs since its anchor, days.
+    pub line_min_days: f64,
+    /// Days between the checkpoints at which the model and the straight line are
+    /// scored against the use that followed (their recent errors).
+    pub score_window_days: f64,
+    /// EWMA rate of the scored errors (per window).
+    pub score_alpha: f64,
+    /// Blend weight of the model before any window was scored...
+    pub blend_prior: f64,
+    /// ...and the weight of that prior, in windows.
+    pub blend_prior_windows: f64,
+    /// Power of the errors in the blend weights: the model's weight is
+    /// `e_line^k / (e_model^k + e_line^k)` (2: inverse squared errors; large: select).
+    pub blend_power: f64,
 }
 
 impl Default for ForecastConfig {
@@ -211,6 +263,14 @@ impl Default for ForecastConfig {
             active_hours: (6.0, 23.0),
             rejection_forget: 0.75,
             rejection_min_days: 7,
+            flow_loss_prior_sd: 0.08,
+            flow_loss_forget: 0.99,
+            line_min_days: 3.0,
+            score_window_days: 7.0,
+            score_alpha: 0.25,
+            blend_prior: 0.8,
+            blend_prior_windows: 20.0,
+            blend_power: 2.0,
         }
     }
 }
@@ -272,6 +332,46 @@ impl ForecastConfig {
             "rejection_forget",
             self.rejection_forget,
             self.rejection_forget > 0.0 && self.rejection_forget <= 1.0,
+        )?;
+        check(
+            "flow_loss_prior_sd",
+            self.flow_loss_prior_sd,
+            self.flow_loss_prior_sd > 0.0,
+        )?;
+        check(
+            "flow_loss_forget",
+            self.flow_loss_forget,
+            self.flow_loss_forget > 0.0 && self.flow_loss_forget <= 1.0,
+        )?;
+        check(
+            "line_min_days",
+            self.line_min_days,
+            self.line_min_days >= 0.0,
+        )?;
+        check(
+            "score_window_days",
+            self.score_window_days,
+            self.score_window_days >= 1.0,
+        )?;
+        check(
+            "score_alpha",
+            self.score_alpha,
+            self.score_alpha > 0.0 && self.score_alpha <= 1.0,
+        )?;
+        check(
+            "blend_prior",
+            self.blend_prior,
+            (0.0..=1.0).contains(&self.blend_prior),
+        )?;
+        check(
+            "blend_prior_windows",
+            self.blend_prior_windows,
+            self.blend_prior_windows >= 0.0,
+        )?;
+        check(
+            "blend_power",
+            self.blend_power,
+            self.blend_power > 0.0 && self.blend_power <= 64.0,
         )?;
         Ok(())
     }
@@ -419,6 +519,27 @@ pub struct Forecast {
     pub remaining_l: f64,
     /// Expected mean daily use, litres (presence included).
     pub daily_l: f64,
+    /// The usage model's own volume date (before blending with the straight line).
+    pub model_ms: i64,
+    /// The straight line's volume date (mean use since the cartridge's anchor), if it
+    /// has enough history.
+    pub line_ms: Option<i64>,
+    /// Weight of the usage model in `by_volume_ms` (the rest is the straight line's).
+    pub model_weight: f64,
+    /// Flow loss at capacity the device has learned (0 when none is modelled).
+    pub flow_loss: f64,
+}
+
+/// What a reading says about the device's boot, to tell a counter reset (a reboot
+/// that lost the counters: the water through the cartridge is kept) from a
+/// cartridge replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootInfo {
+    /// The message's boot id (incremented at every boot).
+    pub boot_id: u32,
+    /// Whether the boot lost the counters, when the device says so (reboot reason);
+    /// `None` when unknown.
+    pub counters_lost: Option<bool>,
 }
 
 /// One slot's counters in a reading of the device.
@@ -432,6 +553,9 @@ pub struct SlotReading {
     pub ml_since_replacement: u64,
     /// Replacement counter.
     pub replacements: u32,
+    /// The cartridge's own rated capacity, litres, when the device or the registry
+    /// knows it (it overrides the specification's [`CartridgeSpec::capacity_l`]).
+    pub rated_l: Option<u32>,
 }
 
 /// Bias-corrected EWMA level and variance of the days with use of one day type
@@ -508,6 +632,25 @@ impl Trend {
         self.days += 1;
     }
 
+    /// The fitted line: intercept, slope and the slope's standard error (at least four
+    /// points and some spread of x).
+    fn fit(&self) -> Option<(f64, f64, f64)> {
+        if self.w < 4.0 {
+            return None;
+        }
+        let (mx, my) = (self.x / self.w, self.y / self.w);
+        let sxx = self.xx / self.w - mx * mx;
+        let sxy = self.xy / self.w - mx * my;
+        let syy = self.yy / self.w - my * my;
+        if sxx <= 1e-9 {
+            return None;
+        }
+        let slope = sxy / sxx;
+        let resid = (syy - slope * sxy).max(0.0) * self.w / (self.w - 2.0);
+        let se = (resid / (sxx * self.w)).sqrt();
+        Some((my - slope * mx, slope, se))
+    }
+
     /// Volume (litres) at which the fitted line reaches `threshold`, when the slope is
     /// negative with a t-statistic beyond 3.
     fn crossing(&self, threshold: f64) -> Option<f64> {
@@ -552,6 +695,15 @@ struct UsageModel {
     trip_days: u32,
     /// The last day with use (fresh-cartridge litres, weekend), held back one day.
     pending: Option<(f32, bool)>,
+    /// Boot id of the last reading that had one.
+    #[serde(default)]
+    boot_id: Option<u32>,
+    /// Water through the device since the forecaster started, ml.
+    #[serde(default)]
+    total_ml: u64,
+    /// Regression of the daily volume on the squared load (flow loss).
+    #[serde(default)]
+    flow_fit: Trend,
 }
 
 impl UsageModel {
@@ -683,6 +835,35 @@ struct SlotState {
     spec: SpecId,
     /// Only for specifications with a rejection threshold.
     rejection: Option<Box<RejectionState>>,
+    /// Volume through the current cartridge before the counter resets seen (reboots
+    /// that lost the counters), ml: the cartridge has `offset_ml + last_ml` through it.
+    #[serde(default)]
+    offset_ml: u64,
+    /// The cartridge's own rating, litres (0: the specification's).
+    #[serde(default)]
+    rated_l: f32,
+    /// Anchor of the straight line: time and volume through the cartridge.
+    #[serde(default)]
+    anchor_ms: i64,
+    #[serde(default)]
+    anchor_ml: u64,
+    /// Recent errors of the model and of the straight line.
+    #[serde(default)]
+    score: SlotScore,
+}
+
+/// The scoring of a slot's model and straight line: the daily rates each implied at
+/// the last checkpoint, and the EWMAs of their absolute errors against the use that
+/// followed (litres a day).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct SlotScore {
+    /// Checkpoint: time, device total then (ml), implied rates (model, line), L/day.
+    at_ms: i64,
+    at_total_ml: u64,
+    rates: Option<(f32, f32)>,
+    /// EWMA absolute errors (model, line) and windows scored.
+    err: (f32, f32),
+    n: u16,
 }
 
 /// [`SlotState::install_ms`] of a cartridge whose install time is unknown.
@@ -697,7 +878,55 @@ impl SlotState {
             slot: reading.slot,
             spec: reading.spec,
             rejection: spec.min_rejection.map(|_| Box::default()),
+            offset_ml: 0,
+            rated_l: reading.rated_l.map_or(0.0, |r| r as f32),
+            anchor_ms: i64::MIN,
+            anchor_ml: reading.ml_since_replacement,
+            score: SlotScore::default(),
         }
+    }
+
+    /// Volume through the current cartridge, ml (counter resets included).
+    fn used_ml(&self) -> u64 {
+        self.offset_ml.saturating_add(self.last_ml)
+    }
+
+    /// The cartridge's rated capacity, litres.
+    fn capacity_l(&self, spec: &CartridgeSpec) -> f64 {
+        if self.rated_l > 0.0 {
+            f64::from(self.rated_l)
+        } else {
+            spec.capacity_l
+        }
+    }
+
+    /// The straight line's rate, ml per ms, when it has `min_days` of history.
+    fn line_rate(&self, now: i64, min_days: f64) -> Option<f64> {
+        if self.anchor_ms == i64::MIN {
+            return None;
+        }
+        let span = (now - self.anchor_ms) as f64;
+        let used = self.used_ml() as f64 - self.anchor_ml as f64;
+        (span >= min_days * DAY_MS as f64 && span > 0.0 && used > 0.0).then(|| used / span)
+    }
+
+    /// Weight of the model against the straight line, from their recent errors.
+    fn model_weight(&self, cfg: &ForecastConfig) -> f64 {
+        let sc = &self.score;
+        let n = f64::from(sc.n);
+        let data = if sc.n > 0 {
+            let k = cfg.blend_power;
+            let (em, el) = (f64::from(sc.err.0).max(1e-6), f64::from(sc.err.1).max(1e-6));
+            // e_line^k / (e_model^k + e_line^k), computed stably.
+            1.0 / (1.0 + (em / el).powf(k))
+        } else {
+            cfg.blend_prior
+        };
+        let k0 = cfg.blend_prior_windows;
+        if n + k0 <= 0.0 {
+            return cfg.blend_prior;
+        }
+        (n * data + k0 * cfg.blend_prior) / (n + k0)
     }
 
     fn installed_ms(&self) -> Option<i64> {
@@ -871,19 +1100,56 @@ impl DeviceForecaster {
         self.usage.trips
     }
 
-    /// Flow factor of the device once `walked_l` more litres have gone through every
-    /// slot's current cartridge: the product of the slots' factors (the water runs
-    /// through each; slots without flow loss give 1).
-    fn flow_factor_after(&self, params: &ForecastParams, walked_l: f64) -> f64 {
+    /// Flow loss at capacity the device has learned: the regression of its daily
+    /// volume on the squared load of its flow-limiting cartridges (`y = a (1 − b x)`),
+    /// shrunk towards the specifications' prior ([`ForecastConfig::flow_loss_prior_sd`]);
+    /// 0 when no slot's specification has a flow loss.
+    fn flow_loss(&self, params: &ForecastParams) -> f64 {
+        let prior = self
+            .slots
+            .iter()
+            .filter_map(|s| params.spec(s.spec))
+            .map(|spec| spec.flow_loss_at_capacity)
+            .fold(0.0f64, f64::max);
+        if prior <= 0.0 {
+            return 0.0;
+        }
+        let tau2 = params.config().flow_loss_prior_sd.powi(2);
+        let Some((a, c, se)) = self.usage.flow_fit.fit() else {
+            return prior;
+        };
+        if a <= 0.0 || !se.is_finite() || se <= 0.0 {
+            return prior;
+        }
+        let b_hat = -c / a;
+        let var = (se / a).powi(2);
+        let b = (b_hat / var + prior / tau2) / (1.0 / var + 1.0 / tau2);
+        b.clamp(0.0, 0.8)
+    }
+
+    /// Squared loads of the flow-limiting slots once `walked_l` more litres went
+    /// through them (the sum over the slots whose specification has a flow loss).
+    fn load_sq(&self, params: &ForecastParams, walked_l: f64) -> f64 {
         self.slots
             .iter()
             .filter_map(|s| {
                 let spec = params.spec(s.spec)?;
                 (spec.flow_loss_at_capacity > 0.0).then(|| {
-                    spec.flow_factor((s.last_ml as f64 / 1000.0 + walked_l) / spec.capacity_l)
+                    let l = ((s.used_ml() as f64 / 1000.0 + walked_l) / s.capacity_l(spec))
+                        .clamp(0.0, 1.2);
+                    l * l
                 })
             })
-            .product()
+            .sum()
+    }
+
+    /// Flow factor of the device once `walked_l` more litres have gone through every
+    /// slot's current cartridge, with the learned loss `b`: `1 − b Σ load²`.
+    fn flow_factor_after(&self, params: &ForecastParams, b: f64, walked_l: f64) -> f64 {
+        if b <= 0.0 {
+            return 1.0;
+        }
+        (1.0 - b * self.load_sq(params, walked_l)).max(0.05)
     }
 
     /// Closes the day of the last reading (the slots' counters are still those of it).
@@ -891,11 +1157,12 @@ impl DeviceForecaster {
         let cfg = params.config();
         let used_l = f64::from(self.usage.day_ml) / 1000.0;
         for s in self.slots.iter_mut() {
+            let used_ml = s.used_ml();
             if let Some(r) = s.rejection.as_deref_mut() {
                 if r.day_n > 0 {
                     // The day's mean rejection belongs to the volume at mid-day.
                     r.trend.add(
-                        (s.last_ml as f64 / 1000.0 - used_l / 2.0).max(0.0),
+                        (used_ml as f64 / 1000.0 - used_l / 2.0).max(0.0),
                         r.day_sum / f64::from(r.day_n),
                         cfg.rejection_forget,
                     );
@@ -905,27 +1172,96 @@ impl DeviceForecaster {
             }
         }
         // Loads at mid-day (the counters are the ones of the day's last reading).
-        let flow = self
-            .slots
-            .iter()
-            .filter_map(|s| {
-                let spec = params.spec(s.spec)?;
-                let mid_ml = (s.last_ml as f64 - used_l * 500.0).max(0.0);
-                (spec.flow_loss_at_capacity > 0.0)
-                    .then(|| spec.flow_factor(mid_ml / 1000.0 / spec.capacity_l))
-            })
-            .product();
+        let b = self.flow_loss(params);
+        let x = self.load_sq(params, -used_l / 2.0);
+        let flow = if b > 0.0 {
+            (1.0 - b * x).max(0.05)
+        } else {
+            1.0
+        };
+        if b > 0.0 && self.usage.day_whole && used_l >= cfg.absent_below_l {
+            self.usage.flow_fit.add(x, used_l, cfg.flow_loss_forget);
+        }
         self.usage.close_day(cfg, used_l, flow);
     }
 
-    /// Feeds one reading of the device: the counters of its slots at `ts_ms`.
-    /// Readings must come in time order (equal times are accepted). A slot not seen
-    /// before starts with this reading (its install time unknown); a reading without
-    /// slots says nothing and is ignored.
+    /// Scores each slot's model and straight line at a checkpoint (the end of a day,
+    /// every [`ForecastConfig::score_window_days`]): the daily rate each implied at the
+    /// previous checkpoint against the use since, then the rates they imply now.
+    fn checkpoint(&mut self, params: &ForecastParams) {
+        let cfg = params.config();
+        let now = self.usage.last_ts;
+        let total = self.usage.total_ml;
+        let window_ms = cfg.score_window_days * DAY_MS as f64;
+        for i in 0..self.slots.len() {
+            let sc = self.slots[i].score;
+            let elapsed = (now - sc.at_ms) as f64;
+            if sc.at_ms != 0 && elapsed < window_ms {
+                continue;
+            }
+            let mut score = sc;
+            if let Some((rm, rl)) = sc.rates.filter(|_| sc.at_ms != 0 && elapsed > 0.0) {
+                let realized = total.saturating_sub(sc.at_total_ml) as f64
+                    / 1000.0
+                    / (elapsed / DAY_MS as f64);
+                let a = if score.n == 0 { 1.0 } else { cfg.score_alpha };
+                let em = (f64::from(rm) - realized).abs();
+                let el = (f64::from(rl) - realized).abs();
+                score.err.0 = (f64::from(score.err.0) + a * (em - f64::from(score.err.0))) as f32;
+                score.err.1 = (f64::from(score.err.1) + a * (el - f64::from(score.err.1))) as f32;
+                score.n = score.n.saturating_add(1);
+            }
+            score.at_ms = now;
+            score.at_total_ml = total;
+            let slot = self.slots[i].slot;
+            score.rates = self.implied_rates(params, slot, now);
+            self.slots[i].score = score;
+        }
+    }
+
+    /// The daily rates (litres) the model's and the straight line's volume dates imply
+    /// for a slot now, when both exist and the date is more than a window away.
+    fn implied_rates(&self, params: &ForecastParams, slot: u8, now: i64) -> Option<(f32, f32)> {
+        let cfg = params.config();
+        let s = self.slot(slot).ok()?;
+        let spec = params.spec(s.spec)?;
+        let remaining_l = s.capacity_l(spec) - s.used_ml() as f64 / 1000.0;
+        if remaining_l <= 0.0 {
+            return None;
+        }
+        let line = s.line_rate(now, cfg.line_min_days)? * DAY_MS as f64 / 1000.0;
+        let (due, _, _) = self.model_volume_date(params, s, spec, now).ok()?;
+        let days = (due - now) as f64 / DAY_MS as f64;
+        (days > cfg.score_window_days).then(|| ((remaining_l / days) as f32, line as f32))
+    }
+
+    /// Feeds one reading of the device: the counters of its slots at `ts_ms`, without
+    /// boot information (see [`observe_boot`](Self::observe_boot)).
     pub fn observe(
         &mut self,
         params: &ForecastParams,
         ts_ms: i64,
+        readings: &[SlotReading],
+    ) -> Result<(), ForecastError> {
+        self.observe_boot(params, ts_ms, None, readings)
+    }
+
+    /// Feeds one reading of the device: the counters of its slots at `ts_ms` and, when
+    /// known, the boot it was sent in. Readings must come in time order (equal times
+    /// are accepted). A slot not seen before starts with this reading (its install
+    /// time unknown); a reading without slots says nothing and is ignored.
+    ///
+    /// A slot's counter that drops (or whose replacement counter changes) is a new
+    /// cartridge, unless it is a *counter reset*: the replacement counter went down (a
+    /// cumulative counter cannot), or the device rebooted (new boot id) and the
+    /// counters dropped without the replacement counter going up, or the device says
+    /// the boot lost them. A reset keeps the volume through the cartridge, its install
+    /// time and the straight line's anchor.
+    pub fn observe_boot(
+        &mut self,
+        params: &ForecastParams,
+        ts_ms: i64,
+        boot: Option<BootInfo>,
         readings: &[SlotReading],
     ) -> Result<(), ForecastError> {
         for r in readings {
@@ -953,6 +1289,7 @@ impl DeviceForecaster {
             if day != self.usage.day {
                 // The day of the previous reading is complete with the water until then.
                 self.close_day(params);
+                self.checkpoint(params);
                 self.usage.day_whole = day == self.usage.day + 1;
                 if !self.usage.day_whole {
                     self.usage.zero_run = 0; // a gap: whatever happened is unknown
@@ -961,6 +1298,11 @@ impl DeviceForecaster {
                 self.usage.day_ml = 0;
             }
         }
+        let rebooted = match (boot, self.usage.boot_id) {
+            (Some(b), Some(prev)) => b.boot_id != prev,
+            _ => false,
+        };
+        let lost = boot.and_then(|b| b.counters_lost);
         // The water through the device: the largest increase among the slots (a slot
         // whose cartridge was just replaced only counts since the replacement).
         let mut added_ml = 0u64;
@@ -970,16 +1312,43 @@ impl DeviceForecaster {
             };
             let Some(s) = self.slots.iter_mut().find(|s| s.slot == r.slot) else {
                 let mut slots = std::mem::take(&mut self.slots).into_vec();
-                slots.push(SlotState::new(r, spec));
+                let mut new = SlotState::new(r, spec);
+                new.anchor_ms = ts_ms;
+                slots.push(new);
                 self.slots = slots.into_boxed_slice();
                 continue;
             };
-            let reset = r.replacements != s.last_repl
-                || r.ml_since_replacement < s.last_ml
-                || r.spec != s.spec;
-            let added = if reset {
+            if let Some(rated) = r.rated_l.filter(|x| *x > 0) {
+                s.rated_l = rated as f32;
+            }
+            let dropped = r.ml_since_replacement < s.last_ml;
+            let changed = dropped || r.replacements != s.last_repl || r.spec != s.spec;
+            let counter_reset = changed
+                && r.spec == s.spec
+                && (r.replacements < s.last_repl
+                    || (r.replacements == s.last_repl
+                        && dropped
+                        && (lost == Some(true) || (rebooted && lost != Some(false)))));
+            let added = if counter_reset {
+                // The counters restarted: the cartridge keeps what went through it. A
+                // counter well above half its last value only lost its unsaved tail.
+                if r.ml_since_replacement.saturating_mul(2) < s.last_ml {
+                    s.offset_ml = s.offset_ml.saturating_add(s.last_ml);
+                    r.ml_since_replacement
+                } else {
+                    s.offset_ml = s
+                        .offset_ml
+                        .saturating_add(s.last_ml - r.ml_since_replacement);
+                    0
+                }
+            } else if changed {
                 s.install_ms = ts_ms;
                 s.spec = r.spec;
+                s.offset_ml = 0;
+                s.rated_l = r.rated_l.map_or(0.0, |x| x as f32);
+                s.anchor_ms = ts_ms;
+                s.anchor_ml = r.ml_since_replacement;
+                s.score.rates = None;
                 s.rejection = spec.min_rejection.map(|_| Box::default());
                 r.ml_since_replacement
             } else {
@@ -989,10 +1358,14 @@ impl DeviceForecaster {
             s.last_repl = r.replacements;
             added_ml = added_ml.max(added);
         }
+        if let Some(b) = boot {
+            self.usage.boot_id = Some(b.boot_id);
+        }
         self.usage.day_ml = self
             .usage
             .day_ml
             .saturating_add(u32::try_from(added_ml).unwrap_or(u32::MAX));
+        self.usage.total_ml = self.usage.total_ml.saturating_add(added_ml);
         self.usage.last_ts = ts_ms;
         Ok(())
     }
@@ -1098,10 +1471,12 @@ impl DeviceForecaster {
     }
 
     /// The distribution of the date `rem_l` more litres are used, from `now` (UTC).
+    #[allow(clippy::too_many_arguments)]
     fn distribution(
         &self,
         params: &ForecastParams,
-        spec: &CartridgeSpec,
+        cap_l: f64,
+        b: f64,
         now: i64,
         rem_l: f64,
         levels: [f64; 2],
@@ -1113,9 +1488,9 @@ impl DeviceForecaster {
         let idle = usage.idle_share(cfg);
         let exp = [levels[0] * (1.0 - idle), levels[1] * (1.0 - idle)];
         let (t0, m_days) = Self::walk(cfg, local_now, rem_l, exp, |walked| {
-            self.flow_factor_after(params, walked)
+            self.flow_factor_after(params, b, walked)
         });
-        let g_mean = self.flow_factor_after(params, rem_l * 0.5);
+        let g_mean = self.flow_factor_after(params, b, rem_l * 0.5);
         let daily = (5.0 * exp[0] + 2.0 * exp[1]) / 7.0 * g_mean;
 
         // Gaussian part, litres²: day-to-day dispersion of the days at home (idle days
@@ -1138,7 +1513,7 @@ impl DeviceForecaster {
             var_l += m_days[t] * var_day;
             var_l += (m_days[t] * exp[t]).powi(2) * g2 * vd / levels[t].powi(2).max(1e-12) / n_eff;
         }
-        let var_meter = (spec.capacity_l * cfg.meter_rel_sd).powi(2);
+        let var_meter = (cap_l * cfg.meter_rel_sd).powi(2);
         var_l += var_meter;
         let sd_days = cfg.spread_scale * var_l.sqrt() / daily.max(1e-9);
         let sd_use_days = cfg.spread_scale * (var_l - var_meter).max(0.0).sqrt() / daily.max(1e-9);
@@ -1184,20 +1559,14 @@ impl DeviceForecaster {
         }
     }
 
-    /// The forecast of a slot as of `now_ms` (not before the last reading's time,
-    /// which is used if `now_ms` is earlier).
-    pub fn forecast(
+    /// The usage model's readiness and levels: `(levels, now)` or why not.
+    fn ready(
         &self,
         params: &ForecastParams,
-        slot: u8,
         now_ms: i64,
-    ) -> Result<Forecast, ForecastError> {
+    ) -> Result<([f64; 2], i64), ForecastError> {
         let cfg = params.config();
         let usage = &self.usage;
-        let s = self.slot(slot)?;
-        let spec = params
-            .spec(s.spec)
-            .ok_or(ForecastError::UnknownSpec { spec: s.spec.0 })?;
         let days = usage.days_with_use();
         let not_ready = ForecastError::NotReady {
             days,
@@ -1212,27 +1581,97 @@ impl DeviceForecaster {
         if levels[0] <= 0.0 || levels[1] <= 0.0 {
             return Err(not_ready);
         }
-        let now = now_ms.max(usage.last_ts);
-        let idle = usage.idle_share(cfg);
-        let (trip_shape, trip_rate) = usage.trip_rate(cfg);
-        let (trip_mean, _) = usage.trip_length(cfg);
-        let g_now = self.flow_factor_after(params, 0.0);
+        Ok((levels, now_ms.max(usage.last_ts)))
+    }
+
+    /// Mean daily use now (presence and the current flow factor included), litres.
+    fn daily_now(&self, params: &ForecastParams, levels: [f64; 2], b: f64) -> f64 {
+        let cfg = params.config();
+        let idle = self.usage.idle_share(cfg);
+        let (trip_shape, trip_rate) = self.usage.trip_rate(cfg);
+        let (trip_mean, _) = self.usage.trip_length(cfg);
+        let g_now = self.flow_factor_after(params, b, 0.0);
         let home_daily = (5.0 * levels[0] + 2.0 * levels[1]) / 7.0 * (1.0 - idle) * g_now;
-        let daily = home_daily / (1.0 + trip_shape / trip_rate * trip_mean);
-        let used_l = s.last_ml as f64 / 1000.0;
-        let remaining_l = spec.capacity_l - used_l;
+        home_daily / (1.0 + trip_shape / trip_rate * trip_mean)
+    }
+
+    /// The usage model's volume date of a slot and its interval (unscaled), as of `now`.
+    fn model_volume_date(
+        &self,
+        params: &ForecastParams,
+        s: &SlotState,
+        spec: &CartridgeSpec,
+        now_ms: i64,
+    ) -> Result<(i64, i64, i64), ForecastError> {
+        let (levels, now) = self.ready(params, now_ms)?;
+        let cfg = params.config();
+        let b = self.flow_loss(params);
+        let cap_l = s.capacity_l(spec);
+        let remaining_l = cap_l - s.used_ml() as f64 / 1000.0;
+        if remaining_l <= 0.0 {
+            let daily = self.daily_now(params, levels, b);
+            let back = now.saturating_add((remaining_l / daily * DAY_MS as f64) as i64);
+            return Ok((back, back, back));
+        }
+        let half_out = 0.5 * (1.0 - cfg.interval);
+        let dist = self.distribution(params, cap_l, b, now, remaining_l, levels);
+        let due = dist.point() as i64;
+        let lo = (dist.quantile(half_out) as i64).max(now.min(due));
+        let hi = (dist.quantile(1.0 - half_out) as i64).max(due);
+        Ok((due, lo, hi))
+    }
+
+    /// The forecast of a slot as of `now_ms` (not before the last reading's time,
+    /// which is used if `now_ms` is earlier).
+    ///
+    /// The volume date is a blend of the usage model's date and the straight line's
+    /// (the mean use since the cartridge's anchor), weighted by their recent errors
+    /// (see [`ForecastConfig::blend_power`]); the interval is the model's, moved to
+    /// the blended date and scaled by [`CartridgeSpec::interval_scale`].
+    pub fn forecast(
+        &self,
+        params: &ForecastParams,
+        slot: u8,
+        now_ms: i64,
+    ) -> Result<Forecast, ForecastError> {
+        let cfg = params.config();
+        let s = self.slot(slot)?;
+        let spec = params
+            .spec(s.spec)
+            .ok_or(ForecastError::UnknownSpec { spec: s.spec.0 })?;
+        let (levels, now) = self.ready(params, now_ms)?;
+        let b = self.flow_loss(params);
+        let daily = self.daily_now(params, levels, b);
+        let cap_l = s.capacity_l(spec);
+        let used_l = s.used_ml() as f64 / 1000.0;
+        let remaining_l = cap_l - used_l;
         let half_out = 0.5 * (1.0 - cfg.interval);
 
-        let (by_volume_ms, volume_interval_ms) = if remaining_l <= 0.0 {
-            // Already over: back-date the crossing at the mean rate.
-            let back = now.saturating_add((remaining_l / daily * DAY_MS as f64) as i64);
-            (back, (back, back))
+        let (model_ms, m_lo, m_hi) = self.model_volume_date(params, s, spec, now)?;
+        let line_ms = s.line_rate(now, cfg.line_min_days).map(|rate| {
+            let t = now as f64 + (remaining_l * 1000.0 / rate);
+            t.clamp(i64::MIN as f64 / 2.0, i64::MAX as f64 / 2.0) as i64
+        });
+        let model_weight = if line_ms.is_some() {
+            s.model_weight(cfg)
         } else {
-            let dist = self.distribution(params, spec, now, remaining_l, levels);
-            let due = dist.point() as i64;
-            let lo = (dist.quantile(half_out) as i64).max(now.min(due));
-            let hi = (dist.quantile(1.0 - half_out) as i64).max(due);
-            (due, (lo, hi))
+            1.0
+        };
+        let (by_volume_ms, volume_interval_ms) = match line_ms {
+            Some(l) if remaining_l > 0.0 => {
+                let due = (model_weight * model_ms as f64 + (1.0 - model_weight) * l as f64) as i64;
+                let k = spec.interval_scale;
+                let lo = due - ((model_ms - m_lo) as f64 * k) as i64;
+                let hi = due + ((m_hi - model_ms) as f64 * k) as i64;
+                (due, (lo.max(now.min(due)), hi.max(due)))
+            }
+            _ if remaining_l > 0.0 => {
+                let k = spec.interval_scale;
+                let lo = model_ms - ((model_ms - m_lo) as f64 * k) as i64;
+                let hi = model_ms + ((m_hi - model_ms) as f64 * k) as i64;
+                (model_ms, (lo.max(now.min(model_ms)), hi.max(model_ms)))
+            }
+            _ => (model_ms, (m_lo, m_hi)),
         };
 
         let by_age_ms = s
@@ -1254,7 +1693,7 @@ impl DeviceForecaster {
         if let Some(cross_l) = crossing {
             let rem = cross_l - used_l;
             if rem > 0.0 && rem < remaining_l {
-                let dist = self.distribution(params, spec, now, rem, levels);
+                let dist = self.distribution(params, cap_l, b, now, rem, levels);
                 let due = dist.point() as i64;
                 if due < due_ms {
                     due_ms = due;
@@ -1287,7 +1726,27 @@ impl DeviceForecaster {
             by_age_ms,
             remaining_l,
             daily_l: daily,
+            model_ms,
+            line_ms,
+            model_weight,
+            flow_loss: b,
         })
+    }
+
+    /// Volume through a slot's current cartridge, litres (counter resets included).
+    pub fn used_l(&self, slot: u8) -> Option<f64> {
+        self.slot(slot).ok().map(|s| s.used_ml() as f64 / 1000.0)
+    }
+
+    /// The recent absolute errors (model, straight line) of a slot's implied daily
+    /// rates, litres a day, and the windows scored.
+    pub fn recent_errors(&self, slot: u8) -> Option<(f64, f64, u16)> {
+        let s = self.slot(slot).ok()?;
+        Some((
+            f64::from(s.score.err.0),
+            f64::from(s.score.err.1),
+            s.score.n,
+        ))
     }
 }
 

@@ -23,6 +23,6 @@ pub mod rules;
 pub use detector::{DetectorConfig, StreamingDetector};
 pub use error::{AnalyticsError, ConfigError};
 pub use forecast::{
-    CartridgeSpec, DeviceForecaster, DueReason, Forecast, ForecastConfig, ForecastError,
+    BootInfo, CartridgeSpec, DeviceForecaster, DueReason, Forecast, ForecastConfig, ForecastError,
     ForecastParams, SlotReading, SpecId,
 };

@@ -20,8 +20,11 @@
 
 use std::collections::HashMap;
 
-use analytics::{CartridgeSpec, DeviceForecaster, ForecastConfig, ForecastParams, SlotReading};
+use analytics::{
+    BootInfo, CartridgeSpec, DeviceForecaster, ForecastConfig, ForecastParams, SlotReading,
+};
 use protocol::message::{CartridgeKind, Reading, Telemetry};
+use simulator::device::CartridgeMix;
 use simulator::{faults::FaultMix, Fleet, FleetConfig, Truth};
 
 use protocol::catalog::DAY_MS;
@@ -45,6 +48,10 @@ pub struct EvalConfig {
     pub line_min_days: i64,
     /// Forecaster parameters to override (`--set name=value`), for tuning.
     pub overrides: Vec<(String, f64)>,
+    /// How the fleet's cartridges vary (a family of worlds).
+    pub cartridges: CartridgeMix,
+    /// Interval scale per kind (`CartridgeKind::index`), applied on top of the overrides.
+    pub interval_scales: Option<[f64; 4]>,
 }
 
 /// Applies one `name=value` override to a forecaster configuration or to the
@@ -76,6 +83,19 @@ pub fn apply_override(
                 spec.flow_loss_at_capacity = v;
             }
         }
+        "interval_scale" => {
+            for spec in specs.iter_mut() {
+                spec.interval_scale = v;
+            }
+        }
+        "flow_loss_prior_sd" => c.flow_loss_prior_sd = v,
+        "flow_loss_forget" => c.flow_loss_forget = v,
+        "line_min_days" => c.line_min_days = v,
+        "score_window_days" => c.score_window_days = v,
+        "score_alpha" => c.score_alpha = v,
+        "blend_prior" => c.blend_prior = v,
+        "blend_prior_windows" => c.blend_prior_windows = v,
+        "blend_power" => c.blend_power = v,
         _ => return Err(format!("unknown forecaster parameter {name:?}")),
     }
     Ok(())
@@ -92,6 +112,8 @@ impl Default for EvalConfig {
             horizons: vec![60, 30, 14, 7],
             line_min_days: 3,
             overrides: Vec::new(),
+            cartridges: CartridgeMix::default(),
+            interval_scales: None,
         }
     }
 }
@@ -197,6 +219,13 @@ pub struct QueryRow {
     pub rate_l_day: f64,
     /// Days with use the forecaster had seen.
     pub days_seen: u32,
+    /// The forecaster's error in units of its interval's half-width on that side
+    /// (≤ 1: covered; the split-conformal score).
+    pub score: f64,
+    /// Weight of the usage model in the blend.
+    pub model_weight: f64,
+    /// The usage model's own error (before blending).
+    pub model: f64,
 }
 
 /// The whole evaluation.
@@ -223,12 +252,15 @@ struct Obs {
     ts: i64,
     ml: u64,
     repl: u32,
+    boot: u32,
     tds_in: u16,
     tds_out: u16,
 }
 
 struct Stream {
     kind: CartridgeKind,
+    /// The cartridge's rated capacity (what the registry knows), litres.
+    rated_l: u32,
     obs: Vec<Obs>,
 }
 
@@ -238,11 +270,11 @@ struct Query {
     horizon: usize,
 }
 
-/// Per query: (replacements, forecaster (due, lo, hi, reason is volume, days seen),
-/// fixed, line, long-run oracle (plain, with the absences)).
+/// Per query: (replacements, forecaster (due, lo, hi, reason is volume, days seen,
+/// model weight, model date), fixed, line, long-run oracle (plain, with the absences)).
 type Answer = (
     Option<u32>,
-    Option<(i64, i64, i64, bool, u32)>,
+    Option<(i64, i64, i64, bool, u32, f64, i64)>,
     Option<i64>,
     Option<i64>,
     Option<(i64, i64)>,
@@ -261,6 +293,9 @@ struct SlotEval<'a> {
     /// Anchor of the baselines: first observation of the current cartridge.
     anchor: Option<Obs>,
     last: Option<Obs>,
+    /// Volume before the counter resets of the current cartridge (the straight line
+    /// tells a reset from a replacement by the boot id, as the forecaster does), ml.
+    offset_ml: u64,
     answers: Vec<Answer>,
     next_query: usize,
     next_obs: usize,
@@ -307,6 +342,8 @@ impl SlotEval<'_> {
                 fc.volume_interval_ms.1,
                 fc.reason == analytics::DueReason::Volume,
                 f.days_with_use(),
+                fc.model_weight,
+                fc.model_ms,
             )
         });
         let longrun = last
@@ -335,9 +372,10 @@ impl SlotEval<'_> {
             (Some(a), Some(l)) => {
                 let fixed = a.ts + ((cap_ml - a.ml as f64) / self.fleet_ml_per_ms) as i64;
                 let span = l.ts - a.ts;
-                let used = l.ml as f64 - a.ml as f64;
+                let l_ml = (l.ml + self.offset_ml) as f64;
+                let used = l_ml - a.ml as f64;
                 let line = (span >= line_min_days * DAY_MS && used > 0.0)
-                    .then(|| l.ts + ((cap_ml - l.ml as f64) / (used / span as f64)) as i64);
+                    .then(|| l.ts + ((cap_ml - l_ml) / (used / span as f64)) as i64);
                 (Some(fixed), line)
             }
             _ => (None, None),
@@ -346,8 +384,23 @@ impl SlotEval<'_> {
     }
 }
 
+/// A simulated world's cartridge telemetry and ground truth, kept to evaluate several
+/// forecaster configurations on it.
+pub struct World {
+    streams: HashMap<(u32, u8), Stream>,
+    truth: Vec<Truth>,
+    start_ms: i64,
+    telemetry: usize,
+}
+
 /// Runs the simulation and the evaluation.
 pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
+    let world = simulate(cfg)?;
+    evaluate(cfg, &world)
+}
+
+/// Simulates the fleet of `cfg` and keeps its cartridge telemetry and truth.
+pub fn simulate(cfg: &EvalConfig) -> Result<World, String> {
     let mut fleet = Fleet::new(FleetConfig {
         devices: cfg.devices,
         days: cfg.days,
@@ -362,8 +415,14 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
         inject: Vec::new(),
     })
     .map_err(|e| e.to_string())?;
+    fleet.set_cartridge_mix(&cfg.cartridges);
+    let rated: HashMap<u32, [u32; 4]> = fleet
+        .devices()
+        .iter()
+        .map(|d| (d.idx, d.cartridge_variant().rated_l))
+        .collect();
     let mut streams: HashMap<(u32, u8), Stream> = HashMap::new();
-    let mut report = Report::default();
+    let mut telemetry = 0usize;
     while let Some(batch) = fleet.next_batch() {
         for m in batch {
             if !m.topic.ends_with("/telemetry") {
@@ -371,7 +430,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             }
             let t: Telemetry = serde_json::from_slice(&m.payload)
                 .map_err(|e| format!("bad telemetry on {}: {e}", m.topic))?;
-            report.telemetry += 1;
+            telemetry += 1;
             let (carts, tds) = match &t.reading {
                 Reading::Purifier(r) => (&r.cartridges, (r.tds_in_ppm, r.tds_out_ppm)),
                 Reading::Shower(r) => (&r.cartridges, (0, 0)),
@@ -380,24 +439,68 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             for c in carts {
                 let s = streams.entry((m.device, c.slot)).or_insert_with(|| Stream {
                     kind: c.kind,
+                    rated_l: rated
+                        .get(&m.device)
+                        .and_then(|r| r.get(usize::from(c.slot)))
+                        .copied()
+                        .filter(|r| *r > 0)
+                        .unwrap_or_else(|| c.kind.rated_litres()),
                     obs: Vec::new(),
                 });
                 s.obs.push(Obs {
                     ts: t.ts,
                     ml: c.ml_since_replacement,
                     repl: c.replacements,
+                    boot: t.boot_id,
                     tds_in: tds.0,
                     tds_out: tds.1,
                 });
             }
         }
     }
-    report.cartridges = streams.len();
+    for s in streams.values_mut() {
+        s.obs.sort_by_key(|o| o.ts);
+    }
+    Ok(World {
+        streams,
+        truth: fleet.truth(),
+        start_ms: fleet.start_ms(),
+        telemetry,
+    })
+}
+
+/// Evaluates the forecaster configured by `cfg` (overrides, interval scales) on a
+/// simulated world.
+pub fn evaluate(cfg: &EvalConfig, world: &World) -> Result<Report, String> {
+    let mut report = Report {
+        telemetry: world.telemetry,
+        cartridges: world.streams.len(),
+        ..Report::default()
+    };
+    let streams = &world.streams;
     // Queries from the ground truth.
-    let start_ms = fleet.start_ms();
+    let start_ms = world.start_ms;
     let mut queries: HashMap<(u32, u8), Vec<Query>> = HashMap::new();
     let mut away: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
-    for t in fleet.truth() {
+    // Replacements per slot (the same physical cartridge at T − h and T has none between).
+    let mut replaced: HashMap<(u32, u8), Vec<i64>> = HashMap::new();
+    let dev_idx = |device: &str| {
+        device
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    for t in &world.truth {
+        if let Truth::CartridgeReplaced {
+            device, slot, ts, ..
+        } = t
+        {
+            if let Some(idx) = dev_idx(device) {
+                replaced.entry((idx, *slot)).or_default().push(*ts);
+            }
+        }
+    }
+    for t in world.truth.iter().cloned() {
         if let Truth::Away {
             device,
             start_ms,
@@ -446,8 +549,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     let mut per_kind: HashMap<CartridgeKind, (f64, f64)> = HashMap::new();
     let mut slot_rate: HashMap<(u32, u8), f64> = HashMap::new();
     let mut home_rate: HashMap<(u32, u8), f64> = HashMap::new();
-    for (key, s) in streams.iter_mut() {
-        s.obs.sort_by_key(|o| o.ts);
+    for (key, s) in streams.iter() {
         let (mut litres, mut prev) = (0.0, None::<Obs>);
         for o in &s.obs {
             if let Some(p) = prev {
@@ -497,6 +599,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
     for (name, v) in &cfg.overrides {
         apply_override(&mut fcfg, &mut specs, name, *v)?;
     }
+    if let Some(scales) = cfg.interval_scales {
+        for (spec, k) in specs.iter_mut().zip(scales) {
+            spec.interval_scale = k;
+        }
+    }
     let params = ForecastParams::new(fcfg, specs).map_err(|e| e.to_string())?;
 
     let mut devices: Vec<u32> = streams.keys().map(|k| k.0).collect();
@@ -522,17 +629,19 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             let spec = params
                 .spec(spec_id)
                 .ok_or_else(|| format!("no spec for {}", kind.as_str()))?;
+            let _ = spec;
             slots.push(SlotEval {
                 key,
                 stream,
                 qs,
                 spec: spec_id,
-                cap_ml: spec.capacity_l * 1000.0,
+                cap_ml: f64::from(stream.rated_l) * 1000.0,
                 fleet_ml_per_ms: fleet_rate(stream.kind) * 1000.0 / DAY_MS as f64,
                 longrun_ml_per_ms: slot_rate.get(&key).copied().unwrap_or(f64::NAN),
                 home_ml_per_ms: home_rate.get(&key).copied().unwrap_or(f64::NAN),
                 anchor: None,
                 last: None,
+                offset_ml: 0,
                 answers: Vec::new(),
                 next_query: 0,
                 next_obs: 0,
@@ -550,13 +659,19 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
             }
             readings.clear();
             let mut quality = None;
+            let mut boot = None;
             for s in &slots {
                 if let Some(o) = s.stream.obs.get(s.next_obs).filter(|o| o.ts == ts) {
+                    boot = Some(BootInfo {
+                        boot_id: o.boot,
+                        counters_lost: None,
+                    });
                     readings.push(SlotReading {
                         slot: s.key.1,
                         spec: s.spec,
                         ml_since_replacement: o.ml,
                         replacements: o.repl,
+                        rated_l: Some(s.stream.rated_l),
                     });
                     if s.stream.kind == CartridgeKind::ReverseOsmosis {
                         quality = Some((s.key.1, o.tds_in, o.tds_out));
@@ -564,7 +679,7 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 }
             }
             // Duplicate/out-of-order cannot happen (sorted); such a reading would be skipped.
-            let accepted = f.observe(&params, ts, &readings).is_ok();
+            let accepted = f.observe_boot(&params, ts, boot, &readings).is_ok();
             if let (true, Some((slot, tds_in, tds_out))) = (accepted, quality) {
                 f.observe_quality(&params, ts, slot, tds_in, tds_out);
             }
@@ -574,10 +689,27 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 };
                 s.next_obs += 1;
                 if accepted {
-                    if s.anchor
+                    // A counter that drops with a new boot id and no new replacement
+                    // is a reset (the cartridge keeps its volume); any other drop or
+                    // replacement count change is a new cartridge.
+                    let reset = s
+                        .last
+                        .is_some_and(|l| o.boot != l.boot && o.ml < l.ml && o.repl <= l.repl)
+                        || s.last.is_some_and(|l| o.repl < l.repl);
+                    if reset {
+                        if let Some(l) = s.last {
+                            s.offset_ml += if o.ml * 2 < l.ml { l.ml } else { l.ml - o.ml };
+                        }
+                        // The same cartridge: its anchor now goes with the new count.
+                        if let Some(a) = s.anchor.as_mut() {
+                            a.repl = o.repl;
+                        }
+                    } else if s
+                        .anchor
                         .is_none_or(|a| a.repl != o.repl || s.last.is_some_and(|l| o.ml < l.ml))
                     {
                         s.anchor = Some(o);
+                        s.offset_ml = 0;
                     }
                     s.last = Some(o);
                 }
@@ -603,8 +735,8 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                     continue;
                 };
                 let (
-                    repl,
-                    Some((due, lo, hi, is_volume, days_seen)),
+                    _repl,
+                    Some((due, lo, hi, is_volume, days_seen, model_weight, model_ms)),
                     Some(fixed),
                     Some(line),
                     longrun,
@@ -612,7 +744,11 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                 else {
                     continue;
                 };
-                if repl != at_truth.1 .0 {
+                let _ = at_truth;
+                if replaced
+                    .get(&key)
+                    .is_some_and(|v| v.iter().any(|&r| r > q.at && r <= q.truth))
+                {
                     continue; // another cartridge was in the slot at T − h
                 }
                 let r = &mut report.horizons[q.horizon];
@@ -644,6 +780,16 @@ pub fn run(cfg: &EvalConfig) -> Result<Report, String> {
                     meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
                     rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
                     days_seen,
+                    score: {
+                        let e = (q.truth - due) as f64;
+                        if e >= 0.0 {
+                            e / ((hi - due) as f64).max(1.0)
+                        } else {
+                            -e / ((due - lo) as f64).max(1.0)
+                        }
+                    },
+                    model_weight,
+                    model: d(model_ms),
                 });
                 let r = &mut report.horizons[q.horizon];
                 if let Some((t_meter, extrapolated)) = t_meter {
@@ -757,4 +903,408 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
         );
     }
     s
+}
+
+/// The leave-one-family-out protocol of `eval filter --heldout`: every forecaster
+/// configuration of a small grid is run on every family of cartridge worlds and every
+/// seed; for each family `F`, the configuration and the per-kind interval scales
+/// (split-conformal) are chosen on the *other* families' selection seeds only, then
+/// reported on `F`'s held-out seeds, which no choice has seen.
+#[derive(Debug, Clone)]
+pub struct HeldOutConfig {
+    /// Fleet size, days, horizons, faults, fixed overrides (seed and cartridges are set per run).
+    pub base: EvalConfig,
+    /// Families of cartridge worlds (`CartridgeMix::parse` names).
+    pub families: Vec<String>,
+    /// Seeds the choices are made on.
+    pub selection_seeds: Vec<u64>,
+    /// Seeds the results are reported on.
+    pub heldout_seeds: Vec<u64>,
+    /// Candidate configurations: a name and its overrides.
+    pub grid: Vec<(String, Vec<(String, f64)>)>,
+}
+
+impl HeldOutConfig {
+    /// The default protocol: five families, seeds 11–12 to choose, 21–22 to report,
+    /// and a grid over how the blend weighs the model against the straight line (by
+    /// recent errors, or fixed weights) and the shower cartridge's flow-loss prior.
+    pub fn standard(base: EvalConfig) -> HeldOutConfig {
+        let named = |name: String, sets: &[(&str, f64)]| {
+            (
+                name,
+                sets.iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut grid = Vec::new();
+        for fixed in [0.7, 0.8] {
+            grid.push(named(
+                format!("fixed model weight {fixed}, flow_loss prior 0.05"),
+                &[
+                    ("blend_prior", fixed),
+                    ("blend_prior_windows", 1e12),
+                    ("flow_loss_at_capacity", 0.05),
+                ],
+            ));
+        }
+        for (power, prior, windows) in [
+            (1.0, 0.7, 4.0),
+            (2.0, 0.7, 10.0),
+            (2.0, 0.8, 20.0),
+            (1.0, 0.8, 10.0),
+        ] {
+            grid.push(named(
+                format!("by recent errors: power {power}, prior {prior} weighing {windows} windows, flow_loss prior 0.05"),
+                &[
+                    ("blend_power", power),
+                    ("blend_prior", prior),
+                    ("blend_prior_windows", windows),
+                    ("flow_loss_at_capacity", 0.05),
+                ],
+            ));
+        }
+        HeldOutConfig {
+            base,
+            families: CartridgeMix::FAMILIES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            selection_seeds: vec![11, 12],
+            heldout_seeds: vec![21, 22],
+            grid,
+        }
+    }
+}
+
+/// The scored queries of one run: family, seed, grid index.
+type Runs = HashMap<(usize, u64, usize), Vec<QueryRow>>;
+
+/// Model of a cartridge kind's device.
+fn model_of_kind(kind: &str) -> &'static str {
+    if kind == CartridgeKind::Shower.as_str() {
+        "shower"
+    } else {
+        "purifier"
+    }
+}
+
+/// Split-conformal scale per kind: the `level` quantile of the scores (rank
+/// ⌈(n + 1)·level⌉), or 1 with no data.
+fn conformal_scales(rows: &[&QueryRow], level: f64) -> [f64; 4] {
+    let mut out = [1.0; 4];
+    for kind in CartridgeKind::ALL {
+        let mut v: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.kind == kind.as_str() && r.score.is_finite())
+            .map(|r| r.score)
+            .collect();
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_by(f64::total_cmp);
+        let rank = (((v.len() + 1) as f64) * level).ceil() as usize;
+        out[kind.index()] = v[rank.clamp(1, v.len()) - 1].max(0.05);
+    }
+    out
+}
+
+fn covered(r: &QueryRow, scales: &[f64; 4]) -> bool {
+    let k = CartridgeKind::ALL
+        .iter()
+        .find(|k| k.as_str() == r.kind)
+        .map_or(1.0, |k| scales[k.index()]);
+    r.score <= k
+}
+
+/// Mean over the horizons of the forecaster's MAE relative to the straight line's
+/// (the selection objective; lower is better).
+fn objective(rows: &[&QueryRow], horizons: &[i64]) -> f64 {
+    let mut sum = 0.0;
+    let mut n = 0;
+    for &h in horizons {
+        let (mut f, mut l) = (0.0, 0.0);
+        for r in rows.iter().filter(|r| r.horizon_days == h) {
+            f += r.forecaster.abs();
+            l += r.line.abs();
+        }
+        if l > 0.0 {
+            sum += f / l;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        f64::INFINITY
+    } else {
+        sum / n as f64
+    }
+}
+
+/// A table of scored queries per horizon: MAE against the straight line, bias, and
+/// the 80 % interval's coverage per model with the given scales.
+pub fn summary_table(rows: &[&QueryRow], horizons: &[i64], scales: &[f64; 4]) -> String {
+    let mut s = String::from(
+        "| horizon | n | forecaster MAE (bias) | straight line MAE | vs line | model alone MAE | 80 % PI coverage: purifier / shower | MAE forecaster / line by kind |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for &h in horizons {
+        let hr: Vec<&&QueryRow> = rows.iter().filter(|r| r.horizon_days == h).collect();
+        if hr.is_empty() {
+            continue;
+        }
+        let n = hr.len() as f64;
+        let mae = |f: &dyn Fn(&QueryRow) -> f64| hr.iter().map(|r| f(r).abs()).sum::<f64>() / n;
+        let fc = mae(&|r| r.forecaster);
+        let line = mae(&|r| r.line);
+        let model = mae(&|r| r.model);
+        let bias = hr.iter().map(|r| r.forecaster).sum::<f64>() / n;
+        let cov = |m: &str| {
+            let v: Vec<_> = hr.iter().filter(|r| model_of_kind(r.kind) == m).collect();
+            if v.is_empty() {
+                "–".to_owned()
+            } else {
+                let c = v.iter().filter(|r| covered(r, scales)).count();
+                format!("{:.1} % (n {})", 100.0 * c as f64 / v.len() as f64, v.len())
+            }
+        };
+        let mut kinds = Vec::new();
+        for kind in CartridgeKind::ALL {
+            let v: Vec<_> = hr.iter().filter(|r| r.kind == kind.as_str()).collect();
+            if v.is_empty() {
+                continue;
+            }
+            let k = v.len() as f64;
+            kinds.push(format!(
+                "{} {:.2} / {:.2}",
+                kind.as_str(),
+                v.iter().map(|r| r.forecaster.abs()).sum::<f64>() / k,
+                v.iter().map(|r| r.line.abs()).sum::<f64>() / k
+            ));
+        }
+        s += &format!(
+            "| {h} d | {} | {fc:.2} d ({bias:+.2}) | {line:.2} d | {:+.1} % | {model:.2} d | {} / {} | {} |\n",
+            hr.len(),
+            (fc / line - 1.0) * 100.0,
+            cov("purifier"),
+            cov("shower"),
+            kinds.join(", ")
+        );
+    }
+    s
+}
+
+/// Runs the leave-one-family-out protocol and returns the printed report (selection
+/// tables, held-out tables per family and pooled). `progress` gets one line per run.
+pub fn heldout(cfg: &HeldOutConfig, mut progress: impl FnMut(&str)) -> Result<String, String> {
+    let fams: Vec<CartridgeMix> = cfg
+        .families
+        .iter()
+        .map(|f| CartridgeMix::parse(f).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut seeds: Vec<u64> = cfg.selection_seeds.clone();
+    seeds.extend(&cfg.heldout_seeds);
+    let mut runs: Runs = HashMap::new();
+    for (fi, mix) in fams.iter().enumerate() {
+        for &seed in &seeds {
+            let mut c = cfg.base.clone();
+            c.seed = seed;
+            c.cartridges = *mix;
+            c.interval_scales = Some([1.0; 4]);
+            let world = simulate(&c)?;
+            for (gi, (_, overrides)) in cfg.grid.iter().enumerate() {
+                let mut cg = c.clone();
+                cg.overrides.extend(overrides.iter().cloned());
+                let report = evaluate(&cg, &world)?;
+                runs.insert((fi, seed, gi), report.rows);
+            }
+            progress(&format!(
+                "family {} seed {seed}: {} configurations evaluated",
+                cfg.families[fi],
+                cfg.grid.len()
+            ));
+        }
+    }
+    let horizons: Vec<i64> = cfg
+        .base
+        .horizons
+        .iter()
+        .copied()
+        .filter(|h| [30, 14, 7].contains(h))
+        .collect();
+    let level = cfg
+        .base
+        .overrides
+        .iter()
+        .find(|(k, _)| k == "interval")
+        .map_or(0.8, |(_, v)| *v);
+    let pick = |exclude: Option<usize>, seeds: &[u64]| -> (usize, [f64; 4], f64) {
+        let mut best = (0, f64::INFINITY);
+        for gi in 0..cfg.grid.len() {
+            let rows: Vec<&QueryRow> = runs
+                .iter()
+                .filter(|((f, s, g), _)| Some(*f) != exclude && seeds.contains(s) && *g == gi)
+                .flat_map(|(_, v)| v.iter())
+                .collect();
+            let o = objective(&rows, &horizons);
+            if o < best.1 {
+                best = (gi, o);
+            }
+        }
+        let rows: Vec<&QueryRow> = runs
+            .iter()
+            .filter(|((f, s, g), _)| Some(*f) != exclude && seeds.contains(s) && *g == best.0)
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        (best.0, conformal_scales(&rows, level), best.1)
+    };
+    let c = &cfg.base;
+    let mut out = format!(
+        "leave-one-family-out: {} devices, {} days, end_ms {}, faults {}; families {}; selection seeds {:?}, held-out seeds {:?}; {} candidate configurations; objective: mean over 30/14/7 d of forecaster MAE / straight-line MAE; interval scale per kind: split-conformal {:.0} % quantile of the selection queries' scores\n",
+        c.devices,
+        c.days,
+        c.end_ms,
+        if c.faults { "default" } else { "none" },
+        cfg.families.join(", "),
+        cfg.selection_seeds,
+        cfg.heldout_seeds,
+        cfg.grid.len(),
+        level * 100.0
+    );
+    let mut pooled: Vec<&QueryRow> = Vec::new();
+    let mut pooled_cov: Vec<(&QueryRow, [f64; 4])> = Vec::new();
+    for (fi, fam) in cfg.families.iter().enumerate() {
+        let (gi, scales, obj) = pick(Some(fi), &cfg.selection_seeds);
+        let sel: Vec<&QueryRow> = runs
+            .iter()
+            .filter(|((f, s, g), _)| *f != fi && cfg.selection_seeds.contains(s) && *g == gi)
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        let held: Vec<&QueryRow> = runs
+            .iter()
+            .filter(|((f, s, g), _)| *f == fi && cfg.heldout_seeds.contains(s) && *g == gi)
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        out += &format!(
+            "\n### held out: family {fam}\nchosen on the other families (seeds {:?}): {} (objective {obj:.3}); interval scales sediment {:.2}, carbon {:.2}, RO {:.2}, shower {:.2}\n\nselection (other families, selection seeds):\n\n{}\nheld out (family {fam}, seeds {:?}):\n\n{}",
+            cfg.selection_seeds,
+            cfg.grid[gi].0,
+            scales[0],
+            scales[1],
+            scales[2],
+            scales[3],
+            summary_table(&sel, &horizons, &scales),
+            cfg.heldout_seeds,
+            summary_table(&held, &horizons, &scales),
+        );
+        for r in &held {
+            pooled_cov.push((r, scales));
+        }
+        pooled.extend(held);
+    }
+    // Pooled held-out table: each query with the scales chosen without its family.
+    out += &format!(
+        "\n### held out, all families pooled (each family scored with the choice made without it; seeds {:?})\n\n",
+        cfg.heldout_seeds
+    );
+    out += &pooled_table(&pooled_cov, &horizons);
+    out += "\nevery candidate on every family's selection seeds (objective, lower is better):\n";
+    for (gi, (name, _)) in cfg.grid.iter().enumerate() {
+        let rows: Vec<&QueryRow> = runs
+            .iter()
+            .filter(|((_, s, g), _)| cfg.selection_seeds.contains(s) && *g == gi)
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        out += &format!("- {name}: {:.3}\n", objective(&rows, &horizons));
+    }
+    let (gi, scales, obj) = pick(None, &cfg.selection_seeds);
+    out += &format!(
+        "\nchoice on every family's selection seeds (the shipped defaults should follow it): {} (objective {obj:.3}); interval scales sediment {:.2}, carbon {:.2}, RO {:.2}, shower {:.2}\n",
+        cfg.grid[gi].0, scales[0], scales[1], scales[2], scales[3]
+    );
+    let _ = pooled;
+    Ok(out)
+}
+
+/// The pooled held-out table: like [`summary_table`], each query with its own scales.
+fn pooled_table(rows: &[(&QueryRow, [f64; 4])], horizons: &[i64]) -> String {
+    let mut s = String::from(
+        "| horizon | n | forecaster MAE (bias) | straight line MAE | vs line | 80 % PI coverage: purifier / shower | shower MAE forecaster / line | purifier MAE forecaster / line |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for &h in horizons {
+        let hr: Vec<_> = rows.iter().filter(|(r, _)| r.horizon_days == h).collect();
+        if hr.is_empty() {
+            continue;
+        }
+        let n = hr.len() as f64;
+        let fc = hr.iter().map(|(r, _)| r.forecaster.abs()).sum::<f64>() / n;
+        let line = hr.iter().map(|(r, _)| r.line.abs()).sum::<f64>() / n;
+        let bias = hr.iter().map(|(r, _)| r.forecaster).sum::<f64>() / n;
+        let per = |m: &str| {
+            let v: Vec<_> = hr
+                .iter()
+                .filter(|(r, _)| model_of_kind(r.kind) == m)
+                .collect();
+            let k = v.len().max(1) as f64;
+            let cov = v.iter().filter(|(r, sc)| covered(r, sc)).count() as f64 / k;
+            let f = v.iter().map(|(r, _)| r.forecaster.abs()).sum::<f64>() / k;
+            let l = v.iter().map(|(r, _)| r.line.abs()).sum::<f64>() / k;
+            (cov, f, l, v.len())
+        };
+        let (pc, pf, pl, pn) = per("purifier");
+        let (sc, sf, sl, sn) = per("shower");
+        s += &format!(
+            "| {h} d | {} | {fc:.2} d ({bias:+.2}) | {line:.2} d | {:+.1} % | {:.1} % (n {pn}) / {:.1} % (n {sn}) | {sf:.2} / {sl:.2} | {pf:.2} / {pl:.2} |\n",
+            hr.len(),
+            (fc / line - 1.0) * 100.0,
+            pc * 100.0,
+            sc * 100.0,
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: &'static str, score: f64) -> QueryRow {
+        QueryRow {
+            device: 0,
+            slot: 0,
+            kind,
+            horizon_days: 30,
+            forecaster: 0.0,
+            lo: 0.0,
+            hi: 0.0,
+            line: 0.0,
+            meter: f64::NAN,
+            rate_l_day: 0.0,
+            days_seen: 0,
+            score,
+            model_weight: 1.0,
+            model: 0.0,
+        }
+    }
+
+    #[test]
+    fn conformal_scales_cover_the_level_per_kind() {
+        // Shower scores 0.1, 0.2, ..., 1.9 (19); sediment all 3.0; no carbon or RO.
+        let mut rows: Vec<QueryRow> = (1..20)
+            .map(|i| row("shower", f64::from(i) / 10.0))
+            .collect();
+        rows.extend((0..5).map(|_| row("sediment", 3.0)));
+        let refs: Vec<&QueryRow> = rows.iter().collect();
+        let s = conformal_scales(&refs, 0.8);
+        // Rank ⌈20 × 0.8⌉ = 16 of 19 → 1.6.
+        assert!(
+            (s[CartridgeKind::Shower.index()] - 1.6).abs() < 1e-9,
+            "{s:?}"
+        );
+        assert_eq!(s[CartridgeKind::Sediment.index()], 3.0);
+        assert_eq!(s[CartridgeKind::Carbon.index()], 1.0);
+        let cov = refs
+            .iter()
+            .filter(|r| r.kind == "shower" && covered(r, &s))
+            .count();
+        assert_eq!(cov, 16);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! eval fault  [--devices N] [--days D] [--seed S] [--faults SPEC] [--variants SPEC] [--lofo] [--rules-json JSON] [--trace I] [--water-dump FILE]
-//! eval filter [--devices N] [--days D] [--seed S] [--faults] [--set name=value]... [--dump FILE.csv]
+//! eval filter [--devices N] [--days D] [--seed S] [--faults] [--cartridges FAMILY|SPEC] [--set name=value]... [--dump FILE.csv]
+//! eval filter --heldout [--families a,b,..] [--selection-seeds 11,12] [--heldout-seeds 21,22] [--devices N] [--days D]
 //! eval nab detect --input FILE.csv --output OUT.csv
 //! eval nab score  --results DIR --windows windows.json [--profiles profiles.json] [--data DIR]
 //! eval nab run    [--nab ../shared/datasets/nab] [--out target/nab-results] [--set name=value]...
@@ -98,6 +99,23 @@ struct FilterArgs {
     /// Write every query (forecast, interval, baselines) to this CSV file.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// Cartridge variants of the fleet: a family (catalog, low_loss, rated, resets,
+    /// mixed) or `rated=S,loss=A-B,lossy=P,reboots=N`.
+    #[arg(long)]
+    cartridges: Option<String>,
+    /// Leave-one-family-out: choose the configuration and interval scales on the other
+    /// families' selection seeds, report on each family's held-out seeds.
+    #[arg(long)]
+    heldout: bool,
+    /// Families for `--heldout` (comma-separated; default: all five).
+    #[arg(long, value_delimiter = ',')]
+    families: Vec<String>,
+    /// Seeds the choices are made on (`--heldout`).
+    #[arg(long, value_delimiter = ',')]
+    selection_seeds: Vec<u64>,
+    /// Seeds the results are reported on (`--heldout`).
+    #[arg(long, value_delimiter = ',')]
+    heldout_seeds: Vec<u64>,
 }
 
 #[derive(Subcommand)]
@@ -223,6 +241,25 @@ fn filter(args: FilterArgs) -> anyhow::Result<()> {
             .parse()
             .with_context(|| format!("--set {k}: {v:?} is not a number"))?;
         cfg.overrides.push((k.trim().to_string(), x));
+    }
+    if let Some(spec) = &args.cartridges {
+        cfg.cartridges = simulator::device::CartridgeMix::parse(spec).context("--cartridges")?;
+    }
+    if args.heldout {
+        let mut h = eval::filter::HeldOutConfig::standard(cfg);
+        if !args.families.is_empty() {
+            h.families = args.families;
+        }
+        if !args.selection_seeds.is_empty() {
+            h.selection_seeds = args.selection_seeds;
+        }
+        if !args.heldout_seeds.is_empty() {
+            h.heldout_seeds = args.heldout_seeds;
+        }
+        let out =
+            eval::filter::heldout(&h, |line| eprintln!("{line}")).map_err(anyhow::Error::msg)?;
+        print!("{out}");
+        return Ok(());
     }
     let report = eval::filter::run(&cfg).map_err(anyhow::Error::msg)?;
     print!("{}", eval::filter::format_report(&cfg, &report));

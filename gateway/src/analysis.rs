@@ -402,6 +402,7 @@ impl Analyzer {
                         &mut self.readings,
                         device_id,
                         t.ts,
+                        t.boot_id,
                         cartridges,
                         tds,
                         &mut out,
@@ -480,6 +481,7 @@ fn forecast_cartridges(
     readings: &mut Vec<SlotReading>,
     device_id: &str,
     ts: i64,
+    boot_id: u32,
     cartridges: &[Cartridge],
     tds: Option<(u16, u16)>,
     out: &mut Vec<Finding>,
@@ -493,9 +495,18 @@ fn forecast_cartridges(
             spec,
             ml_since_replacement: c.ml_since_replacement,
             replacements: c.replacements,
+            rated_l: None,
         }
     }));
-    if forecasts.forecaster.observe(params, ts, readings).is_err() {
+    let boot = Some(analytics::BootInfo {
+        boot_id,
+        counters_lost: None,
+    });
+    if forecasts
+        .forecaster
+        .observe_boot(params, ts, boot, readings)
+        .is_err()
+    {
         return; // out of order (a late message): the forecaster keeps its state
     }
     if let Some((tds_in, tds_out)) = tds {

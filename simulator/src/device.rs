@@ -16,10 +16,10 @@ use firmware::logic::Counters;
 use firmware::node::Node;
 use firmware::storage::{PersistentStore, RamStorage, Storage};
 use firmware::{Config, Demand, Sample};
-use protocol::message::{CartridgeKind, Command, CommandKind, Model, Presence};
+use protocol::message::{Command, CommandKind, Model, Presence};
 use protocol::topic::{Channel, Topic};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use crate::faults::{FaultKind, Planned, Truth};
 use crate::fleet::DeviceVariant;
@@ -97,6 +97,142 @@ pub struct OutMessage {
     pub retain: bool,
 }
 
+/// How a fleet's cartridges vary from device to device (drawn per device by
+/// [`SimDevice::set_cartridge_variant`], recorded in the ground truth): rated capacities
+/// other than the catalogue's, how much flow a loaded cartridge loses, and reboots
+/// that lose the counters. The default is the catalogue world: catalogue ratings,
+/// 20 % flow loss at capacity, reboots that keep the counters, no extra reboots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CartridgeMix {
+    /// Rated capacities are the catalogue's times a factor drawn in `[1 − s, 1 + s]`.
+    pub rated_spread: f64,
+    /// Flow loss at rated capacity of the flow-limiting (first) cartridge, drawn
+    /// uniformly in `[min, max]`.
+    pub flow_loss: (f64, f64),
+    /// Share of devices whose reboots lose every counter (cartridge volumes and
+    /// replacement counts restart at 0, the boot counter survives).
+    pub lossy_reboots: f64,
+    /// Extra reboots per device and 30 days, beyond the power cuts.
+    pub extra_reboots_per_30d: f64,
+}
+
+impl Default for CartridgeMix {
+    fn default() -> Self {
+        CartridgeMix {
+            rated_spread: 0.0,
+            flow_loss: (0.2, 0.2),
+            lossy_reboots: 0.0,
+            extra_reboots_per_30d: 0.0,
+        }
+    }
+}
+
+/// Why a cartridge mix does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("bad cartridge mix {0:?}: expected a family (catalog, low_loss, rated, resets, mixed) or rated=S,loss=A-B,lossy=P,reboots=N")]
+pub struct CartridgeMixError(pub String);
+
+impl CartridgeMix {
+    /// Named families of cartridge worlds (see [`CartridgeMix::parse`]).
+    pub const FAMILIES: [&'static str; 5] = ["catalog", "low_loss", "rated", "resets", "mixed"];
+
+    /// A named family or `key=value` pairs (`rated=0.4,loss=0.02-0.06,lossy=0.5,reboots=1`,
+    /// unnamed keys keep the default):
+    /// * `catalog`: the default world;
+    /// * `low_loss`: loaded cartridges lose 2–6 % of their flow;
+    /// * `rated`: ratings 0.5–1.5 × the catalogue's, losses 2–25 %;
+    /// * `resets`: two extra reboots a month, half the devices losing their counters;
+    /// * `mixed`: all of the above drawn per device.
+    pub fn parse(spec: &str) -> Result<CartridgeMix, CartridgeMixError> {
+        let bad = || CartridgeMixError(spec.to_owned());
+        let d = CartridgeMix::default();
+        match spec.trim() {
+            "catalog" | "" => return Ok(d),
+            "low_loss" => {
+                return Ok(CartridgeMix {
+                    flow_loss: (0.02, 0.06),
+                    ..d
+                })
+            }
+            "rated" => {
+                return Ok(CartridgeMix {
+                    rated_spread: 0.5,
+                    flow_loss: (0.02, 0.25),
+                    ..d
+                })
+            }
+            "resets" => {
+                return Ok(CartridgeMix {
+                    lossy_reboots: 0.5,
+                    extra_reboots_per_30d: 2.0,
+                    ..d
+                })
+            }
+            "mixed" => {
+                return Ok(CartridgeMix {
+                    rated_spread: 0.5,
+                    flow_loss: (0.02, 0.25),
+                    lossy_reboots: 0.3,
+                    extra_reboots_per_30d: 1.0,
+                })
+            }
+            _ => {}
+        }
+        let mut m = d;
+        for kv in spec.split(',') {
+            let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+            let num = |x: &str| x.trim().parse::<f64>().map_err(|_| bad());
+            match k.trim() {
+                "rated" => m.rated_spread = num(v)?,
+                "loss" => {
+                    m.flow_loss = match v.split_once('-') {
+                        Some((a, b)) => (num(a)?, num(b)?),
+                        None => (num(v)?, num(v)?),
+                    }
+                }
+                "lossy" => m.lossy_reboots = num(v)?,
+                "reboots" => m.extra_reboots_per_30d = num(v)?,
+                _ => return Err(bad()),
+            }
+        }
+        let ok = (0.0..0.95).contains(&m.rated_spread)
+            && (0.0..=m.flow_loss.1).contains(&m.flow_loss.0)
+            && m.flow_loss.1 < 0.9
+            && (0.0..=1.0).contains(&m.lossy_reboots)
+            && (0.0..=30.0).contains(&m.extra_reboots_per_30d);
+        if ok {
+            Ok(m)
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+/// The cartridges of one device, as drawn from a [`CartridgeMix`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CartridgeVariant {
+    /// Rated capacity of each slot's cartridge, litres (what the registry knows).
+    pub rated_l: [u32; 4],
+    /// Share of the flow lost at rated capacity by the flow-limiting (first) cartridge.
+    pub flow_loss: f64,
+    /// Whether this device's reboots lose its counters.
+    pub lossy_reboots: bool,
+}
+
+impl CartridgeVariant {
+    fn catalog(model: Model) -> CartridgeVariant {
+        let mut rated_l = [0; 4];
+        for (r, k) in rated_l.iter_mut().zip(model.cartridge_kinds()) {
+            *r = k.rated_litres();
+        }
+        CartridgeVariant {
+            rated_l,
+            flow_loss: 0.2,
+            lossy_reboots: false,
+        }
+    }
+}
+
 /// The flow sensor's pin is simulated by counting pulses directly into the firmware's
 /// [`FlowMeter`] (as a board's timer-capture counter would); the pin itself is never read.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +306,7 @@ pub struct SimDevice {
     pref_now: f64,
     /// When the burst-cadence firmware last sent telemetry while water ran.
     last_burst_ms: i64,
+    cart: CartridgeVariant,
 }
 
 impl SimDevice {
@@ -297,6 +434,7 @@ impl SimDevice {
             start_ms,
             pref_now: 0.0,
             last_burst_ms: i64::MIN,
+            cart: CartridgeVariant::catalog(model),
         };
         dev.pref_now = dev.household.shower_pref_c;
         dev.boot(storage, start_ms, telemetry_every_ms);
@@ -371,7 +509,8 @@ impl SimDevice {
         };
         let interval = node.report_interval_ms();
         let mut counters = *node.fixture().counters();
-        let used = used_fraction.clamp(0.0, 1.0) * f64::from(kind.rated_litres()) * 1000.0;
+        let _ = kind;
+        let used = used_fraction.clamp(0.0, 1.0) * f64::from(self.cart.rated_l[slot]) * 1000.0;
         self.cart_true_ml[slot] = used;
         self.cart_done[slot] = false;
         counters.cartridges[slot].ml =
@@ -380,6 +519,50 @@ impl SimDevice {
         let _ = store.save(rec.map_or(0, |r| r.boot_count), &counters);
         self.boot(store.release(), self.t, interval);
         true
+    }
+
+    /// Draws this device's cartridges from `mix` with its own random stream (`seed`),
+    /// so the rest of the simulation is unchanged: ratings (the cartridges already in
+    /// service keep their used share), flow loss, counter-losing reboots and extra
+    /// reboots. Call it before the first tick.
+    pub fn set_cartridge_variant(&mut self, mix: &CartridgeMix, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let kinds = self.model.cartridge_kinds();
+        let mut v = CartridgeVariant::catalog(self.model);
+        for (slot, kind) in kinds.iter().enumerate() {
+            let s = mix.rated_spread;
+            let factor = if s > 0.0 {
+                rng.random_range(1.0 - s..=1.0 + s)
+            } else {
+                1.0
+            };
+            v.rated_l[slot] = (f64::from(kind.rated_litres()) * factor).round().max(1.0) as u32;
+        }
+        let (a, b) = mix.flow_loss;
+        v.flow_loss = if b > a { rng.random_range(a..=b) } else { a };
+        v.lossy_reboots = rng.random_bool(mix.lossy_reboots.clamp(0.0, 1.0));
+        let used: Vec<f64> = (0..kinds.len())
+            .map(|slot| self.cart_true_ml[slot] / (f64::from(self.cart.rated_l[slot]) * 1000.0))
+            .collect();
+        self.cart = v;
+        for (slot, u) in used.into_iter().enumerate() {
+            self.wear_cartridge(slot, u);
+        }
+        if mix.extra_reboots_per_30d > 0.0 {
+            let span = (self.end_ms - self.t).max(0);
+            let n =
+                (mix.extra_reboots_per_30d * span as f64 / (30.0 * DAY_MS as f64)).round() as u32;
+            for _ in 0..n {
+                self.reboots
+                    .push(rng.random_range(self.t + DAY_MS..self.end_ms.max(self.t + DAY_MS + 1)));
+            }
+            self.reboots.sort_unstable();
+        }
+    }
+
+    /// This device's cartridges (ratings, flow loss, reboots losing the counters).
+    pub fn cartridge_variant(&self) -> &CartridgeVariant {
+        &self.cart
     }
 
     /// Firmware ticks (`Node::tick` calls) so far.
@@ -486,9 +669,9 @@ impl SimDevice {
     fn flow_factor(&mut self, t: i64) -> f64 {
         let p = self.static_pressure_kpa(t);
         let mut f = (p / 300.0).sqrt().clamp(0.3, 1.3);
-        if let Some(kind) = self.model.cartridge_kinds().first() {
-            let load = (self.cart_true_ml[0] / (f64::from(kind.rated_litres()) * 1000.0)).min(1.2);
-            f *= 1.0 - 0.2 * load * load;
+        if !self.model.cartridge_kinds().is_empty() {
+            let load = (self.cart_true_ml[0] / (f64::from(self.cart.rated_l[0]) * 1000.0)).min(1.2);
+            f *= 1.0 - self.cart.flow_loss * load * load;
         }
         if let Some(c) = self.active(FaultKind::InletClog, t) {
             let ramp = ((t - c.start_ms) as f64 / ((c.end_ms - c.start_ms) as f64 * 0.5)).min(1.0);
@@ -699,7 +882,7 @@ impl SimDevice {
         // Filters: the true water through them, and the day each reaches its rating.
         for (slot, kind) in self.model.cartridge_kinds().iter().enumerate() {
             self.cart_true_ml[slot] += ml;
-            let rated = kind.rated_litres();
+            let rated = self.cart.rated_l[slot];
             if !self.cart_done[slot] && self.cart_true_ml[slot] >= f64::from(rated) * 1000.0 {
                 self.cart_done[slot] = true;
                 // Most households get the cartridge replaced 2–30 days later.
@@ -712,6 +895,7 @@ impl SimDevice {
                     slot: slot as u8,
                     kind: *kind,
                     rated_l: rated,
+                    flow_loss: if slot == 0 { self.cart.flow_loss } else { 0.0 },
                     ts: t,
                 });
             }
@@ -810,8 +994,7 @@ impl SimDevice {
             }
             Model::Purifier => {
                 let tds_in = self.household.site.inlet_tds_ppm * (1.0 + normal(rng, 0.0, 0.02));
-                let ro_load = self.cart_true_ml[2]
-                    / (f64::from(CartridgeKind::ReverseOsmosis.rated_litres()) * 1000.0);
+                let ro_load = self.cart_true_ml[2] / (f64::from(self.cart.rated_l[2]) * 1000.0);
                 let rejection = (0.04 + 0.3 * (ro_load - 0.8).max(0.0)).min(0.5);
                 let tds_out = tds_in * rejection + drift.unwrap_or(0.0) * 80.0;
                 s.pressure_pa = (!dropout).then(|| (p_kpa.max(0.0) * 1000.0) as i32);
@@ -846,7 +1029,13 @@ impl SimDevice {
                 .as_ref()
                 .map_or(IDLE_STEP_MS * 3, |n| n.report_interval_ms());
             if let Some(node) = self.node.take() {
-                let storage = node.shutdown();
+                let mut storage = node.shutdown();
+                if self.cart.lossy_reboots {
+                    // The counters' record is lost; the boot counter survives.
+                    let (mut store, rec) = PersistentStore::open(storage.inner);
+                    let _ = store.save(rec.map_or(0, |r| r.boot_count), &Counters::default());
+                    storage.inner = store.release();
+                }
                 self.meter = FlowMeter::new(
                     NoPin,
                     FlowCalibration {
@@ -859,6 +1048,7 @@ impl SimDevice {
             self.truth.push(Truth::Reboot {
                 device: self.id.clone(),
                 ts: r.max(self.t),
+                counters_lost: self.cart.lossy_reboots,
             });
             if self.online {
                 self.connected_at = t;

@@ -389,6 +389,9 @@ pub enum Truth {
         device: String,
         /// When, UTC ms.
         ts: i64,
+        /// The reboot lost the counters (they restart at 0).
+        #[serde(default)]
+        counters_lost: bool,
     },
     /// A technician replaced a cartridge (some days after it reached capacity); the
     /// firmware's `replacements` counter for the slot goes up and its volume restarts at 0.
@@ -412,6 +415,10 @@ pub enum Truth {
         kind: protocol::message::CartridgeKind,
         /// Rated capacity, litres.
         rated_l: u32,
+        /// Share of the flow this cartridge loses at capacity (the flow-limiting first
+        /// slot; 0 for the others).
+        #[serde(default)]
+        flow_loss: f64,
         /// When the true volume through it reached the rating, UTC ms.
         ts: i64,
     },

@@ -250,6 +250,14 @@ impl Fleet {
         }
     }
 
+    /// Draws every device's cartridges from `mix` (see
+    /// [`SimDevice::set_cartridge_variant`]); before the first simulated day.
+    pub fn set_cartridge_mix(&mut self, mix: &crate::device::CartridgeMix) {
+        for d in &mut self.devices {
+            d.set_cartridge_variant(mix, sub_seed(self.cfg.seed, 0xCA27, u64::from(d.idx)));
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &FleetConfig {
         &self.cfg
