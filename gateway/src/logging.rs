@@ -1,6 +1,8 @@
 //! Log set-up: a `RUST_LOG`-style filter from `GATEWAY_LOG`, human-readable lines
-//! (ANSI colours only when standard output is a terminal) or one JSON object a line
-//! (`[log] format = "json"`, or `GATEWAY__LOG__FORMAT=json`).
+//! (ANSI colours only when standard error is a terminal) or one JSON object a line
+//! (`[log] format = "json"`, or `GATEWAY__LOG__FORMAT=json`). Logs go to standard error,
+//! so a command's answer on standard output (`TOKEN=$(gateway tokens create …)`) is
+//! never mixed with log lines such as a schema migration's.
 //!
 //! The embedded broker (rumqttd) logs every ordinary client disconnect at ERROR
 //! ("disconnected", "connection-stop"); those events are dropped here, so ERROR
@@ -23,13 +25,15 @@ pub const DEFAULT_FILTER: &str = "info,rumqttd=warn";
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_env("GATEWAY_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let ansi = std::io::stdout().is_terminal();
+    let ansi = std::io::stderr().is_terminal();
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(ansi)
             .with_filter(BrokerNoise)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .with_current_span(false)
             .with_filter(BrokerNoise)
