@@ -37,8 +37,9 @@ impl InternalEvent for PointsRefused {
 
 /// One attempt to write a batch to the telemetry store failed.
 pub struct StoreWriteFailed<'a> {
-    /// The store's error.
-    pub error: &'a crate::store::WriteError,
+    /// The store's error (`store::WriteError`; taken as `Display` so this module does not
+    /// depend on the store that emits it).
+    pub error: &'a dyn std::fmt::Display,
     /// The attempt that failed (1-based) for a live batch; `None` during replay.
     pub attempt: Option<u32>,
 }
