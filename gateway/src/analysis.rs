@@ -72,38 +72,38 @@ impl DeviceFinding {
         let f = &self.finding;
         let mut fields = vec![
             (
-                "state".to_owned(),
+                "state".into(),
                 FieldValue::Str(
                     match f.state {
                         FindingState::Active => "active",
                         FindingState::Cleared => "cleared",
                     }
-                    .to_owned(),
+                    .into(),
                 ),
             ),
             (
-                "active".to_owned(),
+                "active".into(),
                 FieldValue::Bool(f.state == FindingState::Active),
             ),
             (
-                "severity".to_owned(),
-                FieldValue::Str(f.severity.as_str().to_owned()),
+                "severity".into(),
+                FieldValue::Str(f.severity.as_str().into()),
             ),
-            ("began_ts_ms".to_owned(), FieldValue::Int(f.began_ts_ms)),
+            ("began_ts_ms".into(), FieldValue::Int(f.began_ts_ms)),
             (
-                "evidence".to_owned(),
-                FieldValue::Str(f.evidence.to_string()),
+                "evidence".into(),
+                FieldValue::Str(f.evidence.to_string().into()),
             ),
         ];
         if let FindingKind::FilterDue { slot, due_ts_ms } = f.kind {
-            fields.push(("slot".to_owned(), FieldValue::Int(i64::from(slot))));
-            fields.push(("due_ts_ms".to_owned(), FieldValue::Int(due_ts_ms)));
+            fields.push(("slot".into(), FieldValue::Int(i64::from(slot))));
+            fields.push(("due_ts_ms".into(), FieldValue::Int(due_ts_ms)));
         }
         Point {
-            measurement: "finding".to_owned(),
+            measurement: "finding".into(),
             tags: vec![
-                ("device_id".to_owned(), self.device_id.clone()),
-                ("kind".to_owned(), f.kind.as_str().to_owned()),
+                ("device_id".into(), self.device_id.clone()),
+                ("kind".into(), f.kind.as_str().to_owned()),
             ],
             fields,
             ts_ms: f.at_ts_ms,
@@ -529,21 +529,21 @@ fn forecast_cartridges(
             continue;
         };
         points.push(Point {
-            measurement: "forecast".to_owned(),
+            measurement: "forecast".into(),
             tags: vec![
-                ("device_id".to_owned(), device_id.to_owned()),
-                ("slot".to_owned(), c.slot.to_string()),
+                ("device_id".into(), device_id.to_owned()),
+                ("slot".into(), c.slot.to_string()),
             ],
             fields: vec![
-                ("due_ts_ms".to_owned(), FieldValue::Int(f.due_ms)),
-                ("lo_ts_ms".to_owned(), FieldValue::Int(f.lo_ms)),
-                ("hi_ts_ms".to_owned(), FieldValue::Int(f.hi_ms)),
+                ("due_ts_ms".into(), FieldValue::Int(f.due_ms)),
+                ("lo_ts_ms".into(), FieldValue::Int(f.lo_ms)),
+                ("hi_ts_ms".into(), FieldValue::Int(f.hi_ms)),
                 (
-                    "days_left".to_owned(),
+                    "days_left".into(),
                     FieldValue::Float(((f.due_ms - ts) as f64 / DAY_MS as f64).max(0.0)),
                 ),
                 (
-                    "remaining_l".to_owned(),
+                    "remaining_l".into(),
                     FieldValue::Float(if f.remaining_l.is_finite() {
                         f.remaining_l
                     } else {
@@ -551,17 +551,14 @@ fn forecast_cartridges(
                     }),
                 ),
                 (
-                    "daily_l".to_owned(),
+                    "daily_l".into(),
                     FieldValue::Float(if f.daily_l.is_finite() {
                         f.daily_l
                     } else {
                         0.0
                     }),
                 ),
-                (
-                    "kind".to_owned(),
-                    FieldValue::Str(c.kind.as_str().to_owned()),
-                ),
+                ("kind".into(), FieldValue::Str(c.kind.as_str().into())),
             ],
             ts_ms: ts,
         });
@@ -820,7 +817,7 @@ mod tests {
             assert_eq!(m.state, maintenance::FindingState::Cleared);
             assert_eq!((m.began_ts_ms, m.severity), (5, Severity::Major));
             let p = f.point();
-            assert_eq!(p.tags[1], ("kind".to_owned(), kind.as_str().to_owned()));
+            assert_eq!(p.tags[1], ("kind".into(), kind.as_str().to_owned()));
             assert_eq!(p.ts_ms, 9);
         }
     }

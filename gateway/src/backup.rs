@@ -91,7 +91,7 @@ pub struct Manifest {
 /// The databases of a configuration: (name in the backup, live path).
 fn databases(config: &Config) -> Vec<(&'static str, PathBuf)> {
     let mut dbs = Vec::new();
-    if matches!(config.store, StoreConfig::Sqlite) {
+    if matches!(config.store, StoreConfig::Sqlite(_)) {
         dbs.push(("telemetry.db", config.data_dir.join("telemetry.db")));
     }
     dbs.push(("state.db", config.data_dir.join("state.db")));

@@ -147,6 +147,8 @@ pub struct RawConfig {
     pub store: Option<String>,
     /// InfluxDB connection (for the influx stores).
     pub influx: RawInflux,
+    /// Tuning of the embedded SQLite telemetry store.
+    pub sqlite: RawSqlite,
     /// Message validation.
     pub validation: RawValidation,
     /// HTTP endpoint for health, metrics and dead letters.
@@ -182,6 +184,18 @@ pub struct RawRetention {
     /// InfluxDB v1: duration of the retention policy set when the database is created
     /// (and altered to at start if it differs), days; 0 or absent: InfluxDB's default (forever).
     pub influx_days: Option<u32>,
+}
+
+/// `[sqlite]`: tuning of the embedded SQLite telemetry store (the defaults suit most hosts).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSqlite {
+    /// Page cache, MiB (default 64; SQLite's own default is about 2).
+    pub cache_mib: Option<u32>,
+    /// Bytes of the file read through a memory map, MiB (default 256; 0: none).
+    pub mmap_mib: Option<u32>,
+    /// Checkpoint the WAL from a background thread instead of in the writer's commits (default true).
+    pub background_checkpoint: Option<bool>,
 }
 
 /// `[health]`.
@@ -370,8 +384,8 @@ pub use crate::store::influx::{InfluxApi, InfluxConfig};
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant, reason = "built once per process")]
 pub enum StoreConfig {
-    /// `{data_dir}/telemetry.db`.
-    Sqlite,
+    /// `{data_dir}/telemetry.db`, with its tuning.
+    Sqlite(crate::store::sqlite::SqliteTuning),
     /// InfluxDB.
     Influx(InfluxConfig),
 }
@@ -551,7 +565,19 @@ impl Config {
         };
 
         let store = match raw.store.as_deref().unwrap_or("sqlite") {
-            "sqlite" => StoreConfig::Sqlite,
+            "sqlite" => {
+                let tuned = crate::store::sqlite::SqliteTuning::default();
+                let sq = &raw.sqlite;
+                StoreConfig::Sqlite(crate::store::sqlite::SqliteTuning {
+                    cache_kib: sq
+                        .cache_mib
+                        .map_or(tuned.cache_kib, |m| i64::from(m.max(1)) * 1024),
+                    mmap_bytes: sq.mmap_mib.map_or(tuned.mmap_bytes, |m| i64::from(m) << 20),
+                    background_checkpoint: sq
+                        .background_checkpoint
+                        .unwrap_or(tuned.background_checkpoint),
+                })
+            }
             kind @ ("influx_v1" | "influx_v2") => {
                 let i = raw.influx;
                 let url_text = i.url.unwrap_or_else(|| "http://127.0.0.1:8086".into());
@@ -797,7 +823,9 @@ mod tests {
         let c = Config::load(None, env(&[])).unwrap();
         assert_eq!(c.mqtt.broker, BrokerMode::Embedded);
         assert_eq!(c.mqtt.port, 1883);
-        assert!(matches!(c.store, StoreConfig::Sqlite));
+        assert!(
+            matches!(c.store, StoreConfig::Sqlite(t) if t == crate::store::sqlite::SqliteTuning::default())
+        );
         assert_eq!(c.batch.max_messages, DEFAULT_BATCH_MESSAGES);
     }
 

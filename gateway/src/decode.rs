@@ -12,7 +12,7 @@ use protocol::topic::{Channel, Topic};
 use protocol::validate::{self, Limits};
 use protocol::{DeviceId, MAX_PAYLOAD_BYTES};
 
-use crate::store::{FieldValue, Point};
+use crate::store::{FieldValue, Name, Point};
 
 /// A message that passed every check.
 #[derive(Debug)]
@@ -153,7 +153,9 @@ pub fn decode(
 
 /// Widens an f32 to the f64 with the same shortest decimal form (36.6f32 stays 36.6, not 36.599998...).
 fn widen(x: f32) -> FieldValue {
-    FieldValue::Float(x.to_string().parse().unwrap_or(f64::from(x)))
+    // Formats on the stack (ryu's shortest round-trip form), no allocation.
+    let mut buf = ryu::Buffer::new();
+    FieldValue::Float(buf.format(x).parse().unwrap_or(f64::from(x)))
 }
 
 fn int(x: impl Into<i64>) -> FieldValue {
@@ -165,18 +167,26 @@ fn uint64(x: u64) -> FieldValue {
     FieldValue::Int(i64::try_from(x).unwrap_or(i64::MAX))
 }
 
-fn device_tags(id: &str) -> Vec<(String, String)> {
-    vec![("device_id".to_owned(), id.to_owned())]
+fn device_tags(id: &str) -> Vec<(Name, String)> {
+    vec![(Name::Borrowed("device_id"), id.to_owned())]
 }
 
-fn f(name: &str, v: FieldValue) -> (String, FieldValue) {
-    (name.to_owned(), v)
+fn f(name: &'static str, v: FieldValue) -> (Name, FieldValue) {
+    (Name::Borrowed(name), v)
+}
+
+/// A string field from the contract's vocabulary (borrowed, no allocation).
+fn word(s: &'static str) -> FieldValue {
+    FieldValue::Str(Name::Borrowed(s))
 }
 
 fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
     let mut fields = vec![f("boot_id", int(msg.boot_id)), f("seq", int(msg.seq))];
     if let Some(fw) = &msg.fw {
-        fields.push(f("fw", FieldValue::Str(fw.as_str().to_owned())));
+        fields.push(f(
+            "fw",
+            FieldValue::Str(Name::Owned(fw.as_str().to_owned())),
+        ));
     }
     let mut cartridges: &[Cartridge] = &[];
     match &msg.reading {
@@ -213,26 +223,26 @@ fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
     }
     let mut points = Vec::with_capacity(1 + cartridges.len());
     points.push(Point {
-        measurement: msg.reading.model().as_str().to_owned(),
+        measurement: Name::Borrowed(msg.reading.model().as_str()),
         tags: device_tags(&msg.device_id),
         fields,
         ts_ms: msg.ts,
     });
     for c in cartridges {
         points.push(Point {
-            measurement: "cartridge".to_owned(),
+            measurement: Name::Borrowed("cartridge"),
             tags: vec![
-                ("device_id".to_owned(), msg.device_id.as_str().to_owned()),
-                ("slot".to_owned(), c.slot.to_string()),
+                (
+                    Name::Borrowed("device_id"),
+                    msg.device_id.as_str().to_owned(),
+                ),
+                (Name::Borrowed("slot"), c.slot.to_string()),
             ],
             fields: vec![
-                f("kind", FieldValue::Str(c.kind.as_str().to_owned())),
+                f("kind", word(c.kind.as_str())),
                 f("ml_since_replacement", uint64(c.ml_since_replacement)),
                 f("replacements", int(c.replacements)),
-                f(
-                    "model",
-                    FieldValue::Str(msg.reading.model().as_str().to_owned()),
-                ),
+                f("model", word(msg.reading.model().as_str())),
             ],
             ts_ms: msg.ts,
         });
@@ -257,7 +267,7 @@ fn event_point(msg: &Event) -> Point {
         }
         EventKind::Fault(e) => {
             fields.extend([
-                f("severity", FieldValue::Str(e.severity.as_str().to_owned())),
+                f("severity", word(e.severity.as_str())),
                 f("raised", FieldValue::Bool(e.state == FaultState::Raised)),
             ]);
             if let Some(v) = e.value {
@@ -267,9 +277,9 @@ fn event_point(msg: &Event) -> Point {
         }
     };
     let mut tags = device_tags(&msg.device_id);
-    tags.push((tag.0.to_owned(), tag.1.to_owned()));
+    tags.push((Name::Borrowed(tag.0), tag.1.to_owned()));
     Point {
-        measurement: measurement.to_owned(),
+        measurement: Name::Borrowed(measurement),
         tags,
         fields,
         ts_ms: msg.ts,
@@ -279,13 +289,16 @@ fn event_point(msg: &Event) -> Point {
 fn status_point(msg: &Status) -> Point {
     let mut fields = vec![
         f("online", FieldValue::Bool(msg.state == Presence::Online)),
-        f("model", FieldValue::Str(msg.model.as_str().to_owned())),
+        f("model", word(msg.model.as_str())),
     ];
     if let Some(fw) = &msg.fw {
-        fields.push(f("fw", FieldValue::Str(fw.as_str().to_owned())));
+        fields.push(f(
+            "fw",
+            FieldValue::Str(Name::Owned(fw.as_str().to_owned())),
+        ));
     }
     Point {
-        measurement: "status".to_owned(),
+        measurement: Name::Borrowed("status"),
         tags: device_tags(&msg.device_id),
         fields,
         ts_ms: msg.ts,

@@ -112,9 +112,9 @@ pub struct RunOptions {
 
 async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
     Ok(match &config.store {
-        StoreConfig::Sqlite => TelemetryStore::Sqlite(store::sqlite::SqliteStore::open(
-            &config.data_dir.join("telemetry.db"),
-        )?),
+        StoreConfig::Sqlite(tuning) => TelemetryStore::Sqlite(
+            store::sqlite::SqliteStore::open_with(&config.data_dir.join("telemetry.db"), *tuning)?,
+        ),
         StoreConfig::Influx(influx) => {
             let s = store::influx::InfluxStore::new(influx.clone())?;
             // Wrong credentials or a missing database fail here; an unreachable server does not.

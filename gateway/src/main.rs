@@ -193,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 config.mqtt.port,
                 config.mqtt.broker,
                 match &config.store {
-                    gateway::config::StoreConfig::Sqlite => "sqlite".to_owned(),
+                    gateway::config::StoreConfig::Sqlite(_) => "sqlite".to_owned(),
                     gateway::config::StoreConfig::Influx(i) => i.url.to_string(),
                 },
                 config.http_listen,

@@ -89,7 +89,7 @@ impl Ops {
             retention: config.retention,
             broker: (host, config.mqtt.port),
             client_id: config.mqtt.client_id.clone(),
-            telemetry_db: matches!(config.store, StoreConfig::Sqlite)
+            telemetry_db: matches!(config.store, StoreConfig::Sqlite(_))
                 .then(|| config.data_dir.join("telemetry.db")),
             maintenance_db: config.maintenance.as_ref().map(|m| m.db_path.clone()),
             reasons: Mutex::new(vec!["starting: first readiness check not done".into()]),

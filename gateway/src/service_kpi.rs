@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::clock::now_ms;
 use crate::store::durable::DurableWriter;
-use crate::store::{FieldValue, Point};
+use crate::store::{FieldValue, Name, Point};
 
 use protocol::catalog::WEEK_MS;
 
@@ -19,13 +19,16 @@ use protocol::catalog::WEEK_MS;
 pub fn snapshot(engine: &maintenance::Engine, now: i64) -> Result<Vec<Point>, maintenance::Error> {
     let kpi = engine.kpi(now - WEEK_MS, now)?;
     let mut fields = vec![
-        ("tickets_7d".to_owned(), FieldValue::Int(kpi.tickets as i64)),
         (
-            "open_backlog".to_owned(),
+            Name::Borrowed("tickets_7d"),
+            FieldValue::Int(kpi.tickets as i64),
+        ),
+        (
+            Name::Borrowed("open_backlog"),
             FieldValue::Int(kpi.open_backlog as i64),
         ),
         (
-            "warning".to_owned(),
+            Name::Borrowed("warning"),
             FieldValue::Bool(kpi.warning.is_some()),
         ),
     ];
@@ -37,7 +40,7 @@ pub fn snapshot(engine: &maintenance::Engine, now: i64) -> Result<Vec<Point>, ma
         ("deadline_breach_rate", kpi.deadline_breach_rate),
     ] {
         if let Some(v) = value.filter(|v| v.is_finite()) {
-            fields.push((name.to_owned(), FieldValue::Float(v)));
+            fields.push((name.into(), FieldValue::Float(v)));
         }
     }
     let mut points = vec![Point {
@@ -118,19 +121,19 @@ mod tests {
             .iter()
             .find(|p| {
                 p.measurement == "tickets_open"
-                    && p.tags == vec![("priority".to_owned(), "critical".to_owned())]
+                    && p.tags == vec![(Name::Borrowed("priority"), "critical".to_owned())]
             })
             .unwrap();
         assert_eq!(
             critical.fields,
             vec![
-                ("open".to_owned(), FieldValue::Int(1)),
-                ("overdue".to_owned(), FieldValue::Int(1))
+                (Name::Borrowed("open"), FieldValue::Int(1)),
+                (Name::Borrowed("overdue"), FieldValue::Int(1))
             ]
         );
         let low = points
             .iter()
-            .find(|p| p.tags == vec![("priority".to_owned(), "low".to_owned())])
+            .find(|p| p.tags == vec![(Name::Borrowed("priority"), "low".to_owned())])
             .unwrap();
         assert_eq!(low.fields[0].1, FieldValue::Int(0));
         let kpi = points
@@ -139,12 +142,12 @@ mod tests {
             .unwrap();
         assert!(
             kpi.fields
-                .contains(&("tickets_7d".to_owned(), FieldValue::Int(1))),
+                .contains(&(Name::Borrowed("tickets_7d"), FieldValue::Int(1))),
             "{:?}",
             kpi.fields
         );
         assert!(kpi
             .fields
-            .contains(&("open_backlog".to_owned(), FieldValue::Int(1))));
+            .contains(&(Name::Borrowed("open_backlog"), FieldValue::Int(1))));
     }
 }

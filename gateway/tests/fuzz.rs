@@ -164,7 +164,7 @@ fn point(i: i64) -> Point {
             ("tds_in_ppm".into(), FieldValue::Int(300 + i)),
             ("temp".into(), FieldValue::Float(21.5)),
             ("ok".into(), FieldValue::Bool(i % 2 == 0)),
-            ("note".into(), FieldValue::Str(format!("n\"{i}\n"))),
+            ("note".into(), FieldValue::Str(format!("n\"{i}\n").into())),
         ],
         ts_ms: 1_760_000_000_000 + i,
     }

@@ -56,10 +56,10 @@ fn store(influx: &Influx, db: &str) -> InfluxStore {
 
 fn point(measurement: &str, tag: &str, text: &str, i: i64) -> Point {
     Point {
-        measurement: measurement.into(),
+        measurement: measurement.to_owned().into(),
         tags: vec![("t".into(), tag.into())],
         fields: vec![
-            ("s".into(), FieldValue::Str(text.into())),
+            ("s".into(), FieldValue::Str(text.to_owned().into())),
             ("i".into(), FieldValue::Int(i)),
         ],
         ts_ms: 1_700_000_000_000 + i,

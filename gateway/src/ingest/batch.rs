@@ -85,7 +85,8 @@ pub struct Batch {
 pub struct BatchBuilder {
     limits: protocol::validate::Limits,
     devices: HashMap<String, DeviceSeq>,
-    cartridges_seen: HashMap<(String, u8), u32>,
+    /// Last replacement counter seen per device and cartridge slot.
+    cartridges_seen: HashMap<String, Vec<(u8, u32)>>,
     analyzer: Option<Analyzer>,
     maintenance: bool,
 }
@@ -232,9 +233,26 @@ impl BatchBuilder {
             });
         }
         for &(slot, replacements) in &accepted.cartridges {
-            let key = (device_id.to_owned(), slot);
-            if self.cartridges_seen.get(&key) != Some(&replacements) {
-                self.cartridges_seen.insert(key, replacements);
+            // Looked up by `&str`: the device id is copied only for a device seen first.
+            let seen = match self.cartridges_seen.get_mut(device_id) {
+                Some(seen) => seen,
+                None => self
+                    .cartridges_seen
+                    .entry(device_id.to_owned())
+                    .or_default(),
+            };
+            let changed = match seen.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, last)) if *last == replacements => false,
+                Some((_, last)) => {
+                    *last = replacements;
+                    true
+                }
+                None => {
+                    seen.push((slot, replacements));
+                    true
+                }
+            };
+            if changed {
                 actions.push(MaintenanceAction::CartridgeReplaced {
                     device_id: device_id.to_owned(),
                     slot,
@@ -254,7 +272,7 @@ pub fn refused_to_dead_letters(
     refused
         .into_iter()
         .map(|r| {
-            let topic = points.get(r.index).map_or("", |p| p.measurement.as_str());
+            let topic = points.get(r.index).map_or("", |p| p.measurement.as_ref());
             DeadLetter::new(now, topic, "store_refused", &r.reason, r.line.as_bytes())
         })
         .collect()

@@ -315,7 +315,7 @@ impl InfluxStore {
         }
     }
 
-    async fn post(&self, body: String) -> Result<Attempt, WriteError> {
+    async fn post(&self, body: bytes::Bytes) -> Result<Attempt, WriteError> {
         let resp = self
             .authorize(self.http.post(self.write_url.clone()).body(body))
             .send()
@@ -340,21 +340,29 @@ impl InfluxStore {
     /// Writes the points; see the module docs for how each answer is handled.
     pub async fn write(&self, points: &[Point]) -> Result<WriteOutcome, WriteError> {
         let mut outcome = WriteOutcome::default();
-        let mut lines: Vec<Option<String>> = Vec::with_capacity(points.len());
+        // Every line goes straight into one buffer; `ends[i]` is where point i's line ends
+        // (a refused point's line is empty), so any range of points is one slice of it.
+        let mut buffer = String::with_capacity(points.len() * 160);
+        let mut ends: Vec<usize> = Vec::with_capacity(points.len());
         for (index, p) in points.iter().enumerate() {
-            let mut line = String::with_capacity(160);
-            match encode_point(&mut line, p) {
-                Ok(()) => lines.push(Some(line)),
-                Err(e) => {
-                    outcome.rejected.push(RejectedPoint {
-                        index,
-                        line: format!("{p:?}"),
-                        reason: e.to_string(),
-                    });
-                    lines.push(None);
-                }
+            if let Err(e) = encode_point(&mut buffer, p) {
+                outcome.rejected.push(RejectedPoint {
+                    index,
+                    line: format!("{p:?}"),
+                    reason: e.to_string(),
+                });
             }
+            ends.push(buffer.len());
         }
+        let body = bytes::Bytes::from(buffer);
+        let span = |range: &std::ops::Range<usize>| {
+            let start = if range.start == 0 {
+                0
+            } else {
+                ends[range.start - 1]
+            };
+            start..ends[range.end - 1]
+        };
         // Ranges still to write; a refused range is split until each refusal is one line.
         #[allow(
             clippy::single_range_in_vec_init,
@@ -362,15 +370,14 @@ impl InfluxStore {
         )]
         let mut pending = vec![0..points.len()];
         while let Some(range) = pending.pop() {
-            let body: String = lines[range.clone()]
-                .iter()
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            if body.is_empty() {
+            if range.is_empty() {
                 continue;
             }
-            match self.post(body).await? {
+            let bytes = span(&range);
+            if bytes.is_empty() {
+                continue;
+            }
+            match self.post(body.slice(bytes)).await? {
                 Attempt::Stored => {}
                 Attempt::Refused(_) | Attempt::TooLarge if range.len() > 1 => {
                     let mid = range.start + range.len() / 2;
@@ -378,22 +385,16 @@ impl InfluxStore {
                     pending.push(range.start..mid);
                 }
                 Attempt::Refused(reason) => {
-                    let index = lines[range.clone()]
-                        .iter()
-                        .position(Option::is_some)
-                        .map_or(range.start, |o| range.start + o);
-                    let line = lines[index].clone().unwrap_or_default();
                     outcome.rejected.push(RejectedPoint {
-                        index,
-                        line,
+                        index: range.start,
+                        line: String::from_utf8_lossy(&body[span(&range)]).into_owned(),
                         reason: format!("influxdb refused: {reason}"),
                     });
                 }
                 Attempt::TooLarge => {
-                    let line = lines[range.start].clone().unwrap_or_default();
                     outcome.rejected.push(RejectedPoint {
                         index: range.start,
-                        line,
+                        line: String::from_utf8_lossy(&body[span(&range)]).into_owned(),
                         reason: "influxdb refused: line too large".into(),
                     });
                 }

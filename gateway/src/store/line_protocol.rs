@@ -82,7 +82,7 @@ pub fn encode_point(out: &mut String, p: &Point) -> Result<(), EncodeError> {
         check_plain("field key", k)?;
         match v {
             FieldValue::Float(x) if !x.is_finite() => {
-                return Err(EncodeError::NotFinite(k.clone()))
+                return Err(EncodeError::NotFinite(k.to_string()))
             }
             _ => {}
         }
@@ -129,11 +129,11 @@ mod tests {
             measurement: "m".into(),
             tags: tags
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string().into(), v.to_string()))
                 .collect(),
             fields: fields
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
+                .map(|(k, v)| (k.to_string().into(), v))
                 .collect(),
             ts_ms: 1_700_000_000_123,
         }

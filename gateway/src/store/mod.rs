@@ -29,19 +29,23 @@ pub enum FieldValue {
     Float(f64),
     /// A boolean.
     Bool(bool),
-    /// A string.
-    Str(String),
+    /// A string (a name from the contract's vocabulary is borrowed, not copied).
+    Str(Name),
 }
+
+/// A measurement, tag key or field key: nearly always a `&'static str` from the
+/// contract's vocabulary, so building a point does not allocate for its names.
+pub type Name = std::borrow::Cow<'static, str>;
 
 /// One time-series point, keyed by `(measurement, tags, ts_ms)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// Measurement name.
-    pub measurement: String,
+    pub measurement: Name,
     /// Tags: only what identifies a series (device id, slot, kind), sorted by key.
-    pub tags: Vec<(String, String)>,
+    pub tags: Vec<(Name, String)>,
     /// Fields.
-    pub fields: Vec<(String, FieldValue)>,
+    pub fields: Vec<(Name, FieldValue)>,
     /// Device timestamp, UTC ms.
     pub ts_ms: i64,
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
 
-use super::{Point, WriteError, WriteOutcome};
+use super::{FieldValue, Name, Point, WriteError, WriteOutcome};
 
 /// SQLite-backed telemetry store.
 pub struct SqliteStore {
@@ -147,26 +147,13 @@ impl SqliteStore {
 
     /// Writes the points in one transaction.
     pub async fn write(&self, points: &[Point]) -> Result<WriteOutcome, WriteError> {
-        let rows: Vec<(String, String, i64, String)> = points
+        let rows: Vec<(Name, String, i64, String)> = points
             .iter()
             .map(|p| {
                 let series = serde_json::to_string(&p.tags).unwrap_or_default();
-                let fields: serde_json::Map<String, serde_json::Value> = p
-                    .fields
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-                        )
-                    })
-                    .collect();
-                (
-                    p.measurement.clone(),
-                    series,
-                    p.ts_ms,
-                    serde_json::Value::Object(fields).to_string(),
-                )
+                let fields = serde_json::to_string(&FieldsAsObject(&p.fields))
+                    .unwrap_or_else(|_| "{}".to_owned());
+                (p.measurement.clone(), series, p.ts_ms, fields)
             })
             .collect();
         let conn = Arc::clone(&self.conn);
@@ -178,7 +165,7 @@ impl SqliteStore {
                     "INSERT OR REPLACE INTO points (measurement, series, ts_ms, fields) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for (m, s, ts, f) in &rows {
-                    stmt.execute(params![m, s, ts, f])?;
+                    stmt.execute(params![m.as_ref(), s, ts, f])?;
                 }
             }
             tx.commit()
@@ -203,6 +190,16 @@ impl SqliteStore {
         })
         .await
         .unwrap_or(Err(rusqlite::Error::InvalidQuery))
+    }
+}
+
+/// A point's fields written straight as one JSON object (`{"key":value,...}`), in
+/// their order, without building an intermediate `serde_json::Map`.
+struct FieldsAsObject<'a>(&'a [(Name, FieldValue)]);
+
+impl serde::Serialize for FieldsAsObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(k, v)| (k.as_ref(), v)))
     }
 }
 

@@ -106,8 +106,8 @@ fn bare_subscriber_live(port: u16, messages: Vec<(String, Vec<u8>)>) -> Result<D
         })
     });
     ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .context("live bare subscriber did not subscribe")?;
+        .recv_timeout(Duration::from_secs(60))
+        .context("live bare subscriber did not subscribe within 60 s")?;
     let start = Instant::now();
     publish_all(port, "bench-pub-live-a", messages, None, None)?;
     let end = sub
@@ -140,6 +140,120 @@ fn bare_subscriber_register(port: u16) -> Result<()> {
         let _ = tokio::time::timeout(Duration::from_millis(300), eventloop.poll()).await;
         Ok(())
     })
+}
+
+/// CPU time (user + system) the process `pid` has used so far, seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// InfluxDB's own ceiling for the gateway's points: the same messages decoded and
+/// encoded as the gateway does, in batches of `batch` messages, written by two
+/// parallel writers straight to `/write`. Returns (messages/s, points/s).
+fn influx_two_writer_ceiling(
+    influx: &Influx,
+    messages: &[(String, Vec<u8>)],
+    batch: usize,
+) -> Result<(f64, f64)> {
+    influx.create_db("ceiling")?;
+    let limits = protocol::validate::Limits::default();
+    let now = gateway::clock::now_ms();
+    let mut bodies: Vec<String> = Vec::new();
+    let mut points = 0usize;
+    for chunk in messages.chunks(batch.max(1)) {
+        let mut body = String::new();
+        for (topic, payload) in chunk {
+            let accepted = gateway::decode::decode(topic, payload, now, &limits)
+                .map_err(|r| anyhow::anyhow!("bench message refused: {}", r.detail))?;
+            for p in &accepted.points {
+                gateway::store::line_protocol::encode_point(&mut body, p)?;
+                points += 1;
+            }
+        }
+        bodies.push(body);
+    }
+    let url = format!("{}/write?db=ceiling&precision=ms", influx.url());
+    let (even, odd): (Vec<_>, Vec<_>) = bodies
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let start = Instant::now();
+    let writers: Vec<_> = [even, odd]
+        .into_iter()
+        .map(|share| {
+            let url = url.clone();
+            std::thread::spawn(move || -> Result<()> {
+                let http = reqwest::blocking::Client::new();
+                for (_, body) in share {
+                    let r = http.post(&url).body(body).send()?;
+                    if !r.status().is_success() {
+                        bail!("InfluxDB refused a ceiling batch: {}", r.status());
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("ceiling writer panicked"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((messages.len() as f64 / secs, points as f64 / secs))
+}
+
+/// The gateway with the SQLite store draining a queued burst: (msg/s, CPU µs per message).
+fn sqlite_drain(
+    broker: &Mosquitto,
+    work: &std::path::Path,
+    name: &str,
+    sqlite_toml: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Result<(f64, f64)> {
+    let total = messages.len();
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let extra = format!("[sqlite]\n{sqlite_toml}\n");
+    let mut gw = GatewayProcess::spawn(&dir, broker.port, &StoreTarget::Sqlite, name, &extra)?;
+    gw.stop();
+    let acked = publish_all(broker.port, &format!("{name}-pub"), messages, None, None)?;
+    if acked != total {
+        bail!("the broker acknowledged {acked} of {total} publishes");
+    }
+    step(&format!("draining with the gateway into SQLite ({name})"));
+    let start = Instant::now();
+    gw.restart()?;
+    let drained = wait_until(
+        Duration::from_secs(900),
+        "the SQLite gateway to acknowledge the burst",
+        || {
+            let acked = gw.metrics().ok()?["acked"].as_u64()?;
+            (acked >= total as u64).then(|| start.elapsed())
+        },
+    )
+    .with_context(|| gw.log_tail())?;
+    let cpu = gw.pid().and_then(cpu_seconds).unwrap_or(f64::NAN);
+    gw.stop();
+    Ok((
+        total as f64 / drained.as_secs_f64(),
+        cpu * 1e6 / total as f64,
+    ))
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -228,6 +342,8 @@ fn main() -> Result<()> {
     )
     .with_context(|| gw.log_tail())?;
     let rss = gw.pid().and_then(peak_rss_kib);
+    // The whole process's CPU since its start (start-up included, so a slight overestimate).
+    let gw_cpu = gw.pid().and_then(cpu_seconds).unwrap_or(f64::NAN);
     let stored = influx.sum_counts("bench", COUNT_TELEMETRY)?;
     let gw_rate = total as f64 / drained.as_secs_f64();
     let m = gw.metrics()?;
@@ -263,6 +379,29 @@ fn main() -> Result<()> {
     let stored_live = influx.sum_counts("bench", COUNT_TELEMETRY)? - stored;
 
     gw.stop();
+
+    // (d) InfluxDB's own two-writer ceiling for the same points, and (e) the SQLite store.
+    step("InfluxDB's own ceiling: the same points from two parallel writers");
+    let (ceiling_msgs, ceiling_points) = influx_two_writer_ceiling(
+        &influx,
+        &fleet_messages(args.devices, rounds, base + 30_000_000),
+        batch,
+    )?;
+    let sqlite_defaults = sqlite_drain(
+        &broker,
+        work.path(),
+        "bench-gateway-sqlite-defaults",
+        "cache_mib = 2\nmmap_mib = 0\nbackground_checkpoint = false",
+        fleet_messages(args.devices, rounds, base + 40_000_000),
+    )?;
+    let sqlite_tuned = sqlite_drain(
+        &broker,
+        work.path(),
+        "bench-gateway-sqlite-tuned",
+        "",
+        fleet_messages(args.devices, rounds, base + 50_000_000),
+    )?;
+
     let latencies = fault_to_ticket_latency(
         &broker,
         &influx,
@@ -284,6 +423,17 @@ fn main() -> Result<()> {
         m["batches"]
     );
     println!("  ratio gateway / bare    : {:>9.2}", gw_rate / bare_rate);
+    println!(
+        "  gateway CPU per message : {:>9.2} µs (user + system, analytics on)",
+        gw_cpu * 1e6 / total as f64
+    );
+    println!(
+        "  InfluxDB two-writer ceiling, same points: {ceiling_msgs:.0} msg/s ({ceiling_points:.0} points/s)"
+    );
+    println!(
+        "  ratio gateway / ceiling : {:>9.2}",
+        gw_rate / ceiling_msgs
+    );
     println!("  loss (published - stored): {}", total as i64 - stored);
     println!(
         "  gateway peak RSS        : {} MiB",
@@ -307,6 +457,19 @@ fn main() -> Result<()> {
     println!(
         "  loss (published - stored): {}",
         total as i64 - stored_live
+    );
+    println!("SQLite store (the embedded default), the same burst queued:");
+    println!(
+        "  SQLite's own defaults   : {:>9.0} msg/s, {:.2} µs CPU per message",
+        sqlite_defaults.0, sqlite_defaults.1
+    );
+    println!(
+        "  gateway's tuning        : {:>9.0} msg/s, {:.2} µs CPU per message",
+        sqlite_tuned.0, sqlite_tuned.1
+    );
+    println!(
+        "  ratio tuned / defaults  : {:>9.2}",
+        sqlite_tuned.0 / sqlite_defaults.0
     );
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     println!(
