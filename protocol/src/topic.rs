@@ -207,8 +207,14 @@ mod tests {
         );
         assert_eq!(Topic::parse(&t), Err(TopicError::Channel));
         assert_eq!(parse_result("fixtures/toilet-1/event"), None);
-        assert_eq!(parse_result("fixtures/a/b/result"), Some(Err(TopicError::DeviceId)));
-        assert_eq!(parse_result("fixtures//result"), Some(Err(TopicError::DeviceId)));
+        assert_eq!(
+            parse_result("fixtures/a/b/result"),
+            Some(Err(TopicError::DeviceId))
+        );
+        assert_eq!(
+            parse_result("fixtures//result"),
+            Some(Err(TopicError::DeviceId))
+        );
         assert_eq!(parse_result("other/x/result"), None);
     }
 }
