@@ -422,7 +422,7 @@ pub enum CommandKind {
     /// [`Model::has_cleaning_programme`]); reported as a `cleaning` session when it ends.
     StartCleaning,
     /// Contract v1.2: close the water inlet valve (models with one, see
-    /// [`Model::has_inlet_valve`]). It stays closed, across reboots, until opened again.
+    /// [`Model::has_inlet_valve`]). It stays closed until `open_inlet_valve`.
     CloseInletValve,
     /// Contract v1.2: open the water inlet valve again (after the repair).
     OpenInletValve,
