@@ -290,6 +290,7 @@ pub struct Fixture {
     last_session_temp_mc: Option<i32>,
     sessions_ended: u32,
     last_sensor_fault: u8,
+    last_flow_pm: Option<u32>,
 }
 
 fn fault(code: FaultCode, state: FaultState, value: f32) -> EventKind {
@@ -345,6 +346,7 @@ impl Fixture {
             last_session_temp_mc: None,
             sessions_ended: 0,
             last_sensor_fault: 0,
+            last_flow_pm: None,
         }
     }
 
@@ -380,6 +382,20 @@ impl Fixture {
             FaultCode::LowInletPressure => f.low_pressure.is_active(),
             FaultCode::InletClog => f.clog,
             FaultCode::MainBoard => f.main_board,
+        }
+    }
+
+    /// Flow of the last main session (dispense, shower) against the learned normal flow,
+    /// per mille; `None` until the baseline is learned (and always on toilets).
+    pub fn flow_ratio_permille(&self) -> Option<u32> {
+        self.last_flow_pm
+    }
+
+    /// Inlet pressure at the last sample, kPa, on models with a pressure sensor.
+    pub fn pressure_kpa(&self) -> Option<f32> {
+        match self.model {
+            Model::Purifier | Model::Shower => Some(self.pressure_pa as f32 / 1000.0),
+            Model::Toilet => None,
         }
     }
 
@@ -729,6 +745,7 @@ impl Fixture {
         }
         let base = c.flow_baseline_ml_min.max(1);
         let ratio_pm = (u64::from(rate_ml_min) * 1000 / u64::from(base)) as u32;
+        self.last_flow_pm = Some(ratio_pm);
         let pressure_fine = self.pressure_pa >= CLOG_MIN_PRESSURE_PA;
         if ratio_pm < self.cfg.clog_ratio_raise_pm && pressure_fine {
             self.clog_run = (self.clog_run.0.saturating_add(1), 0);

@@ -7,7 +7,9 @@
 //! and events and restarts at 0 on every boot, with `boot_id` one higher.
 
 use protocol::message::{
-    Command, CommandKind, Event, EventKind, FirmwareVersion, Model, Presence, Status, Telemetry,
+    Command, CommandKind, CommandResult, CommandStatus, Diagnostics, Event, EventKind, FaultCode,
+    FirmwareVersion, LoggedFault, Model, Presence, Session, SessionKind, Status, Telemetry,
+    MAX_FAULT_LOG,
 };
 use protocol::topic::Channel;
 use protocol::{DeviceId, SCHEMA_VERSION};
@@ -41,6 +43,27 @@ pub fn encode<T: Serialize>(msg: &T, buf: &mut [u8]) -> Result<usize, EncodeErro
 
 /// Telemetry interval bounds of the `set_report_interval` command, seconds.
 pub const REPORT_INTERVAL_RANGE_S: (u32, u32) = (10, 86_400);
+/// Command results waiting to be published (the newest are kept).
+pub const RESULT_QUEUE: usize = 4;
+
+/// Largest encoded [`CommandResult`] (the widest diagnostics are about 670 bytes).
+pub const MAX_RESULT: usize = 768;
+
+/// An encoded [`CommandResult`], for `fixtures/{id}/result` ([`protocol::topic::result_topic`]).
+pub type ResultPayload = heapless::Vec<u8, MAX_RESULT>;
+
+/// Every fault code, in a stable order (the diagnostics' list of active faults).
+const FAULT_CODES: [FaultCode; 8] = [
+    FaultCode::Leak,
+    FaultCode::ValveStuck,
+    FaultCode::HeaterOverTemp,
+    FaultCode::HeaterFailure,
+    FaultCode::SensorError,
+    FaultCode::LowInletPressure,
+    FaultCode::InletClog,
+    FaultCode::MainBoard,
+];
+
 /// Counters are saved at least this often while they change (besides every session end).
 const SAVE_EVERY_MS: i64 = 3_600_000;
 
@@ -61,6 +84,11 @@ pub struct Node<S, const Q: usize> {
     saved_water: u64,
     storage_failures: u32,
     last_cmd_id: Option<u32>,
+    inlet_open: bool,
+    fault_log: heapless::Deque<LoggedFault, MAX_FAULT_LOG>,
+    results: heapless::Deque<ResultPayload, RESULT_QUEUE>,
+    cleaning: Option<u32>,
+    cleaning_requested: bool,
 }
 
 impl<S: Storage, const Q: usize> Node<S, Q> {
@@ -95,6 +123,11 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             saved_water: rec.counters.water_ml,
             storage_failures: 0,
             last_cmd_id: None,
+            inlet_open: true,
+            fault_log: heapless::Deque::new(),
+            results: heapless::Deque::new(),
+            cleaning: None,
+            cleaning_requested: false,
         };
         let mut events = Events::new();
         node.save(now_ms, &mut events);
@@ -189,16 +222,31 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
         self.enqueue(&msg, Channel::Telemetry, Class::Telemetry)
     }
 
-    /// Handles a command from the gateway; commands are idempotent by `cmd_id`.
+    /// Handles a command from the gateway; commands are idempotent by `cmd_id` (a repeat
+    /// is ignored). Returns whether the device carried it out (or, for `start_cleaning`,
+    /// started it). Every command gets a [`CommandResult`] in [`Node::pop_result`]:
+    /// `unsupported` for what this model cannot do, `accepted` then `ok` for the cleaning
+    /// programme (when its session ends), else `ok` or `failed` with the diagnostics where
+    /// they say something.
     pub fn handle_command(&mut self, cmd: &Command, now_ms: i64) -> bool {
         if cmd.v != SCHEMA_VERSION || self.last_cmd_id == Some(cmd.cmd_id) {
             return false;
         }
         self.last_cmd_id = Some(cmd.cmd_id);
-        match cmd.command {
+        let model = self.fixture.model();
+        if !cmd.command.supported_by(model) {
+            self.queue_result(cmd.cmd_id, now_ms, CommandStatus::Unsupported, false);
+            return false;
+        }
+        let (ok, diagnostics) = match cmd.command {
             CommandKind::SetReportInterval { seconds } => {
+                let (lo, hi) = REPORT_INTERVAL_RANGE_S;
+                if !(lo..=hi).contains(&seconds) {
+                    self.queue_result(cmd.cmd_id, now_ms, CommandStatus::Unsupported, false);
+                    return false;
+                }
                 self.set_report_interval_ms(i64::from(seconds) * 1000);
-                true
+                (true, false)
             }
             CommandKind::ResetCartridge { slot } => {
                 let ok = self.fixture.reset_cartridge(slot);
@@ -208,13 +256,114 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
                     self.queue_events(now_ms, &events);
                     self.queue_telemetry(now_ms);
                 }
-                ok
+                (ok, false)
             }
             CommandKind::SelfTest => {
+                // The checks: storage takes a write, every sensor answers, the board is fine.
+                let mut events = Events::new();
+                self.save(now_ms, &mut events);
+                self.queue_events(now_ms, &events);
                 self.queue_telemetry(now_ms);
-                true
+                let f = &self.fixture;
+                let ok = self.storage_failures == 0
+                    && !f.fault_active(FaultCode::SensorError)
+                    && !f.fault_active(FaultCode::MainBoard);
+                (ok, true)
+            }
+            CommandKind::ReportDiagnostics => (true, true),
+            CommandKind::StartCleaning => {
+                self.cleaning = Some(cmd.cmd_id);
+                self.cleaning_requested = true;
+                self.queue_result(cmd.cmd_id, now_ms, CommandStatus::Accepted, false);
+                return true;
+            }
+            CommandKind::CloseInletValve => {
+                self.inlet_open = false;
+                (true, true)
+            }
+            CommandKind::OpenInletValve => {
+                self.inlet_open = true;
+                (true, true)
+            }
+        };
+        let status = if ok {
+            CommandStatus::Ok
+        } else {
+            CommandStatus::Failed
+        };
+        self.queue_result(cmd.cmd_id, now_ms, status, diagnostics);
+        ok
+    }
+
+    /// Whether the water inlet valve is open (always, on models without one).
+    pub fn inlet_valve_open(&self) -> bool {
+        self.inlet_open
+    }
+
+    /// Takes a pending request to run the cleaning programme (the board starts it).
+    pub fn take_cleaning_request(&mut self) -> bool {
+        core::mem::take(&mut self.cleaning_requested)
+    }
+
+    /// The device's view of its health now (what `report_diagnostics` answers).
+    pub fn diagnostics(&self) -> Diagnostics {
+        let f = &self.fixture;
+        let mut active = heapless::Vec::new();
+        for code in FAULT_CODES {
+            if f.fault_active(code) {
+                let _ = active.push(code);
             }
         }
+        let mut log = heapless::Vec::new();
+        for e in &self.fault_log {
+            let _ = log.push(*e);
+        }
+        Diagnostics {
+            active,
+            log,
+            boot_id: self.boot_id,
+            sessions: f.sessions_ended(),
+            water_ml: f.counters().water_ml,
+            storage_failures: self.storage_failures,
+            sensors_ok: !f.fault_active(FaultCode::SensorError),
+            flow_permille: f
+                .flow_ratio_permille()
+                .map(|p| u16::try_from(p.min(10_000)).unwrap_or(10_000)),
+            pressure_kpa: f.pressure_kpa(),
+            inlet_valve_open: f.model().has_inlet_valve().then_some(self.inlet_open),
+        }
+    }
+
+    /// The oldest command result not yet published, encoded.
+    pub fn pop_result(&mut self) -> Option<ResultPayload> {
+        self.results.pop_front()
+    }
+
+    /// Command results waiting.
+    pub fn results_waiting(&self) -> usize {
+        self.results.len()
+    }
+
+    fn queue_result(&mut self, cmd_id: u32, now_ms: i64, status: CommandStatus, diag: bool) {
+        let msg = CommandResult {
+            v: SCHEMA_VERSION,
+            device_id: self.device_id.clone(),
+            cmd_id,
+            ts: now_ms,
+            status,
+            diagnostics: diag.then(|| self.diagnostics()),
+        };
+        let mut buf = [0u8; MAX_RESULT];
+        let Ok(n) = encode(&msg, &mut buf) else {
+            // Cannot happen: the largest result fits (checked by a test).
+            return;
+        };
+        let mut payload = ResultPayload::new();
+        let _ = payload.extend_from_slice(&buf[..n]);
+        if self.results.is_full() {
+            self.results.pop_front();
+        }
+        let _ = self.results.push_back(payload);
     }
 
     /// The status payload (`online`, or `offline` for the last will), encoded.
@@ -256,8 +405,28 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
     fn queue_events(&mut self, now_ms: i64, events: &Events) {
         for e in events {
             let class = match e {
+                EventKind::Session(Session {
+                    kind: SessionKind::Cleaning,
+                    ..
+                }) => {
+                    // The cleaning programme a command started has ended.
+                    if let Some(id) = self.cleaning.take() {
+                        self.queue_result(id, now_ms, CommandStatus::Ok, false);
+                    }
+                    Class::Session
+                }
                 EventKind::Session(_) => Class::Session,
-                EventKind::Fault(_) => Class::Fault,
+                EventKind::Fault(f) => {
+                    if self.fault_log.is_full() {
+                        self.fault_log.pop_front();
+                    }
+                    let _ = self.fault_log.push_back(LoggedFault {
+                        code: f.code,
+                        state: f.state,
+                        ts: now_ms,
+                    });
+                    Class::Fault
+                }
             };
             let msg = Event {
                 v: SCHEMA_VERSION,

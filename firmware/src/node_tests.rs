@@ -349,3 +349,178 @@ fn bad_device_id_does_not_boot() {
     );
     assert_eq!(r.err(), Some(BootError::BadDeviceId));
 }
+
+fn result(n: &mut TestNode) -> protocol::message::CommandResult {
+    let p = n.pop_result().expect("a command result");
+    let r: protocol::message::CommandResult = serde_json::from_slice(&p).unwrap();
+    protocol::validate::check_command_result(&r, n.device_id(), r.ts, &Limits::default()).unwrap();
+    r
+}
+
+fn command(cmd_id: u32, command: CommandKind) -> Command {
+    Command {
+        v: 1,
+        cmd_id,
+        ts: T0,
+        command,
+    }
+}
+
+/// A five-minute shower at `ml_per_s` through the node, starting at `start`.
+fn shower_through(n: &mut TestNode, start: i64, ml_per_s: u32) {
+    let ok = Sample {
+        water_temp_mc: Some(39_000),
+        pressure_pa: Some(300_000),
+        ..Sample::default()
+    };
+    for i in 0..300 {
+        n.tick(
+            start + i * 1000,
+            &Sample {
+                demand: Demand::Draw,
+                flow_ml: ml_per_s,
+                ..ok
+            },
+        );
+    }
+    n.tick(start + 301_000, &ok);
+    n.tick(start + 302_000, &ok);
+}
+
+#[test]
+fn report_diagnostics_shows_a_clogged_inlet_screen_and_the_fault_log() {
+    use protocol::message::CommandStatus;
+    let mut n = boot(RamStorage::default(), Model::Shower, T0);
+    let day = 86_400_000;
+    for d in 0..5 {
+        shower_through(&mut n, T0 + d * day, 150);
+    }
+    assert!(n.handle_command(&command(1, CommandKind::ReportDiagnostics), T0 + 5 * day));
+    let healthy = result(&mut n);
+    let d = healthy.diagnostics.expect("diagnostics");
+    assert_eq!(healthy.status, CommandStatus::Ok);
+    assert!(d.active.is_empty() && d.sensors_ok, "{d:?}");
+    assert_eq!(d.inlet_valve_open, None, "a shower has no inlet valve");
+    for d in 5..8 {
+        shower_through(&mut n, T0 + d * day, 80);
+    }
+    assert!(n.handle_command(&command(2, CommandKind::ReportDiagnostics), T0 + 8 * day));
+    let r = result(&mut n);
+    assert_eq!((r.cmd_id, r.status), (2, CommandStatus::Ok));
+    let d = r.diagnostics.expect("diagnostics");
+    assert_eq!(d.active.as_slice(), &[FaultCode::InletClog], "{d:?}");
+    assert!(
+        d.flow_permille.is_some_and(|p| p < 600),
+        "the flow ratio shows the clog: {d:?}"
+    );
+    assert_eq!(d.pressure_kpa, Some(300.0), "the pressure is fine");
+    assert_eq!(
+        d.log.last().map(|e| (e.code, e.state)),
+        Some((FaultCode::InletClog, FaultState::Raised))
+    );
+    assert_eq!(d.sessions, 8);
+    assert!(n.pop_result().is_none());
+}
+
+#[test]
+fn close_inlet_valve_closes_it_and_a_model_without_a_valve_answers_unsupported() {
+    use protocol::message::CommandStatus;
+    let mut toilet = boot(RamStorage::default(), Model::Toilet, T0);
+    assert!(toilet.inlet_valve_open());
+    assert!(toilet.handle_command(&command(10, CommandKind::CloseInletValve), T0));
+    assert!(!toilet.inlet_valve_open());
+    let r = result(&mut toilet);
+    assert_eq!(r.status, CommandStatus::Ok);
+    assert_eq!(r.diagnostics.and_then(|d| d.inlet_valve_open), Some(false));
+    // A redelivery of the same command is ignored; opening again is a new command.
+    assert!(!toilet.handle_command(&command(10, CommandKind::CloseInletValve), T0));
+    assert!(toilet.pop_result().is_none());
+    assert!(toilet.handle_command(&command(11, CommandKind::OpenInletValve), T0));
+    assert!(toilet.inlet_valve_open());
+    assert_eq!(result(&mut toilet).status, CommandStatus::Ok);
+
+    let mut shower = boot(RamStorage::default(), Model::Shower, T0);
+    assert!(!shower.handle_command(&command(12, CommandKind::CloseInletValve), T0));
+    assert!(shower.inlet_valve_open());
+    let r = result(&mut shower);
+    assert_eq!((r.cmd_id, r.status), (12, CommandStatus::Unsupported));
+    assert!(!shower.handle_command(&command(13, CommandKind::StartCleaning), T0));
+    assert_eq!(result(&mut shower).status, CommandStatus::Unsupported);
+    assert!(!shower.handle_command(
+        &command(14, CommandKind::SetReportInterval { seconds: 1 }),
+        T0
+    ));
+    assert_eq!(result(&mut shower).status, CommandStatus::Unsupported);
+}
+
+#[test]
+fn cleaning_is_accepted_at_once_and_done_when_its_session_ends() {
+    use protocol::message::CommandStatus;
+    let mut n = boot(RamStorage::default(), Model::Toilet, T0);
+    assert!(n.handle_command(&command(20, CommandKind::StartCleaning), T0));
+    assert!(n.take_cleaning_request());
+    assert!(!n.take_cleaning_request(), "taken once");
+    assert_eq!(result(&mut n).status, CommandStatus::Accepted);
+    let ok = Sample {
+        water_temp_mc: Some(38_000),
+        seat_temp_mc: Some(33_000),
+        ..Sample::default()
+    };
+    for i in 0..60 {
+        n.tick(
+            T0 + i * 5_000,
+            &Sample {
+                demand: Demand::Clean,
+                flow_ml: 250,
+                ..ok
+            },
+        );
+    }
+    assert!(n.pop_result().is_none(), "still cleaning");
+    n.tick(T0 + 305_000, &ok);
+    n.tick(T0 + 310_000, &ok);
+    let r = result(&mut n);
+    assert_eq!((r.cmd_id, r.status), (20, CommandStatus::Ok));
+}
+
+#[test]
+fn self_test_passes_on_a_healthy_board_and_the_largest_result_fits_its_buffer() {
+    use protocol::message::CommandStatus;
+    let mut n = boot(RamStorage::default(), Model::Purifier, T0);
+    assert!(n.handle_command(&command(30, CommandKind::SelfTest), T0));
+    assert_eq!(result(&mut n).status, CommandStatus::Ok);
+    // Every field at its widest: all eight faults active, a full log, the largest numbers.
+    let mut d = n.diagnostics();
+    d.active.clear();
+    for c in super::FAULT_CODES {
+        d.active.push(c).unwrap();
+    }
+    d.log.clear();
+    while d
+        .log
+        .push(protocol::message::LoggedFault {
+            code: FaultCode::LowInletPressure,
+            state: FaultState::Cleared,
+            ts: -9_999_999_999_999,
+        })
+        .is_ok()
+    {}
+    d.boot_id = u32::MAX;
+    d.sessions = u32::MAX;
+    d.water_ml = 99_999_999_999;
+    d.storage_failures = u32::MAX;
+    d.flow_permille = Some(10_000);
+    d.pressure_kpa = Some(-1.2345678e-30);
+    d.inlet_valve_open = Some(false);
+    let widest = protocol::message::CommandResult {
+        v: 1,
+        device_id: "a-device-id-of-32-characters-xyz".try_into().unwrap(),
+        cmd_id: u32::MAX,
+        ts: -9_999_999_999_999,
+        status: CommandStatus::Unsupported,
+        diagnostics: Some(d),
+    };
+    let mut buf = [0u8; super::MAX_RESULT];
+    let len = encode(&widest, &mut buf).expect("the widest result fits a result buffer");
+    assert!(len > 600, "{len} bytes: every field was written");
+}

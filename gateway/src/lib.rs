@@ -16,6 +16,8 @@
 //! - `demo` (default feature `demo`): a simulated fleet (the `simulator` crate) for the zero-setup run.
 //! - The `maintenance` crate, when `[maintenance]` is configured: device faults and
 //!   cartridge replacements feed it from [`ingest::batch`] through [`ingest::pipeline`]; its API is nested under `/api`.
+//! - [`commands`]: remote commands — the dispatcher publishing the engine's queued commands
+//!   on `fixtures/{id}/cmd`, and the devices' answers on `fixtures/{id}/result` (ingested).
 //!
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
@@ -24,6 +26,7 @@ pub mod backoff;
 pub mod backup;
 pub mod broker;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod decode;
 #[cfg(feature = "demo")]
@@ -293,6 +296,15 @@ pub async fn run(
     let generation = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let builder = BatchBuilder::new(config.limits, devices, analyzer, maintenance.is_some());
+    // Remote commands go out through the same client (and its persistent session).
+    if let Some(engine) = &maintenance {
+        tasks.spawn(commands::run_dispatcher(
+            Arc::clone(engine),
+            client.clone(),
+            Duration::from_secs(1),
+            shutdown_rx.clone(),
+        ));
+    }
     let ports = Ports {
         acker: MqttAcknowledger {
             client: client.clone(),

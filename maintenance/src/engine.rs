@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, Transaction};
 use serde::{Deserialize, Serialize};
 
+use crate::commands;
 use crate::error::{Error, Result};
 use crate::finding::{Finding, FindingKind, FindingState};
 use crate::policy::{Policy, Priority, TicketAction};
@@ -57,6 +58,9 @@ pub struct Outcome {
     /// The device is new to the unclaimed-devices queue.
     #[serde(default)]
     pub new_unclaimed_device: bool,
+    /// The command the policy queued for the device (e.g. close the inlet valve of a leak).
+    #[serde(default)]
+    pub command: Option<i64>,
 }
 
 /// The result of [`Engine::tick`].
@@ -72,6 +76,9 @@ pub struct TickReport {
     pub reminders_deferred: u32,
     /// Visit addresses purged.
     pub addresses_purged: u32,
+    /// Commands expired unanswered.
+    #[serde(default)]
+    pub commands_expired: u32,
 }
 
 /// A filter cartridge's replacement schedule.
@@ -296,6 +303,42 @@ impl Engine {
             out.ticket = Some((id, effect));
             notify = effect != TicketEffect::Attached;
         }
+        // The policy's command, once per episode (not for evidence attached to an open ticket).
+        let mut valve_closing = false;
+        if let (true, Some(cmd)) = (notify, &kp.command) {
+            // Once per episode: a repeat of the finding (same start) sends nothing new.
+            if cmd.supported_by(device.model)
+                && !commands::sent_since(tx, &device.id, cmd, f.began_ts_ms)?
+            {
+                let reason = format!(
+                    "policy: {} {} finding{}",
+                    f.severity.as_str(),
+                    f.kind.policy_key(),
+                    match cmd {
+                        protocol::message::CommandKind::CloseInletValve =>
+                            ": closing the water inlet valve automatically",
+                        protocol::message::CommandKind::ReportDiagnostics =>
+                            ": confirming it with the device's diagnostic before anyone is sent",
+                        _ => "",
+                    }
+                );
+                let (id, _) = commands::queue(
+                    tx,
+                    &commands::NewCommand {
+                        device_id: &device.id,
+                        ticket_id: out.ticket.map(|t| t.0),
+                        command: cmd,
+                        requested_by: "policy",
+                        reason: Some(&reason),
+                        ttl_ms: commands::DEFAULT_TTL_MS,
+                    },
+                    now_ms,
+                )?;
+                out.command = Some(id);
+                valve_closing = matches!(cmd, protocol::message::CommandKind::CloseInletValve);
+                tracing::info!(device = %device.id, cmd_id = id, command = cmd.as_str(), "Policy queued a command.");
+            }
+        }
         if let (true, Some(n)) = (notify, &kp.notify) {
             if n.min_interval_ms > 0
                 && reminders::recent_exists(tx, &device.id, &fault_key, now_ms - n.min_interval_ms)?
@@ -315,8 +358,12 @@ impl Engine {
                 device_id: &device.id,
                 kind: f.kind.policy_key(),
                 fault_key: &fault_key,
-                template: n.template,
-                vars: serde_json::json!({ "device": device.id, "resource": resource, "ticket": ticket_id }),
+                template: match n.template {
+                    // The message says the valve is being closed, and what to check meanwhile.
+                    Template::LeakAlert if valve_closing => Template::LeakValveClosing,
+                    t => t,
+                },
+                vars: serde_json::json!({ "device": device.id, "resource": resource, "ticket": ticket_id, "valve_closing": valve_closing }),
                 urgent: n.urgent,
                 dedup_key: format!(
                     "{}:{}:{}:{:?}:{}",
@@ -653,7 +700,10 @@ impl Engine {
     }
 
     fn tick_tx(&self, tx: &Transaction<'_>, now_ms: i64) -> Result<TickReport> {
-        let mut rep = TickReport::default();
+        let mut rep = TickReport {
+            commands_expired: commands::expire(tx, now_ms)?,
+            ..TickReport::default()
+        };
         let breached: Vec<i64> = {
             let mut stmt = tx.prepare(
                 "SELECT id FROM tickets WHERE status IN ('open', 'assigned', 'in_progress')

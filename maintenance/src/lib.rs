@@ -13,6 +13,8 @@
 //! - [`tickets`]: lifecycle, de-duplication, recurrence, assignment, KPIs.
 //! - [`reminders`]: quiet hours, weekly cap, snooze/done/book.
 //! - [`templates`]: zh-CN and en message texts.
+//! - [`commands`]: remote commands to devices (queued → sent → acknowledged → done | failed |
+//!   expired), audited, their results attached to the ticket.
 //! - [`unclaimed`]: findings of devices nobody registered (never dropped), the owner search.
 //! - [`outbox`] and [`dispatch`]: transactional outbox, signed webhooks, SMTP.
 //! - [`page`]: `limit`/`offset` pages with hard caps for every list.
@@ -30,6 +32,7 @@
 
 pub mod access;
 pub mod api;
+pub mod commands;
 pub mod config;
 pub mod db;
 pub mod dispatch;

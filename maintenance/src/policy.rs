@@ -102,6 +102,11 @@ pub struct RawKindPolicy {
     pub ticket: Option<RawTicketAction>,
     /// Message the homeowner.
     pub notify: Option<RawNotifyAction>,
+    /// Send the device a command (where its model supports it): `close_inlet_valve`
+    /// (stop the water of a leak), `report_diagnostics` (confirm a finding before anyone
+    /// is sent), `self_test`.
+    #[serde(default)]
+    pub command: Option<String>,
 }
 
 /// A ticket action as written.
@@ -162,6 +167,8 @@ pub struct KindPolicy {
     pub ticket: Option<TicketAction>,
     /// Message the homeowner.
     pub notify: Option<NotifyAction>,
+    /// Send the device this command when the finding becomes active (models that support it).
+    pub command: Option<protocol::message::CommandKind>,
 }
 
 /// A checked ticket action.
@@ -230,7 +237,31 @@ impl TryFrom<RawPolicy> for Policy {
                     min_interval_ms: i64::from(n.min_interval_days) * DAY_MS,
                 }),
             };
-            kinds.insert(static_key, KindPolicy { ticket, notify });
+            let command = match kind.command {
+                None => None,
+                Some(name) => {
+                    use protocol::message::CommandKind as K;
+                    let k = match name.as_str() {
+                        "close_inlet_valve" => K::CloseInletValve,
+                        "report_diagnostics" => K::ReportDiagnostics,
+                        "self_test" => K::SelfTest,
+                        other => {
+                            return Err(Error::Config(format!(
+                                "kinds.{key}.command: {other:?} is not one the policy may send                                  (close_inlet_valve, report_diagnostics, self_test)"
+                            )))
+                        }
+                    };
+                    Some(k)
+                }
+            };
+            kinds.insert(
+                static_key,
+                KindPolicy {
+                    ticket,
+                    notify,
+                    command,
+                },
+            );
         }
         let mut before: Vec<i64> = raw
             .filter
@@ -298,8 +329,16 @@ mod tests {
             (Priority::Critical, 4 * 3_600_000)
         );
         assert!(leak.notify.unwrap().urgent);
+        assert_eq!(
+            leak.command,
+            Some(protocol::message::CommandKind::CloseInletValve)
+        );
         let clog = p.for_kind(&FindingKind::InletClog);
         assert!(clog.ticket.is_none() && clog.notify.is_some());
+        assert_eq!(
+            clog.command,
+            Some(protocol::message::CommandKind::ReportDiagnostics)
+        );
         assert_eq!(p.filter_remind_before_ms, vec![14 * DAY_MS, 3 * DAY_MS]);
         for key in FindingKind::ALL_KEYS {
             assert!(p.kinds.contains_key(key), "default policy lacks {key}");
@@ -309,6 +348,8 @@ mod tests {
     #[test]
     fn unknown_template_or_kind_is_rejected() {
         let bad = DEFAULT_POLICY_TOML.replace("\"saving_tip\"", "\"savng_tip\"");
+        assert!(matches!(Policy::from_toml(&bad), Err(Error::Config(_))));
+        let bad = DEFAULT_POLICY_TOML.replace("\"close_inlet_valve\"", "\"open_inlet_valve\"");
         assert!(matches!(Policy::from_toml(&bad), Err(Error::Config(_))));
         let bad = format!("{DEFAULT_POLICY_TOML}\n[kinds.volcano]\n");
         assert!(matches!(Policy::from_toml(&bad), Err(Error::Config(_))));

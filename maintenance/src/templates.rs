@@ -45,6 +45,9 @@ impl Lang {
 pub enum Template {
     /// Urgent: a leak was detected.
     LeakAlert,
+    /// Urgent: a leak was detected on a fixture with an inlet valve, and the gateway sent
+    /// the command to close it (the engine picks it instead of `leak_alert`).
+    LeakValveClosing,
     /// A wash or flush ran too long; a technician is coming.
     LongWashNotice,
     /// A fault needs an on-site visit.
@@ -77,6 +80,8 @@ impl Template {
         let (title, body) = match (self, lang) {
             (Template::LeakAlert, Lang::ZhCn) => ("紧急：检测到漏水", "设备 {device} 检测到漏水，请立即关闭进水阀。售后技师将在 4 小时内联系您。"),
             (Template::LeakAlert, Lang::En) => ("Urgent: leak detected", "Device {device} detected a leak. Please close the water supply valve now. A technician will contact you within 4 hours."),
+            (Template::LeakValveClosing, Lang::ZhCn) => ("紧急：检测到漏水，已远程关闭进水阀", "设备 {device} 检测到漏水，我们已远程发送关闭其进水阀的指令。请检查设备下方是否有积水，并关闭墙上的进水角阀。售后技师将在 4 小时内联系您。"),
+            (Template::LeakValveClosing, Lang::En) => ("Urgent: leak detected, inlet valve closed remotely", "Device {device} detected a leak. We have sent it the command to close its water inlet valve. Check the floor under it for water and close the supply valve at the wall. A technician will contact you within 4 hours."),
             (Template::LongWashNotice, Lang::ZhCn) => ("冲洗时间异常", "设备 {device} 的冲洗或冲水时间异常偏长，我们已安排售后上门检查。"),
             (Template::LongWashNotice, Lang::En) => ("Wash running too long", "A wash or flush on device {device} ran abnormally long. We have arranged a service visit."),
             (Template::VisitNotice, Lang::ZhCn) => ("需要上门维修", "设备 {device} 出现故障，售后技师将与您预约上门时间。"),

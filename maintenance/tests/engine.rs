@@ -32,7 +32,8 @@ fn each_finding_kind_gets_the_tiered_response_once() {
         (
             FindingKind::Leak,
             Some((Priority::Critical, 4)),
-            Some(Template::LeakAlert),
+            // A toilet has an inlet valve: the policy closes it and the message says so.
+            Some(Template::LeakValveClosing),
         ),
         (
             FindingKind::LongWash,
@@ -149,7 +150,8 @@ fn leak_alert_is_urgent_and_goes_out_in_quiet_hours_with_the_ticket_webhook() {
         .iter()
         .find(|r| r.channel == OutChannel::Push)
         .expect("push");
-    assert_eq!(push.payload["title"], "紧急：检测到漏水");
+    // A toilet has an inlet valve: the policy closes it, and the push says so.
+    assert_eq!(push.payload["title"], "紧急：检测到漏水，已远程关闭进水阀");
     // Auto-assigned to a plumber in the region.
     assert!(ticket(&e, id).assignee.is_some());
 }

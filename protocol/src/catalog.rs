@@ -31,6 +31,21 @@ impl Model {
             Model::Shower => &[CartridgeKind::Shower],
         }
     }
+
+    /// Whether this model has a motorised water inlet valve the gateway can close
+    /// (`close_inlet_valve`): toilets and purifiers have a solenoid on the supply;
+    /// the thermostatic shower is a mechanical mixer.
+    pub const fn has_inlet_valve(self) -> bool {
+        match self {
+            Model::Toilet | Model::Purifier => true,
+            Model::Shower => false,
+        }
+    }
+
+    /// Whether this model runs a cleaning programme on request (`start_cleaning`).
+    pub const fn has_cleaning_programme(self) -> bool {
+        matches!(self, Model::Toilet)
+    }
 }
 
 impl CartridgeKind {
@@ -91,5 +106,13 @@ mod tests {
         assert_eq!(Model::Purifier.cartridge_kinds().len(), 3);
         assert_eq!(Model::Shower.cartridge_kinds(), &[CartridgeKind::Shower]);
         assert_eq!(DAY_MS, 86_400_000);
+    }
+
+    #[test]
+    fn only_toilets_and_purifiers_have_an_inlet_valve() {
+        assert!(Model::Toilet.has_inlet_valve() && Model::Purifier.has_inlet_valve());
+        assert!(!Model::Shower.has_inlet_valve());
+        assert!(Model::Toilet.has_cleaning_programme());
+        assert!(!Model::Purifier.has_cleaning_programme());
     }
 }

@@ -413,6 +413,140 @@ pub enum CommandKind {
         /// Slot number.
         slot: u8,
     },
-    /// Run the self-test and report faults.
+    /// Run the self-test: the device checks its sensors and storage, queues a telemetry
+    /// message and answers with its diagnostics (status `failed` if a check failed).
     SelfTest,
+    /// Contract v1.2: answer with the diagnostics (fault log, counters, sensor health).
+    ReportDiagnostics,
+    /// Contract v1.2: run the cleaning programme (models with one, see
+    /// [`Model::has_cleaning_programme`]); reported as a `cleaning` session when it ends.
+    StartCleaning,
+    /// Contract v1.2: close the water inlet valve (models with one, see
+    /// [`Model::has_inlet_valve`]). It stays closed until `open_inlet_valve`.
+    CloseInletValve,
+    /// Contract v1.2: open the water inlet valve again (after the repair).
+    OpenInletValve,
+}
+
+impl CommandKind {
+    /// Lower-case name as in JSON (the parameters left out).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            CommandKind::SetReportInterval { .. } => "set_report_interval",
+            CommandKind::ResetCartridge { .. } => "reset_cartridge",
+            CommandKind::SelfTest => "self_test",
+            CommandKind::ReportDiagnostics => "report_diagnostics",
+            CommandKind::StartCleaning => "start_cleaning",
+            CommandKind::CloseInletValve => "close_inlet_valve",
+            CommandKind::OpenInletValve => "open_inlet_valve",
+        }
+    }
+
+    /// Whether a fixture of `model` can carry this command out (the catalogue's facts).
+    pub const fn supported_by(&self, model: Model) -> bool {
+        match self {
+            CommandKind::ResetCartridge { slot } => {
+                (*slot as usize) < model.cartridge_kinds().len()
+            }
+            CommandKind::StartCleaning => model.has_cleaning_programme(),
+            CommandKind::CloseInletValve | CommandKind::OpenInletValve => model.has_inlet_valve(),
+            CommandKind::SetReportInterval { .. }
+            | CommandKind::SelfTest
+            | CommandKind::ReportDiagnostics => true,
+        }
+    }
+}
+
+/// Most fault codes listed as active in [`Diagnostics`] (there are eight codes).
+pub const MAX_ACTIVE_FAULTS: usize = 8;
+/// Most entries of the fault log in [`Diagnostics`] (the newest are kept).
+pub const MAX_FAULT_LOG: usize = 4;
+
+/// Contract v1.2: a device's answer to a [`Command`], on `fixtures/{id}/result`
+/// ([`crate::topic::result_topic`]). A device sends `accepted` when it takes the command
+/// on, then one final status; a command it cannot carry out gets `unsupported` at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandResult {
+    /// Schema version, always [`crate::SCHEMA_VERSION`].
+    pub v: u8,
+    /// Must equal the device id of the topic.
+    pub device_id: DeviceId,
+    /// The command's id, as the gateway sent it.
+    pub cmd_id: u32,
+    /// Device time of the answer, UTC ms.
+    pub ts: i64,
+    /// How it went.
+    pub status: CommandStatus,
+    /// What the device found (self-test, diagnostics, valve commands), bounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Diagnostics>,
+}
+
+/// How a command went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Received and started (the gateway marks the command acknowledged).
+    Accepted,
+    /// Carried out.
+    Ok,
+    /// Tried and failed (e.g. a self-test check failed, the valve did not move).
+    Failed,
+    /// This model cannot do it, or the command is malformed.
+    Unsupported,
+}
+
+impl CommandStatus {
+    /// Lower-case name as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Accepted => "accepted",
+            CommandStatus::Ok => "ok",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// A device's view of its own health, small and bounded (fits one firmware message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diagnostics {
+    /// Faults raised now.
+    pub active: heapless::Vec<FaultCode, MAX_ACTIVE_FAULTS>,
+    /// The newest fault events since boot, oldest first.
+    pub log: heapless::Vec<LoggedFault, MAX_FAULT_LOG>,
+    /// Boot counter.
+    pub boot_id: u32,
+    /// Usage sessions ended since boot.
+    pub sessions: u32,
+    /// All metered water, millilitres, cumulative.
+    pub water_ml: u64,
+    /// Consecutive failed writes of the counters to storage (0: storage fine).
+    pub storage_failures: u32,
+    /// Every sensor answered at the last sample.
+    pub sensors_ok: bool,
+    /// Flow of the last main session against the learned normal flow, per mille (an inlet
+    /// screen clogging shows well below 1000); absent until learned, and on toilets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_permille: Option<u16>,
+    /// Inlet pressure at the last sample, kPa (models with a pressure sensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure_kpa: Option<f32>,
+    /// Whether the inlet valve is open (absent on models without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inlet_valve_open: Option<bool>,
+}
+
+/// One entry of the device's fault log.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedFault {
+    /// Which fault.
+    pub code: FaultCode,
+    /// Raised or cleared.
+    pub state: FaultState,
+    /// Device time, UTC ms.
+    pub ts: i64,
 }

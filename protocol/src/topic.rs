@@ -18,6 +18,35 @@ pub const GATEWAY_FILTERS: [&str; 3] = [
     "fixtures/+/status",
 ];
 
+/// Contract v1.2: the last level of the topic a device answers commands on,
+/// `fixtures/{id}/result` ([`crate::message::CommandResult`], device to gateway, QoS 1).
+///
+/// Kept out of [`Channel`] on purpose: the ingest path decodes the four v1 channels, and
+/// results are routed to the command lifecycle before that ([`parse_result`]).
+pub const RESULT_LEVEL: &str = "result";
+
+/// Subscription filter for every device's command results.
+pub const GATEWAY_RESULT_FILTER: &str = "fixtures/+/result";
+
+/// `fixtures/{device_id}/result`.
+pub fn result_topic(device_id: &str) -> heapless::String<64> {
+    let mut s = heapless::String::new();
+    // 9 + 32 + 1 + 6 bytes at most: always fits in 64.
+    let _ = write!(s, "{ROOT}/{device_id}/{RESULT_LEVEL}");
+    s
+}
+
+/// The device id of a `fixtures/{device_id}/result` topic; `None` for any other topic
+/// (`Some(Err)` for a result topic with a malformed device id).
+pub fn parse_result(topic: &str) -> Option<Result<DeviceId, TopicError>> {
+    let rest = topic.strip_prefix(ROOT)?.strip_prefix('/')?;
+    let id = rest.strip_suffix(RESULT_LEVEL)?.strip_suffix('/')?;
+    if !is_valid_device_id(id) {
+        return Some(Err(TopicError::DeviceId));
+    }
+    Some(DeviceId::try_from(id).map_err(|_| TopicError::DeviceId))
+}
+
 /// The last topic level: what kind of message travels on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
@@ -166,5 +195,26 @@ mod tests {
         let long = "fixtures/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/event";
         assert_eq!(Topic::parse(long), Err(TopicError::DeviceId));
         assert_eq!(Topic::parse("fixtures/a/metrics"), Err(TopicError::Channel));
+    }
+
+    #[test]
+    fn result_topics_round_trip_and_stay_out_of_the_v1_channels() {
+        let t = result_topic("toilet-0042");
+        assert_eq!(t.as_str(), "fixtures/toilet-0042/result");
+        assert_eq!(
+            parse_result(&t).and_then(Result::ok).as_deref(),
+            Some("toilet-0042")
+        );
+        assert_eq!(Topic::parse(&t), Err(TopicError::Channel));
+        assert_eq!(parse_result("fixtures/toilet-1/event"), None);
+        assert_eq!(
+            parse_result("fixtures/a/b/result"),
+            Some(Err(TopicError::DeviceId))
+        );
+        assert_eq!(
+            parse_result("fixtures//result"),
+            Some(Err(TopicError::DeviceId))
+        );
+        assert_eq!(parse_result("other/x/result"), None);
     }
 }

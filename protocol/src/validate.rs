@@ -261,3 +261,33 @@ pub fn check_status(
         limits,
     )
 }
+
+/// Contract v1.2: checks a command result received on the result topic of `device_id`
+/// ([`crate::topic::parse_result`]) at receiver time `now_ms`.
+pub fn check_command_result(
+    msg: &crate::message::CommandResult,
+    device_id: &str,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<(), Invalid> {
+    if msg.v != SCHEMA_VERSION {
+        return Err(Invalid::SchemaVersion);
+    }
+    if msg.device_id.as_str() != device_id {
+        return Err(Invalid::DeviceIdMismatch);
+    }
+    if msg.ts < now_ms.saturating_sub(limits.max_age_ms) {
+        return Err(Invalid::TimestampTooOld);
+    }
+    if msg.ts > now_ms.saturating_add(limits.max_future_ms) {
+        return Err(Invalid::TimestampInFuture);
+    }
+    if let Some(d) = &msg.diagnostics {
+        at_most(d.water_ml, bounds::TOTAL_ML)?;
+        if let Some(p) = d.pressure_kpa {
+            float_in(p, bounds::PRESSURE_KPA)?;
+        }
+        at_most(d.flow_permille.unwrap_or(0), 10_000)?;
+    }
+    Ok(())
+}

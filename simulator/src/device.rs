@@ -307,6 +307,8 @@ pub struct SimDevice {
     /// When the burst-cadence firmware last sent telemetry while water ran.
     last_burst_ms: i64,
     cart: CartridgeVariant,
+    /// Live mode: the cleaning programme a command started runs until then (true time).
+    live_cleaning_until: Option<i64>,
 }
 
 impl SimDevice {
@@ -435,6 +437,7 @@ impl SimDevice {
             pref_now: 0.0,
             last_burst_ms: i64::MIN,
             cart: CartridgeVariant::catalog(model),
+            live_cleaning_until: None,
         };
         dev.pref_now = dev.household.shower_pref_c;
         dev.boot(storage, start_ms, telemetry_every_ms);
@@ -854,7 +857,12 @@ impl SimDevice {
         }
         self.transitions(t, out);
         let dt_s = (t - self.t) as f64 / 1000.0;
-        let ml = input.ml + self.background_ml(self.t, t);
+        // A closed inlet valve stops every flow: usage and leaks downstream of it alike.
+        let ml = if self.inlet_valve_open() {
+            input.ml + self.background_ml(self.t, t)
+        } else {
+            0.0
+        };
         if let Some((until, _)) = self.stuck {
             if t >= until {
                 self.stuck = None;
@@ -945,7 +953,10 @@ impl SimDevice {
             let Some(node) = self.node.as_mut() else {
                 return;
             };
-            if node.handle_command(&cmd, dev_t) {
+            let done = node.handle_command(&cmd, dev_t);
+            // The service tool's answer goes to the tool, not to the broker.
+            while node.pop_result().is_some() {}
+            if done {
                 self.cart_true_ml[slot] = 0.0;
                 self.cart_done[slot] = false;
                 let kind = self.model.cartridge_kinds()[slot];
@@ -1115,5 +1126,82 @@ impl SimDevice {
                 retain: false,
             });
         }
+        while let Some(r) = node.pop_result() {
+            out.push(OutMessage {
+                at_ms: t,
+                device: self.idx,
+                topic: protocol::topic::result_topic(&self.id).to_string(),
+                payload: r.to_vec(),
+                retain: false,
+            });
+        }
+    }
+
+    /// Whether the fixture's water inlet valve is open (always, on models without one).
+    pub fn inlet_valve_open(&self) -> bool {
+        self.node.as_ref().is_none_or(|n| n.inlet_valve_open())
+    }
+
+    /// The firmware's diagnostics now (what `report_diagnostics` answers).
+    pub fn diagnostics(&self) -> Option<protocol::message::Diagnostics> {
+        self.node.as_ref().map(|n| n.diagnostics())
+    }
+
+    /// Live mode: the simulated span no longer ends; the device runs on as
+    /// [`SimDevice::advance_to`] moves it, with no new household usage.
+    pub fn go_live(&mut self) {
+        self.end_ms = i64::MAX;
+    }
+
+    /// Live mode: runs the device up to true time `t` (idle, or the cleaning programme a
+    /// command started), appending what it publishes to `out`.
+    pub fn advance_to(&mut self, t: i64, out: &mut Vec<OutMessage>) {
+        if t <= self.t {
+            return;
+        }
+        if let Some(until) = self.live_cleaning_until {
+            let clean_in = |ml| In {
+                demand: Demand::Clean,
+                ml,
+                ..In::default()
+            };
+            let mut next = self.t + 5_000;
+            while next <= t.min(until) {
+                self.tick(next, clean_in(50.0 * 5.0), out);
+                next += 5_000;
+            }
+            if t < until {
+                return;
+            }
+            self.live_cleaning_until = None;
+        }
+        self.idle_until(t, out);
+        self.tick(t, In::default(), out);
+    }
+
+    /// Live mode: the device receives `cmd` at true time `t` and runs it through the
+    /// firmware; its answer (and anything else it publishes) goes to `out`. Returns whether
+    /// the firmware carried it out (or started it).
+    pub fn command(&mut self, cmd: &Command, t: i64, out: &mut Vec<OutMessage>) -> bool {
+        self.advance_to(t, out);
+        let dev_t = self.dev_time(t.max(self.t));
+        let Some(node) = self.node.as_mut() else {
+            return false;
+        };
+        let done = node.handle_command(cmd, dev_t);
+        if node.take_cleaning_request() {
+            // The programme runs six minutes (about 18 l), in true time.
+            self.live_cleaning_until = Some(self.t + 6 * 60_000);
+            self.tick(
+                self.t + 1,
+                In {
+                    demand: Demand::Clean,
+                    ..In::default()
+                },
+                out,
+            );
+        }
+        self.drain(self.t, out);
+        done
     }
 }

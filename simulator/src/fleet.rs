@@ -273,6 +273,11 @@ impl Fleet {
         &self.devices
     }
 
+    /// The devices, for live mode ([`crate::live`]) once the history is simulated.
+    pub fn into_devices(self) -> Vec<SimDevice> {
+        self.devices
+    }
+
     /// Simulates the next day of every device and returns its messages ordered by
     /// publish time (ties: by device, then in the device's own order). `None` at the end.
     pub fn next_batch(&mut self) -> Option<Vec<OutMessage>> {

@@ -4,7 +4,9 @@
 //! in simulated households ([`household`]), with simulated sensors and water physics
 //! ([`device`]) and injected faults ([`faults`]), and produces the contract-v1
 //! message stream deterministically from a seed ([`fleet`]). [`publish`] sends the
-//! stream to any MQTT broker with QoS 1 and counts the PUBACKs.
+//! stream to any MQTT broker with QoS 1 and counts the PUBACKs. [`live`] keeps the devices
+//! running after their history, each on its own MQTT connection, answering the commands
+//! the gateway sends on `fixtures/{id}/cmd` through the firmware.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +33,7 @@ pub mod device;
 pub mod faults;
 pub mod fleet;
 pub mod household;
+pub mod live;
 pub mod publish;
 
 pub use device::OutMessage;

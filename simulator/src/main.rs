@@ -4,6 +4,7 @@
 //! simulator --broker mqtt://127.0.0.1:1883 --devices 1000 --days 90 --speed max \
 //!             --seed 7 --faults default --truth truth.jsonl [--telemetry-every-min 15] [--variants all=0.3]
 //! simulator --devices 1000 --days 90 --out messages.jsonl      # no broker: write the stream
+//! simulator --broker mqtt://127.0.0.1:1883 --devices 6 --days 14 --live   # then answer commands
 //! simulator bench --devices 1000 --days 30 [--broker mqtt://127.0.0.1:1883 --seconds 20]
 //! ```
 
@@ -89,6 +90,10 @@ struct RunArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// After the history, keep every device connected (one connection each) on the wall
+    /// clock, answering the gateway's commands on `fixtures/{id}/cmd`, until Ctrl-C.
+    #[arg(long, requires = "broker")]
+    live: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +252,36 @@ async fn run(a: RunArgs) -> Result<()> {
         println!(
             "generated {generated} messages in {secs:.1} s ({:.0} msg/s), no broker",
             generated as f64 / secs.max(1e-9)
+        );
+    }
+    if let (true, Some(url)) = (a.live, &a.broker) {
+        let broker: BrokerUrl = url.parse()?;
+        let devices = fleet
+            .into_devices()
+            .into_iter()
+            .map(|d| std::sync::Arc::new(std::sync::Mutex::new(d)))
+            .collect();
+        let stats = std::sync::Arc::new(simulator::live::LiveStats::default());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        println!("live: devices answer commands; Ctrl-C to stop");
+        let live = tokio::spawn(simulator::live::serve(
+            devices,
+            simulator::live::LiveConfig::new(broker),
+            std::sync::Arc::clone(&stats),
+            stop_rx,
+        ));
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        let _ = stop.send(true);
+        live.await.context("live devices")?;
+        println!(
+            "live: {} commands answered, {} not contract commands, {} messages published",
+            stats.commands.load(std::sync::atomic::Ordering::Relaxed),
+            stats
+                .bad_commands
+                .load(std::sync::atomic::Ordering::Relaxed),
+            stats.published.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
     Ok(())

@@ -34,6 +34,13 @@ pub enum MaintenanceAction {
     },
     /// A finding of the analytics stage.
     Finding(maintenance::Finding),
+    /// A device answered a command (contract v1.2, `fixtures/{id}/result`).
+    CommandResult {
+        /// The device.
+        device_id: String,
+        /// Its answer.
+        result: protocol::message::CommandResult,
+    },
     /// A cartridge counter changed.
     CartridgeReplaced {
         /// The device.
@@ -141,6 +148,38 @@ impl BatchBuilder {
         let mut actions = Vec::new();
         let mut findings: Vec<DeviceFinding> = Vec::new();
         for m in &messages {
+            // A device's answer to a command: no sequence, no analytics; the engine hears of it.
+            if let Some(answer) = crate::commands::decode_result(
+                &m.publish.topic,
+                &m.publish.payload,
+                now,
+                &self.limits,
+            ) {
+                match answer {
+                    Ok(a) => {
+                        tally.accepted += 1;
+                        points.push(a.point);
+                        if self.maintenance {
+                            actions.push(MaintenanceAction::CommandResult {
+                                device_id: a.device_id,
+                                result: a.result,
+                            });
+                        }
+                    }
+                    Err(Rejection { reason, detail }) => {
+                        tally.rejected.push(reason);
+                        tracing::debug!(topic = %m.publish.topic, reason, %detail, "Command result rejected.");
+                        dead.push(DeadLetter::new(
+                            now,
+                            &m.publish.topic,
+                            reason,
+                            &detail,
+                            &m.publish.payload,
+                        ));
+                    }
+                }
+                continue;
+            }
             match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
                 Ok(accepted) => {
                     tally.accepted += 1;

@@ -78,6 +78,7 @@ pub async fn run(
                 if !ack.session_present {
                     let filters = protocol::topic::GATEWAY_FILTERS
                         .iter()
+                        .chain([&protocol::topic::GATEWAY_RESULT_FILTER])
                         .map(|f| SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce));
                     if let Err(e) = client.subscribe_many(filters).await {
                         tracing::error!(error = %e, "Cannot queue the subscription.");

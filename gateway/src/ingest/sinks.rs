@@ -115,6 +115,9 @@ pub fn apply_maintenance(
             MaintenanceAction::Finding(finding) => engine
                 .ingest(finding, now)
                 .map(|o| count_unclaimed(&finding.device_id, &o, metrics)),
+            MaintenanceAction::CommandResult { device_id, result } => {
+                engine.command_result(device_id, result, now).map(|_| ())
+            }
             MaintenanceAction::CartridgeReplaced {
                 device_id,
                 slot,

@@ -13,6 +13,7 @@ use crate::access::AuthGuard;
 use crate::engine::Engine;
 
 mod admin;
+mod commands;
 mod error;
 mod extract;
 mod homes;
@@ -146,6 +147,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/reminders/{id}/book"),
     ("get", "/unclaimed"),
     ("post", "/tickets/{id}/reveal"),
+    ("get", "/commands"),
+    ("get", "/tickets/{id}/commands"),
+    ("post", "/tickets/{id}/commands"),
+    ("get", "/devices/{id}/commands"),
+    ("post", "/devices/{id}/commands"),
 ];
 
 /// Largest request body the API reads (64 KiB).
@@ -166,6 +172,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reminders::router())
         .merge(unclaimed::router())
         .merge(reveal::router())
+        .merge(commands::router())
         // Every body the API takes is small; a larger one is refused before it is read.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
