@@ -75,8 +75,8 @@ fn decode_checked(
     })?;
     validate::check_command_result(&result, &device_id, now_ms, limits)
         .map_err(|e| reject(e.code(), e.to_string()))?;
-    let mut fields = vec![(
-        "cmd_id".to_owned(),
+    let mut fields: Vec<(crate::store::Name, FieldValue)> = vec![(
+        "cmd_id".into(),
         FieldValue::Int(i64::from(result.cmd_id)),
     )];
     if let Some(d) = &result.diagnostics {
@@ -93,10 +93,10 @@ fn decode_checked(
         }
     }
     let point = Point {
-        measurement: "command".to_owned(),
+        measurement: "command".into(),
         tags: vec![
-            ("device_id".to_owned(), device_id.to_string()),
-            ("status".to_owned(), result.status.as_str().to_owned()),
+            ("device_id".into(), device_id.to_string()),
+            ("status".into(), result.status.as_str().to_owned()),
         ],
         fields,
         ts_ms: result.ts,
