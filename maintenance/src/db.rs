@@ -198,8 +198,10 @@ fn prepare(conn: Connection) -> Result<Connection> {
 /// - 1: filter forecast intervals (`filter_schedules.lo_ts_ms`, `hi_ts_ms`);
 /// - 2: token lifecycle (`tokens.expires_ts_ms`, `revoked_ts_ms`, `owner_fp`);
 /// - 3: the usage each cartridge last reported (`filter_schedules.remaining_l`, `daily_l`,
-///   `reported_ts_ms`) and the unclaimed-devices queue.
-pub const SCHEMA_VERSION: i64 = 3;
+///   `reported_ts_ms`) and the unclaimed-devices queue;
+/// - 5: the broker client of each provisioned device (`broker_clients`, see
+///   [`crate::provisioning`]).
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The schema version recorded in a database.
 pub fn schema_version(conn: &Connection) -> Result<i64> {
@@ -218,10 +220,11 @@ fn migrate(conn: &Connection) -> Result<()> {
         )));
     }
     type Step = fn(&Connection) -> Result<()>;
-    let steps: [(i64, Step); 3] = [
+    let steps: [(i64, Step); 4] = [
         (1, migrate_filter_intervals),
         (2, migrate_token_lifecycle),
         (3, migrate_reported_usage),
+        (5, migrate_broker_clients),
     ];
     for (version, step) in steps {
         if version <= found {
@@ -275,6 +278,12 @@ fn migrate_reported_usage(conn: &Connection) -> Result<()> {
         }
     }
     conn.execute_batch(crate::unclaimed::SCHEMA)?;
+    Ok(())
+}
+
+/// Step 5: the broker client (dynamic-security user) each provisioned device has.
+fn migrate_broker_clients(conn: &Connection) -> Result<()> {
+    conn.execute_batch(crate::provisioning::SCHEMA)?;
     Ok(())
 }
 

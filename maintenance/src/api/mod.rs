@@ -16,6 +16,7 @@ mod admin;
 mod error;
 mod extract;
 mod homes;
+mod import;
 mod openapi;
 mod reminders;
 mod reveal;
@@ -146,6 +147,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/reminders/{id}/book"),
     ("get", "/unclaimed"),
     ("post", "/tickets/{id}/reveal"),
+    ("post", "/import"),
 ];
 
 /// Largest request body the API reads (64 KiB).
@@ -166,6 +168,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reminders::router())
         .merge(unclaimed::router())
         .merge(reveal::router())
+        .merge(import::router())
         // Every body the API takes is small; a larger one is refused before it is read.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
