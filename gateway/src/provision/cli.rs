@@ -23,6 +23,7 @@ pub enum DevicesTask {
         /// Only the registry: issue no broker credentials (e.g. with the embedded broker).
         #[arg(long)]
         registry_only: bool,
+        /// The broker admin login.
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -31,6 +32,7 @@ pub enum DevicesTask {
     Revoke {
         /// The device id.
         id: String,
+        /// The broker admin login.
         #[command(flatten)]
         admin: AdminArgs,
     },

@@ -207,9 +207,10 @@ impl Dynsec {
         Ok(())
     }
 
-    /// Creates (or re-creates) the role and client of each device, one batch per
-    /// [`DEVICES_PER_BATCH`] devices; returns the credentials, in order. A client or role
-    /// left by an earlier attempt is replaced, so the returned password is the one in force.
+    /// Creates (or re-creates) the role and client of each device in one command message
+    /// (callers send at most [`DEVICES_PER_BATCH`] devices at a time); returns the
+    /// credentials, in order. A client or role left by an earlier attempt is replaced, so
+    /// the returned password is the one in force.
     pub async fn provision(
         &mut self,
         device_ids: &[String],
