@@ -209,9 +209,10 @@ fn import_provisions_devices_the_broker_enforces_their_acls_and_revoke_locks_one
         first.stderr
     );
     assert!(
-        first
-            .stderr
-            .contains("line 8: field home_id: home home-z is neither registered nor in the file"),
+        first.stderr.contains("line 8: field home_id:")
+            && first
+                .stderr
+                .contains("home home-z is neither registered nor in the file"),
         "{}",
         first.stderr
     );
