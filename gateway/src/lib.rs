@@ -37,6 +37,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod ops;
+pub mod provision;
 pub mod sequence;
 pub mod service_kpi;
 pub mod state;

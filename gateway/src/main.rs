@@ -1,7 +1,7 @@
 //! `gateway`: the command-line entry point. Parses flags, loads the config,
 //! sets up logging (`RUST_LOG`-style filter in `GATEWAY_LOG`, `[log] format`), and
-//! runs until Ctrl-C or SIGTERM; or runs a one-off task (tokens, backup, restore,
-//! check-config).
+//! runs until Ctrl-C or SIGTERM; or runs a one-off task (tokens, devices, backup,
+//! restore, check-config).
 
 use std::path::PathBuf;
 
@@ -46,6 +46,9 @@ enum Task {
         #[arg(long)]
         subject: Option<String>,
     },
+    /// Devices in bulk: import (registry + broker credentials), revoke.
+    #[command(subcommand)]
+    Devices(gateway::provision::cli::DevicesTask),
     /// Check the configuration (and print a summary) without starting anything.
     CheckConfig,
     /// Back up every SQLite database (online) and the spool into DIR (new or empty).
@@ -185,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
             return issue_token(&config, role, subject.as_deref())
         }
         Some(Task::Tokens(task)) => return tokens(&config, task),
+        Some(Task::Devices(task)) => {
+            let engine = gateway::http::open_token_store(&config)
+                .context("opening the maintenance database")?;
+            return Ok(gateway::provision::cli::run(&config, &engine, task).await?);
+        }
         Some(Task::CheckConfig) => {
             println!(
                 "configuration OK: data_dir {}, broker mqtt://{}:{} ({:?}), store {:?}, http {:?}, maintenance {}",

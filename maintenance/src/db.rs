@@ -199,8 +199,10 @@ fn prepare(conn: Connection) -> Result<Connection> {
 /// - 2: token lifecycle (`tokens.expires_ts_ms`, `revoked_ts_ms`, `owner_fp`);
 /// - 3: the usage each cartridge last reported (`filter_schedules.remaining_l`, `daily_l`,
 ///   `reported_ts_ms`) and the unclaimed-devices queue;
-/// - 4: remote commands and their lifecycle (`commands`).
-pub const SCHEMA_VERSION: i64 = 4;
+/// - 4: remote commands and their lifecycle (`commands`);
+/// - 5: the broker client of each provisioned device (`broker_clients`, see
+///   [`crate::provisioning`]).
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The schema version recorded in a database.
 pub fn schema_version(conn: &Connection) -> Result<i64> {
@@ -224,6 +226,7 @@ fn migrate(conn: &Connection) -> Result<()> {
         (2, migrate_token_lifecycle),
         (3, migrate_reported_usage),
         (4, migrate_commands),
+        (5, migrate_broker_clients),
     ];
     for (version, step) in steps {
         if version <= found {
@@ -283,6 +286,12 @@ fn migrate_reported_usage(conn: &Connection) -> Result<()> {
 /// Step 4: remote commands to devices, queued → sent → acknowledged → done | failed | expired.
 fn migrate_commands(conn: &Connection) -> Result<()> {
     conn.execute_batch(crate::commands::SCHEMA)?;
+    Ok(())
+}
+
+/// Step 5: the broker client (dynamic-security user) each provisioned device has.
+fn migrate_broker_clients(conn: &Connection) -> Result<()> {
+    conn.execute_batch(crate::provisioning::SCHEMA)?;
     Ok(())
 }
 

@@ -186,36 +186,45 @@ impl Engine {
     /// the unclaimed-devices queue is claimed: its tickets move to the home (history at `now_ms`).
     pub fn put_device_at(&self, device: &Device, now_ms: i64) -> Result<()> {
         device.validate()?;
-        let claimed = self.write(|tx| {
-            registry::put_device(tx, device)?;
-            let home = registry::get_home(tx, &device.home_id)?
-                .ok_or_else(|| Error::not_found("home", &device.home_id))?;
-            let ids = unclaimed::claim(tx, &device.id, &home.id, &home.address, now_ms)?;
-            for id in &ids {
-                let t = tickets::must_get(tx, *id)?;
-                tickets::history(
-                    tx,
-                    *id,
-                    now_ms,
-                    "system",
-                    Some(t.status),
-                    t.status,
-                    Some(&format!(
-                        "owner found: device registered to home {}",
-                        home.id
-                    )),
-                )?;
-                if t.status == TicketStatus::Open && self.policy.auto_assign {
-                    tickets::assign(tx, &self.policy, *id, None, "system", now_ms)?;
-                }
-                tickets::emit(tx, &self.webhooks, "ticket.updated", *id, now_ms)?;
-            }
-            Ok(ids)
-        })?;
+        let claimed = self.write(|tx| self.put_device_in(tx, device, now_ms))?;
         if !claimed.is_empty() {
             tracing::info!(device = %device.id, home = %device.home_id, tickets = ?claimed, "Unclaimed device registered; its tickets moved to the home.");
         }
         Ok(())
+    }
+
+    /// [`Engine::put_device_at`] inside the caller's transaction (the bulk import): the
+    /// device (already validated) is written and claimed; the ids of the tickets it claimed.
+    pub(crate) fn put_device_in(
+        &self,
+        tx: &Transaction<'_>,
+        device: &Device,
+        now_ms: i64,
+    ) -> Result<Vec<i64>> {
+        registry::put_device(tx, device)?;
+        let home = registry::get_home(tx, &device.home_id)?
+            .ok_or_else(|| Error::not_found("home", &device.home_id))?;
+        let ids = unclaimed::claim(tx, &device.id, &home.id, &home.address, now_ms)?;
+        for id in &ids {
+            let t = tickets::must_get(tx, *id)?;
+            tickets::history(
+                tx,
+                *id,
+                now_ms,
+                "system",
+                Some(t.status),
+                t.status,
+                Some(&format!(
+                    "owner found: device registered to home {}",
+                    home.id
+                )),
+            )?;
+            if t.status == TicketStatus::Open && self.policy.auto_assign {
+                tickets::assign(tx, &self.policy, *id, None, "system", now_ms)?;
+            }
+            tickets::emit(tx, &self.webhooks, "ticket.updated", *id, now_ms)?;
+        }
+        Ok(ids)
     }
 
     /// Inserts or updates a technician (validated).

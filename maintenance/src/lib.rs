@@ -10,6 +10,8 @@
 //! - [`finding`]: the input type and the mapping from protocol fault codes.
 //! - [`policy`]: the TOML policy (raw → checked), defaults in `policy.default.toml`.
 //! - [`registry`]: homes, owners, devices with cartridge specs, technicians.
+//! - [`import`]: the bulk import of the registry (CSV or JSON, per-row errors, idempotent).
+//! - [`provisioning`]: which devices have broker credentials, and which were revoked.
 //! - [`tickets`]: lifecycle, de-duplication, recurrence, assignment, KPIs.
 //! - [`reminders`]: quiet hours, weekly cap, snooze/done/book.
 //! - [`templates`]: zh-CN and en message texts.
@@ -40,9 +42,11 @@ pub mod engine;
 pub mod error;
 pub mod finding;
 pub mod fleet;
+pub mod import;
 pub mod outbox;
 pub mod page;
 pub mod policy;
+pub mod provisioning;
 pub mod registry;
 pub mod reminders;
 pub mod templates;

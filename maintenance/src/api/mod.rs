@@ -17,6 +17,7 @@ mod commands;
 mod error;
 mod extract;
 mod homes;
+mod import;
 mod openapi;
 mod reminders;
 mod reveal;
@@ -152,6 +153,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/tickets/{id}/commands"),
     ("get", "/devices/{id}/commands"),
     ("post", "/devices/{id}/commands"),
+    ("post", "/import"),
 ];
 
 /// Largest request body the API reads (64 KiB).
@@ -173,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(unclaimed::router())
         .merge(reveal::router())
         .merge(commands::router())
+        .merge(import::router())
         // Every body the API takes is small; a larger one is refused before it is read.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
