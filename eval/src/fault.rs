@@ -41,8 +41,9 @@
 //! home: the simulator skips every use) and `main_board` windows without a usage
 //! session (the firmware finds failing storage only when it saves, after a session).
 //! On firmware that raises no fault codes (the `silent_firmware` variant), faults only
-//! the device can see (`valve_stuck`, `heater_failure`, `sensor_dropout`, `main_board`)
-//! are left out of recall too; false findings there still count.
+//! the device can see (`valve_stuck`, `sensor_dropout`, `main_board`) are left out of
+//! recall too; false findings there still count. A failed or wearing heater is not
+//! among them: the analytics judge it from `water_temp_c` and `heater_wh`.
 //! An episode still active when a window starts (a disuse that began while
 //! the household was away and went on as an injected `unused`) detects it at once.
 
@@ -523,13 +524,13 @@ pub fn run_configs(
                         // Guests in an empty home use nothing, and a main board that is never
                         // asked to save never notices: no effect to detect.
                         // Firmware that raises no codes hides what only the device sees
-                        // (its storage, a sensor that stops answering, its valve and heater
-                        // state): recall is not asked there, precision still is.
+                        // (its storage, a sensor that stops answering, its valve): recall is
+                        // not asked there, precision still is. The heater is judged from
+                        // its temperature and energy (`analytics::rules::heater`).
                         let silent_fw = silent_firmware.contains(&device)
                             && matches!(
                                 kind,
                                 FaultKind::ValveStuck
-                                    | FaultKind::HeaterFailure
                                     | FaultKind::SensorDropout
                                     | FaultKind::MainBoard
                             );

@@ -115,6 +115,16 @@ pub struct RulesConfig {
     /// After a reboot, a device fault that the new boot has not raised again within
     /// this long is taken as cleared, ms.
     pub reboot_grace_ms: i64,
+    /// Heater (toilet): a block whose warmest tank reading is more than this below the
+    /// device's learnt level (°C)…
+    pub heater_drop_c: f32,
+    /// …while the heater used at least this many times its learnt energy rate is cold
+    /// (see [`super::heater`]).
+    pub heater_min_energy_ratio: f32,
+    /// Length of the heater rule's blocks of device time, ms.
+    pub heater_block_ms: i64,
+    /// Cold blocks in a row that raise a heater fault.
+    pub heater_raise_blocks: u8,
 }
 
 impl Default for RulesConfig {
@@ -167,6 +177,10 @@ impl Default for RulesConfig {
                 min_use_ratio: None,
             },
             reboot_grace_ms: HOUR_MS,
+            heater_drop_c: 4.0,
+            heater_min_energy_ratio: 2.0,
+            heater_block_ms: HOUR_MS,
+            heater_raise_blocks: 2,
         }
     }
 }
@@ -204,7 +218,7 @@ impl RulesConfig {
     /// thresholds beyond raise thresholds). The rules run with any values; this is for
     /// a configuration read from a file.
     pub fn validate(&self) -> Result<(), RulesConfigError> {
-        let positive: [(&'static str, f64); 20] = [
+        let positive: [(&'static str, f64); 24] = [
             (
                 "default_report_interval_ms",
                 self.default_report_interval_ms as f64,
@@ -258,6 +272,13 @@ impl RulesConfig {
                 "usage_energy.min_use_ratio",
                 f64::from(self.usage_energy.min_use_ratio.unwrap_or(1.0)),
             ),
+            ("heater_drop_c", f64::from(self.heater_drop_c)),
+            (
+                "heater_min_energy_ratio",
+                f64::from(self.heater_min_energy_ratio),
+            ),
+            ("heater_block_ms", self.heater_block_ms as f64),
+            ("heater_raise_blocks", f64::from(self.heater_raise_blocks)),
         ];
         for (name, value) in positive {
             // NaN is not positive either.

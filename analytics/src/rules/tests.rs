@@ -21,6 +21,7 @@ struct Device {
     seq: u32,
     water_ml: u64,
     heater_wh: u32,
+    water_temp_c: f32,
     pressure_kpa: f32,
 }
 
@@ -35,6 +36,7 @@ impl Device {
             seq: 0,
             water_ml: 1_000_000,
             heater_wh: 10_000,
+            water_temp_c: 38.0,
             pressure_kpa: 300.0,
         }
     }
@@ -53,7 +55,7 @@ impl Device {
                 flushes: 0,
                 water_ml: self.water_ml,
                 heater_wh: self.heater_wh,
-                water_temp_c: 38.0,
+                water_temp_c: self.water_temp_c,
                 seat_temp_c: 33.0,
             }),
             Model::Purifier => Reading::Purifier(PurifierReading {
@@ -1110,4 +1112,102 @@ fn a_cleaning_programme_is_neither_a_long_flush_nor_a_use_nor_a_leak() {
         edges(&all),
         [(FindingKind::Unused7Days, FindingState::Active)]
     );
+}
+
+/// A toilet reporting every 15 minutes for `hours` from `from_h`: tank temperature and
+/// heater Wh per quarter as functions of the hour and quarter. Returns the heater edges.
+fn toilet_hours(
+    d: &mut Device,
+    from_h: i64,
+    hours: i64,
+    temp: impl Fn(i64, i64) -> f32,
+    wh: impl Fn(i64) -> u32,
+) -> Vec<(FindingKind, FindingState)> {
+    let mut all = Vec::new();
+    for h in from_h..from_h + hours {
+        for q in 0..4 {
+            d.water_temp_c = temp(h, q);
+            d.heater_wh += wh(h);
+            all.extend(d.telemetry(T0 + h * HOUR + q * 15 * MIN));
+        }
+    }
+    all.iter()
+        .filter(|f| f.kind == FindingKind::HeaterFault)
+        .map(|f| (f.kind, f.state))
+        .collect()
+}
+
+/// A healthy tank between 37 and 39.5 °C, a reading just after a wash now and then.
+fn warm_tank(h: i64, q: i64) -> f32 {
+    if (h * 4 + q) % 7 == 0 {
+        30.0
+    } else {
+        37.0 + ((h * 4 + q) % 6) as f32 * 0.5
+    }
+}
+
+#[test]
+fn a_dead_heater_without_a_fault_code_is_a_heater_fault() {
+    let mut d = Device::new(Model::Toilet);
+    assert!(toilet_hours(&mut d, 0, 48, warm_tank, |_| 15).is_empty());
+    // The element is open, the firmware keeps powering it, raises no code, and the tank
+    // cools towards the room.
+    let dead = toilet_hours(
+        &mut d,
+        48,
+        6,
+        |h, q| 21.0 + 17.0 * (-(((h - 48) * 4 + q) as f32) / 12.0).exp(),
+        |_| 300,
+    );
+    assert_eq!(dead, vec![(FindingKind::HeaterFault, FindingState::Active)]);
+    let repaired = toilet_hours(&mut d, 54, 4, warm_tank, |_| 15);
+    assert_eq!(
+        repaired,
+        vec![(FindingKind::HeaterFault, FindingState::Cleared)]
+    );
+}
+
+#[test]
+fn a_heater_wearing_out_over_days_is_found_before_the_tank_is_cold() {
+    let mut d = Device::new(Model::Toilet);
+    toilet_hours(&mut d, 0, 48, warm_tank, |_| 15);
+    // Its reach sinks 0.1 °C an hour; under the 37 °C switch-on point it runs flat out.
+    let mut found_at = None;
+    for h in 48..200 {
+        let reach = 41.0 - 0.1 * (h - 48) as f32;
+        let edges = toilet_hours(
+            &mut d,
+            h,
+            1,
+            |h, q| warm_tank(h, q).min(reach),
+            |_| if reach < 37.0 { 300 } else { 30 },
+        );
+        if !edges.is_empty() {
+            found_at = Some(reach);
+            break;
+        }
+    }
+    let reach = found_at.expect("found");
+    // The firmware's own test (30 °C) would come at least 30 hours later.
+    assert!(reach > 33.0, "found at a reach of {reach} °C");
+}
+
+#[test]
+fn a_heater_switched_off_or_a_busy_morning_is_no_heater_fault() {
+    let mut d = Device::new(Model::Toilet);
+    toilet_hours(&mut d, 0, 48, warm_tank, |_| 15);
+    // Holiday mode: the heater is off and the tank cools; no energy, no fault.
+    assert!(toilet_hours(&mut d, 48, 12, |_, _| 23.0, |_| 0).is_empty());
+    toilet_hours(&mut d, 60, 6, warm_tank, |_| 15);
+    // A morning of washes: every reading of two hours just after one, the heater
+    // catching up at full power; back at its set point between them.
+    assert!(toilet_hours(
+        &mut d,
+        66,
+        3,
+        |_, q| if q % 2 == 0 { 31.0 } else { 38.5 },
+        |_| 200,
+    )
+    .is_empty());
+    assert!(!d.rules.is_active(FindingKind::HeaterFault));
 }
