@@ -39,6 +39,12 @@ pub struct UsageThresholds {
     /// use (a new filter cartridge restoring the flow, longer showers) is no guest.
     #[serde(default)]
     pub min_use_ratio: Option<f32>,
+    /// With `persist_days = 2`, a day alone is also abnormal, within the day, once its
+    /// running total exceeds `median + one_day_k·σ` (and the `min_ratio` and
+    /// `min_excess` floors) with the uses `min_use_ratio` asks of one day (`None`: only
+    /// the two-day test).
+    #[serde(default)]
+    pub one_day_k: Option<f32>,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -166,6 +172,7 @@ impl Default for RulesConfig {
                 persist_days: 2,
                 sum_k: Some(4.25),
                 min_use_ratio: Some(1.5),
+                one_day_k: None,
             },
             usage_energy: UsageThresholds {
                 k: 8.0,
@@ -175,6 +182,7 @@ impl Default for RulesConfig {
                 persist_days: 2,
                 sum_k: None,
                 min_use_ratio: None,
+                one_day_k: None,
             },
             reboot_grace_ms: HOUR_MS,
             heater_drop_c: 4.0,
@@ -218,7 +226,7 @@ impl RulesConfig {
     /// thresholds beyond raise thresholds). The rules run with any values; this is for
     /// a configuration read from a file.
     pub fn validate(&self) -> Result<(), RulesConfigError> {
-        let positive: [(&'static str, f64); 24] = [
+        let positive: [(&'static str, f64); 26] = [
             (
                 "default_report_interval_ms",
                 self.default_report_interval_ms as f64,
@@ -271,6 +279,14 @@ impl RulesConfig {
             (
                 "usage_energy.min_use_ratio",
                 f64::from(self.usage_energy.min_use_ratio.unwrap_or(1.0)),
+            ),
+            (
+                "usage_water.one_day_k",
+                f64::from(self.usage_water.one_day_k.unwrap_or(1.0)),
+            ),
+            (
+                "usage_energy.one_day_k",
+                f64::from(self.usage_energy.one_day_k.unwrap_or(1.0)),
             ),
             ("heater_drop_c", f64::from(self.heater_drop_c)),
             (

@@ -1211,3 +1211,61 @@ fn a_heater_switched_off_or_a_busy_morning_is_no_heater_fault() {
     .is_empty());
     assert!(!d.rules.is_active(FindingKind::HeaterFault));
 }
+
+/// A toilet of eight 6 l flushes a day (one every three hours) for `days` days, with
+/// `extra` more flushes on `party_day` between 18:00 and 23:00; returns its findings.
+fn party_days(d: &mut Device, days: i64, party_day: i64, extra: i64) -> Vec<Finding> {
+    let mut all = Vec::new();
+    for day in 0..days {
+        let mut ts = T0 + day * DAY;
+        for i in 0..96 {
+            let evening = (72..92).contains(&i);
+            let party = day == party_day && evening && (i - 72) < extra;
+            if i % 12 == 6 || party {
+                let ml = 6_000 + (day % 3) as u32 * 500;
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, ml));
+            }
+            all.extend(d.telemetry(ts));
+            ts += 15 * MIN;
+        }
+    }
+    all
+}
+
+#[test]
+fn a_one_evening_party_is_abnormal_within_the_day() {
+    let mut one_day = RulesConfig::default();
+    one_day.usage_water.one_day_k = Some(6.0);
+    // Twenty more flushes in an evening: found before midnight with the one-day test…
+    let mut d = Device::new(Model::Toilet);
+    d.cfg = one_day.clone();
+    let all = party_days(&mut d, 22, 20, 20);
+    let water = water_of(&all);
+    assert!(!water.is_empty(), "{:?}", edges(&all));
+    assert_eq!(water[0].state, FindingState::Active);
+    assert!(
+        water[0].at_ts_ms >= T0 + 20 * DAY + 18 * HOUR && water[0].at_ts_ms < T0 + 21 * DAY,
+        "raised at {}",
+        water[0].at_ts_ms - T0
+    );
+    // …never by the two-day test alone (one day is not two).
+    let mut d = Device::new(Model::Toilet);
+    let all = party_days(&mut d, 22, 20, 20);
+    assert!(water_of(&all).is_empty(), "{:?}", edges(&all));
+    // A busy day of as many uses as usual is still no party.
+    let mut d = Device::new(Model::Toilet);
+    d.cfg = one_day;
+    let mut all = Vec::new();
+    for day in 0..24 {
+        let per_flush = if day == 20 { 18_000 } else { 6_000 };
+        let mut ts = T0 + day * DAY;
+        for i in 0..96 {
+            if i % 12 == 6 {
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, per_flush));
+            }
+            all.extend(d.telemetry(ts));
+            ts += 15 * MIN;
+        }
+    }
+    assert!(water_of(&all).is_empty(), "{:?}", edges(&all));
+}
