@@ -1269,3 +1269,17 @@ fn a_one_evening_party_is_abnormal_within_the_day() {
     }
     assert!(water_of(&all).is_empty(), "{:?}", edges(&all));
 }
+
+#[test]
+fn a_toilet_with_an_active_heater_fault_stays_under_a_kibibyte() {
+    let mut d = Device::new(Model::Toilet);
+    toilet_hours(&mut d, 0, 48, warm_tank, |_| 15);
+    toilet_hours(&mut d, 48, 6, |_, _| 25.0, |_| 300);
+    d.fault(T0 + 54 * HOUR, FaultCode::ValveStuck, FaultState::Raised);
+    assert!(d.rules.is_active(FindingKind::HeaterFault));
+    // The gateway keeps the rules beside an 8-byte pointer to a toilet's (absent)
+    // forecasts and holds a toilet under 1 KiB.
+    let bytes = d.rules.state_bytes() + 8;
+    eprintln!("toilet state: {bytes} bytes");
+    assert!(bytes < 1024, "{bytes} bytes");
+}
