@@ -41,8 +41,9 @@
 //! home: the simulator skips every use) and `main_board` windows without a usage
 //! session (the firmware finds failing storage only when it saves, after a session).
 //! On firmware that raises no fault codes (the `silent_firmware` variant), faults only
-//! the device can see (`valve_stuck`, `heater_failure`, `sensor_dropout`, `main_board`)
-//! are left out of recall too; false findings there still count.
+//! the device can see (`valve_stuck`, `sensor_dropout`, `main_board`) are left out of
+//! recall too; false findings there still count. A failed or wearing heater is not
+//! among them: the analytics judge it from `water_temp_c` and `heater_wh`.
 //! An episode still active when a window starts (a disuse that began while
 //! the household was away and went on as an injected `unused`) detects it at once.
 
@@ -523,13 +524,13 @@ pub fn run_configs(
                         // Guests in an empty home use nothing, and a main board that is never
                         // asked to save never notices: no effect to detect.
                         // Firmware that raises no codes hides what only the device sees
-                        // (its storage, a sensor that stops answering, its valve and heater
-                        // state): recall is not asked there, precision still is.
+                        // (its storage, a sensor that stops answering, its valve): recall is
+                        // not asked there, precision still is. The heater is judged from
+                        // its temperature and energy (`analytics::rules::heater`).
                         let silent_fw = silent_firmware.contains(&device)
                             && matches!(
                                 kind,
                                 FaultKind::ValveStuck
-                                    | FaultKind::HeaterFailure
                                     | FaultKind::SensorDropout
                                     | FaultKind::MainBoard
                             );
@@ -752,19 +753,33 @@ pub fn format_report(cfg: &EvalConfig, r: &Report) -> String {
 }
 
 /// The rule configurations `eval fault --lofo` chooses among: the leak's unexplained
-/// flow threshold and the drift threshold around `base` (few parameters, coarse steps).
+/// flow threshold, the drift threshold, and whether abnormal water use is also judged
+/// within a day (`one_day_k` 6 or only the two-day test), around `base` (few
+/// parameters, coarse steps).
 pub fn candidates(base: &RulesConfig) -> Vec<(String, RulesConfig)> {
     let mut v = Vec::new();
     for leak in [2.0f32, 3.5] {
         for drift in [0.8f32, 1.2] {
-            let mut c = base.clone();
-            c.leak_min_ml_per_min = leak;
-            c.drift_min_c = drift;
-            v.push((format!("leak>={leak} ml/min, drift>{drift} °C"), c));
+            for one_day in [base.usage_water.one_day_k, Some(ONE_DAY_K)] {
+                if one_day == Some(ONE_DAY_K) && base.usage_water.one_day_k == one_day {
+                    continue; // the base already judges within a day: one candidate
+                }
+                let mut c = base.clone();
+                c.leak_min_ml_per_min = leak;
+                c.drift_min_c = drift;
+                c.usage_water.one_day_k = one_day;
+                let day = one_day.map_or("two-day use".to_string(), |k| {
+                    format!("use within a day k={k}")
+                });
+                v.push((format!("leak>={leak} ml/min, drift>{drift} °C, {day}"), c));
+            }
         }
     }
     v
 }
+
+/// The within-a-day abnormal-use margin [`candidates`] offers (robust σ).
+pub const ONE_DAY_K: f32 = 6.0;
 
 /// Kinds whose analytic findings open a maintenance ticket (the rest are reminders).
 pub const TICKET_KINDS: [&str; 8] = [

@@ -68,7 +68,7 @@ struct FaultArgs {
     faults: Option<String>,
     /// World variants, e.g. `all=0.3` or `burst_cadence=0.5,clock_offset=0.5`
     /// (families: burst_cadence, silent_firmware, shared_shower, clock_offset,
-    /// small_leak, night_leak; default: none).
+    /// small_leak, night_leak, cleaning, heater_wear; default: none).
     #[arg(long)]
     variants: Option<String>,
     /// Leave-one-family-out: pick the rule thresholds on the other variant families

@@ -71,3 +71,26 @@ fn confounders_of_every_variant_raise_nothing_and_faults_are_still_found() {
         assert!(k.recall() >= 0.8, "{key}: recall {:.2}", k.recall());
     }
 }
+
+/// Heater failures on firmware that raises no codes, and heaters wearing out over days:
+/// the analytics find them from the tank temperature and the heater energy alone, and
+/// raise no heater finding elsewhere.
+#[test]
+fn dead_and_wearing_heaters_are_found_without_a_device_code() {
+    let cfg = harness::EvalConfig {
+        devices: 90,
+        days: 30,
+        seed: 23,
+        mix: FaultMix::parse("heater_failure=0.6,sensor_dropout=0.2,offline=0.2")
+            .expect("valid mix"),
+        variants: simulator::fleet::Variants::parse("silent_firmware=0.6,heater_wear=0.5")
+            .expect("valid variants"),
+        ..Default::default()
+    };
+    let report = harness::run(&cfg, |_| {}).expect("evaluation runs");
+    eprintln!("{}", harness::format_report(&cfg, &report));
+    let k = &report.kinds["heater_fault"];
+    assert!(k.truths >= 8, "too little truth ({})", k.truths);
+    assert!(k.recall() >= 0.9, "heater recall {:.2}", k.recall());
+    assert_eq!(k.false_positives, 0);
+}

@@ -445,7 +445,10 @@ impl SimDevice {
     }
 
     /// Applies the world variants `v` (recorded in the truth). Call before the first day.
-    pub fn set_variant(&mut self, v: DeviceVariant) {
+    pub fn set_variant(&mut self, mut v: DeviceVariant) {
+        if self.model != Model::Toilet {
+            v.heater_wear = None; // only toilets have a heater
+        }
         self.variant = v;
         self.truth.extend(v.truth(&self.id));
         if self.model == Model::Shower && !self.household.people.is_empty() {
@@ -872,8 +875,24 @@ impl SimDevice {
         if self.model == Model::Toilet {
             let room = room_temp_c(t);
             self.tank_c = room + (self.tank_c - room) * (-dt_s / (3.0 * 3600.0)).exp();
-            if self.heater_on && self.active(FaultKind::HeaterFailure, t).is_none() {
-                self.tank_c = HEATER_MAX_C - (HEATER_MAX_C - self.tank_c) * (-dt_s / 60.0).exp();
+            if self.heater_on {
+                // A failed heater heats no more; a wearing one (the `heater_wear`
+                // variant) reaches less and less over the fault's span.
+                let reach = match (
+                    self.active(FaultKind::HeaterFailure, t),
+                    self.variant.heater_wear,
+                ) {
+                    (None, _) => Some(HEATER_MAX_C),
+                    (Some(p), Some(worn_c)) => {
+                        let ramp = (p.end_ms - p.start_ms) as f64 * 0.7;
+                        let progress = ((t - p.start_ms) as f64 / ramp.max(1.0)).clamp(0.0, 1.0);
+                        Some(HEATER_MAX_C - (HEATER_MAX_C - worn_c) * progress)
+                    }
+                    (Some(_), None) => None,
+                };
+                if let Some(reach) = reach.filter(|&r| self.tank_c < r) {
+                    self.tank_c = reach - (reach - self.tank_c) * (-dt_s / 60.0).exp();
+                }
             }
             if input.heated {
                 let frac = (input.ml / TANK_ML).min(1.0);

@@ -341,11 +341,15 @@ pub enum VariantFamily {
     /// Toilets that run a weekly cleaning programme (6 minutes, about 18 l), reported as
     /// a contract v1.1 `cleaning` session.
     Cleaning,
+    /// Toilets whose `heater_failure` is a heater wearing out rather than dying: its
+    /// reach sinks linearly from 41 °C to 26–33 °C over the first 70 % of the fault's
+    /// span (the firmware raises its code only below 30 °C, if it raises codes at all).
+    HeaterWear,
 }
 
 impl VariantFamily {
     /// All families.
-    pub const ALL: [VariantFamily; 7] = [
+    pub const ALL: [VariantFamily; 8] = [
         VariantFamily::BurstCadence,
         VariantFamily::SilentFirmware,
         VariantFamily::SharedShower,
@@ -353,6 +357,7 @@ impl VariantFamily {
         VariantFamily::SmallLeak,
         VariantFamily::NightLeak,
         VariantFamily::Cleaning,
+        VariantFamily::HeaterWear,
     ];
 
     /// Snake-case name, as on the command line and in the truth.
@@ -365,6 +370,7 @@ impl VariantFamily {
             VariantFamily::SmallLeak => "small_leak",
             VariantFamily::NightLeak => "night_leak",
             VariantFamily::Cleaning => "cleaning",
+            VariantFamily::HeaterWear => "heater_wear",
         }
     }
 
@@ -381,7 +387,7 @@ pub struct Variants(pub std::collections::BTreeMap<VariantFamily, f64>);
 #[derive(Debug, thiserror::Error)]
 pub enum VariantSpecError {
     /// Unknown family name.
-    #[error("unknown variant family `{0}` (known: none, all, burst_cadence, silent_firmware, shared_shower, clock_offset, small_leak, night_leak, cleaning)")]
+    #[error("unknown variant family `{0}` (known: none, all, burst_cadence, silent_firmware, shared_shower, clock_offset, small_leak, night_leak, cleaning, heater_wear)")]
     UnknownFamily(String),
     /// Not a probability.
     #[error("bad variant probability `{0}` (expected a number from 0 to 1)")]
@@ -442,6 +448,8 @@ pub struct DeviceVariant {
     pub night_leak: bool,
     /// A weekly cleaning programme (toilets): weekday (0 = Monday) and hour.
     pub cleaning: Option<(i64, i64)>,
+    /// A failing heater wears out (toilets): the reach it sinks to, °C.
+    pub heater_wear: Option<f64>,
 }
 
 impl DeviceVariant {
@@ -465,7 +473,11 @@ impl DeviceVariant {
         let drift = rng.random_range(-300_000..=300_000);
         let cleaning = hit(rng, VariantFamily::Cleaning);
         let clean_at = (rng.random_range(0..7), rng.random_range(1..6));
+        // Drawn last: the draws above stay those of a world without this family.
+        let heater_wear = hit(rng, VariantFamily::HeaterWear);
+        let wear_to_c = rng.random_range(26.0..33.0);
         DeviceVariant {
+            heater_wear: heater_wear.then_some(wear_to_c),
             cleaning: cleaning.then_some(clean_at),
             burst: burst.then_some((periodic, running)),
             silent_firmware,
@@ -521,6 +533,12 @@ impl DeviceVariant {
             add(
                 VariantFamily::NightLeak,
                 "leaks run 00:00–06:00 only".into(),
+            );
+        }
+        if let Some(c) = self.heater_wear {
+            add(
+                VariantFamily::HeaterWear,
+                format!("a failing heater wears out to {c:.1} °C"),
             );
         }
         t

@@ -63,7 +63,7 @@ struct FleetArgs {
     telemetry_every_min: u32,
     /// World variants drawn per device or home, recorded in the truth: `none`, `all[=p]`
     /// or `family[=p],...` (burst_cadence, silent_firmware, shared_shower, clock_offset,
-    /// small_leak, night_leak; p defaults to 0.5).
+    /// small_leak, night_leak, cleaning, heater_wear; p defaults to 0.5).
     #[arg(long, default_value = "none")]
     variants: String,
 }

@@ -39,6 +39,12 @@ pub struct UsageThresholds {
     /// use (a new filter cartridge restoring the flow, longer showers) is no guest.
     #[serde(default)]
     pub min_use_ratio: Option<f32>,
+    /// With `persist_days = 2`, a day alone is also abnormal, within the day, once its
+    /// running total exceeds `median + one_day_k·σ` (and the `min_ratio` and
+    /// `min_excess` floors) with the uses `min_use_ratio` asks of one day (`None`: only
+    /// the two-day test).
+    #[serde(default)]
+    pub one_day_k: Option<f32>,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -115,6 +121,16 @@ pub struct RulesConfig {
     /// After a reboot, a device fault that the new boot has not raised again within
     /// this long is taken as cleared, ms.
     pub reboot_grace_ms: i64,
+    /// Heater (toilet): a block whose warmest tank reading is more than this below the
+    /// device's learnt level (°C)…
+    pub heater_drop_c: f32,
+    /// …while the heater used at least this many times its learnt energy rate is cold
+    /// (see [`super::heater`]).
+    pub heater_min_energy_ratio: f32,
+    /// Length of the heater rule's blocks of device time, ms.
+    pub heater_block_ms: i64,
+    /// Cold blocks in a row that raise a heater fault.
+    pub heater_raise_blocks: u8,
 }
 
 impl Default for RulesConfig {
@@ -156,6 +172,7 @@ impl Default for RulesConfig {
                 persist_days: 2,
                 sum_k: Some(4.25),
                 min_use_ratio: Some(1.5),
+                one_day_k: None,
             },
             usage_energy: UsageThresholds {
                 k: 8.0,
@@ -165,8 +182,13 @@ impl Default for RulesConfig {
                 persist_days: 2,
                 sum_k: None,
                 min_use_ratio: None,
+                one_day_k: None,
             },
             reboot_grace_ms: HOUR_MS,
+            heater_drop_c: 4.0,
+            heater_min_energy_ratio: 2.0,
+            heater_block_ms: HOUR_MS,
+            heater_raise_blocks: 2,
         }
     }
 }
@@ -204,7 +226,7 @@ impl RulesConfig {
     /// thresholds beyond raise thresholds). The rules run with any values; this is for
     /// a configuration read from a file.
     pub fn validate(&self) -> Result<(), RulesConfigError> {
-        let positive: [(&'static str, f64); 20] = [
+        let positive: [(&'static str, f64); 26] = [
             (
                 "default_report_interval_ms",
                 self.default_report_interval_ms as f64,
@@ -258,6 +280,21 @@ impl RulesConfig {
                 "usage_energy.min_use_ratio",
                 f64::from(self.usage_energy.min_use_ratio.unwrap_or(1.0)),
             ),
+            (
+                "usage_water.one_day_k",
+                f64::from(self.usage_water.one_day_k.unwrap_or(1.0)),
+            ),
+            (
+                "usage_energy.one_day_k",
+                f64::from(self.usage_energy.one_day_k.unwrap_or(1.0)),
+            ),
+            ("heater_drop_c", f64::from(self.heater_drop_c)),
+            (
+                "heater_min_energy_ratio",
+                f64::from(self.heater_min_energy_ratio),
+            ),
+            ("heater_block_ms", self.heater_block_ms as f64),
+            ("heater_raise_blocks", f64::from(self.heater_raise_blocks)),
         ];
         for (name, value) in positive {
             // NaN is not positive either.

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`FindingKind::Leak`] | `leak` | [`leak`]: metered water no session explains, over hours (lower envelope of the water balance, any telemetry cadence) |
 //! | [`FindingKind::LongWash`] | `valve_stuck` | [`long_session`]: wash/flush longer than the device's median + k·σ (MAD) |
-//! | [`FindingKind::HeaterFault`] | `heater_failure`, `heater_over_temp` | |
+//! | [`FindingKind::HeaterFault`] | `heater_failure`, `heater_over_temp` | [`heater`]: heater energy going in while the tank stays hours below the device's learnt level |
 //! | [`FindingKind::MainBoardFault`] | `main_board` | |
 //! | [`FindingKind::SensorFault`] | `sensor_error` | [`drift`]: both ends of a shower's temperature range moving the same way (several users) |
 //! | [`FindingKind::InletClog`] | `inlet_clog` | [`clog`]: session flow falling against its baseline at fine pressure |
@@ -41,6 +41,7 @@ pub mod compact;
 mod config;
 pub mod drift;
 mod finding;
+pub mod heater;
 pub mod latch;
 pub mod leak;
 pub mod long_session;
@@ -64,6 +65,7 @@ pub use finding::{Finding, FindingKind, FindingState, Resource};
 use clog::ClogTrend;
 use compact::Maybe;
 use drift::TemperatureDrift;
+use heater::HeaterWatch;
 use latch::{LatchSet, Source};
 use leak::FlowBalance;
 use long_session::LongSessions;
@@ -250,6 +252,8 @@ enum PerModel {
 struct ToiletState {
     long_sessions: LongSessions,
     energy: DailyUsage,
+    #[serde(default)]
+    heater: HeaterWatch,
 }
 
 /// Flow trend and pressure (purifier, shower); temperature drift (shower only).
@@ -521,7 +525,6 @@ impl DeviceRules {
         );
         self.usage_edge(Slot::AbnormalWater, ts, edge, out);
         if let (Some(wh), PerModel::Toilet(toilet)) = (energy_wh, &mut self.per_model) {
-            let energy = &mut toilet.energy;
             let disturbed_energy =
                 disturbed_water || self.latches.get(Slot::Heater as usize).is_active();
             let delta = self
@@ -529,6 +532,25 @@ impl DeviceRules {
                 .replace(wh)
                 .filter(|&prev| measurable && wh >= prev)
                 .map(|prev| f64::from(wh - prev));
+            // The heater from the tank temperature and its energy.
+            if let Reading::Toilet(r) = &t.reading {
+                let interval = delta.zip(interval_ms);
+                if let Some((present, j)) =
+                    toilet.heater.on_reading(cfg, ts, r.water_temp_c, interval)
+                {
+                    let drop = cfg.heater_drop_c;
+                    set_analytic(
+                        &mut self.latches,
+                        Slot::Heater,
+                        present,
+                        ts,
+                        ts,
+                        || json!({"source": "analytics", "rule": "heater_energy_without_heat", "block_max_c": j.block_max_c, "baseline_c": j.baseline_c, "drop_c": drop, "rate_wh_per_h": j.rate_wh_per_h, "baseline_wh_per_h": j.baseline_wh_per_h}),
+                        out,
+                    );
+                }
+            }
+            let energy = &mut toilet.energy;
             let edge = energy.on_interval(
                 &cfg.usage_energy,
                 cfg.usage_min_days,

@@ -22,6 +22,10 @@
 //! showers a day that step, or a few long showers, is as much extra water as a small
 //! visit. Those were most of the false alarms of the volume-only rule. The condition
 //! clears at the close of a day back under the one-day threshold.
+//!
+//! With `one_day_k` (and `persist_days = 2`), a day is also abnormal on its own, within
+//! the day, once its running total exceeds `median + one_day_k·σ` (and the ratio and
+//! excess floors) with as many uses as above: a party or guests for one evening.
 
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +162,19 @@ fn two_day_excess(th: &UsageThresholds, j: &UsageJudgement) -> f64 {
         .max(2.0 * f64::from(th.min_excess))
 }
 
+/// Today's threshold of the within-a-day test: `max(median + k·σ, min_ratio × median,
+/// median + min_excess)` with `k = one_day_k`.
+fn one_day_threshold(th: &UsageThresholds, j: &UsageJudgement, k: f32) -> f64 {
+    let median = f64::from(j.baseline.median);
+    let sigma = j
+        .baseline
+        .sigma
+        .max(th.sigma_floor_ratio * j.baseline.median);
+    (median + f64::from(k * sigma))
+        .max(median * f64::from(th.min_ratio))
+        .max(median + f64::from(th.min_excess))
+}
+
 impl DailyUsage {
     /// Adds the use of one telemetry interval ending at `ts_ms`: `Some(amount)`, or
     /// `None` when the interval cannot be measured (gap, lost message, counter reset).
@@ -217,12 +234,20 @@ impl DailyUsage {
         };
         // More people use the fixture more often; more water per use (a new filter
         // cartridge lets more through, longer showers) is not more people.
-        let over = over
-            && th.min_use_ratio.is_none_or(|ratio| {
+        let often = |uses: u8, days: f32| {
+            th.min_use_ratio.is_none_or(|ratio| {
                 self.use_history
                     .median(min_days)
                     .is_none_or(|median| f32::from(uses) >= ratio * days * median)
+            })
+        };
+        // Within the day: today alone far over the one-day threshold with `one_day_k`
+        // (a party, guests for an evening), as often used as above.
+        let today = th.persist_days > 1
+            && th.one_day_k.is_some_and(|k| {
+                self.total > one_day_threshold(th, &j, k) && often(self.uses, 1.0)
             });
+        let over = (over && often(uses, days)) || today;
         if over {
             self.active = true;
             return Some((true, j));
