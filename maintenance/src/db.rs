@@ -221,7 +221,7 @@ fn migrate(conn: &Connection) -> Result<()> {
         )));
     }
     type Step = fn(&Connection) -> Result<()>;
-    let steps: [(i64, Step); 4] = [
+    let steps: [(i64, Step); 5] = [
         (1, migrate_filter_intervals),
         (2, migrate_token_lifecycle),
         (3, migrate_reported_usage),
