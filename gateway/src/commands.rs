@@ -75,10 +75,8 @@ fn decode_checked(
     })?;
     validate::check_command_result(&result, &device_id, now_ms, limits)
         .map_err(|e| reject(e.code(), e.to_string()))?;
-    let mut fields: Vec<(crate::store::Name, FieldValue)> = vec![(
-        "cmd_id".into(),
-        FieldValue::Int(i64::from(result.cmd_id)),
-    )];
+    let mut fields: Vec<(crate::store::Name, FieldValue)> =
+        vec![("cmd_id".into(), FieldValue::Int(i64::from(result.cmd_id)))];
     if let Some(d) = &result.diagnostics {
         fields.push((
             "active_faults".into(),
