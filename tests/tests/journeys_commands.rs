@@ -257,8 +257,18 @@ fn an_agents_diagnostic_and_the_policys_valve_close_reach_the_simulated_devices(
             .is_some_and(|p| p < 800),
         "{clog}"
     );
+    // No visit for the clog (a filter-due ticket from the cartridge forecast is another matter).
     let (_, shower_tickets) = api(port, "GET", "/tickets?device_id=shower-0002", &agent, None);
-    assert_eq!(shower_tickets, json!([]), "self-service: nobody sent");
+    let visits: Vec<&serde_json::Value> = shower_tickets
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] != "filter_due")
+        .collect();
+    assert!(
+        visits.is_empty(),
+        "self-service: nobody sent: {shower_tickets}"
+    );
     // A shower has no inlet valve: the API refuses to close it.
     let (status, _) = api(
         port,
