@@ -166,17 +166,7 @@ impl BatchBuilder {
                             });
                         }
                     }
-                    Err(Rejection { reason, detail }) => {
-                        tally.rejected.push(reason);
-                        tracing::debug!(topic = %m.publish.topic, reason, %detail, "Command result rejected.");
-                        dead.push(DeadLetter::new(
-                            now,
-                            &m.publish.topic,
-                            reason,
-                            &detail,
-                            &m.publish.payload,
-                        ));
-                    }
+                    Err(rejection) => refuse(m, rejection, now, &mut tally, &mut dead),
                 }
                 continue;
             }
@@ -221,17 +211,7 @@ impl BatchBuilder {
                         analyzer.sweep(now, &mut findings);
                     }
                 }
-                Err(Rejection { reason, detail }) => {
-                    tally.rejected.push(reason);
-                    tracing::debug!(topic = %m.publish.topic, reason, %detail, "Message rejected.");
-                    dead.push(DeadLetter::new(
-                        now,
-                        &m.publish.topic,
-                        reason,
-                        &detail,
-                        &m.publish.payload,
-                    ));
-                }
+                Err(rejection) => refuse(m, rejection, now, &mut tally, &mut dead),
             }
         }
         tally.findings = findings.len() as u64;
@@ -300,6 +280,26 @@ impl BatchBuilder {
             }
         }
     }
+}
+
+/// Counts, logs and keeps (as a dead letter) a message that failed a check.
+fn refuse(
+    m: &Inbound,
+    rejection: Rejection,
+    now: i64,
+    tally: &mut Tally,
+    dead: &mut Vec<DeadLetter>,
+) {
+    let Rejection { reason, detail } = rejection;
+    tally.rejected.push(reason);
+    tracing::debug!(topic = %m.publish.topic, reason, %detail, "Message rejected.");
+    dead.push(DeadLetter::new(
+        now,
+        &m.publish.topic,
+        reason,
+        &detail,
+        &m.publish.payload,
+    ));
 }
 
 /// Turns points the store refused into dead letters.
