@@ -161,6 +161,8 @@ pub struct RawConfig {
     pub health: RawHealth,
     /// Log output.
     pub log: RawLog,
+    /// Clustered mode (off by default); see [`crate::cluster`].
+    pub cluster: crate::cluster::RawCluster,
 }
 
 /// `[retention]`: how long data is kept (0 = forever).
@@ -405,6 +407,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// Clustered mode, if enabled.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Default batch size. Batches in flight plus the one filling must fit the
@@ -731,6 +735,8 @@ impl Config {
             }
         };
 
+        let cluster = crate::cluster::ClusterConfig::from_raw(raw.cluster, &mqtt)?;
+
         Ok(Config {
             data_dir,
             mqtt,
@@ -745,6 +751,7 @@ impl Config {
             retention,
             health,
             log_format,
+            cluster,
         })
     }
 }
