@@ -230,7 +230,9 @@ impl Postgres {
 
     fn as_postgres(&self, tool: &str, args: impl FnOnce(&mut Command)) -> Result<String> {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+        c.args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .current_dir(self.dir.path());
         args(&mut c);
         let out = c
             .stdin(Stdio::null())

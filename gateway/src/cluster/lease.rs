@@ -93,10 +93,7 @@ pub fn wanted(me: &str, live: &[String], leases: &[LeaseView], partitions: u32) 
         .filter(|p| *p < partitions)
         .collect();
     while want.len() > share {
-        let Some(last) = want.last().copied() else {
-            break;
-        };
-        want.remove(&last);
+        want.pop_last();
     }
     if want.len() < share {
         let taken: BTreeSet<u32> = leases

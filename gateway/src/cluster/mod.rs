@@ -236,9 +236,8 @@ pub async fn run(
         async move {
             h.session.stop().await;
             if let Some(s) = store {
-                match s.release(p, h.epoch).await {
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(partition = p, error = %e, "Cannot release the lease; it will expire."),
+                if let Err(e) = s.release(p, h.epoch).await {
+                    tracing::warn!(partition = p, error = %e, "Cannot release the lease; it will expire.");
                 }
             }
         }
