@@ -28,7 +28,6 @@ pub mod browser;
 pub use browser::{Browser, ChromeDriver};
 use protocol::topic::{Channel, Topic};
 
-pub mod cluster;
 pub mod registry;
 pub mod smtp;
 pub use smtp::SmtpServer;
