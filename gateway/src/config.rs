@@ -163,6 +163,8 @@ pub struct RawConfig {
     pub health: RawHealth,
     /// Log output.
     pub log: RawLog,
+    /// Clustered mode (off by default); see [`crate::cluster`].
+    pub cluster: crate::cluster::RawCluster,
 }
 
 /// `[retention]`: how long data is kept (0 = forever).
@@ -419,6 +421,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// Clustered mode, if enabled.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Default batch size. Batches in flight plus the one filling must fit the
@@ -757,6 +761,8 @@ impl Config {
             }
         };
 
+        let cluster = crate::cluster::ClusterConfig::from_raw(raw.cluster, &mqtt)?;
+
         Ok(Config {
             data_dir,
             mqtt,
@@ -771,6 +777,7 @@ impl Config {
             retention,
             health,
             log_format,
+            cluster,
         })
     }
 }

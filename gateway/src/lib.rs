@@ -10,6 +10,7 @@
 //! - [`ingest`]: MQTT connection, batching, acknowledgement after the durable write.
 //! - [`store`]: line protocol, InfluxDB v1/v2 (with its settings), SQLite, the spool, the durable writer.
 //! - [`state`]: the state database (dead letters, per-device sequence state).
+//! - [`cluster`]: clustered mode (`[cluster]`): partition leases in PostgreSQL, a session per partition.
 //! - [`clock`], [`backoff`]: the wall clock and the retry backoff every loop shares.
 //! - [`events`]: named internal events; emitting one counts it and logs it.
 //! - [`metrics`], [`http`]: counters and the HTTP endpoint that serves them.
@@ -26,6 +27,7 @@ pub mod backoff;
 pub mod backup;
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod decode;
@@ -141,11 +143,13 @@ pub async fn run(
     let metrics = Arc::new(Metrics::default());
     let state = StateDb::open(&config.data_dir.join("state.db"))?;
     let spool = store::spool::Spool::open(&config.data_dir.join("spool"))?;
-    let writer = Arc::new(DurableWriter::new(
-        open_store(&config).await?,
-        spool,
-        Arc::clone(&metrics),
-    ));
+    let writer = DurableWriter::new(open_store(&config).await?, spool, Arc::clone(&metrics));
+    // Clustered: acknowledged means in the store, never only in this instance's spool.
+    let writer = Arc::new(if config.cluster.is_some() {
+        writer.write_through()
+    } else {
+        writer
+    });
     let devices = state.load_devices().await?;
     metrics.sequence_gaps.store(
         devices.values().map(|d| d.gaps).sum(),
@@ -275,6 +279,35 @@ pub async fn run(
         });
     }
 
+    // Clustered mode: a session and pipeline per owned partition instead of the one below.
+    if let Some(cluster) = config.cluster.clone() {
+        let shared = Arc::new(cluster::session::Shared {
+            brokers: cluster.brokers.clone(),
+            config: config.clone(),
+            metrics: Arc::clone(&metrics),
+            writer: Arc::clone(&writer),
+            committer: Arc::new(StateSink {
+                state: state.clone(),
+                maintenance,
+                metrics: Arc::clone(&metrics),
+            }),
+        });
+        let (ownership, _) = watch::channel(cluster::Ownership::default());
+        let coordinator = tokio::spawn(cluster::run(
+            cluster,
+            shared,
+            ownership,
+            shutdown_rx.clone(),
+        ));
+        shutdown.await;
+        tracing::info!("Shutting down: handing every partition over.");
+        let _ = shutdown_tx.send(true);
+        let _ = coordinator.await;
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("Gateway stopped.");
+        return Ok(());
+    }
+
     // The analytics stage, with the rule state saved before the last stop.
     let analyzer = if config.analytics.enabled {
         let mut analyzer = analysis::Analyzer::new(config.analytics.clone());
@@ -333,6 +366,7 @@ pub async fn run(
         generation,
         Arc::clone(&metrics),
         shutdown_rx.clone(),
+        ingest::mqtt::Session::single_node(),
     ));
 
     #[cfg(feature = "demo")]

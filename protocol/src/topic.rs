@@ -148,6 +148,29 @@ impl Topic {
         Ok(Topic { device_id, channel })
     }
 
+    /// The partitioned form a clustered broker delivers, `fixtures/{partition}/{device_id}/{channel}`
+    /// (NATS subject mapping `fixtures.*.*` → `fixtures.{{partition(N,1)}}.{{wildcard(1)}}.{{wildcard(2)}}`),
+    /// split into the partition and the plain topic `fixtures/{device_id}/{channel}`.
+    ///
+    /// Only the partition token is checked here (`fixtures/` then decimal digits); the rest
+    /// is kept as written, so [`Topic::parse`] of the result still rejects a bad device id or
+    /// channel with its own reason code. `None`: not of the partitioned form (or longer than
+    /// the plain topic can be), to be handled like any malformed topic.
+    pub fn strip_partition(topic: &str) -> Option<(u32, heapless::String<64>)> {
+        let rest = topic.strip_prefix(ROOT)?.strip_prefix('/')?;
+        let (partition, rest) = rest.split_once('/')?;
+        if partition.is_empty()
+            || partition.len() > 9
+            || !partition.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let partition: u32 = partition.parse().ok()?;
+        let mut s = heapless::String::new();
+        write!(s, "{ROOT}/{rest}").ok()?;
+        Some((partition, s))
+    }
+
     /// Formats the topic for `device_id` and `channel` into a bounded string.
     pub fn format(device_id: &str, channel: Channel) -> heapless::String<64> {
         let mut s = heapless::String::new();
@@ -174,6 +197,34 @@ mod tests {
             assert_eq!(parsed.device_id.as_str(), "purifier-7");
             assert_eq!(parsed.channel, ch);
         }
+    }
+
+    #[test]
+    fn strips_the_partition_token_of_a_mapped_topic() {
+        let (p, plain) = Topic::strip_partition("fixtures/17/toilet-0001/telemetry").unwrap();
+        assert_eq!(p, 17);
+        assert_eq!(plain.as_str(), "fixtures/toilet-0001/telemetry");
+        assert_eq!(Topic::parse(&plain).unwrap().channel, Channel::Telemetry);
+        // The rest is kept as written: parse still rejects it with its own reason.
+        let (_, bad) = Topic::strip_partition("fixtures/3/A,b/event").unwrap();
+        assert_eq!(Topic::parse(&bad), Err(TopicError::DeviceId));
+        for not_mapped in [
+            "fixtures/toilet-1/telemetry/x",
+            "fixtures/x1/toilet-1/telemetry",
+            "fixtures//toilet-1/telemetry",
+            "fixtures/1234567890/a/event",
+            "other/1/a/event",
+            "fixtures/1",
+        ] {
+            if let Some((_, plain)) = Topic::strip_partition(not_mapped) {
+                // Only shapes whose second level is a number strip; the result is then parsed as usual.
+                assert!(Topic::parse(&plain).is_err(), "{not_mapped}");
+            }
+        }
+        assert!(Topic::strip_partition("fixtures/x1/toilet-1/telemetry").is_none());
+        assert!(Topic::strip_partition("other/1/a/event").is_none());
+        let long = format!("fixtures/1/{}/event", "a".repeat(80));
+        assert!(Topic::strip_partition(&long).is_none());
     }
 
     #[test]

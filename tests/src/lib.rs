@@ -25,6 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use protocol::message::*;
 
 pub mod browser;
+pub mod cluster;
 pub use browser::{Browser, ChromeDriver};
 use protocol::topic::{Channel, Topic};
 

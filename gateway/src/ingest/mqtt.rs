@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeFilter,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeFilter,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -30,6 +31,11 @@ use crate::metrics::Metrics;
 
 /// Builds the client and its event loop from the configuration.
 pub fn connect(cfg: &MqttConfig, channel_capacity: usize) -> (AsyncClient, EventLoop) {
+    AsyncClient::new(options(cfg, channel_capacity), channel_capacity.max(64))
+}
+
+/// The connection options of `cfg`: persistent session, manual acks.
+pub fn options(cfg: &MqttConfig, channel_capacity: usize) -> MqttOptions {
     let mut opts = MqttOptions::new(&cfg.client_id, &cfg.host, cfg.port);
     opts.set_clean_session(false)
         .set_manual_acks(true)
@@ -39,7 +45,35 @@ pub fn connect(cfg: &MqttConfig, channel_capacity: usize) -> (AsyncClient, Event
     if let Some((user, pass)) = &cfg.credentials {
         opts.set_credentials(user, pass);
     }
-    AsyncClient::new(opts, channel_capacity.max(64))
+    opts
+}
+
+/// What a connection subscribes to, how its topics read, and where it reconnects.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// QoS 1 filters, subscribed when the broker has no session for the client id.
+    pub filters: Vec<String>,
+    /// Topics arrive as `fixtures/{partition}/{device_id}/{channel}` (a clustered broker's
+    /// mapping): the partition token is stripped before decoding. A topic not of that form is
+    /// passed on as it came, and decoding rejects it (counted, dead-lettered).
+    pub partitioned: bool,
+    /// Brokers to try in turn after a connection error (empty: always the one configured).
+    pub brokers: Vec<MqttOptions>,
+}
+
+impl Session {
+    /// The single-node session: the gateway's filters, plain topics, one broker.
+    pub fn single_node() -> Session {
+        Session {
+            filters: protocol::topic::GATEWAY_FILTERS
+                .iter()
+                .chain([&protocol::topic::GATEWAY_RESULT_FILTER])
+                .map(|f| (*f).to_owned())
+                .collect(),
+            partitioned: false,
+            brokers: Vec::new(),
+        }
+    }
 }
 
 /// Polls the connection until `shutdown` flips, forwarding publishes to `tx`.
@@ -50,7 +84,9 @@ pub async fn run(
     generation: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
+    session: Session,
 ) {
+    let mut next_broker = 0usize;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         let event = tokio::select! {
@@ -58,8 +94,15 @@ pub async fn run(
             _ = shutdown.changed() => break,
         };
         match event {
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
+            Ok(Event::Incoming(Packet::Publish(mut publish))) => {
                 metrics.received.fetch_add(1, Ordering::Relaxed);
+                if session.partitioned {
+                    if let Some((_, plain)) =
+                        protocol::topic::Topic::strip_partition(&publish.topic)
+                    {
+                        publish.topic = plain.as_str().to_owned();
+                    }
+                }
                 let inbound = Inbound {
                     publish,
                     generation: generation.load(Ordering::SeqCst),
@@ -76,10 +119,10 @@ pub async fn run(
                 }
                 .emit(&metrics);
                 if !ack.session_present {
-                    let filters = protocol::topic::GATEWAY_FILTERS
+                    let filters = session
+                        .filters
                         .iter()
-                        .chain([&protocol::topic::GATEWAY_RESULT_FILTER])
-                        .map(|f| SubscribeFilter::new((*f).to_owned(), QoS::AtLeastOnce));
+                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                     if let Err(e) = client.subscribe_many(filters).await {
                         tracing::error!(error = %e, "Cannot queue the subscription.");
                     }
@@ -97,6 +140,10 @@ pub async fn run(
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost; reconnecting.")
                     }
                 }
+                if !session.brokers.is_empty() {
+                    next_broker = (next_broker + 1) % session.brokers.len();
+                    eventloop.mqtt_options = session.brokers[next_broker].clone();
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => break,
@@ -105,6 +152,12 @@ pub async fn run(
         }
     }
     let _ = client.try_disconnect();
-    // Drive the event loop briefly so the DISCONNECT goes out.
-    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    // Drive the event loop until the DISCONNECT is out (acknowledgements queued before it
+    // go out first), for at most a second.
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(until, eventloop.poll()).await {
+        if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+            break;
+        }
+    }
 }

@@ -9,6 +9,12 @@
 //! [`DurableWriter::replay`] drains it oldest-first, merging up to
 //! [`REPLAY_MAX_FILES`] files ([`REPLAY_MAX_POINTS`] points) into one write.
 //!
+//! In clustered mode the writer is [`DurableWriter::write_through`]: a batch counts as
+//! durable only once the telemetry store took it, never from the local spool, because a
+//! dead instance's spool would hold acknowledged messages no other instance can reach.
+//! The broker's replicated stream is the buffer there: an unacknowledged message stays in
+//! it and is redelivered to whichever instance owns its partition next.
+//!
 //! The writer also remembers when the store last accepted and last failed a
 //! write, for the readiness check (`/health/ready`).
 
@@ -43,6 +49,7 @@ pub struct DurableWriter {
     last_ok_ms: AtomicI64,
     last_err_ms: AtomicI64,
     last_error: Mutex<String>,
+    spool_fallback: bool,
 }
 
 fn wall_ms() -> i64 {
@@ -61,7 +68,15 @@ impl DurableWriter {
             last_ok_ms: AtomicI64::new(0),
             last_err_ms: AtomicI64::new(0),
             last_error: Mutex::new(String::new()),
+            spool_fallback: true,
         }
+    }
+
+    /// Clustered mode: batches are durable only in the store (see the module docs); a failing
+    /// store holds acknowledgements, retrying with backoff, and the spool is only replayed.
+    pub fn write_through(mut self) -> DurableWriter {
+        self.spool_fallback = false;
+        self
     }
 
     /// Batches waiting in the spool.
@@ -116,6 +131,26 @@ impl DurableWriter {
             return Vec::new();
         }
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
+        if !self.spool_fallback {
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                match self.store.write(points).await {
+                    Ok(outcome) => {
+                        self.note_ok();
+                        let refused = outcome.rejected.len() as u64;
+                        self.metrics
+                            .points_stored
+                            .fetch_add(points.len() as u64 - refused, Relaxed);
+                        return outcome.rejected;
+                    }
+                    Err(e) => {
+                        self.note_err(&e, Some(attempt));
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
+                }
+            }
+        }
         loop {
             if self.backlog() == 0 {
                 for attempt in 1..=DIRECT_ATTEMPTS {
@@ -244,5 +279,65 @@ impl DurableWriter {
                 Err(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::influx::{InfluxApi, InfluxConfig, InfluxStore};
+    use crate::store::{FieldValue, Point};
+
+    fn unreachable_store() -> TelemetryStore {
+        // A port nothing listens on: every write fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let url = format!("http://127.0.0.1:{port}").parse().expect("url");
+        TelemetryStore::Influx(
+            InfluxStore::new(InfluxConfig {
+                url,
+                api: InfluxApi::V1 {
+                    database: "t".into(),
+                    retention_policy: None,
+                    username: None,
+                    password: None,
+                },
+                timeout: Duration::from_millis(200),
+                create_database: false,
+            })
+            .expect("store"),
+        )
+    }
+
+    fn point() -> Point {
+        Point {
+            measurement: "telemetry".into(),
+            tags: vec![("device_id".into(), "toilet-1".into())],
+            fields: vec![("v".into(), FieldValue::Int(1))],
+            ts_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_spools_in_single_node_mode_and_holds_the_batch_in_write_through() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::default());
+        let spool = Spool::open(&dir.path().join("a")).expect("spool");
+        let writer = DurableWriter::new(unreachable_store(), spool, Arc::clone(&metrics));
+        assert!(writer.persist(&[point()]).await.is_empty());
+        assert_eq!(writer.backlog(), 1, "single node: durable in the spool");
+
+        let spool = Spool::open(&dir.path().join("b")).expect("spool");
+        let writer = DurableWriter::new(unreachable_store(), spool, metrics).write_through();
+        let held = tokio::time::timeout(Duration::from_secs(2), writer.persist(&[point()])).await;
+        assert!(
+            held.is_err(),
+            "write-through never calls a failed write durable"
+        );
+        assert_eq!(writer.backlog(), 0);
+        assert!(writer.spool().files().expect("files").is_empty());
+        assert!(writer.store_failing().is_some());
     }
 }

@@ -1,0 +1,82 @@
+//! Clustered mode, (d): a third instance joining takes its share — every instance within
+//! ±1 of 64 / 3 — through graceful hand-overs, with no acknowledged message lost; a graceful
+//! stop of one instance gives its partitions to the others at once. (Issue #15.)
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use e2e_tests::cluster::*;
+use e2e_tests::*;
+
+#[test]
+fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let nats = NatsCluster::start().unwrap();
+    let pg = Postgres::start().unwrap();
+    let influx = Influx::start().unwrap();
+    let store = StoreTarget::Influx {
+        url: influx.url(),
+        db: "scale".into(),
+    };
+    let cluster = "lease_ttl_ms = 3000\n";
+    let a = cluster_gateway(&work.path().join("a"), "gw-a", &nats, &pg, &store, cluster).unwrap();
+    let b = cluster_gateway(&work.path().join("b"), "gw-b", &nats, &pg, &store, cluster).unwrap();
+    wait_for_owners(&pg, Duration::from_secs(60), "32 + 32", |o| {
+        o.len() == 2 && o.values().all(|n| *n == 32)
+    })
+    .unwrap();
+
+    let messages = fleet_messages(300, 20, base_ts());
+    let publisher = {
+        let (ports, messages) = (nats.mqtt_ports(), messages.clone());
+        std::thread::spawn(move || {
+            publish_to_cluster(
+                &ports,
+                "pub-scale",
+                messages,
+                8,
+                Some(600),
+                Arc::new(AtomicUsize::new(0)),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let mut c =
+        cluster_gateway(&work.path().join("c"), "gw-c", &nats, &pg, &store, cluster).unwrap();
+    let owners = wait_for_owners(&pg, Duration::from_secs(60), "three even shares", |o| {
+        o.len() == 3 && o.values().sum::<usize>() == 64 && o.values().all(|n| (21..=22).contains(n))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_tail(), c.log_tail()));
+    println!("after the join: {owners:?}");
+
+    // A graceful stop of gw-c: its partitions go back to gw-a and gw-b, 32 each.
+    c.stop();
+    let owners = wait_for_owners(&pg, Duration::from_secs(30), "two even shares again", |o| {
+        o.len() == 2 && o.values().all(|n| *n == 32)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.log_tail()));
+    println!("after gw-c left: {owners:?}");
+    assert!(
+        c.log_text().contains("every partition released"),
+        "gw-c released its leases: {}",
+        c.log_tail()
+    );
+
+    let done = publisher.join().unwrap().unwrap();
+    let acked = acked_keys(&messages, &done);
+    assert_eq!(acked.len(), messages.len());
+    let stored = wait_until(
+        Duration::from_secs(90),
+        "every acked message stored",
+        || {
+            let keys = stored_telemetry_keys(&influx, "scale").ok()?;
+            acked.is_subset(&keys).then_some(keys)
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_tail(), b.log_tail()));
+    assert_eq!(
+        influx.sum_counts("scale", COUNT_TELEMETRY).unwrap() as usize,
+        stored.len()
+    );
+}
