@@ -106,7 +106,23 @@ struct Detail {
     contact: Option<Contact>,
     address: Option<String>,
     evidence: Vec<Evidence>,
+    /// The device's model, for staff (absent for an unregistered device and for homeowners).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<protocol::message::Model>,
+    /// The remote commands the board may offer for this device (the protocol catalogue's
+    /// facts for its model); empty for homeowners and unregistered devices.
+    commands: Vec<&'static str>,
 }
+
+/// The one-click commands of the board, in the order it shows them (a cartridge reset
+/// needs a slot and is sent from the API).
+const BOARD_COMMANDS: [protocol::message::CommandKind; 5] = [
+    protocol::message::CommandKind::ReportDiagnostics,
+    protocol::message::CommandKind::SelfTest,
+    protocol::message::CommandKind::CloseInletValve,
+    protocol::message::CommandKind::OpenInletValve,
+    protocol::message::CommandKind::StartCleaning,
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +249,20 @@ async fn detail(
             evidence,
         })
         .collect();
+    let model = match auth.role() {
+        Role::Admin | Role::Agent | Role::Technician => s
+            .engine
+            .read(|c| registry::get_device(c, &t.device_id))?
+            .map(|d| d.model),
+        _ => None,
+    };
+    let commands = model.map_or_else(Vec::new, |m| {
+        BOARD_COMMANDS
+            .iter()
+            .filter(|c| c.supported_by(m))
+            .map(|c| c.as_str())
+            .collect()
+    });
     Ok(Json(Detail {
         ticket: Summary {
             region,
@@ -241,6 +271,8 @@ async fn detail(
         contact,
         address,
         evidence,
+        model,
+        commands,
     }))
 }
 
