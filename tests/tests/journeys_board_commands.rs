@@ -180,7 +180,7 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
     );
 
     // The leak's ticket, and the policy's valve command answered (the device is live).
-    let leak = wait_until(Duration::from_secs(60), "the leak's ticket", || {
+    let leak = wait_until(Duration::from_secs(120), "the leak's ticket", || {
         let (_, list) = api(port, "GET", "/tickets?device_id=toilet-0000", &agent, None);
         list.as_array()?
             .iter()
@@ -190,7 +190,7 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
     .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     let tid = leak["id"].as_i64().unwrap();
     wait_until(
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         "the policy's valve command",
         || {
             let (_, list) = api(
@@ -224,8 +224,9 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
     let driver = ChromeDriver::start().unwrap();
     let card = format!("#ticket-{tid}");
 
-    // The agent at desktop size: open the ticket, run a diagnostic from the board.
-    let b = driver.session(1280, 900, Some("en-US")).unwrap();
+    // The agent at desktop size (a tall window: the whole ticket in one screenshot): open
+    // the ticket, run a diagnostic from the board.
+    let b = driver.session(1280, 1500, Some("en-US")).unwrap();
     b.goto(&format!("http://127.0.0.1:{port}/board#token={agent}"))
         .unwrap();
     b.wait_text(&card, "Leak").unwrap();
@@ -260,8 +261,11 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
     })
     .unwrap();
     // ... and the simulated device's answer lands on the ticket.
-    b.wait_for("the diagnostic to be done", |b| {
+    // (The browser's own waits are 10 s; a loaded machine gets a minute.)
+    wait_until(Duration::from_secs(60), "the diagnostic to be done", || {
         b.exists("#cmd-list li[data-kind=report_diagnostics][data-status=done]")
+            .unwrap_or(false)
+            .then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     let item = b
@@ -299,8 +303,20 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
         .unwrap();
     assert!(evidence.contains("Command #"), "{evidence}");
     no_overflow(&b);
-    b.js("document.getElementById('commands').scrollIntoView()")
-        .unwrap();
+    // The readings around the finding: water use on a time axis, in litres per hour.
+    let chart = b.text("#readings figcaption").unwrap();
+    assert!(
+        chart.contains("Water use (L/h)") && chart.contains("readings from"),
+        "{chart}"
+    );
+    assert!(
+        b.js("return document.querySelectorAll('#readings svg circle.dot').length")
+            .unwrap()
+            .as_u64()
+            .is_some_and(|n| n >= 10),
+        "a day of readings, not a single dot"
+    );
+    b.js("window.scrollTo(0, 0)").unwrap();
     let shot = b.screenshot("board-diagnostic").unwrap();
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
     std::fs::create_dir_all(&docs).unwrap();

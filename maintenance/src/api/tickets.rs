@@ -256,13 +256,7 @@ async fn detail(
             .map(|d| d.model),
         _ => None,
     };
-    let commands = model.map_or_else(Vec::new, |m| {
-        BOARD_COMMANDS
-            .iter()
-            .filter(|c| c.supported_by(m))
-            .map(|c| c.as_str())
-            .collect()
-    });
+    let commands = model.map_or_else(Vec::new, board_commands);
     Ok(Json(Detail {
         ticket: Summary {
             region,
@@ -274,6 +268,15 @@ async fn detail(
         model,
         commands,
     }))
+}
+
+/// The commands the board offers for a device of `model`, in [`BOARD_COMMANDS`] order.
+fn board_commands(model: protocol::message::Model) -> Vec<&'static str> {
+    BOARD_COMMANDS
+        .iter()
+        .filter(|c| c.supported_by(model))
+        .map(|c| c.as_str())
+        .collect()
 }
 
 /// Longest note on a ticket transition, in characters.
@@ -359,4 +362,38 @@ async fn rate(
     s.engine.rate(id, req.score, s.now())?;
     let t = visible(&s, &auth, id)?;
     Ok(Json(Summary::from(&t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::board_commands;
+    use protocol::message::Model;
+
+    #[test]
+    fn the_board_offers_what_the_catalogue_says_each_model_can_do() {
+        assert_eq!(
+            board_commands(Model::Toilet),
+            [
+                "report_diagnostics",
+                "self_test",
+                "close_inlet_valve",
+                "open_inlet_valve",
+                "start_cleaning"
+            ]
+        );
+        // A purifier has a valve but no cleaning programme; a shower has neither.
+        assert_eq!(
+            board_commands(Model::Purifier),
+            [
+                "report_diagnostics",
+                "self_test",
+                "close_inlet_valve",
+                "open_inlet_valve"
+            ]
+        );
+        assert_eq!(
+            board_commands(Model::Shower),
+            ["report_diagnostics", "self_test"]
+        );
+    }
 }
