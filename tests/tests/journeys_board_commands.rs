@@ -230,6 +230,10 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
     b.goto(&format!("http://127.0.0.1:{port}/board#token={agent}"))
         .unwrap();
     b.wait_text(&card, "Leak").unwrap();
+    assert!(
+        !b.text("#app").unwrap().contains("null"),
+        "no absent part printed"
+    );
     b.click(&format!("{card} .act-evidence")).unwrap();
     b.wait_text("#commands", "Remote commands").unwrap();
     let offered = b

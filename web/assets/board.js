@@ -68,13 +68,14 @@ function render() {
   const list = h('div', { class: 'tickets', id: 'tickets' },
     shown.length ? shown.map(card) : h('p', { class: 'muted' }, t('no_tickets')));
   const detail = h('aside', { class: 'detail', id: 'detail' });
-  app.append(
+  // append() would print an absent part (no unclaimed devices) as "null": leave it out.
+  app.append(...[
     h('h1', {}, t('board_title')),
     unclaimedSection(),
     filters,
     h('p', { class: 'muted', id: 'count' }, t('tickets_shown', { n: shown.length })),
     h('div', { class: 'board' }, list, detail),
-  );
+  ].filter(Boolean));
   if (state.selected !== null) showDetail(state.selected);
   tick();
 }
