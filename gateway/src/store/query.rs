@@ -266,14 +266,12 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(
-            summary,
-            vec![
-                (1_000, "leak".into(), 42.0),
-                (2_000, "valve_stuck".into(), 30.0),
-                (3_000, "leak".into(), 61.0)
-            ]
-        );
+        let want: Vec<(i64, String, f64)> = vec![
+            (1_000, "leak".into(), 42.0),
+            (2_000, "valve_stuck".into(), 30.0),
+            (3_000, "leak".into(), 61.0),
+        ];
+        assert_eq!(summary, want);
         assert_eq!(
             store
                 .device_points("fault", "t-1", 0, 5_000, 2)
