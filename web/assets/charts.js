@@ -58,40 +58,64 @@ export function lines(series, labels, label) {
   return svg;
 }
 
+/** A round upper bound for an axis: 1, 2, 2.5 or 5 times a power of ten, at least `v`. */
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 2.5, 5, 10].map((m) => m * p).find((m) => m >= v);
+}
+
 /**
- * Readings over time, `points = [{ t, v }]`, on a time axis (the first, middle and last
- * time under it) with the value range and its `unit` beside the value axis. Readings
- * that share a moment are spread a little so that each stays visible.
+ * Readings over time, `points = [{ t, v }]`, on a time axis (times under it) with the
+ * value range and its `unit` beside the value axis. `opts.from`/`opts.to` fix the time
+ * axis (else the points' own range); `opts.marker` draws a dashed line at that time with
+ * `opts.markerLabel` (the finding). Readings that share a moment are spread a little so
+ * that each stays visible.
  */
-export function timeline(points, label, fmt, unit = '') {
-  const w = 320, hgt = 130, pad = 30, left = 34, right = 10;
+export function timeline(points, label, fmt, unit = '', opts = {}) {
+  const w = 320, hgt = 140, pad = 30, left = 36, right = 12;
   const svg = frame(w, hgt, label);
   if (points.length === 0) return svg;
-  const lo = Math.min(0, ...points.map((p) => p.v)), hi = Math.max(1, ...points.map((p) => p.v));
-  const t0 = points[0].t, t1 = points[points.length - 1].t;
+  const lo = Math.min(0, ...points.map((p) => p.v));
+  const top = Math.max(...points.map((p) => p.v));
+  const hi = top > 0 ? niceMax(top) : 1;
+  const t0 = opts.from ?? points[0].t, t1 = opts.to ?? points[points.length - 1].t;
   const span = Math.max(1, t1 - t0);
-  const x = (p, i) => (points.length === 1 ? (left + w - right) / 2
-    : t1 === t0 ? left + (i * (w - left - right)) / (points.length - 1)
-      : left + ((p.t - t0) * (w - left - right)) / span);
+  const fixed = opts.from !== undefined && opts.to !== undefined;
+  const x = (p, i) => (fixed ? left + ((Math.min(t1, Math.max(t0, p.t)) - t0) * (w - left - right)) / span
+    : points.length === 1 ? (left + w - right) / 2
+      : t1 === t0 ? left + (i * (w - left - right)) / (points.length - 1)
+        : left + ((p.t - t0) * (w - left - right)) / span);
   const y = (v) => hgt - pad - ((hgt - pad - 14) * (v - lo)) / (hi - lo || 1);
   const xs = points.map(x);
   for (let i = 1; i < xs.length; i += 1) if (xs[i] - xs[i - 1] < 4) xs[i] = Math.min(w - right, xs[i - 1] + 4);
+  // Axes and a light grid line at half height.
+  svg.append(s('line', { x1: left, x2: w - right, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
+  svg.append(s('line', { x1: left, x2: left, y1: 8, y2: hgt - pad, class: 'axis' }));
+  svg.append(s('line', { x1: left, x2: w - right, y1: y((hi + lo) / 2), y2: y((hi + lo) / 2), class: 'grid' }));
+  svg.append(s('text', { x: left - 3, y: y(hi) + 3, class: 'tick end' }, hi));
+  svg.append(s('text', { x: left - 3, y: y((hi + lo) / 2) + 3, class: 'tick end' }, (hi + lo) / 2));
+  svg.append(s('text', { x: left - 3, y: y(lo) + 3, class: 'tick end' }, lo));
+  if (unit) svg.append(s('text', { x: 2, y: 8, class: 'unit' }, unit));
+  if (opts.marker !== undefined && opts.marker >= t0 && opts.marker <= t1) {
+    const mx = fixed ? x({ t: opts.marker }, 0) : left + ((opts.marker - t0) * (w - left - right)) / span;
+    svg.append(s('line', { x1: mx, x2: mx, y1: 8, y2: hgt - pad, class: 'marker' }));
+    const end = mx > w - 80;
+    if (opts.markerLabel) svg.append(s('text', { x: end ? mx - 3 : mx + 3, y: 14, class: `tick marker-label ${end ? 'end' : 'start'}` }, opts.markerLabel));
+  }
   const d = points.map((p, i) => `${i ? 'L' : 'M'}${xs[i].toFixed(1)},${y(p.v).toFixed(1)}`).join(' ');
   svg.append(s('path', { d, class: 'line reading' }));
   points.forEach((p, i) => {
-    const dot = s('circle', { cx: xs[i], cy: y(p.v), r: 3, class: 'dot reading' });
+    const dot = s('circle', { cx: xs[i], cy: y(p.v), r: points.length > 60 ? 1.6 : 3, class: 'dot reading' });
     dot.append(s('title', {}, `${fmt(p.t)}: ${p.v}${unit ? ` ${unit}` : ''}`));
     svg.append(dot);
   });
-  // Axes: value range with unit on the left, time along the bottom.
-  svg.append(s('line', { x1: left, x2: w - right, y1: hgt - pad, y2: hgt - pad, class: 'axis' }));
-  svg.append(s('line', { x1: left, x2: left, y1: 8, y2: hgt - pad, class: 'axis' }));
-  svg.append(s('text', { x: left - 3, y: y(hi) + 3, class: 'tick end' }, hi));
-  svg.append(s('text', { x: left - 3, y: y(lo) + 3, class: 'tick end' }, lo));
-  if (unit) svg.append(s('text', { x: 2, y: 8, class: 'unit' }, unit));
   const at = (ms, anchor, xpos) => svg.append(s('text', { x: xpos, y: hgt - pad + 12, class: `tick ${anchor}` }, fmt(ms)));
   at(t0, 'start', left);
-  if (points.length > 1 && t1 > t0) at(t1, 'end', w - right);
+  if (t1 > t0) {
+    if (fixed) at(t0 + span / 2, '', (left + w - right) / 2);
+    at(t1, 'end', w - right);
+  }
   svg.append(s('text', { x: (left + w - right) / 2, y: hgt - 3, class: 'tick' }, fmtSpan(span)));
   return svg;
 }

@@ -33,7 +33,7 @@ boot(async (me) => {
     ),
     fleet.unclaimed_devices > 0
       ? h('p', { class: 'notice-line', id: 'unclaimed-line' }, t('unclaimed_fleet', { n: fleet.unclaimed_devices, findings: fleet.unclaimed_findings, tickets: fleet.unclaimed_tickets }), ' ', h('a', { href: '/board' }, t('nav_board')))
-      : null,
+      : '', // (append() would print a null as "null")
     h('div', { class: 'grid' },
       h('section', { class: 'card' }, h('h2', {}, t('findings_per_day')), bars(fleet.findings, labels, t('findings_per_day'))),
       h('section', { class: 'card' }, h('h2', {}, t('tickets_per_day')),

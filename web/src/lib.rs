@@ -41,6 +41,7 @@ pub const ASSETS: &[Asset] = &[
     ("charts.js", JS, include_str!("../assets/charts.js")),
     ("signin.js", JS, include_str!("../assets/signin.js")),
     ("board.js", JS, include_str!("../assets/board.js")),
+    ("commands.js", JS, include_str!("../assets/commands.js")),
     ("fleet.js", JS, include_str!("../assets/fleet.js")),
     ("home.js", JS, include_str!("../assets/home.js")),
 ];

@@ -155,7 +155,12 @@ impl InfluxStore {
         }
     }
 
-    fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// The HTTP client and settings, for reading back (`store::query`).
+    pub(super) fn reader(&self) -> (&reqwest::Client, &InfluxConfig) {
+        (&self.http, &self.config)
+    }
+
+    pub(super) fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.config.api {
             InfluxApi::V1 {
                 username: Some(u),

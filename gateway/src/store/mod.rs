@@ -10,6 +10,7 @@
 pub mod durable;
 pub mod influx;
 pub mod line_protocol;
+pub mod query;
 pub mod spool;
 pub mod sqlite;
 

@@ -145,6 +145,11 @@ impl SqliteStore {
         format!("SQLite at {}", self.path.display())
     }
 
+    /// The database file, for reading back on another connection (`store::query`).
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Writes the points in one transaction.
     pub async fn write(&self, points: &[Point]) -> Result<WriteOutcome, WriteError> {
         let rows: Vec<(Name, String, i64, String)> = points

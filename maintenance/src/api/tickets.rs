@@ -106,7 +106,23 @@ struct Detail {
     contact: Option<Contact>,
     address: Option<String>,
     evidence: Vec<Evidence>,
+    /// The device's model, for staff (absent for an unregistered device and for homeowners).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<protocol::message::Model>,
+    /// The remote commands the board may offer for this device (the protocol catalogue's
+    /// facts for its model); empty for homeowners and unregistered devices.
+    commands: Vec<&'static str>,
 }
+
+/// The one-click commands of the board, in the order it shows them (a cartridge reset
+/// needs a slot and is sent from the API).
+const BOARD_COMMANDS: [protocol::message::CommandKind; 5] = [
+    protocol::message::CommandKind::ReportDiagnostics,
+    protocol::message::CommandKind::SelfTest,
+    protocol::message::CommandKind::CloseInletValve,
+    protocol::message::CommandKind::OpenInletValve,
+    protocol::message::CommandKind::StartCleaning,
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +249,14 @@ async fn detail(
             evidence,
         })
         .collect();
+    let model = match auth.role() {
+        Role::Admin | Role::Agent | Role::Technician => s
+            .engine
+            .read(|c| registry::get_device(c, &t.device_id))?
+            .map(|d| d.model),
+        _ => None,
+    };
+    let commands = model.map_or_else(Vec::new, board_commands);
     Ok(Json(Detail {
         ticket: Summary {
             region,
@@ -241,7 +265,18 @@ async fn detail(
         contact,
         address,
         evidence,
+        model,
+        commands,
     }))
+}
+
+/// The commands the board offers for a device of `model`, in [`BOARD_COMMANDS`] order.
+fn board_commands(model: protocol::message::Model) -> Vec<&'static str> {
+    BOARD_COMMANDS
+        .iter()
+        .filter(|c| c.supported_by(model))
+        .map(|c| c.as_str())
+        .collect()
 }
 
 /// Longest note on a ticket transition, in characters.
@@ -327,4 +362,38 @@ async fn rate(
     s.engine.rate(id, req.score, s.now())?;
     let t = visible(&s, &auth, id)?;
     Ok(Json(Summary::from(&t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::board_commands;
+    use protocol::message::Model;
+
+    #[test]
+    fn the_board_offers_what_the_catalogue_says_each_model_can_do() {
+        assert_eq!(
+            board_commands(Model::Toilet),
+            [
+                "report_diagnostics",
+                "self_test",
+                "close_inlet_valve",
+                "open_inlet_valve",
+                "start_cleaning"
+            ]
+        );
+        // A purifier has a valve but no cleaning programme; a shower has neither.
+        assert_eq!(
+            board_commands(Model::Purifier),
+            [
+                "report_diagnostics",
+                "self_test",
+                "close_inlet_valve",
+                "open_inlet_valve"
+            ]
+        );
+        assert_eq!(
+            board_commands(Model::Shower),
+            ["report_diagnostics", "self_test"]
+        );
+    }
 }
