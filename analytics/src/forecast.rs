@@ -239,6 +239,15 @@ pub struct ForecastConfig {
     /// Power of the errors in the blend weights: the model's weight is
     /// `e_line^k / (e_model^k + e_line^k)` (2: inverse squared errors; large: select).
     pub blend_power: f64,
+    /// When above 0, the blend's prior weight of the model is not the fixed
+    /// [`blend_prior`](Self::blend_prior) but follows how much each estimate has seen:
+    /// `K / (K + span)`, with `span` the days the straight line has averaged (since the
+    /// cartridge's anchor) and `K` this many days, about the usage model's memory (its
+    /// EWMA weighs roughly the last `2 / weekday_alpha` days). Inverse-variance
+    /// weighting of two means of the same daily use: the line's variance falls as
+    /// `1 / span`, the model's stays that of its window.
+    #[serde(default)]
+    pub blend_span_days: f64,
 }
 
 impl Default for ForecastConfig {
@@ -271,6 +280,7 @@ impl Default for ForecastConfig {
             blend_prior: 0.8,
             blend_prior_windows: 20.0,
             blend_power: 2.0,
+            blend_span_days: 0.0,
         }
     }
 }
@@ -372,6 +382,11 @@ impl ForecastConfig {
             "blend_power",
             self.blend_power,
             self.blend_power > 0.0 && self.blend_power <= 64.0,
+        )?;
+        check(
+            "blend_span_days",
+            self.blend_span_days,
+            self.blend_span_days >= 0.0,
         )?;
         Ok(())
     }
@@ -910,8 +925,16 @@ impl SlotState {
         (span >= min_days * DAY_MS as f64 && span > 0.0 && used > 0.0).then(|| used / span)
     }
 
-    /// Weight of the model against the straight line, from their recent errors.
-    fn model_weight(&self, cfg: &ForecastConfig) -> f64 {
+    /// Weight of the model against the straight line, from their recent errors, shrunk
+    /// towards the prior weight (fixed, or by the line's span: see
+    /// [`ForecastConfig::blend_span_days`]).
+    fn model_weight(&self, cfg: &ForecastConfig, now: i64) -> f64 {
+        let prior = if cfg.blend_span_days > 0.0 && self.anchor_ms != i64::MIN {
+            let span = ((now - self.anchor_ms) as f64 / DAY_MS as f64).max(0.0);
+            cfg.blend_span_days / (cfg.blend_span_days + span)
+        } else {
+            cfg.blend_prior
+        };
         let sc = &self.score;
         let n = f64::from(sc.n);
         let data = if sc.n > 0 {
@@ -920,13 +943,13 @@ impl SlotState {
             // e_line^k / (e_model^k + e_line^k), computed stably.
             1.0 / (1.0 + (em / el).powf(k))
         } else {
-            cfg.blend_prior
+            prior
         };
         let k0 = cfg.blend_prior_windows;
         if n + k0 <= 0.0 {
-            return cfg.blend_prior;
+            return prior;
         }
-        (n * data + k0 * cfg.blend_prior) / (n + k0)
+        (n * data + k0 * prior) / (n + k0)
     }
 
     fn installed_ms(&self) -> Option<i64> {
@@ -1653,7 +1676,7 @@ impl DeviceForecaster {
             t.clamp(i64::MIN as f64 / 2.0, i64::MAX as f64 / 2.0) as i64
         });
         let model_weight = if line_ms.is_some() {
-            s.model_weight(cfg)
+            s.model_weight(cfg, now)
         } else {
             1.0
         };

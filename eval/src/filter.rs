@@ -96,6 +96,7 @@ pub fn apply_override(
         "blend_prior" => c.blend_prior = v,
         "blend_prior_windows" => c.blend_prior_windows = v,
         "blend_power" => c.blend_power = v,
+        "blend_span_days" => c.blend_span_days = v,
         _ => return Err(format!("unknown forecaster parameter {name:?}")),
     }
     Ok(())
@@ -388,6 +389,8 @@ impl SlotEval<'_> {
 /// forecaster configurations on it.
 pub struct World {
     streams: HashMap<(u32, u8), Stream>,
+    /// `(device, boot id)` → whether that boot's status said the counters were lost.
+    boots: HashMap<(u32, u32), bool>,
     truth: Vec<Truth>,
     start_ms: i64,
     telemetry: usize,
@@ -422,9 +425,19 @@ pub fn simulate(cfg: &EvalConfig) -> Result<World, String> {
         .map(|d| (d.idx, d.cartridge_variant().rated_l))
         .collect();
     let mut streams: HashMap<(u32, u8), Stream> = HashMap::new();
+    let mut boots: HashMap<(u32, u32), bool> = HashMap::new();
     let mut telemetry = 0usize;
     while let Some(batch) = fleet.next_batch() {
         for m in batch {
+            if m.topic.ends_with("/status") {
+                // Contract v1.1: the boot's reboot reason, as the gateway keeps it.
+                let st: protocol::message::Status = serde_json::from_slice(&m.payload)
+                    .map_err(|e| format!("bad status on {}: {e}", m.topic))?;
+                if let (Some(boot), Some(r)) = (st.boot_id, st.reboot) {
+                    boots.insert((m.device, boot), r.counters_lost);
+                }
+                continue;
+            }
             if !m.topic.ends_with("/telemetry") {
                 continue;
             }
@@ -463,6 +476,7 @@ pub fn simulate(cfg: &EvalConfig) -> Result<World, String> {
     }
     Ok(World {
         streams,
+        boots,
         truth: fleet.truth(),
         start_ms: fleet.start_ms(),
         telemetry,
@@ -664,7 +678,7 @@ pub fn evaluate(cfg: &EvalConfig, world: &World) -> Result<Report, String> {
                 if let Some(o) = s.stream.obs.get(s.next_obs).filter(|o| o.ts == ts) {
                     boot = Some(BootInfo {
                         boot_id: o.boot,
-                        counters_lost: None,
+                        counters_lost: world.boots.get(&(device, o.boot)).copied(),
                     });
                     readings.push(SlotReading {
                         slot: s.key.1,
@@ -959,6 +973,24 @@ impl HeldOutConfig {
                 &[
                     ("blend_power", power),
                     ("blend_prior", prior),
+                    ("blend_prior_windows", windows),
+                    ("flow_loss_at_capacity", 0.05),
+                ],
+            ));
+        }
+        // The prior weight of the model by how much each estimate has seen (the line's
+        // span against the model's memory), alone or corrected by the recent errors.
+        for (span, windows, power) in [(30.0, 1e12, 2.0), (60.0, 1e12, 2.0), (60.0, 20.0, 2.0)] {
+            let by_errors = if windows < 1e9 {
+                format!(", by recent errors: power {power} weighing {windows} windows")
+            } else {
+                String::new()
+            };
+            grid.push(named(
+                format!("model weight {span} / ({span} + days the line has seen){by_errors}, flow_loss prior 0.05"),
+                &[
+                    ("blend_span_days", span),
+                    ("blend_power", power),
                     ("blend_prior_windows", windows),
                     ("flow_loss_at_capacity", 0.05),
                 ],

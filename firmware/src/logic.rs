@@ -291,6 +291,11 @@ pub struct Fixture {
     sessions_ended: u32,
     last_sensor_fault: u8,
     last_flow_pm: Option<u32>,
+    /// Sensors that did not answer at the last sample (bits `1 << sensor index`): their
+    /// gauges are sent with contract v1.1's invalid marker (`null`).
+    missing_sensors: u8,
+    /// Contract v1.1: each slot's cartridge rating, litres, if known.
+    rated_l: [Option<u32>; MAX_CARTRIDGES],
 }
 
 fn fault(code: FaultCode, state: FaultState, value: f32) -> EventKind {
@@ -344,6 +349,8 @@ impl Fixture {
             tds_in: 0,
             tds_out: 0,
             last_session_temp_mc: None,
+            missing_sensors: 0,
+            rated_l: [None; MAX_CARTRIDGES],
             sessions_ended: 0,
             last_sensor_fault: 0,
             last_flow_pm: None,
@@ -522,6 +529,10 @@ impl Fixture {
                 (0, false),
             ],
         };
+        self.missing_sensors = missing
+            .iter()
+            .filter(|(_, m)| *m)
+            .fold(0, |bits, (i, _)| bits | (1u8 << (*i).min(7)));
         let first_missing = missing.iter().find(|(_, m)| *m).map(|(i, _)| *i);
         if let Some(st) =
             self.faults
@@ -862,6 +873,37 @@ impl Fixture {
         on
     }
 
+    /// Contract v1.1: the rated capacity of each slot's cartridge, litres, when known
+    /// (read from the cartridge's tag or set at installation), sent in telemetry.
+    pub fn set_rated_l(&mut self, slot: usize, rated_l: Option<u32>) -> bool {
+        let slots = self.cartridge_kinds().len();
+        match self.rated_l.get_mut(slot) {
+            Some(r) if slot < slots => {
+                *r = rated_l.filter(|x| *x > 0);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A float gauge, or the invalid marker if its sensor did not answer at the last sample.
+    fn gauge(&self, sensor: u8, value: f32) -> f32 {
+        if self.missing_sensors & (1 << sensor.min(7)) != 0 {
+            f32::NAN
+        } else {
+            value
+        }
+    }
+
+    /// A TDS gauge, or the invalid marker if its sensor did not answer or is out of range.
+    fn ppm(&self, sensor: u8, value: u16) -> u16 {
+        if self.missing_sensors & (1 << sensor.min(7)) != 0 || value > 5000 {
+            protocol::message::INVALID_PPM
+        } else {
+            value
+        }
+    }
+
     /// The telemetry reading for the current state.
     pub fn reading(&self) -> Reading {
         let c = &self.counters;
@@ -874,6 +916,7 @@ impl Fixture {
                     kind: *kind,
                     ml_since_replacement: cc.ml,
                     replacements: cc.replacements,
+                    rated_l: self.rated_l.get(slot).copied().flatten(),
                 });
             }
             v
@@ -886,14 +929,14 @@ impl Fixture {
                 flushes: c.flushes,
                 water_ml: c.water_ml,
                 heater_wh: (c.heater_mwh / 1000) as u32,
-                water_temp_c: clamp_temp(self.water_temp_mc),
-                seat_temp_c: clamp_temp(self.seat_temp_mc),
+                water_temp_c: self.gauge(sensor::WATER_TEMP, temp_c(self.water_temp_mc)),
+                seat_temp_c: self.gauge(sensor::SEAT_TEMP, temp_c(self.seat_temp_mc)),
             }),
             Model::Purifier => Reading::Purifier(PurifierReading {
                 dispensed_ml: c.dispensed_ml,
-                tds_in_ppm: self.tds_in.min(5000),
-                tds_out_ppm: self.tds_out.min(5000),
-                inlet_pressure_kpa: clamp_pressure(self.pressure_pa),
+                tds_in_ppm: self.ppm(sensor::TDS_IN, self.tds_in),
+                tds_out_ppm: self.ppm(sensor::TDS_OUT, self.tds_out),
+                inlet_pressure_kpa: self.gauge(sensor::PRESSURE, pressure_kpa(self.pressure_pa)),
                 pump_seconds: (c.pump_ms / 1000) as u32,
                 cartridges: cartridges(),
             }),
@@ -901,8 +944,11 @@ impl Fixture {
                 showers: c.showers,
                 water_ml: c.water_ml,
                 shower_seconds: (c.shower_ms / 1000) as u32,
-                temp_c: clamp_temp(self.last_session_temp_mc.unwrap_or(self.water_temp_mc)),
-                pressure_kpa: clamp_pressure(self.pressure_pa),
+                temp_c: match self.last_session_temp_mc {
+                    Some(t) => temp_c(t),
+                    None => self.gauge(sensor::WATER_TEMP, temp_c(self.water_temp_mc)),
+                },
+                pressure_kpa: self.gauge(sensor::PRESSURE, pressure_kpa(self.pressure_pa)),
                 cartridges: cartridges(),
             }),
         }
@@ -913,12 +959,22 @@ impl Fixture {
 #[path = "logic_tests.rs"]
 mod tests;
 
-/// Readings are clamped into the contract's physical bounds: an out-of-range sensor
-/// is a sensor problem, reported by its own fault, not a reason to send an invalid payload.
-fn clamp_temp(mc: i32) -> f32 {
-    (mc.clamp(-30_000, 110_000) as f32) / 1000.0
+/// A temperature in °C, or contract v1.1's invalid marker (NaN, sent as `null`) when
+/// outside the contract's physical bounds: an out-of-range sensor is a sensor problem,
+/// reported by its own fault; the marker keeps the rest of the reading valid.
+fn temp_c(mc: i32) -> f32 {
+    if (-30_000..=110_000).contains(&mc) {
+        mc as f32 / 1000.0
+    } else {
+        f32::NAN
+    }
 }
 
-fn clamp_pressure(pa: i32) -> f32 {
-    (pa.clamp(0, 2_000_000) as f32) / 1000.0
+/// A pressure in kPa, or the invalid marker when outside the contract's bounds.
+fn pressure_kpa(pa: i32) -> f32 {
+    if (0..=2_000_000).contains(&pa) {
+        pa as f32 / 1000.0
+    } else {
+        f32::NAN
+    }
 }

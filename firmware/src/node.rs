@@ -8,7 +8,7 @@
 
 use protocol::message::{
     Command, CommandKind, CommandResult, CommandStatus, Diagnostics, Event, EventKind, FaultCode,
-    FirmwareVersion, LoggedFault, Model, Presence, Session, SessionKind, Status, Telemetry,
+    FirmwareVersion, LoggedFault, Model, Presence, Reboot, Session, SessionKind, Status, Telemetry,
     MAX_FAULT_LOG,
 };
 use protocol::topic::Channel;
@@ -89,6 +89,8 @@ pub struct Node<S, const Q: usize> {
     results: heapless::Deque<ResultPayload, RESULT_QUEUE>,
     cleaning: Option<u32>,
     cleaning_requested: bool,
+    /// Contract v1.1: why this boot happened, announced on the online status.
+    reboot: Option<Reboot>,
 }
 
 impl<S: Storage, const Q: usize> Node<S, Q> {
@@ -128,11 +130,25 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             results: heapless::Deque::new(),
             cleaning: None,
             cleaning_requested: false,
+            reboot: None,
         };
         let mut events = Events::new();
         node.save(now_ms, &mut events);
         node.queue_events(now_ms, &events);
         Ok(node)
+    }
+
+    /// Contract v1.1: records why this boot happened (the board's reset cause, and
+    /// whether its storage check found the counters lost), announced on every online
+    /// status of this boot.
+    pub fn set_reboot(&mut self, reboot: Reboot) {
+        self.reboot = Some(reboot);
+    }
+
+    /// Contract v1.1: the rated capacity of a slot's cartridge, litres (`None`: not
+    /// known), reported with the slot in telemetry. False for a slot the model lacks.
+    pub fn set_cartridge_rating(&mut self, slot: usize, rated_l: Option<u32>) -> bool {
+        self.fixture.set_rated_l(slot, rated_l)
     }
 
     /// This boot's id.
@@ -380,6 +396,8 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             state,
             model: self.fixture.model(),
             fw: Some(self.fw.clone()),
+            boot_id: Some(self.boot_id),
+            reboot: self.reboot,
         };
         encode(&msg, buf)
     }

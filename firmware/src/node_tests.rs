@@ -524,3 +524,50 @@ fn self_test_passes_on_a_healthy_board_and_the_largest_result_fits_its_buffer() 
     let len = encode(&widest, &mut buf).expect("the widest result fits a result buffer");
     assert!(len > 600, "{len} bytes: every field was written");
 }
+
+#[test]
+fn v1_1_fields_are_sent_rating_reboot_and_the_invalid_marker() {
+    let mut n = boot(RamStorage::default(), Model::Shower, T0);
+    while n.outbox_mut().pop().is_some() {}
+    assert!(n.set_cartridge_rating(0, Some(5_000)));
+    assert!(
+        !n.set_cartridge_rating(1, Some(5_000)),
+        "a shower has one slot"
+    );
+    n.set_reboot(Reboot {
+        reason: protocol::message::RebootReason::BrownOut,
+        counters_lost: true,
+    });
+    // The temperature sensor does not answer; the pressure sensor does.
+    let sample = Sample {
+        pressure_pa: Some(300_000),
+        ..Sample::default()
+    };
+    n.tick(T0 + 1_000, &sample);
+    n.queue_telemetry(T0 + 2_000);
+    let mut seen = false;
+    while let Some(m) = n.outbox_mut().pop() {
+        if m.channel != Channel::Telemetry {
+            continue;
+        }
+        let text = core::str::from_utf8(&m.payload).unwrap();
+        assert!(text.contains("\"temp_c\":null"), "{text}");
+        assert!(text.contains("\"rated_l\":5000"), "{text}");
+        let t: Telemetry = serde_json::from_slice(&m.payload).unwrap();
+        let topic = Topic::parse(&Topic::format(n.device_id(), Channel::Telemetry)).unwrap();
+        check_telemetry(&t, &topic, T0 + 2_000, &Limits::default()).unwrap();
+        let protocol::message::Reading::Shower(r) = &t.reading else {
+            panic!("shower expected");
+        };
+        assert!(r.temp_c.is_nan());
+        assert_eq!(r.pressure_kpa, 300.0);
+        assert_eq!(r.cartridges[0].rated_l, Some(5_000));
+        seen = true;
+    }
+    assert!(seen);
+    let mut buf = [0u8; 256];
+    let len = n.status(T0, Presence::Online, &mut buf).unwrap();
+    let st: Status = serde_json::from_slice(&buf[..len]).unwrap();
+    assert_eq!(st.boot_id, Some(n.boot_id()));
+    assert_eq!(st.reboot.map(|r| r.counters_lost), Some(true));
+}

@@ -18,12 +18,21 @@
 //! looks like. The forecasters' parameters (one configuration, one specification per
 //! cartridge kind) live once in the [`Analyzer`], not in the snapshots; a snapshot of
 //! an older format keeps its rules and starts the device's forecasts afresh.
+//!
+//! A cartridge's rated capacity comes from the device when it reports it (contract v1.1
+//! `rated_l`), else from the maintenance registry ([`CartridgeRatings`]: a table
+//! shared with the code that reads the registry, swapped whole, which the stage reads
+//! without ever waiting), else from the catalogue. A v1.1 online status that says its
+//! boot lost the counters tells the forecaster that the counters of that boot restarted
+//! (a reset, not a cartridge replacement).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use analytics::rules::{DeviceRules, Finding, FindingKind, FindingState, RulesConfig};
 use analytics::{DeviceForecaster, ForecastConfig, ForecastParams, SlotReading};
-use protocol::message::{Cartridge, CartridgeKind, Model, Reading, Severity};
+use protocol::message::{Cartridge, CartridgeKind, Model, Reading, Severity, Status, INVALID_PPM};
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Message;
@@ -154,6 +163,165 @@ pub struct ModelCost {
     pub forecast_bytes: usize,
 }
 
+/// Registry ratings per device: `(slot, rated litres)`.
+pub type RatingTable = HashMap<String, Box<[(u8, u32)]>>;
+
+/// The maintenance registry's rated capacity of each device's cartridge slots, shared
+/// between whoever reads the registry (at start, after `gateway devices import`, after
+/// a registration, periodically: [`CartridgeRatings::refresh`]) and the analysis stage.
+/// The table is swapped whole; the stage takes the newest table only when no swap is
+/// under way (`try_read`), otherwise it keeps the one it has, so ingest never waits.
+#[derive(Debug, Clone, Default)]
+pub struct CartridgeRatings {
+    inner: Arc<RatingsInner>,
+}
+
+#[derive(Debug, Default)]
+struct RatingsInner {
+    table: RwLock<Arc<RatingTable>>,
+    /// Incremented at each swap (the stage looks for a new table only then).
+    version: AtomicU64,
+    /// A cheap summary of the registry's cartridges at the last load (rows, sum of
+    /// ratings, largest row id), so a periodic refresh rebuilds only on a change.
+    fingerprint: std::sync::Mutex<Option<(i64, i64, i64)>>,
+}
+
+impl CartridgeRatings {
+    /// An empty table.
+    pub fn new() -> CartridgeRatings {
+        CartridgeRatings::default()
+    }
+
+    /// Replaces the whole table.
+    pub fn replace(&self, table: RatingTable) {
+        let table = Arc::new(table);
+        match self.inner.table.write() {
+            Ok(mut g) => *g = table,
+            Err(poisoned) => *poisoned.into_inner() = table,
+        }
+        self.inner.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The version of the table (changes at each [`replace`](Self::replace)).
+    pub fn version(&self) -> u64 {
+        self.inner.version.load(Ordering::Acquire)
+    }
+
+    /// The current table, unless a swap holds the lock right now.
+    pub fn try_table(&self) -> Option<Arc<RatingTable>> {
+        self.inner.table.try_read().ok().map(|g| Arc::clone(&g))
+    }
+
+    /// Reads the registry's cartridges (one query) when they changed since the last
+    /// load and swaps the table; returns whether it did. Blocking (SQLite): call it from
+    /// `spawn_blocking` or a CLI, never on the ingest path.
+    pub fn refresh(&self, engine: &maintenance::Engine) -> Result<bool, maintenance::Error> {
+        let (fingerprint, table) = engine.read(|conn| {
+            let fp: (i64, i64, i64) = conn.query_row(
+                "SELECT count(*), coalesce(sum(rated_litres * (slot + 1)), 0), coalesce(max(rowid), 0) FROM cartridges",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let unchanged = self
+                .inner
+                .fingerprint
+                .lock()
+                .map(|g| *g == Some(fp))
+                .unwrap_or(false);
+            if unchanged {
+                return Ok((fp, None));
+            }
+            let mut stmt = conn.prepare(
+                "SELECT device_id, slot, rated_litres FROM cartridges ORDER BY device_id, slot",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?, r.get::<_, u32>(2)?))
+            })?;
+            let mut table: HashMap<String, Vec<(u8, u32)>> = HashMap::new();
+            for row in rows {
+                let (device, slot, rated) = row?;
+                if rated > 0 {
+                    table.entry(device).or_default().push((slot, rated));
+                }
+            }
+            Ok((fp, Some(table)))
+        })?;
+        let Some(table) = table else {
+            return Ok(false);
+        };
+        let devices = table.len();
+        self.replace(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, v.into_boxed_slice()))
+                .collect(),
+        );
+        if let Ok(mut g) = self.inner.fingerprint.lock() {
+            *g = Some(fingerprint);
+        }
+        tracing::debug!(devices, "Cartridge ratings reloaded from the registry.");
+        Ok(true)
+    }
+
+    /// Refreshes from the registry every `every` until `shutdown` changes (the first
+    /// load at once). For the service: `tasks.spawn(ratings.run_refresher(..))`.
+    pub async fn run_refresher(
+        self,
+        engine: Arc<maintenance::Engine>,
+        every: std::time::Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let (me, engine) = (self.clone(), Arc::clone(&engine));
+            match tokio::task::spawn_blocking(move || me.refresh(&engine)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Cannot read the cartridge ratings from the registry; keeping the last ones.")
+                }
+                Err(e) => tracing::warn!(error = %e, "Cartridge ratings refresh failed."),
+            }
+        }
+    }
+}
+
+/// The analysis stage's view of the registry ratings: the last table taken and its version.
+#[derive(Debug, Default)]
+struct RatingsView {
+    source: Option<CartridgeRatings>,
+    version: u64,
+    table: Arc<RatingTable>,
+}
+
+impl RatingsView {
+    /// Takes a newer table if there is one and it can be had without waiting.
+    fn update(&mut self) {
+        let Some(src) = &self.source else {
+            return;
+        };
+        let v = src.version();
+        if v != self.version {
+            if let Some(t) = src.try_table() {
+                self.table = t;
+                self.version = v;
+            }
+        }
+    }
+
+    fn get(&self, device_id: &str, slot: u8) -> Option<u32> {
+        self.table
+            .get(device_id)?
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, r)| *r)
+    }
+}
+
 /// The last `FilterDue` due day reported of a slot.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct ReportedDue {
@@ -170,6 +338,9 @@ struct CartridgeForecasts {
     forecast_day: i64,
     /// Per slot, the due day of the last `FilterDue` finding.
     reported: Vec<ReportedDue>,
+    /// Contract v1.1: the last boot the device announced, and whether it lost the counters.
+    #[serde(default)]
+    boot_report: Option<(u32, bool)>,
 }
 
 impl CartridgeForecasts {
@@ -222,6 +393,8 @@ pub struct Analyzer {
     forecast_params: Option<ForecastParams>,
     /// Reused buffer of a message's slot readings.
     readings: Vec<SlotReading>,
+    /// The registry's cartridge ratings.
+    ratings: RatingsView,
     /// Newest device timestamp seen (the event-time clock).
     watermark_ms: i64,
     last_sweep_ms: i64,
@@ -239,10 +412,22 @@ impl Analyzer {
             devices: HashMap::new(),
             forecast_params,
             readings: Vec::new(),
+            ratings: RatingsView::default(),
             watermark_ms: i64::MIN,
             last_sweep_ms: i64::MIN,
             dirty: HashSet::new(),
         }
+    }
+
+    /// Reads the registry's cartridge ratings from `ratings` (kept up to date by its
+    /// owner) for the slots whose device does not report its own.
+    pub fn set_ratings(&mut self, ratings: CartridgeRatings) {
+        self.ratings = RatingsView {
+            source: Some(ratings),
+            version: u64::MAX,
+            table: Arc::default(),
+        };
+        self.ratings.update();
     }
 
     /// Restores the state saved by [`Analyzer::take_snapshot`] (rules and forecasts). A
@@ -362,7 +547,10 @@ impl Analyzer {
         let (model, ts) = match message {
             Message::Telemetry(t) => (Some(t.reading.model()), t.ts),
             Message::Event(e) => (None, e.ts),
-            Message::Status => return,
+            Message::Status(s) => {
+                self.on_status(device_id, s);
+                return;
+            }
         };
         let rules_cfg = &self.cfg.rules;
         let state = match (self.devices.get_mut(device_id), model) {
@@ -394,12 +582,15 @@ impl Analyzer {
                             forecaster: DeviceForecaster::new(),
                             forecast_day: i64::MIN,
                             reported: Vec::new(),
+                            boot_report: None,
                         })
                     });
+                    self.ratings.update();
                     forecast_cartridges(
                         forecasts,
                         params,
                         &mut self.readings,
+                        &self.ratings,
                         device_id,
                         t.ts,
                         t.boot_id,
@@ -411,7 +602,7 @@ impl Analyzer {
                 }
             }
             Message::Event(e) => state.rules.on_event(rules_cfg, e, &mut out),
-            Message::Status => {}
+            Message::Status(_) => {}
         }
         if !self.dirty.contains(device_id) {
             self.dirty.insert(device_id.to_owned());
@@ -421,6 +612,25 @@ impl Analyzer {
             device_id: device_id.to_owned(),
             finding,
         }));
+    }
+
+    /// A status: a v1.1 online status announcing its boot (and whether it lost the
+    /// counters) is kept for the forecasts of a device with cartridges.
+    fn on_status(&mut self, device_id: &str, s: &Status) {
+        let (Some(boot_id), Some(reboot)) = (s.boot_id, s.reboot) else {
+            return;
+        };
+        let Some(forecasts) = self
+            .devices
+            .get_mut(device_id)
+            .and_then(|d| d.cartridges.as_mut())
+        else {
+            return;
+        };
+        forecasts.boot_report = Some((boot_id, reboot.counters_lost));
+        if !self.dirty.contains(device_id) {
+            self.dirty.insert(device_id.to_owned());
+        }
     }
 
     /// Runs the clock-driven rules of every device when the event-time clock
@@ -467,7 +677,7 @@ fn guess_model(message: &Message) -> Model {
             EventKind::Fault(_) => Model::Toilet,
         },
         Message::Telemetry(t) => t.reading.model(),
-        Message::Status => Model::Toilet,
+        Message::Status(s) => s.model,
     }
 }
 
@@ -479,6 +689,7 @@ fn forecast_cartridges(
     forecasts: &mut CartridgeForecasts,
     params: &ForecastParams,
     readings: &mut Vec<SlotReading>,
+    ratings: &RatingsView,
     device_id: &str,
     ts: i64,
     boot_id: u32,
@@ -495,12 +706,16 @@ fn forecast_cartridges(
             spec,
             ml_since_replacement: c.ml_since_replacement,
             replacements: c.replacements,
-            rated_l: None,
+            // The device's own rating, else the registry's (else the catalogue's).
+            rated_l: c.rated_l.or_else(|| ratings.get(device_id, c.slot)),
         }
     }));
     let boot = Some(analytics::BootInfo {
         boot_id,
-        counters_lost: None,
+        counters_lost: forecasts
+            .boot_report
+            .filter(|(b, _)| *b == boot_id)
+            .map(|(_, lost)| lost),
     });
     if forecasts
         .forecaster
@@ -509,7 +724,7 @@ fn forecast_cartridges(
     {
         return; // out of order (a late message): the forecaster keeps its state
     }
-    if let Some((tds_in, tds_out)) = tds {
+    if let Some((tds_in, tds_out)) = tds.filter(|(i, o)| *i != INVALID_PPM && *o != INVALID_PPM) {
         for c in cartridges
             .iter()
             .filter(|c| c.kind == CartridgeKind::ReverseOsmosis)
@@ -632,6 +847,182 @@ mod tests {
             },
             FindingKind::DeviceSilent,
         ]
+    }
+
+    const T0: i64 = 1_764_000_000_000;
+
+    /// A shower's telemetry: `ml` through its cartridge (slot 0, never replaced), the
+    /// device's own rating if it reports one.
+    fn shower(ts: i64, boot_id: u32, seq: u32, ml: u64, rated: Option<u32>) -> Message {
+        let rated = rated.map_or(String::new(), |r| format!(r#","rated_l":{r}"#));
+        let json = format!(
+            r#"{{"v":1,"device_id":"shower-1","boot_id":{boot_id},"seq":{seq},"ts":{ts},"reading":{{"shower":{{"showers":1,"water_ml":{ml},"shower_seconds":60,"temp_c":39.0,"pressure_kpa":300.0,"cartridges":[{{"slot":0,"kind":"shower","ml_since_replacement":{ml},"replacements":0{rated}}}]}}}}}}"#
+        );
+        crate::decode::decode(
+            "fixtures/shower-1/telemetry",
+            json.as_bytes(),
+            ts,
+            &protocol::validate::Limits::default(),
+        )
+        .expect("valid telemetry")
+        .message
+    }
+
+    /// The due dates of the `forecast` points, in order.
+    fn dues(points: &[Point]) -> Vec<i64> {
+        points
+            .iter()
+            .filter(|p| p.measurement == "forecast")
+            .filter_map(|p| {
+                p.fields.iter().find_map(|(k, v)| match (k.as_ref(), v) {
+                    ("due_ts_ms", FieldValue::Int(x)) => Some(*x),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    /// Feeds `days` of 40 l a day (telemetry every 2 h) and returns the last due date.
+    fn last_due(a: &mut Analyzer, days: i64, rated: Option<u32>) -> i64 {
+        let (mut findings, mut points) = (Vec::new(), Vec::new());
+        let mut seq = 0;
+        for h in 0..days * 12 {
+            seq += 1;
+            let ml = (h as u64) * 40_000 / 12;
+            let m = shower(T0 + h * 2 * 3_600_000, 1, seq, ml, rated);
+            a.observe("shower-1", &m, &mut findings, &mut points);
+        }
+        *dues(&points).last().expect("a forecast")
+    }
+
+    fn engine_with_a_shower(rated_litres: u32) -> Arc<maintenance::Engine> {
+        let engine = crate::test_support::engine_with_a_toilet();
+        engine
+            .put_device(&maintenance::registry::Device {
+                id: "shower-1".into(),
+                home_id: "h1".into(),
+                model: Model::Shower,
+                installed_ts_ms: 0,
+                cartridges: vec![maintenance::registry::CartridgeSpec {
+                    slot: 0,
+                    kind: CartridgeKind::Shower,
+                    rated_litres,
+                    max_age_days: 3650,
+                    replaced_ts_ms: None,
+                    replacements: 0,
+                }],
+            })
+            .expect("device");
+        Arc::new(engine)
+    }
+
+    /// Item: the registry's rating reaches the forecaster (and a device's own rating
+    /// wins over it): a shower cartridge registered at twice the catalogue's capacity is
+    /// due much later than the catalogue would say.
+    #[test]
+    fn the_registry_rating_and_the_device_rating_reach_the_forecast() {
+        let catalogue = CartridgeKind::Shower.rated_litres();
+        let mut plain = Analyzer::new(AnalyticsConfig::default());
+        let due_catalogue = last_due(&mut plain, 12, None);
+
+        let engine = engine_with_a_shower(catalogue * 2);
+        let ratings = CartridgeRatings::new();
+        assert!(ratings.refresh(&engine).expect("registry"), "first load");
+        assert!(
+            !ratings.refresh(&engine).expect("registry"),
+            "nothing changed"
+        );
+        let mut registered = Analyzer::new(AnalyticsConfig::default());
+        registered.set_ratings(ratings.clone());
+        let due_registry = last_due(&mut registered, 12, None);
+        // 40 l a day: twice the capacity is `catalogue / 40` days later.
+        let later_days = (due_registry - due_catalogue) as f64 / DAY_MS as f64;
+        let expected = f64::from(catalogue) / 40.0;
+        assert!(
+            (later_days - expected).abs() < 0.25 * expected,
+            "{later_days:.1} days later, expected about {expected:.1}"
+        );
+
+        // The device's own rating (here the catalogue's) wins over the registry's.
+        let mut reported = Analyzer::new(AnalyticsConfig::default());
+        reported.set_ratings(ratings.clone());
+        let due_reported = last_due(&mut reported, 12, Some(catalogue));
+        assert!(
+            (due_reported - due_catalogue).abs() < DAY_MS,
+            "{due_reported} vs {due_catalogue}"
+        );
+
+        // A re-registration at another rating is picked up by the next refresh.
+        engine
+            .put_device(&maintenance::registry::Device {
+                id: "shower-1".into(),
+                home_id: "h1".into(),
+                model: Model::Shower,
+                installed_ts_ms: 0,
+                cartridges: vec![maintenance::registry::CartridgeSpec {
+                    slot: 0,
+                    kind: CartridgeKind::Shower,
+                    rated_litres: catalogue / 2,
+                    max_age_days: 3650,
+                    replaced_ts_ms: None,
+                    replacements: 0,
+                }],
+            })
+            .expect("device");
+        assert!(ratings.refresh(&engine).expect("registry"));
+        let mut half = Analyzer::new(AnalyticsConfig::default());
+        half.set_ratings(ratings);
+        assert!(last_due(&mut half, 12, None) < due_catalogue - 5 * DAY_MS);
+    }
+
+    /// Item: a v1.1 status saying the boot lost its counters makes the drop of the
+    /// cartridge counter a reset (the volume is kept), where without it the drop reads
+    /// as a fresh cartridge.
+    #[test]
+    fn a_boot_that_says_it_lost_the_counters_is_a_reset_not_a_replacement() {
+        let run = |say_lost: bool| {
+            let mut a = Analyzer::new(AnalyticsConfig::default());
+            let (mut findings, mut points) = (Vec::new(), Vec::new());
+            let mut seq = 0;
+            let mut ml_seen = 0u64;
+            for h in 0..20 * 12 {
+                let ts = T0 + h * 2 * 3_600_000;
+                let true_ml = (h as u64) * 40_000 / 12;
+                let boot = if h < 10 * 12 { 1 } else { 2 };
+                if h == 10 * 12 {
+                    // The reboot: its status, then counters from zero.
+                    let json = format!(
+                        r#"{{"v":1,"device_id":"shower-1","ts":{ts},"state":"online","model":"shower","boot_id":2,"reboot":{{"reason":"power_on","counters_lost":{say_lost}}}}}"#
+                    );
+                    let m = crate::decode::decode(
+                        "fixtures/shower-1/status",
+                        json.as_bytes(),
+                        ts,
+                        &protocol::validate::Limits::default(),
+                    )
+                    .expect("status")
+                    .message;
+                    a.observe("shower-1", &m, &mut findings, &mut points);
+                    ml_seen = true_ml;
+                    seq = 0;
+                }
+                seq += 1;
+                let m = shower(ts, boot, seq, true_ml - ml_seen, None);
+                a.observe("shower-1", &m, &mut findings, &mut points);
+            }
+            let f = a
+                .devices
+                .get("shower-1")
+                .and_then(|d| d.cartridges.as_ref())
+                .expect("forecasts");
+            f.forecaster.used_l(0).expect("slot")
+        };
+        // 20 days at 40 l: about 800 l through the cartridge when the reset is known.
+        let kept = run(true);
+        assert!((kept - 800.0).abs() < 20.0, "{kept}");
+        // Told the counters were kept, a drop is a new cartridge: 10 days' worth.
+        let replaced = run(false);
+        assert!((replaced - 400.0).abs() < 20.0, "{replaced}");
     }
 
     /// Runs a simulated fleet's messages through decode and an analyzer; with `restart_half_way`,

@@ -4,12 +4,19 @@
 //! comes first (before any parsing), then the topic, then JSON into the
 //! contract's types, then the contract's validation. Each rejection carries a
 //! stable reason code that is counted and stored with the raw bytes.
+//!
+//! Contract v1.1: a telemetry gauge (temperature, pressure, TDS) that is missing,
+//! `null`, non-finite or out of its physical range no longer rejects the message: it is
+//! marked invalid ([`protocol::validate::sanitize_telemetry`]), left out of the stored
+//! point (which gets `invalid_fields`, the count, and `invalid`, their names), counted in
+//! [`Accepted::invalid_gauges`] and logged at debug; the analytics see it as missing
+//! (NaN). The counters of the message are stored and analysed as usual.
 
 use protocol::message::{
     Cartridge, Event, EventKind, FaultState, Presence, Reading, Status, Telemetry,
 };
 use protocol::topic::{Channel, Topic};
-use protocol::validate::{self, Limits};
+use protocol::validate::{self, Gauge, InvalidGauges, Limits};
 use protocol::{DeviceId, MAX_PAYLOAD_BYTES};
 
 use crate::store::{FieldValue, Name, Point};
@@ -29,6 +36,8 @@ pub struct Accepted {
     pub cartridges: Vec<(u8, u32)>,
     /// The validated message itself, for the analytics stage.
     pub message: Message,
+    /// Contract v1.1: the telemetry gauges that were invalid or missing (left out).
+    pub invalid_gauges: InvalidGauges,
 }
 
 /// A validated contract message (boxed: they are a few hundred bytes each).
@@ -38,8 +47,9 @@ pub enum Message {
     Telemetry(Box<Telemetry>),
     /// A usage session or a fault.
     Event(Box<Event>),
-    /// Online/offline (nothing for the analytics).
-    Status,
+    /// Online/offline; since contract v1.1 it may say why the device booted (the
+    /// forecasts tell a counter reset from a replacement by it).
+    Status(Box<Status>),
 }
 
 /// A message that failed a check.
@@ -92,8 +102,16 @@ pub fn decode(
     let topic = Topic::parse(topic).map_err(|e| Rejection::new(e.code(), e.to_string()))?;
     match topic.channel {
         Channel::Telemetry => {
-            let msg: Telemetry = parse(payload)?;
+            let mut msg: Telemetry = parse(payload)?;
+            let invalid_gauges = validate::sanitize_telemetry(&mut msg);
             validate::check_telemetry(&msg, &topic, now_ms, limits).map_err(invalid)?;
+            if !invalid_gauges.is_empty() {
+                tracing::debug!(
+                    device_id = %topic.device_id,
+                    invalid = invalid_gauges.count(),
+                    "Telemetry with invalid or missing sensor readings: stored without them."
+                );
+            }
             let cartridges = match &msg.reading {
                 Reading::Purifier(r) => r
                     .cartridges
@@ -109,11 +127,12 @@ pub fn decode(
             };
             Ok(Accepted {
                 sequence: Some((msg.boot_id, msg.seq)),
-                points: telemetry_points(&msg),
+                points: telemetry_points(&msg, invalid_gauges),
                 device_id: topic.device_id,
                 fault: None,
                 cartridges,
                 message: Message::Telemetry(Box::new(msg)),
+                invalid_gauges,
             })
         }
         Channel::Event => {
@@ -130,6 +149,7 @@ pub fn decode(
                 fault,
                 cartridges: Vec::new(),
                 message: Message::Event(Box::new(msg)),
+                invalid_gauges: InvalidGauges::default(),
             })
         }
         Channel::Status => {
@@ -141,7 +161,8 @@ pub fn decode(
                 device_id: topic.device_id,
                 fault: None,
                 cartridges: Vec::new(),
-                message: Message::Status,
+                message: Message::Status(Box::new(msg)),
+                invalid_gauges: InvalidGauges::default(),
             })
         }
         Channel::Cmd => Err(Rejection::new(
@@ -180,7 +201,17 @@ fn word(s: &'static str) -> FieldValue {
     FieldValue::Str(Name::Borrowed(s))
 }
 
-fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
+/// A float gauge's field, unless it carries the invalid marker.
+fn gauge(name: &'static str, x: f32) -> Option<(Name, FieldValue)> {
+    protocol::message::gauge::is_valid(x).then(|| f(name, widen(x)))
+}
+
+/// A TDS gauge's field, unless it carries the invalid marker.
+fn ppm(name: &'static str, x: u16) -> Option<(Name, FieldValue)> {
+    (x != protocol::message::INVALID_PPM).then(|| f(name, int(x)))
+}
+
+fn telemetry_points(msg: &Telemetry, invalid: InvalidGauges) -> Vec<Point> {
     let mut fields = vec![f("boot_id", int(msg.boot_id)), f("seq", int(msg.seq))];
     if let Some(fw) = &msg.fw {
         fields.push(f(
@@ -197,15 +228,10 @@ fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
             f("flushes", int(r.flushes)),
             f("water_ml", uint64(r.water_ml)),
             f("heater_wh", int(r.heater_wh)),
-            f("water_temp_c", widen(r.water_temp_c)),
-            f("seat_temp_c", widen(r.seat_temp_c)),
         ]),
         Reading::Purifier(r) => {
             fields.extend([
                 f("dispensed_ml", uint64(r.dispensed_ml)),
-                f("tds_in_ppm", int(r.tds_in_ppm)),
-                f("tds_out_ppm", int(r.tds_out_ppm)),
-                f("inlet_pressure_kpa", widen(r.inlet_pressure_kpa)),
                 f("pump_seconds", int(r.pump_seconds)),
             ]);
             cartridges = &r.cartridges;
@@ -215,11 +241,42 @@ fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
                 f("showers", int(r.showers)),
                 f("water_ml", uint64(r.water_ml)),
                 f("shower_seconds", int(r.shower_seconds)),
-                f("temp_c", widen(r.temp_c)),
-                f("pressure_kpa", widen(r.pressure_kpa)),
             ]);
             cartridges = &r.cartridges;
         }
+    }
+    // The gauges, each unless marked invalid or missing (contract v1.1).
+    match &msg.reading {
+        Reading::Toilet(r) => fields.extend(
+            [
+                gauge("water_temp_c", r.water_temp_c),
+                gauge("seat_temp_c", r.seat_temp_c),
+            ]
+            .into_iter()
+            .flatten(),
+        ),
+        Reading::Purifier(r) => fields.extend(
+            [
+                ppm("tds_in_ppm", r.tds_in_ppm),
+                ppm("tds_out_ppm", r.tds_out_ppm),
+                gauge("inlet_pressure_kpa", r.inlet_pressure_kpa),
+            ]
+            .into_iter()
+            .flatten(),
+        ),
+        Reading::Shower(r) => fields.extend(
+            [
+                gauge("temp_c", r.temp_c),
+                gauge("pressure_kpa", r.pressure_kpa),
+            ]
+            .into_iter()
+            .flatten(),
+        ),
+    }
+    if !invalid.is_empty() {
+        let names: Vec<&str> = invalid.iter().map(Gauge::as_str).collect();
+        fields.push(f("invalid_fields", int(invalid.count())));
+        fields.push(f("invalid", FieldValue::Str(Name::Owned(names.join(",")))));
     }
     let mut points = Vec::with_capacity(1 + cartridges.len());
     points.push(Point {
@@ -243,7 +300,10 @@ fn telemetry_points(msg: &Telemetry) -> Vec<Point> {
                 f("ml_since_replacement", uint64(c.ml_since_replacement)),
                 f("replacements", int(c.replacements)),
                 f("model", word(msg.reading.model().as_str())),
-            ],
+            ]
+            .into_iter()
+            .chain(c.rated_l.map(|r| f("rated_l", int(r))))
+            .collect(),
             ts_ms: msg.ts,
         });
     }
@@ -297,6 +357,13 @@ fn status_point(msg: &Status) -> Point {
             FieldValue::Str(Name::Owned(fw.as_str().to_owned())),
         ));
     }
+    if let Some(boot_id) = msg.boot_id {
+        fields.push(f("boot_id", int(boot_id)));
+    }
+    if let Some(r) = msg.reboot {
+        fields.push(f("reboot_reason", word(r.reason.as_str())));
+        fields.push(f("counters_lost", FieldValue::Bool(r.counters_lost)));
+    }
     Point {
         measurement: Name::Borrowed("status"),
         tags: device_tags(&msg.device_id),
@@ -334,6 +401,96 @@ mod tests {
             "firmware version is a field, never a tag"
         );
         assert_eq!(a.points[2].tags[1], ("slot".into(), "1".into()));
+    }
+
+    /// Contract v1.1: a toilet's failed water temperature sensor (−40 °C, out of the
+    /// contract's range) no longer dead-letters the message: its counters are stored,
+    /// the field is left out and counted.
+    #[test]
+    fn a_failed_sensor_drops_only_its_field_and_is_counted() {
+        let json = format!(
+            r#"{{"v":1,"device_id":"t-1","boot_id":3,"seq":17,"ts":{NOW},"reading":{{"toilet":{{"seat_sessions":12,"washes":9,"wash_seconds":310,"flushes":15,"water_ml":92000,"heater_wh":410,"water_temp_c":-40.0,"seat_temp_c":34.0}}}}}}"#
+        );
+        let a = decode(
+            "fixtures/t-1/telemetry",
+            json.as_bytes(),
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(a.invalid_gauges.count(), 1);
+        assert!(a.invalid_gauges.contains(Gauge::WaterTempC));
+        let fields = &a.points[0].fields;
+        assert!(fields.contains(&("water_ml".into(), FieldValue::Int(92_000))));
+        assert!(fields.contains(&("seat_temp_c".into(), FieldValue::Float(34.0))));
+        assert!(fields.iter().all(|(k, _)| k != "water_temp_c"));
+        assert!(fields.contains(&("invalid_fields".into(), FieldValue::Int(1))));
+        assert!(fields.contains(&(
+            "invalid".into(),
+            FieldValue::Str(Name::Owned("water_temp_c".into()))
+        )));
+        let Message::Telemetry(t) = &a.message else {
+            panic!("telemetry expected");
+        };
+        let Reading::Toilet(r) = &t.reading else {
+            panic!("toilet expected");
+        };
+        assert!(r.water_temp_c.is_nan(), "the analytics see it as missing");
+
+        // A v1.1 purifier marking its outlet TDS `null`, with a cartridge rating.
+        let json = format!(
+            r#"{{"v":1,"device_id":"pur-1","boot_id":2,"seq":5,"ts":{NOW},"reading":{{"purifier":{{"dispensed_ml":5000,"tds_in_ppm":300,"tds_out_ppm":null,"inlet_pressure_kpa":250.5,"pump_seconds":60,"cartridges":[{{"slot":0,"kind":"sediment","ml_since_replacement":4000,"replacements":1,"rated_l":1800}}]}}}}}}"#
+        );
+        let a = decode(
+            "fixtures/pur-1/telemetry",
+            json.as_bytes(),
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(a.invalid_gauges.contains(Gauge::TdsOutPpm));
+        assert!(a.points[0].fields.iter().all(|(k, _)| k != "tds_out_ppm"));
+        assert!(a.points[0]
+            .fields
+            .contains(&("tds_in_ppm".into(), FieldValue::Int(300))));
+        assert!(a.points[1]
+            .fields
+            .contains(&("rated_l".into(), FieldValue::Int(1800))));
+        // A v1 message without a failed sensor counts nothing.
+        let ok = json.replace("\"tds_out_ppm\":null", "\"tds_out_ppm\":9");
+        let a = decode(
+            "fixtures/pur-1/telemetry",
+            ok.as_bytes(),
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap();
+        assert!(a.invalid_gauges.is_empty());
+        assert!(a.points[0]
+            .fields
+            .iter()
+            .all(|(k, _)| k != "invalid_fields"));
+    }
+
+    #[test]
+    fn a_v1_1_status_carries_the_reboot_reason() {
+        let json = format!(
+            r#"{{"v":1,"device_id":"t-1","ts":{NOW},"state":"online","model":"toilet","boot_id":4,"reboot":{{"reason":"power_on","counters_lost":true}}}}"#
+        );
+        let a = decode(
+            "fixtures/t-1/status",
+            json.as_bytes(),
+            NOW,
+            &Limits::default(),
+        )
+        .unwrap();
+        let Message::Status(s) = &a.message else {
+            panic!("status expected");
+        };
+        assert_eq!(s.boot_id, Some(4));
+        assert!(a.points[0]
+            .fields
+            .contains(&("counters_lost".into(), FieldValue::Bool(true))));
     }
 
     #[test]

@@ -9,10 +9,80 @@
 //! Enums are externally tagged (`{"toilet":{...}}`) because that is the one
 //! serde representation that both encodes and decodes without an allocator.
 //! Units are in the field names: `_ml`, `_wh`, `_s`/`_seconds`, `_c`, `_kpa`, `_ppm`.
+//!
+//! Contract v1.1 (backward compatible, `v` stays 1) adds, all optional:
+//! * a per-field invalid/missing marker for the sensor readings (*gauges*: the
+//!   temperatures, pressures and TDS, not the counters): `null` or an absent field means
+//!   the sensor failed. In memory a float gauge is then NaN and a TDS gauge
+//!   [`INVALID_PPM`]; see [`crate::validate::sanitize_telemetry`], which also marks
+//!   out-of-range gauges of v1 devices so one failed sensor does not drop the counters;
+//! * a cartridge's rated capacity, [`Cartridge::rated_l`];
+//! * on the status message, the boot it announces and why the device rebooted,
+//!   [`Status::boot_id`] and [`Status::reboot`] (with whether the counters were lost).
 
 use serde::{Deserialize, Serialize};
 
 use crate::DeviceId;
+
+/// In-memory marker of an invalid or missing TDS gauge (contract v1.1; `null` in JSON).
+pub const INVALID_PPM: u16 = u16::MAX;
+
+/// Serde of a float gauge (contract v1.1): `null` or absent is NaN, and NaN encodes as
+/// `null`.
+pub mod gauge {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// NaN: the marker of a missing gauge.
+    pub fn missing() -> f32 {
+        f32::NAN
+    }
+
+    /// A finite value as a number, anything else as `null`.
+    pub fn serialize<S: Serializer>(x: &f32, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f32(*x)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    /// A number, or NaN for `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+        Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
+    }
+
+    /// Whether a float gauge carries a reading (not the invalid/missing marker).
+    pub fn is_valid(x: f32) -> bool {
+        !x.is_nan()
+    }
+}
+
+/// Serde of a TDS gauge (contract v1.1): `null` or absent is [`INVALID_PPM`], which
+/// encodes as `null`.
+pub mod ppm_gauge {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::INVALID_PPM;
+
+    /// The marker of a missing TDS gauge.
+    pub fn missing() -> u16 {
+        INVALID_PPM
+    }
+
+    /// A reading as a number, the marker as `null`.
+    pub fn serialize<S: Serializer>(x: &u16, s: S) -> Result<S::Ok, S::Error> {
+        if *x == INVALID_PPM {
+            s.serialize_none()
+        } else {
+            s.serialize_u16(*x)
+        }
+    }
+
+    /// A number, or the marker for `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+        Ok(Option::<u16>::deserialize(d)?.unwrap_or(INVALID_PPM))
+    }
+}
 
 /// Firmware version string, e.g. `"2.4.1"`. Stored as a field, never as a tag.
 pub type FirmwareVersion = heapless::String<16>;
@@ -104,8 +174,10 @@ pub struct ToiletReading {
     /// Heater energy, watt-hours, cumulative.
     pub heater_wh: u32,
     /// Wash water temperature now, °C.
+    #[serde(with = "gauge", default = "gauge::missing")]
     pub water_temp_c: f32,
     /// Seat temperature now, °C.
+    #[serde(with = "gauge", default = "gauge::missing")]
     pub seat_temp_c: f32,
 }
 
@@ -116,10 +188,13 @@ pub struct PurifierReading {
     /// Water dispensed, millilitres, cumulative.
     pub dispensed_ml: u64,
     /// Total dissolved solids at the inlet, ppm.
+    #[serde(with = "ppm_gauge", default = "ppm_gauge::missing")]
     pub tds_in_ppm: u16,
     /// Total dissolved solids at the outlet, ppm.
+    #[serde(with = "ppm_gauge", default = "ppm_gauge::missing")]
     pub tds_out_ppm: u16,
     /// Inlet pressure, kPa.
+    #[serde(with = "gauge", default = "gauge::missing")]
     pub inlet_pressure_kpa: f32,
     /// Pump running time, seconds, cumulative.
     pub pump_seconds: u32,
@@ -138,8 +213,10 @@ pub struct ShowerReading {
     /// Seconds of showering, cumulative.
     pub shower_seconds: u32,
     /// Mixed water temperature now (or of the last shower), °C.
+    #[serde(with = "gauge", default = "gauge::missing")]
     pub temp_c: f32,
     /// Supply pressure, kPa.
+    #[serde(with = "gauge", default = "gauge::missing")]
     pub pressure_kpa: f32,
     /// The shower's filter cartridge(s).
     pub cartridges: heapless::Vec<Cartridge, MAX_CARTRIDGES>,
@@ -158,6 +235,11 @@ pub struct Cartridge {
     /// How many times this slot's cartridge has been replaced, cumulative.
     /// A change of this counter is how the gateway learns of a replacement.
     pub replacements: u32,
+    /// Contract v1.1: the cartridge's rated capacity, litres, when the device knows it
+    /// (read from the cartridge's tag or configured at installation); absent otherwise,
+    /// and then the registry's or the catalogue's rating applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rated_l: Option<u32>,
 }
 
 /// Kinds of filter cartridge.
@@ -373,6 +455,54 @@ pub struct Status {
     /// Firmware version, optional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fw: Option<FirmwareVersion>,
+    /// Contract v1.1: the boot this (online) status announces, as in the telemetry and
+    /// events that follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<u32>,
+    /// Contract v1.1: why the device (re)booted, and whether the boot lost the counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<Reboot>,
+}
+
+/// Contract v1.1: why a device booted (on the online status of that boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reboot {
+    /// The reset cause.
+    pub reason: RebootReason,
+    /// The boot found no valid counters in storage and restarted them from zero (the
+    /// cartridges' `ml_since_replacement` drops without a replacement; the boot counter
+    /// survived).
+    pub counters_lost: bool,
+}
+
+/// Contract v1.1: reset causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebootReason {
+    /// Power was cut and came back.
+    PowerOn,
+    /// The supply dipped below the brown-out level.
+    BrownOut,
+    /// The watchdog reset a stuck firmware.
+    Watchdog,
+    /// The firmware restarted itself (a command, a firmware update).
+    Software,
+    /// The cause is not known.
+    Unknown,
+}
+
+impl RebootReason {
+    /// Lower-case name as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RebootReason::PowerOn => "power_on",
+            RebootReason::BrownOut => "brown_out",
+            RebootReason::Watchdog => "watchdog",
+            RebootReason::Software => "software",
+            RebootReason::Unknown => "unknown",
+        }
+    }
 }
 
 /// Device presence.

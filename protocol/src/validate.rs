@@ -5,8 +5,15 @@
 //! the timestamp window around the receiver's clock, finiteness and physical
 //! ranges. Each failure has a stable [`Invalid::code`] so the gateway can count
 //! rejections by reason.
+//!
+//! Contract v1.1: a sensor reading (a *gauge*: temperature, pressure, TDS) may carry
+//! the invalid/missing marker (`null` in JSON, see [`crate::message::gauge`]); the
+//! checks accept it. [`sanitize_telemetry`] goes further for receivers: it marks every
+//! gauge that is non-finite or outside its physical range as invalid (a v1 device's
+//! failed sensor reading −40 °C) and says which, so the counters of the message are
+//! kept and only that field is dropped and counted.
 
-use crate::message::{Cartridge, Event, EventKind, Reading, Status, Telemetry};
+use crate::message::{Cartridge, Event, EventKind, Reading, Status, Telemetry, INVALID_PPM};
 use crate::topic::{Channel, Topic};
 use crate::SCHEMA_VERSION;
 
@@ -43,6 +50,8 @@ mod bounds {
     pub const SESSION_ML: u32 = 2_000_000;
     /// 100 kWh in one session.
     pub const SESSION_WH: u32 = 100_000;
+    /// A cartridge rated for more than a million litres is not a household cartridge.
+    pub const RATED_L: u32 = 1_000_000;
 }
 
 /// Why a payload is invalid.
@@ -143,6 +152,146 @@ fn float_in(x: f32, (lo, hi): (f32, f32)) -> Result<(), Invalid> {
     }
 }
 
+/// A float gauge: the invalid/missing marker (NaN) passes, any other value is checked.
+fn gauge_in(x: f32, range: (f32, f32)) -> Result<(), Invalid> {
+    if x.is_nan() {
+        Ok(())
+    } else {
+        float_in(x, range)
+    }
+}
+
+/// A TDS gauge: the invalid/missing marker passes, any other value is checked.
+fn ppm_in(x: u16) -> Result<(), Invalid> {
+    if x == INVALID_PPM {
+        Ok(())
+    } else {
+        at_most(x, bounds::TDS_PPM)
+    }
+}
+
+/// Contract v1.1: the sensor readings (gauges) a telemetry message may mark invalid or
+/// missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gauge {
+    /// Toilet `water_temp_c`.
+    WaterTempC,
+    /// Toilet `seat_temp_c`.
+    SeatTempC,
+    /// Purifier `inlet_pressure_kpa`.
+    InletPressureKpa,
+    /// Purifier `tds_in_ppm`.
+    TdsInPpm,
+    /// Purifier `tds_out_ppm`.
+    TdsOutPpm,
+    /// Shower `temp_c`.
+    TempC,
+    /// Shower `pressure_kpa`.
+    PressureKpa,
+}
+
+impl Gauge {
+    /// Every gauge, in bit order of [`InvalidGauges`].
+    pub const ALL: [Gauge; 7] = [
+        Gauge::WaterTempC,
+        Gauge::SeatTempC,
+        Gauge::InletPressureKpa,
+        Gauge::TdsInPpm,
+        Gauge::TdsOutPpm,
+        Gauge::TempC,
+        Gauge::PressureKpa,
+    ];
+
+    /// The field name in JSON (and in the stored point).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Gauge::WaterTempC => "water_temp_c",
+            Gauge::SeatTempC => "seat_temp_c",
+            Gauge::InletPressureKpa => "inlet_pressure_kpa",
+            Gauge::TdsInPpm => "tds_in_ppm",
+            Gauge::TdsOutPpm => "tds_out_ppm",
+            Gauge::TempC => "temp_c",
+            Gauge::PressureKpa => "pressure_kpa",
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Gauge`]s: those a message carries invalid or missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct InvalidGauges(u8);
+
+impl InvalidGauges {
+    /// Whether `g` is in the set.
+    pub const fn contains(self, g: Gauge) -> bool {
+        self.0 & g.bit() != 0
+    }
+    /// How many.
+    pub const fn count(self) -> u32 {
+        self.0.count_ones()
+    }
+    /// Whether none.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// Adds `g`.
+    pub fn insert(&mut self, g: Gauge) {
+        self.0 |= g.bit();
+    }
+    /// The gauges in the set.
+    pub fn iter(self) -> impl Iterator<Item = Gauge> {
+        Gauge::ALL.into_iter().filter(move |g| self.contains(*g))
+    }
+}
+
+/// Contract v1.1, for receivers: marks every gauge of `msg` that is missing, non-finite
+/// or outside its physical range as invalid (NaN, or [`INVALID_PPM`] for TDS) and returns
+/// the set. The counters are untouched: [`check_telemetry`] then judges the rest of the
+/// message, so one failed sensor no longer rejects the whole reading.
+pub fn sanitize_telemetry(msg: &mut Telemetry) -> InvalidGauges {
+    let mut out = InvalidGauges::default();
+    let mut float = |x: &mut f32, range: (f32, f32), g: Gauge| {
+        if float_in(*x, range).is_err() {
+            *x = f32::NAN;
+            out.insert(g);
+        }
+    };
+    match &mut msg.reading {
+        Reading::Toilet(r) => {
+            float(&mut r.water_temp_c, bounds::TEMP_C, Gauge::WaterTempC);
+            float(&mut r.seat_temp_c, bounds::TEMP_C, Gauge::SeatTempC);
+        }
+        Reading::Purifier(r) => {
+            float(
+                &mut r.inlet_pressure_kpa,
+                bounds::PRESSURE_KPA,
+                Gauge::InletPressureKpa,
+            );
+            for (x, g) in [
+                (&mut r.tds_in_ppm, Gauge::TdsInPpm),
+                (&mut r.tds_out_ppm, Gauge::TdsOutPpm),
+            ] {
+                if *x > bounds::TDS_PPM {
+                    *x = INVALID_PPM;
+                    out.insert(g);
+                }
+            }
+        }
+        Reading::Shower(r) => {
+            float(&mut r.temp_c, bounds::TEMP_C, Gauge::TempC);
+            float(
+                &mut r.pressure_kpa,
+                bounds::PRESSURE_KPA,
+                Gauge::PressureKpa,
+            );
+        }
+    }
+    out
+}
+
 fn at_most<T: PartialOrd>(x: T, max: T) -> Result<(), Invalid> {
     if x > max {
         Err(Invalid::OutOfRange)
@@ -155,6 +304,11 @@ fn cartridges(list: &[Cartridge]) -> Result<(), Invalid> {
     for (i, c) in list.iter().enumerate() {
         at_most(c.ml_since_replacement, bounds::TOTAL_ML)?;
         at_most(c.slot, 7)?;
+        if let Some(rated) = c.rated_l {
+            if rated == 0 || rated > bounds::RATED_L {
+                return Err(Invalid::OutOfRange);
+            }
+        }
         if list[..i].iter().any(|earlier| earlier.slot == c.slot) {
             return Err(Invalid::DuplicateSlot);
         }
@@ -180,20 +334,20 @@ pub fn check_telemetry(
     )?;
     match &msg.reading {
         Reading::Toilet(r) => {
-            float_in(r.water_temp_c, bounds::TEMP_C)?;
-            float_in(r.seat_temp_c, bounds::TEMP_C)?;
+            gauge_in(r.water_temp_c, bounds::TEMP_C)?;
+            gauge_in(r.seat_temp_c, bounds::TEMP_C)?;
             at_most(r.water_ml, bounds::TOTAL_ML)?;
         }
         Reading::Purifier(r) => {
-            float_in(r.inlet_pressure_kpa, bounds::PRESSURE_KPA)?;
-            at_most(r.tds_in_ppm, bounds::TDS_PPM)?;
-            at_most(r.tds_out_ppm, bounds::TDS_PPM)?;
+            gauge_in(r.inlet_pressure_kpa, bounds::PRESSURE_KPA)?;
+            ppm_in(r.tds_in_ppm)?;
+            ppm_in(r.tds_out_ppm)?;
             at_most(r.dispensed_ml, bounds::TOTAL_ML)?;
             cartridges(&r.cartridges)?;
         }
         Reading::Shower(r) => {
-            float_in(r.temp_c, bounds::TEMP_C)?;
-            float_in(r.pressure_kpa, bounds::PRESSURE_KPA)?;
+            gauge_in(r.temp_c, bounds::TEMP_C)?;
+            gauge_in(r.pressure_kpa, bounds::PRESSURE_KPA)?;
             at_most(r.water_ml, bounds::TOTAL_ML)?;
             cartridges(&r.cartridges)?;
         }

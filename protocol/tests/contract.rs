@@ -93,6 +93,7 @@ fn purifier_encodes_without_allocator_and_round_trips() {
                 kind,
                 ml_since_replacement: 120_500,
                 replacements: 2,
+                rated_l: None,
             })
             .unwrap();
     }

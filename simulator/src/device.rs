@@ -16,7 +16,7 @@ use firmware::logic::Counters;
 use firmware::node::Node;
 use firmware::storage::{PersistentStore, RamStorage, Storage};
 use firmware::{Config, Demand, Sample};
-use protocol::message::{Command, CommandKind, Model, Presence};
+use protocol::message::{Command, CommandKind, Model, Presence, Reboot, RebootReason};
 use protocol::topic::{Channel, Topic};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -215,8 +215,12 @@ pub struct CartridgeVariant {
     pub rated_l: [u32; 4],
     /// Share of the flow lost at rated capacity by the flow-limiting (first) cartridge.
     pub flow_loss: f64,
-    /// Whether this device's reboots lose its counters.
+    /// Whether this device's reboots lose its counters (its online status then says
+    /// so, contract v1.1).
     pub lossy_reboots: bool,
+    /// Whether the firmware reports each cartridge's rating in telemetry (contract
+    /// v1.1): the worlds whose ratings differ from the catalogue's.
+    pub reports_rating: bool,
 }
 
 impl CartridgeVariant {
@@ -229,6 +233,7 @@ impl CartridgeVariant {
             rated_l,
             flow_loss: 0.2,
             lossy_reboots: false,
+            reports_rating: false,
         }
     }
 }
@@ -499,6 +504,11 @@ impl SimDevice {
         };
         let mut node = Box::new(node);
         node.set_report_interval_ms(telemetry_every_ms);
+        if self.cart.reports_rating {
+            for (slot, rated) in self.cart.rated_l.iter().enumerate() {
+                node.set_cartridge_rating(slot, (*rated > 0).then_some(*rated));
+            }
+        }
         self.node = Some(node);
     }
 
@@ -547,6 +557,7 @@ impl SimDevice {
         let (a, b) = mix.flow_loss;
         v.flow_loss = if b > a { rng.random_range(a..=b) } else { a };
         v.lossy_reboots = rng.random_bool(mix.lossy_reboots.clamp(0.0, 1.0));
+        v.reports_rating = mix.rated_spread > 0.0;
         let used: Vec<f64> = (0..kinds.len())
             .map(|slot| self.cart_true_ml[slot] / (f64::from(self.cart.rated_l[slot]) * 1000.0))
             .collect();
@@ -1074,6 +1085,13 @@ impl SimDevice {
                 );
                 self.pulses_fed = (self.true_ml / 1000.0 * self.pulses_per_true_litre) as u64;
                 self.boot(storage.inner, t, interval);
+                if let Some(node) = self.node.as_mut() {
+                    // The board's reset cause and its storage check (contract v1.1).
+                    node.set_reboot(Reboot {
+                        reason: RebootReason::PowerOn,
+                        counters_lost: self.cart.lossy_reboots,
+                    });
+                }
             }
             self.truth.push(Truth::Reboot {
                 device: self.id.clone(),

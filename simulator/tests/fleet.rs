@@ -471,3 +471,72 @@ fn bad_configurations_are_rejected() {
         Err(simulator::FleetError::UnknownDevice(_))
     ));
 }
+
+/// Contract v1.1: a world with its own ratings reports them in telemetry, and a reboot
+/// that lost the counters says so on its online status (a reboot that kept them does not).
+#[test]
+fn cartridge_ratings_and_counter_losing_reboots_are_reported() {
+    let mut fleet = Fleet::new(FleetConfig {
+        devices: 12,
+        days: 20,
+        end_ms: END,
+        seed: 5,
+        telemetry_every_min: 15,
+        mix: FaultMix::default(),
+        inject: vec![],
+    })
+    .unwrap();
+    let mix = simulator::device::CartridgeMix::parse("rated=0.4,lossy=0.5,reboots=3").unwrap();
+    fleet.set_cartridge_mix(&mix);
+    let variants: HashMap<u32, simulator::device::CartridgeVariant> = fleet
+        .devices()
+        .iter()
+        .map(|d| (d.idx, *d.cartridge_variant()))
+        .collect();
+    let (mut rated_seen, mut lost_said, mut kept_said) = (0, 0, 0);
+    while let Some(batch) = fleet.next_batch() {
+        for m in batch {
+            let v = variants[&m.device];
+            if m.topic.ends_with("/telemetry") {
+                let t: Telemetry = serde_json::from_slice(&m.payload).unwrap();
+                let carts = match &t.reading {
+                    Reading::Purifier(r) => &r.cartridges,
+                    Reading::Shower(r) => &r.cartridges,
+                    Reading::Toilet(_) => continue,
+                };
+                for c in carts {
+                    assert_eq!(c.rated_l, Some(v.rated_l[usize::from(c.slot)]));
+                    rated_seen += 1;
+                }
+            } else if m.topic.ends_with("/status") {
+                let s: Status = serde_json::from_slice(&m.payload).unwrap();
+                if let Some(r) = s.reboot {
+                    assert_eq!(r.counters_lost, v.lossy_reboots, "{}", m.topic);
+                    if r.counters_lost {
+                        lost_said += 1;
+                    } else {
+                        kept_said += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        rated_seen > 0 && lost_said > 0 && kept_said > 0,
+        "{rated_seen} {lost_said} {kept_said}"
+    );
+    let lossy_reboots = fleet
+        .truth()
+        .iter()
+        .filter(|t| {
+            matches!(
+                t,
+                Truth::Reboot {
+                    counters_lost: true,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(lossy_reboots > 0);
+}

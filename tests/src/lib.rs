@@ -605,6 +605,7 @@ pub fn telemetry_message(device: usize, round: u32, base_ts: i64) -> (String, Ve
         kind,
         ml_since_replacement: r * 1200,
         replacements: 0,
+        rated_l: None,
     };
     let reading = match model {
         Model::Toilet => Reading::Toilet(ToiletReading {

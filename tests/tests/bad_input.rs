@@ -32,6 +32,9 @@ fn corpus(now: i64) -> Vec<(String, Vec<u8>, &'static str)> {
     let session = |started: i64, duration: u32| {
         format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":2,"ts":{now},"event":{{"session":{{"kind":"wash","started_ts":{started},"duration_s":{duration},"water_ml":500}}}}}}"#).into_bytes()
     };
+    let session_temp = |temp: &str| {
+        format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":2,"ts":{now},"event":{{"session":{{"kind":"shower","started_ts":{},"duration_s":90,"water_ml":500,"temp_c":{temp}}}}}}}}}"#, now - 100_000).into_bytes()
+    };
     let fault = |code: &str| {
         format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":3,"ts":{now},"event":{{"fault":{{"code":"{code}","severity":"major","state":"raised"}}}}}}"#).into_bytes()
     };
@@ -88,8 +91,11 @@ fn corpus(now: i64) -> Vec<(String, Vec<u8>, &'static str)> {
         ),
         (t("bad-0"), edit("36.5", "NaN"), "malformed_json"),
         (t("bad-0"), edit("36.5", "Infinity"), "malformed_json"),
-        (t("bad-0"), edit("36.5", "1e39"), "not_finite"),
-        (t("bad-0"), edit("36.5", "-500.0"), "out_of_range"),
+        // Contract v1.1: an out-of-range telemetry gauge no longer rejects the message
+        // (the field is marked invalid and dropped, the counters kept); a session's
+        // temperature is still judged strictly.
+        (e("bad-0"), session_temp("1e39"), "not_finite"),
+        (e("bad-0"), session_temp("-500.0"), "out_of_range"),
         (
             t("bad-0"),
             edit("\"water_ml\":4500", "\"water_ml\":-4500"),

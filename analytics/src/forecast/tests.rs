@@ -753,3 +753,30 @@ fn the_interval_scale_calibrates_the_half_widths_around_the_same_point() {
     )
     .is_err());
 }
+
+#[test]
+fn the_span_prior_moves_the_weight_to_the_line_as_it_sees_more_days() {
+    // Prior weight only (no recent-error correction): K / (K + days the line has seen).
+    let cfg = ForecastConfig {
+        trip_prior_count: 0.0,
+        idle_prior_days: 0.0,
+        blend_span_days: 30.0,
+        blend_prior_windows: 1e12,
+        ..ForecastConfig::default()
+    };
+    let mut f = OneSlot::new(cfg, spec(20_000.0, 3650.0));
+    let ml = feed(&mut f, MONDAY, 0, 30, 0.0, 0, |_| 100.0);
+    // The first reading is at 00:00 of day 0; asked at 00:00 of day 30: a 30-day span.
+    let w30 = f.forecast((MONDAY + 30) * DAY_MS).unwrap().model_weight;
+    assert!((w30 - 0.5).abs() < 0.02, "{w30}");
+    feed(&mut f, MONDAY, 30, 90, ml, 0, |_| 100.0);
+    let w90 = f.forecast((MONDAY + 90) * DAY_MS).unwrap().model_weight;
+    assert!((w90 - 0.25).abs() < 0.02, "{w90}");
+    // Off by default: the fixed prior.
+    assert_eq!(ForecastConfig::default().blend_span_days, 0.0);
+    let bad = ForecastConfig {
+        blend_span_days: -1.0,
+        ..ForecastConfig::default()
+    };
+    assert!(bad.validate().is_err());
+}
