@@ -311,6 +311,16 @@ pub async fn run(
     // The analytics stage, with the rule state saved before the last stop.
     let analyzer = if config.analytics.enabled {
         let mut analyzer = analysis::Analyzer::new(config.analytics.clone());
+        // Cartridge ratings from the registry (re-read when it changes), for the forecasts.
+        if let Some(engine) = &maintenance {
+            let ratings = analysis::CartridgeRatings::new();
+            analyzer.set_ratings(ratings.clone());
+            tasks.spawn(ratings.run_refresher(
+                Arc::clone(engine),
+                Duration::from_secs(60),
+                shutdown_rx.clone(),
+            ));
+        }
         let restored = analyzer.restore(state.load_analytics().await?);
         metrics
             .analytics_devices

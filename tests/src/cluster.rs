@@ -525,16 +525,17 @@ fn publish_share(
                         );
                         feeder.abort();
                         let _ = feeder.await;
-                        let f = feed.lock().map_err(|_| anyhow!("poisoned"))?;
-                        unacked.extend(
-                            in_flight
-                                .values()
-                                .chain(f.1.iter())
-                                .copied()
-                                .filter(|k| !done[*k]),
-                        );
+                        {
+                            let f = feed.lock().map_err(|_| anyhow!("poisoned"))?;
+                            unacked.extend(
+                                in_flight
+                                    .values()
+                                    .chain(f.1.iter())
+                                    .copied()
+                                    .filter(|k| !done[*k]),
+                            );
+                        }
                         node += 1;
-                        drop(f);
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         continue 'connection;
                     }
