@@ -80,7 +80,12 @@ fn v1_1_rating_and_tds_marker_parse_validate_and_round_trip() {
     assert_eq!(r.cartridges[1].ml_since_replacement, 120_500);
     let mut m = msg.clone();
     let invalid = sanitize_telemetry(&mut m);
-    assert!(invalid.is_empty(), "the device marked it, nothing to add");
+    assert_eq!(
+        invalid.iter().collect::<Vec<_>>(),
+        [Gauge::TdsOutPpm],
+        "the gauge the device marked, and only it"
+    );
+    assert_eq!(m, msg, "already marked: nothing changes");
     // The firmware's allocation-free encoder writes the same bytes.
     let mut buf = [0u8; 1024];
     let n = serde_json_core::to_slice(&msg, &mut buf).unwrap();
