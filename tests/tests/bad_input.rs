@@ -33,7 +33,7 @@ fn corpus(now: i64) -> Vec<(String, Vec<u8>, &'static str)> {
         format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":2,"ts":{now},"event":{{"session":{{"kind":"wash","started_ts":{started},"duration_s":{duration},"water_ml":500}}}}}}"#).into_bytes()
     };
     let session_temp = |temp: &str| {
-        format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":2,"ts":{now},"event":{{"session":{{"kind":"shower","started_ts":{},"duration_s":90,"water_ml":500,"temp_c":{temp}}}}}}}}}"#, now - 100_000).into_bytes()
+        format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":2,"ts":{now},"event":{{"session":{{"kind":"shower","started_ts":{},"duration_s":90,"water_ml":500,"temp_c":{temp}}}}}}}"#, now - 100_000).into_bytes()
     };
     let fault = |code: &str| {
         format!(r#"{{"v":1,"device_id":"bad-0","boot_id":1,"seq":3,"ts":{now},"event":{{"fault":{{"code":"{code}","severity":"major","state":"raised"}}}}}}"#).into_bytes()
