@@ -123,6 +123,25 @@ impl DurableWriter {
         StoreWriteFailed { error: e, attempt }.emit(&self.metrics);
     }
 
+    /// One write of `points` to the store: `Some(refused points)` if it took the batch,
+    /// `None` (failure noted and counted) if not.
+    async fn write_direct(&self, points: &[Point], attempt: u32) -> Option<Vec<RejectedPoint>> {
+        match self.store.write(points).await {
+            Ok(outcome) => {
+                self.note_ok();
+                let refused = outcome.rejected.len() as u64;
+                self.metrics
+                    .points_stored
+                    .fetch_add(points.len() as u64 - refused, Relaxed);
+                Some(outcome.rejected)
+            }
+            Err(e) => {
+                self.note_err(&e, Some(attempt));
+                None
+            }
+        }
+    }
+
     /// Makes `points` durable and returns those the store refused for good.
     /// Never gives up: if neither the store nor the spool can take the batch it
     /// keeps retrying, which stops acknowledgements and so pushes back on the broker.
@@ -134,42 +153,21 @@ impl DurableWriter {
         if !self.spool_fallback {
             let mut attempt = 0u32;
             loop {
-                attempt += 1;
-                match self.store.write(points).await {
-                    Ok(outcome) => {
-                        self.note_ok();
-                        let refused = outcome.rejected.len() as u64;
-                        self.metrics
-                            .points_stored
-                            .fetch_add(points.len() as u64 - refused, Relaxed);
-                        return outcome.rejected;
-                    }
-                    Err(e) => {
-                        self.note_err(&e, Some(attempt));
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
+                attempt = attempt.saturating_add(1);
+                if let Some(refused) = self.write_direct(points, attempt).await {
+                    return refused;
                 }
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
         loop {
             if self.backlog() == 0 {
-                for attempt in 1..=DIRECT_ATTEMPTS {
-                    match self.store.write(points).await {
-                        Ok(outcome) => {
-                            self.note_ok();
-                            let refused = outcome.rejected.len() as u64;
-                            self.metrics
-                                .points_stored
-                                .fetch_add(points.len() as u64 - refused, Relaxed);
-                            return outcome.rejected;
-                        }
-                        Err(e) => {
-                            self.note_err(&e, Some(attempt as u32));
-                            if attempt < DIRECT_ATTEMPTS {
-                                tokio::time::sleep(Duration::from_millis(100 * attempt as u64))
-                                    .await;
-                            }
-                        }
+                for attempt in 1..=DIRECT_ATTEMPTS as u32 {
+                    if let Some(refused) = self.write_direct(points, attempt).await {
+                        return refused;
+                    }
+                    if attempt < DIRECT_ATTEMPTS as u32 {
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                     }
                 }
             }
