@@ -46,6 +46,8 @@ pub struct Metrics {
     pub sequence_gaps: AtomicU64,
     /// Redeliveries recognised by sequence number.
     pub duplicates: AtomicU64,
+    /// Sensor values left out of accepted messages as invalid or missing (contract v1.1).
+    pub invalid_fields: AtomicU64,
     /// Devices seen (with sequence state).
     pub devices: AtomicU64,
     /// Device faults and cartridge replacements applied by the maintenance engine.
@@ -85,6 +87,7 @@ pub struct Snapshot {
     pub mqtt_errors: u64,
     pub sequence_gaps: u64,
     pub duplicates: u64,
+    pub invalid_fields: u64,
     pub devices: u64,
     pub maintenance_applied: u64,
     pub maintenance_errors: u64,
@@ -132,6 +135,7 @@ impl Metrics {
             mqtt_errors: self.mqtt_errors.load(Relaxed),
             sequence_gaps: self.sequence_gaps.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
+            invalid_fields: self.invalid_fields.load(Relaxed),
             devices: self.devices.load(Relaxed),
             maintenance_applied: self.maintenance_applied.load(Relaxed),
             maintenance_errors: self.maintenance_errors.load(Relaxed),

@@ -434,6 +434,11 @@ impl Ops {
             s.duplicates,
         );
         counter(
+            "invalid_fields",
+            "Sensor values left out of accepted messages as invalid or missing (contract v1.1).",
+            s.invalid_fields,
+        );
+        counter(
             "sequence_gap_bursts",
             "Warnings raised for a burst of sequence gaps (broker queue or in-flight limits).",
             self.gap_bursts.load(Relaxed),

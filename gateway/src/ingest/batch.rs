@@ -63,6 +63,8 @@ pub struct Tally {
     pub gap_delta: i64,
     /// Redeliveries recognised by sequence number.
     pub duplicates: u64,
+    /// Sensor values left out of accepted messages as invalid or missing.
+    pub invalid_fields: u64,
     /// Messages fed to the analytics stage.
     pub analysed: u64,
     /// Findings produced.
@@ -173,6 +175,7 @@ impl BatchBuilder {
             match decode(&m.publish.topic, &m.publish.payload, now, &self.limits) {
                 Ok(accepted) => {
                     tally.accepted += 1;
+                    tally.invalid_fields += u64::from(accepted.invalid_gauges.count());
                     let mut new = true;
                     if let Some((boot, seq)) = accepted.sequence {
                         let id = accepted.device_id.as_str();

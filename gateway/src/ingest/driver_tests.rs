@@ -497,3 +497,22 @@ async fn a_restart_after_a_graceful_stop_restores_every_devices_analytics_state(
     assert_eq!(analyzer.devices(), DEVICES);
     assert_eq!(reopened.load_devices().await.unwrap().len(), DEVICES);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_sensor_keeps_the_message_and_is_counted() {
+    let world = Arc::new(World::default());
+    let h = start(Arc::clone(&world), fake(&world), true, false, 4);
+    let mut m = telemetry(&world, "t-1", 1, 50, 0);
+    let payload = String::from_utf8_lossy(&m.publish.payload).replace("36.5", "-40.0");
+    m.publish.payload = payload.into_bytes().into();
+    h.send(m);
+    h.until_acked(1).await;
+    assert_eq!(h.metrics.accepted.load(Relaxed), 1, "the counters are kept");
+    assert_eq!(h.metrics.rejected.load(Relaxed), 0);
+    assert_eq!(
+        h.metrics.invalid_fields.load(Relaxed),
+        1,
+        "the dropped sensor value is counted"
+    );
+    h.stop().await;
+}

@@ -272,6 +272,7 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
                 .fetch_sub(t.gap_delta.unsigned_abs(), Relaxed);
         }
         m.duplicates.fetch_add(t.duplicates, Relaxed);
+        m.invalid_fields.fetch_add(t.invalid_fields, Relaxed);
         m.findings.fetch_add(t.findings, Relaxed);
         m.devices.store(self.builder.devices() as u64, Relaxed);
         if let Some(n) = self.builder.analytics_devices() {
