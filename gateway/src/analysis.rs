@@ -217,11 +217,7 @@ impl CartridgeRatings {
     /// `spawn_blocking` or a CLI, never on the ingest path.
     pub fn refresh(&self, engine: &maintenance::Engine) -> Result<bool, maintenance::Error> {
         let (fingerprint, table) = engine.read(|conn| {
-            let fp: (i64, i64, i64) = conn.query_row(
-                "SELECT count(*), coalesce(sum(rated_litres * (slot + 1)), 0), coalesce(max(rowid), 0) FROM cartridges",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
+            let fp = maintenance::registry::cartridge_ratings_fingerprint(conn)?;
             let unchanged = self
                 .inner
                 .fingerprint
@@ -231,15 +227,8 @@ impl CartridgeRatings {
             if unchanged {
                 return Ok((fp, None));
             }
-            let mut stmt = conn.prepare(
-                "SELECT device_id, slot, rated_litres FROM cartridges ORDER BY device_id, slot",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, u8>(1)?, r.get::<_, u32>(2)?))
-            })?;
             let mut table: HashMap<String, Vec<(u8, u32)>> = HashMap::new();
-            for row in rows {
-                let (device, slot, rated) = row?;
+            for (device, slot, rated) in maintenance::registry::cartridge_ratings(conn)? {
                 if rated > 0 {
                     table.entry(device).or_default().push((slot, rated));
                 }

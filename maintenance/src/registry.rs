@@ -449,6 +449,27 @@ pub fn list_devices(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Devi
         .collect()
 }
 
+/// A cheap summary of every device's cartridge ratings (rows, a slot-weighted sum of the
+/// ratings, the largest row id): it changes whenever a rating is added, changed or removed,
+/// so a reader can skip [`cartridge_ratings`] while it stays the same.
+pub fn cartridge_ratings_fingerprint(conn: &Connection) -> Result<(i64, i64, i64)> {
+    Ok(conn.query_row(
+        "SELECT count(*), coalesce(sum(rated_litres * (slot + 1)), 0), coalesce(max(rowid), 0) FROM cartridges",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?)
+}
+
+/// Every registered cartridge's `(device id, slot, rated litres)`, by device and slot.
+pub fn cartridge_ratings(conn: &Connection) -> Result<Vec<(String, u8, u32)>> {
+    let mut stmt = conn
+        .prepare("SELECT device_id, slot, rated_litres FROM cartridges ORDER BY device_id, slot")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// Inserts or replaces a technician.
 pub fn put_technician(conn: &Connection, t: &Technician) -> Result<()> {
     conn.execute(
