@@ -125,7 +125,8 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             saved_water: rec.counters.water_ml,
             storage_failures: 0,
             last_cmd_id: None,
-            inlet_open: true,
+            // A valve a command closed stays closed across a reboot.
+            inlet_open: !rec.inlet_closed,
             fault_log: heapless::Deque::new(),
             results: heapless::Deque::new(),
             cleaning: None,
@@ -293,13 +294,14 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
                 self.queue_result(cmd.cmd_id, now_ms, CommandStatus::Accepted, false);
                 return true;
             }
-            CommandKind::CloseInletValve => {
-                self.inlet_open = false;
-                (true, true)
-            }
-            CommandKind::OpenInletValve => {
-                self.inlet_open = true;
-                (true, true)
+            CommandKind::CloseInletValve | CommandKind::OpenInletValve => {
+                // Saved at once: a reboot must not reopen a valve closed on a leak.
+                self.inlet_open = matches!(cmd.command, CommandKind::OpenInletValve);
+                self.store.set_inlet_closed(!self.inlet_open);
+                let mut events = Events::new();
+                self.save(now_ms, &mut events);
+                self.queue_events(now_ms, &events);
+                (self.storage_failures == 0, true)
             }
         };
         let status = if ok {

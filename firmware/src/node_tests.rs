@@ -571,3 +571,19 @@ fn v1_1_fields_are_sent_rating_reboot_and_the_invalid_marker() {
     assert_eq!(st.boot_id, Some(n.boot_id()));
     assert_eq!(st.reboot.map(|r| r.counters_lost), Some(true));
 }
+
+#[test]
+fn a_valve_closed_by_a_command_stays_closed_across_a_reboot_until_opened() {
+    let mut toilet = boot(RamStorage::default(), Model::Toilet, T0);
+    assert!(toilet.handle_command(&command(30, CommandKind::CloseInletValve), T0));
+    assert!(!toilet.inlet_valve_open());
+    // Power cut right after the command: the valve is still closed after the reboot.
+    let mut toilet = boot(toilet.shutdown(), Model::Toilet, T0 + 1_000);
+    assert!(
+        !toilet.inlet_valve_open(),
+        "a reboot must not reopen a valve closed on a leak"
+    );
+    assert!(toilet.handle_command(&command(31, CommandKind::OpenInletValve), T0 + 2_000));
+    let toilet = boot(toilet.shutdown(), Model::Toilet, T0 + 3_000);
+    assert!(toilet.inlet_valve_open());
+}

@@ -7,6 +7,10 @@
 //! slot, so writes spread evenly over all slots (wear) and a save interrupted by a
 //! power cut leaves the previous generation intact. Loading picks the valid record
 //! (magic, version, CRC-32) with the highest generation.
+//!
+//! Byte 5 (reserved, zero in records of earlier firmware) holds flags: bit 0 says the
+//! water inlet valve was closed by a command, so a reboot keeps it closed (a leak
+//! stays stopped). A record without it reads as "open", as before.
 
 use crate::logic::Counters;
 
@@ -14,6 +18,8 @@ use crate::logic::Counters;
 pub const RECORD_LEN: usize = 192;
 const MAGIC: [u8; 4] = *b"FXC1";
 const VERSION: u8 = 1;
+/// Flag bit (byte 5): the water inlet valve is closed.
+const FLAG_INLET_CLOSED: u8 = 1;
 
 /// A non-volatile store of equally sized slots.
 pub trait Storage {
@@ -74,6 +80,8 @@ pub struct Record {
     pub boot_count: u32,
     /// The cumulative counters.
     pub counters: Counters,
+    /// The water inlet valve was closed by a command (and not opened since).
+    pub inlet_closed: bool,
 }
 
 /// CRC-32 (IEEE 802.3, reflected, poly 0xEDB88320), bitwise: small code, no table.
@@ -134,7 +142,12 @@ impl Record {
             pos: 0,
         };
         w.put(&MAGIC);
-        w.put(&[VERSION, 0, 0, 0]);
+        let flags = if self.inlet_closed {
+            FLAG_INLET_CLOSED
+        } else {
+            0
+        };
+        w.put(&[VERSION, flags, 0, 0]);
         w.put(&self.generation.to_le_bytes());
         w.put(&self.boot_count.to_le_bytes());
         for v in [
@@ -203,6 +216,7 @@ impl Record {
             generation,
             boot_count,
             counters: c,
+            inlet_closed: buf[5] & FLAG_INLET_CLOSED != 0,
         })
     }
 }
@@ -213,6 +227,8 @@ pub struct PersistentStore<S> {
     storage: S,
     last_slot: usize,
     generation: u32,
+    /// Saved with every record (from the loaded one until changed).
+    inlet_closed: bool,
 }
 
 impl<S: Storage> PersistentStore<S> {
@@ -244,12 +260,19 @@ impl<S: Storage> PersistentStore<S> {
                 storage,
                 last_slot,
                 generation,
+                inlet_closed: best.as_ref().is_some_and(|(_, r)| r.inlet_closed),
             },
             best.map(|(_, r)| r),
         )
     }
 
-    /// Saves `boot_count` and `counters` as the next generation in the next slot.
+    /// Sets whether the water inlet valve is closed, kept by the next [`Self::save`].
+    pub fn set_inlet_closed(&mut self, closed: bool) {
+        self.inlet_closed = closed;
+    }
+
+    /// Saves `boot_count` and `counters` (and the valve flag) as the next generation in
+    /// the next slot.
     pub fn save(&mut self, boot_count: u32, counters: &Counters) -> Result<(), S::Error> {
         let slots = self.storage.slots().max(1);
         let slot = (self.last_slot + 1) % slots;
@@ -258,6 +281,7 @@ impl<S: Storage> PersistentStore<S> {
             generation,
             boot_count,
             counters: *counters,
+            inlet_closed: self.inlet_closed,
         };
         self.storage.write(slot, &rec.encode())?;
         self.last_slot = slot;
@@ -305,12 +329,48 @@ mod tests {
             generation: 9,
             boot_count: 4,
             counters: sample_counters(),
+            inlet_closed: false,
         };
         let mut bytes = rec.encode();
         assert_eq!(Record::decode(&bytes), Some(rec));
         bytes[20] ^= 1;
         assert_eq!(Record::decode(&bytes), None);
         assert_eq!(Record::decode(&[0xFF; RECORD_LEN]), None);
+    }
+
+    #[test]
+    fn the_closed_valve_is_bit_0_of_byte_5_and_earlier_records_read_as_open() {
+        let closed = Record {
+            generation: 2,
+            boot_count: 1,
+            counters: sample_counters(),
+            inlet_closed: true,
+        };
+        let bytes = closed.encode();
+        assert_eq!(&bytes[..8], b"FXC1\x01\x01\x00\x00");
+        assert_eq!(Record::decode(&bytes), Some(closed));
+        // A record of earlier firmware: byte 5 was reserved, always zero.
+        let open = Record {
+            inlet_closed: false,
+            ..closed
+        };
+        assert_eq!(open.encode()[5], 0);
+        assert_eq!(
+            Record::decode(&open.encode()).map(|r| r.inlet_closed),
+            Some(false)
+        );
+        // The store keeps the flag from the record it loaded until told otherwise.
+        let mut storage = RamStorage::<2>::default();
+        storage.write(0, &bytes).unwrap();
+        let (mut store, rec) = PersistentStore::open(storage);
+        assert!(rec.is_some_and(|r| r.inlet_closed));
+        store.save(2, &sample_counters()).unwrap();
+        let (mut store, rec) = PersistentStore::open(store.release());
+        assert!(rec.is_some_and(|r| r.inlet_closed));
+        store.set_inlet_closed(false);
+        store.save(3, &sample_counters()).unwrap();
+        let (_, rec) = PersistentStore::open(store.release());
+        assert!(rec.is_some_and(|r| !r.inlet_closed));
     }
 
     #[test]

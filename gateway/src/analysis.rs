@@ -25,6 +25,10 @@
 //! without ever waiting), else from the catalogue. A v1.1 online status that says its
 //! boot lost the counters tells the forecaster that the counters of that boot restarted
 //! (a reset, not a cartridge replacement).
+//!
+//! A late message (one that fills a hole in its device's sequence, such as an offline
+//! backlog delivered newest-first after live traffic) is analysed in device-time order:
+//! the device's rules replay from a checkpoint taken before the hole ([`backfill`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,7 +40,12 @@ use protocol::message::{Cartridge, CartridgeKind, Model, Reading, Severity, Stat
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Message;
+use crate::sequence::SeqVerdict;
 use crate::store::{FieldValue, Point};
+
+pub mod backfill;
+
+use backfill::Backfill;
 
 use protocol::catalog::DAY_MS;
 
@@ -50,6 +59,9 @@ pub struct AnalyticsConfig {
     pub clock_every_s: u64,
     /// Wall-clock seconds between snapshots of the rule state to the state database.
     pub snapshot_every_s: u64,
+    /// Event-time seconds a device's rules wait, after a hole in its sequence, for the
+    /// late messages that fill it before going on without them ([`backfill`]).
+    pub late_hold_s: u64,
     /// Thresholds of the fault rules (defaults from the analytics crate).
     pub rules: RulesConfig,
 }
@@ -60,6 +72,7 @@ impl Default for AnalyticsConfig {
             enabled: true,
             clock_every_s: 300,
             snapshot_every_s: 30,
+            late_hold_s: 900,
             rules: RulesConfig::default(),
         }
     }
@@ -348,6 +361,9 @@ struct DeviceState {
     /// Devices with cartridges only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cartridges: Option<Box<CartridgeForecasts>>,
+    /// Open while late messages may still fill a hole (not snapshotted).
+    #[serde(skip)]
+    backfill: Option<Box<Backfill>>,
 }
 
 impl DeviceState {
@@ -355,8 +371,50 @@ impl DeviceState {
         DeviceState {
             rules: DeviceRules::new(model, rules_cfg),
             cartridges: None,
+            backfill: None,
         }
     }
+
+    /// Ends the backfill: its replay replaces the rules, and the edges that change what
+    /// was reported go to `out`.
+    fn end_backfill(
+        &mut self,
+        cfg: &RulesConfig,
+        at_ts_ms: i64,
+        late: &mut LateCounts,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some(backfill) = self.backfill.take() else {
+            return;
+        };
+        late.kept -= backfill.len();
+        late.replayed += backfill.late();
+        if let Some(rules) = backfill.replay(cfg, &self.rules, at_ts_ms, out) {
+            self.rules = rules;
+        }
+    }
+}
+
+/// Where a message stands in its device's sequence ([`crate::sequence`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// What the sequence check made of it.
+    pub verdict: SeqVerdict,
+    /// The device's missing-message count before it.
+    pub missing_before: u64,
+    /// The device's missing-message count after it.
+    pub missing_after: u64,
+}
+
+/// Late messages (filling a hole in their device's sequence), counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LateCounts {
+    /// Analysed in device-time order by a replay.
+    pub replayed: u64,
+    /// Older than any checkpoint: the rules skipped them (logged).
+    pub unordered: u64,
+    /// Messages kept by open backfills now.
+    pub kept: usize,
 }
 
 /// A saved [`DeviceState`] of this version or an older one.
@@ -388,6 +446,7 @@ pub struct Analyzer {
     watermark_ms: i64,
     last_sweep_ms: i64,
     dirty: HashSet<String>,
+    late: LateCounts,
 }
 
 impl Analyzer {
@@ -405,6 +464,7 @@ impl Analyzer {
             watermark_ms: i64::MIN,
             last_sweep_ms: i64::MIN,
             dirty: HashSet::new(),
+            late: LateCounts::default(),
         }
     }
 
@@ -442,12 +502,14 @@ impl Analyzer {
                     Ok(DeviceState {
                         rules: saved.rules,
                         cartridges,
+                        backfill: None,
                     })
                 }
                 Err(e) => serde_json::from_str::<DeviceRules>(&json)
                     .map(|rules| DeviceState {
                         rules,
                         cartridges: None,
+                        backfill: None,
                     })
                     .map_err(|_| e),
             };
@@ -524,12 +586,30 @@ impl Analyzer {
         }
     }
 
-    /// Feeds one accepted message (not a duplicate) of `device_id`. Findings go to
-    /// `findings`, forecast points to `points`.
+    /// Late messages counted since the analyzer began.
+    pub fn late_counts(&self) -> LateCounts {
+        self.late
+    }
+
+    /// Feeds one accepted message (not a duplicate) of `device_id`, taken to be in
+    /// order. Findings go to `findings`, forecast points to `points`.
     pub fn observe(
         &mut self,
         device_id: &str,
         message: &Message,
+        findings: &mut Vec<DeviceFinding>,
+        points: &mut Vec<Point>,
+    ) {
+        self.observe_arrival(device_id, message, None, findings, points);
+    }
+
+    /// Like [`Analyzer::observe`], with where the message stands in its device's
+    /// sequence: a late one is analysed in device-time order (see [`backfill`]).
+    pub fn observe_arrival(
+        &mut self,
+        device_id: &str,
+        message: &Message,
+        arrival: Option<Arrival>,
         findings: &mut Vec<DeviceFinding>,
         points: &mut Vec<Point>,
     ) {
@@ -557,9 +637,43 @@ impl Analyzer {
             }
         };
         let mut out = Vec::new();
+        let late = arrival.is_some_and(|a| a.verdict == SeqVerdict::LateFill);
+        let after_hole = arrival.is_some_and(|a| {
+            matches!(a.verdict, SeqVerdict::Gap(_))
+                || matches!(a.verdict, SeqVerdict::NewBoot(n) if n > 0)
+        });
+        let hold_until = self.watermark_ms.max(ts).saturating_add(
+            i64::try_from(self.cfg.late_hold_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+        );
+        if let (true, None, Some(a)) = (after_hole, &state.backfill, arrival) {
+            if self.late.kept < backfill::MAX_TOTAL {
+                state.backfill = Some(Box::new(Backfill::open(
+                    state.rules.clone(),
+                    a.missing_before,
+                    hold_until,
+                )));
+            }
+        }
+        // Kept for the replay: every new message after the checkpoint; a late one is
+        // analysed only by it.
+        let mut held = false;
+        if let Some(b) = state.backfill.as_mut() {
+            let covered = backfill::sequence_of(message).is_some_and(|s| b.covers(s));
+            if covered {
+                b.keep(message.clone(), late, hold_until);
+                self.late.kept += 1;
+                held = late;
+            }
+        }
+        if late && !held {
+            self.late.unordered += 1;
+            tracing::debug!(%device_id, ?arrival, "A late message older than the device's checkpoint: the rules skip it.");
+        }
         match message {
             Message::Telemetry(t) => {
-                state.rules.on_telemetry(rules_cfg, t, &mut out);
+                if !held {
+                    state.rules.on_telemetry(rules_cfg, t, &mut out);
+                }
                 let (cartridges, tds): (&[Cartridge], Option<(u16, u16)>) = match &t.reading {
                     Reading::Purifier(r) => (&r.cartridges, Some((r.tds_in_ppm, r.tds_out_ppm))),
                     Reading::Shower(r) => (&r.cartridges, None),
@@ -590,8 +704,20 @@ impl Analyzer {
                     );
                 }
             }
-            Message::Event(e) => state.rules.on_event(rules_cfg, e, &mut out),
+            Message::Event(e) => {
+                if !held {
+                    state.rules.on_event(rules_cfg, e, &mut out);
+                }
+            }
             Message::Status(_) => {}
+        }
+        if let (Some(b), Some(a)) = (&state.backfill, arrival) {
+            if b.complete(a.missing_after)
+                || b.len() >= backfill::MAX_PER_DEVICE
+                || self.late.kept >= backfill::MAX_TOTAL
+            {
+                state.end_backfill(rules_cfg, ts, &mut self.late, &mut out);
+            }
         }
         if !self.dirty.contains(device_id) {
             self.dirty.insert(device_id.to_owned());
@@ -637,9 +763,15 @@ impl Analyzer {
         let cfg = &self.cfg.rules;
         let mut out = Vec::new();
         for (device_id, state) in &mut self.devices {
+            let replayed = state.backfill.as_ref().is_some_and(|b| b.expired(now));
+            if replayed {
+                state.end_backfill(cfg, now, &mut self.late, &mut out);
+            }
             state.rules.on_clock(cfg, now, &mut out);
-            if !out.is_empty() {
+            if replayed || !out.is_empty() {
                 self.dirty.insert(device_id.clone());
+            }
+            if !out.is_empty() {
                 findings.extend(out.drain(..).map(|finding| DeviceFinding {
                     device_id: device_id.clone(),
                     finding,
@@ -1097,6 +1229,176 @@ mod tests {
         let (restarted, restarted_forecasts) = run_fleet(true);
         assert_eq!(restarted, findings);
         assert_eq!(restarted_forecasts, forecasts);
+    }
+
+    /// One simulated toilet's messages, decoded, with a leak from day 8 for a day.
+    fn toilet_with_a_leak() -> Vec<Message> {
+        use simulator::faults::{FaultKind, Injection};
+        let (messages, _) = simulator::Fleet::generate_all(simulator::FleetConfig {
+            devices: 3,
+            days: 12,
+            seed: 11,
+            end_ms: 1_790_000_000_000,
+            inject: vec![Injection::on(
+                "toilet-0000",
+                FaultKind::Leak,
+                8.0,
+                Some(1.0),
+            )],
+            ..simulator::FleetConfig::default()
+        })
+        .unwrap();
+        let limits = protocol::validate::Limits {
+            max_age_ms: i64::MAX / 4,
+            max_future_ms: i64::MAX / 4,
+        };
+        messages
+            .iter()
+            .filter(|m| m.topic.starts_with("fixtures/toilet-0000/"))
+            .map(|m| {
+                crate::decode::decode(&m.topic, &m.payload, 1_790_000_000_000, &limits)
+                    .unwrap()
+                    .message
+            })
+            .collect()
+    }
+
+    /// Feeds `messages` in the order given, checking each against the device's sequence
+    /// state as the ingest stage does; returns the findings.
+    fn feed_in_arrival_order(a: &mut Analyzer, messages: &[&Message]) -> Vec<DeviceFinding> {
+        let mut seq = crate::sequence::DeviceSeq::default();
+        let (mut findings, mut points) = (Vec::new(), Vec::new());
+        for m in messages {
+            let arrival = backfill::sequence_of(m).map(|(boot, n)| {
+                let missing_before = seq.gaps;
+                let verdict = seq.observe(boot, n);
+                Arrival {
+                    verdict,
+                    missing_before,
+                    missing_after: seq.gaps,
+                }
+            });
+            a.observe_arrival("toilet-0000", m, arrival, &mut findings, &mut points);
+        }
+        findings
+    }
+
+    /// The episodes still open at the end of a run of findings (kind, began).
+    fn open_episodes(findings: &[DeviceFinding]) -> Vec<(String, i64)> {
+        let mut open: Vec<(String, i64)> = Vec::new();
+        for f in findings {
+            let key = (format!("{:?}", f.finding.kind), f.finding.began_ts_ms);
+            match f.finding.state {
+                FindingState::Active => open.push(key),
+                FindingState::Cleared => open.retain(|(k, _)| *k != key.0),
+            }
+        }
+        open.sort();
+        open
+    }
+
+    #[test]
+    fn a_backlog_delivered_newest_first_after_live_traffic_is_analysed_in_device_time_order() {
+        let messages = toilet_with_a_leak();
+        let at_day = |d: f64| {
+            let t0 = messages
+                .iter()
+                .find_map(|m| match m {
+                    Message::Telemetry(t) => Some(t.ts),
+                    _ => None,
+                })
+                .unwrap();
+            let ts = t0 + (d * DAY_MS as f64) as i64;
+            messages
+                .iter()
+                .position(|m| match m {
+                    Message::Telemetry(t) => t.ts >= ts,
+                    Message::Event(e) => e.ts >= ts,
+                    Message::Status(_) => false,
+                })
+                .unwrap()
+        };
+        // Offline from day 7.5 to 8.6 (the leak begins at day 8), then live for 6 hours
+        // before the backlog comes, newest first.
+        let (offline, back, backlog_sent) = (at_day(7.5), at_day(8.6), at_day(8.85));
+        assert!(backlog_sent - offline > 100, "a backlog worth the name");
+        let in_order: Vec<&Message> = messages.iter().collect();
+        let mut arrival: Vec<&Message> = messages[..offline].iter().collect();
+        arrival.extend(&messages[back..backlog_sent]);
+        arrival.extend(messages[offline..back].iter().rev());
+        arrival.extend(&messages[backlog_sent..]);
+
+        let mut ordered = Analyzer::new(AnalyticsConfig::default());
+        let ordered_findings = feed_in_arrival_order(&mut ordered, &in_order);
+        let mut late = Analyzer::new(AnalyticsConfig::default());
+        let late_findings = feed_in_arrival_order(&mut late, &arrival);
+
+        assert_eq!(
+            late.late_counts(),
+            LateCounts {
+                replayed: (back - offline) as u64,
+                unordered: 0,
+                kept: 0
+            },
+            "every late message replayed, none skipped, nothing kept after the replay"
+        );
+        assert_eq!(
+            late.devices["toilet-0000"].rules, ordered.devices["toilet-0000"].rules,
+            "the replay leaves the rules exactly as messages in device-time order do"
+        );
+        let leak_began = |f: &[DeviceFinding]| {
+            f.iter()
+                .filter(|f| {
+                    f.finding.kind == FindingKind::Leak && f.finding.state == FindingState::Active
+                })
+                .count()
+        };
+        assert!(leak_began(&ordered_findings) >= 1, "{ordered_findings:#?}");
+        assert_eq!(
+            leak_began(&late_findings),
+            leak_began(&ordered_findings),
+            "the leak is reported once, not again by the replay: {late_findings:#?}"
+        );
+        // The same episodes open at the end (an episode the live rules reported first
+        // keeps the start they reported; the replay does not report it again).
+        let kinds = |f: &[DeviceFinding]| {
+            open_episodes(f)
+                .into_iter()
+                .map(|(kind, _)| kind)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kinds(&late_findings), kinds(&ordered_findings));
+
+        // Without the sequence check (or for a hole older than the checkpoint) the rules
+        // cannot place a late message: it is counted, never silently taken.
+        let mut blind = Analyzer::new(AnalyticsConfig::default());
+        let mut seq = crate::sequence::DeviceSeq::default();
+        let (mut f, mut p) = (Vec::new(), Vec::new());
+        for m in messages[..offline]
+            .iter()
+            .chain(&messages[back..backlog_sent])
+        {
+            if let Some((boot, n)) = backfill::sequence_of(m) {
+                seq.observe(boot, n);
+            }
+            blind.observe("toilet-0000", m, &mut f, &mut p);
+        }
+        let m = messages[..back]
+            .iter()
+            .rev()
+            .find(|m| backfill::sequence_of(m).is_some())
+            .unwrap();
+        let (boot, n) = backfill::sequence_of(m).unwrap();
+        let before = seq.gaps;
+        let verdict = seq.observe(boot, n);
+        assert_eq!(verdict, crate::sequence::SeqVerdict::LateFill);
+        let arrival = Arrival {
+            verdict,
+            missing_before: before,
+            missing_after: seq.gaps,
+        };
+        blind.observe_arrival("toilet-0000", m, Some(arrival), &mut f, &mut p);
+        assert_eq!(blind.late_counts().unordered, 1);
     }
 
     #[test]

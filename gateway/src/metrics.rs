@@ -60,6 +60,12 @@ pub struct Metrics {
     pub devices_unclaimed: AtomicU64,
     /// Findings (edges) produced by the analytics stage.
     pub findings: AtomicU64,
+    /// Messages fed to the analytics stage (every new one when it is on).
+    pub analysed: AtomicU64,
+    /// Late messages analysed in device-time order (replayed from a checkpoint).
+    pub late_replayed: AtomicU64,
+    /// Late messages older than their device's checkpoint, skipped by the rules (logged).
+    pub late_unordered: AtomicU64,
     /// Devices with analytics state.
     pub analytics_devices: AtomicU64,
     rejected_by_reason: Mutex<BTreeMap<String, u64>>,
@@ -94,6 +100,9 @@ pub struct Snapshot {
     pub findings_unclaimed: u64,
     pub devices_unclaimed: u64,
     pub findings: u64,
+    pub analysed: u64,
+    pub late_replayed: u64,
+    pub late_unordered: u64,
     pub analytics_devices: u64,
 }
 
@@ -142,6 +151,9 @@ impl Metrics {
             findings_unclaimed: self.findings_unclaimed.load(Relaxed),
             devices_unclaimed: self.devices_unclaimed.load(Relaxed),
             findings: self.findings.load(Relaxed),
+            analysed: self.analysed.load(Relaxed),
+            late_replayed: self.late_replayed.load(Relaxed),
+            late_unordered: self.late_unordered.load(Relaxed),
             analytics_devices: self.analytics_devices.load(Relaxed),
         }
     }

@@ -478,6 +478,21 @@ impl Ops {
             "Findings (edges) produced by the analytics stage.",
             s.findings,
         );
+        counter(
+            "messages_analysed",
+            "Messages fed to the analytics stage.",
+            s.analysed,
+        );
+        counter(
+            "late_messages_replayed",
+            "Late messages analysed in device-time order (replayed from a checkpoint).",
+            s.late_replayed,
+        );
+        counter(
+            "late_messages_unordered",
+            "Late messages older than their device's checkpoint, skipped by the rules.",
+            s.late_unordered,
+        );
         let rejected =
             Family::<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>::default(
             );

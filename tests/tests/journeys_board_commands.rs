@@ -382,6 +382,17 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
         !item.contains("Active faults") && !item.contains("report_diagnostics"),
         "{item}"
     );
+    // The policy's reason (stored in English for the audit log) reads in Chinese too.
+    let valve = zh
+        .wait_text(
+            "#cmd-list li[data-kind=close_inlet_valve]",
+            "自动关闭进水阀",
+        )
+        .unwrap();
+    assert!(
+        !valve.contains("policy") && !valve.contains("closing"),
+        "{valve}"
+    );
     no_overflow(&zh);
     zh.js("document.getElementById('commands').scrollIntoView()")
         .unwrap();

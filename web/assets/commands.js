@@ -6,7 +6,7 @@
 // answer is on the ticket's evidence too). Every command is audited by the API.
 
 import { api, h } from './api.js';
-import { t, tOr, getLang } from './i18n.js';
+import { t, tOr, getLang, STRINGS } from './i18n.js';
 
 const STEPS = ['queued', 'sent', 'acknowledged'];
 const FINAL = ['done', 'failed', 'expired'];
@@ -82,6 +82,18 @@ function lifecycle(c) {
   }));
 }
 
+/**
+ * The command's reason in the page's language. The policy's reasons (stored in English
+ * for the audit log) and the board's own are known texts; an agent's free text stays
+ * as written.
+ */
+function reasonText(c) {
+  if (!c.reason) return '';
+  if (c.requested_by === 'policy') return tOr(`cmd_reason_policy_${c.kind}`, t('cmd_reason_policy'));
+  if (Object.values(STRINGS).some((table) => table.cmd_reason_board === c.reason)) return t('cmd_reason_board');
+  return c.reason;
+}
+
 /** One command of the list. */
 function commandItem(c) {
   const final = FINAL.includes(c.status);
@@ -92,7 +104,7 @@ function commandItem(c) {
       h('strong', {}, `#${c.id} ${tOr(`cmd_${c.kind}`, c.kind)}`),
       h('span', { class: `cmd-state state-${c.status}` }, t(`cmd_state_${c.status}`))),
     h('p', { class: 'muted small' }, t('cmd_meta', { who, time: fmtClock(c.created_ts_ms) }),
-      c.reason ? ` · ${c.reason}` : '',
+      c.reason ? ` · ${reasonText(c)}` : '',
       !final && c.attempts > 1 ? ` · ${t('cmd_attempts', { n: c.attempts })}` : ''),
     lifecycle(c),
     outcome ? h('p', { class: `cmd-outcome${c.status === 'done' ? '' : ' warn'}` }, outcome) : null,

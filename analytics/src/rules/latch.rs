@@ -63,6 +63,11 @@ impl Latch {
         self.began_ts_ms
     }
 
+    /// Severity of the current episode (`None` while inactive).
+    pub fn severity(&self) -> Option<Severity> {
+        self.severity
+    }
+
     /// Records that `source` sees the condition (`present`) or not at `ts_ms`, pushing a
     /// finding to `out` on an edge. `evidence` is only called on an edge.
     #[allow(clippy::too_many_arguments)]

@@ -338,6 +338,61 @@ impl DeviceRules {
             .any(|s| s.kind() == kind && self.latches.get(*s as usize).is_active())
     }
 
+    /// The newest message accepted, `(boot_id, seq)`: a message at or below it is not
+    /// taken by [`DeviceRules::on_telemetry`] or [`DeviceRules::on_event`].
+    pub fn last_message(&self) -> Option<(u32, u32)> {
+        self.last_message
+    }
+
+    /// Reconciles this state, rebuilt by replaying a device's messages in device-time
+    /// order (late ones included), with `live`, the state that took the same messages in
+    /// arrival order and whose edges were already reported. Pushes to `out` only the
+    /// edges that change what was reported: an episode active here but not in `live`
+    /// (`Active`, with the replay's own finding from `replayed` where it has one) and an
+    /// episode active in `live` but not here (`Cleared`). An episode both see goes on
+    /// unreported, so a replay never repeats a finding.
+    pub fn reconcile(
+        &self,
+        live: &DeviceRules,
+        replayed: &[Finding],
+        at_ts_ms: i64,
+        out: &mut Vec<Finding>,
+    ) {
+        let evidence = || json!({"source": "analytics", "reason": "late messages analysed in device-time order"});
+        for slot in ALL_SLOTS {
+            let (mine, theirs) = (
+                self.latches.get(slot as usize),
+                live.latches.get(slot as usize),
+            );
+            match (mine.is_active(), theirs.is_active()) {
+                (true, false) => {
+                    let own = replayed.iter().rev().find(|f| {
+                        f.kind == slot.kind()
+                            && f.state == FindingState::Active
+                            && f.began_ts_ms == mine.began_ts_ms()
+                    });
+                    out.push(own.cloned().unwrap_or_else(|| Finding {
+                        kind: slot.kind(),
+                        severity: mine.severity().unwrap_or(slot.analytic_severity()),
+                        state: FindingState::Active,
+                        began_ts_ms: mine.began_ts_ms(),
+                        at_ts_ms,
+                        evidence: evidence(),
+                    }));
+                }
+                (false, true) => out.push(Finding {
+                    kind: slot.kind(),
+                    severity: theirs.severity().unwrap_or(slot.analytic_severity()),
+                    state: FindingState::Cleared,
+                    began_ts_ms: theirs.began_ts_ms(),
+                    at_ts_ms,
+                    evidence: evidence(),
+                }),
+                _ => {}
+            }
+        }
+    }
+
     /// The device's learnt reporting interval (median of recent telemetry gaps), ms.
     pub fn report_interval_ms(&self, cfg: &RulesConfig) -> i64 {
         self.report_intervals_s
@@ -475,6 +530,10 @@ impl DeviceRules {
         }
         let measurable =
             !broken && interval_ms.is_some_and(|dt| dt > 0 && dt <= cfg.max_telemetry_gap_ms);
+        // Daily totals are differences of cumulative counters: a message lost in between,
+        // or two readings of one instant, leave the difference exact. Only a counter
+        // reset (it falls) or a long silence (its use cannot be placed in a day) does not.
+        let countable = interval_ms.is_some_and(|dt| (0..=cfg.max_telemetry_gap_ms).contains(&dt));
         let (water_ml, energy_wh, pressure_kpa) = match &t.reading {
             Reading::Toilet(r) => (r.water_ml, Some(r.heater_wh), None),
             Reading::Purifier(r) => (r.dispensed_ml, None, Some(r.inlet_pressure_kpa)),
@@ -513,7 +572,7 @@ impl DeviceRules {
             || self.latches.get(Slot::InletClog as usize).is_active()
             || self.latches.get(Slot::LowPressure as usize).is_active();
         let water_delta = previous_water_ml
-            .filter(|&prev| measurable && water_ml >= prev)
+            .filter(|&prev| countable && water_ml >= prev)
             .map(|prev| (water_ml - prev) as f64);
         let edge = self.water.on_interval(
             &cfg.usage_water,
@@ -530,11 +589,12 @@ impl DeviceRules {
             let delta = self
                 .last_energy_wh
                 .replace(wh)
-                .filter(|&prev| measurable && wh >= prev)
+                .filter(|&prev| countable && wh >= prev)
                 .map(|prev| f64::from(wh - prev));
             // The heater from the tank temperature and its energy.
             if let Reading::Toilet(r) = &t.reading {
-                let interval = delta.zip(interval_ms);
+                // The heater's rate needs a measured interval (one of some length, none lost).
+                let interval = delta.filter(|_| measurable).zip(interval_ms);
                 if let Some((present, j)) =
                     toilet.heater.on_reading(cfg, ts, r.water_temp_c, interval)
                 {

@@ -636,6 +636,46 @@ fn several_days_of_much_more_water_are_abnormal_for_this_household() {
 }
 
 #[test]
+fn a_lost_message_or_two_readings_at_one_time_leave_the_daily_total_judged() {
+    // As above, but every day one telemetry message is lost before the gateway and
+    // another comes twice at the same millisecond (a report at a session's end that
+    // coincides with the periodic one). The counters are cumulative, so the day's total
+    // is still exact: the guests must still be found, and only they.
+    let mut d = Device::new(Model::Toilet);
+    let guests = |day: i64| (20..22).contains(&day);
+    let mut all = Vec::new();
+    for day in 0..24 {
+        let n: i64 = if guests(day) { 32 } else { 8 };
+        let ml = 6_000
+            + if guests(day) {
+                0
+            } else {
+                (day % 3) as u32 * 500
+            };
+        let mut ts = T0 + day * DAY;
+        for i in 0..96 {
+            let step = 96 / n;
+            if i % step == step / 2 && i / step < n {
+                all.extend(d.session(SessionKind::Flush, ts - MIN, 40, ml));
+            }
+            if i == 40 {
+                d.seq += 1; // lost before the gateway
+            }
+            all.extend(d.telemetry(ts));
+            if i == 60 {
+                all.extend(d.telemetry(ts)); // the same instant, reported twice
+            }
+            ts += 15 * MIN;
+        }
+    }
+    let water = water_of(&all);
+    assert_eq!(water.len(), 2, "{water:?}");
+    assert_eq!(water[0].state, FindingState::Active);
+    assert!(water[0].at_ts_ms >= T0 + 20 * DAY && water[0].at_ts_ms < T0 + 22 * DAY);
+    assert_eq!(water[1].state, FindingState::Cleared);
+}
+
+#[test]
 fn more_water_per_use_is_not_guests() {
     // The same eight uses a day, each taking four times the water for two days (a new
     // filter cartridge restoring a shower's flow, long showers): as much water as the

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::Inbound;
-use crate::analysis::{Analyzer, DeviceFinding};
+use crate::analysis::{Analyzer, Arrival, DeviceFinding};
 use crate::decode::{decode, Accepted, Rejection};
 use crate::sequence::{DeviceSeq, SeqVerdict};
 use crate::state::DeadLetter;
@@ -67,6 +67,10 @@ pub struct Tally {
     pub invalid_fields: u64,
     /// Messages fed to the analytics stage.
     pub analysed: u64,
+    /// Late messages the analytics stage analysed in device-time order (by a replay).
+    pub late_replayed: u64,
+    /// Late messages older than their device's checkpoint, which the rules skipped.
+    pub late_unordered: u64,
     /// Findings produced.
     pub findings: u64,
 }
@@ -143,6 +147,11 @@ impl BatchBuilder {
 
     /// Builds the batch of `messages` received at `now` (UTC ms).
     pub fn build(&mut self, messages: Vec<Inbound>, now: i64) -> Batch {
+        let late_before = self
+            .analyzer
+            .as_ref()
+            .map(Analyzer::late_counts)
+            .unwrap_or_default();
         let mut points = Vec::with_capacity(messages.len() * 2);
         let mut dead = Vec::new();
         let mut touched: HashSet<String> = HashSet::new();
@@ -177,6 +186,7 @@ impl BatchBuilder {
                     tally.accepted += 1;
                     tally.invalid_fields += u64::from(accepted.invalid_gauges.count());
                     let mut new = true;
+                    let mut arrival = None;
                     if let Some((boot, seq)) = accepted.sequence {
                         let id = accepted.device_id.as_str();
                         if !self.devices.contains_key(id) {
@@ -189,6 +199,11 @@ impl BatchBuilder {
                         let verdict = state.observe(boot, seq);
                         tally.gap_delta += state.gaps as i64 - gaps_before as i64;
                         new = verdict != SeqVerdict::Duplicate;
+                        arrival = Some(Arrival {
+                            verdict,
+                            missing_before: gaps_before,
+                            missing_after: state.gaps,
+                        });
                         if !new {
                             tally.duplicates += 1;
                         }
@@ -203,9 +218,10 @@ impl BatchBuilder {
                     // A redelivery was analysed the first time round.
                     if let (Some(analyzer), true) = (&mut self.analyzer, new) {
                         tally.analysed += 1;
-                        analyzer.observe(
+                        analyzer.observe_arrival(
                             accepted.device_id.as_str(),
                             &accepted.message,
+                            arrival,
                             &mut findings,
                             &mut points,
                         );
@@ -216,6 +232,10 @@ impl BatchBuilder {
                 }
                 Err(rejection) => refuse(m, rejection, now, &mut tally, &mut dead),
             }
+        }
+        if let Some(late) = self.analyzer.as_ref().map(Analyzer::late_counts) {
+            tally.late_replayed = late.replayed - late_before.replayed;
+            tally.late_unordered = late.unordered - late_before.unordered;
         }
         tally.findings = findings.len() as u64;
         for f in &findings {

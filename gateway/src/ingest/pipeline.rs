@@ -274,6 +274,9 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
         m.duplicates.fetch_add(t.duplicates, Relaxed);
         m.invalid_fields.fetch_add(t.invalid_fields, Relaxed);
         m.findings.fetch_add(t.findings, Relaxed);
+        m.analysed.fetch_add(t.analysed, Relaxed);
+        m.late_replayed.fetch_add(t.late_replayed, Relaxed);
+        m.late_unordered.fetch_add(t.late_unordered, Relaxed);
         m.devices.store(self.builder.devices() as u64, Relaxed);
         if let Some(n) = self.builder.analytics_devices() {
             m.analytics_devices.store(n as u64, Relaxed);
