@@ -62,6 +62,9 @@ pub struct AnalyticsConfig {
     /// Event-time seconds a device's rules wait, after a hole in its sequence, for the
     /// late messages that fill it before going on without them ([`backfill`]).
     pub late_hold_s: u64,
+    /// Gateway-clock seconds without a late message after which a device's late
+    /// messages are analysed (the backlog is over; what is still missing is lost).
+    pub late_quiet_s: u64,
     /// Thresholds of the fault rules (defaults from the analytics crate).
     pub rules: RulesConfig,
 }
@@ -72,7 +75,8 @@ impl Default for AnalyticsConfig {
             enabled: true,
             clock_every_s: 300,
             snapshot_every_s: 30,
-            late_hold_s: 900,
+            late_hold_s: 3 * 3600,
+            late_quiet_s: 10,
             rules: RulesConfig::default(),
         }
     }
@@ -379,6 +383,7 @@ impl DeviceState {
     /// was reported go to `out`.
     fn end_backfill(
         &mut self,
+        device_id: &str,
         cfg: &RulesConfig,
         at_ts_ms: i64,
         late: &mut LateCounts,
@@ -389,8 +394,11 @@ impl DeviceState {
         };
         late.kept -= backfill.len();
         late.replayed += backfill.late();
+        let (kept, replayed) = (backfill.len(), backfill.late());
+        let before = out.len();
         if let Some(rules) = backfill.replay(cfg, &self.rules, at_ts_ms, out) {
             self.rules = rules;
+            tracing::info!(device_id, kept, late = replayed, edges = out.len() - before, "Late messages analysed in device-time order (replayed from the checkpoint before the hole).");
         }
     }
 }
@@ -404,6 +412,8 @@ pub struct Arrival {
     pub missing_before: u64,
     /// The device's missing-message count after it.
     pub missing_after: u64,
+    /// Gateway time it arrived, UTC ms.
+    pub received_ms: i64,
 }
 
 /// Late messages (filling a hole in their device's sequence), counted.
@@ -447,6 +457,9 @@ pub struct Analyzer {
     last_sweep_ms: i64,
     dirty: HashSet<String>,
     late: LateCounts,
+    /// Devices with an open backfill, and when they were last checked (gateway time).
+    open_backfills: HashSet<String>,
+    backfills_checked_ms: i64,
 }
 
 impl Analyzer {
@@ -465,6 +478,8 @@ impl Analyzer {
             last_sweep_ms: i64::MIN,
             dirty: HashSet::new(),
             late: LateCounts::default(),
+            open_backfills: HashSet::new(),
+            backfills_checked_ms: i64::MIN,
         }
     }
 
@@ -591,6 +606,11 @@ impl Analyzer {
         self.late
     }
 
+    /// Whether some device's backfill is open (late messages may be held).
+    pub fn has_open_backfills(&self) -> bool {
+        !self.open_backfills.is_empty()
+    }
+
     /// Feeds one accepted message (not a duplicate) of `device_id`, taken to be in
     /// order. Findings go to `findings`, forecast points to `points`.
     pub fn observe(
@@ -638,20 +658,38 @@ impl Analyzer {
         };
         let mut out = Vec::new();
         let late = arrival.is_some_and(|a| a.verdict == SeqVerdict::LateFill);
+        let first = arrival.is_some_and(|a| a.verdict == SeqVerdict::First);
         let after_hole = arrival.is_some_and(|a| {
             matches!(a.verdict, SeqVerdict::Gap(_))
                 || matches!(a.verdict, SeqVerdict::NewBoot(n) if n > 0)
         });
-        let hold_until = self.watermark_ms.max(ts).saturating_add(
+        let event_now = self.watermark_ms.max(ts);
+        let hold_until = event_now.saturating_add(
             i64::try_from(self.cfg.late_hold_s.saturating_mul(1000)).unwrap_or(i64::MAX),
         );
-        if let (true, None, Some(a)) = (after_hole, &state.backfill, arrival) {
-            if self.late.kept < backfill::MAX_TOTAL {
+        if let Some(a) = arrival {
+            let quiet_ms = seconds_ms(self.cfg.late_quiet_s);
+            if state
+                .backfill
+                .as_ref()
+                .is_some_and(|b| b.expired(event_now, a.received_ms, quiet_ms))
+            {
+                state.end_backfill(device_id, rules_cfg, ts, &mut self.late, &mut out);
+                self.open_backfills.remove(device_id);
+            }
+            if (after_hole || first)
+                && state.backfill.is_none()
+                && self.late.kept < backfill::MAX_TOTAL
+            {
+                tracing::debug!(%device_id, ?a, "The device's rules keep a checkpoint for late messages.");
                 state.backfill = Some(Box::new(Backfill::open(
                     state.rules.clone(),
                     a.missing_before,
                     hold_until,
+                    first,
+                    a.received_ms,
                 )));
+                self.open_backfills.insert(device_id.to_owned());
             }
         }
         // Kept for the replay: every new message after the checkpoint; a late one is
@@ -660,7 +698,8 @@ impl Analyzer {
         if let Some(b) = state.backfill.as_mut() {
             let covered = backfill::sequence_of(message).is_some_and(|s| b.covers(s));
             if covered {
-                b.keep(message.clone(), late, hold_until);
+                let wall_ms = arrival.map_or(i64::MIN, |a| a.received_ms);
+                b.keep(message.clone(), late, hold_until, wall_ms);
                 self.late.kept += 1;
                 held = late;
             }
@@ -716,7 +755,8 @@ impl Analyzer {
                 || b.len() >= backfill::MAX_PER_DEVICE
                 || self.late.kept >= backfill::MAX_TOTAL
             {
-                state.end_backfill(rules_cfg, ts, &mut self.late, &mut out);
+                state.end_backfill(device_id, rules_cfg, ts, &mut self.late, &mut out);
+                self.open_backfills.remove(device_id);
             }
         }
         if !self.dirty.contains(device_id) {
@@ -755,6 +795,7 @@ impl Analyzer {
             return;
         }
         let now = self.watermark_ms.min(wall_now_ms);
+        self.end_finished_backfills(now, wall_now_ms, findings);
         let every = i64::try_from(self.cfg.clock_every_s.max(1)).unwrap_or(60) * 1000;
         if self.last_sweep_ms != i64::MIN && now < self.last_sweep_ms + every {
             return;
@@ -763,15 +804,9 @@ impl Analyzer {
         let cfg = &self.cfg.rules;
         let mut out = Vec::new();
         for (device_id, state) in &mut self.devices {
-            let replayed = state.backfill.as_ref().is_some_and(|b| b.expired(now));
-            if replayed {
-                state.end_backfill(cfg, now, &mut self.late, &mut out);
-            }
             state.rules.on_clock(cfg, now, &mut out);
-            if replayed || !out.is_empty() {
-                self.dirty.insert(device_id.clone());
-            }
             if !out.is_empty() {
+                self.dirty.insert(device_id.clone());
                 findings.extend(out.drain(..).map(|finding| DeviceFinding {
                     device_id: device_id.clone(),
                     finding,
@@ -779,6 +814,50 @@ impl Analyzer {
             }
         }
     }
+}
+
+impl Analyzer {
+    /// Ends the backfills whose hold time passed or whose backlog went quiet (checked
+    /// at most once a second of gateway time, and only the devices that have one).
+    fn end_finished_backfills(
+        &mut self,
+        event_now_ms: i64,
+        wall_now_ms: i64,
+        findings: &mut Vec<DeviceFinding>,
+    ) {
+        if self.open_backfills.is_empty()
+            || wall_now_ms < self.backfills_checked_ms.saturating_add(1000)
+        {
+            return;
+        }
+        self.backfills_checked_ms = wall_now_ms;
+        let quiet_ms = seconds_ms(self.cfg.late_quiet_s);
+        let cfg = &self.cfg.rules;
+        let (devices, late, dirty) = (&mut self.devices, &mut self.late, &mut self.dirty);
+        let mut out = Vec::new();
+        self.open_backfills.retain(|device_id| {
+            let Some(state) = devices.get_mut(device_id) else {
+                return false;
+            };
+            match &state.backfill {
+                None => return false,
+                Some(b) if !b.expired(event_now_ms, wall_now_ms, quiet_ms) => return true,
+                Some(_) => {}
+            }
+            state.end_backfill(device_id, cfg, event_now_ms, late, &mut out);
+            dirty.insert(device_id.clone());
+            findings.extend(out.drain(..).map(|finding| DeviceFinding {
+                device_id: device_id.clone(),
+                finding,
+            }));
+            false
+        });
+    }
+}
+
+/// Seconds of a config value as milliseconds.
+fn seconds_ms(s: u64) -> i64 {
+    i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
 /// The model an event implies when no telemetry has told it yet (device fault codes
@@ -1276,6 +1355,7 @@ mod tests {
                     verdict,
                     missing_before,
                     missing_after: seq.gaps,
+                    received_ms: 0,
                 }
             });
             a.observe_arrival("toilet-0000", m, arrival, &mut findings, &mut points);
@@ -1318,9 +1398,9 @@ mod tests {
                 })
                 .unwrap()
         };
-        // Offline from day 7.5 to 8.6 (the leak begins at day 8), then live for 6 hours
+        // Offline from day 7.5 to 8.6 (the leak begins at day 8), then live for an hour
         // before the backlog comes, newest first.
-        let (offline, back, backlog_sent) = (at_day(7.5), at_day(8.6), at_day(8.85));
+        let (offline, back, backlog_sent) = (at_day(7.5), at_day(8.6), at_day(8.64));
         assert!(backlog_sent - offline > 100, "a backlog worth the name");
         let in_order: Vec<&Message> = messages.iter().collect();
         let mut arrival: Vec<&Message> = messages[..offline].iter().collect();
@@ -1396,6 +1476,7 @@ mod tests {
             verdict,
             missing_before: before,
             missing_after: seq.gaps,
+            received_ms: 0,
         };
         blind.observe_arrival("toilet-0000", m, Some(arrival), &mut f, &mut p);
         assert_eq!(blind.late_counts().unordered, 1);

@@ -310,9 +310,9 @@ fn a_backlog_of_five_thousand_newest_first_after_live_traffic_is_stored_and_anal
         )
     });
     assert_eq!(stored, 5400, "every message stored once");
-    let m = wait_until(Duration::from_secs(30), "every message analysed", || {
+    let m = wait_until(Duration::from_secs(60), "the backlog analysed", || {
         let m = gw.metrics().ok()?;
-        (m["analysed"] == 5400).then_some(m)
+        (m["analysed"] == 5400 && m["late_replayed"] == 5000).then_some(m)
     })
     .unwrap_or_else(|e| panic!("{e}; metrics {:?}", gw.metrics().ok()));
     assert_eq!(m["sequence_gaps"], 0, "no false gap: {m}");

@@ -14,6 +14,13 @@
 //! one. `DeviceRules::reconcile` reports only the edges that change what the live
 //! rules already reported, so a replay never repeats a finding.
 //!
+//! A device's very first message opens an open-ended backfill from its empty state: the
+//! device may have been running long before (its history can follow its first live
+//! message), and how much lies below is unknown, so only time ends it: the quiet time
+//! on the gateway's clock, if no late message came by then. A backfill that took late
+//! messages also ends once none has come for the quiet time (the backlog is over; what
+//! is still missing may be lost for good).
+//!
 //! Bounded: [`MAX_PER_DEVICE`] messages per device and [`MAX_TOTAL`] over all devices
 //! (the replay comes early when either is reached). A late message older than the
 //! checkpoint (its hole came before it, or the gateway restarted since: backfills are
@@ -26,7 +33,7 @@ use crate::decode::Message;
 /// Most messages kept by one device's backfill.
 pub const MAX_PER_DEVICE: usize = 20_000;
 /// Most messages kept by all backfills together (about 300 bytes each).
-pub const MAX_TOTAL: usize = 200_000;
+pub const MAX_TOTAL: usize = 100_000;
 
 /// `(boot_id, seq)` of a telemetry or event message; `None` for a status.
 pub fn sequence_of(message: &Message) -> Option<(u32, u32)> {
@@ -48,17 +55,30 @@ pub struct Backfill {
     late: u64,
     /// Event-clock time after which it replays whatever it has.
     hold_until_ms: i64,
+    /// Opened at the device's first message: no hole count tells when it is complete.
+    open_ended: bool,
+    /// Gateway time of the last late message kept (of the opening before one).
+    last_late_wall_ms: i64,
 }
 
 impl Backfill {
-    /// A backfill from the rules as they stand before the message after a hole.
-    pub fn open(checkpoint: DeviceRules, missing_at_open: u64, hold_until_ms: i64) -> Backfill {
+    /// A backfill from the rules as they stand before the message after a hole
+    /// (`open_ended`: before the device's first message), at gateway time `wall_ms`.
+    pub fn open(
+        checkpoint: DeviceRules,
+        missing_at_open: u64,
+        hold_until_ms: i64,
+        open_ended: bool,
+        wall_ms: i64,
+    ) -> Backfill {
         Backfill {
             checkpoint,
             messages: Vec::new(),
             missing_at_open,
             late: 0,
             hold_until_ms,
+            open_ended,
+            last_late_wall_ms: wall_ms,
         }
     }
 
@@ -70,13 +90,14 @@ impl Backfill {
             .is_none_or(|last| sequence > last)
     }
 
-    /// Keeps a message; a late one also holds the replay back until
-    /// `hold_until_ms` at least.
-    pub fn keep(&mut self, message: Message, late: bool, hold_until_ms: i64) {
+    /// Keeps a message arrived at gateway time `wall_ms`; a late one also holds the
+    /// replay back until `hold_until_ms` (event clock) at least.
+    pub fn keep(&mut self, message: Message, late: bool, hold_until_ms: i64, wall_ms: i64) {
         self.messages.push(message);
         if late {
             self.late += 1;
             self.hold_until_ms = self.hold_until_ms.max(hold_until_ms);
+            self.last_late_wall_ms = wall_ms;
         }
     }
 
@@ -95,14 +116,19 @@ impl Backfill {
         self.late
     }
 
-    /// Whether every hole since it opened is filled, given the device's missing count now.
+    /// Whether late messages filled every hole since it opened, given the device's
+    /// missing count now (never for an open-ended one).
     pub fn complete(&self, missing_now: u64) -> bool {
-        missing_now <= self.missing_at_open
+        !self.open_ended && self.late > 0 && missing_now <= self.missing_at_open
     }
 
-    /// Whether its hold time has passed on the event clock.
-    pub fn expired(&self, now_ms: i64) -> bool {
-        now_ms > self.hold_until_ms
+    /// Whether its hold time has passed on the event clock (`event_now_ms`), or no late
+    /// message came for `quiet_ms` of gateway time (`wall_now_ms`) after one did (or,
+    /// open-ended, after it opened).
+    pub fn expired(&self, event_now_ms: i64, wall_now_ms: i64, quiet_ms: i64) -> bool {
+        event_now_ms > self.hold_until_ms
+            || ((self.late > 0 || self.open_ended)
+                && wall_now_ms.saturating_sub(self.last_late_wall_ms) > quiet_ms)
     }
 
     /// Replays the kept messages in `(boot_id, seq)` order from the checkpoint, returning

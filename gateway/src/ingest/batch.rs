@@ -145,6 +145,13 @@ impl BatchBuilder {
         self.analyzer.is_some()
     }
 
+    /// Whether the analytics stage holds late messages for a replay in device-time order.
+    pub fn late_pending(&self) -> bool {
+        self.analyzer
+            .as_ref()
+            .is_some_and(Analyzer::has_open_backfills)
+    }
+
     /// Builds the batch of `messages` received at `now` (UTC ms).
     pub fn build(&mut self, messages: Vec<Inbound>, now: i64) -> Batch {
         let late_before = self
@@ -203,6 +210,7 @@ impl BatchBuilder {
                             verdict,
                             missing_before: gaps_before,
                             missing_after: state.gaps,
+                            received_ms: now,
                         });
                         if !new {
                             tally.duplicates += 1;
@@ -232,6 +240,10 @@ impl BatchBuilder {
                 }
                 Err(rejection) => refuse(m, rejection, now, &mut tally, &mut dead),
             }
+        }
+        // A batch of no message is a tick: held late messages whose backlog went quiet.
+        if let (Some(analyzer), true) = (&mut self.analyzer, messages.is_empty()) {
+            analyzer.sweep(now, &mut findings);
         }
         if let Some(late) = self.analyzer.as_ref().map(Analyzer::late_counts) {
             tally.late_replayed = late.replayed - late_before.replayed;

@@ -42,6 +42,9 @@ use crate::events::{AcksSkippedStale, InternalEvent, PointsRefused};
 use crate::metrics::Metrics;
 use crate::store::{Point, RejectedPoint};
 
+/// How often held late messages are checked for a replay when no message comes.
+const LATE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// What a batch's write ended with.
 #[derive(Debug)]
 enum Written {
@@ -114,6 +117,7 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
         let mut deadline: Option<Instant> = None;
         let mut closing = false;
         let mut next_snapshot = Instant::now() + self.snapshot_every;
+        let mut next_late_check = Instant::now() + LATE_CHECK_EVERY;
         loop {
             while let Some((batch, written)) = self.in_flight.pop_written() {
                 self.release(batch, written).await;
@@ -134,6 +138,7 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
             let wait_until = deadline.unwrap_or(next_snapshot);
             let writing = !self.writes.is_empty();
             let analyses = self.builder.analyses();
+            let late_pending = !closing && self.builder.late_pending();
             tokio::select! {
                 done = self.writes.join_next_with_id(), if writing => {
                     if let Some(done) = done {
@@ -149,6 +154,14 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
                 },
                 _ = tokio::time::sleep_until(wait_until), if deadline.is_some() && room => {}
                 _ = shutdown.changed(), if !closing => closing = true,
+                // Late messages held for a device-time-order replay are analysed when
+                // their backlog goes quiet, even if no other message comes.
+                _ = tokio::time::sleep_until(next_late_check), if late_pending && room => {
+                    next_late_check = Instant::now() + LATE_CHECK_EVERY;
+                    if filling.is_empty() {
+                        self.start(Vec::new());
+                    }
+                }
                 _ = tokio::time::sleep_until(next_snapshot), if analyses => {
                     next_snapshot = Instant::now() + self.snapshot_every;
                     self.save_in_background();
@@ -158,10 +171,14 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
         self.save_before_exit().await;
     }
 
-    /// Builds a batch and starts its write.
+    /// Builds a batch and starts its write (a batch of no message only if the
+    /// analytics stage had something to say).
     fn start(&mut self, messages: Vec<Inbound>) {
         let mut batch = self.builder.build(messages, now_ms());
         self.count(&batch.tally);
+        if batch.messages.is_empty() && batch.points.is_empty() && batch.actions.is_empty() {
+            return;
+        }
         let points = std::mem::take(&mut batch.points);
         let id = self.in_flight.push(batch);
         let writer = Arc::clone(&self.ports.writer);
