@@ -268,18 +268,14 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             CommandKind::ResetCartridge { slot } => {
                 let ok = self.fixture.reset_cartridge(slot);
                 if ok {
-                    let mut events = Events::new();
-                    self.save(now_ms, &mut events);
-                    self.queue_events(now_ms, &events);
+                    self.save_and_report(now_ms);
                     self.queue_telemetry(now_ms);
                 }
                 (ok, false)
             }
             CommandKind::SelfTest => {
                 // The checks: storage takes a write, every sensor answers, the board is fine.
-                let mut events = Events::new();
-                self.save(now_ms, &mut events);
-                self.queue_events(now_ms, &events);
+                self.save_and_report(now_ms);
                 self.queue_telemetry(now_ms);
                 let f = &self.fixture;
                 let ok = self.storage_failures == 0
@@ -298,9 +294,7 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
                 // Saved at once: a reboot must not reopen a valve closed on a leak.
                 self.inlet_open = matches!(cmd.command, CommandKind::OpenInletValve);
                 self.store.set_inlet_closed(!self.inlet_open);
-                let mut events = Events::new();
-                self.save(now_ms, &mut events);
-                self.queue_events(now_ms, &events);
+                self.save_and_report(now_ms);
                 (self.storage_failures == 0, true)
             }
         };
@@ -402,6 +396,13 @@ impl<S: Storage, const Q: usize> Node<S, Q> {
             reboot: self.reboot,
         };
         encode(&msg, buf)
+    }
+
+    /// Saves now and queues what the save raised or cleared (a storage fault).
+    fn save_and_report(&mut self, now_ms: i64) {
+        let mut events = Events::new();
+        self.save(now_ms, &mut events);
+        self.queue_events(now_ms, &events);
     }
 
     fn save(&mut self, now_ms: i64, events: &mut Events) {

@@ -392,9 +392,9 @@ impl DeviceState {
         let Some(backfill) = self.backfill.take() else {
             return;
         };
-        late.kept -= backfill.len();
-        late.replayed += backfill.late();
         let (kept, replayed) = (backfill.len(), backfill.late());
+        late.kept -= kept;
+        late.replayed += replayed;
         let before = out.len();
         if let Some(rules) = backfill.replay(cfg, &self.rules, at_ts_ms, out) {
             self.rules = rules;
@@ -664,9 +664,7 @@ impl Analyzer {
                 || matches!(a.verdict, SeqVerdict::NewBoot(n) if n > 0)
         });
         let event_now = self.watermark_ms.max(ts);
-        let hold_until = event_now.saturating_add(
-            i64::try_from(self.cfg.late_hold_s.saturating_mul(1000)).unwrap_or(i64::MAX),
-        );
+        let hold_until = event_now.saturating_add(seconds_ms(self.cfg.late_hold_s));
         if let Some(a) = arrival {
             let quiet_ms = seconds_ms(self.cfg.late_quiet_s);
             if state
@@ -814,9 +812,7 @@ impl Analyzer {
             }
         }
     }
-}
 
-impl Analyzer {
     /// Ends the backfills whose hold time passed or whose backlog went quiet (checked
     /// at most once a second of gateway time, and only the devices that have one).
     fn end_finished_backfills(
