@@ -126,13 +126,57 @@ pub fn authenticate_request(
     Err(ApiError::Unauthorized)
 }
 
-/// A JSON body; malformed JSON is a 400 `invalid_json`.
+/// A JSON body; malformed JSON is a 400 `invalid_json`, one over [`super::MAX_BODY_BYTES`] a
+/// 400 `body_too_large`.
+///
+/// An oversized body is still read to its end (and thrown away) up to [`DRAIN_LIMIT_BYTES`]:
+/// a server that answers and closes with unread bytes makes the kernel reset the connection,
+/// and the client then sees "connection reset" instead of the error. Beyond the drain limit
+/// the connection is cut.
 pub struct AppJson<T>(pub T);
+
+/// How much of an oversized body is read and discarded so its sender gets the answer.
+pub const DRAIN_LIMIT_BYTES: usize = 4 * 1024 * 1024;
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use http_body_util::BodyExt;
+
+        let (parts, mut body) = req.into_parts();
+        let mut bytes = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ApiError::BadRequest {
+                code: "invalid_body",
+                message: format!("the request body could not be read: {e}"),
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= super::MAX_BODY_BYTES {
+                bytes.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT_BYTES {
+                break;
+            }
+        }
+        if seen > super::MAX_BODY_BYTES {
+            return Err(ApiError::BadRequest {
+                code: "body_too_large",
+                message: format!(
+                    "the request body is {}{seen} bytes; at most {} are accepted",
+                    if seen > DRAIN_LIMIT_BYTES {
+                        "over "
+                    } else {
+                        ""
+                    },
+                    super::MAX_BODY_BYTES
+                ),
+            });
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         axum::Json::<T>::from_request(req, state)
             .await
             .map(|j| AppJson(j.0))
