@@ -128,6 +128,7 @@ pub fn register(
         let home_id = format!("demo-home-{}", i / 3);
         if i % 3 == 0 {
             engine.put_home(&Home {
+                site: None,
                 id: home_id.clone(),
                 address: format!("{} Century Avenue, Pudong", 100 + i / 3),
                 region: "shanghai".into(),

@@ -13,6 +13,7 @@ pub(crate) fn engine_with_a_toilet() -> Engine {
     .expect("engine");
     engine
         .put_home(&Home {
+            site: None,
             id: "h1".into(),
             address: "1 Road".into(),
             region: "sh".into(),

@@ -201,8 +201,10 @@ fn prepare(conn: Connection) -> Result<Connection> {
 ///   `reported_ts_ms`) and the unclaimed-devices queue;
 /// - 4: remote commands and their lifecycle (`commands`);
 /// - 5: the broker client of each provisioned device (`broker_clients`, see
-///   [`crate::provisioning`]).
-pub const SCHEMA_VERSION: i64 = 5;
+///   [`crate::provisioning`]);
+/// - 6: sites of homes (`homes.site`) and findings grouped per home or site (`incidents`,
+///   `incident_members`, see [`crate::incidents`]).
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The schema version recorded in a database.
 pub fn schema_version(conn: &Connection) -> Result<i64> {
@@ -221,12 +223,13 @@ fn migrate(conn: &Connection) -> Result<()> {
         )));
     }
     type Step = fn(&Connection) -> Result<()>;
-    let steps: [(i64, Step); 5] = [
+    let steps: [(i64, Step); 6] = [
         (1, migrate_filter_intervals),
         (2, migrate_token_lifecycle),
         (3, migrate_reported_usage),
         (4, migrate_commands),
         (5, migrate_broker_clients),
+        (6, migrate_incidents),
     ];
     for (version, step) in steps {
         if version <= found {
@@ -292,6 +295,16 @@ fn migrate_commands(conn: &Connection) -> Result<()> {
 /// Step 5: the broker client (dynamic-security user) each provisioned device has.
 fn migrate_broker_clients(conn: &Connection) -> Result<()> {
     conn.execute_batch(crate::provisioning::SCHEMA)?;
+    Ok(())
+}
+
+/// Step 6: the site a home shares with others, and incidents grouping findings per home or site.
+fn migrate_incidents(conn: &Connection) -> Result<()> {
+    if !has_column(conn, "homes", "site")? {
+        conn.execute_batch("ALTER TABLE homes ADD COLUMN site TEXT")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS homes_site ON homes(site)")?;
+    conn.execute_batch(crate::incidents::SCHEMA)?;
     Ok(())
 }
 

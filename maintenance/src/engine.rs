@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::commands;
 use crate::error::{Error, Result};
 use crate::finding::{Finding, FindingKind, FindingState};
+use crate::incidents::{self, Grouping, Joined, Scope};
 use crate::policy::{Policy, Priority, TicketAction};
 use crate::registry::{self, Device, Home};
 use crate::reminders::{self, NewReminder, SendOutcome, DAY_MS};
@@ -45,6 +46,16 @@ pub enum TicketEffect {
     ConditionCleared,
 }
 
+/// The incident scope a finding of `group` joins for `home`: none per device; a site without
+/// one falls back to the home.
+fn group_scope(group: Grouping, home: &Home) -> Option<(Scope, &str)> {
+    match (group, &home.site) {
+        (Grouping::Device, _) => None,
+        (Grouping::Home, _) | (Grouping::Site, None) => Some((Scope::Home, home.id.as_str())),
+        (Grouping::Site, Some(site)) => Some((Scope::Site, site.as_str())),
+    }
+}
+
 /// The result of [`Engine::ingest`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -61,6 +72,9 @@ pub struct Outcome {
     /// The command the policy queued for the device (e.g. close the inlet valve of a leak).
     #[serde(default)]
     pub command: Option<i64>,
+    /// The home or site incident the finding joined (kinds the policy groups).
+    #[serde(default)]
+    pub incident: Option<i64>,
 }
 
 /// The result of [`Engine::tick`].
@@ -271,10 +285,14 @@ impl Engine {
                 tickets::emit(tx, &self.webhooks, "ticket.updated", t.id, now_ms)?;
                 out.ticket = Some((t.id, TicketEffect::ConditionCleared));
             }
-            // Not yet sent self-service messages about a condition that ended are pointless.
+            incidents::clear(tx, &device.id, f.kind.policy_key(), now_ms)?;
+            // Not yet sent self-service messages about a condition that ended are pointless,
+            // unless the message is a home's, shared with a device that still has it.
             tx.execute(
                 "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
-                 AND status = 'scheduled' AND kind != 'filter_due'",
+                 AND status = 'scheduled' AND kind != 'filter_due'
+                 AND id NOT IN (SELECT reminder_id FROM incident_members
+                                WHERE cleared_ts_ms IS NULL AND reminder_id IS NOT NULL)",
                 params![device.id, fault_key],
             )?;
             return Ok(out);
@@ -349,6 +367,49 @@ impl Engine {
             }
         }
         if let (true, Some(n)) = (notify, &kp.notify) {
+            // Grouped kinds: one message per home for one cause (see `incidents`).
+            let mut incident = None;
+            let mut shared_by_homes = None;
+            if let Some((scope, scope_id)) = group_scope(n.group, &home) {
+                match incidents::join(
+                    tx,
+                    scope,
+                    scope_id,
+                    f.kind.policy_key(),
+                    &device.id,
+                    &home.id,
+                    self.policy.group_window_ms,
+                    now_ms,
+                )? {
+                    Joined::Opened(id) => incident = Some(id),
+                    Joined::Repeat {
+                        incident: id,
+                        reminder,
+                    } => {
+                        out.incident = Some(id);
+                        if reminder.is_some() {
+                            return Ok(out);
+                        }
+                        incident = Some(id);
+                    }
+                    Joined::HomeNotified {
+                        incident: id,
+                        reminder,
+                    } => {
+                        out.incident = Some(id);
+                        self.name_devices_in(tx, reminder)?;
+                        return Ok(out);
+                    }
+                    Joined::SiteShared {
+                        incident: id,
+                        homes,
+                    } => {
+                        incident = Some(id);
+                        shared_by_homes = Some(homes);
+                    }
+                }
+                out.incident = incident;
+            }
             if n.min_interval_ms > 0
                 && reminders::recent_exists(tx, &device.id, &fault_key, now_ms - n.min_interval_ms)?
             {
@@ -370,9 +431,17 @@ impl Engine {
                 template: match n.template {
                     // The message says the valve is being closed, and what to check meanwhile.
                     Template::LeakAlert if valve_closing => Template::LeakValveClosing,
+                    // Other homes of the site have it too: the supply, not this home's valve.
+                    Template::LowPressureGuide if shared_by_homes.is_some() => {
+                        Template::LowPressureSiteNotice
+                    }
                     t => t,
                 },
-                vars: serde_json::json!({ "device": device.id, "resource": resource, "ticket": ticket_id, "valve_closing": valve_closing }),
+                vars: serde_json::json!({
+                    "device": device.id, "devices": [device.id], "resource": resource,
+                    "ticket": ticket_id, "valve_closing": valve_closing,
+                    "homes": shared_by_homes, "incident": incident,
+                }),
                 urgent: n.urgent,
                 dedup_key: format!(
                     "{}:{}:{}:{:?}:{}",
@@ -382,11 +451,34 @@ impl Engine {
                 ticket_id,
             };
             if let Some(rid) = reminders::schedule(tx, &new, now_ms)? {
+                if let Some(i) = incident {
+                    incidents::set_reminder(tx, i, &device.id, rid)?;
+                }
                 reminders::try_send(tx, &self.policy, rid, now_ms)?;
                 out.reminders.push(rid);
             }
         }
         Ok(out)
+    }
+
+    /// A home's grouped reminder names every device that joined it; with more than one, its
+    /// template becomes the household's (e.g. "your fixtures ... have not been used").
+    fn name_devices_in(&self, tx: &Transaction<'_>, reminder: i64) -> Result<()> {
+        let Some(r) = reminders::get(tx, reminder)? else {
+            return Ok(());
+        };
+        let devices = incidents::devices_of_reminder(tx, reminder)?;
+        let template = match r.template {
+            _ if devices.len() < 2 => r.template,
+            Template::CleaningReminder => Template::CleaningReminderHome,
+            Template::DeviceSilentGuide => Template::DeviceSilentHome,
+            t => t,
+        };
+        let mut vars = r.vars;
+        if let Some(map) = vars.as_object_mut() {
+            map.insert("devices".into(), serde_json::json!(devices));
+        }
+        reminders::rewrite(tx, reminder, template, &vars)
     }
 
     /// A finding of a device nobody registered: kept in the unclaimed-devices queue; a

@@ -17,7 +17,7 @@
 //!
 //! | type         | columns                                                                                       |
 //! |--------------|-----------------------------------------------------------------------------------------------|
-//! | `home`       | `id`, `address`, `region`, `tz`, `lang` (zh-CN), `channels` (app), `quiet_start`, `quiet_end`, `weekly_cap`, owner's `name`, `phone`, `email` |
+//! | `home`       | `id`, `address`, `region`, `tz`, `lang` (zh-CN), `channels` (app), `quiet_start`, `quiet_end`, `weekly_cap`, `site` (a building or shared supply), owner's `name`, `phone`, `email` |
 //! | `owner`      | `id` (the home's), `name`, `phone`, `email`: a new owner for an existing home                 |
 //! | `device`     | `id`, `home_id`, `model`, `installed` (`YYYY-MM-DD` or UTC ms; today), `cartridges`           |
 //! | `technician` | `id`, `name`, `region`, `skills`                                                              |
@@ -309,6 +309,7 @@ const COLUMNS: &[&str] = &[
     "quiet_start",
     "quiet_end",
     "weekly_cap",
+    "site",
     "model",
     "installed",
     "cartridges",
@@ -557,6 +558,7 @@ fn csv_record(row: &CsvRow<'_>, now_ms: i64) -> Result<Record, FieldError> {
                 weekly_cap,
                 channels,
                 owner: owner(),
+                site: row.opt("site"),
             };
             home.validate().map_err(invalid)?;
             Ok(Record::Home(home))
@@ -994,16 +996,16 @@ mod tests {
     }
 
     const CSV: &str = "\
-type,id,home_id,name,phone,email,address,region,tz,lang,channels,model,installed,cartridges,skills
+type,id,home_id,name,phone,email,address,region,tz,lang,channels,model,installed,cartridges,skills,site
 # a comment line
-home,h1,,Li Lei,13812341234,,\"1 Century Avenue, Pudong\",sh,Asia/Shanghai,zh-CN,app;sms,,,,
-device,toilet-1,h1,,,,,,,,,toilet,2026-01-02,,
-device,purifier-1,h1,,,,,,,,,purifier,,0:sediment:1500;1:carbon:3000:365,
-device,shower-1,h9,,,,,,,,,shower,,,
-device,sink-1,h1,,,,,,,,,sink,,,
-technician,tech-a,,Wang Wu,,,,sh,,,,,,,plumbing;filter
-owner,h1,,Han Meimei,13900001111,,,,,,,,,,
-home,h2,,Bad Phone,12ab,,2 Road,sh,Asia/Shanghai,en,,,,,
+home,h1,,Li Lei,13812341234,,\"1 Century Avenue, Pudong\",sh,Asia/Shanghai,zh-CN,app;sms,,,,,tower-7
+device,toilet-1,h1,,,,,,,,,toilet,2026-01-02,,,
+device,purifier-1,h1,,,,,,,,,purifier,,0:sediment:1500;1:carbon:3000:365,,
+device,shower-1,h9,,,,,,,,,shower,,,,
+device,sink-1,h1,,,,,,,,,sink,,,,
+technician,tech-a,,Wang Wu,,,,sh,,,,,,,plumbing;filter,
+owner,h1,,Han Meimei,13900001111,,,,,,,,,,,
+home,h2,,Bad Phone,12ab,,2 Road,sh,Asia/Shanghai,en,,,,,,
 ";
 
     #[test]
@@ -1043,6 +1045,7 @@ home,h2,,Bad Phone,12ab,,2 Road,sh,Asia/Shanghai,en,,,,,
         assert_eq!(home.address, "1 Century Avenue, Pudong");
         assert_eq!(home.owner.name, "Li Lei");
         assert_eq!(home.channels, vec![Channel::App, Channel::Sms]);
+        assert_eq!(home.site.as_deref(), Some("tower-7"));
         let p = e
             .read(|c| registry::get_device(c, "purifier-1"))
             .expect("read")

@@ -43,6 +43,7 @@ pub mod error;
 pub mod finding;
 pub mod fleet;
 pub mod import;
+pub mod incidents;
 pub mod outbox;
 pub mod page;
 pub mod policy;

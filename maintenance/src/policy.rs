@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::finding::FindingKind;
+pub use crate::incidents::Grouping;
 use crate::templates::Template;
 
 /// The default policy file, embedded at build time.
@@ -74,6 +75,10 @@ pub struct RawPolicy {
     /// Whether to auto-assign new tickets.
     #[serde(default = "default_true")]
     pub auto_assign: bool,
+    /// A grouped finding joins its home's or site's open incident if that incident's latest
+    /// finding came within this many hours (see [`crate::incidents`]).
+    #[serde(default = "default_group_window_hours")]
+    pub group_window_hours: f64,
     /// Filter reminders.
     pub filter: RawFilterPolicy,
     /// Per-kind actions, keyed by [`FindingKind::policy_key`].
@@ -82,6 +87,10 @@ pub struct RawPolicy {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_group_window_hours() -> f64 {
+    24.0
 }
 
 /// `[filter]` as written.
@@ -133,6 +142,10 @@ pub struct RawNotifyAction {
     /// At most one message of this kind per device in this many days.
     #[serde(default)]
     pub min_interval_days: u32,
+    /// `device` (default), `home` (one message per home for the devices of one home that
+    /// report it together) or `site` (one incident per site, one message per home).
+    #[serde(default)]
+    pub group: Grouping,
 }
 
 /// The checked policy.
@@ -152,6 +165,8 @@ pub struct Policy {
     pub max_mean_ack_ms: i64,
     /// Whether to auto-assign new tickets.
     pub auto_assign: bool,
+    /// Window within which grouped findings join one incident, ms.
+    pub group_window_ms: i64,
     /// Reminder offsets before a filter's due date, ms, largest first.
     pub filter_remind_before_ms: Vec<i64>,
     /// Open a visit ticket at the due date if nobody acted.
@@ -191,6 +206,8 @@ pub struct NotifyAction {
     pub urgent: bool,
     /// Minimum interval between two messages of this kind per device, ms.
     pub min_interval_ms: i64,
+    /// How findings of this kind are grouped.
+    pub group: Grouping,
 }
 
 fn hours(field: &'static str, h: f64) -> Result<i64> {
@@ -235,6 +252,7 @@ impl TryFrom<RawPolicy> for Policy {
                     })?,
                     urgent: n.urgent,
                     min_interval_ms: i64::from(n.min_interval_days) * DAY_MS,
+                    group: n.group,
                 }),
             };
             let command = match kind.command {
@@ -285,6 +303,7 @@ impl TryFrom<RawPolicy> for Policy {
             default_weekly_cap: raw.default_weekly_cap,
             max_mean_ack_ms: hours("max_mean_ack_hours", raw.max_mean_ack_hours)?,
             auto_assign: raw.auto_assign,
+            group_window_ms: hours("group_window_hours", raw.group_window_hours)?,
             filter_remind_before_ms: before,
             filter_visit_on_due: raw.filter.visit_on_due,
             kinds,

@@ -62,6 +62,10 @@ pub struct Home {
     pub channels: Vec<Channel>,
     /// The owner (personal data).
     pub owner: Owner,
+    /// The site (building, or water supply) the home shares with others, `[a-z0-9-_]{1,32}`:
+    /// findings that a shared supply explains (low pressure) are grouped per site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 fn default_quiet_start() -> String {
@@ -125,6 +129,11 @@ impl Home {
                 "quiet_start/quiet_end",
                 "local time as HH:MM",
             ));
+        }
+        if let Some(site) = &self.site {
+            if !valid_id(site) {
+                return Err(Error::invalid("site", "1 to 32 characters of [a-z0-9-_]"));
+            }
         }
         if self.weekly_cap == Some(0) {
             return Err(Error::invalid("weekly_cap", "at least 1"));
@@ -285,10 +294,11 @@ fn enum_parse<T: for<'de> Deserialize<'de>>(s: String) -> rusqlite::Result<T> {
 pub fn put_home(conn: &Connection, h: &Home) -> Result<()> {
     conn.execute(
         "INSERT INTO homes (id, address, region, tz, lang, quiet_start, quiet_end, weekly_cap, channels,
-                            owner_name, owner_phone, owner_email)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                            owner_name, owner_phone, owner_email, site)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT(id) DO UPDATE SET address = ?2, region = ?3, tz = ?4, lang = ?5, quiet_start = ?6,
-            quiet_end = ?7, weekly_cap = ?8, channels = ?9, owner_name = ?10, owner_phone = ?11, owner_email = ?12",
+            quiet_end = ?7, weekly_cap = ?8, channels = ?9, owner_name = ?10, owner_phone = ?11, owner_email = ?12,
+            site = ?13",
         params![
             h.id,
             h.address,
@@ -301,7 +311,8 @@ pub fn put_home(conn: &Connection, h: &Home) -> Result<()> {
             serde_json::to_string(&h.channels)?,
             h.owner.name,
             h.owner.phone,
-            h.owner.email
+            h.owner.email,
+            h.site
         ],
     )?;
     Ok(())
@@ -325,10 +336,11 @@ fn home_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Home> {
             phone: r.get(10)?,
             email: r.get(11)?,
         },
+        site: r.get(12)?,
     })
 }
 
-const HOME_COLS: &str = "id, address, region, tz, lang, quiet_start, quiet_end, weekly_cap, channels, owner_name, owner_phone, owner_email";
+const HOME_COLS: &str = "id, address, region, tz, lang, quiet_start, quiet_end, weekly_cap, channels, owner_name, owner_phone, owner_email, site";
 
 /// One home.
 pub fn get_home(conn: &Connection, id: &str) -> Result<Option<Home>> {

@@ -90,6 +90,17 @@ pub fn get(conn: &Connection, id: i64) -> Result<Option<Reminder>> {
         .optional()?)
 }
 
+/// Replaces a reminder's template and variables (a home's grouped reminder naming one more
+/// device). A reminder already sent is not sent again; the app shows the new text.
+pub fn rewrite(tx: &Transaction<'_>, id: i64, template: Template, vars: &Value) -> Result<()> {
+    let key = serde_json::to_value(template)?;
+    tx.execute(
+        "UPDATE reminders SET template = ?2, vars = ?3 WHERE id = ?1",
+        params![id, key.as_str().unwrap_or_default(), vars.to_string()],
+    )?;
+    Ok(())
+}
+
 /// Reminders of one home (or all if `None`), newest first, at most 500.
 pub fn list(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Reminder>> {
     let first = crate::page::Page {
@@ -318,6 +329,7 @@ mod tests {
 
     fn home(tz: &str, start: &str, end: &str) -> Home {
         Home {
+            site: None,
             id: "h".into(),
             address: "a".into(),
             region: "r".into(),

@@ -56,14 +56,23 @@ pub enum Template {
     InletClogGuide,
     /// Self-service: check the supply valve.
     LowPressureGuide,
+    /// Self-service is pointless: several homes of one site (building) lost pressure at once,
+    /// so it is the shared supply (the engine picks it instead of `low_pressure_guide` for the
+    /// second home of a site incident and later ones).
+    LowPressureSiteNotice,
     /// Unused for a week: clean before use.
     CleaningReminder,
+    /// Several fixtures of one home unused for a week (the household is away): one message
+    /// naming them (the engine picks it when a second fixture joins the home's reminder).
+    CleaningReminderHome,
     /// Usage above the norm: a saving tip.
     SavingTip,
     /// A filter cartridge is due soon.
     FilterDue,
     /// The device is offline: check power and Wi-Fi.
     DeviceSilentGuide,
+    /// Several fixtures of one home went offline together: the home's Wi-Fi or power.
+    DeviceSilentHome,
     /// How was the service?
     SatisfactionFollowup,
 }
@@ -74,8 +83,8 @@ impl Template {
         serde_json::from_value(Value::String(s.to_owned())).ok()
     }
 
-    /// Renders `(title, body)` in `lang`, filling `{device}`, `{days}`, `{slot}`, `{resource}`
-    /// and `{ticket}` from `vars`.
+    /// Renders `(title, body)` in `lang`, filling `{device}`, `{devices}` (a list),
+    /// `{homes}`, `{days}`, `{slot}`, `{resource}` and `{ticket}` from `vars`.
     pub fn render(self, lang: Lang, vars: &Value) -> (String, String) {
         let (title, body) = match (self, lang) {
             (Template::LeakAlert, Lang::ZhCn) => ("紧急：检测到漏水", "设备 {device} 检测到漏水，请立即关闭进水阀。售后技师将在 4 小时内联系您。"),
@@ -90,6 +99,12 @@ impl Template {
             (Template::InletClogGuide, Lang::En) => ("Please clean the inlet screen", "The inlet screen of device {device} is clogging. Close the supply valve, unscrew the inlet hose, rinse the screen with a soft brush and refit it."),
             (Template::LowPressureGuide, Lang::ZhCn) => ("进水压力偏低", "设备 {device} 的进水压力偏低，请检查进水阀是否完全打开。"),
             (Template::LowPressureGuide, Lang::En) => ("Low water pressure", "Water pressure at device {device} is low. Please check that the supply valve is fully open."),
+            (Template::LowPressureSiteNotice, Lang::ZhCn) => ("楼栋供水压力偏低", "您所在楼栋有 {homes} 户同时出现进水压力偏低，原因很可能是楼栋的供水，而不是您家中的设备，无需自行调整阀门。如持续，请联系物业。"),
+            (Template::LowPressureSiteNotice, Lang::En) => ("Low water pressure in your building", "{homes} homes in your building report low water pressure at the same time. The cause is most likely the building's supply, not your fixtures, so there is nothing to adjust at home. If it lasts, contact your building management."),
+            (Template::CleaningReminderHome, Lang::ZhCn) => ("清洁提醒", "您家中的设备 {devices} 已 7 天未使用，使用前建议先冲洗清洁。"),
+            (Template::CleaningReminderHome, Lang::En) => ("Cleaning reminder", "Your fixtures {devices} have not been used for 7 days. We suggest a rinse and clean before use."),
+            (Template::DeviceSilentHome, Lang::ZhCn) => ("设备离线", "您家中的设备 {devices} 同时离线，可能是家里的 Wi-Fi 或电源中断，请检查路由器和电源。"),
+            (Template::DeviceSilentHome, Lang::En) => ("Fixtures offline", "Your fixtures {devices} went offline together. Your home's Wi-Fi or power may be down: please check the router and the power supply."),
             (Template::CleaningReminder, Lang::ZhCn) => ("清洁提醒", "设备 {device} 已 7 天未使用，使用前建议先冲洗清洁。"),
             (Template::CleaningReminder, Lang::En) => ("Cleaning reminder", "Device {device} has not been used for 7 days. We suggest a rinse and clean before use."),
             (Template::SavingTip, Lang::ZhCn) => ("节约小贴士", "本周设备 {device} 的{resource}用量高于平常，适当缩短使用时间即可节省开支。"),
@@ -107,7 +122,9 @@ impl Template {
 
 fn fill(text: &str, lang: Lang, vars: &Value) -> String {
     let mut out = text.to_owned();
-    for key in ["device", "days", "slot", "resource", "ticket"] {
+    for key in [
+        "device", "devices", "homes", "days", "slot", "resource", "ticket",
+    ] {
         let needle = format!("{{{key}}}");
         if !out.contains(&needle) {
             continue;
@@ -119,6 +136,14 @@ fn fill(text: &str, lang: Lang, vars: &Value) -> String {
                 (s, _) => s.to_owned(),
             },
             Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join(match lang {
+                    Lang::ZhCn => "、",
+                    Lang::En => ", ",
+                }),
             Some(v) => v.to_string(),
             None => "?".to_owned(),
         };
@@ -142,6 +167,13 @@ mod tests {
         let (_, zh) = Template::FilterDue.render(Lang::ZhCn, &vars);
         assert!(zh.contains("14 天后到期"), "{zh}");
         assert_eq!(Template::parse("saving_tip"), Some(Template::SavingTip));
+        let vars = serde_json::json!({"devices": ["toilet-1", "shower-2"], "homes": 4});
+        let (_, en) = Template::CleaningReminderHome.render(Lang::En, &vars);
+        assert!(en.contains("fixtures toilet-1, shower-2 have not"), "{en}");
+        let (_, zh) = Template::CleaningReminderHome.render(Lang::ZhCn, &vars);
+        assert!(zh.contains("toilet-1、shower-2"), "{zh}");
+        let (_, en) = Template::LowPressureSiteNotice.render(Lang::En, &vars);
+        assert!(en.starts_with("4 homes in your building"), "{en}");
         assert_eq!(Lang::parse("zh-cn"), Some(Lang::ZhCn));
     }
 }

@@ -355,6 +355,7 @@ mod tests {
 
         // The agent finds the owner and registers the device: the ticket moves to the home.
         e.put_home(&Home {
+            site: None,
             id: "h42".into(),
             address: "42 Nanjing Road".into(),
             region: "shanghai".into(),

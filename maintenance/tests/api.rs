@@ -688,3 +688,76 @@ async fn every_list_is_paged_with_a_hard_cap_and_a_next_link() {
         );
     }
 }
+
+#[tokio::test]
+async fn incidents_are_listed_for_agents_and_a_home_takes_a_site_through_the_api() {
+    let fx = Fixture::new();
+    let now = t0();
+    let (status, body) = fx
+        .call(
+            "POST",
+            "/api/homes",
+            Some(&fx.admin),
+            Some(json!({
+                "id": "h3", "address": "Tower 7, flat 3", "region": "shanghai",
+                "tz": "Asia/Shanghai", "lang": "en", "channels": ["app"], "site": "tower-7",
+                "owner": {"name": "Owner 3", "phone": "13800000003"}
+            })),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    let (status, body) = fx
+        .call(
+            "POST",
+            "/api/homes",
+            Some(&fx.admin),
+            Some(json!({
+                "id": "h4", "address": "x", "region": "shanghai", "tz": "Asia/Shanghai",
+                "lang": "en", "channels": ["app"], "site": "Tower 7",
+                "owner": {"name": "Owner 4", "phone": "13800000004"}
+            })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("site")),
+        "{body}"
+    );
+    let (_, home) = fx.call("GET", "/api/homes/h3", Some(&fx.admin), None).await;
+    assert_eq!(home["site"], "tower-7", "{home}");
+
+    for device in ["toilet-1", "shower-1"] {
+        fx.engine
+            .ingest(&finding(device, FindingKind::Unused7Days, now), now)
+            .expect("ingest");
+    }
+    let (status, list) = fx
+        .call("GET", "/api/incidents?open=true", Some(&fx.agent), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(
+        (
+            items[0]["scope"].as_str(),
+            items[0]["scope_id"].as_str(),
+            items[0]["kind"].as_str()
+        ),
+        (Some("home"), Some("h1"), Some("unused_7_days"))
+    );
+    assert_eq!(
+        items[0]["devices"],
+        json!(["shower-1", "toilet-1"]),
+        "by time, then id"
+    );
+    assert_eq!(
+        fx.call("GET", "/api/incidents", Some(&fx.h1), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        fx.call("GET", "/api/incidents?limit=0", Some(&fx.agent), None)
+            .await
+            .0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}

@@ -12,6 +12,7 @@ use protocol::message::Model;
 /// A home for device number `i` (`h{i}`, region `sh`).
 pub fn home(i: usize) -> Home {
     Home {
+        site: None,
         id: format!("h{i}"),
         address: format!("{i} Century Avenue"),
         region: "sh".into(),

@@ -55,6 +55,7 @@ impl Api {
 
 fn home(id: &str, phone: &str, email: &str) -> Value {
     serde_json::to_value(Home {
+        site: None,
         id: id.into(),
         address: format!("{id} Century Avenue, Pudong"),
         region: "sh".into(),

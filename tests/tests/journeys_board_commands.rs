@@ -93,6 +93,7 @@ fn an_agent_runs_a_diagnostic_from_the_board_and_reads_the_devices_answer_on_the
         )
         .unwrap();
         e.put_home(&Home {
+            site: None,
             id: "h1".into(),
             address: "9 Huaihai Road".into(),
             region: "shanghai".into(),

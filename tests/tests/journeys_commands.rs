@@ -325,6 +325,7 @@ fn an_agents_diagnostic_and_the_policys_valve_close_reach_the_simulated_devices(
 
 fn home(id: &str) -> Home {
     Home {
+        site: None,
         id: id.into(),
         address: "9 Huaihai Road".into(),
         region: "shanghai".into(),

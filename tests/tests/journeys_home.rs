@@ -32,6 +32,7 @@ fn a_homeowner_sees_safety_steps_a_status_bar_and_one_reminder_per_cartridge_on_
         )
         .unwrap();
         e.put_home(&Home {
+            site: None,
             id: "h1".into(),
             address: "1 Century Avenue, Pudong".into(),
             region: "shanghai".into(),

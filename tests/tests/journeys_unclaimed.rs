@@ -254,6 +254,7 @@ fn an_unregistered_devices_leak_reaches_the_board_and_the_fleet_page() {
 
 fn home_json(id: &str) -> Value {
     serde_json::to_value(Home {
+        site: None,
         id: id.into(),
         address: "9 Huaihai Road".into(),
         region: "shanghai".into(),

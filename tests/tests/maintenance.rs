@@ -28,6 +28,7 @@ fn register(db: &std::path::Path) -> String {
     .unwrap();
     engine
         .put_home(&Home {
+            site: None,
             id: "h1".into(),
             address: "1 Century Avenue, Pudong".into(),
             region: "sh".into(),

@@ -34,6 +34,7 @@ struct Site {
 
 fn home(id: &str, region: &str, address: &str, name: &str, phone: &str) -> Home {
     Home {
+        site: None,
         id: id.into(),
         address: address.into(),
         region: region.into(),

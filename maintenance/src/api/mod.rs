@@ -18,6 +18,7 @@ mod error;
 mod extract;
 mod homes;
 mod import;
+mod incidents;
 mod openapi;
 mod reminders;
 mod reveal;
@@ -147,6 +148,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/reminders/{id}/done"),
     ("post", "/reminders/{id}/book"),
     ("get", "/unclaimed"),
+    ("get", "/incidents"),
     ("post", "/tickets/{id}/reveal"),
     ("get", "/commands"),
     ("get", "/tickets/{id}/commands"),
@@ -173,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tickets::router())
         .merge(reminders::router())
         .merge(unclaimed::router())
+        .merge(incidents::router())
         .merge(reveal::router())
         .merge(commands::router())
         .merge(import::router())

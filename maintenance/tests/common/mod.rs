@@ -23,6 +23,7 @@ pub fn t0() -> i64 {
 
 pub fn home(id: &str, region: &str, phone: &str) -> Home {
     Home {
+        site: None,
         id: id.into(),
         address: format!("{id} Road 1, Pudong"),
         region: region.into(),
