@@ -12,7 +12,9 @@
 //!
 //! Silence is judged on an event-time clock: the newest device timestamp seen
 //! fleet-wide (never ahead of the wall clock), swept every `clock_every` of it, so an
-//! accelerated replay finds the same silent devices as real time. The per-device rule
+//! accelerated replay finds the same silent devices as real time; each sweep judges the
+//! devices at the fleet's upper quartile of newest timestamps, so a quarter of the fleet
+//! running ahead (clocks hours fast, the first devices of a backlog) makes no one silent. The per-device rule
 //! and forecast state is snapshotted to the state database (only the devices touched
 //! since the last snapshot) so a restart does not forget what each device's normal
 //! looks like. The forecasters' parameters (one configuration, one specification per
@@ -454,6 +456,8 @@ pub struct Analyzer {
     ratings: RatingsView,
     /// Newest device timestamp seen (the event-time clock).
     watermark_ms: i64,
+    /// Reused buffer of the devices' newest timestamps (the fleet clock of a sweep).
+    heard_scratch: Vec<i64>,
     last_sweep_ms: i64,
     dirty: HashSet<String>,
     late: LateCounts,
@@ -475,6 +479,7 @@ impl Analyzer {
             readings: Vec::new(),
             ratings: RatingsView::default(),
             watermark_ms: i64::MIN,
+            heard_scratch: Vec::new(),
             last_sweep_ms: i64::MIN,
             dirty: HashSet::new(),
             late: LateCounts::default(),
@@ -799,10 +804,14 @@ impl Analyzer {
             return;
         }
         self.last_sweep_ms = now;
+        // Silence is judged on where the fleet is, not on its newest clock: one device
+        // whose clock runs hours ahead, or the first devices of a backlog delivered fast,
+        // would otherwise make every other device look silent.
+        let clock = now.min(self.fleet_clock_ms().unwrap_or(now));
         let cfg = &self.cfg.rules;
         let mut out = Vec::new();
         for (device_id, state) in &mut self.devices {
-            state.rules.on_clock(cfg, now, &mut out);
+            state.rules.on_clock(cfg, clock, &mut out);
             if !out.is_empty() {
                 self.dirty.insert(device_id.clone());
                 findings.extend(out.drain(..).map(|finding| DeviceFinding {
@@ -811,6 +820,28 @@ impl Analyzer {
                 }));
             }
         }
+    }
+
+    /// The fleet clock: the upper quartile of the devices' newest timestamps (the
+    /// `n / 4 + 1`-th newest: the newest itself for up to three devices). A quarter of the
+    /// fleet may run ahead (clocks hours off, the first of a backlog) without moving it;
+    /// one silent device does not hold it back.
+    fn fleet_clock_ms(&mut self) -> Option<i64> {
+        self.heard_scratch.clear();
+        self.heard_scratch.extend(
+            self.devices
+                .values()
+                .filter_map(|d| d.rules.last_heard_ts_ms()),
+        );
+        let n = self.heard_scratch.len();
+        if n == 0 {
+            return None;
+        }
+        let k = n / 4;
+        let (_, kth, _) = self
+            .heard_scratch
+            .select_nth_unstable_by(k, |a, b| b.cmp(a));
+        Some(*kth)
     }
 
     /// Ends the backfills whose hold time passed or whose backlog went quiet (checked

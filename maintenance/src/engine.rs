@@ -379,7 +379,8 @@ impl Engine {
                     &device.id,
                     &home.id,
                     self.policy.group_window_ms,
-                    now_ms,
+                    // Device time: a backlog replayed in seconds is not one incident.
+                    f.began_ts_ms,
                 )? {
                     Joined::Opened(id) => incident = Some(id),
                     Joined::Repeat {

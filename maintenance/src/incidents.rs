@@ -8,7 +8,8 @@
 //! staff see it as one incident (`GET /api/incidents`).
 //!
 //! A finding joins an open incident of its scope and kind if the incident's latest finding
-//! came within the policy's `group_window_hours`; otherwise it opens a new one. An incident
+//! began within the policy's `group_window_hours` of it (device time, so a backlog replayed
+//! in seconds is not one incident); otherwise it opens a new one. An incident
 //! closes when every device in it has cleared. The policy says which kinds group and how
 //! (`kinds.<kind>.notify.group = "home" | "site"`); a home without a site groups per home.
 
@@ -137,8 +138,8 @@ pub enum Joined {
     },
 }
 
-/// Puts a device's finding into an incident of `(scope, scope_id, kind)`: the open one whose
-/// latest finding is no older than `window_ms`, or a new one.
+/// Puts a device's finding, begun at `at_ms`, into an incident of `(scope, scope_id, kind)`:
+/// the open one whose latest finding began no more than `window_ms` before, or a new one.
 #[allow(clippy::too_many_arguments)]
 pub fn join(
     tx: &Transaction<'_>,
@@ -148,17 +149,19 @@ pub fn join(
     device_id: &str,
     home_id: &str,
     window_ms: i64,
-    now_ms: i64,
+    at_ms: i64,
 ) -> Result<Joined> {
     let open: Option<i64> = tx
         .query_row(
             "SELECT id FROM incidents WHERE scope = ?1 AND scope_id = ?2 AND kind = ?3
-             AND closed_ts_ms IS NULL AND last_ts_ms >= ?4 ORDER BY id DESC LIMIT 1",
+             AND closed_ts_ms IS NULL AND last_ts_ms >= ?4 AND opened_ts_ms <= ?5
+             ORDER BY id DESC LIMIT 1",
             params![
                 scope.as_str(),
                 scope_id,
                 kind,
-                now_ms.saturating_sub(window_ms)
+                at_ms.saturating_sub(window_ms),
+                at_ms.saturating_add(window_ms)
             ],
             |r| r.get(0),
         )
@@ -167,10 +170,10 @@ pub fn join(
         tx.execute(
             "INSERT INTO incidents (scope, scope_id, kind, opened_ts_ms, last_ts_ms)
              VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![scope.as_str(), scope_id, kind, now_ms],
+            params![scope.as_str(), scope_id, kind, at_ms],
         )?;
         let id = tx.last_insert_rowid();
-        add_member(tx, id, device_id, home_id, now_ms)?;
+        add_member(tx, id, device_id, home_id, at_ms)?;
         return Ok(Joined::Opened(id));
     };
     let member: Option<(Option<i64>, Option<i64>)> = tx
@@ -183,7 +186,7 @@ pub fn join(
         .optional()?;
     tx.execute(
         "UPDATE incidents SET last_ts_ms = MAX(last_ts_ms, ?2) WHERE id = ?1",
-        params![incident, now_ms],
+        params![incident, at_ms],
     )?;
     match member {
         Some((cleared, reminder)) => {
@@ -197,7 +200,7 @@ pub fn join(
             }
             return Ok(Joined::Repeat { incident, reminder });
         }
-        None => add_member(tx, incident, device_id, home_id, now_ms)?,
+        None => add_member(tx, incident, device_id, home_id, at_ms)?,
     }
     let home_reminder: Option<i64> = tx
         .query_row(

@@ -18,7 +18,7 @@
 //! | [`FindingKind::LowInletPressure`] | `low_inlet_pressure` | [`pressure`]: telemetry pressure under the working minimum |
 //! | [`FindingKind::Unused7Days`] | | no usage session for 7 days (clock; not while silent) |
 //! | [`FindingKind::AbnormalUsage`] | | [`usage`]: daily water / heater energy over the household's robust norm |
-//! | [`FindingKind::DeviceSilent`] | | no message for 3 learnt idle reporting intervals, on the device's learnt clock offset (clock) |
+//! | [`FindingKind::DeviceSilent`] | | no message for 3 learnt idle reporting intervals and twice the longest normal gap of its last two days, on the device's learnt clock offset (clock) |
 //!
 //! A condition seen by several sources is one episode: `Active` when the first source
 //! sees it, `Cleared` when the last one stops ([`latch`]). A device fault raised before
@@ -216,6 +216,14 @@ pub struct DeviceRules {
     /// interval: firmware may also report every few seconds while water runs), seconds.
     last_telemetry_ts_ms: Maybe<i64>,
     report_intervals_s: SampleWindow<8>,
+    /// The longest gap between two telemetry messages outside silence, on the device's
+    /// current and previous day (device time), seconds; and that current day. A firmware
+    /// that also reports while water runs has a busy day's median far below its quiet
+    /// (night) cadence: silence is judged against both.
+    #[serde(default)]
+    longest_gap_s: [f32; 2],
+    #[serde(default)]
+    longest_gap_day: i32,
     /// Gateway clock minus device clock as seen by [`DeviceRules::on_clock`] just after a
     /// fresh message (the device's clock offset plus up to one clock period), seconds.
     clock_lags_s: SampleWindow<8>,
@@ -306,6 +314,8 @@ impl DeviceRules {
             last_clock_ms: Maybe::NONE,
             last_telemetry_ts_ms: Maybe::NONE,
             report_intervals_s: SampleWindow::new(),
+            longest_gap_s: [0.0; 2],
+            longest_gap_day: 0,
             clock_lags_s: SampleWindow::new(),
             fresh_since_clock: false,
             last_session_ts_ms: Maybe::NONE,
@@ -342,6 +352,11 @@ impl DeviceRules {
     /// taken by [`DeviceRules::on_telemetry`] or [`DeviceRules::on_event`].
     pub fn last_message(&self) -> Option<(u32, u32)> {
         self.last_message
+    }
+
+    /// The newest device timestamp heard from the device, UTC ms on its own clock.
+    pub fn last_heard_ts_ms(&self) -> Option<i64> {
+        self.last_heard_ts_ms.get()
     }
 
     /// Reconciles this state, rebuilt by replaying a device's messages in device-time
@@ -411,8 +426,36 @@ impl DeviceRules {
             .map_or(0, |s| (f64::from(s) * 1000.0) as i64)
     }
 
+    /// The longest normal gap between two messages lately (today and yesterday), ms.
+    fn longest_recent_gap_ms(&self) -> i64 {
+        (self.longest_gap_s[0].max(self.longest_gap_s[1]) * 1000.0) as i64
+    }
+
+    /// Learns a gap between two telemetry messages (not one spent silent) on device day
+    /// `ts_ms`.
+    fn learn_gap(&mut self, ts_ms: i64, gap_ms: i64) {
+        let day = i32::try_from(ts_ms.div_euclid(protocol::catalog::DAY_MS)).unwrap_or(0);
+        if day != self.longest_gap_day {
+            let yesterday = if day == self.longest_gap_day.saturating_add(1) {
+                self.longest_gap_s[0]
+            } else {
+                0.0
+            };
+            self.longest_gap_s = [0.0, yesterday];
+            self.longest_gap_day = day;
+        }
+        let gap_s = gap_ms as f32 / 1000.0;
+        if gap_s > self.longest_gap_s[0] {
+            self.longest_gap_s[0] = gap_s;
+        }
+    }
+
     fn silent_after_ms(&self, cfg: &RulesConfig) -> i64 {
-        let by_interval = (self.report_interval_ms(cfg) as f32 * cfg.silent_after_intervals) as i64;
+        // Three learnt intervals, and never under twice the longest normal gap lately
+        // (one lost message of a firmware's quiet cadence is not silence).
+        let by_interval = ((self.report_interval_ms(cfg) as f32 * cfg.silent_after_intervals)
+            as i64)
+            .max(2 * self.longest_recent_gap_ms());
         // Until a few idle intervals are learnt the cadence is a guess: firmware reports
         // every 5 to 60 minutes.
         let floor = if self.report_intervals_s.len() < 3 {
@@ -511,6 +554,7 @@ impl DeviceRules {
 
     /// A telemetry message of this device.
     pub fn on_telemetry(&mut self, cfg: &RulesConfig, t: &Telemetry, out: &mut Vec<Finding>) {
+        let was_silent = self.latches.get(Slot::Silent as usize).is_active();
         let Some(accepted) = self.accept(cfg, t.boot_id, t.seq, t.ts, out) else {
             return;
         };
@@ -526,6 +570,9 @@ impl DeviceRules {
         if let Some(dt) = interval_ms.filter(|&dt| dt > 0 && dt <= 6 * 3_600_000) {
             if idle || dt > self.report_interval_ms(cfg) {
                 self.report_intervals_s.push(dt as f32 / 1000.0);
+            }
+            if !was_silent {
+                self.learn_gap(ts, dt);
             }
         }
         let measurable =

@@ -1127,6 +1127,49 @@ fn hourly_firmware_that_reports_every_minute_while_water_runs_is_not_silent_at_n
 }
 
 #[test]
+fn a_busy_purifier_on_hourly_firmware_is_not_silent_at_night_but_an_outage_is_found() {
+    // Hourly reports, and every 10 minutes while the purifier is in demand (07:00–22:00,
+    // a glass now and then): the day's many short idle gaps make the median; the night's
+    // are an hour.
+    let mut d = Device::new(Model::Purifier);
+    let mut all = Vec::new();
+    let mut ts = T0;
+    let mut last_report = T0 - DAY;
+    while ts < T0 + 4 * DAY {
+        let h = (ts % DAY) / HOUR;
+        let every = if (7..22).contains(&h) { 10 * MIN } else { HOUR };
+        if ts - last_report >= every {
+            all.extend(d.telemetry(ts));
+            if (ts / MIN) % 47 == 0 {
+                all.extend(d.session(SessionKind::Dispense, ts + 40_000, 40, 250));
+            }
+            last_report = ts;
+        }
+        if ts % (5 * MIN) == 0 {
+            all.extend(d.clock(ts + 30_000));
+        }
+        ts += MIN;
+    }
+    assert!(
+        d.rules.report_interval_ms(&d.cfg) <= 15 * MIN,
+        "a busy median"
+    );
+    assert!(
+        all.iter().all(|f| f.kind != FindingKind::DeviceSilent),
+        "{:?}",
+        all.iter()
+            .filter(|f| f.kind == FindingKind::DeviceSilent)
+            .collect::<Vec<_>>()
+    );
+    // It stops: silent after twice its longest normal gap (two hours), not never.
+    assert!(d.clock(last_report + 110 * MIN).is_empty());
+    assert_eq!(
+        edges(&d.clock(last_report + 3 * HOUR)),
+        [(FindingKind::DeviceSilent, FindingState::Active)]
+    );
+}
+
+#[test]
 fn a_cleaning_programme_is_neither_a_long_flush_nor_a_use_nor_a_leak() {
     let mut d = Device::new(Model::Toilet);
     let mut all = Vec::new();

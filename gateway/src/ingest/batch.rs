@@ -251,7 +251,7 @@ impl BatchBuilder {
         }
         tally.findings = findings.len() as u64;
         for f in &findings {
-            tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), "Finding.");
+            tracing::info!(device_id = %f.device_id, kind = f.finding.kind.as_str(), state = ?f.finding.state, severity = f.finding.severity.as_str(), evidence = %f.finding.evidence, began = f.finding.began_ts_ms, "Finding.");
             points.push(f.point());
             if self.maintenance {
                 actions.push(MaintenanceAction::Finding(f.to_maintenance()));
