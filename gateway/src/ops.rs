@@ -41,6 +41,9 @@ pub struct Ops {
     health: HealthConfig,
     retention: RetentionConfig,
     broker: (String, u16),
+    /// Whether readiness probes the broker's port: an external broker only (the embedded
+    /// one is in-process, and rumqttd logs every probe as a failed connection).
+    probe_broker: bool,
     client_id: String,
     telemetry_db: Option<PathBuf>,
     maintenance_db: Option<PathBuf>,
@@ -88,6 +91,7 @@ impl Ops {
             health: config.health,
             retention: config.retention,
             broker: (host, config.mqtt.port),
+            probe_broker: config.mqtt.broker == BrokerMode::External,
             client_id: config.mqtt.client_id.clone(),
             telemetry_db: matches!(config.store, StoreConfig::Sqlite(_))
                 .then(|| config.data_dir.join("telemetry.db")),
@@ -154,11 +158,16 @@ impl Ops {
         // The broker: reachable, and the connection not failing since it was last made.
         let (host, port) = &self.broker;
         let url = format!("mqtt://{host}:{port}");
-        let probe = tokio::time::timeout(
-            Duration::from_secs(1),
-            tokio::net::TcpStream::connect((host.as_str(), *port)),
-        )
-        .await;
+        let probe = if self.probe_broker {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect((host.as_str(), *port)),
+            )
+            .await
+            .map(|r| r.map(drop))
+        } else {
+            Ok(Ok(()))
+        };
         let (connects, errors) = (m.mqtt_connects.load(Relaxed), m.mqtt_errors.load(Relaxed));
         if connects > seen.connects {
             seen.connected = true;
