@@ -531,6 +531,32 @@ impl GatewayProcess {
         self.get_json("/metrics.json")
     }
 
+    /// Publishes a simulated fleet's `messages` (QoS 1, as `client_id`) to the broker on
+    /// `broker_port`, checks the broker took every one, and waits until the gateway has
+    /// acknowledged and analysed them all; returns its metrics then.
+    pub fn publish_fleet(
+        &self,
+        broker_port: u16,
+        client_id: &str,
+        messages: Vec<(String, Vec<u8>)>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value> {
+        let total = messages.len() as u64;
+        let taken = publish_all(broker_port, client_id, messages, None, None)?;
+        if taken as u64 != total {
+            bail!("the broker acknowledged {taken} of {total} messages");
+        }
+        wait_until(
+            timeout,
+            "every simulated message to be acknowledged and analysed",
+            || {
+                let m = self.metrics().ok()?;
+                (m["acked"].as_u64()? >= total && m["analysed"].as_u64()? >= total).then_some(m)
+            },
+        )
+        .map_err(|e| anyhow!("{e}\n{}", self.log_tail()))
+    }
+
     /// The newest `limit` dead letters (summaries, newest first), page by page.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<serde_json::Value>> {
         let mut out = Vec::new();

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use e2e_tests::*;
-use maintenance::registry::{Channel, Device, Home, Owner, Technician};
+use maintenance::registry::{Device, Home, Technician};
 use protocol::message::Model;
 use serde_json::Value;
 use simulator::faults::{FaultKind, FaultMix, Injection};
@@ -159,25 +159,12 @@ fn register(db: &std::path::Path, building: &[u32]) -> String {
         })
         .unwrap();
     for h in 0..DEVICES / 3 {
-        engine
-            .put_home(&Home {
-                id: home_of(h * 3),
-                address: format!("{h} Century Avenue"),
-                region: "sh".into(),
-                tz: "Asia/Shanghai".into(),
-                lang: maintenance::templates::Lang::En,
-                quiet_start: "22:00".into(),
-                quiet_end: "08:00".into(),
-                weekly_cap: Some(20),
-                channels: vec![Channel::App],
-                owner: Owner {
-                    name: format!("Owner {h}"),
-                    phone: "13812341234".into(),
-                    email: None,
-                },
-                site: building.contains(&h).then(|| "tower-1".to_owned()),
-            })
-            .unwrap();
+        let home = Home {
+            id: home_of(h * 3),
+            site: building.contains(&h).then(|| "tower-1".to_owned()),
+            ..registry::home(h as usize)
+        };
+        engine.put_home(&home).unwrap();
     }
     for i in 0..DEVICES {
         engine
@@ -283,25 +270,14 @@ fn a_mixed_variant_fleet_yields_the_injected_findings_and_none_for_the_confounde
     )
     .unwrap();
     let total = messages.len();
-    let acked = publish_all(
-        broker.port,
-        "mixed-publisher",
-        messages.into_iter().map(|m| (m.topic, m.payload)).collect(),
-        None,
-        None,
-    )
-    .unwrap();
-    assert_eq!(acked, total);
-    let metrics = wait_until(
-        Duration::from_secs(300),
-        "every simulated message to be acknowledged and analysed",
-        || {
-            let m = gw.metrics().ok()?;
-            (m["acked"].as_u64()? >= total as u64 && m["analysed"].as_u64()? >= total as u64)
-                .then_some(m)
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
+    let metrics = gw
+        .publish_fleet(
+            broker.port,
+            "mixed-publisher",
+            messages.into_iter().map(|m| (m.topic, m.payload)).collect(),
+            Duration::from_secs(300),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(metrics["maintenance_errors"], 0, "{metrics}");
     // A batch is acknowledged after its findings reached the engine; the clock sweep (device
     // silence) runs on its own tick: let it pass once more.
