@@ -1337,6 +1337,38 @@ mod tests {
         assert_eq!(restarted_forecasts, forecasts);
     }
 
+    /// A device whose clock runs 8 h ahead, heard after the others learnt their clocks,
+    /// leads the fleet's newest timestamp: the others are judged at the fleet's upper
+    /// quartile, so none looks silent; one that stops does.
+    #[test]
+    fn a_device_whose_clock_runs_hours_ahead_makes_no_other_device_silent() {
+        let mut a = Analyzer::new(AnalyticsConfig::default());
+        let (mut findings, mut points) = (Vec::new(), Vec::new());
+        let wall = T0 + 30 * DAY_MS;
+        for q in 0..192i64 {
+            let ts = T0 + q * 15 * 60_000;
+            for d in 0..8u32 {
+                // shower-0 stops at 37.5 h; shower-7 (8 h ahead) is first heard at 12.5 h.
+                if (d == 0 && q >= 150) || (d == 7 && q < 50) {
+                    continue;
+                }
+                let device_ts = if d == 7 { ts + 8 * 3_600_000 } else { ts };
+                let m = shower(device_ts, 1, q as u32 + 1, q as u64 * 1_000, None);
+                a.observe(&format!("shower-{d}"), &m, &mut findings, &mut points);
+            }
+            a.sweep(wall, &mut findings);
+        }
+        let silent: Vec<&str> = findings
+            .iter()
+            .filter(|f| {
+                f.finding.kind == FindingKind::DeviceSilent
+                    && f.finding.state == FindingState::Active
+            })
+            .map(|f| f.device_id.as_str())
+            .collect();
+        assert_eq!(silent, ["shower-0"]);
+    }
+
     /// One simulated toilet's messages, decoded, with a leak from day 8 for a day.
     fn toilet_with_a_leak() -> Vec<Message> {
         use simulator::faults::{FaultKind, Injection};
