@@ -94,8 +94,11 @@ const SLOTS: usize = 11;
 /// Clock calls further apart than this do not teach the device's clock offset.
 const CLOCK_LAG_MAX_PERIOD_MS: i64 = 15 * 60_000;
 /// A device clock further off than this is not learnt as an offset (a clock set to a
-/// local time is at most 14 h off UTC): such a lag is silence or a backlog.
+/// local time is at most 14 h off UTC): such a lag is silence or a backlog...
 const MAX_CLOCK_OFFSET_MS: i64 = 14 * 3_600_000;
+/// ...unless it is within this of the offset already learnt: a clock that drifts minutes a
+/// day moves past any bound over months, and it is still the same clock.
+const CLOCK_FOLLOW_MS: i64 = 3_600_000;
 const ALL_SLOTS: [Slot; SLOTS] = [
     Slot::Leak,
     Slot::LongWash,
@@ -855,9 +858,12 @@ impl DeviceRules {
         // previous clock call was recent (else the lag says nothing).
         let fresh = std::mem::take(&mut self.fresh_since_clock);
         // The very first lag is taken too (the gateway sweeps soon after a first message).
+        let lag = now - heard_ts;
+        let same_clock = !self.clock_lags_s.is_empty()
+            && (lag - self.clock_offset_ms()).abs() <= CLOCK_FOLLOW_MS;
         if fresh
             && previous_clock.is_none_or(|p| now - p <= CLOCK_LAG_MAX_PERIOD_MS)
-            && (now - heard_ts).abs() <= MAX_CLOCK_OFFSET_MS
+            && (lag.abs() <= MAX_CLOCK_OFFSET_MS || same_clock)
         {
             self.clock_lags_s.push(((now - heard_ts) / 1000) as f32);
         }

@@ -1115,6 +1115,37 @@ fn a_device_clock_hours_behind_is_not_silent_but_its_silence_is_found() {
 }
 
 #[test]
+fn a_clock_that_drifts_past_fourteen_hours_behind_is_followed_not_called_silent() {
+    // 13 h behind, falling 6 more minutes behind a day: past 14 h after 10 days.
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    let mut ts = T0;
+    let mut clock = T0 + 13 * HOUR;
+    while ts <= T0 + 40 * DAY {
+        all.extend(d.telemetry(ts));
+        ts += 15 * MIN;
+        let behind = 13 * HOUR + (ts - T0) / DAY * 6 * MIN;
+        while clock + 5 * MIN <= ts + behind {
+            clock += 5 * MIN;
+            all.extend(d.clock(clock));
+        }
+    }
+    assert!(
+        all.iter().all(|f| f.kind != FindingKind::DeviceSilent),
+        "{:?}",
+        all.iter()
+            .filter(|f| f.kind == FindingKind::DeviceSilent)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        d.rules.clock_offset_ms() > 16 * HOUR,
+        "{}",
+        d.rules.clock_offset_ms()
+    );
+}
+
+#[test]
 fn hourly_firmware_that_reports_every_minute_while_water_runs_is_not_silent_at_night() {
     let mut d = Device::new(Model::Shower);
     let all = shower_days(&mut d, 4, 60 * MIN, true, (0.0, 0, 0));
