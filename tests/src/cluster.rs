@@ -37,16 +37,25 @@ pub struct NatsNode {
     log: PathBuf,
 }
 
+/// One cluster at a time per test process: two clusters forming JetStream at once on a
+/// two-core machine can take longer than the start-up wait.
+static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Three nats-server nodes (JetStream, MQTT, R3 streams, the 64-partition mapping).
 pub struct NatsCluster {
     /// The nodes.
     pub nodes: Vec<NatsNode>,
     _dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl NatsCluster {
     /// Starts three nodes and waits until each accepts an MQTT session (JetStream up).
+    /// Waits first for any other cluster of this test process to stop.
     pub fn start() -> Result<NatsCluster> {
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let dir = tempfile::tempdir()?;
         let nodes: Vec<NatsNode> = (1..=3)
             .map(|i| NatsNode {
@@ -59,7 +68,11 @@ impl NatsCluster {
                 log: dir.path().join(format!("n{i}.log")),
             })
             .collect();
-        let mut c = NatsCluster { nodes, _dir: dir };
+        let mut c = NatsCluster {
+            nodes,
+            _dir: dir,
+            _turn: turn,
+        };
         for i in 0..3 {
             c.launch(i)?;
         }
@@ -104,7 +117,7 @@ impl NatsCluster {
     fn wait_mqtt(&self, i: usize) -> Result<()> {
         let port = self.nodes[i].mqtt_port;
         wait_until(
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             &format!("nats node {} to accept MQTT", self.nodes[i].name),
             || mqtt_connects(port).then_some(()),
         )
