@@ -105,8 +105,9 @@ pub struct RulesConfig {
     pub low_pressure_clear_kpa: f32,
     /// Consecutive telemetry readings needed for either.
     pub low_pressure_readings: u8,
-    /// Shower temperature drift: the median of the last sessions further than this from
-    /// the device's baseline (°C)…
+    /// Shower temperature drift: the shift that best lays the last sessions onto the
+    /// baseline sessions (every user's cluster at once) beyond this is a drifting sensor,
+    /// and a shifted session within this of a baseline session is explained by it (°C)…
     pub drift_min_c: f32,
     /// …and further than this many σ, is a drifting temperature sensor.
     pub drift_k: f32,

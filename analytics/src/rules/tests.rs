@@ -1010,6 +1010,17 @@ fn shared_showers(
     days: i64,
     drift: impl Fn(i64) -> f32,
 ) -> Vec<Finding> {
+    household_showers(d, |_| prefs, days, drift)
+}
+
+/// Like [`shared_showers`], with the household's preferences `prefs(day)` changing over
+/// the days (someone moves in).
+fn household_showers<'a>(
+    d: &mut Device,
+    prefs: impl Fn(i64) -> &'a [f32],
+    days: i64,
+    drift: impl Fn(i64) -> f32,
+) -> Vec<Finding> {
     let mut all = Vec::new();
     let mut x: u64 = 12345;
     let mut rnd = move || {
@@ -1020,7 +1031,8 @@ fn shared_showers(
     };
     for i in 0..days * 2 {
         let ts = T0 + i * 12 * HOUR;
-        let who = (rnd() * prefs.len() as f32) as usize % prefs.len();
+        let today = prefs(i / 2);
+        let who = (rnd() * today.len() as f32) as usize % today.len();
         let jitter = (rnd() - 0.5) * 0.8;
         all.extend(d.telemetry(ts));
         all.extend(d.session_at(
@@ -1028,7 +1040,7 @@ fn shared_showers(
             ts + 9 * MIN,
             480,
             72_000,
-            Some(prefs[who] + jitter + drift(i / 2)),
+            Some(today[who] + jitter + drift(i / 2)),
         ));
     }
     all
@@ -1072,6 +1084,75 @@ fn a_drift_of_a_third_of_a_degree_a_day_is_found_in_a_shared_shower() {
     assert_eq!(
         sensor_edges(&all),
         [(FindingKind::SensorFault, FindingState::Active)]
+    );
+}
+
+#[test]
+fn a_drift_starting_before_the_baseline_is_learnt_is_found_in_a_shared_shower() {
+    // Three people at 36/39/42 °C; the sensor drifts 0.35 °C a day from day 3, before
+    // the baseline has seen a week of showers.
+    let mut d = Device::new(Model::Shower);
+    let all = shared_showers(&mut d, &[36.0, 39.0, 42.0], 30, |day| {
+        0.35 * (day - 3).max(0) as f32
+    });
+    assert_eq!(
+        sensor_edges(&all),
+        [(FindingKind::SensorFault, FindingState::Active)]
+    );
+    let found = all
+        .iter()
+        .find(|f| f.kind == FindingKind::SensorFault)
+        .map(|f| f.at_ts_ms);
+    assert!(
+        found.is_some_and(|ts| ts < T0 + 20 * DAY),
+        "found at {found:?}"
+    );
+}
+
+#[test]
+fn a_new_user_with_other_tastes_is_no_drift() {
+    // Three people at 36/39/42 °C for three weeks, then a fourth at 44 °C moves in.
+    let three = [36.0f32, 39.0, 42.0];
+    let four = [36.0f32, 39.0, 42.0, 44.0];
+    let mut d = Device::new(Model::Shower);
+    let all = household_showers(
+        &mut d,
+        |day| if day < 21 { &three[..] } else { &four[..] },
+        60,
+        |_| 0.0,
+    );
+    assert!(sensor_edges(&all).is_empty(), "{:?}", sensor_edges(&all));
+}
+
+#[test]
+fn a_drift_of_a_single_user_shower_is_found_before_it_ends() {
+    // One person at 39.3 °C showering about once a day; the sensor drifts 0.17 °C a
+    // day from day 15 for 17 days (the baseline must not learn the drift bit by bit).
+    let mut d = Device::new(Model::Shower);
+    let mut all = Vec::new();
+    for day in 0..45i64 {
+        let ts = T0 + day * DAY + 7 * HOUR;
+        let drift = if (15..32).contains(&day) {
+            0.17 * (day - 15) as f32
+        } else {
+            0.0
+        };
+        all.extend(d.telemetry(ts));
+        all.extend(d.session_at(
+            SessionKind::Shower,
+            ts + 9 * MIN,
+            480,
+            72_000,
+            Some(39.3 + drift),
+        ));
+    }
+    let raised = all
+        .iter()
+        .find(|f| f.kind == FindingKind::SensorFault && f.state == FindingState::Active)
+        .map(|f| f.at_ts_ms);
+    assert!(
+        raised.is_some_and(|ts| ts < T0 + 32 * DAY),
+        "raised at {raised:?}"
     );
 }
 
