@@ -161,7 +161,7 @@ impl Default for RulesConfig {
             low_pressure_raise_kpa: 100.0,
             low_pressure_clear_kpa: 130.0,
             low_pressure_readings: 2,
-            drift_min_c: 0.8,
+            drift_min_c: 1.2,
             drift_k: 8.0,
             drift_min_baseline: 16,
             usage_min_days: 10,
