@@ -308,7 +308,15 @@ impl Fleet {
 
     /// Runs the whole simulation in memory: every message and the truth. For small fleets and tests.
     pub fn generate_all(cfg: FleetConfig) -> Result<(Vec<OutMessage>, Vec<Truth>), FleetError> {
-        let mut fleet = Fleet::new(cfg)?;
+        Fleet::generate_all_with_variants(cfg, &Variants::default())
+    }
+
+    /// [`Fleet::generate_all`] in a world drawing `variants`.
+    pub fn generate_all_with_variants(
+        cfg: FleetConfig,
+        variants: &Variants,
+    ) -> Result<(Vec<OutMessage>, Vec<Truth>), FleetError> {
+        let mut fleet = Fleet::with_variants(cfg, variants)?;
         let mut all = Vec::new();
         while let Some(batch) = fleet.next_batch() {
             all.extend(batch);
@@ -563,12 +571,7 @@ mod tests {
     }
 
     fn run(variants: &Variants) -> (Vec<OutMessage>, Vec<Truth>) {
-        let mut fleet = Fleet::with_variants(small(), variants).expect("valid fleet");
-        let mut all = Vec::new();
-        while let Some(batch) = fleet.next_batch() {
-            all.extend(batch);
-        }
-        (all, fleet.truth())
+        Fleet::generate_all_with_variants(small(), variants).expect("valid fleet")
     }
 
     fn variant_of<'a>(truth: &'a [Truth], device: &str, family: &str) -> Option<&'a str> {

@@ -63,13 +63,7 @@ fn config(end_ms: i64, inject: Vec<Injection>) -> FleetConfig {
 }
 
 fn generate(cfg: FleetConfig) -> (Vec<simulator::OutMessage>, Vec<Truth>) {
-    let variants = Variants::parse(VARIANTS).unwrap();
-    let mut fleet = Fleet::with_variants(cfg, &variants).unwrap();
-    let mut all = Vec::new();
-    while let Some(batch) = fleet.next_batch() {
-        all.extend(batch);
-    }
-    (all, fleet.truth())
+    Fleet::generate_all_with_variants(cfg, &Variants::parse(VARIANTS).unwrap()).unwrap()
 }
 
 /// The confounder families each device drew.
