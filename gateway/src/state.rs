@@ -85,6 +85,19 @@ pub enum StateError {
     /// The blocking task died.
     #[error("state database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Clustered mode: the shared state in PostgreSQL failed.
+    #[error(
+        "shared state in PostgreSQL: {0}. Check cluster.postgres_url and that the server runs."
+    )]
+    Postgres(String),
+    /// Clustered mode: the partition's lease has moved on; this instance may no longer write its state.
+    #[error("partition {partition}'s lease is no longer at epoch {epoch}: its state was not saved (the new owner's is kept)")]
+    Fenced {
+        /// The partition.
+        partition: u32,
+        /// The epoch this instance held.
+        epoch: i64,
+    },
 }
 
 /// Bounds of the dead-letter store.

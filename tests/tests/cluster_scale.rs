@@ -1,6 +1,7 @@
 //! Clustered mode, (d): a third instance joining takes its share — every instance within
 //! ±1 of 64 / 3 — through graceful hand-overs, with no acknowledged message lost; a graceful
-//! stop of one instance gives its partitions to the others at once. (Issue #15.)
+//! stop of one instance gives its partitions to the others at once; the partitions' new
+//! owners resume their devices' analytics state from PostgreSQL. (Issue #15.)
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -63,6 +64,24 @@ fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() 
         c.log_tail()
     );
 
+    // No baseline relearned: the instance that joined loaded the state its partitions'
+    // previous owners saved at the hand-over, and the others loaded gw-c's on its way out.
+    let restored_c = restored_devices(&c.log_text());
+    let restored_ab = restored_devices(&a.log_text()) + restored_devices(&b.log_text());
+    println!("devices restored from PostgreSQL: gw-c {restored_c}, gw-a + gw-b {restored_ab}");
+    assert!(
+        restored_c > 0,
+        "gw-c resumed no device's analytics state: {}",
+        c.log_tail()
+    );
+    let saved: usize = pg
+        .query("SELECT count(*) FROM analytics_state")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(saved >= restored_c, "analytics_state has {saved} devices");
+
     let done = publisher.join().unwrap().unwrap();
     let acked = acked_keys(&messages, &done);
     assert_eq!(acked.len(), messages.len());
@@ -90,4 +109,14 @@ fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() 
         influx.sum_counts("scale", COUNT_TELEMETRY).unwrap() as usize,
         stored.len()
     );
+}
+
+/// The devices whose analytics state an instance loaded from PostgreSQL (its log's
+/// "Partition analytics state loaded. partition=P restored=N" lines, summed).
+fn restored_devices(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("Partition analytics state loaded"))
+        .filter_map(|l| l.split("restored=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
+        .sum()
 }

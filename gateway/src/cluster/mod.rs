@@ -7,6 +7,8 @@
 //!   fencing epoch, renewed by heartbeat, spread evenly over the live instances.
 //! - [`session`]: for each owned partition, one persistent MQTT session `gw-p<P>` on
 //!   `fixtures/<P>/+/+`, running today's ingest pipeline (ack after the durable write).
+//! - [`snapshots`]: each partition's analytics state in PostgreSQL, fenced by the lease
+//!   epoch, loaded by the next owner.
 //!
 //! [`run`] is the coordinator: every `lease_ttl / 3` it heartbeats, renews its leases,
 //! stops the sessions of leases it lost, lets go of partitions above its share (graceful
@@ -18,17 +20,19 @@
 pub mod lease;
 pub mod partition;
 pub mod session;
+pub mod snapshots;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use crate::config::{ClusterConfig, RawCluster};
 use lease::{LeaseError, LeaseStore};
-use session::{PartitionSession, Shared};
+use session::{PartitionSession, Shared, StopMode};
 
 /// What this instance owns, for `/health/ready` and logs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,13 +46,31 @@ pub struct Ownership {
 /// A partition this instance holds.
 struct Held {
     epoch: i64,
+    /// When the last renewal that succeeded was *sent*: PostgreSQL extended the lease to at
+    /// least `lease_ttl` after this instant.
     renewed: Instant,
     session: PartitionSession,
+    /// The session is finishing its batches to hand the partition over; the lease is
+    /// renewed until it has, then released.
+    handing_over: bool,
 }
 
-/// The coordinator: runs until `shutdown` flips, then stops every session and releases
-/// every lease. Database errors are logged and retried; a lease not renewed within its
-/// time to live is given up (its session stopped) since another instance may take it.
+/// How long after its last renewal was sent a session is disconnected when no renewal has
+/// succeeded since: two rounds (`lease_ttl / 3` each), leaving a third of the lease for the
+/// disconnect to take effect before the lease can expire and another instance connect
+/// with the same client id. (Waiting the whole `lease_ttl`, a starved instance and the
+/// next owner held one session at once and knocked each other off it: messages lost.)
+fn fence_after(lease_ttl: Duration) -> Duration {
+    lease_ttl * 2 / 3
+}
+
+/// The coordinator: runs until `shutdown` flips, then hands every partition over (batches
+/// finished, leases renewed meanwhile, then released) and leaves. Database errors are
+/// logged and retried; a session whose lease was not renewed in time is disconnected
+/// ([`fence_after`]) since another instance may take the lease.
+///
+/// A round never waits for a session to stop: hand-overs and aborts run beside it, so a
+/// slow hand-over never starves the renewal of the other leases.
 pub async fn run(
     cluster: ClusterConfig,
     shared: Arc<Shared>,
@@ -60,7 +82,10 @@ pub async fn run(
     let tick = (cluster.lease_ttl / 3).max(Duration::from_millis(100));
     let mut store: Option<LeaseStore> = None;
     let mut held: BTreeMap<u32, Held> = BTreeMap::new();
+    let mut aborting: Vec<JoinHandle<()>> = Vec::new();
+    let mut stopping = false;
     loop {
+        let round_start = Instant::now();
         if store.as_ref().is_none_or(LeaseStore::is_closed) {
             store = match LeaseStore::open(
                 &cluster.postgres_url,
@@ -77,46 +102,39 @@ pub async fn run(
             };
         }
         if let Some(s) = &store {
-            if let Err(e) = step(&cluster, s, &shared, &mut held, &ownership).await {
-                tracing::error!(error = %e, "Partition lease round failed; retrying.");
+            let round = step(&cluster, s, &shared, &mut held, &mut aborting, stopping);
+            match tokio::time::timeout(tick, round).await {
+                Ok(Ok(live)) => publish(&ownership, &held, Some(live)),
+                Ok(Err(e)) => tracing::error!(error = %e, "Partition lease round failed; retrying."),
+                Err(_) => tracing::warn!(
+                    round_ms = tick.as_millis() as u64,
+                    "A partition lease round took longer than its interval (PostgreSQL slow or the machine overloaded); the next one retries."
+                ),
             }
         }
-        // Fencing: a lease not renewed for its whole time to live may be someone else's now.
-        let now = Instant::now();
-        let stale: Vec<u32> = held
-            .iter()
-            .filter(|(_, h)| now.duration_since(h.renewed) >= cluster.lease_ttl)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in stale {
-            if let Some(h) = held.remove(&p) {
-                tracing::warn!(
-                    partition = p,
-                    epoch = h.epoch,
-                    "Lease not renewed in time: stopping the partition's session."
-                );
-                h.session.stop().await;
-            }
-        }
+        fence(&cluster, &mut held, &mut aborting, Instant::now());
+        aborting.retain(|t| !t.is_finished());
         publish(&ownership, &held, None);
+        if stopping && held.is_empty() {
+            break;
+        }
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
-            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep_until(round_start + tick) => {}
+            _ = shutdown.changed(), if !stopping => {
+                // Graceful stop: every session finishes its batches; the rounds go on
+                // renewing the leases until each has, and then release it.
+                stopping = true;
+                for h in held.values_mut() {
+                    h.session.signal(StopMode::HandOver);
+                    h.handing_over = true;
+                }
+                tracing::info!(partitions = held.len(), "Stopping: handing every partition over.");
+            }
         }
     }
-    // Graceful stop: every session finishes its batches, then its lease is released.
-    let stops = held.into_iter().map(|(p, h)| {
-        let store = store.as_ref();
-        async move {
-            h.session.stop().await;
-            if let Some(s) = store {
-                if let Err(e) = s.release(p, h.epoch).await {
-                    tracing::warn!(partition = p, error = %e, "Cannot release the lease; it will expire.");
-                }
-            }
-        }
-    });
-    futures_join_all(stops).await;
+    for t in aborting {
+        let _ = t.await;
+    }
     if let Some(s) = &store {
         if let Err(e) = s.leave().await {
             tracing::warn!(error = %e, "Cannot leave the instance list; the entry will expire.");
@@ -126,22 +144,51 @@ pub async fn run(
     tracing::info!("Clustered mode stopped: every partition released.");
 }
 
-/// One round: heartbeat, renew, rebalance.
+/// Disconnects, without waiting, every session whose lease was not renewed within
+/// [`fence_after`] of `now`.
+fn fence(
+    cluster: &ClusterConfig,
+    held: &mut BTreeMap<u32, Held>,
+    aborting: &mut Vec<JoinHandle<()>>,
+    now: Instant,
+) {
+    let limit = fence_after(cluster.lease_ttl);
+    let stale: Vec<u32> = held
+        .iter()
+        .filter(|(_, h)| now.duration_since(h.renewed) >= limit)
+        .map(|(p, _)| *p)
+        .collect();
+    for p in stale {
+        if let Some(h) = held.remove(&p) {
+            tracing::warn!(
+                partition = p,
+                epoch = h.epoch,
+                since_renewal_ms = now.duration_since(h.renewed).as_millis() as u64,
+                "Lease not renewed in time: disconnecting the partition's session before the lease can expire."
+            );
+            aborting.push(tokio::spawn(h.session.stop(StopMode::Abort)));
+        }
+    }
+}
+
+/// One round: heartbeat, renew, release finished hand-overs, rebalance. Returns the live
+/// instances.
 async fn step(
     cluster: &ClusterConfig,
     store: &LeaseStore,
     shared: &Arc<Shared>,
     held: &mut BTreeMap<u32, Held>,
-    ownership: &watch::Sender<Ownership>,
-) -> Result<(), LeaseError> {
+    aborting: &mut Vec<JoinHandle<()>>,
+    stopping: bool,
+) -> Result<Vec<String>, LeaseError> {
     let live = store.heartbeat(cluster.lease_ttl).await?;
+    let sent = Instant::now();
     let mine: Vec<(u32, i64)> = held.iter().map(|(p, h)| (*p, h.epoch)).collect();
     let renewed: BTreeMap<u32, i64> = store
         .renew(cluster.lease_ttl, &mine)
         .await?
         .into_iter()
         .collect();
-    let now = Instant::now();
     let lost: Vec<u32> = held
         .iter()
         .filter(|(p, h)| renewed.get(p) != Some(&h.epoch))
@@ -152,36 +199,78 @@ async fn step(
             tracing::warn!(
                 partition = p,
                 epoch = h.epoch,
-                "Lease lost: stopping the partition's session."
+                "Lease lost: disconnecting the partition's session."
             );
-            h.session.stop().await;
+            aborting.push(tokio::spawn(h.session.stop(StopMode::Abort)));
         }
     }
     for h in held.values_mut() {
-        h.renewed = now;
+        h.renewed = sent;
     }
-    let leases = store.leases().await?;
-    let want = lease::wanted(&cluster.instance_id, &live, &leases, cluster.partitions);
-    let have: BTreeSet<u32> = held.keys().copied().collect();
-    // Above its share: hand the partitions over gracefully (all at once, then release).
-    let giving: Vec<(u32, Held)> = have
-        .difference(&want)
-        .filter_map(|p| held.remove(p).map(|h| (*p, h)))
+    // Sessions that ended: hand-overs done (release now), or ended on their own (release
+    // too; the partition is free to take again at once).
+    let ended: Vec<u32> = held
+        .iter()
+        .filter(|(_, h)| h.session.is_finished())
+        .map(|(p, _)| *p)
         .collect();
-    if !giving.is_empty() {
-        let moved: Vec<u32> = giving.iter().map(|(p, _)| *p).collect();
-        let stops = giving.into_iter().map(|(p, h)| async move {
-            h.session.stop().await;
-            (p, h.epoch)
-        });
-        for (p, epoch) in futures_join_all(stops).await {
-            if let Err(e) = store.release(p, epoch).await {
+    let mut handed = Vec::new();
+    for p in ended {
+        if let Some(h) = held.remove(&p) {
+            if h.handing_over {
+                handed.push(p);
+            } else {
+                tracing::error!(
+                    partition = p,
+                    "A partition session ended unexpectedly; releasing it."
+                );
+            }
+            if let Err(e) = store.release(p, h.epoch).await {
                 tracing::warn!(partition = p, error = %e, "Cannot release the lease; it will expire.");
             }
         }
-        tracing::info!(partitions = ?moved, "Partitions handed over (above this instance's share).");
     }
-    for p in want.difference(&have) {
+    if !handed.is_empty() {
+        tracing::info!(partitions = ?handed, "Partitions handed over and released.");
+    }
+    if stopping {
+        return Ok(live);
+    }
+    // Partitions being handed over count as another's: never wanted again, not free.
+    let leases: Vec<lease::LeaseView> = store
+        .leases()
+        .await?
+        .into_iter()
+        .map(|mut l| {
+            if held.get(&l.partition).is_some_and(|h| h.handing_over) {
+                l.owner = Some(String::new());
+            }
+            l
+        })
+        .collect();
+    let want = lease::wanted(&cluster.instance_id, &live, &leases, cluster.partitions);
+    // Above its share: hand the partitions over (they finish beside the next rounds).
+    let giving: Vec<u32> = held
+        .iter()
+        .filter(|(p, h)| !h.handing_over && !want.contains(p))
+        .map(|(p, _)| *p)
+        .collect();
+    if !giving.is_empty() {
+        for p in &giving {
+            if let Some(h) = held.get_mut(p) {
+                h.session.signal(StopMode::HandOver);
+                h.handing_over = true;
+            }
+        }
+        tracing::info!(partitions = ?giving, "Handing partitions over (above this instance's share).");
+    }
+    let missing: Vec<u32> = want
+        .iter()
+        .copied()
+        .filter(|p| !held.contains_key(p))
+        .collect();
+    for p in &missing {
+        let asked = Instant::now();
         if let Some(a) = store
             .acquire(*p, cluster.lease_ttl, cluster.ack_wait)
             .await?
@@ -196,29 +285,14 @@ async fn step(
                 *p,
                 Held {
                     epoch: a.epoch,
-                    renewed: Instant::now(),
-                    session: PartitionSession::start(*p, a.wait, Arc::clone(shared)),
+                    renewed: asked,
+                    session: PartitionSession::start(*p, a.epoch, a.wait, Arc::clone(shared)),
+                    handing_over: false,
                 },
             );
         }
     }
-    // A session that ended on its own is restarted by giving its lease up and taking it again.
-    let dead: Vec<u32> = held
-        .iter()
-        .filter(|(_, h)| h.session.is_finished())
-        .map(|(p, _)| *p)
-        .collect();
-    for p in dead {
-        if let Some(h) = held.remove(&p) {
-            tracing::error!(
-                partition = p,
-                "A partition session ended unexpectedly; releasing it."
-            );
-            let _ = store.release(p, h.epoch).await;
-        }
-    }
-    publish(ownership, held, Some(live));
-    Ok(())
+    Ok(live)
 }
 
 fn publish(
@@ -234,35 +308,22 @@ fn publish(
     });
 }
 
-/// Awaits every future concurrently (no `futures` dependency: a `JoinSet` needs `'static`).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, o) in pinned.iter_mut().zip(out.iter_mut()) {
-            if o.is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *o = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use crate::config::Config;
+    use std::time::Duration;
+
+    #[test]
+    fn a_session_is_fenced_a_third_of_the_lease_before_it_can_expire() {
+        let ttl = Duration::from_secs(3);
+        let fence = super::fence_after(ttl);
+        let round = ttl / 3;
+        assert!(fence >= round * 2, "one late round is not yet a lost lease");
+        assert!(
+            ttl - fence >= round,
+            "a third of the lease is left to disconnect"
+        );
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -4,10 +4,18 @@
 //! once per partition, so sequence and analytics state follow the partition.
 //!
 //! Start: wait the lease's [`Acquired::wait`](super::lease::Acquired::wait) (the rest of
-//! the broker's `ack_wait` after a crashed owner), then connect. Stop (hand-over or
-//! shutdown): the pipeline finishes every batch in hand and acknowledges it and saves the
-//! analytics state, then the connection sends those acknowledgements and disconnects. Only
-//! then does the coordinator release the lease.
+//! the broker's `ack_wait` after a crashed owner), then connect.
+//!
+//! Two ways to stop ([`StopMode`]):
+//! - **Hand-over** (the lease is still ours: above this instance's share, or shutdown): the
+//!   pipeline finishes every batch in hand, acknowledges it and saves the analytics state,
+//!   then the connection sends those acknowledgements and disconnects. Only then does the
+//!   coordinator release the lease; it keeps renewing it meanwhile.
+//! - **Abort** (the lease is lost or about to expire: another instance may connect with the
+//!   same client id any moment): the connection disconnects first, so that two holders never
+//!   knock each other off the session; the batches in hand are still written, and their
+//!   unacknowledged messages are redelivered to the next owner (stored again, idempotently).
+//!   An abort also cuts short a hand-over in progress.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -18,13 +26,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::partition;
+use super::snapshots::AnalyticsStore;
 use crate::analysis::Analyzer;
 use crate::config::Config;
 use crate::ingest;
-use crate::ingest::batch::BatchBuilder;
+use crate::ingest::batch::{BatchBuilder, MaintenanceAction};
 use crate::ingest::pipeline::{Pipeline, Ports};
+use crate::ingest::ports::StateCommitter;
 use crate::ingest::sinks::{MqttAcknowledger, StateSink};
 use crate::metrics::Metrics;
+use crate::sequence::DeviceSeq;
+use crate::state::{DeadLetter, StateError};
 use crate::store::durable::DurableWriter;
 
 /// What every partition session shares.
@@ -39,37 +51,110 @@ pub struct Shared {
     pub writer: Arc<DurableWriter>,
     /// Dead letters, sequence state, maintenance.
     pub committer: Arc<StateSink>,
+    /// The analytics state per partition, in PostgreSQL.
+    pub analytics: Arc<AnalyticsStore>,
+}
+
+/// A partition's committer: dead letters, sequences and maintenance as in single-node
+/// mode; the analytics state in PostgreSQL under the partition's lease epoch.
+struct PartitionCommitter {
+    inner: Arc<StateSink>,
+    analytics: Arc<AnalyticsStore>,
+    partition: u32,
+    epoch: i64,
+}
+
+impl StateCommitter for PartitionCommitter {
+    async fn commit(
+        &self,
+        dead: Vec<DeadLetter>,
+        devices: Vec<(String, DeviceSeq)>,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
+        self.inner.commit(dead, devices, now_ms).await
+    }
+
+    async fn apply_maintenance(&self, actions: Vec<MaintenanceAction>) -> Vec<MaintenanceAction> {
+        self.inner.apply_maintenance(actions).await
+    }
+
+    async fn save_analytics(&self, states: Vec<(String, String)>) -> Result<(), StateError> {
+        self.analytics
+            .save(self.partition, self.epoch, states)
+            .await
+    }
+}
+
+/// How a partition session is asked to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Keep consuming.
+    Run,
+    /// Finish and acknowledge the batches in hand, then disconnect (the lease is ours).
+    HandOver,
+    /// Disconnect at once, then finish the batches in hand (the lease is lost or expiring).
+    Abort,
+}
+
+impl StopMode {
+    /// Whether asking for `self` changes a session already asked for `current`: only a
+    /// stronger request does (run < hand-over < abort).
+    pub fn overrides(self, current: StopMode) -> bool {
+        matches!(
+            (current, self),
+            (StopMode::Run, StopMode::HandOver | StopMode::Abort)
+                | (StopMode::HandOver, StopMode::Abort)
+        )
+    }
 }
 
 /// A running partition session.
 pub struct PartitionSession {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<StopMode>,
     task: JoinHandle<()>,
 }
 
 impl PartitionSession {
-    /// Starts partition `p`'s session after `wait`.
-    pub fn start(p: u32, wait: Duration, shared: Arc<Shared>) -> PartitionSession {
-        let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(p, wait, shared, stop_rx));
+    /// Starts partition `p`'s session, held at lease `epoch`, after `wait`.
+    pub fn start(p: u32, epoch: i64, wait: Duration, shared: Arc<Shared>) -> PartitionSession {
+        let (stop, stop_rx) = watch::channel(StopMode::Run);
+        let task = tokio::spawn(run(p, epoch, wait, shared, stop_rx));
         PartitionSession { stop, task }
     }
 
-    /// Stops it: the batches in hand are finished and acknowledged, then it disconnects.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
+    /// Asks it to end in `mode` and returns at once (see [`Self::is_finished`]). An abort
+    /// overrides a hand-over in progress; nothing overrides an abort.
+    pub fn signal(&self, mode: StopMode) {
+        self.stop.send_if_modified(|m| {
+            let stronger = mode.overrides(*m);
+            if stronger {
+                *m = mode;
+            }
+            stronger
+        });
+    }
+
+    /// Stops it in `mode` and waits until it has.
+    pub async fn stop(self, mode: StopMode) {
+        self.signal(mode);
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "A partition session task failed.");
         }
     }
 
-    /// Whether the session ended on its own (it should not).
+    /// Whether the session's task has ended (after a stop, or on its own: it should not).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 }
 
-async fn run(p: u32, wait: Duration, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn run(
+    p: u32,
+    epoch: i64,
+    wait: Duration,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<StopMode>,
+) {
     if !wait.is_zero() {
         tracing::info!(
             partition = p,
@@ -78,7 +163,7 @@ async fn run(p: u32, wait: Duration, shared: Arc<Shared>, mut stop: watch::Recei
         );
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
+            _ = stop.wait_for(|m| *m != StopMode::Run) => return,
         }
     }
     let config = &shared.config;
@@ -110,10 +195,33 @@ async fn run(p: u32, wait: Duration, shared: Arc<Shared>, mut stop: watch::Recei
         brokers: rotate(brokers, p as usize),
     };
 
-    let analyzer = config
-        .analytics
-        .enabled
-        .then(|| Analyzer::new(config.analytics.clone()));
+    let analyzer = if config.analytics.enabled {
+        let mut analyzer = Analyzer::new(config.analytics.clone());
+        // The previous owner's baselines. Never start without them: a fresh state saved
+        // over them would relearn every device of the partition.
+        let mut retry =
+            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            match shared.analytics.load(p).await {
+                Ok(saved) => {
+                    let restored = analyzer.restore(saved);
+                    tracing::info!(partition = p, restored, "Partition analytics state loaded.");
+                    break;
+                }
+                Err(e) => {
+                    let delay = retry.next_delay();
+                    tracing::warn!(partition = p, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot load the partition's analytics state; not consuming until it loads.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.wait_for(|m| *m != StopMode::Run) => return,
+                    }
+                }
+            }
+        }
+        Some(analyzer)
+    } else {
+        None
+    };
     let builder = BatchBuilder::new(
         config.limits,
         HashMap::new(),
@@ -127,7 +235,12 @@ async fn run(p: u32, wait: Duration, shared: Arc<Shared>, mut stop: watch::Recei
             generation: Arc::clone(&generation),
         },
         writer: Arc::clone(&shared.writer),
-        committer: Arc::clone(&shared.committer),
+        committer: Arc::new(PartitionCommitter {
+            inner: Arc::clone(&shared.committer),
+            analytics: Arc::clone(&shared.analytics),
+            partition: p,
+            epoch,
+        }),
     };
     let pipeline = Pipeline::new(
         config.batch,
@@ -139,7 +252,7 @@ async fn run(p: u32, wait: Duration, shared: Arc<Shared>, mut stop: watch::Recei
     let (tx, rx) = mpsc::unbounded_channel();
     let (pipeline_stop, pipeline_stop_rx) = watch::channel(false);
     let (mqtt_stop, mqtt_stop_rx) = watch::channel(false);
-    let pipeline_task = tokio::spawn(pipeline.run(rx, pipeline_stop_rx));
+    let mut pipeline_task = tokio::spawn(pipeline.run(rx, pipeline_stop_rx));
     let mqtt_task = tokio::spawn(ingest::mqtt::run(
         client,
         eventloop,
@@ -150,18 +263,42 @@ async fn run(p: u32, wait: Duration, shared: Arc<Shared>, mut stop: watch::Recei
         session,
     ));
     tracing::info!(partition = p, client_id = %partition::client_id(p), "Partition session started.");
-    let _ = stop.changed().await;
-    // The pipeline first (it finishes and acknowledges the batches in hand), then the
-    // connection, which keeps polling meanwhile so that those acknowledgements go out.
-    let _ = pipeline_stop.send(true);
-    if let Err(e) = pipeline_task.await {
-        tracing::error!(partition = p, error = %e, "The partition's pipeline failed.");
+    let mode = stop
+        .wait_for(|m| *m != StopMode::Run)
+        .await
+        .map(|m| *m)
+        .unwrap_or(StopMode::Abort);
+    let mut pipeline_done = false;
+    if mode == StopMode::HandOver {
+        // The pipeline first (it finishes and acknowledges the batches in hand), then the
+        // connection, which keeps polling meanwhile so that those acknowledgements go out;
+        // unless an abort comes first.
+        let _ = pipeline_stop.send(true);
+        tokio::select! {
+            r = &mut pipeline_task => {
+                pipeline_done = true;
+                if let Err(e) = r {
+                    tracing::error!(partition = p, error = %e, "The partition's pipeline failed.");
+                }
+            }
+            _ = stop.wait_for(|m| *m == StopMode::Abort) => {
+                tracing::warn!(partition = p, "Hand-over cut short: the lease is expiring; disconnecting first.");
+            }
+        }
     }
+    // An abort: the connection first, so that this instance no longer holds the session
+    // when the next owner connects.
     let _ = mqtt_stop.send(true);
     if let Err(e) = mqtt_task.await {
         tracing::error!(partition = p, error = %e, "The partition's connection task failed.");
     }
-    tracing::info!(partition = p, "Partition session stopped.");
+    if !pipeline_done {
+        let _ = pipeline_stop.send(true);
+        if let Err(e) = pipeline_task.await {
+            tracing::error!(partition = p, error = %e, "The partition's pipeline failed.");
+        }
+    }
+    tracing::info!(partition = p, mode = ?mode, "Partition session stopped.");
 }
 
 /// `v` rotated left by `by` (the first element is the one connected to first).
@@ -171,4 +308,23 @@ fn rotate<T>(mut v: Vec<T>, by: usize) -> Vec<T> {
         v.rotate_left(by);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopMode::{Abort, HandOver, Run};
+
+    #[test]
+    fn an_abort_cuts_a_hand_over_short_but_nothing_softens_an_abort() {
+        assert!(HandOver.overrides(Run));
+        assert!(Abort.overrides(Run));
+        assert!(Abort.overrides(HandOver));
+        assert!(
+            !HandOver.overrides(Abort),
+            "a hand-over never resumes an aborted session"
+        );
+        assert!(!Run.overrides(HandOver));
+        assert!(!HandOver.overrides(HandOver));
+        assert_eq!(super::rotate(vec![1, 2, 3], 4), vec![2, 3, 1]);
+    }
 }
