@@ -39,6 +39,20 @@ fn the_dead_letter_store_keeps_its_cap_and_counts_what_it_drops() {
         (gw.metrics().ok()?["rejected"].as_u64()? >= 60).then_some(())
     })
     .unwrap();
+    // The rejections are counted as the batch is built; its dead letters land (and the cap
+    // drops the oldest) when it commits, a moment later.
+    let metric = |name: &str| -> Option<u64> {
+        let (_, text) = gw.get("/metrics", None).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    wait_until(Duration::from_secs(30), "the 60 dead letters committed", || {
+        (metric("gateway_dead_letters_stored")? + metric("gateway_dead_letters_dropped_total")?
+            >= 60)
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     let kept = gw.dead_letters(1000).unwrap();
     assert_eq!(kept.len(), 20, "the count cap holds");
     let (_, text) = gw.get("/metrics", None).unwrap();
