@@ -196,10 +196,17 @@ pub fn small_sample_k(k: f32, n: usize, n_ref: usize, days: u8) -> Option<f32> {
 struct Widening {
     one: f32,
     two: f32,
-    one_day: Option<f32>,
+    one_day: f32,
 }
 
 impl Widening {
+    /// No widening (a full history).
+    const NONE: Widening = Widening {
+        one: 1.0,
+        two: 1.0,
+        one_day: 1.0,
+    };
+
     fn of(th: &UsageThresholds, n: usize, n_ref: usize) -> Option<Widening> {
         let factor = |k: f32, days: u8| small_sample_k(k, n, n_ref, days).map(|w| w / k);
         let sum_k = th.sum_k.unwrap_or(th.k * std::f32::consts::SQRT_2);
@@ -207,8 +214,8 @@ impl Widening {
             one: factor(th.k, 1)?,
             two: factor(sum_k, 2)?,
             one_day: match th.one_day_k {
-                Some(k) => Some(factor(k, 1)?),
-                None => None,
+                Some(k) => factor(k, 1)?,
+                None => 1.0,
             },
         })
     }
@@ -322,7 +329,32 @@ impl DailyUsage {
         if self.active || self.disturbed || n < usize::from(judging) {
             return None;
         }
-        let widen = Widening::of(th, n, usize::from(min_days))?;
+        // Widening only raises the thresholds: a day under the unwidened ones needs no
+        // t quantiles.
+        let (over, j) = self.verdict(th, judging, Widening::NONE)?;
+        if !over {
+            return None;
+        }
+        let (over, j) = if n < usize::from(min_days) {
+            self.verdict(th, judging, Widening::of(th, n, usize::from(min_days))?)?
+        } else {
+            (over, j)
+        };
+        if over {
+            self.active = true;
+            return Some((true, j));
+        }
+        None
+    }
+
+    /// Whether the current day (with the previous one) is abnormal, margins widened by
+    /// `widen`, and the figures; `judging` is the fewest days the use median needs.
+    fn verdict(
+        &self,
+        th: &UsageThresholds,
+        judging: u8,
+        widen: Widening,
+    ) -> Option<(bool, UsageJudgement)> {
         let j = judge(th, &self.history, self.total, widen.one)?;
         let (over, uses, days) = if th.persist_days <= 1 {
             (self.total > j.threshold, self.uses, 1.0)
@@ -349,15 +381,10 @@ impl DailyUsage {
         // Within the day: today alone far over the one-day threshold with `one_day_k`
         // (a party, guests for an evening), as often used as above.
         let today = th.persist_days > 1
-            && th.one_day_k.zip(widen.one_day).is_some_and(|(k, w)| {
-                self.total > one_day_threshold(th, &j, k, w) && often(self.uses, 1.0)
+            && th.one_day_k.is_some_and(|k| {
+                self.total > one_day_threshold(th, &j, k, widen.one_day) && often(self.uses, 1.0)
             });
-        let over = (over && often(uses, days)) || today;
-        if over {
-            self.active = true;
-            return Some((true, j));
-        }
-        None
+        Some(((over && often(uses, days)) || today, j))
     }
 
     fn close_day(&mut self, th: &UsageThresholds, min_days: u8) -> Option<(bool, UsageJudgement)> {
