@@ -45,6 +45,15 @@ pub struct UsageThresholds {
     /// the two-day test).
     #[serde(default)]
     pub one_day_k: Option<f32>,
+    /// Judge from this many days of history already, before `usage_min_days` of them
+    /// (`None`: only from `usage_min_days`; values under 4 count as 4). Until the history
+    /// is `usage_min_days` long, every margin over the median is widened to the
+    /// prediction margin that a normal household crosses as rarely as it crosses `k` at
+    /// `usage_min_days` days (Student's t for σ from a MAD, the median's sampling
+    /// variance; see [`super::usage::small_sample_k`]), so guests in a household's first
+    /// fortnight can be found and erratic first days are not taken for guests.
+    #[serde(default)]
+    pub cold_start_days: Option<u8>,
 }
 
 /// Thresholds and timings of the fault rules. Times are milliseconds of device time.
@@ -174,6 +183,7 @@ impl Default for RulesConfig {
                 sum_k: Some(4.25),
                 min_use_ratio: Some(1.5),
                 one_day_k: None,
+                cold_start_days: Some(4),
             },
             usage_energy: UsageThresholds {
                 k: 8.0,
@@ -184,6 +194,7 @@ impl Default for RulesConfig {
                 sum_k: None,
                 min_use_ratio: None,
                 one_day_k: None,
+                cold_start_days: None,
             },
             reboot_grace_ms: HOUR_MS,
             heater_drop_c: 4.0,

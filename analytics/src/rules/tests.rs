@@ -1478,3 +1478,86 @@ fn a_toilet_with_an_active_heater_fault_stays_under_a_kibibyte() {
     eprintln!("toilet state: {bytes} bytes");
     assert!(bytes < 1024, "{bytes} bytes");
 }
+
+#[test]
+fn guests_in_a_new_households_first_days_are_abnormal() {
+    // Eight flushes of 6 to 7 l a day from the install (day 0 is partial: not judged),
+    // guests on days 7 to 9: four times the flushes. On day 8 the history holds days 1
+    // to 7, short of `usage_min_days`: its margins are half as wide again, and the
+    // guests still far over them.
+    let guests = |day: i64| (7..10).contains(&day);
+    let flushes = |day: i64| if guests(day) { 32 } else { 8 };
+    let ml = |day: i64| 6_000 + (day % 3) as u32 * 500;
+    let mut d = Device::new(Model::Toilet);
+    let all = water_days(&mut d, 12, flushes, ml);
+    let water = water_of(&all);
+    assert_eq!(water.len(), 2, "{water:?}");
+    assert_eq!(water[0].state, FindingState::Active);
+    assert!(
+        water[0].at_ts_ms >= T0 + 8 * DAY && water[0].at_ts_ms < T0 + 9 * DAY,
+        "raised at day {}",
+        (water[0].at_ts_ms - T0) as f64 / DAY as f64
+    );
+    assert_eq!(water[0].evidence["baseline_days"], 7);
+    assert_eq!(water[1].state, FindingState::Cleared);
+    assert!(water[1].at_ts_ms >= T0 + 10 * DAY);
+
+    // Without the cold start the history is too short to judge.
+    let mut d = Device::new(Model::Toilet);
+    d.cfg.usage_water.cold_start_days = None;
+    let all = water_days(&mut d, 12, flushes, ml);
+    assert!(water_of(&all).is_empty(), "{all:?}");
+}
+
+#[test]
+fn a_home_with_erratic_first_days_is_not_flagged_while_its_history_is_short() {
+    // A home of 2 to 18 flushes a day (6 l each), as erratic from its first day as it
+    // goes on being. Days 5 and 6 (17 and 16 flushes), judged on day 6 against days 1 to
+    // 5 (median 6, σ ≈ 3 flushes), are over the unwidened two-day margin (2·6 + max(
+    // 4.25·σ·√2, 3·6) = 30 flushes), not over that margin widened for five days
+    // (2·6 + 2.7·18 ≈ 61), and the home is never over the full-history margin later.
+    let pattern = [
+        0, 6, 4, 10, 5, 17, 16, 17, 14, 8, 5, 17, 2, 14, 15, 2, 16, 10, 9, 5, 12, 2, 2, 2, 2, 14,
+        8, 15, 2, 18, 9, 16, 17, 9, 13, 9, 9, 16, 11, 2,
+    ];
+    let flushes = |day: i64| pattern[day as usize % pattern.len()];
+    let mut d = Device::new(Model::Toilet);
+    let all = water_days(&mut d, 40, flushes, |_| 6_000);
+    assert!(water_of(&all).is_empty(), "{:?}", edges(&all));
+}
+
+#[test]
+fn the_small_sample_margin_widens_below_the_full_history_and_only_there() {
+    use usage::small_sample_k;
+    for n in 3..10 {
+        eprintln!(
+            "n = {n}: k 4 -> {:?}, sum_k 4.25 -> {:?}",
+            small_sample_k(4.0, n, 10, 1),
+            small_sample_k(4.25, n, 10, 2)
+        );
+    }
+    for days in [1, 2] {
+        assert_eq!(small_sample_k(4.25, 10, 10, days), Some(4.25));
+        assert_eq!(small_sample_k(4.25, 28, 10, days), Some(4.25));
+        let mut previous = f32::INFINITY;
+        for n in 2..10 {
+            let k = small_sample_k(4.25, n, 10, days).unwrap();
+            assert!(k > 4.25 && k < previous, "n = {n}: {k}");
+            previous = k;
+        }
+    }
+    // Four days: about 5 times the margin (t of 1.1 degrees of freedom at the tail that
+    // 4.25 / √(1 + π/10) leaves t of 3.3); seven days: about 1.5 times.
+    let two = small_sample_k(4.25, 4, 10, 2).unwrap() / 4.25;
+    assert!((4.5..6.0).contains(&two), "{two}");
+    let one = small_sample_k(4.0, 4, 10, 1).unwrap() / 4.0;
+    assert!((4.5..6.0).contains(&one), "{one}");
+    let seven = small_sample_k(4.25, 7, 10, 2).unwrap() / 4.25;
+    assert!((1.3..1.6).contains(&seven), "{seven}");
+    assert_eq!(small_sample_k(4.0, 1, 10, 1), None);
+    assert_eq!(small_sample_k(f32::NAN, 4, 10, 1), None);
+    eprintln!(
+        "DailyUsage: {} bytes",
+        std::mem::size_of::<usage::DailyUsage>()
+    );
+}

@@ -26,8 +26,23 @@
 //! With `one_day_k` (and `persist_days = 2`), a day is also abnormal on its own, within
 //! the day, once its running total exceeds `median + one_day_k·σ` (and the ratio and
 //! excess floors) with as many uses as above: a party or guests for one evening.
+//!
+//! The rule judges once the history holds `usage_min_days` days or, with
+//! `cold_start_days`, already from that many (a household's guests may come in its first
+//! fortnight, or a leak, an offline spell or an away trip may keep its history short).
+//! A median and σ of a few days are themselves uncertain, so until the history is
+//! `usage_min_days` long every margin over the median (its z-term and its ratio and
+//! excess floors, which are measured from that median) is widened by
+//! [`small_sample_k`]` / k`: the margin that a new day (or two-day sum) of a normal
+//! household crosses as rarely as it crosses `k` at `usage_min_days` days, from the
+//! median's sampling variance `π/2 · σ²/n` and Student's t with the degrees of freedom
+//! of a MAD of `n` days. Nothing is fitted: the widening follows from `k`, `n` and
+//! `usage_min_days` (about ×5 at 4 days, ×1.9 at 6, ×1.2 at 8, none from 10), and a
+//! finding clears against the unwidened threshold (a visit still going on is not let go
+//! because the history is short). The use-count condition stays as it is.
 
 use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use super::config::UsageThresholds;
 use super::stats::{RobustSummary, SampleWindow};
@@ -128,13 +143,113 @@ pub struct UsageJudgement {
     pub z: f32,
 }
 
-fn judge(th: &UsageThresholds, history: &SampleWindow<28>, total: f64) -> Option<UsageJudgement> {
+/// The fewest days of history [`UsageThresholds::cold_start_days`] may judge from: the
+/// t distribution of [`small_sample_k`] has `0.3675·(n − 1)` degrees of freedom, at
+/// least one (a mean) from four days on.
+pub const MIN_COLD_START_DAYS: u8 = 4;
+
+/// Asymptotic efficiency of σ from the MAD relative to the standard deviation, for
+/// normal samples: σ of `n` days is as uncertain as a standard deviation of
+/// `0.3675·n` days.
+const MAD_EFFICIENCY: f64 = 0.3675;
+
+/// The robust z-margin for a history of `n` days that a new value crosses as rarely as
+/// it crosses `k` with `n_ref` days, for normally distributed days: `k` itself from
+/// `n_ref` days on, else `c(n) · t⁻¹(ν(n); 1 − p)` with
+/// `p = P(T(ν(n_ref)) > k / c(n_ref))`.
+///
+/// `c(n)` is the spread of the value's distance to the history's median in units of σ:
+/// `√(1 + π/(2n))` for one day (the median of `n` normal samples varies by
+/// `π/2 · σ²/n`), `√(1 + π/n)` for a sum of `days = 2` days (its distance to twice the
+/// median, in units of σ·√2). Student's t carries the uncertainty of σ itself, with
+/// `ν(n) = 0.3675·(n − 1)` degrees of freedom: those of a standard deviation, times the
+/// MAD's efficiency. `None` when it cannot be computed (fewer than two days, a margin
+/// that is not finite and positive).
+pub fn small_sample_k(k: f32, n: usize, n_ref: usize, days: u8) -> Option<f32> {
+    if n >= n_ref {
+        return Some(k);
+    }
+    if n < 2 || !k.is_finite() || k <= 0.0 {
+        return None;
+    }
+    let median_var = if days >= 2 {
+        std::f64::consts::PI
+    } else {
+        std::f64::consts::FRAC_PI_2
+    };
+    let c = |n: usize| (1.0 + median_var / n as f64).sqrt();
+    let t = |n: usize| StudentsT::new(0.0, 1.0, MAD_EFFICIENCY * (n - 1) as f64).ok();
+    let p = t(n_ref)?.sf(f64::from(k) / c(n_ref));
+    if !(p > 0.0 && p < 0.5) {
+        return None;
+    }
+    let widened = c(n) * t(n)?.inverse_cdf(1.0 - p);
+    (widened.is_finite() && widened > 0.0).then_some((widened as f32).max(k))
+}
+
+/// How much wider than usual the margins over the median are for a history of `n` days
+/// (`n_ref = usage_min_days`): [`small_sample_k`] over `k` for the one-day test, over
+/// `sum_k` for the two-day test and over `one_day_k` for the within-a-day test, all 1
+/// from `n_ref` days on. The whole margin widens, its ratio and excess floors too: they
+/// are measured from a median as uncertain as σ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Widening {
+    one: f32,
+    two: f32,
+    one_day: f32,
+}
+
+impl Widening {
+    /// No widening (a full history).
+    const NONE: Widening = Widening {
+        one: 1.0,
+        two: 1.0,
+        one_day: 1.0,
+    };
+
+    fn of(th: &UsageThresholds, n: usize, n_ref: usize) -> Option<Widening> {
+        let factor = |k: f32, days: u8| small_sample_k(k, n, n_ref, days).map(|w| w / k);
+        let sum_k = th.sum_k.unwrap_or(th.k * std::f32::consts::SQRT_2);
+        Some(Widening {
+            one: factor(th.k, 1)?,
+            two: factor(sum_k, 2)?,
+            one_day: match th.one_day_k {
+                Some(k) => factor(k, 1)?,
+                None => 1.0,
+            },
+        })
+    }
+}
+
+/// The days of history the rule judges from: `cold_start_days` (at least
+/// [`MIN_COLD_START_DAYS`]) when set and fewer than `min_days`, else `min_days`.
+fn judging_days(th: &UsageThresholds, min_days: u8) -> u8 {
+    th.cold_start_days
+        .map_or(min_days, |c| c.max(MIN_COLD_START_DAYS).min(min_days))
+}
+
+/// The margin over the median of one day: `widen × max(k·σ, (min_ratio − 1)·median,
+/// min_excess)`.
+fn one_day_margin(th: &UsageThresholds, b: &RobustSummary, k: f32, widen: f32) -> f64 {
+    let median = f64::from(b.median);
+    let sigma = b.sigma.max(th.sigma_floor_ratio * b.median);
+    f64::from(widen)
+        * f64::from(k * sigma)
+            .max(median * (f64::from(th.min_ratio) - 1.0))
+            .max(f64::from(th.min_excess))
+}
+
+/// The day's verdict figures, its threshold `median + widen × max(k·σ, (min_ratio −
+/// 1)·median, min_excess)` (`widen` 1: the full-history threshold).
+fn judge(
+    th: &UsageThresholds,
+    history: &SampleWindow<28>,
+    total: f64,
+    widen: f32,
+) -> Option<UsageJudgement> {
     let baseline = history.summary()?;
     let sigma = baseline.sigma.max(th.sigma_floor_ratio * baseline.median);
-    let median = f64::from(baseline.median);
-    let threshold = (median + f64::from(th.k * sigma))
-        .max(median * f64::from(th.min_ratio))
-        .max(median + f64::from(th.min_excess));
+    let threshold = f64::from(baseline.median) + one_day_margin(th, &baseline, th.k, widen);
     Some(UsageJudgement {
         total,
         baseline,
@@ -144,10 +259,10 @@ fn judge(th: &UsageThresholds, history: &SampleWindow<28>, total: f64) -> Option
 }
 
 /// The excess over twice the median that two days together must exceed:
-/// `max(sum_k·σ·√2, 2·(min_ratio − 1)·median, 2·min_excess)`. The sum of two days spreads
-/// by σ·√2, not 2σ, so a household tripling its use for two days stands out even when
-/// neither day alone leaves its natural range.
-fn two_day_excess(th: &UsageThresholds, j: &UsageJudgement) -> f64 {
+/// `widen × max(sum_k·σ·√2, 2·(min_ratio − 1)·median, 2·min_excess)`. The sum of two
+/// days spreads by σ·√2, not 2σ, so a household tripling its use for two days stands out
+/// even when neither day alone leaves its natural range.
+fn two_day_excess(th: &UsageThresholds, j: &UsageJudgement, widen: f32) -> f64 {
     let median = f64::from(j.baseline.median);
     let sigma = f64::from(
         j.baseline
@@ -157,22 +272,16 @@ fn two_day_excess(th: &UsageThresholds, j: &UsageJudgement) -> f64 {
     let sum_k = th.sum_k.map_or(2.0 * f64::from(th.k), |z| {
         f64::from(z) * std::f64::consts::SQRT_2
     });
-    (sum_k * sigma)
-        .max(2.0 * (f64::from(th.min_ratio) - 1.0) * median)
-        .max(2.0 * f64::from(th.min_excess))
+    f64::from(widen)
+        * (sum_k * sigma)
+            .max(2.0 * (f64::from(th.min_ratio) - 1.0) * median)
+            .max(2.0 * f64::from(th.min_excess))
 }
 
-/// Today's threshold of the within-a-day test: `max(median + k·σ, min_ratio × median,
-/// median + min_excess)` with `k = one_day_k`.
-fn one_day_threshold(th: &UsageThresholds, j: &UsageJudgement, k: f32) -> f64 {
-    let median = f64::from(j.baseline.median);
-    let sigma = j
-        .baseline
-        .sigma
-        .max(th.sigma_floor_ratio * j.baseline.median);
-    (median + f64::from(k * sigma))
-        .max(median * f64::from(th.min_ratio))
-        .max(median + f64::from(th.min_excess))
+/// Today's threshold of the within-a-day test: `median + widen × max(k·σ, (min_ratio −
+/// 1)·median, min_excess)` with `k = one_day_k`.
+fn one_day_threshold(th: &UsageThresholds, j: &UsageJudgement, k: f32, widen: f32) -> f64 {
+    f64::from(j.baseline.median) + one_day_margin(th, &j.baseline, k, widen)
 }
 
 impl DailyUsage {
@@ -215,17 +324,45 @@ impl DailyUsage {
         if edge.is_some() {
             return edge;
         }
-        if self.active || self.disturbed || self.history.len() < usize::from(min_days) {
+        let judging = judging_days(th, min_days);
+        let n = self.history.len();
+        if self.active || self.disturbed || n < usize::from(judging) {
             return None;
         }
-        let j = judge(th, &self.history, self.total)?;
+        // Widening only raises the thresholds: a day under the unwidened ones needs no
+        // t quantiles.
+        let (over, j) = self.verdict(th, judging, Widening::NONE)?;
+        if !over {
+            return None;
+        }
+        let (over, j) = if n < usize::from(min_days) {
+            self.verdict(th, judging, Widening::of(th, n, usize::from(min_days))?)?
+        } else {
+            (over, j)
+        };
+        if over {
+            self.active = true;
+            return Some((true, j));
+        }
+        None
+    }
+
+    /// Whether the current day (with the previous one) is abnormal, margins widened by
+    /// `widen`, and the figures; `judging` is the fewest days the use median needs.
+    fn verdict(
+        &self,
+        th: &UsageThresholds,
+        judging: u8,
+        widen: Widening,
+    ) -> Option<(bool, UsageJudgement)> {
+        let j = judge(th, &self.history, self.total, widen.one)?;
         let (over, uses, days) = if th.persist_days <= 1 {
             (self.total > j.threshold, self.uses, 1.0)
         } else {
             // Two days together: their excess over twice the median must exceed the
             // two-day threshold, today at least a quarter of it.
             let median = f64::from(j.baseline.median);
-            let excess = two_day_excess(th, &j);
+            let excess = two_day_excess(th, &j, widen.two);
             let over = self
                 .previous_day_total
                 .is_some_and(|previous| previous + self.total > 2.0 * median + excess)
@@ -237,7 +374,7 @@ impl DailyUsage {
         let often = |uses: u8, days: f32| {
             th.min_use_ratio.is_none_or(|ratio| {
                 self.use_history
-                    .median(min_days)
+                    .median(judging)
                     .is_none_or(|median| f32::from(uses) >= ratio * days * median)
             })
         };
@@ -245,14 +382,9 @@ impl DailyUsage {
         // (a party, guests for an evening), as often used as above.
         let today = th.persist_days > 1
             && th.one_day_k.is_some_and(|k| {
-                self.total > one_day_threshold(th, &j, k) && often(self.uses, 1.0)
+                self.total > one_day_threshold(th, &j, k, widen.one_day) && often(self.uses, 1.0)
             });
-        let over = (over && often(uses, days)) || today;
-        if over {
-            self.active = true;
-            return Some((true, j));
-        }
-        None
+        Some(((over && often(uses, days)) || today, j))
     }
 
     fn close_day(&mut self, th: &UsageThresholds, min_days: u8) -> Option<(bool, UsageJudgement)> {
@@ -260,8 +392,10 @@ impl DailyUsage {
         if self.day.is_none() || !self.complete || self.disturbed || !self.used {
             return None;
         }
-        let judged = (self.history.len() >= usize::from(min_days))
-            .then(|| judge(th, &self.history, self.total))
+        // Cleared against the unwidened threshold: a visit still going on is not let go
+        // because the history is short.
+        let judged = (self.history.len() >= usize::from(judging_days(th, min_days)))
+            .then(|| judge(th, &self.history, self.total, 1.0))
             .flatten();
         self.history.push(self.total as f32);
         self.use_history.push(self.uses);
