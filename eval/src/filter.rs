@@ -214,7 +214,8 @@ pub struct QueryRow {
     pub hi: f64,
     /// Straight-line error.
     pub line: f64,
-    /// Meter date − true date (NaN if unknown).
+    /// Meter date − true date (NaN if unknown or extrapolated: the cartridge was
+    /// replaced, its counter reset or the run ended before the meter reached the rating).
     pub meter: f64,
     /// Slot's long-run mean use, litres/day (look-ahead).
     pub rate_l_day: f64,
@@ -227,6 +228,11 @@ pub struct QueryRow {
     pub model_weight: f64,
     /// The usage model's own error (before blending).
     pub model: f64,
+    /// Error of the look-ahead oracle of the slot's long-run mean use over the whole
+    /// run (NaN if none): what knowing each household's mean use exactly would give.
+    pub longrun: f64,
+    /// Error of the oracle that also knows the future absences (NaN if none).
+    pub absence: f64,
 }
 
 /// The whole evaluation.
@@ -351,9 +357,11 @@ impl SlotEval<'_> {
             .filter(|_| longrun_ml_per_ms > 0.0 && home_ml_per_ms > 0.0)
             .map(|l| {
                 let t0 = q.at.max(l.ts);
-                let plain = t0 + ((cap_ml - l.ml as f64) / longrun_ml_per_ms) as i64;
+                // The volume through the cartridge, counter resets included.
+                let left = cap_ml - (l.ml + self.offset_ml) as f64;
+                let plain = t0 + (left / longrun_ml_per_ms) as i64;
                 // Walk at the home rate, pausing through the known absences.
-                let (mut t, mut rem) = (t0, cap_ml - l.ml as f64);
+                let (mut t, mut rem) = (t0, left);
                 for &(a, b) in away_here {
                     if b <= t || rem <= 0.0 {
                         continue;
@@ -791,7 +799,9 @@ pub fn evaluate(cfg: &EvalConfig, world: &World) -> Result<Report, String> {
                     lo: d(lo),
                     hi: d(hi),
                     line: d(line),
-                    meter: t_meter.map_or(f64::NAN, |(t, _)| d(t)),
+                    meter: t_meter
+                        .filter(|(_, extrapolated)| !extrapolated)
+                        .map_or(f64::NAN, |(t, _)| d(t)),
                     rate_l_day: longrun_ml_per_ms * DAY_MS as f64 / 1000.0,
                     days_seen,
                     score: {
@@ -804,6 +814,8 @@ pub fn evaluate(cfg: &EvalConfig, world: &World) -> Result<Report, String> {
                     },
                     model_weight,
                     model: d(model_ms),
+                    longrun: longrun.map_or(f64::NAN, |(l, _)| d(l)),
+                    absence: longrun.map_or(f64::NAN, |(_, o)| d(o)),
                 });
                 let r = &mut report.horizons[q.horizon];
                 if let Some((t_meter, extrapolated)) = t_meter {
@@ -1202,7 +1214,7 @@ pub fn heldout(cfg: &HeldOutConfig, mut progress: impl FnMut(&str)) -> Result<St
         level * 100.0
     );
     let mut pooled: Vec<&QueryRow> = Vec::new();
-    let mut pooled_cov: Vec<(&QueryRow, [f64; 4])> = Vec::new();
+    let mut pooled_cov: Vec<(&QueryRow, [f64; 4], u64)> = Vec::new();
     for (fi, fam) in cfg.families.iter().enumerate() {
         let (gi, scales, obj) = pick(Some(fi), &cfg.selection_seeds);
         let sel: Vec<&QueryRow> = runs
@@ -1215,6 +1227,15 @@ pub fn heldout(cfg: &HeldOutConfig, mut progress: impl FnMut(&str)) -> Result<St
             .filter(|((f, s, g), _)| *f == fi && cfg.heldout_seeds.contains(s) && *g == gi)
             .flat_map(|(_, v)| v.iter())
             .collect();
+        // The same seed simulates the same households in every family: a household
+        // (seed, device) is one cluster of the pooled table's bootstrap.
+        for ((f, seed, g), v) in &runs {
+            if *f == fi && cfg.heldout_seeds.contains(seed) && *g == gi {
+                for r in v {
+                    pooled_cov.push((r, scales, (*seed << 32) | u64::from(r.device)));
+                }
+            }
+        }
         out += &format!(
             "\n### held out: family {fam}\nchosen on the other families (seeds {:?}): {} (objective {obj:.3}); interval scales sediment {:.2}, carbon {:.2}, RO {:.2}, shower {:.2}\n\nselection (other families, selection seeds):\n\n{}\nheld out (family {fam}, seeds {:?}):\n\n{}",
             cfg.selection_seeds,
@@ -1227,14 +1248,11 @@ pub fn heldout(cfg: &HeldOutConfig, mut progress: impl FnMut(&str)) -> Result<St
             cfg.heldout_seeds,
             summary_table(&held, &horizons, &scales),
         );
-        for r in &held {
-            pooled_cov.push((r, scales));
-        }
         pooled.extend(held);
     }
     // Pooled held-out table: each query with the scales chosen without its family.
     out += &format!(
-        "\n### held out, all families pooled (each family scored with the choice made without it; seeds {:?})\n\n",
+        "\n### held out, all families pooled (each family scored with the choice made without it; seeds {:?})\n\nvs line: ± the standard deviation of the pooled ratio over {BOOTSTRAP_RESAMPLES} bootstrap resamples of the households (a household is one device of one seed, whatever its family); oracles (look-ahead, not forecasters): the slot's mean use over the whole run from the query on, and that use at home walked around the household's actual future absences; meter floor: MAE of the date the device's own meter reaches the rating (the error of a forecast that knew the future use exactly, which no forecaster can go below on average), over the queries whose meter reached it before a replacement, a counter reset or the end of the run\n\n",
         cfg.heldout_seeds
     );
     out += &pooled_table(&pooled_cov, &horizons);
@@ -1256,37 +1274,110 @@ pub fn heldout(cfg: &HeldOutConfig, mut progress: impl FnMut(&str)) -> Result<St
     Ok(out)
 }
 
-/// The pooled held-out table: like [`summary_table`], each query with its own scales.
-fn pooled_table(rows: &[(&QueryRow, [f64; 4])], horizons: &[i64]) -> String {
+/// Resamples of the pooled table's household bootstrap.
+const BOOTSTRAP_RESAMPLES: usize = 1000;
+
+/// Standard deviation of `Σ forecaster / Σ line − 1` over bootstrap resamples of the
+/// clusters of `items` (`(cluster, forecaster abs error, line abs error)`): how much
+/// the pooled "vs line" figure moves with the households drawn. Deterministic (fixed
+/// generator); `NaN` with fewer than two clusters.
+fn ratio_bootstrap_sd(items: &[(u64, f64, f64)], resamples: usize) -> f64 {
+    let mut sums: HashMap<u64, (f64, f64)> = HashMap::new();
+    for &(c, f, l) in items {
+        let e = sums.entry(c).or_default();
+        e.0 += f;
+        e.1 += l;
+    }
+    let mut clusters: Vec<(u64, (f64, f64))> = sums.into_iter().collect();
+    clusters.sort_by_key(|(c, _)| *c);
+    let k = clusters.len();
+    if k < 2 || resamples < 2 {
+        return f64::NAN;
+    }
+    // xorshift64*: reproducible without a dependency.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut ratios = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let (mut f, mut l) = (0.0, 0.0);
+        for _ in 0..k {
+            let (_, (cf, cl)) = clusters[(next() % k as u64) as usize];
+            f += cf;
+            l += cl;
+        }
+        if l > 0.0 {
+            ratios.push(f / l - 1.0);
+        }
+    }
+    let n = ratios.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let mean = ratios.iter().sum::<f64>() / n;
+    (ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+}
+
+/// The pooled held-out table: like [`summary_table`], each query with its own scales
+/// (and its household, for the bootstrap of the "vs line" figure).
+fn pooled_table(rows: &[(&QueryRow, [f64; 4], u64)], horizons: &[i64]) -> String {
     let mut s = String::from(
-        "| horizon | n | forecaster MAE (bias) | straight line MAE | vs line | 80 % PI coverage: purifier / shower | shower MAE forecaster / line | purifier MAE forecaster / line |\n|---|---|---|---|---|---|---|---|\n",
+        "| horizon | n | forecaster MAE (bias) | straight line MAE | vs line (± bootstrap sd) | oracles vs line: long-run use / and absences | meter floor | 80 % PI coverage: purifier / shower | shower MAE forecaster / line | purifier MAE forecaster / line |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for &h in horizons {
-        let hr: Vec<_> = rows.iter().filter(|(r, _)| r.horizon_days == h).collect();
+        let hr: Vec<_> = rows
+            .iter()
+            .filter(|(r, _, _)| r.horizon_days == h)
+            .collect();
         if hr.is_empty() {
             continue;
         }
         let n = hr.len() as f64;
-        let fc = hr.iter().map(|(r, _)| r.forecaster.abs()).sum::<f64>() / n;
-        let line = hr.iter().map(|(r, _)| r.line.abs()).sum::<f64>() / n;
-        let bias = hr.iter().map(|(r, _)| r.forecaster).sum::<f64>() / n;
+        let fc = hr.iter().map(|(r, _, _)| r.forecaster.abs()).sum::<f64>() / n;
+        let line = hr.iter().map(|(r, _, _)| r.line.abs()).sum::<f64>() / n;
+        let bias = hr.iter().map(|(r, _, _)| r.forecaster).sum::<f64>() / n;
+        let items: Vec<(u64, f64, f64)> = hr
+            .iter()
+            .map(|(r, _, c)| (*c, r.forecaster.abs(), r.line.abs()))
+            .collect();
+        let sd = ratio_bootstrap_sd(&items, BOOTSTRAP_RESAMPLES);
+        let meters: Vec<f64> = hr
+            .iter()
+            .map(|(r, _, _)| r.meter)
+            .filter(|m| m.is_finite())
+            .collect();
+        let floor = meters.iter().map(|m| m.abs()).sum::<f64>() / meters.len().max(1) as f64;
+        let n_floor = meters.len();
+        // The oracles against the line, on the queries where they exist.
+        let oracle = |f: &dyn Fn(&QueryRow) -> f64| {
+            let v: Vec<_> = hr.iter().filter(|(r, _, _)| f(r).is_finite()).collect();
+            let o = v.iter().map(|(r, _, _)| f(r).abs()).sum::<f64>();
+            let l = v.iter().map(|(r, _, _)| r.line.abs()).sum::<f64>();
+            (o / l - 1.0) * 100.0
+        };
+        let (o_longrun, o_absence) = (oracle(&|r| r.longrun), oracle(&|r| r.absence));
         let per = |m: &str| {
             let v: Vec<_> = hr
                 .iter()
-                .filter(|(r, _)| model_of_kind(r.kind) == m)
+                .filter(|(r, _, _)| model_of_kind(r.kind) == m)
                 .collect();
             let k = v.len().max(1) as f64;
-            let cov = v.iter().filter(|(r, sc)| covered(r, sc)).count() as f64 / k;
-            let f = v.iter().map(|(r, _)| r.forecaster.abs()).sum::<f64>() / k;
-            let l = v.iter().map(|(r, _)| r.line.abs()).sum::<f64>() / k;
+            let cov = v.iter().filter(|(r, sc, _)| covered(r, sc)).count() as f64 / k;
+            let f = v.iter().map(|(r, _, _)| r.forecaster.abs()).sum::<f64>() / k;
+            let l = v.iter().map(|(r, _, _)| r.line.abs()).sum::<f64>() / k;
             (cov, f, l, v.len())
         };
         let (pc, pf, pl, pn) = per("purifier");
         let (sc, sf, sl, sn) = per("shower");
         s += &format!(
-            "| {h} d | {} | {fc:.2} d ({bias:+.2}) | {line:.2} d | {:+.1} % | {:.1} % (n {pn}) / {:.1} % (n {sn}) | {sf:.2} / {sl:.2} | {pf:.2} / {pl:.2} |\n",
+            "| {h} d | {} | {fc:.2} d ({bias:+.2}) | {line:.2} d | {:+.1} % (± {:.1}) | {o_longrun:+.1} % / {o_absence:+.1} % | {floor:.2} d (n {n_floor}) | {:.1} % (n {pn}) / {:.1} % (n {sn}) | {sf:.2} / {sl:.2} | {pf:.2} / {pl:.2} |\n",
             hr.len(),
             (fc / line - 1.0) * 100.0,
+            sd * 100.0,
             pc * 100.0,
             sc * 100.0,
         );
@@ -1314,7 +1405,105 @@ mod tests {
             score,
             model_weight: 1.0,
             model: 0.0,
+            longrun: f64::NAN,
+            absence: f64::NAN,
         }
+    }
+
+    #[test]
+    fn the_bootstrap_sd_is_zero_for_identical_households_and_grows_with_their_spread() {
+        // Every household with the same errors: every resample gives the same ratio.
+        let same: Vec<(u64, f64, f64)> = (0..40).map(|c| (c, 3.0, 4.0)).collect();
+        assert!(ratio_bootstrap_sd(&same, 200).abs() < 1e-12);
+        // Households that disagree: the ratio moves with the draw.
+        let spread: Vec<(u64, f64, f64)> = (0..40)
+            .map(|c| (c, if c % 2 == 0 { 1.0 } else { 5.0 }, 4.0))
+            .collect();
+        let sd = ratio_bootstrap_sd(&spread, 400);
+        // Σf/Σl − 1 over 40 households, each f ∈ {1, 5} with p = ½: sd ≈ 2 / (4 √40) ≈ 0.079.
+        assert!(sd > 0.05 && sd < 0.11, "{sd}");
+        // Two queries of one household are resampled together (one cluster), so
+        // splitting a household's errors into two rows does not change the answer.
+        let split: Vec<(u64, f64, f64)> = spread
+            .iter()
+            .flat_map(|&(c, f, l)| [(c, f / 2.0, l / 2.0), (c, f / 2.0, l / 2.0)])
+            .collect();
+        assert!((ratio_bootstrap_sd(&split, 400) - sd).abs() < 1e-12);
+        assert!(ratio_bootstrap_sd(&same[..1], 200).is_nan());
+    }
+
+    #[test]
+    fn the_long_run_oracle_counts_the_volume_before_a_counter_reset() {
+        let obs = |ts: i64, ml: u64| Obs {
+            ts,
+            ml,
+            repl: 0,
+            boot: 1,
+            tds_in: 0,
+            tds_out: 0,
+        };
+        let stream = Stream {
+            kind: CartridgeKind::Shower,
+            rated_l: 1000,
+            obs: Vec::new(),
+        };
+        let rate = 10_000.0 / DAY_MS as f64; // 10 L a day, in ml per ms
+        let at = 40 * DAY_MS;
+        // 600 L before the counters were lost, 100 L since: 300 L, 30 days, are left.
+        let slot = SlotEval {
+            key: (0, 0),
+            stream: &stream,
+            qs: Vec::new(),
+            spec: ForecastParams::kind_id(CartridgeKind::Shower),
+            cap_ml: 1_000_000.0,
+            fleet_ml_per_ms: rate,
+            longrun_ml_per_ms: rate,
+            home_ml_per_ms: rate,
+            anchor: Some(obs(0, 0)),
+            last: Some(obs(at, 100_000)),
+            offset_ml: 600_000,
+            answers: Vec::new(),
+            next_query: 0,
+            next_obs: 0,
+        };
+        let params = ForecastParams::standard(ForecastConfig::default()).expect("valid");
+        let q = Query {
+            at,
+            truth: at + 30 * DAY_MS,
+            horizon: 0,
+        };
+        let (_, _, _, line, oracle) = slot.answer(&q, &DeviceForecaster::new(), &params, &[], 3);
+        let (plain, absent) = oracle.expect("the oracle answers");
+        assert!((plain - q.truth).abs() < 1_000, "{}", plain - q.truth);
+        // Away for 5 of those days: the date moves by them.
+        let away = [(at + 10 * DAY_MS, at + 15 * DAY_MS)];
+        let (_, _, _, _, with_away) = slot.answer(&q, &DeviceForecaster::new(), &params, &away, 3);
+        let (_, walked) = with_away.expect("the oracle answers");
+        assert_eq!(absent, plain);
+        assert!((walked - (q.truth + 5 * DAY_MS)).abs() < 1_000);
+        // The straight line sees the same 700 L over 40 days.
+        let line = line.expect("the line answers");
+        assert!(((line - at) as f64 / DAY_MS as f64 - 300.0 / 17.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_pooled_table_reports_the_floor_without_extrapolated_meters_and_the_oracles() {
+        let mut a = row("shower", 0.5);
+        (a.forecaster, a.line, a.meter, a.longrun, a.absence) = (2.0, 4.0, 1.0, 1.0, 0.0);
+        let mut b = row("sediment", 0.5);
+        (b.forecaster, b.line, b.meter, b.longrun, b.absence) = (-2.0, -4.0, f64::NAN, 3.0, 2.0);
+        let scales = [1.0; 4];
+        let rows = [(&a, scales, 1), (&b, scales, 2)];
+        let t = pooled_table(&rows, &[30]);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("| 30 d"))
+            .expect("a 30 d row");
+        // Forecaster 2 against the line's 4: −50 %; the oracles' 4 and 2 against its 8.
+        assert!(line.contains("| -50.0 % (±"), "{line}");
+        assert!(line.contains("| -50.0 % / -75.0 % |"), "{line}");
+        // The extrapolated meter date is left out of the floor.
+        assert!(line.contains("| 1.00 d (n 1) |"), "{line}");
     }
 
     #[test]
