@@ -47,11 +47,15 @@ fn the_dead_letter_store_keeps_its_cap_and_counts_what_it_drops() {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.trim().parse().ok())
     };
-    wait_until(Duration::from_secs(30), "the 60 dead letters committed", || {
-        (metric("gateway_dead_letters_stored")? + metric("gateway_dead_letters_dropped_total")?
-            >= 60)
-            .then_some(())
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "the 60 dead letters committed",
+        || {
+            (metric("gateway_dead_letters_stored")? + metric("gateway_dead_letters_dropped_total")?
+                >= 60)
+                .then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}\n{}", gw.log_tail()));
     let kept = gw.dead_letters(1000).unwrap();
     assert_eq!(kept.len(), 20, "the count cap holds");
