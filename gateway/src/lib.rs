@@ -295,7 +295,8 @@ pub async fn run(
                 metrics: Arc::clone(&metrics),
             }),
         });
-        let (ownership, _) = watch::channel(cluster::Ownership::default());
+        let (ownership, ownership_rx) = watch::channel(cluster::Ownership::default());
+        ops.set_cluster(&cluster.instance_id, ownership_rx);
         let coordinator = tokio::spawn(cluster::run(
             cluster,
             shared,

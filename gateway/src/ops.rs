@@ -55,6 +55,8 @@ pub struct Ops {
     telemetry_deleted: AtomicU64,
     audit_deleted: AtomicU64,
     started: Instant,
+    /// Clustered mode: the partitions this instance owns, for `/health/ready`.
+    cluster: std::sync::OnceLock<(String, watch::Receiver<crate::cluster::Ownership>)>,
 }
 
 /// What the previous check saw, to judge what changed since.
@@ -104,7 +106,31 @@ impl Ops {
             telemetry_deleted: AtomicU64::new(0),
             audit_deleted: AtomicU64::new(0),
             started: Instant::now(),
+            cluster: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Clustered mode: `/health/ready` reports instance `id`'s partitions and their lease
+    /// epochs, and the live instances, from `ownership`.
+    pub fn set_cluster(&self, id: &str, ownership: watch::Receiver<crate::cluster::Ownership>) {
+        let _ = self.cluster.set((id.to_owned(), ownership));
+    }
+
+    /// What `/health/ready` says of the cluster (`None` in single-node mode).
+    fn cluster_view(&self) -> Option<serde_json::Value> {
+        let (id, rx) = self.cluster.get()?;
+        let o = rx.borrow();
+        let partitions: serde_json::Map<String, serde_json::Value> = o
+            .partitions
+            .iter()
+            .map(|(p, epoch)| (p.to_string(), serde_json::Value::from(*epoch)))
+            .collect();
+        Some(serde_json::json!({
+            "instance": id,
+            "owned": partitions.len(),
+            "partitions": partitions,
+            "instances": o.instances,
+        }))
     }
 
     /// Starts the readiness checker and the retention sweeper.
@@ -195,6 +221,11 @@ impl Ops {
             )),
         }
         // Several connects in a minute with the broker up: another client takes the session.
+        // (Not in clustered mode: each partition acquired connects one session, so dozens
+        // of connects a minute are the normal rebalance.)
+        if self.cluster.get().is_some() {
+            seen.connect_times.clear();
+        }
         while seen
             .connect_times
             .front()
@@ -642,7 +673,10 @@ pub fn router(ops: Arc<Ops>) -> Router {
 
 async fn ready(State(ops): State<Arc<Ops>>) -> Response {
     let reasons = ops.reasons();
-    let body = serde_json::json!({ "ready": reasons.is_empty(), "reasons": reasons });
+    let mut body = serde_json::json!({ "ready": reasons.is_empty(), "reasons": reasons });
+    if let Some(cluster) = ops.cluster_view() {
+        body["cluster"] = cluster;
+    }
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
