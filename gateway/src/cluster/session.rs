@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::partition;
 use super::snapshots::AnalyticsStore;
@@ -118,7 +119,9 @@ impl PartitionSession {
     /// Starts partition `p`'s session, held at lease `epoch`, after `wait`.
     pub fn start(p: u32, epoch: i64, wait: Duration, shared: Arc<Shared>) -> PartitionSession {
         let (stop, stop_rx) = watch::channel(StopMode::Run);
-        let task = tokio::spawn(run(p, epoch, wait, shared, stop_rx));
+        // Every log line of the session (its connection's included) names the partition.
+        let span = tracing::info_span!("partition", p, epoch);
+        let task = tokio::spawn(run(p, epoch, wait, shared, stop_rx).instrument(span));
         PartitionSession { stop, task }
     }
 
@@ -252,16 +255,19 @@ async fn run(
     let (tx, rx) = mpsc::unbounded_channel();
     let (pipeline_stop, pipeline_stop_rx) = watch::channel(false);
     let (mqtt_stop, mqtt_stop_rx) = watch::channel(false);
-    let mut pipeline_task = tokio::spawn(pipeline.run(rx, pipeline_stop_rx));
-    let mqtt_task = tokio::spawn(ingest::mqtt::run(
-        client,
-        eventloop,
-        tx,
-        generation,
-        Arc::clone(&shared.metrics),
-        mqtt_stop_rx,
-        session,
-    ));
+    let mut pipeline_task = tokio::spawn(pipeline.run(rx, pipeline_stop_rx).in_current_span());
+    let mqtt_task = tokio::spawn(
+        ingest::mqtt::run(
+            client,
+            eventloop,
+            tx,
+            generation,
+            Arc::clone(&shared.metrics),
+            mqtt_stop_rx,
+            session,
+        )
+        .in_current_span(),
+    );
     tracing::info!(partition = p, client_id = %partition::client_id(p), "Partition session started.");
     let mode = stop
         .wait_for(|m| *m != StopMode::Run)
