@@ -153,22 +153,30 @@ fn fence(
     now: Instant,
 ) {
     let limit = fence_after(cluster.lease_ttl);
-    let stale: Vec<u32> = held
+    for (p, h) in take_where(held, |_, h| now.duration_since(h.renewed) >= limit) {
+        tracing::warn!(
+            partition = p,
+            epoch = h.epoch,
+            since_renewal_ms = now.duration_since(h.renewed).as_millis() as u64,
+            "Lease not renewed in time: disconnecting the partition's session before the lease can expire."
+        );
+        aborting.push(tokio::spawn(h.session.stop(StopMode::Abort)));
+    }
+}
+
+/// Removes from `held` and returns the partitions for which `which` holds.
+fn take_where(
+    held: &mut BTreeMap<u32, Held>,
+    which: impl Fn(u32, &Held) -> bool,
+) -> Vec<(u32, Held)> {
+    let keys: Vec<u32> = held
         .iter()
-        .filter(|(_, h)| now.duration_since(h.renewed) >= limit)
+        .filter(|(p, h)| which(**p, h))
         .map(|(p, _)| *p)
         .collect();
-    for p in stale {
-        if let Some(h) = held.remove(&p) {
-            tracing::warn!(
-                partition = p,
-                epoch = h.epoch,
-                since_renewal_ms = now.duration_since(h.renewed).as_millis() as u64,
-                "Lease not renewed in time: disconnecting the partition's session before the lease can expire."
-            );
-            aborting.push(tokio::spawn(h.session.stop(StopMode::Abort)));
-        }
-    }
+    keys.into_iter()
+        .filter_map(|p| held.remove(&p).map(|h| (p, h)))
+        .collect()
 }
 
 /// One round: heartbeat, renew, release finished hand-overs, rebalance. Returns the live
@@ -189,45 +197,31 @@ async fn step(
         .await?
         .into_iter()
         .collect();
-    let lost: Vec<u32> = held
-        .iter()
-        .filter(|(p, h)| renewed.get(p) != Some(&h.epoch))
-        .map(|(p, _)| *p)
-        .collect();
-    for p in lost {
-        if let Some(h) = held.remove(&p) {
-            tracing::warn!(
-                partition = p,
-                epoch = h.epoch,
-                "Lease lost: disconnecting the partition's session."
-            );
-            aborting.push(tokio::spawn(h.session.stop(StopMode::Abort)));
-        }
+    for (p, h) in take_where(held, |p, h| renewed.get(&p) != Some(&h.epoch)) {
+        tracing::warn!(
+            partition = p,
+            epoch = h.epoch,
+            "Lease lost: disconnecting the partition's session."
+        );
+        aborting.push(tokio::spawn(h.session.stop(StopMode::Abort)));
     }
     for h in held.values_mut() {
         h.renewed = sent;
     }
     // Sessions that ended: hand-overs done (release now), or ended on their own (release
     // too; the partition is free to take again at once).
-    let ended: Vec<u32> = held
-        .iter()
-        .filter(|(_, h)| h.session.is_finished())
-        .map(|(p, _)| *p)
-        .collect();
     let mut handed = Vec::new();
-    for p in ended {
-        if let Some(h) = held.remove(&p) {
-            if h.handing_over {
-                handed.push(p);
-            } else {
-                tracing::error!(
-                    partition = p,
-                    "A partition session ended unexpectedly; releasing it."
-                );
-            }
-            if let Err(e) = store.release(p, h.epoch).await {
-                tracing::warn!(partition = p, error = %e, "Cannot release the lease; it will expire.");
-            }
+    for (p, h) in take_where(held, |_, h| h.session.is_finished()) {
+        if h.handing_over {
+            handed.push(p);
+        } else {
+            tracing::error!(
+                partition = p,
+                "A partition session ended unexpectedly; releasing it."
+            );
+        }
+        if let Err(e) = store.release(p, h.epoch).await {
+            tracing::warn!(partition = p, error = %e, "Cannot release the lease; it will expire.");
         }
     }
     if !handed.is_empty() {
