@@ -139,6 +139,27 @@ impl InternalEvent for MqttConnected {
     }
 }
 
+/// The broker refused a subscription (a SUBACK failure code): nothing of those filters is
+/// delivered until a retry succeeds (a broker ACL, or nats-server timing out creating the
+/// subscription's JetStream consumer under load).
+pub struct SubscriptionRefused<'a> {
+    /// The filters of the refused SUBSCRIBE.
+    pub filters: &'a [String],
+    /// When it is tried again.
+    pub retry_in: std::time::Duration,
+}
+
+impl InternalEvent for SubscriptionRefused<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.mqtt_subscriptions_refused.fetch_add(1, Relaxed);
+        tracing::error!(
+            filters = ?self.filters,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "The MQTT broker refused the subscription; retrying. If it keeps refusing, check the broker's ACL for the gateway's user (or the broker's log)."
+        );
+    }
+}
+
 /// Acknowledgements skipped because their connection is gone (the broker redelivers).
 pub struct AcksSkippedStale {
     /// How many.

@@ -7,7 +7,8 @@
 //! `limit` 1 to [`MAX_DEAD_LETTER_PAGE`], default [`DEFAULT_DEAD_LETTER_PAGE`], the next
 //! page by `before=<next_before>`), `GET /dead-letters/{id}/raw` (one payload's kept bytes,
 //! audited), `GET /dead-letters/counts` (by reason, all time),
-//! `GET /devices/{device_id}` (its sequence state) and `GET /fleet/online?within_s=`;
+//! `GET /devices/{device_id}` (its sequence state), `GET /fleet/online?within_s=` and
+//! `GET /fleet/instances` (clustered mode: the live instances and their partitions);
 //! for staff, `GET /api/tickets/{id}/readings` (a ticket's readings, `http::readings`).
 //! It only reads shared counters and the state database: it never blocks ingest.
 //!
@@ -140,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/{id}/raw", get(dead_letter_raw))
         .route("/devices/{device_id}", get(device))
         .route("/fleet/online", get(online))
+        .route("/fleet/instances", get(instances))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_operator,
@@ -339,6 +341,18 @@ async fn online(
         Json(serde_json::json!({ "devices_seen": seen, "online": online, "within_s": within_s }))
             .into_response(),
     )
+}
+
+/// The platform's instances, for the fleet page: in clustered mode this instance, the live
+/// instances and how many partitions each holds; in single-node mode, just that.
+async fn instances(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(match s.ops.cluster_view() {
+        Some(mut cluster) => {
+            cluster["clustered"] = true.into();
+            cluster
+        }
+        None => serde_json::json!({ "clustered": false }),
+    })
 }
 
 async fn device(

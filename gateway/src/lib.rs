@@ -243,7 +243,7 @@ pub async fn run(
             app = app.merge(demo::push_sink());
         }
         let rx = shutdown_rx.clone();
-        tracing::info!(%addr, hosts = ?config.http_allowed_hosts, "HTTP endpoint: /health/live (open); /health /health/ready /metrics /metrics.json /dead-letters /devices/{{id}} /fleet/online (operator token); pages at / /board /fleet /home");
+        tracing::info!(%addr, hosts = ?config.http_allowed_hosts, "HTTP endpoint: /health/live (open); /health /health/ready /metrics /metrics.json /dead-letters /devices/{{id}} /fleet/online /fleet/instances (operator token); pages at / /board /fleet /home");
         tasks.spawn(http::serve(
             listener,
             app,

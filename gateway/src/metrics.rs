@@ -42,6 +42,8 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     /// MQTT connection errors.
     pub mqtt_errors: AtomicU64,
+    /// SUBSCRIBE filters the broker refused (SUBACK failure); each is retried.
+    pub mqtt_subscriptions_refused: AtomicU64,
     /// Messages missing before the broker, by per-device sequence gaps (net of late fills).
     pub sequence_gaps: AtomicU64,
     /// Redeliveries recognised by sequence number.
@@ -91,6 +93,7 @@ pub struct Snapshot {
     pub http_connections_evicted: u64,
     pub mqtt_connects: u64,
     pub mqtt_errors: u64,
+    pub mqtt_subscriptions_refused: u64,
     pub sequence_gaps: u64,
     pub duplicates: u64,
     pub invalid_fields: u64,
@@ -142,6 +145,7 @@ impl Metrics {
             http_connections_evicted: self.http_connections_evicted.load(Relaxed),
             mqtt_connects: self.mqtt_connects.load(Relaxed),
             mqtt_errors: self.mqtt_errors.load(Relaxed),
+            mqtt_subscriptions_refused: self.mqtt_subscriptions_refused.load(Relaxed),
             sequence_gaps: self.sequence_gaps.load(Relaxed),
             duplicates: self.duplicates.load(Relaxed),
             invalid_fields: self.invalid_fields.load(Relaxed),

@@ -116,8 +116,9 @@ impl Ops {
         let _ = self.cluster.set((id.to_owned(), ownership));
     }
 
-    /// What `/health/ready` says of the cluster (`None` in single-node mode).
-    fn cluster_view(&self) -> Option<serde_json::Value> {
+    /// What `/health/ready` and `/fleet/instances` say of the cluster (`None` in
+    /// single-node mode).
+    pub fn cluster_view(&self) -> Option<serde_json::Value> {
         let (id, rx) = self.cluster.get()?;
         let o = rx.borrow();
         let partitions: serde_json::Map<String, serde_json::Value> = o
@@ -129,7 +130,12 @@ impl Ops {
             "instance": id,
             "owned": partitions.len(),
             "partitions": partitions,
+            // Owned partitions whose subscription the broker has not confirmed: messages
+            // published to them now may be acknowledged by NATS and kept for no one.
+            "unsubscribed": o.unsubscribed,
             "instances": o.instances,
+            // Partitions per instance at the last rebalance (running leases).
+            "owners": o.owners,
         }))
     }
 
@@ -468,6 +474,11 @@ impl Ops {
             s.mqtt_connects,
         );
         counter("mqtt_errors", "MQTT connection errors.", s.mqtt_errors);
+        counter(
+            "mqtt_subscriptions_refused",
+            "SUBSCRIBE filters the broker refused (SUBACK failure); each is retried.",
+            s.mqtt_subscriptions_refused,
+        );
         counter(
             "sequence_duplicates",
             "Redeliveries recognised by sequence number.",

@@ -94,7 +94,12 @@ impl NatsCluster {
             .create(true)
             .append(true)
             .open(&n.log)?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if std::env::var_os("E2E_NATS_DEBUG").is_some() {
+            // Connects, closes and their reasons, per client id (for chasing a lost partition).
+            command.arg("-D");
+        }
+        let child = command
             .arg("-c")
             .arg(nats_config())
             .env("NATS_NAME", &n.name)
@@ -138,6 +143,21 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.launch(i)?;
         self.wait_mqtt(i)
+    }
+
+    /// Every line of the three nodes' logs that contains `needle`, prefixed by the node's name
+    /// (e.g. one partition session's client id, to see its connects and closes).
+    pub fn log_lines_with(&self, needle: &str) -> String {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(|l| format!("{}: {l}", n.name)),
+            );
+        }
+        out.join("\n")
     }
 
     /// The last lines of node `i`'s log.
@@ -356,6 +376,35 @@ pub fn wait_for_owners(
         check(&o).then_some(o)
     })
     .map_err(|e| anyhow!("{e}; last seen {last:?}"))
+}
+
+/// Waits until the instances' readiness reports every one of the `partitions` owned and
+/// its subscription confirmed by the broker (`cluster.unsubscribed` empty everywhere).
+/// Before that, what a device publishes to a partition that never had a subscription is
+/// acknowledged by NATS and kept for no one (interest retention): deployments start the
+/// gateways before the devices, and tests publish after this.
+pub fn wait_for_subscriptions(
+    gateways: &[&GatewayProcess],
+    partitions: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let mut last = Vec::new();
+    wait_until(timeout, "every partition subscribed", || {
+        last.clear();
+        let mut owned = 0;
+        for g in gateways {
+            let (_, text) = g.get("/health/ready", None).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            owned += v["cluster"]["owned"].as_u64()? as usize;
+            last.push(v["cluster"]["unsubscribed"].clone());
+        }
+        (owned == partitions
+            && last
+                .iter()
+                .all(|u| u.as_array().is_some_and(|a| a.is_empty())))
+        .then_some(())
+    })
+    .map_err(|e| anyhow!("{e}; unsubscribed partitions per instance, last seen: {last:?}"))
 }
 
 /// QoS 1 publishing to the cluster: `connections` persistent sessions, each starting at a

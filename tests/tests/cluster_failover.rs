@@ -55,6 +55,8 @@ fn two_instances(
     })
     .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_tail(), b.log_tail()));
     println!("owners: {owners:?}");
+    wait_for_subscriptions(&[&a, &b], 64, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_tail(), b.log_tail()));
     (a, b)
 }
 

@@ -27,6 +27,8 @@ fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() 
         o.len() == 2 && o.values().all(|n| *n == 32)
     })
     .unwrap();
+    wait_for_subscriptions(&[&a, &b], 64, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.log_tail(), b.log_tail()));
 
     let messages = fleet_messages(300, 20, base_ts());
     let publisher = {
@@ -70,6 +72,15 @@ fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() 
         );
         assert_eq!(ready["cluster"]["instances"].as_array().unwrap().len(), 3);
     }
+    // The fleet page's platform card reads every instance's share from one of them.
+    let shares = wait_until(Duration::from_secs(10), "the instances' shares", || {
+        let v = a.get_json("/fleet/instances").ok()?;
+        let owners: std::collections::BTreeMap<String, usize> =
+            serde_json::from_value(v["owners"].clone()).ok()?;
+        (v["clustered"] == true && owners == owners_now(&pg)).then_some(owners)
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?}", a.get_json("/fleet/instances")));
+    println!("/fleet/instances on gw-a: {shares:?}");
 
     // gw-c takes work: its sessions consume before it leaves. (Stopping it within a fraction
     // of a second of its sessions connecting lost 40 of 6 000 messages in 2 of ~10 runs, all
@@ -124,14 +135,34 @@ fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() 
     )
     .unwrap_or_else(|e| {
         let keys = stored_telemetry_keys(&influx, "scale").unwrap_or_default();
-        let missing: Vec<_> = acked.difference(&keys).take(5).collect();
+        let missing: Vec<_> = acked.difference(&keys).collect();
+        let mut partitions: Vec<u32> = missing
+            .iter()
+            .map(|(device, _)| gateway::cluster::partition::partition_of(device, 64))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        // What the brokers and the gateways said of the partitions that lost messages.
+        let mut story = String::new();
+        for p in &partitions {
+            let id = gateway::cluster::partition::client_id(*p);
+            story += &format!("\n--- partition {p} ({id}), nats:\n{}", nats.log_lines_with(&format!("\"{id}\"")));
+            for (name, g) in [("a", &a), ("b", &b), ("c", &c)] {
+                let lines: Vec<String> = g
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains(&format!("p={p}:")) || l.contains(&format!("p={p} ")) || l.contains(&format!("partition={p} ")))
+                    .map(|l| format!("gw-{name}: {l}"))
+                    .collect();
+                story += &format!("\n{}", lines.join("\n"));
+            }
+        }
         panic!(
-            "{e}: {} of {} acked messages stored, e.g. missing {missing:?}\n{}\n{}\n{}",
+            "{e}: {} of {} acked messages stored, missing {} in partitions {partitions:?}, e.g. {:?}{story}",
             acked.intersection(&keys).count(),
             acked.len(),
-            a.log_tail(),
-            b.log_tail(),
-            c.log_tail()
+            missing.len(),
+            &missing[..missing.len().min(5)],
         )
     });
     assert_eq!(
@@ -148,4 +179,9 @@ fn restored_devices(log: &str) -> usize {
         .filter_map(|l| l.split("restored=").nth(1))
         .filter_map(|v| v.split_whitespace().next()?.parse::<usize>().ok())
         .sum()
+}
+
+/// The lease table's partitions per owner now.
+fn owners_now(pg: &Postgres) -> std::collections::BTreeMap<String, usize> {
+    pg.owners().unwrap_or_default()
 }

@@ -517,6 +517,9 @@ fn a_technician_works_their_own_ticket_at_desktop_size_and_the_agent_reads_the_f
         kpi.contains("First-time fix") && kpi.contains("Deadline"),
         "{kpi}"
     );
+    // The platform card: this gateway runs alone.
+    let platform = b.text("#instances").unwrap();
+    assert!(platform.contains("single-node"), "{platform}");
     let width = b
         .js("return [document.documentElement.clientWidth, document.documentElement.scrollWidth]")
         .unwrap();

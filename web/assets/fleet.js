@@ -1,6 +1,7 @@
 // Fleet health (`/fleet`, agents and admins): devices online (the gateway's
 // `/fleet/online`), findings and tickets per day and the worst devices (`/api/fleet`),
-// and the service KPIs (`/api/kpi`), drawn as inline SVG.
+// the service KPIs (`/api/kpi`), drawn as inline SVG, and the platform's instances (the
+// gateway's `/fleet/instances`: in clustered mode, which instance holds how many partitions).
 
 import { api, boot, clear, gateway, h, notice } from './api.js';
 import { t } from './i18n.js';
@@ -11,7 +12,7 @@ boot(async (me) => {
     notice('denied', t('not_allowed'));
     return;
   }
-  const [fleet, kpi, online] = await Promise.all([api('/fleet?days=14'), api('/kpi'), gateway('/fleet/online?within_s=900')]);
+  const [fleet, kpi, online, platform] = await Promise.all([api('/fleet?days=14'), api('/kpi'), gateway('/fleet/online?within_s=900'), gateway('/fleet/instances')]);
   const app = clear();
   const day = (i) => {
     const d = new Date(fleet.from_ms + i * fleet.bucket_ms);
@@ -52,6 +53,19 @@ boot(async (me) => {
         )),
       h('section', { class: 'card' }, h('h2', {}, t('active_by_priority')),
         hbars(['critical', 'high', 'normal', 'low'].map((p) => ({ name: t(`prio_${p}`), value: fleet.active_by_priority[p] ?? 0, cls: `prio-${p}` })), t('active_by_priority'))),
+      h('section', { class: 'card', id: 'instances' }, h('h2', {}, t('platform_title')),
+        platform.clustered
+          ? h('div', {},
+            h('p', { class: 'muted' }, t('platform_clustered', { n: platform.instances.length })),
+            h('table', {},
+              h('thead', {}, h('tr', {}, h('th', {}, t('platform_instance')), h('th', { class: 'num' }, t('platform_partitions')))),
+              h('tbody', {}, platform.instances.map((id) => h('tr', { class: id === platform.instance ? 'this-instance' : '' },
+                h('td', {}, id === platform.instance ? `${id} (${t('platform_this')})` : id),
+                h('td', { class: 'num' }, platform.owners[id] ?? 0))))),
+            platform.unsubscribed.length
+              ? h('p', { class: 'notice-line', id: 'unsubscribed-line' }, t('platform_unsubscribed', { list: platform.unsubscribed.join(', ') }))
+              : '')
+          : h('p', { class: 'muted' }, t('platform_single'))),
       h('section', { class: 'card wide', id: 'worst' }, h('h2', {}, t('worst_devices')),
         fleet.worst_devices.length
           ? h('div', { class: 'table-scroll' }, h('table', {},

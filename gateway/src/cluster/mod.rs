@@ -39,8 +39,12 @@ use session::{PartitionSession, Shared, StopMode};
 pub struct Ownership {
     /// Owned partitions and their lease epochs.
     pub partitions: BTreeMap<u32, i64>,
+    /// Owned partitions whose subscription the broker has not confirmed yet.
+    pub unsubscribed: Vec<u32>,
     /// Live instances seen at the last heartbeat.
     pub instances: Vec<String>,
+    /// How many partitions each instance held at the last rebalance (running leases).
+    pub owners: BTreeMap<String, usize>,
 }
 
 /// A partition this instance holds.
@@ -104,7 +108,7 @@ pub async fn run(
         if let Some(s) = &store {
             let round = step(&cluster, s, &shared, &mut held, &mut aborting, stopping);
             match tokio::time::timeout(tick, round).await {
-                Ok(Ok(live)) => publish(&ownership, &held, Some(live)),
+                Ok(Ok(seen)) => publish(&ownership, &held, Some(seen)),
                 Ok(Err(e)) => tracing::error!(error = %e, "Partition lease round failed; retrying."),
                 Err(_) => tracing::warn!(
                     round_ms = tick.as_millis() as u64,
@@ -179,8 +183,14 @@ fn take_where(
         .collect()
 }
 
-/// One round: heartbeat, renew, release finished hand-overs, rebalance. Returns the live
-/// instances.
+/// What a round saw: the live instances, and (when it rebalanced) the running leases'
+/// partition counts per owner.
+struct Seen {
+    live: Vec<String>,
+    owners: Option<BTreeMap<String, usize>>,
+}
+
+/// One round: heartbeat, renew, release finished hand-overs, rebalance.
 async fn step(
     cluster: &ClusterConfig,
     store: &LeaseStore,
@@ -188,7 +198,7 @@ async fn step(
     held: &mut BTreeMap<u32, Held>,
     aborting: &mut Vec<JoinHandle<()>>,
     stopping: bool,
-) -> Result<Vec<String>, LeaseError> {
+) -> Result<Seen, LeaseError> {
     let live = store.heartbeat(cluster.lease_ttl).await?;
     let sent = Instant::now();
     let mine: Vec<(u32, i64)> = held.iter().map(|(p, h)| (*p, h.epoch)).collect();
@@ -228,7 +238,7 @@ async fn step(
         tracing::info!(partitions = ?handed, "Partitions handed over and released.");
     }
     if stopping {
-        return Ok(live);
+        return Ok(Seen { live, owners: None });
     }
     // Partitions being handed over count as another's: never wanted again, not free.
     let leases: Vec<lease::LeaseView> = store
@@ -242,6 +252,12 @@ async fn step(
             l
         })
         .collect();
+    let mut owners: BTreeMap<String, usize> = BTreeMap::new();
+    for l in leases.iter().filter(|l| l.live) {
+        if let Some(owner) = l.owner.as_deref().filter(|o| !o.is_empty()) {
+            *owners.entry(owner.to_owned()).or_default() += 1;
+        }
+    }
     let want = lease::wanted(&cluster.instance_id, &live, &leases, cluster.partitions);
     // Above its share: hand the partitions over (they finish beside the next rounds).
     let giving: Vec<u32> = held
@@ -286,18 +302,25 @@ async fn step(
             );
         }
     }
-    Ok(live)
+    Ok(Seen {
+        live,
+        owners: Some(owners),
+    })
 }
 
-fn publish(
-    ownership: &watch::Sender<Ownership>,
-    held: &BTreeMap<u32, Held>,
-    live: Option<Vec<String>>,
-) {
+fn publish(ownership: &watch::Sender<Ownership>, held: &BTreeMap<u32, Held>, seen: Option<Seen>) {
     ownership.send_modify(|o| {
         o.partitions = held.iter().map(|(p, h)| (*p, h.epoch)).collect();
-        if let Some(live) = live {
-            o.instances = live;
+        o.unsubscribed = held
+            .iter()
+            .filter(|(_, h)| !h.session.is_subscribed())
+            .map(|(p, _)| *p)
+            .collect();
+        if let Some(seen) = seen {
+            o.instances = seen.live;
+            if let Some(owners) = seen.owners {
+                o.owners = owners;
+            }
         }
     });
 }

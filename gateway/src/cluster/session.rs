@@ -18,7 +18,7 @@
 //!   An abort also cuts short a hand-over in progress.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,7 @@ impl StopMode {
 pub struct PartitionSession {
     stop: watch::Sender<StopMode>,
     task: JoinHandle<()>,
+    subscribed: Arc<AtomicBool>,
 }
 
 impl PartitionSession {
@@ -121,8 +122,22 @@ impl PartitionSession {
         let (stop, stop_rx) = watch::channel(StopMode::Run);
         // Every log line of the session (its connection's included) names the partition.
         let span = tracing::info_span!("partition", p, epoch);
-        let task = tokio::spawn(run(p, epoch, wait, shared, stop_rx).instrument(span));
-        PartitionSession { stop, task }
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(
+            run(p, epoch, wait, shared, stop_rx, Arc::clone(&subscribed)).instrument(span),
+        );
+        PartitionSession {
+            stop,
+            task,
+            subscribed,
+        }
+    }
+
+    /// Whether the broker has confirmed the partition's subscription: until it has, what
+    /// devices of the partition publish is acknowledged by NATS but may be kept for no one
+    /// (`$MQTT_msgs` keeps a message only for the consumers it has).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::SeqCst)
     }
 
     /// Asks it to end in `mode` and returns at once (see [`Self::is_finished`]). An abort
@@ -157,6 +172,7 @@ async fn run(
     wait: Duration,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<StopMode>,
+    subscribed: Arc<AtomicBool>,
 ) {
     if !wait.is_zero() {
         tracing::info!(
@@ -196,6 +212,7 @@ async fn run(
         filters: vec![partition::filter(p)],
         partitioned: true,
         brokers: rotate(brokers, p as usize),
+        subscribed,
     };
 
     let analyzer = if config.analytics.enabled {

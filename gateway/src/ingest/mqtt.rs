@@ -13,20 +13,20 @@
 //! a message of an older connection is dropped, since the broker will redeliver
 //! that message on the new one (and the write is idempotent).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch};
 
 use super::Inbound;
 use crate::backoff::Backoff;
 use crate::config::MqttConfig;
-use crate::events::{InternalEvent, MqttConnected};
+use crate::events::{InternalEvent, MqttConnected, SubscriptionRefused};
 use crate::metrics::Metrics;
 
 /// Builds the client and its event loop from the configuration.
@@ -51,14 +51,28 @@ pub fn options(cfg: &MqttConfig, channel_capacity: usize) -> MqttOptions {
 /// What a connection subscribes to, how its topics read, and where it reconnects.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// QoS 1 filters, subscribed when the broker has no session for the client id.
+    /// QoS 1 filters, subscribed when the broker has no session for the client id (and, for a
+    /// partitioned session, on every connection).
     pub filters: Vec<String>,
     /// Topics arrive as `fixtures/{partition}/{device_id}/{channel}` (a clustered broker's
     /// mapping): the partition token is stripped before decoding. A topic not of that form is
     /// passed on as it came, and decoding rejects it (counted, dead-lettered).
+    ///
+    /// A partitioned session also subscribes again on every CONNACK, even when the broker
+    /// says the session is present. nats-server 2.9.10 under load can time out creating a
+    /// subscription's JetStream consumer ("Unable to add JetStream consumer ... timeout for
+    /// request type CC"): the SUBACK says failure and the session is stored without the
+    /// subscription, so every later CONNACK says `session_present` and nothing is delivered.
+    /// A SUBSCRIBE to a subscription the session still has keeps its consumer and backlog
+    /// (`processJSConsumer` returns early for an existing consumer). Refused subscriptions
+    /// are retried in every mode (see `run`).
     pub partitioned: bool,
     /// Brokers to try in turn after a connection error (empty: always the one configured).
     pub brokers: Vec<MqttOptions>,
+    /// Set once the broker has confirmed the subscription (a SUBACK without failure; in
+    /// single-node mode also a CONNACK with the session present): from then on the broker
+    /// keeps what is published to the filters for this session, connected or not.
+    pub subscribed: Arc<AtomicBool>,
 }
 
 impl Session {
@@ -72,8 +86,27 @@ impl Session {
                 .collect(),
             partitioned: false,
             brokers: Vec::new(),
+            subscribed: Arc::new(AtomicBool::new(false)),
         }
     }
+}
+
+/// Queues a QoS 1 SUBSCRIBE to `filters` from a task of its own: the poll loop must never
+/// wait on the request channel, which the pipeline's acknowledgements can fill, and which
+/// only the poll loop drains (awaiting it there deadlocks a connection that resumes with a
+/// backlog).
+fn subscribe(client: &AsyncClient, filters: &[String], after: Duration) {
+    let client = client.clone();
+    let filters: Vec<SubscribeFilter> = filters
+        .iter()
+        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+        .collect();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        if let Err(e) = client.subscribe_many(filters).await {
+            tracing::error!(error = %e, "Cannot queue the subscription; the connection's event loop has stopped.");
+        }
+    });
 }
 
 /// Polls the connection until `shutdown` flips, forwarding publishes to `tx`.
@@ -88,6 +121,8 @@ pub async fn run(
 ) {
     let mut next_broker = 0usize;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    // A refused subscription is retried, 1 s after the first refusal, up to a minute apart.
+    let mut subscribe_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -118,14 +153,24 @@ pub async fn run(
                     session_present: ack.session_present,
                 }
                 .emit(&metrics);
-                if !ack.session_present {
-                    let filters = session
-                        .filters
-                        .iter()
-                        .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-                    if let Err(e) = client.subscribe_many(filters).await {
-                        tracing::error!(error = %e, "Cannot queue the subscription.");
+                if !ack.session_present || session.partitioned {
+                    subscribe(&client, &session.filters, Duration::ZERO);
+                } else {
+                    session.subscribed.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    let retry_in = subscribe_backoff.next_delay();
+                    SubscriptionRefused {
+                        filters: &session.filters,
+                        retry_in,
                     }
+                    .emit(&metrics);
+                    subscribe(&client, &session.filters, retry_in);
+                } else {
+                    subscribe_backoff.reset();
+                    session.subscribed.store(true, Ordering::SeqCst);
                 }
             }
             Ok(_) => {}
