@@ -129,6 +129,14 @@ impl NatsCluster {
         .map_err(|e| anyhow!("{e}; log:\n{}", self.log_tail(i)))
     }
 
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// The MQTT ports of the three nodes.
     pub fn mqtt_ports(&self) -> Vec<u16> {
         self.nodes.iter().map(|n| n.mqtt_port).collect()

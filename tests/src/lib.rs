@@ -115,6 +115,11 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// The broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts a broker. The configuration mirrors `deploy/mosquitto/mosquitto.conf`
     /// (persistence, a 1000-message in-flight window, a deep offline queue) minus
     /// authentication, which the tests do not exercise.
@@ -937,4 +942,26 @@ impl Witness {
         }
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
+}
+
+/// CPU time (user + system) the process `pid` has used so far, seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks_per_second())
+}
+
+/// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 if it cannot tell).
+pub fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100.0)
 }

@@ -1,7 +1,7 @@
 //! Clustered mode, (d): a third instance joining takes its share — every instance within
 //! ±1 of 64 / 3 — through graceful hand-overs, with no acknowledged message lost; a graceful
 //! stop of one instance gives its partitions to the others at once; the partitions' new
-//! owners resume their devices' analytics state from PostgreSQL. (Issue #15.)
+//! owners resume their devices' analytics and sequence state from PostgreSQL. (Issue #15.)
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -168,6 +168,29 @@ fn a_third_instance_joining_rebalances_within_one_partition_and_loses_nothing() 
     assert_eq!(
         influx.sum_counts("scale", COUNT_TELEMETRY).unwrap() as usize,
         stored.len()
+    );
+
+    // Sequence state followed the devices from owner to owner: every device's count of
+    // distinct messages is its 20 whichever instances handled them, and none is missing.
+    let want = format!("{}|0|300", messages.len());
+    let seen = wait_until(
+        Duration::from_secs(20),
+        "the sequence state in PostgreSQL",
+        || {
+            let row = pg
+            .query(
+                "SELECT sum((state::json->>'messages')::bigint - (state::json->>'duplicates')::bigint), \
+                 sum((state::json->>'gaps')::bigint), count(*) FROM sequence_state",
+            )
+            .ok()?;
+            let row = row.trim().to_owned();
+            (row == want).then_some(row)
+        },
+    );
+    assert!(
+        seen.is_ok(),
+        "distinct messages | gaps | devices in sequence_state: want {want}, got {:?}",
+        pg.query("SELECT sum((state::json->>'messages')::bigint - (state::json->>'duplicates')::bigint), sum((state::json->>'gaps')::bigint), count(*) FROM sequence_state")
     );
 }
 

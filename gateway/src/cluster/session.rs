@@ -17,7 +17,6 @@
 //!   unacknowledged messages are redelivered to the next owner (stored again, idempotently).
 //!   An abort also cuts short a hand-over in progress.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::partition;
-use super::snapshots::AnalyticsStore;
+use super::snapshots::PartitionStore;
 use crate::analysis::Analyzer;
 use crate::config::Config;
 use crate::ingest;
@@ -52,15 +51,17 @@ pub struct Shared {
     pub writer: Arc<DurableWriter>,
     /// Dead letters, sequence state, maintenance.
     pub committer: Arc<StateSink>,
-    /// The analytics state per partition, in PostgreSQL.
-    pub analytics: Arc<AnalyticsStore>,
+    /// The analytics and sequence state per partition, in PostgreSQL.
+    pub analytics: Arc<PartitionStore>,
 }
 
 /// A partition's committer: dead letters, sequences and maintenance as in single-node
-/// mode; the analytics state in PostgreSQL under the partition's lease epoch.
+/// mode (`state.db` keeps what this instance saw, for its `/devices` endpoint); the
+/// sequence and analytics state in PostgreSQL under the partition's lease epoch, for the
+/// partition's next owner.
 struct PartitionCommitter {
     inner: Arc<StateSink>,
-    analytics: Arc<AnalyticsStore>,
+    analytics: Arc<PartitionStore>,
     partition: u32,
     epoch: i64,
 }
@@ -72,6 +73,9 @@ impl StateCommitter for PartitionCommitter {
         devices: Vec<(String, DeviceSeq)>,
         now_ms: i64,
     ) -> Result<(), StateError> {
+        self.analytics
+            .save_sequences(self.partition, self.epoch, &devices)
+            .await?;
         self.inner.commit(dead, devices, now_ms).await
     }
 
@@ -215,36 +219,33 @@ async fn run(
         subscribed,
     };
 
+    // The previous owner's state. Never consume without it: a fresh state saved over it
+    // would relearn every device's baselines and count messages handled elsewhere as gaps.
     let analyzer = if config.analytics.enabled {
+        let Some(saved) = load_retrying("analytics", &mut stop, || shared.analytics.load(p)).await
+        else {
+            return;
+        };
         let mut analyzer = Analyzer::new(config.analytics.clone());
-        // The previous owner's baselines. Never start without them: a fresh state saved
-        // over them would relearn every device of the partition.
-        let mut retry =
-            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            match shared.analytics.load(p).await {
-                Ok(saved) => {
-                    let restored = analyzer.restore(saved);
-                    tracing::info!(partition = p, restored, "Partition analytics state loaded.");
-                    break;
-                }
-                Err(e) => {
-                    let delay = retry.next_delay();
-                    tracing::warn!(partition = p, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot load the partition's analytics state; not consuming until it loads.");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.wait_for(|m| *m != StopMode::Run) => return,
-                    }
-                }
-            }
-        }
+        let restored = analyzer.restore(saved);
+        tracing::info!(partition = p, restored, "Partition analytics state loaded.");
         Some(analyzer)
     } else {
         None
     };
+    let Some(sequences) =
+        load_retrying("sequence", &mut stop, || shared.analytics.load_sequences(p)).await
+    else {
+        return;
+    };
+    tracing::info!(
+        partition = p,
+        devices = sequences.len(),
+        "Partition sequence state loaded."
+    );
     let builder = BatchBuilder::new(
         config.limits,
-        HashMap::new(),
+        sequences,
         analyzer,
         shared.committer.maintenance.is_some(),
     );
@@ -322,6 +323,34 @@ async fn run(
         }
     }
     tracing::info!(partition = p, mode = ?mode, "Partition session stopped.");
+}
+
+/// Runs `load` until it succeeds (backing off, logging each failure); `None` if the
+/// session is asked to stop first.
+async fn load_retrying<T, F, Fut>(
+    what: &str,
+    stop: &mut watch::Receiver<StopMode>,
+    mut load: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StateError>>,
+{
+    let mut retry =
+        crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        match load().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let delay = retry.next_delay();
+                tracing::warn!(state = what, error = %e, retry_in_ms = delay.as_millis() as u64, "Cannot load the partition's saved state; not consuming until it loads.");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.wait_for(|m| *m != StopMode::Run) => return None,
+                }
+            }
+        }
+    }
 }
 
 /// `v` rotated left by `by` (the first element is the one connected to first).

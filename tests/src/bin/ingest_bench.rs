@@ -142,27 +142,6 @@ fn bare_subscriber_register(port: u16) -> Result<()> {
     })
 }
 
-/// CPU time (user + system) the process `pid` has used so far, seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks_per_second())
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// InfluxDB's own ceiling for the gateway's points: the same messages decoded and
 /// encoded as the gateway does, in batches of `batch` messages, written by two
 /// parallel writers straight to `/write`. Returns (messages/s, points/s).
