@@ -429,6 +429,10 @@ pub struct Config {
 /// broker's in-flight window: 2 000 × (2 + 1) = 6 000 ≤ the shipped Mosquitto
 /// config's `max_inflight_messages 10000` (and the embedded rumqttd's 10 000).
 pub const DEFAULT_BATCH_MESSAGES: usize = 2000;
+/// How long a batch's first message waits for more (`batch.max_wait_ms`), single-node.
+pub const DEFAULT_BATCH_WAIT_MS: u64 = 50;
+/// The same in clustered mode, where each partition's pipeline sees a share of the rate.
+pub const DEFAULT_CLUSTER_BATCH_WAIT_MS: u64 = 500;
 
 /// Default number of batches written concurrently.
 pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 2;
@@ -562,9 +566,17 @@ impl Config {
                 why: "must be 1..=16".into(),
             });
         }
+        // Clustered mode splits the stream over every partition's own pipeline: 64 of them
+        // see 1/64 of the rate each, and at 50 ms a batch held about one message (every
+        // message paid a whole InfluxDB write, state commit and PostgreSQL upsert).
+        let default_wait_ms = if raw.cluster.enabled == Some(true) {
+            DEFAULT_CLUSTER_BATCH_WAIT_MS
+        } else {
+            DEFAULT_BATCH_WAIT_MS
+        };
         let batch = BatchConfig {
             max_messages,
-            max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(50)),
+            max_wait: Duration::from_millis(raw.batch.max_wait_ms.unwrap_or(default_wait_ms)),
             max_in_flight,
         };
 
@@ -975,6 +987,28 @@ mod tests {
             matches!(c.store, StoreConfig::Sqlite(t) if t == crate::store::sqlite::SqliteTuning::default())
         );
         assert_eq!(c.batch.max_messages, DEFAULT_BATCH_MESSAGES);
+    }
+
+    #[test]
+    fn clustered_mode_waits_longer_for_a_batch_unless_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        let cluster =
+            "[cluster]\nenabled = true\npostgres_url = \"postgres://gw@127.0.0.1:5432/gw\"\n";
+        std::fs::write(&path, cluster).unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(
+            c.batch.max_wait,
+            Duration::from_millis(DEFAULT_CLUSTER_BATCH_WAIT_MS)
+        );
+        std::fs::write(&path, format!("[batch]\nmax_wait_ms = 20\n{cluster}")).unwrap();
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.batch.max_wait, Duration::from_millis(20));
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.batch.max_wait,
+            Duration::from_millis(DEFAULT_BATCH_WAIT_MS)
+        );
     }
 
     #[test]

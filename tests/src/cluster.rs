@@ -327,6 +327,36 @@ impl Postgres {
             .collect())
     }
 
+    /// The postmaster's process id and its children's (the backends), for CPU accounting.
+    pub fn pids(&self) -> Vec<u32> {
+        let Some(master) = self
+            .postmaster_pid()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return Vec::new();
+        };
+        let mut pids = vec![master];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The parent is the second field after the command name in parentheses.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if parent == Some(master) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     fn postmaster_pid(&self) -> Option<String> {
         let text = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
         text.lines().next().map(str::to_owned)

@@ -7,8 +7,8 @@
 //!   fencing epoch, renewed by heartbeat, spread evenly over the live instances.
 //! - [`session`]: for each owned partition, one persistent MQTT session `gw-p<P>` on
 //!   `fixtures/<P>/+/+`, running today's ingest pipeline (ack after the durable write).
-//! - [`snapshots`]: each partition's analytics state in PostgreSQL, fenced by the lease
-//!   epoch, loaded by the next owner.
+//! - [`snapshots`]: each partition's analytics and sequence state in PostgreSQL, fenced by
+//!   the lease epoch, loaded by the next owner.
 //!
 //! [`run`] is the coordinator: every `lease_ttl / 3` it heartbeats, renews its leases,
 //! stops the sessions of leases it lost, lets go of partitions above its share (graceful

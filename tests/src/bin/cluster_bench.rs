@@ -6,8 +6,9 @@
 //!     gateway instances sharing the partitions (leases in PostgreSQL 15),
 //!
 //! each into InfluxDB 1.6.7. For each it prints messages per second (first publish to the
-//! last acknowledged message stored) and the CPU per message of the gateways and of the
-//! broker tier (user + system, from `/proc`), from which the README works out what a real
+//! last acknowledged message stored) and the CPU per message of the gateways, of the
+//! broker tier and of PostgreSQL (user + system, from `/proc`; InfluxDB's is left out, the
+//! same work in every configuration), from which the README works out what a real
 //! deployment should carry. Everything shares this machine's cores, so the rates compare
 //! within one run only. Run it with `scripts/bench-cluster`.
 
@@ -52,18 +53,21 @@ struct Run {
     elapsed: Duration,
     gateway_cpu_s: f64,
     broker_cpu_s: f64,
+    /// PostgreSQL's (leases and per-partition state); `None` in single-node mode.
+    postgres_cpu_s: Option<f64>,
 }
 
 impl Run {
     fn print(&self) {
         let n = self.messages as f64;
         println!(
-            "  {:<28}: {:>8.0} msg/s | gateway CPU {:>6.1} µs/msg | broker CPU {:>6.1} µs/msg | total {:>6.1} µs/msg",
+            "  {:<24}: {:>7.0} msg/s | CPU per message: gateways {:>6.1} µs, broker {:>6.1} µs, PostgreSQL {:>6.1} µs, total {:>6.1} µs",
             self.name,
             n / self.elapsed.as_secs_f64(),
             self.gateway_cpu_s * 1e6 / n,
             self.broker_cpu_s * 1e6 / n,
-            (self.gateway_cpu_s + self.broker_cpu_s) * 1e6 / n,
+            self.postgres_cpu_s.unwrap_or(0.0) * 1e6 / n,
+            (self.gateway_cpu_s + self.broker_cpu_s + self.postgres_cpu_s.unwrap_or(0.0)) * 1e6 / n,
         );
     }
 }
@@ -84,9 +88,16 @@ fn measure(
     db: &str,
     gateway_pids: &[u32],
     broker_pids: &[u32],
+    postgres: Option<&Postgres>,
 ) -> Result<Run> {
     let total = messages.len();
     let (gw0, br0) = (total_cpu(gateway_pids), total_cpu(broker_pids));
+    // Backends come and go with connections: sum over the pids alive at both ends.
+    let pg_pids = postgres.map(Postgres::pids).unwrap_or_default();
+    let pg0: Vec<(u32, f64)> = pg_pids
+        .iter()
+        .filter_map(|p| cpu_seconds(*p).map(|c| (*p, c)))
+        .collect();
     let start = Instant::now();
     let acked = Arc::new(AtomicUsize::new(0));
     let publisher = {
@@ -131,6 +142,11 @@ fn measure(
         elapsed,
         gateway_cpu_s: total_cpu(gateway_pids) - gw0,
         broker_cpu_s: total_cpu(broker_pids) - br0,
+        postgres_cpu_s: postgres.map(|_| {
+            pg0.iter()
+                .filter_map(|(p, c0)| cpu_seconds(*p).map(|c1| c1 - c0))
+                .sum()
+        }),
     })
 }
 
@@ -154,13 +170,9 @@ fn main() -> Result<()> {
             url: influx.url(),
             db: "bench_single".into(),
         };
-        let gw = GatewayProcess::spawn(
-            &work.path().join("single"),
-            broker.port,
-            &store,
-            "gw-single",
-            "",
-        )?;
+        let dir = work.path().join("single");
+        std::fs::create_dir_all(&dir)?;
+        let gw = GatewayProcess::spawn(&dir, broker.port, &store, "gw-single", "")?;
         let gw_pids: Vec<u32> = gw.pid().into_iter().collect();
         let broker_pids: Vec<u32> = broker.pid().into_iter().collect();
         runs.push(measure(
@@ -172,6 +184,7 @@ fn main() -> Result<()> {
             "bench_single",
             &gw_pids,
             &broker_pids,
+            None,
         )?);
     }
 
@@ -218,6 +231,7 @@ fn main() -> Result<()> {
                 &db,
                 &gw_pids,
                 &nats.pids(),
+                Some(&pg),
             )
             .with_context(|| {
                 gateways
