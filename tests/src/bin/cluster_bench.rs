@@ -76,20 +76,32 @@ fn total_cpu(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|p| cpu_seconds(*p)).sum()
 }
 
-/// Publishes `messages` live and waits until InfluxDB's database `db` holds every one the
-/// broker acknowledged; returns the elapsed time and CPU used by `gateway_pids` and
-/// `broker_pids` meanwhile.
-fn measure(
-    name: &str,
-    ports: &[u16],
-    connections: usize,
-    messages: Vec<(String, Vec<u8>)>,
-    influx: &Influx,
-    db: &str,
-    gateway_pids: &[u32],
-    broker_pids: &[u32],
-    postgres: Option<&Postgres>,
-) -> Result<Run> {
+/// What one configuration is measured on.
+struct Target<'a> {
+    name: &'a str,
+    /// The broker's MQTT ports (the publisher moves to the next on a broken connection).
+    ports: &'a [u16],
+    influx: &'a Influx,
+    /// The InfluxDB database its gateways write to.
+    db: &'a str,
+    gateway_pids: &'a [u32],
+    broker_pids: &'a [u32],
+    postgres: Option<&'a Postgres>,
+}
+
+/// Publishes `messages` live over `connections` and waits until the target's database
+/// holds every one the broker acknowledged; returns the elapsed time and the CPU its
+/// processes used meanwhile.
+fn measure(t: &Target, connections: usize, messages: Vec<(String, Vec<u8>)>) -> Result<Run> {
+    let Target {
+        name,
+        ports,
+        influx,
+        db,
+        gateway_pids,
+        broker_pids,
+        postgres,
+    } = *t;
     let total = messages.len();
     let (gw0, br0) = (total_cpu(gateway_pids), total_cpu(broker_pids));
     // Backends come and go with connections: sum over the pids alive at both ends.
@@ -175,16 +187,19 @@ fn main() -> Result<()> {
         let gw = GatewayProcess::spawn(&dir, broker.port, &store, "gw-single", "")?;
         let gw_pids: Vec<u32> = gw.pid().into_iter().collect();
         let broker_pids: Vec<u32> = broker.pid().into_iter().collect();
+        let target = Target {
+            name: "Mosquitto, 1 gateway",
+            ports: &[broker.port],
+            influx: &influx,
+            db: "bench_single",
+            gateway_pids: &gw_pids,
+            broker_pids: &broker_pids,
+            postgres: None,
+        };
         runs.push(measure(
-            "Mosquitto, 1 gateway",
-            &[broker.port],
+            &target,
             args.connections,
             fleet_messages(args.devices, rounds, base_ts()),
-            &influx,
-            "bench_single",
-            &gw_pids,
-            &broker_pids,
-            None,
         )?);
     }
 
@@ -221,17 +236,25 @@ fn main() -> Result<()> {
         wait_for_subscriptions(&refs, 64, Duration::from_secs(120))?;
         let gw_pids: Vec<u32> = gateways.iter().filter_map(GatewayProcess::pid).collect();
         let base = base_ts() + k as i64 * 10_000_000;
+        let (name, ports, broker_pids) = (
+            format!("NATS ×3, {k} gateway(s)"),
+            nats.mqtt_ports(),
+            nats.pids(),
+        );
+        let target = Target {
+            name: &name,
+            ports: &ports,
+            influx: &influx,
+            db: &db,
+            gateway_pids: &gw_pids,
+            broker_pids: &broker_pids,
+            postgres: Some(&pg),
+        };
         runs.push(
             measure(
-                &format!("NATS ×3, {k} gateway(s)"),
-                &nats.mqtt_ports(),
+                &target,
                 args.connections,
                 fleet_messages(args.devices, rounds, base),
-                &influx,
-                &db,
-                &gw_pids,
-                &nats.pids(),
-                Some(&pg),
             )
             .with_context(|| {
                 gateways
