@@ -45,6 +45,11 @@ static ONE_CLUSTER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub struct NatsCluster {
     /// The nodes.
     pub nodes: Vec<NatsNode>,
+    /// The configuration every node runs: `deploy/nats/cluster.conf`, or a copy of it with an
+    /// `authorization` block appended ([`NatsCluster::start_with_authorization`]).
+    config: PathBuf,
+    /// The login of the start-up probe (`None`: anonymous).
+    probe_login: Option<(String, String)>,
     _dir: tempfile::TempDir,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
@@ -53,6 +58,23 @@ impl NatsCluster {
     /// Starts three nodes and waits until each accepts an MQTT session (JetStream up).
     /// Waits first for any other cluster of this test process to stop.
     pub fn start() -> Result<NatsCluster> {
+        NatsCluster::start_inner(None)
+    }
+
+    /// As [`NatsCluster::start`], with `authorization` (a NATS `authorization { ... }` block)
+    /// appended to the deployed `cluster.conf`; `probe` is a login it admits, used to wait for
+    /// the nodes.
+    pub fn start_with_authorization(
+        authorization: &str,
+        probe: (&str, &str),
+    ) -> Result<NatsCluster> {
+        NatsCluster::start_inner(Some((
+            authorization.to_owned(),
+            (probe.0.to_owned(), probe.1.to_owned()),
+        )))
+    }
+
+    fn start_inner(auth: Option<(String, (String, String))>) -> Result<NatsCluster> {
         let turn = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -68,8 +90,19 @@ impl NatsCluster {
                 log: dir.path().join(format!("n{i}.log")),
             })
             .collect();
+        let (config, probe_login) = match auth {
+            None => (nats_config(), None),
+            Some((block, probe)) => {
+                let path = dir.path().join("cluster-with-authorization.conf");
+                let deployed = std::fs::read_to_string(nats_config())?;
+                std::fs::write(&path, format!("{deployed}\n{block}\n"))?;
+                (path, Some(probe))
+            }
+        };
         let mut c = NatsCluster {
             nodes,
+            config,
+            probe_login,
             _dir: dir,
             _turn: turn,
         };
@@ -101,7 +134,7 @@ impl NatsCluster {
         }
         let child = command
             .arg("-c")
-            .arg(nats_config())
+            .arg(&self.config)
             .env("NATS_NAME", &n.name)
             .env("NATS_HOST", "127.0.0.1")
             .env("NATS_CLIENT_PORT", n.client_port.to_string())
@@ -124,7 +157,7 @@ impl NatsCluster {
         wait_until(
             Duration::from_secs(120),
             &format!("nats node {} to accept MQTT", self.nodes[i].name),
-            || mqtt_connects(port).then_some(()),
+            || mqtt_connects(port, self.probe_login.as_ref()).then_some(()),
         )
         .map_err(|e| anyhow!("{e}; log:\n{}", self.log_tail(i)))
     }
@@ -185,7 +218,7 @@ impl Drop for NatsCluster {
 }
 
 /// Whether an MQTT CONNECT to `port` gets a successful CONNACK within 5 s.
-fn mqtt_connects(port: u16) -> bool {
+fn mqtt_connects(port: u16, login: Option<&(String, String)>) -> bool {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -193,7 +226,10 @@ fn mqtt_connects(port: u16) -> bool {
         return false;
     };
     rt.block_on(async {
-        let opts = rumqttc::MqttOptions::new(format!("probe-{port}"), "127.0.0.1", port);
+        let mut opts = rumqttc::MqttOptions::new(format!("probe-{port}"), "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         let (_client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
         let until = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -414,6 +450,32 @@ pub fn wait_for_owners(
         check(&o).then_some(o)
     })
     .map_err(|e| anyhow!("{e}; last seen {last:?}"))
+}
+
+/// The `authorization` block `deploy/nats/README.md` prescribes, for the gateway's login and
+/// each device's `(user, password)`: a device publishes its own kinds under any partition
+/// token (nats-server checks publish permissions on the mapped subject) and subscribes to its
+/// own plain command topic; the gateway subscribes to every partition (QoS 1 deliveries come
+/// on the session's `$MQTT.sub.<id>`) and publishes commands.
+pub fn nats_authorization(gateway: (&str, &str), devices: &[(&str, &str)]) -> String {
+    let mut users = vec![format!(
+        "    {{ user: \"{}\", password: \"{}\", permissions: {{ publish: [\"fixtures.*.cmd\"], subscribe: [\"fixtures.>\", \"$MQTT.sub.>\"] }} }}",
+        gateway.0, gateway.1
+    )];
+    for (id, password) in devices {
+        let publish: Vec<String> = ["telemetry", "event", "status", "result"]
+            .iter()
+            .map(|kind| format!("\"fixtures.*.{id}.{kind}\""))
+            .collect();
+        users.push(format!(
+            "    {{ user: \"{id}\", password: \"{password}\", permissions: {{ publish: [{}], subscribe: [\"fixtures.{id}.cmd\", \"$MQTT.sub.>\"] }} }}",
+            publish.join(", ")
+        ));
+    }
+    format!(
+        "authorization {{\n  users = [\n{}\n  ]\n}}",
+        users.join("\n")
+    )
 }
 
 /// Waits until the instances' readiness reports every one of the `partitions` owned and
