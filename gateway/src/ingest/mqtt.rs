@@ -94,17 +94,27 @@ impl Session {
 /// Queues a QoS 1 SUBSCRIBE to `filters` from a task of its own: the poll loop must never
 /// wait on the request channel, which the pipeline's acknowledgements can fill, and which
 /// only the poll loop drains (awaiting it there deadlocks a connection that resumes with a
-/// backlog).
-fn subscribe(client: &AsyncClient, filters: &[String], after: Duration) {
-    let client = client.clone();
+/// backlog). A retry still waiting when the connection is shut down is dropped.
+fn subscribe(
+    client: &AsyncClient,
+    filters: &[String],
+    after: Duration,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let (client, mut shutdown) = (client.clone(), shutdown.clone());
     let filters: Vec<SubscribeFilter> = filters
         .iter()
         .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
         .collect();
     tokio::spawn(async move {
-        tokio::time::sleep(after).await;
+        tokio::select! {
+            _ = tokio::time::sleep(after) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
         if let Err(e) = client.subscribe_many(filters).await {
-            tracing::error!(error = %e, "Cannot queue the subscription; the connection's event loop has stopped.");
+            if !*shutdown.borrow() {
+                tracing::error!(error = %e, "Cannot queue the subscription; the connection's event loop has stopped.");
+            }
         }
     });
 }
@@ -154,7 +164,7 @@ pub async fn run(
                 }
                 .emit(&metrics);
                 if !ack.session_present || session.partitioned {
-                    subscribe(&client, &session.filters, Duration::ZERO);
+                    subscribe(&client, &session.filters, Duration::ZERO, &shutdown);
                 } else {
                     session.subscribed.store(true, Ordering::SeqCst);
                 }
@@ -167,7 +177,7 @@ pub async fn run(
                         retry_in,
                     }
                     .emit(&metrics);
-                    subscribe(&client, &session.filters, retry_in);
+                    subscribe(&client, &session.filters, retry_in, &shutdown);
                 } else {
                     subscribe_backoff.reset();
                     session.subscribed.store(true, Ordering::SeqCst);
