@@ -282,7 +282,7 @@ pub async fn run(
     // Clustered mode: a session and pipeline per owned partition instead of the one below.
     if let Some(cluster) = config.cluster.clone() {
         let shared = Arc::new(cluster::session::Shared {
-            analytics: Arc::new(cluster::snapshots::PartitionStore::new(
+            partition_state: Arc::new(cluster::snapshots::PartitionStore::new(
                 &cluster.postgres_url,
             )),
             brokers: cluster.brokers.clone(),

@@ -52,7 +52,7 @@ pub struct Shared {
     /// Dead letters, sequence state, maintenance.
     pub committer: Arc<StateSink>,
     /// The analytics and sequence state per partition, in PostgreSQL.
-    pub analytics: Arc<PartitionStore>,
+    pub partition_state: Arc<PartitionStore>,
 }
 
 /// A partition's committer: dead letters, sequences and maintenance as in single-node
@@ -61,7 +61,7 @@ pub struct Shared {
 /// partition's next owner.
 struct PartitionCommitter {
     inner: Arc<StateSink>,
-    analytics: Arc<PartitionStore>,
+    partition_state: Arc<PartitionStore>,
     partition: u32,
     epoch: i64,
 }
@@ -73,7 +73,7 @@ impl StateCommitter for PartitionCommitter {
         devices: Vec<(String, DeviceSeq)>,
         now_ms: i64,
     ) -> Result<(), StateError> {
-        self.analytics
+        self.partition_state
             .save_sequences(self.partition, self.epoch, &devices)
             .await?;
         self.inner.commit(dead, devices, now_ms).await
@@ -84,8 +84,8 @@ impl StateCommitter for PartitionCommitter {
     }
 
     async fn save_analytics(&self, states: Vec<(String, String)>) -> Result<(), StateError> {
-        self.analytics
-            .save(self.partition, self.epoch, states)
+        self.partition_state
+            .save_analytics(self.partition, self.epoch, states)
             .await
     }
 }
@@ -222,7 +222,10 @@ async fn run(
     // The previous owner's state. Never consume without it: a fresh state saved over it
     // would relearn every device's baselines and count messages handled elsewhere as gaps.
     let analyzer = if config.analytics.enabled {
-        let Some(saved) = load_retrying("analytics", &mut stop, || shared.analytics.load(p)).await
+        let Some(saved) = load_retrying("analytics", &mut stop, || {
+            shared.partition_state.load_analytics(p)
+        })
+        .await
         else {
             return;
         };
@@ -233,8 +236,10 @@ async fn run(
     } else {
         None
     };
-    let Some(sequences) =
-        load_retrying("sequence", &mut stop, || shared.analytics.load_sequences(p)).await
+    let Some(sequences) = load_retrying("sequence", &mut stop, || {
+        shared.partition_state.load_sequences(p)
+    })
+    .await
     else {
         return;
     };
@@ -258,7 +263,7 @@ async fn run(
         writer: Arc::clone(&shared.writer),
         committer: Arc::new(PartitionCommitter {
             inner: Arc::clone(&shared.committer),
-            analytics: Arc::clone(&shared.analytics),
+            partition_state: Arc::clone(&shared.partition_state),
             partition: p,
             epoch,
         }),

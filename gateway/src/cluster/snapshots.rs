@@ -79,13 +79,13 @@ impl PartitionStore {
     }
 
     /// Every saved analytics state (device, JSON) of partition `p`.
-    pub async fn load(&self, p: u32) -> Result<Vec<(String, String)>, StateError> {
+    pub async fn load_analytics(&self, p: u32) -> Result<Vec<(String, String)>, StateError> {
         self.load_rows(Table::Analytics, p).await
     }
 
     /// Upserts analytics `states` (device, JSON) of partition `p` as its owner at `epoch`.
     /// [`StateError::Fenced`] if `epoch` is no longer the partition's lease epoch.
-    pub async fn save(
+    pub async fn save_analytics(
         &self,
         p: u32,
         epoch: i64,
