@@ -14,8 +14,8 @@
 //! stored in the state: the shared, validated [`ForecastParams`] (one
 //! [`ForecastConfig`] and a table of [`CartridgeSpec`]s, which a slot names by
 //! [`SpecId`]) are passed at call time, so a snapshot (serde) holds state only
-//! ([`DeviceForecaster::state_bytes`]: about 490 bytes for a purifier without the RO
-//! regression, 584 with it, 280 for a shower).
+//! ([`DeviceForecaster::state_bytes`]: 408 bytes for a purifier without the RO
+//! regression, 496 with it, 272 for a shower with its flow-loss regression).
 //!
 //! Method (event time only, local days shifted by [`ForecastConfig::utc_offset_ms`]):
 //! 1. The water through the device is the largest counter increase among the slots of
@@ -89,6 +89,7 @@
 use statrs::function::erf::erfc;
 use thiserror::Error;
 
+use crate::rules::compact::{Align4, Maybe};
 use protocol::catalog::DAY_MS;
 use protocol::message::CartridgeKind;
 const HOUR_MS: f64 = 3_600_000.0;
@@ -686,9 +687,100 @@ impl Trend {
     }
 }
 
-/// What a device's household uses: everything the slots share.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// What a device's household uses: everything the slots share. Serialised as
+/// [`UsageModelRepr`]; held with its flags side by side (no padding) and the flow-loss
+/// regression boxed, allocated at its first day (only flow-limiting cartridges feed it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "UsageModelRepr", into = "UsageModelRepr")]
 struct UsageModel {
+    /// Whether a reading was seen (`last_ts` and `day` mean something only then).
+    started: bool,
+    /// False if the current day is not wholly observed (first day, after a gap).
+    day_whole: bool,
+    /// Whether `boot_id` holds the boot of a reading.
+    boot_known: bool,
+    /// Whether the held-back day (`pending_l`) was a weekend day.
+    pending_weekend: bool,
+    /// Time of the last reading.
+    last_ts: i64,
+    /// Local day index of the last reading.
+    day: i64,
+    /// Water through the device so far in that day, ml (saturating).
+    day_ml: u32,
+    /// Complete zero days in a row up to the last closed day.
+    zero_run: u32,
+    /// Level and dispersion of days with use (fresh-cartridge volumes), weekday/weekend.
+    stats: [DayStats; 2],
+    /// Idle days at home (zero runs shorter than a trip).
+    idle_days: u32,
+    /// Trips seen and their total length (zero days).
+    trips: u32,
+    trip_days: u32,
+    /// The last day with use (fresh-cartridge litres), held back one day; NaN when
+    /// there is none (a volume of use is never NaN).
+    pending_l: f32,
+    /// Boot id of the last reading that had one (when `boot_known`).
+    boot_id: u32,
+    /// Water through the device since the forecaster started, ml.
+    total_ml: u64,
+    /// Regression of the daily volume on the squared load (flow loss); `None` until
+    /// its first day (as the empty regression).
+    flow_fit: Option<Box<Trend>>,
+}
+
+impl Default for UsageModel {
+    fn default() -> Self {
+        UsageModel::from(UsageModelRepr::default())
+    }
+}
+
+impl From<UsageModelRepr> for UsageModel {
+    fn from(r: UsageModelRepr) -> Self {
+        UsageModel {
+            started: r.started,
+            day_whole: r.day_whole,
+            boot_known: r.boot_id.is_some(),
+            pending_weekend: r.pending.is_some_and(|(_, weekend)| weekend),
+            last_ts: r.last_ts,
+            day: r.day,
+            day_ml: r.day_ml,
+            zero_run: r.zero_run,
+            stats: r.stats,
+            idle_days: r.idle_days,
+            trips: r.trips,
+            trip_days: r.trip_days,
+            pending_l: r.pending.map_or(f32::NAN, |(x, _)| x),
+            boot_id: r.boot_id.unwrap_or(0),
+            total_ml: r.total_ml,
+            flow_fit: (r.flow_fit != Trend::default()).then(|| Box::new(r.flow_fit)),
+        }
+    }
+}
+
+impl From<UsageModel> for UsageModelRepr {
+    fn from(u: UsageModel) -> Self {
+        UsageModelRepr {
+            started: u.started,
+            day_whole: u.day_whole,
+            last_ts: u.last_ts,
+            day: u.day,
+            day_ml: u.day_ml,
+            zero_run: u.zero_run,
+            stats: u.stats,
+            idle_days: u.idle_days,
+            trips: u.trips,
+            trip_days: u.trip_days,
+            pending: u.pending(),
+            boot_id: u.boot_known.then_some(u.boot_id),
+            total_ml: u.total_ml,
+            flow_fit: u.flow_fit.as_deref().copied().unwrap_or_default(),
+        }
+    }
+}
+
+/// [`UsageModel`] as serialised (the shape snapshots have always had).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct UsageModelRepr {
     /// Whether a reading was seen (`last_ts` and `day` mean something only then).
     started: bool,
     /// False if the current day is not wholly observed (first day, after a gap).
@@ -722,12 +814,21 @@ struct UsageModel {
 }
 
 impl UsageModel {
+    /// The day with use held back: fresh-cartridge litres, weekend.
+    fn pending(&self) -> Option<(f32, bool)> {
+        (!self.pending_l.is_nan()).then_some((self.pending_l, self.pending_weekend))
+    }
+
+    fn set_pending(&mut self, pending: Option<(f32, bool)>) {
+        (self.pending_l, self.pending_weekend) = pending.unwrap_or((f32::NAN, false));
+    }
+
     /// Complete days with use seen (weekdays + weekends).
     fn days_with_use(&self) -> u32 {
         self.stats[0]
             .n
             .saturating_add(self.stats[1].n)
-            .saturating_add(u32::from(self.pending.is_some()))
+            .saturating_add(u32::from(self.pending().is_some()))
     }
 
     /// Share of idle days among days at home.
@@ -799,12 +900,14 @@ impl UsageModel {
             // enters the level.
             self.trips = self.trips.saturating_add(1);
             self.trip_days = self.trip_days.saturating_add(self.zero_run);
-            self.pending = None;
+            self.set_pending(None);
         } else {
             self.idle_days = self.idle_days.saturating_add(self.zero_run);
         }
         self.zero_run = 0;
-        if let Some((x, weekend)) = self.pending.take() {
+        let pending = self.pending();
+        self.set_pending(None);
+        if let Some((x, weekend)) = pending {
             let alpha = if weekend {
                 cfg.weekend_alpha
             } else {
@@ -814,7 +917,7 @@ impl UsageModel {
         }
         if !trip {
             // Held back one day: it may turn out to be a departure.
-            self.pending = Some(today);
+            self.set_pending(Some(today));
         }
     }
 }
@@ -827,7 +930,7 @@ struct RejectionState {
     smoothed: f32,
     count: u32,
     /// First time the smoothed rejection fell below the threshold.
-    exhausted_ms: Option<i64>,
+    exhausted_ms: Maybe<i64>,
     /// Today's sum and count of readings.
     day_sum: f64,
     day_n: u32,
@@ -872,13 +975,56 @@ struct SlotState {
 /// followed (litres a day).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct SlotScore {
-    /// Checkpoint: time, device total then (ml), implied rates (model, line), L/day.
-    at_ms: i64,
-    at_total_ml: u64,
-    rates: Option<(f32, f32)>,
+    /// Checkpoint: time, device total then (ml), implied rates (model, line), L/day
+    /// (4-byte aligned: the score packs into its slot without padding).
+    at_ms: Align4<i64>,
+    at_total_ml: Align4<u64>,
+    rates: Rates,
     /// EWMA absolute errors (model, line) and windows scored.
     err: (f32, f32),
     n: u16,
+}
+
+/// The daily rates (model, straight line) implied at a checkpoint, L/day, in 8 bytes:
+/// NaN when there are none (implied rates are never NaN). Serialised as the
+/// `Option<(f32, f32)>` it replaced.
+#[derive(Debug, Clone, Copy)]
+struct Rates([f32; 2]);
+
+impl Rates {
+    const NONE: Rates = Rates([f32::NAN; 2]);
+
+    fn get(self) -> Option<(f32, f32)> {
+        (!self.0[0].is_nan()).then_some((self.0[0], self.0[1]))
+    }
+
+    fn from(rates: Option<(f32, f32)>) -> Rates {
+        rates.map_or(Rates::NONE, |(m, l)| Rates([m, l]))
+    }
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates::NONE
+    }
+}
+
+impl PartialEq for Rates {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl serde::Serialize for Rates {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Rates {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<(f32, f32)>::deserialize(deserializer).map(Rates::from)
+    }
 }
 
 /// [`SlotState::install_ms`] of a cartridge whose install time is unknown.
@@ -1070,11 +1216,17 @@ impl DeviceForecaster {
         DeviceForecaster::default()
     }
 
-    /// Bytes of state: inline, plus the slots and the RO regressions on the heap.
+    /// Bytes of state: inline, plus the slots, the RO regressions and the flow-loss
+    /// regression on the heap.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<DeviceForecaster>()
             + self.slots.len() * std::mem::size_of::<SlotState>()
             + self.slots.iter().map(SlotState::heap_bytes).sum::<usize>()
+            + self
+                .usage
+                .flow_fit
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<Trend>())
     }
 
     fn slot(&self, slot: u8) -> Result<&SlotState, ForecastError> {
@@ -1113,6 +1265,11 @@ impl DeviceForecaster {
         self.slot(slot).ok().map(|s| s.last_repl)
     }
 
+    /// Time of the newest reading taken (with slots), if any.
+    pub fn last_reading_ms(&self) -> Option<i64> {
+        self.usage.started.then_some(self.usage.last_ts)
+    }
+
     /// Complete days with use seen (weekdays + weekends).
     pub fn days_with_use(&self) -> u32 {
         self.usage.days_with_use()
@@ -1138,7 +1295,7 @@ impl DeviceForecaster {
             return 0.0;
         }
         let tau2 = params.config().flow_loss_prior_sd.powi(2);
-        let Some((a, c, se)) = self.usage.flow_fit.fit() else {
+        let Some((a, c, se)) = self.usage.flow_fit.as_deref().and_then(Trend::fit) else {
             return prior;
         };
         if a <= 0.0 || !se.is_finite() || se <= 0.0 {
@@ -1203,7 +1360,11 @@ impl DeviceForecaster {
             1.0
         };
         if b > 0.0 && self.usage.day_whole && used_l >= cfg.absent_below_l {
-            self.usage.flow_fit.add(x, used_l, cfg.flow_loss_forget);
+            self.usage.flow_fit.get_or_insert_with(Box::default).add(
+                x,
+                used_l,
+                cfg.flow_loss_forget,
+            );
         }
         self.usage.close_day(cfg, used_l, flow);
     }
@@ -1218,13 +1379,14 @@ impl DeviceForecaster {
         let window_ms = cfg.score_window_days * DAY_MS as f64;
         for i in 0..self.slots.len() {
             let sc = self.slots[i].score;
-            let elapsed = (now - sc.at_ms) as f64;
-            if sc.at_ms != 0 && elapsed < window_ms {
+            let at_ms = sc.at_ms.get();
+            let elapsed = (now - at_ms) as f64;
+            if at_ms != 0 && elapsed < window_ms {
                 continue;
             }
             let mut score = sc;
-            if let Some((rm, rl)) = sc.rates.filter(|_| sc.at_ms != 0 && elapsed > 0.0) {
-                let realized = total.saturating_sub(sc.at_total_ml) as f64
+            if let Some((rm, rl)) = sc.rates.get().filter(|_| at_ms != 0 && elapsed > 0.0) {
+                let realized = total.saturating_sub(sc.at_total_ml.get()) as f64
                     / 1000.0
                     / (elapsed / DAY_MS as f64);
                 let a = if score.n == 0 { 1.0 } else { cfg.score_alpha };
@@ -1234,10 +1396,10 @@ impl DeviceForecaster {
                 score.err.1 = (f64::from(score.err.1) + a * (el - f64::from(score.err.1))) as f32;
                 score.n = score.n.saturating_add(1);
             }
-            score.at_ms = now;
-            score.at_total_ml = total;
+            score.at_ms = Align4::new(now);
+            score.at_total_ml = Align4::new(total);
             let slot = self.slots[i].slot;
-            score.rates = self.implied_rates(params, slot, now);
+            score.rates = Rates::from(self.implied_rates(params, slot, now));
             self.slots[i].score = score;
         }
     }
@@ -1321,7 +1483,8 @@ impl DeviceForecaster {
                 self.usage.day_ml = 0;
             }
         }
-        let rebooted = match (boot, self.usage.boot_id) {
+        let previous_boot = self.usage.boot_known.then_some(self.usage.boot_id);
+        let rebooted = match (boot, previous_boot) {
             (Some(b), Some(prev)) => b.boot_id != prev,
             _ => false,
         };
@@ -1371,7 +1534,7 @@ impl DeviceForecaster {
                 s.rated_l = r.rated_l.map_or(0.0, |x| x as f32);
                 s.anchor_ms = ts_ms;
                 s.anchor_ml = r.ml_since_replacement;
-                s.score.rates = None;
+                s.score.rates = Rates::NONE;
                 s.rejection = spec.min_rejection.map(|_| Box::default());
                 r.ml_since_replacement
             } else {
@@ -1382,7 +1545,8 @@ impl DeviceForecaster {
             added_ml = added_ml.max(added);
         }
         if let Some(b) = boot {
-            self.usage.boot_id = Some(b.boot_id);
+            self.usage.boot_id = b.boot_id;
+            self.usage.boot_known = true;
         }
         self.usage.day_ml = self
             .usage
@@ -1424,8 +1588,8 @@ impl DeviceForecaster {
         state.smoothed = smoothed as f32;
         state.day_sum += r;
         state.day_n = state.day_n.saturating_add(1);
-        if state.count >= 48 && smoothed < threshold && state.exhausted_ms.is_none() {
-            state.exhausted_ms = Some(ts_ms);
+        if state.count >= 48 && smoothed < threshold && state.exhausted_ms.get().is_none() {
+            state.exhausted_ms.replace(ts_ms);
         }
     }
 
@@ -1734,7 +1898,7 @@ impl DeviceForecaster {
             lo_ms = lo_ms.min(age);
             hi_ms = hi_ms.min(age);
         }
-        if let Some(x) = rejection.and_then(|r| r.exhausted_ms) {
+        if let Some(x) = rejection.and_then(|r| r.exhausted_ms.get()) {
             if x < due_ms {
                 (due_ms, lo_ms, hi_ms, reason) = (x, x, x, DueReason::Rejection);
             }

@@ -10,7 +10,7 @@
 use protocol::message::SessionKind;
 use serde::{Deserialize, Serialize};
 
-use super::compact::Maybe;
+use super::compact::MaybeA4;
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
@@ -21,7 +21,7 @@ const BASELINE_EVERY_MS: i64 = 20 * 3_600_000;
 pub struct ClogTrend {
     recent_ml_s: SampleWindow<3>,
     baseline_ml_s: SampleWindow<16>,
-    baseline_pushed_ts_ms: Maybe<i64>,
+    baseline_pushed_ts_ms: MaybeA4,
     active: bool,
 }
 

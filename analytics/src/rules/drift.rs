@@ -27,7 +27,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::compact::Maybe;
+use super::compact::MaybeA4;
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
@@ -65,8 +65,8 @@ const CLUSTERS_MOVED: usize = 2;
 pub struct TemperatureDrift {
     recent_c: SampleWindow<RECENT>,
     baseline_c: SampleWindow<BASELINE>,
-    first_ts_ms: Maybe<i64>,
-    baseline_pushed_ts_ms: Maybe<i64>,
+    first_ts_ms: MaybeA4,
+    baseline_pushed_ts_ms: MaybeA4,
     /// Consecutive sessions with an offset beyond the threshold.
     streak: u8,
     active: bool,

@@ -172,31 +172,67 @@ impl Latch {
     }
 }
 
+/// An active latch and its index in a [`LatchSet`]: the index takes the latch's
+/// padding, so an entry is as small as a [`Latch`] (16 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    index: u8,
+    sources: u8,
+    severity: Option<Severity>,
+    device_boot: u32,
+    began_ts_ms: i64,
+}
+
+impl Entry {
+    fn new(index: u8, l: Latch) -> Entry {
+        Entry {
+            index,
+            sources: l.sources,
+            severity: l.severity,
+            device_boot: l.device_boot,
+            began_ts_ms: l.began_ts_ms,
+        }
+    }
+
+    fn latch(&self) -> Latch {
+        Latch {
+            sources: self.sources,
+            began_ts_ms: self.began_ts_ms,
+            severity: self.severity,
+            device_boot: self.device_boot,
+        }
+    }
+}
+
 /// The `N` latches of one device, indexed `0..N`, of which only the active ones are
-/// stored: most devices have no condition most of the time, so this is an empty `Vec`
-/// (24 bytes) where `N` inline latches would take `16 × N`. Serialised as the dense
-/// array of `N` latches (the shape snapshots had before), idle ones as defaults.
+/// stored: most devices have no condition most of the time, so this is an empty boxed
+/// slice (16 bytes) where `N` inline latches would take `16 × N`; each active one takes
+/// 16 bytes on the heap, exactly (edges are rare: the slice is reallocated on each).
+/// Serialised as the dense array of `N` latches (the shape snapshots had before), idle
+/// ones as defaults.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LatchSet<const N: usize> {
     /// Active latches and their index, in no particular order.
-    active: Vec<(u8, Latch)>,
+    active: Box<[Entry]>,
 }
 
 impl<const N: usize> LatchSet<N> {
     const FITS: () = assert!(N <= 256, "a LatchSet indexes its latches by u8");
 
     /// No active latch.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         let () = Self::FITS;
-        LatchSet { active: Vec::new() }
+        LatchSet {
+            active: Box::new([]),
+        }
     }
 
     /// The latch at `index` (an idle default when it holds no episode).
     pub fn get(&self, index: usize) -> Latch {
         self.active
             .iter()
-            .find(|(i, _)| usize::from(*i) == index)
-            .map_or_else(Latch::default, |(_, l)| *l)
+            .find(|e| usize::from(e.index) == index)
+            .map_or_else(Latch::default, Entry::latch)
     }
 
     /// Applies `f` to the latch at `index`, keeping it only while it is active.
@@ -206,20 +242,20 @@ impl<const N: usize> LatchSet<N> {
         let position = self
             .active
             .iter()
-            .position(|(i, _)| usize::from(*i) == index);
-        let mut latch = position.map_or_else(Latch::default, |p| self.active[p].1);
+            .position(|e| usize::from(e.index) == index);
+        let mut latch = position.map_or_else(Latch::default, |p| self.active[p].latch());
         let result = f(&mut latch);
         match (position, latch.is_active()) {
-            (Some(p), true) => self.active[p].1 = latch,
+            (Some(p), true) => self.active[p] = Entry::new(index as u8, latch),
             (Some(p), false) => {
-                self.active.swap_remove(p);
-                if self.active.is_empty() {
-                    self.active = Vec::new(); // give the block back
-                }
+                let mut active = std::mem::take(&mut self.active).into_vec();
+                active.swap_remove(p);
+                self.active = active.into_boxed_slice();
             }
             (None, true) => {
-                self.active.reserve_exact(1);
-                self.active.push((index as u8, latch));
+                let mut active = std::mem::take(&mut self.active).into_vec();
+                active.push(Entry::new(index as u8, latch));
+                self.active = active.into_boxed_slice();
             }
             (None, false) => {}
         }
@@ -227,13 +263,15 @@ impl<const N: usize> LatchSet<N> {
     }
 
     /// The active latches with their index.
-    pub fn active(&self) -> impl Iterator<Item = (usize, &Latch)> {
-        self.active.iter().map(|(i, l)| (usize::from(*i), l))
+    pub fn active(&self) -> impl Iterator<Item = (usize, Latch)> + '_ {
+        self.active
+            .iter()
+            .map(|e| (usize::from(e.index), e.latch()))
     }
 
     /// Bytes on the heap.
     pub fn heap_bytes(&self) -> usize {
-        self.active.capacity() * std::mem::size_of::<(u8, Latch)>()
+        std::mem::size_of_val(&*self.active)
     }
 }
 
@@ -257,9 +295,8 @@ impl<'de, const N: usize> Deserialize<'de> for LatchSet<N> {
             .into_iter()
             .enumerate()
             .filter(|(_, l)| l.is_active())
-            .map(|(i, l)| (i as u8, l))
+            .map(|(i, l)| Entry::new(i as u8, l))
             .collect();
-        set.active.shrink_to_fit();
         Ok(set)
     }
 }

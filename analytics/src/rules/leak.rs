@@ -36,25 +36,112 @@ struct BlockMin {
     ts_ms: i64,
 }
 
-/// Water-balance state of one device (about 80 bytes).
+/// Water-balance state of one device (72 bytes). Serialised as [`FlowBalanceRepr`].
+///
+/// The previous block's minimum is only ever judged against the block right after it,
+/// so it is kept only when it is that block's neighbour (its block number is then the
+/// current one's minus one), and its option and the current one's are flags beside the
+/// others (no padding).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "FlowBalanceRepr", into = "FlowBalanceRepr")]
 pub struct FlowBalance {
     /// Counter growth minus session water since the chain began, ml.
     balance_ml: i64,
-    /// The current block's minimum.
-    current: Option<BlockMin>,
-    /// The previous block's minimum (the chain: `None` after a break).
-    previous: Option<BlockMin>,
-    /// A message was lost (or the device rebooted) since the previous telemetry.
-    broken: bool,
+    /// The current block's minimum (when `has_current`).
+    current: BlockMin,
+    /// The previous block's lowest balance and its time (when `previous_adjacent`).
+    previous_balance_ml: i64,
+    previous_ts_ms: i64,
     /// Device time spent in the current run of wet spans, and of dry ones, ms.
     wet_ms: i64,
     dry_ms: i64,
+    /// Whether there is a current block.
+    has_current: bool,
+    /// Whether the previous block's minimum is held: the block just before the
+    /// current one (the chain: not after a break).
+    previous_adjacent: bool,
+    /// A message was lost (or the device rebooted) since the previous telemetry.
+    broken: bool,
     /// Whether this rule currently sees a leak.
     active: bool,
 }
 
+/// [`FlowBalance`] as snapshots hold it (the shape they have always had).
+#[derive(Serialize, Deserialize)]
+struct FlowBalanceRepr {
+    balance_ml: i64,
+    current: Option<BlockMin>,
+    previous: Option<BlockMin>,
+    broken: bool,
+    wet_ms: i64,
+    dry_ms: i64,
+    active: bool,
+}
+
+impl From<FlowBalanceRepr> for FlowBalance {
+    fn from(r: FlowBalanceRepr) -> Self {
+        // A previous block that is not the current one's neighbour is never judged.
+        let previous = r.previous.filter(|p| {
+            r.current
+                .is_some_and(|c| p.block.checked_add(1) == Some(c.block))
+        });
+        FlowBalance {
+            balance_ml: r.balance_ml,
+            current: r.current.unwrap_or(BlockMin::NONE),
+            previous_balance_ml: previous.map_or(0, |p| p.balance_ml),
+            previous_ts_ms: previous.map_or(0, |p| p.ts_ms),
+            wet_ms: r.wet_ms,
+            dry_ms: r.dry_ms,
+            has_current: r.current.is_some(),
+            previous_adjacent: previous.is_some(),
+            broken: r.broken,
+            active: r.active,
+        }
+    }
+}
+
+impl From<FlowBalance> for FlowBalanceRepr {
+    fn from(f: FlowBalance) -> Self {
+        FlowBalanceRepr {
+            balance_ml: f.balance_ml,
+            current: f.current(),
+            previous: f.previous(),
+            broken: f.broken,
+            wet_ms: f.wet_ms,
+            dry_ms: f.dry_ms,
+            active: f.active,
+        }
+    }
+}
+
+impl BlockMin {
+    const NONE: BlockMin = BlockMin {
+        block: 0,
+        balance_ml: 0,
+        ts_ms: 0,
+    };
+}
+
+impl Default for BlockMin {
+    fn default() -> Self {
+        BlockMin::NONE
+    }
+}
+
 impl FlowBalance {
+    fn current(&self) -> Option<BlockMin> {
+        self.has_current.then_some(self.current)
+    }
+
+    /// The previous block's minimum, when it is the current block's neighbour.
+    fn previous(&self) -> Option<BlockMin> {
+        (self.has_current && self.previous_adjacent).then(|| BlockMin {
+            block: self.current.block - 1,
+            balance_ml: self.previous_balance_ml,
+            ts_ms: self.previous_ts_ms,
+        })
+    }
+
     /// A usage session ended, having used `water_ml`.
     pub fn on_session(&mut self, kind: SessionKind, _started_ts_ms: i64, water_ml: u32) {
         // A toilet's seat session contains its wash: only the water sessions count.
@@ -69,10 +156,17 @@ impl FlowBalance {
         self.broken = true;
     }
 
+    /// Whether a message was lost (or the device rebooted) since the previous telemetry.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     fn restart(&mut self) {
         self.balance_ml = 0;
-        self.current = None;
-        self.previous = None;
+        self.current = BlockMin::NONE;
+        self.has_current = false;
+        (self.previous_balance_ml, self.previous_ts_ms) = (0, 0);
+        self.previous_adjacent = false;
     }
 
     /// Telemetry at `ts_ms` with the cumulative water counter; `previous` is the time
@@ -108,22 +202,31 @@ impl FlowBalance {
             ts_ms,
         };
         let mut verdict = None;
-        match self.current {
+        match self.current() {
             Some(c) if c.block == block => {
                 if here.balance_ml <= c.balance_ml {
-                    self.current = Some(here);
+                    self.current = here;
                 }
             }
             Some(c) if c.block < block => {
-                if let Some(p) = self.previous.filter(|p| p.block + 1 == c.block) {
+                if let Some(p) = self.previous() {
                     verdict = self.judge(cfg, p, c);
                 }
-                self.previous = Some(c);
-                self.current = Some(here);
+                // The chain goes on only from the block just before.
+                self.previous_adjacent = c.block + 1 == block;
+                (self.previous_balance_ml, self.previous_ts_ms) = if self.previous_adjacent {
+                    (c.balance_ml, c.ts_ms)
+                } else {
+                    (0, 0)
+                };
+                self.current = here;
             }
             // Device time went back: start over.
             Some(_) => self.restart(),
-            None => self.current = Some(here),
+            None => {
+                self.current = here;
+                self.has_current = true;
+            }
         }
         verdict
     }

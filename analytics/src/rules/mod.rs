@@ -199,20 +199,30 @@ struct Accepted {
     gap: bool,
 }
 
-/// The fault rules' state for one device. See the [module docs](self).
+/// The fault rules' state for one device. See the [module docs](self). Serialised as
+/// [`DeviceRulesRepr`], the shape snapshots have always had.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "DeviceRulesRepr", into = "DeviceRulesRepr")]
 pub struct DeviceRules {
-    model: Model,
+    /// Whether a message was accepted (`last_message` is then the newest).
+    has_message: bool,
+    /// Whether a usage session ended since the previous telemetry.
+    used_since_telemetry: bool,
+    /// A message newer than any before arrived since the previous clock call.
+    fresh_since_clock: bool,
+    /// Whether a usage session was seen (`disuse_since_ts_ms` is then its end).
+    session_seen: bool,
     latches: LatchSet<SLOTS>,
-    /// `(boot_id, seq)` of the newest message accepted.
-    last_message: Option<(u32, u32)>,
-    /// Device time of the first message of the current boot.
-    boot_started_ts_ms: i64,
-    /// Device faults raised before the current boot still await confirmation.
-    reboot_check_pending: bool,
-    /// Newest device time heard, and the first.
+    /// `(boot_id, seq)` of the newest message accepted (when `has_message`).
+    last_message: (u32, u32),
+    /// While device faults raised before the current boot await confirmation: the
+    /// device time of the first message of the current boot (only read then).
+    reboot_check_since_ms: Maybe<i64>,
+    /// Newest device time heard.
     last_heard_ts_ms: Maybe<i64>,
-    first_heard_ts_ms: Maybe<i64>,
+    /// Disuse counts from here: the end of the latest usage session (`session_seen`),
+    /// else the first device time heard.
+    disuse_since_ts_ms: Maybe<i64>,
     /// The latest `now_ms` of [`DeviceRules::on_clock`].
     last_clock_ms: Maybe<i64>,
     /// Time of the previous telemetry, and its idle gaps (the periodic reporting
@@ -223,39 +233,155 @@ pub struct DeviceRules {
     /// current and previous day (device time), seconds; and that current day. A firmware
     /// that also reports while water runs has a busy day's median far below its quiet
     /// (night) cadence: silence is judged against both.
-    #[serde(default)]
     longest_gap_s: [f32; 2],
-    #[serde(default)]
     longest_gap_day: i32,
     /// Gateway clock minus device clock as seen by [`DeviceRules::on_clock`] just after a
     /// fresh message (the device's clock offset plus up to one clock period), seconds.
     clock_lags_s: SampleWindow<8>,
-    /// A message newer than any before arrived since the previous clock call.
+    /// Previous water counter, ml.
+    last_water_ml: Maybe<u64>,
+    flow: FlowBalance,
+    water: DailyUsage,
+    /// The model's own state: the model is its variant. Whether a message was lost since
+    /// the previous telemetry is `flow`'s (set and cleared with it).
+    per_model: PerModel,
+}
+
+/// [`DeviceRules`] as snapshots hold it.
+#[derive(Serialize, Deserialize)]
+struct DeviceRulesRepr {
+    model: Model,
+    latches: LatchSet<SLOTS>,
+    /// `(boot_id, seq)` of the newest message accepted.
+    last_message: Option<(u32, u32)>,
+    /// Device time of the first message of the current boot (what is held of it: while
+    /// `reboot_check_pending`).
+    boot_started_ts_ms: i64,
+    /// Device faults raised before the current boot still await confirmation.
+    reboot_check_pending: bool,
+    /// Newest device time heard, and the first (what is held of it: before a session).
+    last_heard_ts_ms: Maybe<i64>,
+    first_heard_ts_ms: Maybe<i64>,
+    /// The latest `now_ms` of [`DeviceRules::on_clock`].
+    last_clock_ms: Maybe<i64>,
+    last_telemetry_ts_ms: Maybe<i64>,
+    report_intervals_s: SampleWindow<8>,
+    #[serde(default)]
+    longest_gap_s: [f32; 2],
+    #[serde(default)]
+    longest_gap_day: i32,
+    clock_lags_s: SampleWindow<8>,
     fresh_since_clock: bool,
     /// End of the latest usage session.
     last_session_ts_ms: Maybe<i64>,
     /// Previous heater energy counter (toilet), Wh.
     last_energy_wh: Maybe<u32>,
-    /// Previous water counter, ml.
     last_water_ml: Maybe<u64>,
-    /// Whether the interval since the previous telemetry lost a message.
     interval_broken: bool,
-    /// Whether a usage session ended since the previous telemetry.
     used_since_telemetry: bool,
     flow: FlowBalance,
     water: DailyUsage,
-    per_model: PerModel,
+    per_model: PerModelRepr,
+}
+
+impl From<DeviceRulesRepr> for DeviceRules {
+    fn from(r: DeviceRulesRepr) -> Self {
+        let mut per_model = PerModel::from(r.per_model);
+        if let PerModel::Toilet(toilet) = &mut per_model {
+            toilet.last_energy_wh = r.last_energy_wh;
+        }
+        let session_seen = r.last_session_ts_ms.get().is_some();
+        // `model` is the variant of `per_model`, `interval_broken` always `flow`'s.
+        let _ = (r.model, r.interval_broken);
+        DeviceRules {
+            has_message: r.last_message.is_some(),
+            used_since_telemetry: r.used_since_telemetry,
+            fresh_since_clock: r.fresh_since_clock,
+            session_seen,
+            latches: r.latches,
+            last_message: r.last_message.unwrap_or((0, 0)),
+            reboot_check_since_ms: Maybe::from(
+                r.reboot_check_pending.then_some(r.boot_started_ts_ms),
+            ),
+            last_heard_ts_ms: r.last_heard_ts_ms,
+            disuse_since_ts_ms: if session_seen {
+                r.last_session_ts_ms
+            } else {
+                r.first_heard_ts_ms
+            },
+            last_clock_ms: r.last_clock_ms,
+            last_telemetry_ts_ms: r.last_telemetry_ts_ms,
+            report_intervals_s: r.report_intervals_s,
+            longest_gap_s: r.longest_gap_s,
+            longest_gap_day: r.longest_gap_day,
+            clock_lags_s: r.clock_lags_s,
+            last_water_ml: r.last_water_ml,
+            flow: r.flow,
+            water: r.water,
+            per_model,
+        }
+    }
+}
+
+impl From<DeviceRules> for DeviceRulesRepr {
+    fn from(d: DeviceRules) -> Self {
+        let last_energy_wh = match &d.per_model {
+            PerModel::Toilet(toilet) => toilet.last_energy_wh,
+            _ => Maybe::NONE,
+        };
+        let session = d.last_session_ts_ms();
+        let (model, last_message, interval_broken) =
+            (d.model(), d.last_message(), d.flow.is_broken());
+        DeviceRulesRepr {
+            model,
+            latches: d.latches,
+            last_message,
+            boot_started_ts_ms: d.reboot_check_since_ms.get().unwrap_or(0),
+            reboot_check_pending: d.reboot_check_since_ms.get().is_some(),
+            last_heard_ts_ms: d.last_heard_ts_ms,
+            // Once a session is seen, the first time heard is no longer held (nor used).
+            first_heard_ts_ms: if d.session_seen {
+                Maybe::NONE
+            } else {
+                d.disuse_since_ts_ms
+            },
+            last_clock_ms: d.last_clock_ms,
+            last_telemetry_ts_ms: d.last_telemetry_ts_ms,
+            report_intervals_s: d.report_intervals_s,
+            longest_gap_s: d.longest_gap_s,
+            longest_gap_day: d.longest_gap_day,
+            clock_lags_s: d.clock_lags_s,
+            fresh_since_clock: d.fresh_since_clock,
+            last_session_ts_ms: Maybe::from(session),
+            last_energy_wh,
+            last_water_ml: d.last_water_ml,
+            interval_broken,
+            used_since_telemetry: d.used_since_telemetry,
+            flow: d.flow,
+            water: d.water,
+            per_model: d.per_model.into(),
+        }
+    }
 }
 
 /// The state only one kind of fixture needs (a toilet has no inlet pressure sensor, a
 /// purifier no heater, only a shower a regulated temperature), boxed so that a device
 /// carries only its own (an inline enum would be as large as its largest variant).
-/// Serialised like the struct variants it replaced (`{"toilet": {...}}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Serialised as [`PerModelRepr`].
+#[derive(Debug, Clone, PartialEq)]
 enum PerModel {
     Toilet(Box<ToiletState>),
-    Supply(Box<SupplyState>),
+    Purifier(Box<SupplyState>),
+    Shower(Box<ShowerState>),
+}
+
+/// [`PerModel`] as snapshots hold it: like the struct variants it replaced
+/// (`{"toilet": {...}}`, `{"supply": {...}}`, a shower's with its drift).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PerModelRepr {
+    Toilet(Box<ToiletState>),
+    Supply(Box<SupplyRepr>),
 }
 
 /// Washes and flushes, heater energy.
@@ -265,26 +391,84 @@ struct ToiletState {
     energy: DailyUsage,
     #[serde(default)]
     heater: HeaterWatch,
+    /// Previous heater energy counter, Wh (snapshots hold it beside the model's part).
+    #[serde(skip)]
+    last_energy_wh: Maybe<u32>,
 }
 
-/// Flow trend and pressure (purifier, shower); temperature drift (shower only).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Flow trend and pressure (purifier, shower).
+#[derive(Debug, Clone, Default, PartialEq)]
 struct SupplyState {
+    clog: ClogTrend,
+    pressure: PressureWatch,
+}
+
+/// A shower's: its supply and temperature drift, in one block.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ShowerState {
+    supply: SupplyState,
+    drift: TemperatureDrift,
+}
+
+/// [`SupplyState`] (and a shower's drift) as snapshots hold it.
+#[derive(Serialize, Deserialize)]
+struct SupplyRepr {
     clog: ClogTrend,
     pressure: PressureWatch,
     #[serde(default)]
     drift: Option<Box<TemperatureDrift>>,
 }
 
+impl From<PerModelRepr> for PerModel {
+    fn from(r: PerModelRepr) -> Self {
+        match r {
+            PerModelRepr::Toilet(t) => PerModel::Toilet(t),
+            PerModelRepr::Supply(s) => {
+                let SupplyRepr {
+                    clog,
+                    pressure,
+                    drift,
+                } = *s;
+                let supply = SupplyState { clog, pressure };
+                match drift {
+                    Some(drift) => PerModel::Shower(Box::new(ShowerState {
+                        supply,
+                        drift: *drift,
+                    })),
+                    None => PerModel::Purifier(Box::new(supply)),
+                }
+            }
+        }
+    }
+}
+
+impl From<PerModel> for PerModelRepr {
+    fn from(p: PerModel) -> Self {
+        match p {
+            PerModel::Toilet(t) => PerModelRepr::Toilet(t),
+            PerModel::Purifier(s) => PerModelRepr::Supply(Box::new(SupplyRepr {
+                clog: s.clog,
+                pressure: s.pressure,
+                drift: None,
+            })),
+            PerModel::Shower(s) => {
+                let ShowerState { supply, drift } = *s;
+                PerModelRepr::Supply(Box::new(SupplyRepr {
+                    clog: supply.clog,
+                    pressure: supply.pressure,
+                    drift: Some(Box::new(drift)),
+                }))
+            }
+        }
+    }
+}
+
 impl PerModel {
     fn new(model: Model) -> PerModel {
         match model {
             Model::Toilet => PerModel::Toilet(Box::default()),
-            Model::Purifier => PerModel::Supply(Box::default()),
-            Model::Shower => PerModel::Supply(Box::new(SupplyState {
-                drift: Some(Box::default()),
-                ..SupplyState::default()
-            })),
+            Model::Purifier => PerModel::Purifier(Box::default()),
+            Model::Shower => PerModel::Shower(Box::default()),
         }
     }
 
@@ -292,11 +476,19 @@ impl PerModel {
     fn heap_bytes(&self) -> usize {
         match self {
             PerModel::Toilet(_) => std::mem::size_of::<ToiletState>(),
-            PerModel::Supply(s) => {
-                std::mem::size_of::<SupplyState>()
-                    + s.drift
-                        .as_ref()
-                        .map_or(0, |_| std::mem::size_of::<TemperatureDrift>())
+            PerModel::Purifier(_) => std::mem::size_of::<SupplyState>(),
+            PerModel::Shower(_) => std::mem::size_of::<ShowerState>(),
+        }
+    }
+
+    /// The supply's state (purifier, shower) and a shower's drift.
+    fn supply(&mut self) -> Option<(&mut SupplyState, Option<&mut TemperatureDrift>)> {
+        match self {
+            PerModel::Toilet(_) => None,
+            PerModel::Purifier(s) => Some((&mut **s, None)),
+            PerModel::Shower(s) => {
+                let ShowerState { supply, drift } = &mut **s;
+                Some((supply, Some(drift)))
             }
         }
     }
@@ -307,25 +499,22 @@ impl DeviceRules {
     pub fn new(model: Model, cfg: &RulesConfig) -> Self {
         let _ = cfg;
         DeviceRules {
-            model,
+            has_message: false,
+            used_since_telemetry: false,
+            fresh_since_clock: false,
+            session_seen: false,
             latches: LatchSet::new(),
-            last_message: None,
-            boot_started_ts_ms: 0,
-            reboot_check_pending: false,
+            last_message: (0, 0),
+            reboot_check_since_ms: Maybe::NONE,
             last_heard_ts_ms: Maybe::NONE,
-            first_heard_ts_ms: Maybe::NONE,
+            disuse_since_ts_ms: Maybe::NONE,
             last_clock_ms: Maybe::NONE,
             last_telemetry_ts_ms: Maybe::NONE,
             report_intervals_s: SampleWindow::new(),
             longest_gap_s: [0.0; 2],
             longest_gap_day: 0,
             clock_lags_s: SampleWindow::new(),
-            fresh_since_clock: false,
-            last_session_ts_ms: Maybe::NONE,
-            last_energy_wh: Maybe::NONE,
             last_water_ml: Maybe::NONE,
-            interval_broken: false,
-            used_since_telemetry: false,
             flow: FlowBalance::default(),
             water: DailyUsage::default(),
             per_model: PerModel::new(model),
@@ -341,7 +530,11 @@ impl DeviceRules {
 
     /// The fixture model.
     pub fn model(&self) -> Model {
-        self.model
+        match self.per_model {
+            PerModel::Toilet(_) => Model::Toilet,
+            PerModel::Purifier(_) => Model::Purifier,
+            PerModel::Shower(_) => Model::Shower,
+        }
     }
 
     /// Whether a finding of `kind` is currently active.
@@ -354,7 +547,7 @@ impl DeviceRules {
     /// The newest message accepted, `(boot_id, seq)`: a message at or below it is not
     /// taken by [`DeviceRules::on_telemetry`] or [`DeviceRules::on_event`].
     pub fn last_message(&self) -> Option<(u32, u32)> {
-        self.last_message
+        self.has_message.then_some(self.last_message)
     }
 
     /// The newest device timestamp heard from the device, UTC ms on its own clock.
@@ -429,6 +622,11 @@ impl DeviceRules {
             .map_or(0, |s| (f64::from(s) * 1000.0) as i64)
     }
 
+    /// End of the latest usage session.
+    fn last_session_ts_ms(&self) -> Option<i64> {
+        self.disuse_since_ts_ms.get().filter(|_| self.session_seen)
+    }
+
     /// The longest normal gap between two messages lately (today and yesterday), ms.
     fn longest_recent_gap_ms(&self) -> i64 {
         (self.longest_gap_s[0].max(self.longest_gap_s[1]) * 1000.0) as i64
@@ -478,34 +676,40 @@ impl DeviceRules {
         ts_ms: i64,
         out: &mut Vec<Finding>,
     ) -> Option<Accepted> {
-        let gap = match self.last_message {
+        let gap = match self.last_message() {
             Some(last) if (boot_id, seq) <= last => return None,
             Some((last_boot, last_seq)) if last_boot == boot_id => seq != last_seq.wrapping_add(1),
             Some(_) => {
-                self.boot_started_ts_ms = ts_ms;
-                self.reboot_check_pending =
-                    self.latches.active().any(|(_, l)| l.has_device_source());
+                let pending = self.latches.active().any(|(_, l)| l.has_device_source());
+                self.reboot_check_since_ms = Maybe::from(pending.then_some(ts_ms));
                 true
             }
             None => {
-                self.boot_started_ts_ms = ts_ms;
+                // The boot's first message (the time is only held while a check waits).
+                if self.reboot_check_since_ms.get().is_some() {
+                    self.reboot_check_since_ms.replace(ts_ms);
+                }
                 false
             }
         };
-        self.last_message = Some((boot_id, seq));
+        self.last_message = (boot_id, seq);
+        self.has_message = true;
         if gap {
-            self.interval_broken = true;
             self.flow.on_gap();
         }
         self.heard(cfg, ts_ms, out);
-        if self.reboot_check_pending && ts_ms - self.boot_started_ts_ms >= cfg.reboot_grace_ms {
+        if self
+            .reboot_check_since_ms
+            .get()
+            .is_some_and(|started| ts_ms - started >= cfg.reboot_grace_ms)
+        {
             self.expire_forgotten_device_faults(boot_id, ts_ms, out);
         }
         Some(Accepted { gap })
     }
 
     fn expire_forgotten_device_faults(&mut self, boot_id: u32, ts_ms: i64, out: &mut Vec<Finding>) {
-        self.reboot_check_pending = false;
+        self.reboot_check_since_ms = Maybe::NONE;
         for slot in ALL_SLOTS {
             if !self.latches.get(slot as usize).has_device_source() {
                 continue;
@@ -524,7 +728,8 @@ impl DeviceRules {
     }
 
     fn heard(&mut self, cfg: &RulesConfig, ts_ms: i64, out: &mut Vec<Finding>) {
-        self.first_heard_ts_ms.get_or_insert(ts_ms);
+        // The first time heard (kept until a session ends: `get_or_insert`).
+        self.disuse_since_ts_ms.get_or_insert(ts_ms);
         if self.last_heard_ts_ms.get().is_none_or(|t| ts_ms > t) {
             self.fresh_since_clock = true;
         }
@@ -562,7 +767,8 @@ impl DeviceRules {
             return;
         };
         let ts = t.ts;
-        let broken = std::mem::take(&mut self.interval_broken) || accepted.gap;
+        // Cleared by the water balance below, which sees the same gaps.
+        let broken = self.flow.is_broken() || accepted.gap;
         let used = std::mem::take(&mut self.used_since_telemetry);
         let previous_ts = self.last_telemetry_ts_ms.replace(ts);
         let interval_ms = previous_ts.map(|p| ts - p);
@@ -636,7 +842,7 @@ impl DeviceRules {
         if let (Some(wh), PerModel::Toilet(toilet)) = (energy_wh, &mut self.per_model) {
             let disturbed_energy =
                 disturbed_water || self.latches.get(Slot::Heater as usize).is_active();
-            let delta = self
+            let delta = toilet
                 .last_energy_wh
                 .replace(wh)
                 .filter(|&prev| countable && wh >= prev)
@@ -673,7 +879,7 @@ impl DeviceRules {
         }
 
         // Low inlet pressure.
-        if let (Some(kpa), PerModel::Supply(supply)) = (pressure_kpa, &mut self.per_model) {
+        if let (Some(kpa), Some((supply, _))) = (pressure_kpa, self.per_model.supply()) {
             let pressure = &mut supply.pressure;
             if let Some(low) = pressure.on_reading(cfg, ts, kpa) {
                 let threshold = if low {
@@ -760,8 +966,9 @@ impl DeviceRules {
             self.flow.on_session(s.kind, s.started_ts, s.water_ml);
             return;
         }
-        let newest = self.last_session_ts_ms.get().map_or(ts, |t| t.max(ts));
-        self.last_session_ts_ms.replace(newest);
+        let newest = self.last_session_ts_ms().map_or(ts, |t: i64| t.max(ts));
+        self.disuse_since_ts_ms.replace(newest);
+        self.session_seen = true;
         if self.latches.get(Slot::Unused as usize).is_active() {
             set_analytic(
                 &mut self.latches,
@@ -799,12 +1006,10 @@ impl DeviceRules {
                     );
                 }
             }
-            PerModel::Supply(supply) => {
-                let SupplyState {
-                    clog,
-                    pressure,
-                    drift,
-                } = &mut **supply;
+            PerModel::Purifier(_) | PerModel::Shower(_) => {
+                let Some((SupplyState { clog, pressure }, drift)) = self.per_model.supply() else {
+                    return;
+                };
                 // Inlet clog by flow trend.
                 let pressure_fine = pressure.is_fine(cfg);
                 if let Some((clogged, ratio, baseline)) =
@@ -886,16 +1091,13 @@ impl DeviceRules {
             return;
         }
         // Disuse, judged only while the device is heard (a silent device may be in use).
-        let since = self
-            .last_session_ts_ms
-            .get()
-            .or(self.first_heard_ts_ms.get())
-            .unwrap_or(heard_ts);
+        // The latest session, else the first time heard.
+        let since = self.disuse_since_ts_ms.get().unwrap_or(heard_ts);
         if now - self.clock_offset_ms() - since >= cfg.unused_after_ms
             && !self.latches.get(Slot::Unused as usize).is_active()
         {
             let after = cfg.unused_after_ms;
-            let last_session = self.last_session_ts_ms.get();
+            let last_session = self.last_session_ts_ms();
             set_analytic(
                 &mut self.latches,
                 Slot::Unused,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::compact::Maybe;
+use super::compact::{Maybe, MaybeA4};
 use super::config::RulesConfig;
 use super::stats::SampleWindow;
 
@@ -13,9 +13,10 @@ const BASELINE_EVERY_MS: i64 = 20 * 3_600_000;
 /// Pressure state of one device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PressureWatch {
-    last_kpa: Option<f32>,
+    /// The last reading (finite: `-inf` is free for "none").
+    last_kpa: Maybe<f32>,
     usual_kpa: SampleWindow<8>,
-    usual_pushed_ts_ms: Maybe<i64>,
+    usual_pushed_ts_ms: MaybeA4,
     low_run: u8,
     ok_run: u8,
     active: bool,
@@ -24,12 +25,12 @@ pub struct PressureWatch {
 impl PressureWatch {
     /// The last reading, kPa.
     pub fn last_kpa(&self) -> Option<f32> {
-        self.last_kpa
+        self.last_kpa.get()
     }
 
     /// Whether the last reading is normal for this device (true until one is seen).
     pub fn is_fine(&self, cfg: &RulesConfig) -> bool {
-        let Some(p) = self.last_kpa else {
+        let Some(p) = self.last_kpa.get() else {
             return true;
         };
         let usual = self.usual_kpa.summary().map_or(p, |s| s.median);
@@ -42,7 +43,7 @@ impl PressureWatch {
         if !kpa.is_finite() {
             return None;
         }
-        self.last_kpa = Some(kpa);
+        self.last_kpa.replace(kpa);
         if kpa < cfg.low_pressure_raise_kpa {
             self.low_run = self.low_run.saturating_add(1);
             self.ok_run = 0;

@@ -44,6 +44,7 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
+use super::compact::Maybe;
 use super::config::UsageThresholds;
 use super::stats::{RobustSummary, SampleWindow};
 
@@ -53,7 +54,7 @@ use protocol::catalog::DAY_MS;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DailyUsage {
     /// The current UTC day (days since the epoch); `None` before the first reading.
-    day: Option<i64>,
+    day: Maybe<i64>,
     /// Total of the current day so far.
     total: f64,
     /// The current day is complete so far (the previous day was seen, no gap).
@@ -65,8 +66,9 @@ pub struct DailyUsage {
     used: bool,
     history: SampleWindow<28>,
     active: bool,
-    /// Total of the previous day, when it was complete and judged.
-    previous_day_total: Option<f64>,
+    /// Total of the previous day, when it was complete and judged (a total is never
+    /// `-inf`, the absent value).
+    previous_day_total: Maybe<f64>,
     /// Telemetry intervals of the current day in which a usage session ended: the
     /// number of uses, give or take uses ending in the same interval.
     #[serde(default)]
@@ -115,14 +117,14 @@ impl UseCounts {
 impl Default for DailyUsage {
     fn default() -> Self {
         DailyUsage {
-            day: None,
+            day: Maybe::NONE,
             total: 0.0,
             complete: false,
             disturbed: false,
             used: false,
             history: SampleWindow::new(),
             active: false,
-            previous_day_total: None,
+            previous_day_total: Maybe::NONE,
             uses: 0,
             previous_day_uses: 0,
             use_history: UseCounts::default(),
@@ -301,13 +303,13 @@ impl DailyUsage {
     ) -> Option<(bool, UsageJudgement)> {
         let day = ts_ms.div_euclid(DAY_MS);
         let mut edge = None;
-        match self.day {
+        match self.day.get() {
             Some(current) if day < current => return None,
             Some(current) if day == current => {}
             previous => {
                 edge = self.close_day(th, min_days);
                 self.complete = previous == Some(day - 1);
-                self.day = Some(day);
+                self.day.replace(day);
                 self.total = 0.0;
                 self.disturbed = false;
                 self.used = false;
@@ -365,6 +367,7 @@ impl DailyUsage {
             let excess = two_day_excess(th, &j, widen.two);
             let over = self
                 .previous_day_total
+                .get()
                 .is_some_and(|previous| previous + self.total > 2.0 * median + excess)
                 && self.total > median + excess / 4.0;
             (over, self.previous_day_uses.saturating_add(self.uses), 2.0)
@@ -388,8 +391,8 @@ impl DailyUsage {
     }
 
     fn close_day(&mut self, th: &UsageThresholds, min_days: u8) -> Option<(bool, UsageJudgement)> {
-        self.previous_day_total = None;
-        if self.day.is_none() || !self.complete || self.disturbed || !self.used {
+        self.previous_day_total = Maybe::NONE;
+        if self.day.get().is_none() || !self.complete || self.disturbed || !self.used {
             return None;
         }
         // Cleared against the unwidened threshold: a visit still going on is not let go
@@ -400,7 +403,7 @@ impl DailyUsage {
         self.history.push(self.total as f32);
         self.use_history.push(self.uses);
         let j = judged?;
-        self.previous_day_total = Some(self.total);
+        self.previous_day_total.replace(self.total);
         self.previous_day_uses = self.uses;
         if self.active && self.total <= j.threshold {
             self.active = false;
