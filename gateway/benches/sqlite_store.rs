@@ -17,12 +17,12 @@ fn points(n: usize) -> Vec<Point> {
             Point {
                 measurement: ["toilet", "purifier", "shower"][device % 3].into(),
                 tags: vec![
-                    ("device_id".into(), format!("fixture-{device:05}")),
+                    ("device_id".into(), format!("fixture-{device:05}").into()),
                     (
                         "model".into(),
                         ["toilet", "purifier", "shower"][device % 3].into(),
                     ),
-                    ("home_id".into(), format!("home-{:04}", device / 3)),
+                    ("home_id".into(), format!("home-{:04}", device / 3).into()),
                 ],
                 fields: vec![
                     ("flow_ml_min".into(), FieldValue::Int((i % 9_000) as i64)),

@@ -130,8 +130,8 @@ impl DeviceFinding {
         Point {
             measurement: "finding".into(),
             tags: vec![
-                ("device_id".into(), self.device_id.clone()),
-                ("kind".into(), f.kind.as_str().to_owned()),
+                ("device_id".into(), self.device_id.clone().into()),
+                ("kind".into(), f.kind.as_str().into()),
             ],
             fields,
             ts_ms: f.at_ts_ms,
@@ -1054,8 +1054,8 @@ fn forecast_cartridges(
         points.push(Point {
             measurement: "forecast".into(),
             tags: vec![
-                ("device_id".into(), device_id.to_owned()),
-                ("slot".into(), c.slot.to_string()),
+                ("device_id".into(), device_id.to_owned().into()),
+                ("slot".into(), crate::store::slot_tag(c.slot)),
             ],
             fields: vec![
                 ("due_ts_ms".into(), FieldValue::Int(f.due_ms)),
@@ -1726,7 +1726,7 @@ mod tests {
             assert_eq!(m.state, maintenance::FindingState::Cleared);
             assert_eq!((m.began_ts_ms, m.severity), (5, Severity::Major));
             let p = f.point();
-            assert_eq!(p.tags[1], ("kind".into(), kind.as_str().to_owned()));
+            assert_eq!(p.tags[1], ("kind".into(), kind.as_str().into()));
             assert_eq!(p.ts_ms, 9);
         }
     }

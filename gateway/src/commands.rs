@@ -93,8 +93,8 @@ fn decode_checked(
     let point = Point {
         measurement: "command".into(),
         tags: vec![
-            ("device_id".into(), device_id.to_string()),
-            ("status".into(), result.status.as_str().to_owned()),
+            ("device_id".into(), device_id.to_string().into()),
+            ("status".into(), result.status.as_str().into()),
         ],
         fields,
         ts_ms: result.ts,

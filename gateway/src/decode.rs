@@ -188,8 +188,10 @@ fn uint64(x: u64) -> FieldValue {
     FieldValue::Int(i64::try_from(x).unwrap_or(i64::MAX))
 }
 
-fn device_tags(id: &str) -> Vec<(Name, String)> {
-    vec![(Name::Borrowed("device_id"), id.to_owned())]
+fn device_tags(id: &str) -> Vec<(Name, Name)> {
+    let mut tags = Vec::with_capacity(2);
+    tags.push((Name::Borrowed("device_id"), Name::Owned(id.to_owned())));
+    tags
 }
 
 fn f(name: &'static str, v: FieldValue) -> (Name, FieldValue) {
@@ -211,8 +213,17 @@ fn ppm(name: &'static str, x: u16) -> Option<(Name, FieldValue)> {
     (x != protocol::message::INVALID_PPM).then(|| f(name, int(x)))
 }
 
+/// A point's fields, starting with its sequence, with room for the most any message has
+/// (so building them never reallocates).
+fn sequence_fields(boot_id: u32, seq: u32) -> Vec<(Name, FieldValue)> {
+    let mut fields = Vec::with_capacity(14);
+    fields.push(f("boot_id", int(boot_id)));
+    fields.push(f("seq", int(seq)));
+    fields
+}
+
 fn telemetry_points(msg: &Telemetry, invalid: InvalidGauges) -> Vec<Point> {
-    let mut fields = vec![f("boot_id", int(msg.boot_id)), f("seq", int(msg.seq))];
+    let mut fields = sequence_fields(msg.boot_id, msg.seq);
     if let Some(fw) = &msg.fw {
         fields.push(f(
             "fw",
@@ -291,9 +302,9 @@ fn telemetry_points(msg: &Telemetry, invalid: InvalidGauges) -> Vec<Point> {
             tags: vec![
                 (
                     Name::Borrowed("device_id"),
-                    msg.device_id.as_str().to_owned(),
+                    Name::Owned(msg.device_id.as_str().to_owned()),
                 ),
-                (Name::Borrowed("slot"), c.slot.to_string()),
+                (Name::Borrowed("slot"), crate::store::slot_tag(c.slot)),
             ],
             fields: vec![
                 f("kind", word(c.kind.as_str())),
@@ -311,7 +322,7 @@ fn telemetry_points(msg: &Telemetry, invalid: InvalidGauges) -> Vec<Point> {
 }
 
 fn event_point(msg: &Event) -> Point {
-    let mut fields = vec![f("boot_id", int(msg.boot_id)), f("seq", int(msg.seq))];
+    let mut fields = sequence_fields(msg.boot_id, msg.seq);
     let (measurement, tag) = match &msg.event {
         EventKind::Session(s) => {
             fields.extend([
@@ -323,7 +334,7 @@ fn event_point(msg: &Event) -> Point {
             if let Some(t) = s.temp_c {
                 fields.push(f("temp_c", widen(t)));
             }
-            ("session", ("kind", s.kind.as_str()))
+            ("session", ("kind", Name::Borrowed(s.kind.as_str())))
         }
         EventKind::Fault(e) => {
             fields.extend([
@@ -333,11 +344,11 @@ fn event_point(msg: &Event) -> Point {
             if let Some(v) = e.value {
                 fields.push(f("value", widen(v)));
             }
-            ("fault", ("code", e.code.as_str()))
+            ("fault", ("code", Name::Borrowed(e.code.as_str())))
         }
     };
     let mut tags = device_tags(&msg.device_id);
-    tags.push((Name::Borrowed(tag.0), tag.1.to_owned()));
+    tags.push((Name::Borrowed(tag.0), tag.1));
     Point {
         measurement: Name::Borrowed(measurement),
         tags,

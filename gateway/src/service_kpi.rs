@@ -121,7 +121,7 @@ mod tests {
             .iter()
             .find(|p| {
                 p.measurement == "tickets_open"
-                    && p.tags == vec![(Name::Borrowed("priority"), "critical".to_owned())]
+                    && p.tags == vec![(Name::Borrowed("priority"), Name::Borrowed("critical"))]
             })
             .unwrap();
         assert_eq!(
@@ -133,7 +133,7 @@ mod tests {
         );
         let low = points
             .iter()
-            .find(|p| p.tags == vec![(Name::Borrowed("priority"), "low".to_owned())])
+            .find(|p| p.tags == vec![(Name::Borrowed("priority"), Name::Borrowed("low"))])
             .unwrap();
         assert_eq!(low.fields[0].1, FieldValue::Int(0));
         let kpi = points

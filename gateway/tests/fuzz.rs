@@ -159,7 +159,7 @@ fn the_decoder_never_panics_on_mutated_messages() {
 fn point(i: i64) -> Point {
     Point {
         measurement: "purifier".into(),
-        tags: vec![("device_id".into(), format!("p-{i}"))],
+        tags: vec![("device_id".into(), format!("p-{i}").into())],
         fields: vec![
             ("tds_in_ppm".into(), FieldValue::Int(300 + i)),
             ("temp".into(), FieldValue::Float(21.5)),

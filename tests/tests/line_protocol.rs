@@ -57,7 +57,7 @@ fn store(influx: &Influx, db: &str) -> InfluxStore {
 fn point(measurement: &str, tag: &str, text: &str, i: i64) -> Point {
     Point {
         measurement: measurement.to_owned().into(),
-        tags: vec![("t".into(), tag.into())],
+        tags: vec![("t".into(), tag.to_owned().into())],
         fields: vec![
             ("s".into(), FieldValue::Str(text.to_owned().into())),
             ("i".into(), FieldValue::Int(i)),
@@ -169,4 +169,60 @@ fn an_unreachable_influxdb_is_unavailable_not_a_rejection() {
         .block_on(store.write(&[point("m", "a", "x", 1)]))
         .unwrap_err();
     assert!(err.to_string().contains("unavailable"), "{err}");
+}
+
+#[test]
+fn numbers_round_trip_through_influxdb_exactly() {
+    let influx = Influx::start().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = store(&influx, "numbers");
+    rt.block_on(store.ensure_database()).unwrap();
+    // Shortest round-trip floats in both notations (1e15 and 1e21 print with an exponent),
+    // the extremes, and integers at both ends of i64.
+    let floats = [
+        0.1,
+        2.5,
+        1e15,
+        1e16,
+        1e21,
+        1e-7,
+        123_456.789,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        -3.75e-300,
+    ];
+    let ints = [0, -1, i64::MIN, i64::MAX];
+    let points: Vec<Point> = floats
+        .iter()
+        .zip(ints.iter().cycle())
+        .enumerate()
+        .map(|(k, (&x, &i))| Point {
+            measurement: "numbers".into(),
+            tags: vec![],
+            fields: vec![
+                ("x".into(), FieldValue::Float(x)),
+                ("i".into(), FieldValue::Int(i)),
+            ],
+            ts_ms: 1_700_000_000_000 + k as i64,
+        })
+        .collect();
+    let outcome = rt.block_on(store.write(&points)).unwrap();
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    let v = influx
+        .query("numbers", "SELECT \"x\", \"i\" FROM numbers")
+        .unwrap();
+    let rows = v
+        .pointer("/results/0/series/0/values")
+        .and_then(|r| r.as_array())
+        .cloned()
+        .unwrap();
+    assert_eq!(rows.len(), points.len());
+    for (row, (&x, &i)) in rows.iter().zip(floats.iter().zip(ints.iter().cycle())) {
+        assert_eq!(
+            row[1].as_f64().map(f64::to_bits),
+            Some(x.to_bits()),
+            "{row}"
+        );
+        assert_eq!(row[2].as_i64(), Some(i), "{row}");
+    }
 }

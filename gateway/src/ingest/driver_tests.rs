@@ -62,7 +62,7 @@ fn device_of(p: &Point) -> String {
     p.tags
         .iter()
         .find(|(k, _)| k == "device_id")
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v.to_string())
         .unwrap_or_default()
 }
 

@@ -14,8 +14,6 @@
 //!   inside the quotes is kept (1.x's line scanner tracks quotes);
 //! - integers carry the `i` suffix, floats must be finite, timestamps are ms.
 
-use std::fmt::Write;
-
 use super::{FieldValue, Point};
 
 /// Why a point cannot be written as line protocol.
@@ -50,22 +48,27 @@ fn check_plain(what: &'static str, s: &str) -> Result<(), EncodeError> {
     if s.is_empty() {
         return bad("it is empty");
     }
-    if s.contains(['\n', '\r']) {
+    if s.bytes().any(|b| b == b'\n' || b == b'\r') {
         return bad("it contains a line break");
     }
-    if s.ends_with('\\') {
+    if s.as_bytes().last() == Some(&b'\\') {
         return bad("it ends in a backslash");
     }
     Ok(())
 }
 
-fn push_escaped(out: &mut String, s: &str, specials: &[char]) {
-    for c in s.chars() {
-        if specials.contains(&c) {
+/// Appends `s` with a backslash before each of `specials` (all ASCII, so every byte found
+/// is a whole character and the runs between them are pushed as slices).
+fn push_escaped(out: &mut String, s: &str, specials: &[u8]) {
+    let mut run_start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if specials.contains(&b) {
+            out.push_str(&s[run_start..i]);
             out.push('\\');
+            run_start = i;
         }
-        out.push(c);
     }
+    out.push_str(&s[run_start..]);
 }
 
 /// Appends one point as a line (with trailing `\n`) to `out`; on error `out` is unchanged.
@@ -88,35 +91,38 @@ pub fn encode_point(out: &mut String, p: &Point) -> Result<(), EncodeError> {
         }
     }
 
-    push_escaped(out, &p.measurement, &[',', ' ']);
+    push_escaped(out, &p.measurement, b", ");
     for (k, v) in &p.tags {
         out.push(',');
-        push_escaped(out, k, &[',', '=', ' ']);
+        push_escaped(out, k, b",= ");
         out.push('=');
-        push_escaped(out, v, &[',', '=', ' ']);
+        push_escaped(out, v, b",= ");
     }
     for (i, (k, v)) in p.fields.iter().enumerate() {
         out.push(if i == 0 { ' ' } else { ',' });
-        push_escaped(out, k, &[',', '=', ' ']);
+        push_escaped(out, k, b",= ");
         out.push('=');
         match v {
             FieldValue::Float(x) => {
-                // `{:?}` prints the shortest representation that round-trips, and always
-                // with a decimal point or exponent, so InfluxDB reads it as a float.
-                let _ = write!(out, "{x:?}");
+                // The shortest representation that round-trips, always with a decimal point
+                // or an exponent, so InfluxDB reads it as a float (finite: checked above).
+                out.push_str(ryu::Buffer::new().format_finite(*x));
             }
             FieldValue::Int(i) => {
-                let _ = write!(out, "{i}i");
+                out.push_str(itoa::Buffer::new().format(*i));
+                out.push('i');
             }
             FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             FieldValue::Str(s) => {
                 out.push('"');
-                push_escaped(out, s, &['"', '\\']);
+                push_escaped(out, s, b"\"\\");
                 out.push('"');
             }
         }
     }
-    let _ = writeln!(out, " {}", p.ts_ms);
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(p.ts_ms));
+    out.push('\n');
     Ok(())
 }
 
@@ -129,7 +135,7 @@ mod tests {
             measurement: "m".into(),
             tags: tags
                 .iter()
-                .map(|(k, v)| (k.to_string().into(), v.to_string()))
+                .map(|(k, v)| (k.to_string().into(), v.to_string().into()))
                 .collect(),
             fields: fields
                 .into_iter()
@@ -187,5 +193,37 @@ mod tests {
         let mut out = String::from("kept");
         assert!(encode_point(&mut out, &nl).is_err());
         assert_eq!(out, "kept");
+    }
+
+    #[test]
+    fn numbers_are_exact_and_floats_always_read_as_floats() {
+        let floats = [
+            0.1,
+            -0.0,
+            1.0,
+            1e16,
+            1e21,
+            1e-7,
+            123_456.789,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ];
+        for x in floats {
+            let line = encode(&point(&[], vec![("v", FieldValue::Float(x))])).unwrap();
+            let text = &line["m v=".len()..line.len() - " 1700000000123\n".len()];
+            assert!(
+                text.contains(['.', 'e']),
+                "{x} as {text:?} would read as an integer"
+            );
+            assert_eq!(
+                text.parse::<f64>().unwrap().to_bits(),
+                x.to_bits(),
+                "{text}"
+            );
+        }
+        for i in [0, -1, i64::MIN, i64::MAX] {
+            let line = encode(&point(&[], vec![("v", FieldValue::Int(i))])).unwrap();
+            assert_eq!(line, format!("m v={i}i 1700000000123\n"));
+        }
     }
 }

@@ -38,13 +38,25 @@ pub enum FieldValue {
 /// contract's vocabulary, so building a point does not allocate for its names.
 pub type Name = std::borrow::Cow<'static, str>;
 
+/// The tag value of a cartridge slot: borrowed for the slots devices have (0–15), so most
+/// points allocate nothing for it.
+pub fn slot_tag(slot: u8) -> Name {
+    const SLOTS: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+    ];
+    match SLOTS.get(usize::from(slot)) {
+        Some(s) => Name::Borrowed(s),
+        None => Name::Owned(slot.to_string()),
+    }
+}
+
 /// One time-series point, keyed by `(measurement, tags, ts_ms)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     /// Measurement name.
     pub measurement: Name,
     /// Tags: only what identifies a series (device id, slot, kind), sorted by key.
-    pub tags: Vec<(Name, String)>,
+    pub tags: Vec<(Name, Name)>,
     /// Fields.
     pub fields: Vec<(Name, FieldValue)>,
     /// Device timestamp, UTC ms.

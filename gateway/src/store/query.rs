@@ -224,9 +224,9 @@ mod tests {
     use crate::store::{FieldValue, Point};
 
     fn point(m: &'static str, device: &str, code: Option<&str>, ts: i64, v: f64) -> Point {
-        let mut tags = vec![("device_id".into(), device.to_owned())];
+        let mut tags = vec![("device_id".into(), device.to_owned().into())];
         if let Some(c) = code {
-            tags.push(("code".into(), c.to_owned()));
+            tags.push(("code".into(), c.to_owned().into()));
         }
         Point {
             measurement: m.into(),
