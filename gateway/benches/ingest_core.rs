@@ -5,7 +5,8 @@
 //! message; allocations are counted by a wrapping global allocator, so that figure is exact
 //! and does not depend on how busy the machine is (issue 14: "fewer allocations per message").
 //!
-//! `cargo bench -p gateway --bench ingest_core` (`-- --messages N` for a shorter stream).
+//! `cargo bench -p gateway --bench ingest_core` (`-- --messages N` for a shorter stream,
+//! `-- --no-analytics` without the analytics stage).
 #![allow(missing_docs)]
 
 use std::collections::HashMap;
@@ -42,10 +43,12 @@ fn stream(limit: usize) -> Vec<rumqttc::Publish> {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let mut limit = usize::MAX;
+    let (mut limit, mut analytics) = (usize::MAX, true);
     while let Some(a) = args.next() {
-        if a == "--messages" {
-            limit = args.next().and_then(|n| n.parse().ok()).unwrap_or(limit);
+        match a.as_str() {
+            "--messages" => limit = args.next().and_then(|n| n.parse().ok()).unwrap_or(limit),
+            "--no-analytics" => analytics = false,
+            _ => {}
         }
     }
     eprintln!("ingest_core: generating the stream (300 fixtures, 30 days)");
@@ -75,7 +78,7 @@ fn main() {
     let mut builder = BatchBuilder::new(
         limits,
         HashMap::new(),
-        Some(Analyzer::new(AnalyticsConfig::default())),
+        analytics.then(|| Analyzer::new(AnalyticsConfig::default())),
         true,
     );
     let mut body = String::new();
@@ -99,8 +102,9 @@ fn main() {
     // A reallocation may move the block: it counts as one.
     let allocations = stats.allocations + stats.reallocations;
     println!(
-        "ingest core: {n} messages ({accepted} accepted, {points} points, {} line bytes per message) in {:.2} s: \
+        "ingest core (analytics {}): {n} messages ({accepted} accepted, {points} points, {} line bytes per message) in {:.2} s: \
          {:.0} ns per message, {:.1} allocations per message",
+        if analytics { "on" } else { "off" },
         line_bytes / n.max(1),
         elapsed.as_secs_f64(),
         elapsed.as_nanos() as f64 / n.max(1) as f64,

@@ -306,15 +306,17 @@ fn telemetry_points(msg: &Telemetry, invalid: InvalidGauges) -> Vec<Point> {
                 ),
                 (Name::Borrowed("slot"), crate::store::slot_tag(c.slot)),
             ],
-            fields: vec![
-                f("kind", word(c.kind.as_str())),
-                f("ml_since_replacement", uint64(c.ml_since_replacement)),
-                f("replacements", int(c.replacements)),
-                f("model", word(msg.reading.model().as_str())),
-            ]
-            .into_iter()
-            .chain(c.rated_l.map(|r| f("rated_l", int(r))))
-            .collect(),
+            fields: {
+                let mut fields = Vec::with_capacity(5);
+                fields.extend([
+                    f("kind", word(c.kind.as_str())),
+                    f("ml_since_replacement", uint64(c.ml_since_replacement)),
+                    f("replacements", int(c.replacements)),
+                    f("model", word(msg.reading.model().as_str())),
+                ]);
+                fields.extend(c.rated_l.map(|r| f("rated_l", int(r))));
+                fields
+            },
             ts_ms: msg.ts,
         });
     }
