@@ -2,15 +2,19 @@
 //! replacements and the clock (`tick`), and the API calls for actions and reads.
 //!
 //! Every method takes the time as an argument and never reads the clock, and every
-//! change commits in one SQLite transaction together with the outbox rows it causes.
+//! change commits in one transaction together with the outbox rows it causes. The
+//! database is SQLite (single node, the default) or PostgreSQL shared by the instances
+//! of a cluster ([`Engine::open_postgres`]): there, every change runs SERIALIZABLE and is
+//! run again when it conflicts with another instance's (see [`Engine::write`]).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, Transaction};
+use crate::store::params;
 use serde::{Deserialize, Serialize};
 
 use crate::commands;
+use crate::store::{Connection, Dialect, Transaction};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, FindingKind, FindingState};
 use crate::incidents::{self, Grouping, Joined, Scope};
@@ -124,10 +128,15 @@ pub struct FilterSchedule {
     pub reported_ts_ms: Option<i64>,
 }
 
+/// How many times [`Engine::write`] runs a transaction that keeps conflicting (PostgreSQL).
+pub const WRITE_ATTEMPTS: u32 = 20;
+
 /// The maintenance engine.
 pub struct Engine {
-    // A std mutex: no `.await` is ever held across it, and SQLite work is short.
+    // A std mutex: no `.await` is ever held across it, and database work is short.
     conn: Mutex<Connection>,
+    /// PostgreSQL: the URL to reconnect to when the connection is lost.
+    postgres_url: Option<String>,
     policy: Policy,
     webhooks: Vec<String>,
 }
@@ -151,9 +160,20 @@ impl Engine {
         Engine::with_connection(crate::db::open_in_memory()?, cfg)
     }
 
+    /// An engine on a PostgreSQL database shared with other instances (clustered
+    /// gateways): `url` is a `postgres://` URL (no TLS). Creates the schema if needed,
+    /// under an advisory lock. One connection per engine; a lost one is made again on
+    /// the next call.
+    pub fn open_postgres(url: &str, cfg: EngineConfig) -> Result<Engine> {
+        let mut engine = Engine::with_connection(crate::db::open_postgres(url)?, cfg)?;
+        engine.postgres_url = Some(url.to_owned());
+        Ok(engine)
+    }
+
     fn with_connection(conn: Connection, cfg: EngineConfig) -> Result<Engine> {
         Ok(Engine {
             conn: Mutex::new(conn),
+            postgres_url: None,
             policy: cfg.policy,
             webhooks: cfg.ticket_webhooks,
         })
@@ -164,9 +184,25 @@ impl Engine {
         &self.policy
     }
 
-    /// Locks the connection (recovering from a poisoned lock: SQLite rolls back on its own).
+    /// The SQL dialect of the engine's database.
+    pub fn dialect(&self) -> Dialect {
+        self.lock().dialect()
+    }
+
+    /// Locks the connection (recovering from a poisoned lock: a transaction left open is
+    /// rolled back by the next [`Connection::begin`]); a lost PostgreSQL connection is made again.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(url)) = (conn.is_closed(), &self.postgres_url) {
+            match crate::store::postgres::Session::connect(url) {
+                Ok(session) => {
+                    tracing::info!("Maintenance PostgreSQL connection made again.");
+                    *conn = Connection::from_postgres(session);
+                }
+                Err(e) => tracing::warn!(error = %e, "Maintenance PostgreSQL connection lost; reconnecting failed."),
+            }
+        }
+        conn
     }
 
     /// Runs `f` on the connection (reads).
@@ -175,12 +211,37 @@ impl Engine {
     }
 
     /// Runs `f` in one transaction, committed if `f` succeeds.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    ///
+    /// On PostgreSQL the transaction is SERIALIZABLE: when it conflicts with another
+    /// instance's (a serialization failure, a deadlock, or a unique violation such as a
+    /// second active ticket for one fault), it is rolled back and `f` runs again, up to
+    /// [`WRITE_ATTEMPTS`] times, so read-then-write logic (ticket de-duplication, reminder
+    /// caps, incident grouping) behaves as with one writer. SQLite runs `f` once.
+    pub fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.lock();
+        let mut attempt = 1;
+        loop {
+            conn.begin()?;
+            let result = f(&Transaction::new(&conn)).and_then(|out| {
+                conn.commit()?;
+                Ok(out)
+            });
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    let _ = conn.rollback();
+                    if attempt >= WRITE_ATTEMPTS || !e.is_retryable() {
+                        return Err(e);
+                    }
+                    tracing::debug!(attempt, error = %e, "Transaction conflicted with another instance's; running it again.");
+                    // A short, growing pause so the two do not collide again at once.
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        (attempt as u64) * 2 + (crate::random_u8() as u64 % 5),
+                    ));
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     // ---- registry ----
@@ -673,7 +734,7 @@ impl Engine {
         due_ts_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<i64>> {
-        let current: Option<(i64, String)> = rusqlite::OptionalExtension::optional(tx.query_row(
+        let current: Option<(i64, String)> = crate::store::OptionalExtension::optional(tx.query_row(
             "SELECT due_ts_ms, state FROM filter_schedules WHERE device_id = ?1 AND slot = ?2",
             params![device.id, slot],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -688,8 +749,11 @@ impl Engine {
             // Reminders for an older due date of this slot no longer apply: they are replaced
             // (sent ones too), so the homeowner sees one reminder per cartridge, not a stack.
             tx.execute(
-                "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
-                 AND status IN ('scheduled', 'sent') AND json_extract(vars, '$.due_ts_ms') != ?3",
+                &format!(
+                    "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
+                     AND status IN ('scheduled', 'sent') AND {} != ?3",
+                    tx.dialect().json_integer("vars", "due_ts_ms")
+                ),
                 params![device.id, format!("filter_due:{slot}"), due_ts_ms],
             )?;
         } else if current.as_ref().is_some_and(|c| c.1 != "pending") {
@@ -813,7 +877,7 @@ impl Engine {
             )?;
             let ids = stmt
                 .query_map([now_ms], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             ids
         };
         for id in breached {
@@ -850,7 +914,7 @@ impl Engine {
             )?;
             let rows = stmt
                 .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             rows
         };
         for (device_id, slot, due) in due_filters {
@@ -885,7 +949,7 @@ impl Engine {
                 .query_map([now_ms], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             rows
         };
         for (id, home_id, device_id, round) in followups {
@@ -914,7 +978,7 @@ impl Engine {
             )?;
             let ids = stmt
                 .query_map([now_ms], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             ids
         };
         for id in due_reminders {
@@ -1154,7 +1218,7 @@ impl Engine {
                 .query_map([device_id], |r| {
                     Ok(FilterSchedule { device_id: r.get(0)?, slot: r.get(1)?, due_ts_ms: r.get(2)?, state: r.get(3)?, lo_ts_ms: r.get(4)?, hi_ts_ms: r.get(5)?, remaining_l: r.get(6)?, daily_l: r.get(7)?, reported_ts_ms: r.get(8)? })
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use protocol::message::{CartridgeKind, Model};
-use rusqlite::{Connection, OptionalExtension, Transaction};
+use crate::store::{Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;

@@ -6,7 +6,7 @@
 //! `max_attempts` times becomes `dead` (kept for an operator). The idempotency key is fixed
 //! when the row is written, so a retry after a crash carries the same key.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -81,12 +81,12 @@ pub fn enqueue(
     let instance = crate::db::instance_id(tx)?;
     // Insert with a placeholder key, then derive the key from the row id: unique and stable.
     let placeholder = format!("tmp-{}", crate::random_hex(8));
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO outbox (idem_key, channel, target, topic, payload, created_ts_ms, next_attempt_ts_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
         params![placeholder, channel.as_str(), target, topic, payload.to_string(), now_ms],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     tx.execute(
         "UPDATE outbox SET idem_key = ?1 WHERE id = ?2",
         params![format!("{instance}-{id}"), id],
@@ -94,7 +94,7 @@ pub fn enqueue(
     Ok(id)
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+fn row(r: &crate::store::Row<'_>) -> crate::store::Result<OutboxRow> {
     let payload: String = r.get(5)?;
     let channel: String = r.get(2)?;
     Ok(OutboxRow {
@@ -120,7 +120,7 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow
     ))?;
     let rows = stmt
         .query_map(params![now_ms, limit as i64], row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -131,7 +131,7 @@ pub fn list(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>> {
     ))?;
     let rows = stmt
         .query_map(params![limit as i64], row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -175,8 +175,9 @@ pub fn mark_failed(
 /// Counts of rows by status: `(pending, delivered, dead)`.
 pub fn counts(conn: &Connection) -> Result<(u64, u64, u64)> {
     Ok(conn.query_row(
-        "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'delivered'), 0),
-                COALESCE(SUM(status = 'dead'), 0) FROM outbox",
+        "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) FROM outbox",
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?)

@@ -6,7 +6,7 @@
 //! entries, in the same transaction. Passwords are never stored here: the broker keeps
 //! only a salted hash, and the import hands the clear text out once.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Principal;

@@ -7,7 +7,7 @@
 //! find the owner. When the device is registered later ([`claim`]), its tickets move to the
 //! home and the queue entry is marked claimed.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -114,7 +114,7 @@ pub(crate) fn claim(
             tx.prepare("SELECT id FROM tickets WHERE device_id = ?1 AND home_id = ?2 ORDER BY id")?;
         let ids = stmt
             .query_map(params![device_id, NO_HOME], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::Result<Vec<_>>>()?;
         ids
     };
     for id in &ids {
@@ -213,7 +213,7 @@ pub fn queue(conn: &Connection, limit: usize) -> Result<Queue> {
                     ticket_id: r.get(6)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::Result<Vec<_>>>()?;
         rows
     };
     let (device_count, finding_count): (i64, i64) = conn.query_row(
@@ -247,7 +247,7 @@ pub fn queue(conn: &Connection, limit: usize) -> Result<Queue> {
                     ticket_id: r.get(8)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::Result<Vec<_>>>()?;
         rows
     };
     Ok(Queue {
