@@ -594,8 +594,9 @@ pub struct CommandFilter {
 pub fn list_page(conn: &Connection, f: &CommandFilter, page: Page) -> Result<Paged<CommandRecord>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM commands
-         WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR ticket_id = ?2)
-         AND (?3 IS NULL OR status = ?3)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR device_id = ?1)
+         AND (CAST(?2 AS BIGINT) IS NULL OR ticket_id = ?2)
+         AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)
          ORDER BY id DESC LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt

@@ -5,8 +5,14 @@
 //! the receiver, then `delivered`; failures back off exponentially and a row that fails
 //! `max_attempts` times becomes `dead` (kept for an operator). The idempotency key is fixed
 //! when the row is written, so a retry after a crash carries the same key.
+//!
+//! On PostgreSQL, where the instances of a cluster share the outbox, a dispatcher first
+//! claims the rows it sends ([`claim_due`]: `FOR UPDATE SKIP LOCKED`, then a lease on
+//! each row), so any number of dispatchers send each row once; a dispatcher that dies
+//! leaves its rows to the others when their lease runs out. On SQLite (one instance, one
+//! dispatcher) claiming is reading, as before.
 
-use crate::store::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, Dialect, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -124,6 +130,33 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow
     Ok(rows)
 }
 
+/// Claims up to `limit` pending rows due at `now_ms` for this dispatcher, oldest first,
+/// until `lease_until_ms`: rows that another dispatcher holds (locked by its claim, or
+/// leased and not yet expired) are skipped. On SQLite, the due rows ([`due`]).
+pub fn claim_due(
+    tx: &Transaction<'_>,
+    now_ms: i64,
+    limit: usize,
+    lease_until_ms: i64,
+) -> Result<Vec<OutboxRow>> {
+    if tx.dialect() == Dialect::Sqlite {
+        return due(tx, now_ms, limit);
+    }
+    let mut stmt = tx.prepare(&format!(
+        "UPDATE outbox SET lease_until_ts_ms = ?3 WHERE id IN (
+             SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_ts_ms <= ?1
+             AND (lease_until_ts_ms IS NULL OR lease_until_ts_ms <= ?1)
+             ORDER BY id LIMIT ?2 {})
+         RETURNING {COLUMNS}",
+        tx.dialect().skip_locked()
+    ))?;
+    let mut rows = stmt
+        .query_map(params![now_ms, limit as i64, lease_until_ms], row)?
+        .collect::<crate::store::Result<Vec<_>>>()?;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
+}
+
 /// All rows (for tests and the admin view), newest first, at most `limit`.
 pub fn list(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>> {
     let mut stmt = conn.prepare(&format!(
@@ -169,6 +202,13 @@ pub fn mark_failed(
          status = CASE WHEN ?4 THEN 'dead' ELSE status END WHERE id = ?1",
         params![id, error, retry_at_ms, give_up],
     )?;
+    if conn.dialect() == Dialect::Postgres {
+        // Free for any dispatcher at `retry_at_ms`, not only when the lease runs out.
+        conn.execute(
+            "UPDATE outbox SET lease_until_ts_ms = NULL WHERE id = ?1",
+            [id],
+        )?;
+    }
     Ok(())
 }
 

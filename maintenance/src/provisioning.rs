@@ -166,7 +166,7 @@ impl Engine {
             tx.execute(
                 "INSERT INTO broker_clients (device_id, username, rolename, provisioned_ts_ms, revoked_ts_ms)
                  VALUES (?1, ?1, ?2, ?3, ?3)
-                 ON CONFLICT(device_id) DO UPDATE SET revoked_ts_ms = COALESCE(revoked_ts_ms, ?3)",
+                 ON CONFLICT(device_id) DO UPDATE SET revoked_ts_ms = COALESCE(broker_clients.revoked_ts_ms, ?3)",
                 params![device_id, rolename, now_ms],
             )?;
             audit(

@@ -453,7 +453,7 @@ pub fn get_device(conn: &Connection, id: &str) -> Result<Option<Device>> {
 pub fn list_devices(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Device>> {
     let mut stmt = conn.prepare(
         "SELECT id, home_id, model, installed_ts_ms FROM devices
-         WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id",
+         WHERE CAST(?1 AS TEXT) IS NULL OR home_id = ?1 ORDER BY id",
     )?;
     let devices = stmt
         .query_map([home_id], device_row)?

@@ -117,7 +117,7 @@ pub fn list_page(
     page: crate::page::Page,
 ) -> Result<crate::page::Paged<Reminder>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM reminders WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+        "SELECT {COLS} FROM reminders WHERE CAST(?1 AS TEXT) IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
     ))?;
     let rows = stmt
         .query_map(

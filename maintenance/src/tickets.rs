@@ -237,8 +237,9 @@ pub fn list_page(
     page: crate::page::Page,
 ) -> Result<crate::page::Paged<Ticket>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM tickets WHERE (?1 IS NULL OR home_id = ?1) AND (?2 IS NULL OR assignee = ?2)
-         AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR device_id = ?4) ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+        "SELECT {COLS} FROM tickets WHERE (CAST(?1 AS TEXT) IS NULL OR home_id = ?1)
+         AND (CAST(?2 AS TEXT) IS NULL OR assignee = ?2)
+         AND (CAST(?3 AS TEXT) IS NULL OR status = ?3) AND (CAST(?4 AS TEXT) IS NULL OR device_id = ?4) ORDER BY id DESC LIMIT ?5 OFFSET ?6"
     ))?;
     let rows = stmt
         .query_map(
@@ -433,7 +434,7 @@ pub(crate) fn transition(
         TicketStatus::Resolved => {
             tx.execute(
                 "UPDATE tickets SET resolved_ts_ms = ?2, followup_due_ts_ms = ?3,
-                 breached = breached OR ?2 > deadline_ts_ms WHERE id = ?1",
+                 breached = CASE WHEN breached != 0 OR ?2 > deadline_ts_ms THEN 1 ELSE 0 END WHERE id = ?1",
                 params![id, now_ms, now_ms + policy.followup_ms],
             )?;
         }

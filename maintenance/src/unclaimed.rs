@@ -71,8 +71,8 @@ pub(crate) fn record(
     tx.execute(
         "INSERT INTO unclaimed_devices (device_id, first_ts_ms, last_ts_ms, findings, critical, last_kind)
          VALUES (?1, ?2, ?2, 1, ?3, ?4)
-         ON CONFLICT(device_id) DO UPDATE SET last_ts_ms = ?2, findings = findings + 1,
-             critical = critical + ?3, last_kind = ?4, claimed_ts_ms = NULL, home_id = NULL",
+         ON CONFLICT(device_id) DO UPDATE SET last_ts_ms = ?2, findings = unclaimed_devices.findings + 1,
+             critical = unclaimed_devices.critical + ?3, last_kind = ?4, claimed_ts_ms = NULL, home_id = NULL",
         params![f.device_id, now_ms, critical, f.kind.policy_key()],
     )?;
     tx.execute(
