@@ -393,12 +393,14 @@ const POSTGRES_MIGRATION_LOCK: (i32, i32) = (4242, 1);
 /// lock so instances starting together do not race; refuses a schema of a newer release.
 pub fn open_postgres(url: &str) -> Result<store::Connection> {
     let conn = store::Connection::from_postgres(store::postgres::Session::connect(url)?);
-    conn.begin()?;
+    // READ COMMITTED, not the engine's SERIALIZABLE: each statement after the lock must
+    // see what an instance that held the lock before committed.
+    conn.execute_batch("BEGIN ISOLATION LEVEL READ COMMITTED")?;
     let set_up = migrate_postgres(&conn);
     match set_up {
-        Ok(()) => conn.commit()?,
+        Ok(()) => conn.execute_batch("COMMIT")?,
         Err(e) => {
-            let _ = conn.rollback();
+            let _ = conn.execute_batch("ROLLBACK");
             return Err(e);
         }
     }
