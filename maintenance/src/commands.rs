@@ -14,8 +14,8 @@
 //! The command's id is the row id; the device sees it as `cmd_id` (u32) and ignores a
 //! repeat, so a command not answered in [`RESEND_AFTER_MS`] is sent again with the same id.
 
-use protocol::message::{Command, CommandKind, CommandResult, CommandStatus, FaultCode, Model};
 use crate::store::{params, Connection, OptionalExtension, Row, Transaction};
+use protocol::message::{Command, CommandKind, CommandResult, CommandStatus, FaultCode, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -530,10 +530,9 @@ pub fn expire(tx: &Transaction<'_>, now_ms: i64) -> Result<u32> {
             "SELECT {COLUMNS} FROM commands WHERE status IN ('queued', 'sent', 'acknowledged')
              AND expires_ts_ms <= ?1"
         ))?;
-        let rows = stmt
-            .query_map([now_ms], from_row)?
-            .collect::<crate::store::Result<Vec<_>>>()?;
-        rows
+
+        stmt.query_map([now_ms], from_row)?
+            .collect::<crate::store::Result<Vec<_>>>()?
     };
     for c in &expired {
         tx.execute(

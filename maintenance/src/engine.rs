@@ -14,13 +14,13 @@ use crate::store::params;
 use serde::{Deserialize, Serialize};
 
 use crate::commands;
-use crate::store::{Connection, Dialect, Transaction};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, FindingKind, FindingState};
 use crate::incidents::{self, Grouping, Joined, Scope};
 use crate::policy::{Policy, Priority, TicketAction};
 use crate::registry::{self, Device, Home};
 use crate::reminders::{self, NewReminder, SendOutcome, DAY_MS};
+use crate::store::{Connection, Dialect, Transaction};
 use crate::templates::Template;
 use crate::tickets::{self, NewTicket, TicketStatus};
 use crate::unclaimed;
@@ -199,7 +199,9 @@ impl Engine {
                     tracing::info!("Maintenance PostgreSQL connection made again.");
                     *conn = Connection::from_postgres(session);
                 }
-                Err(e) => tracing::warn!(error = %e, "Maintenance PostgreSQL connection lost; reconnecting failed."),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Maintenance PostgreSQL connection lost; reconnecting failed.")
+                }
             }
         }
         conn
@@ -734,11 +736,12 @@ impl Engine {
         due_ts_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<i64>> {
-        let current: Option<(i64, String)> = crate::store::OptionalExtension::optional(tx.query_row(
-            "SELECT due_ts_ms, state FROM filter_schedules WHERE device_id = ?1 AND slot = ?2",
-            params![device.id, slot],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        ))?;
+        let current: Option<(i64, String)> =
+            crate::store::OptionalExtension::optional(tx.query_row(
+                "SELECT due_ts_ms, state FROM filter_schedules WHERE device_id = ?1 AND slot = ?2",
+                params![device.id, slot],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ))?;
         if current.as_ref().map(|c| c.0) != Some(due_ts_ms) {
             tx.execute(
                 "INSERT INTO filter_schedules (device_id, slot, due_ts_ms, state, updated_ts_ms)
@@ -875,10 +878,9 @@ impl Engine {
                 "SELECT id FROM tickets WHERE status IN ('open', 'assigned', 'in_progress')
                  AND deadline_ts_ms <= ?1 AND (next_escalation_ts_ms IS NULL OR next_escalation_ts_ms <= ?1)",
             )?;
-            let ids = stmt
-                .query_map([now_ms], |r| r.get(0))?
-                .collect::<crate::store::Result<Vec<_>>>()?;
-            ids
+
+            stmt.query_map([now_ms], |r| r.get(0))?
+                .collect::<crate::store::Result<Vec<_>>>()?
         };
         for id in breached {
             tx.execute(
@@ -912,10 +914,9 @@ impl Engine {
             let mut stmt = tx.prepare(
                 "SELECT device_id, slot, due_ts_ms FROM filter_schedules WHERE state = 'pending' AND due_ts_ms <= ?1",
             )?;
-            let rows = stmt
-                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<crate::store::Result<Vec<_>>>()?;
-            rows
+
+            stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<crate::store::Result<Vec<_>>>()?
         };
         for (device_id, slot, due) in due_filters {
             tx.execute(
@@ -945,12 +946,11 @@ impl Engine {
                 "SELECT id, home_id, device_id, reopen_count FROM tickets
                  WHERE status IN ('resolved', 'closed') AND followup_sent = 0 AND followup_due_ts_ms <= ?1",
             )?;
-            let rows = stmt
-                .query_map([now_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<crate::store::Result<Vec<_>>>()?;
-            rows
+
+            stmt.query_map([now_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<crate::store::Result<Vec<_>>>()?
         };
         for (id, home_id, device_id, round) in followups {
             tx.execute("UPDATE tickets SET followup_sent = 1 WHERE id = ?1", [id])?;
@@ -976,10 +976,9 @@ impl Engine {
             let mut stmt = tx.prepare(
                 "SELECT id FROM reminders WHERE status = 'scheduled' AND send_at_ts_ms <= ?1 ORDER BY urgent DESC, id",
             )?;
-            let ids = stmt
-                .query_map([now_ms], |r| r.get(0))?
-                .collect::<crate::store::Result<Vec<_>>>()?;
-            ids
+
+            stmt.query_map([now_ms], |r| r.get(0))?
+                .collect::<crate::store::Result<Vec<_>>>()?
         };
         for id in due_reminders {
             match reminders::try_send(tx, &self.policy, id, now_ms)? {

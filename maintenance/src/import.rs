@@ -34,8 +34,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use protocol::message::{CartridgeKind, Model};
 use crate::store::{Connection, OptionalExtension, Transaction};
+use protocol::message::{CartridgeKind, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;

@@ -3,8 +3,8 @@
 //! The types double as the API's request and response bodies; [`Home::validate`] and
 //! [`Device::validate`] are the edge checks.
 
-use protocol::message::{CartridgeKind, Model};
 use crate::store::{params, Connection, OptionalExtension};
+use protocol::message::{CartridgeKind, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -509,18 +509,15 @@ pub fn list_technicians(
         "SELECT id, name, region, skills FROM technicians ORDER BY id LIMIT ?1 OFFSET ?2",
     )?;
     let rows = stmt
-        .query_map(
-            crate::params![page.sql_limit(), page.sql_offset()],
-            |r| {
-                let skills: String = r.get(3)?;
-                Ok(Technician {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    region: r.get(2)?,
-                    skills: serde_json::from_str(&skills).unwrap_or_default(),
-                })
-            },
-        )?
+        .query_map(crate::params![page.sql_limit(), page.sql_offset()], |r| {
+            let skills: String = r.get(3)?;
+            Ok(Technician {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                region: r.get(2)?,
+                skills: serde_json::from_str(&skills).unwrap_or_default(),
+            })
+        })?
         .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(page.finish(rows))
 }

@@ -6,8 +6,8 @@
 //! again), mark it done (`done`, or `awaiting_confirmation` for a filter until the
 //! cartridge counter resets), or book a visit (`booked`).
 
-use chrono::{Duration, NaiveTime, TimeZone, Timelike};
 use crate::store::{params, Connection, OptionalExtension, Transaction};
+use chrono::{Duration, NaiveTime, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -152,25 +152,25 @@ pub(crate) fn schedule(
     let template = serde_json::to_value(r.template)?;
     let id: Option<i64> = tx
         .query_row(
-        "INSERT INTO reminders (home_id, device_id, kind, fault_key, template, vars, urgent,
+            "INSERT INTO reminders (home_id, device_id, kind, fault_key, template, vars, urgent,
             status, dedup_key, created_ts_ms, send_at_ts_ms, ticket_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'scheduled', ?8, ?9, ?10, ?11)
          ON CONFLICT DO NOTHING RETURNING id",
-        params![
-            r.home_id,
-            r.device_id,
-            r.kind,
-            r.fault_key,
-            template.as_str().unwrap_or_default(),
-            r.vars.to_string(),
-            r.urgent,
-            r.dedup_key,
-            now_ms,
-            r.send_at_ts_ms,
-            r.ticket_id
-        ],
-        |r| r.get(0),
-    )
+            params![
+                r.home_id,
+                r.device_id,
+                r.kind,
+                r.fault_key,
+                template.as_str().unwrap_or_default(),
+                r.vars.to_string(),
+                r.urgent,
+                r.dedup_key,
+                now_ms,
+                r.send_at_ts_ms,
+                r.ticket_id
+            ],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(id)
 }

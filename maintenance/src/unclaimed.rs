@@ -112,10 +112,9 @@ pub(crate) fn claim(
     let ids: Vec<i64> = {
         let mut stmt =
             tx.prepare("SELECT id FROM tickets WHERE device_id = ?1 AND home_id = ?2 ORDER BY id")?;
-        let ids = stmt
-            .query_map(params![device_id, NO_HOME], |r| r.get(0))?
-            .collect::<crate::store::Result<Vec<_>>>()?;
-        ids
+
+        stmt.query_map(params![device_id, NO_HOME], |r| r.get(0))?
+            .collect::<crate::store::Result<Vec<_>>>()?
     };
     for id in &ids {
         tx.execute(
@@ -201,20 +200,19 @@ pub fn queue(conn: &Connection, limit: usize) -> Result<Queue> {
              FROM unclaimed_devices u WHERE u.claimed_ts_ms IS NULL
              ORDER BY u.critical > 0 DESC, u.last_ts_ms DESC, u.device_id LIMIT ?1",
         )?;
-        let rows = stmt
-            .query_map([limit], |r| {
-                Ok(UnclaimedDevice {
-                    device_id: r.get(0)?,
-                    first_ts_ms: r.get(1)?,
-                    last_ts_ms: r.get(2)?,
-                    findings: r.get::<_, i64>(3)?.max(0) as u64,
-                    critical: r.get::<_, i64>(4)?.max(0) as u64,
-                    last_kind: r.get(5)?,
-                    ticket_id: r.get(6)?,
-                })
-            })?
-            .collect::<crate::store::Result<Vec<_>>>()?;
-        rows
+
+        stmt.query_map([limit], |r| {
+            Ok(UnclaimedDevice {
+                device_id: r.get(0)?,
+                first_ts_ms: r.get(1)?,
+                last_ts_ms: r.get(2)?,
+                findings: r.get::<_, i64>(3)?.max(0) as u64,
+                critical: r.get::<_, i64>(4)?.max(0) as u64,
+                last_kind: r.get(5)?,
+                ticket_id: r.get(6)?,
+            })
+        })?
+        .collect::<crate::store::Result<Vec<_>>>()?
     };
     let (device_count, finding_count): (i64, i64) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(findings), 0) FROM unclaimed_devices WHERE claimed_ts_ms IS NULL",
@@ -232,23 +230,22 @@ pub fn queue(conn: &Connection, limit: usize) -> Result<Queue> {
              FROM unclaimed_findings f JOIN unclaimed_devices u ON u.device_id = f.device_id
              WHERE u.claimed_ts_ms IS NULL ORDER BY f.id DESC LIMIT ?1",
         )?;
-        let rows = stmt
-            .query_map([limit], |r| {
-                let e: String = r.get(7)?;
-                Ok(UnclaimedFinding {
-                    id: r.get(0)?,
-                    device_id: r.get(1)?,
-                    ts_ms: r.get(2)?,
-                    kind: r.get(3)?,
-                    severity: r.get(4)?,
-                    state: r.get(5)?,
-                    began_ts_ms: r.get(6)?,
-                    evidence: serde_json::from_str(&e).unwrap_or(serde_json::Value::Null),
-                    ticket_id: r.get(8)?,
-                })
-            })?
-            .collect::<crate::store::Result<Vec<_>>>()?;
-        rows
+
+        stmt.query_map([limit], |r| {
+            let e: String = r.get(7)?;
+            Ok(UnclaimedFinding {
+                id: r.get(0)?,
+                device_id: r.get(1)?,
+                ts_ms: r.get(2)?,
+                kind: r.get(3)?,
+                severity: r.get(4)?,
+                state: r.get(5)?,
+                began_ts_ms: r.get(6)?,
+                evidence: serde_json::from_str(&e).unwrap_or(serde_json::Value::Null),
+                ticket_id: r.get(8)?,
+            })
+        })?
+        .collect::<crate::store::Result<Vec<_>>>()?
     };
     Ok(Queue {
         devices,

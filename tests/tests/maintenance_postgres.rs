@@ -19,9 +19,7 @@ use maintenance::dispatch::{self, DeliveryConfig, Dispatcher, RawDeliveryConfig}
 use maintenance::registry::{Channel, Device, Home, Owner, Technician};
 use maintenance::templates::Lang;
 use maintenance::tickets::{TicketFilter, TicketStatus};
-use maintenance::{
-    Engine, EngineConfig, Finding, FindingKind, FindingState, Policy, TicketEffect,
-};
+use maintenance::{Engine, EngineConfig, Finding, FindingKind, FindingState, Policy, TicketEffect};
 use protocol::message::{Model, Severity};
 
 const HOUR: i64 = 3_600_000;
@@ -97,7 +95,10 @@ fn populate(e: &Engine, devices: usize) {
         )
         .expect("device");
     }
-    for (id, skills) in [("tech-a", ["plumbing", "filter"]), ("tech-b", ["plumbing", "electrical"])] {
+    for (id, skills) in [
+        ("tech-a", ["plumbing", "filter"]),
+        ("tech-b", ["plumbing", "electrical"]),
+    ] {
         e.put_technician(&Technician {
             id: id.into(),
             name: id.to_uppercase(),
@@ -171,17 +172,29 @@ fn two_instances_racing_on_one_leak_open_exactly_one_ticket() {
         );
         assert_eq!(active, 1, "{device}: one active ticket");
         assert_eq!(
-            count(&a, "SELECT COUNT(*) FROM tickets WHERE device_id = ?1", &device),
+            count(
+                &a,
+                "SELECT COUNT(*) FROM tickets WHERE device_id = ?1",
+                &device
+            ),
             1,
             "{device}: one ticket at all"
         );
         assert_eq!(
-            count(&b, "SELECT COUNT(*) FROM commands WHERE device_id = ?1", &device),
+            count(
+                &b,
+                "SELECT COUNT(*) FROM commands WHERE device_id = ?1",
+                &device
+            ),
             1,
             "{device}: the inlet valve is closed once"
         );
         assert_eq!(
-            count(&b, "SELECT COUNT(*) FROM reminders WHERE device_id = ?1", &device),
+            count(
+                &b,
+                "SELECT COUNT(*) FROM reminders WHERE device_id = ?1",
+                &device
+            ),
             1,
             "{device}: the homeowner is told once"
         );
@@ -196,7 +209,10 @@ fn two_instances_racing_on_one_leak_open_exactly_one_ticket() {
             "{device}: one ticket.opened webhook"
         );
     }
-    assert_eq!(opened, DEVICES, "one Opened per device across both instances");
+    assert_eq!(
+        opened, DEVICES,
+        "one Opened per device across both instances"
+    );
     assert_eq!(attached, DEVICES * (2 * REPEATS - 1));
     println!(
         "{DEVICES} devices x 2 instances x {REPEATS} repeats: {opened} tickets opened, {attached} findings attached"
@@ -213,7 +229,11 @@ struct Receiver {
 
 type Shared = Arc<Mutex<Receiver>>;
 
-async fn receive(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Bytes) -> StatusCode {
+async fn receive(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
     let header = |name: &str| {
         headers
             .get(name)
@@ -223,7 +243,12 @@ async fn receive(State(s): State<Shared>, headers: HeaderMap, body: axum::body::
     };
     let ts: i64 = header(dispatch::TIMESTAMP_HEADER).parse().unwrap_or(-1);
     let mut r = s.lock().unwrap_or_else(|e| e.into_inner());
-    if !dispatch::verify(SECRET.as_bytes(), ts, &body, &header(dispatch::SIGNATURE_HEADER)) {
+    if !dispatch::verify(
+        SECRET.as_bytes(),
+        ts,
+        &body,
+        &header(dispatch::SIGNATURE_HEADER),
+    ) {
         r.bad_signatures += 1;
         return StatusCode::UNAUTHORIZED;
     }
@@ -277,12 +302,13 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
     for i in 0..DEVICES {
         let e = if i % 2 == 0 { &a } else { &b };
         let device = format!("toilet-{i}");
-        e.ingest(&leak(&device, FindingState::Active), T0).expect("leak");
+        e.ingest(&leak(&device, FindingState::Active), T0)
+            .expect("leak");
         e.ingest(&leak(&device, FindingState::Cleared), T0 + HOUR)
             .expect("cleared");
     }
     let rows = a
-        .read(|c| Ok(maintenance::outbox::list(c, 100_000)?))
+        .read(|c| maintenance::outbox::list(c, 100_000))
         .expect("outbox");
     let total = rows.len();
     assert!(total >= 3 * DEVICES, "{total} outbox rows");
@@ -297,9 +323,7 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
                 let rep = dispatcher.run_once(now, 25).await.expect("dispatch");
                 delivered += rep.delivered;
                 assert_eq!((rep.retrying, rep.dead), (0, 0));
-                let (pending, _, _) = engine
-                    .read(maintenance::outbox::counts)
-                    .expect("counts");
+                let (pending, _, _) = engine.read(maintenance::outbox::counts).expect("counts");
                 if rep.delivered == 0 && pending == 0 {
                     return delivered;
                 }
@@ -319,7 +343,12 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
     let twice: Vec<_> = keys.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     for row in &rows {
-        assert_eq!(keys.get(row.idem_key.as_str()), Some(&1), "row {} delivered once", row.id);
+        assert_eq!(
+            keys.get(row.idem_key.as_str()),
+            Some(&1),
+            "row {} delivered once",
+            row.id
+        );
     }
     assert_eq!(keys.len(), total);
     assert_eq!(by_a as usize + by_b as usize, total);
@@ -327,7 +356,10 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
         a.read(maintenance::outbox::counts).expect("counts"),
         (0, total as u64, 0)
     );
-    println!("{total} outbox rows: {} requests received, dispatcher a sent {by_a}, b sent {by_b}", r.by_key.values().sum::<u32>());
+    println!(
+        "{total} outbox rows: {} requests received, dispatcher a sent {by_a}, b sent {by_b}",
+        r.by_key.values().sum::<u32>()
+    );
 }
 
 /// One scenario of the engine's behaviour, returning what it observed; it must observe
@@ -346,14 +378,25 @@ fn lifecycle(e: &Engine) -> Vec<String> {
         .expect("devices");
     seen.push(format!("{} devices", devices.len()));
     // A ticket through its lifecycle.
-    let out = e.ingest(&leak("toilet-1", FindingState::Active), T0).expect("leak");
+    let out = e
+        .ingest(&leak("toilet-1", FindingState::Active), T0)
+        .expect("leak");
     let (id, effect) = out.ticket.expect("ticket");
-    seen.push(format!("{effect:?}, command {}, reminders {}", out.command.is_some(), out.reminders.len()));
-    let again = e.ingest(&leak("toilet-1", FindingState::Active), T0 + 1).expect("repeat");
+    seen.push(format!(
+        "{effect:?}, command {}, reminders {}",
+        out.command.is_some(),
+        out.reminders.len()
+    ));
+    let again = e
+        .ingest(&leak("toilet-1", FindingState::Active), T0 + 1)
+        .expect("repeat");
     seen.push(format!("{:?}", again.ticket.map(|t| t.1)));
     let assignee = e.assign(id, None, "agent", T0 + 2).expect("assign");
     seen.push(format!("assigned to {assignee:?}"));
-    for (to, at) in [(TicketStatus::InProgress, T0 + HOUR), (TicketStatus::Resolved, T0 + 2 * HOUR)] {
+    for (to, at) in [
+        (TicketStatus::InProgress, T0 + HOUR),
+        (TicketStatus::Resolved, T0 + 2 * HOUR),
+    ] {
         let t = e.transition(id, to, "tech", None, at).expect("transition");
         seen.push(format!("{:?}", t.status));
     }
@@ -361,7 +404,12 @@ fn lifecycle(e: &Engine) -> Vec<String> {
     let kpi = e.kpi(T0 - DAY, T0 + DAY).expect("kpi");
     seen.push(format!(
         "kpi tickets {} ack {:?} resolve {:?} ftf {:?} breach {:?} backlog {}",
-        kpi.tickets, kpi.mean_ack_ms, kpi.mean_resolve_ms, kpi.first_time_fix_rate, kpi.deadline_breach_rate, kpi.open_backlog
+        kpi.tickets,
+        kpi.mean_ack_ms,
+        kpi.mean_resolve_ms,
+        kpi.first_time_fix_rate,
+        kpi.deadline_breach_rate,
+        kpi.open_backlog
     ));
     // A recurrence within the window reopens it.
     let back = e
@@ -375,7 +423,8 @@ fn lifecycle(e: &Engine) -> Vec<String> {
         .expect("recurrence");
     seen.push(format!("{:?}", back.ticket.map(|t| t.1)));
     // A ticket left alone breaches its deadline and escalates on the tick.
-    e.ingest(&leak("toilet-2", FindingState::Active), T0).expect("leak 2");
+    e.ingest(&leak("toilet-2", FindingState::Active), T0)
+        .expect("leak 2");
     let rep = e.tick(T0 + 3 * DAY).expect("tick");
     seen.push(format!("{rep:?}"));
     let backlog = e.backlog_by_priority(T0 + 3 * DAY).expect("backlog");
@@ -386,7 +435,10 @@ fn lifecycle(e: &Engine) -> Vec<String> {
         .expect("reminders");
     seen.push(format!(
         "reminders {:?}",
-        reminders.iter().map(|r| (r.kind.clone(), r.status.clone())).collect::<Vec<_>>()
+        reminders
+            .iter()
+            .map(|r| (r.kind.clone(), r.status.clone()))
+            .collect::<Vec<_>>()
     ));
     let tickets = e
         .read(|c| maintenance::tickets::list(c, &TicketFilter::default()))
@@ -395,7 +447,12 @@ fn lifecycle(e: &Engine) -> Vec<String> {
         "tickets {:?}",
         tickets
             .iter()
-            .map(|t| (t.device_id.clone(), t.status, t.reopen_count, t.escalation_level))
+            .map(|t| (
+                t.device_id.clone(),
+                t.status,
+                t.reopen_count,
+                t.escalation_level
+            ))
             .collect::<Vec<_>>()
     ));
     let (pending, delivered, dead) = e.read(maintenance::outbox::counts).expect("counts");
@@ -411,9 +468,8 @@ fn the_engine_answers_the_same_on_sqlite_and_postgres() {
         ticket_webhooks: vec!["http://127.0.0.1:9/tickets".into()],
     };
     let sqlite = lifecycle(&Engine::in_memory(cfg()).expect("sqlite"));
-    let postgres = lifecycle(
-        &Engine::open_postgres(&database(&pg, "parity"), cfg()).expect("postgres"),
-    );
+    let postgres =
+        lifecycle(&Engine::open_postgres(&database(&pg, "parity"), cfg()).expect("postgres"));
     for (s, p) in sqlite.iter().zip(&postgres) {
         assert_eq!(s, p);
     }

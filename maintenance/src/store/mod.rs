@@ -17,8 +17,8 @@ pub mod postgres;
 mod sqlite;
 mod value;
 
-pub use value::{FromValue, Row, RowIndex, ToValue, Value};
 use value::Rows;
+pub use value::{FromValue, Row, RowIndex, ToValue, Value};
 
 /// An error of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +208,9 @@ impl Dialect {
     pub fn json_array_elements(self, column: &str) -> String {
         match self {
             Dialect::Sqlite => format!("json_each({column})"),
-            Dialect::Postgres => format!("jsonb_array_elements_text(({column})::jsonb) AS je(value)"),
+            Dialect::Postgres => {
+                format!("jsonb_array_elements_text(({column})::jsonb) AS je(value)")
+            }
         }
     }
 
@@ -388,11 +390,7 @@ pub struct Statement<'c> {
 
 impl Statement<'_> {
     /// Every row through `f`, in order.
-    pub fn query_map<T, P, F>(
-        &mut self,
-        params: P,
-        f: F,
-    ) -> Result<std::vec::IntoIter<Result<T>>>
+    pub fn query_map<T, P, F>(&mut self, params: P, f: F) -> Result<std::vec::IntoIter<Result<T>>>
     where
         P: Params,
         F: FnMut(&Row<'_>) -> Result<T>,

@@ -240,7 +240,11 @@ fn cannot_bind(v: &Value, ty: &Type) -> BoxError {
 }
 
 impl ToSql for Value {
-    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> std::result::Result<IsNull, BoxError> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, BoxError> {
         match self {
             Value::Null => Ok(IsNull::Yes),
             Value::Integer(i) => match *ty {
@@ -306,7 +310,9 @@ impl<'a> FromSql<'a> for Value {
             Type::BYTEA => Value::Blob(raw.to_vec()),
             Type::JSON => Value::Text(std::str::from_utf8(raw)?.to_owned()),
             // JSONB's binary form is a version byte, then the text.
-            Type::JSONB => Value::Text(std::str::from_utf8(raw.get(1..).unwrap_or_default())?.to_owned()),
+            Type::JSONB => {
+                Value::Text(std::str::from_utf8(raw.get(1..).unwrap_or_default())?.to_owned())
+            }
             _ => Value::Text(<&str as FromSql>::from_sql(ty, raw)?.to_owned()),
         })
     }
@@ -370,7 +376,10 @@ mod tests {
             translate_placeholders("SELECT a FROM t WHERE b = ?2 AND c = '?1' AND d = ?1"),
             "SELECT a FROM t WHERE b = $2 AND c = '?1' AND d = $1"
         );
-        assert_eq!(translate_placeholders("VALUES (?, ?, ?5, ?)"), "VALUES ($1, $2, $5, $6)");
+        assert_eq!(
+            translate_placeholders("VALUES (?, ?, ?5, ?)"),
+            "VALUES ($1, $2, $5, $6)"
+        );
         assert_eq!(translate_placeholders("x -- what?\n?1"), "x -- what?\n$1");
     }
 }

@@ -38,7 +38,11 @@ pub(super) fn execute(conn: &rusqlite::Connection, sql: &str, values: &[Value]) 
 
 pub(super) fn query(conn: &rusqlite::Connection, sql: &str, values: &[Value]) -> Result<Rows> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let columns: Vec<String> = stmt.column_names().iter().map(|c| (*c).to_owned()).collect();
+    let columns: Vec<String> = stmt
+        .column_names()
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
     let n = columns.len();
     let mut out = Rows {
         columns,

@@ -81,12 +81,15 @@ pub fn fresh_postgres_database(admin_url: &str) -> String {
         nanos
     );
     let admin = maintenance::store::Connection::from_postgres(
-        maintenance::store::postgres::Session::connect(admin_url).expect("postgres admin connection"),
+        maintenance::store::postgres::Session::connect(admin_url)
+            .expect("postgres admin connection"),
     );
     admin
         .execute_batch(&format!("CREATE DATABASE {name}"))
         .expect("create database");
-    let (server, _) = admin_url.rsplit_once('/').expect("a URL ending in /database");
+    let (server, _) = admin_url
+        .rsplit_once('/')
+        .expect("a URL ending in /database");
     format!("{server}/{name}")
 }
 
