@@ -1232,3 +1232,26 @@ impl Engine {
         self.read(|c| tickets::backlog_by_priority(c, now_ms))
     }
 }
+
+/// Tests: a new, empty engine in memory, or on a new database of the PostgreSQL server
+/// named by `MAINTENANCE_TEST_POSTGRES` (a URL with the right to create databases), so the
+/// unit tests run on either backend (`tests/common` does the same for the integration tests).
+#[cfg(test)]
+pub(crate) fn test_engine(cfg: EngineConfig) -> Engine {
+    match std::env::var("MAINTENANCE_TEST_POSTGRES") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("maint_unit_{}", crate::random_hex(6));
+            let admin = Connection::from_postgres(
+                crate::store::postgres::Session::connect(&admin_url).expect("postgres admin"),
+            );
+            admin
+                .execute_batch(&format!("CREATE DATABASE {name}"))
+                .expect("create database");
+            let (server, _) = admin_url
+                .rsplit_once('/')
+                .expect("a URL ending in /database");
+            Engine::open_postgres(&format!("{server}/{name}"), cfg).expect("engine on postgres")
+        }
+        _ => Engine::in_memory(cfg).expect("engine"),
+    }
+}

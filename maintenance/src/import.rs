@@ -988,11 +988,10 @@ mod tests {
     use super::*;
 
     fn engine() -> Engine {
-        Engine::in_memory(crate::EngineConfig {
+        crate::engine::test_engine(crate::EngineConfig {
             policy: crate::Policy::default(),
             ticket_webhooks: Vec::new(),
         })
-        .expect("engine")
     }
 
     const CSV: &str = "\

@@ -187,11 +187,10 @@ mod tests {
     use crate::access::Role;
 
     fn engine() -> Engine {
-        Engine::in_memory(crate::EngineConfig {
+        crate::engine::test_engine(crate::EngineConfig {
             policy: crate::Policy::default(),
             ticket_webhooks: Vec::new(),
         })
-        .expect("engine")
     }
 
     fn admin() -> Principal {

@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn an_unregistered_device_is_queued_and_its_leak_opens_a_ticket_without_a_contact_until_claimed(
     ) {
-        let e = Engine::in_memory(EngineConfig::default()).unwrap();
+        let e = crate::engine::test_engine(EngineConfig::default());
         let leak = finding(
             "toilet-0042",
             FindingKind::Leak,
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn the_findings_kept_are_bounded_but_the_counts_are_not() {
-        let e = Engine::in_memory(EngineConfig::default()).unwrap();
+        let e = crate::engine::test_engine(EngineConfig::default());
         let f = finding(
             "shower-0001",
             FindingKind::AbnormalUsage {
