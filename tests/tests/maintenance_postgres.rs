@@ -476,3 +476,80 @@ fn the_engine_answers_the_same_on_sqlite_and_postgres() {
     assert_eq!(sqlite.len(), postgres.len());
     println!("{} observations equal on both backends", sqlite.len());
 }
+
+#[test]
+fn two_instances_grouping_one_household_send_it_one_reminder() {
+    const HOMES: usize = 20;
+    let pg = Postgres::start().expect("PostgreSQL 15");
+    let url = database(&pg, "grouping");
+    let (a, b) = two_engines(&url, "http://127.0.0.1:9/tickets");
+    for h in 0..HOMES {
+        let home_id = format!("home{h}");
+        a.put_home(&home(&home_id)).expect("home");
+        for j in 0..2 {
+            a.put_device_at(
+                &Device {
+                    id: format!("{home_id}-toilet{j}"),
+                    home_id: home_id.clone(),
+                    model: Model::Toilet,
+                    installed_ts_ms: T0 - 100 * DAY,
+                    cartridges: Vec::new(),
+                },
+                T0,
+            )
+            .expect("device");
+        }
+    }
+    let mut named_both = 0;
+    for h in 0..HOMES {
+        let home_id = format!("home{h}");
+        // The household is away: each instance hears of one of its two toilets at once.
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = [&a, &b]
+            .into_iter()
+            .enumerate()
+            .map(|(j, engine)| {
+                let (engine, barrier) = (Arc::clone(engine), Arc::clone(&barrier));
+                let device = format!("{home_id}-toilet{j}");
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let f = Finding {
+                        device_id: device,
+                        kind: FindingKind::Unused7Days,
+                        severity: Severity::Major,
+                        evidence: serde_json::json!({}),
+                        began_ts_ms: T0,
+                        state: FindingState::Active,
+                    };
+                    engine.ingest(&f, T0).expect("ingest")
+                })
+            })
+            .collect();
+        let incidents: Vec<_> = racers
+            .into_iter()
+            .map(|r| r.join().expect("racer").incident)
+            .collect();
+        assert!(
+            incidents[0].is_some() && incidents[0] == incidents[1],
+            "{home_id}: one incident {incidents:?}"
+        );
+        let reminders: Vec<_> = a
+            .read(|c| maintenance::reminders::list(c, Some(&home_id)))
+            .expect("reminders")
+            .into_iter()
+            .filter(|r| r.kind == "unused_7_days")
+            .collect();
+        assert_eq!(reminders.len(), 1, "{home_id}: one reminder {reminders:#?}");
+        let mut devices: Vec<String> =
+            serde_json::from_value(reminders[0].vars["devices"].clone()).expect("devices");
+        devices.sort();
+        assert_eq!(
+            devices,
+            [format!("{home_id}-toilet0"), format!("{home_id}-toilet1")]
+        );
+        named_both += 1;
+    }
+    println!(
+        "{HOMES} households, two instances each: {named_both} reminders, each naming both fixtures"
+    );
+}
