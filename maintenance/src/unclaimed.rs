@@ -275,7 +275,7 @@ pub(crate) fn active_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Engine, EngineConfig, TicketEffect};
+    use crate::engine::{EngineConfig, TicketEffect};
     use crate::registry::{Channel, Device, Home, Owner};
     use protocol::message::Model;
 

@@ -115,6 +115,9 @@ pub fn translate_placeholders(sql: &str) -> String {
     out
 }
 
+/// Most statements a session keeps prepared (the engine has a few hundred distinct ones).
+const STATEMENT_CACHE: usize = 1024;
+
 /// One connection to PostgreSQL.
 pub struct Session {
     client: tokio_postgres::Client,
@@ -175,17 +178,29 @@ impl Session {
         }
         let translated = translate_placeholders(sql);
         let stmt = block_on(self.client.prepare(&translated))?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_owned(), stmt.clone());
+        let mut cache = self.statements.borrow_mut();
+        if cache.len() >= STATEMENT_CACHE {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
+    }
+
+    /// `result`, after dropping the statement of a failed run from the cache (it is
+    /// prepared again next time: e.g. after another release changed a table's columns).
+    fn forget_on_error<T>(&self, sql: &str, result: Result<T>) -> Result<T> {
+        if result.is_err() {
+            self.statements.borrow_mut().remove(sql);
+        }
+        result
     }
 
     pub(super) fn execute(&self, sql: &str, values: &[Value]) -> Result<usize> {
         let stmt = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let n = block_on(self.client.execute(&stmt, &params))?;
+        let n = block_on(self.client.execute(&stmt, &params)).map_err(StoreError::from);
+        let n = self.forget_on_error(sql, n)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -193,7 +208,8 @@ impl Session {
         let stmt = self.statement(sql)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        let rows = block_on(self.client.query(&stmt, &params))?;
+        let rows = block_on(self.client.query(&stmt, &params)).map_err(StoreError::from);
+        let rows = self.forget_on_error(sql, rows)?;
         let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
         let mut out = Rows {
             columns,
