@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -191,7 +191,7 @@ impl Engine {
             ))?;
             let rows = stmt
                 .query_map([limit as i64], TokenRow::from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             Ok(rows.into_iter().map(|r| r.info(now_ms)).collect())
         })
     }
@@ -347,7 +347,7 @@ const TOKEN_SELECT: &str = "SELECT t.hash, t.role, t.subject, t.created_ts_ms, t
      FROM tokens t LEFT JOIN homes h ON t.role = 'homeowner' AND h.id = t.subject";
 
 impl TokenRow {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    fn from_row(r: &crate::store::Row<'_>) -> crate::store::Result<TokenRow> {
         let role: String = r.get(1)?;
         let owner_name: Option<String> = r.get(7)?;
         let owner_phone: Option<String> = r.get(8)?;
@@ -420,7 +420,7 @@ fn token_by_id(c: &Connection, id: &str) -> Result<TokenRow> {
     let mut stmt = c.prepare(&format!("{TOKEN_SELECT} WHERE substr(t.hash, 1, 16) = ?1"))?;
     let mut rows = stmt
         .query_map([&id], TokenRow::from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     match rows.len() {
         0 => Err(Error::not_found("token", id)),
         1 => Ok(rows.remove(0)),
@@ -523,7 +523,7 @@ fn audit_log(c: &Connection, limit: usize) -> Result<Vec<AuditEntry>> {
                 resource: r.get(3)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

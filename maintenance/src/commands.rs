@@ -14,8 +14,8 @@
 //! The command's id is the row id; the device sees it as `cmd_id` (u32) and ignores a
 //! repeat, so a command not answered in [`RESEND_AFTER_MS`] is sent again with the same id.
 
+use crate::store::{params, Connection, OptionalExtension, Row, Transaction};
 use protocol::message::{Command, CommandKind, CommandResult, CommandStatus, FaultCode, Model};
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -156,8 +156,8 @@ const COLUMNS: &str =
     "id, device_id, ticket_id, kind, command, status, requested_by, reason, created_ts_ms, \
      expires_ts_ms, sent_ts_ms, attempts, ack_ts_ms, done_ts_ms, result_status, result, outcome";
 
-fn from_row(r: &Row<'_>) -> rusqlite::Result<CommandRecord> {
-    let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+fn from_row(r: &Row<'_>) -> crate::store::Result<CommandRecord> {
+    let json = |i: usize| -> crate::store::Result<Option<serde_json::Value>> {
         let s: Option<String> = r.get(i)?;
         Ok(s.and_then(|s| serde_json::from_str(&s).ok()))
     };
@@ -252,9 +252,9 @@ pub fn queue(tx: &Transaction<'_>, c: &NewCommand<'_>, now_ms: i64) -> Result<(i
     if let Some(id) = existing {
         return Ok((id, false));
     }
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO commands (device_id, ticket_id, kind, command, status, requested_by, reason,
-         created_ts_ms, expires_ts_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8)",
+         created_ts_ms, expires_ts_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8) RETURNING id",
         params![
             c.device_id,
             c.ticket_id,
@@ -265,8 +265,8 @@ pub fn queue(tx: &Transaction<'_>, c: &NewCommand<'_>, now_ms: i64) -> Result<(i
             now_ms,
             now_ms + c.ttl_ms
         ],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     if id > i64::from(u32::MAX) {
         return Err(Error::invalid("command", "command ids exhausted (u32)"));
     }
@@ -352,7 +352,7 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<Outgoing>
                 ))
             },
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for (id, device_id, command) in rows {
         let command: CommandKind = serde_json::from_str(&command)?;
@@ -530,10 +530,9 @@ pub fn expire(tx: &Transaction<'_>, now_ms: i64) -> Result<u32> {
             "SELECT {COLUMNS} FROM commands WHERE status IN ('queued', 'sent', 'acknowledged')
              AND expires_ts_ms <= ?1"
         ))?;
-        let rows = stmt
-            .query_map([now_ms], from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+
+        stmt.query_map([now_ms], from_row)?
+            .collect::<crate::store::Result<Vec<_>>>()?
     };
     for c in &expired {
         tx.execute(
@@ -594,8 +593,9 @@ pub struct CommandFilter {
 pub fn list_page(conn: &Connection, f: &CommandFilter, page: Page) -> Result<Paged<CommandRecord>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM commands
-         WHERE (?1 IS NULL OR device_id = ?1) AND (?2 IS NULL OR ticket_id = ?2)
-         AND (?3 IS NULL OR status = ?3)
+         WHERE (CAST(?1 AS TEXT) IS NULL OR device_id = ?1)
+         AND (CAST(?2 AS BIGINT) IS NULL OR ticket_id = ?2)
+         AND (CAST(?3 AS TEXT) IS NULL OR status = ?3)
          ORDER BY id DESC LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt
@@ -609,7 +609,7 @@ pub fn list_page(conn: &Connection, f: &CommandFilter, page: Page) -> Result<Pag
             ],
             from_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(page.finish(rows))
 }
 

@@ -170,6 +170,9 @@ impl TryFrom<RawDeliveryConfig> for DeliveryConfig {
     }
 }
 
+/// How many outbox rows a dispatcher on PostgreSQL claims (and leases) at a time.
+pub const CLAIM_CHUNK: usize = 10;
+
 /// The outcome of one [`Dispatcher::run_once`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchReport {
@@ -222,9 +225,42 @@ impl Dispatcher {
     }
 
     /// Delivers every row due at `now_ms` (up to `limit`) once and records the results.
+    ///
+    /// On PostgreSQL the rows are claimed [`CLAIM_CHUNK`] at a time, each chunk leased for
+    /// as long as sending it may take (the timeout per row, plus one), so other
+    /// dispatchers skip them; on SQLite all due rows are read at once, as before.
     pub async fn run_once(&self, now_ms: i64, limit: usize) -> Result<DispatchReport> {
-        let rows = self.engine.read(|c| outbox::due(c, now_ms, limit))?;
         let mut rep = DispatchReport::default();
+        let chunk = match self.engine.dialect() {
+            crate::store::Dialect::Sqlite => limit,
+            crate::store::Dialect::Postgres => limit.min(CLAIM_CHUNK),
+        };
+        let mut claimed = 0;
+        while claimed < limit {
+            let want = chunk.min(limit - claimed);
+            let lease_ms = self.cfg.timeout.as_millis() as i64 * (want as i64 + 1);
+            let rows = self
+                .engine
+                .write(|tx| outbox::claim_due(tx, now_ms, want, now_ms + lease_ms))?;
+            if rows.is_empty() {
+                break;
+            }
+            claimed += rows.len();
+            let last = rows.len() < want || chunk == limit;
+            self.deliver_rows(rows, now_ms, &mut rep).await?;
+            if last {
+                break;
+            }
+        }
+        Ok(rep)
+    }
+
+    async fn deliver_rows(
+        &self,
+        rows: Vec<OutboxRow>,
+        now_ms: i64,
+        rep: &mut DispatchReport,
+    ) -> Result<()> {
         for row in rows {
             match self.deliver(&row, now_ms).await {
                 Ok(()) => {
@@ -249,7 +285,7 @@ impl Dispatcher {
                 }
             }
         }
-        Ok(rep)
+        Ok(())
     }
 
     async fn deliver(&self, row: &OutboxRow, now_ms: i64) -> std::result::Result<(), String> {

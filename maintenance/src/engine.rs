@@ -2,12 +2,15 @@
 //! replacements and the clock (`tick`), and the API calls for actions and reads.
 //!
 //! Every method takes the time as an argument and never reads the clock, and every
-//! change commits in one SQLite transaction together with the outbox rows it causes.
+//! change commits in one transaction together with the outbox rows it causes. The
+//! database is SQLite (single node, the default) or PostgreSQL shared by the instances
+//! of a cluster ([`Engine::open_postgres`]): there, every change runs SERIALIZABLE and is
+//! run again when it conflicts with another instance's (see [`Engine::write`]).
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, Transaction};
+use crate::store::params;
 use serde::{Deserialize, Serialize};
 
 use crate::commands;
@@ -17,6 +20,7 @@ use crate::incidents::{self, Grouping, Joined, Scope};
 use crate::policy::{Policy, Priority, TicketAction};
 use crate::registry::{self, Device, Home};
 use crate::reminders::{self, NewReminder, SendOutcome, DAY_MS};
+use crate::store::{Connection, Dialect, Transaction};
 use crate::templates::Template;
 use crate::tickets::{self, NewTicket, TicketStatus};
 use crate::unclaimed;
@@ -124,10 +128,15 @@ pub struct FilterSchedule {
     pub reported_ts_ms: Option<i64>,
 }
 
+/// How many times [`Engine::write`] runs a transaction that keeps conflicting (PostgreSQL).
+pub const WRITE_ATTEMPTS: u32 = 20;
+
 /// The maintenance engine.
 pub struct Engine {
-    // A std mutex: no `.await` is ever held across it, and SQLite work is short.
+    // A std mutex: no `.await` is ever held across it, and database work is short.
     conn: Mutex<Connection>,
+    /// PostgreSQL: the URL to reconnect to when the connection is lost.
+    postgres_url: Option<String>,
     policy: Policy,
     webhooks: Vec<String>,
 }
@@ -151,9 +160,20 @@ impl Engine {
         Engine::with_connection(crate::db::open_in_memory()?, cfg)
     }
 
+    /// An engine on a PostgreSQL database shared with other instances (clustered
+    /// gateways): `url` is a `postgres://` URL (no TLS). Creates the schema if needed,
+    /// under an advisory lock. One connection per engine; a lost one is made again on
+    /// the next call.
+    pub fn open_postgres(url: &str, cfg: EngineConfig) -> Result<Engine> {
+        let mut engine = Engine::with_connection(crate::db::open_postgres(url)?, cfg)?;
+        engine.postgres_url = Some(url.to_owned());
+        Ok(engine)
+    }
+
     fn with_connection(conn: Connection, cfg: EngineConfig) -> Result<Engine> {
         Ok(Engine {
             conn: Mutex::new(conn),
+            postgres_url: None,
             policy: cfg.policy,
             webhooks: cfg.ticket_webhooks,
         })
@@ -164,9 +184,27 @@ impl Engine {
         &self.policy
     }
 
-    /// Locks the connection (recovering from a poisoned lock: SQLite rolls back on its own).
+    /// The SQL dialect of the engine's database.
+    pub fn dialect(&self) -> Dialect {
+        self.lock().dialect()
+    }
+
+    /// Locks the connection (recovering from a poisoned lock: a transaction left open is
+    /// rolled back by the next [`Connection::begin`]); a lost PostgreSQL connection is made again.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(url)) = (conn.is_closed(), &self.postgres_url) {
+            match crate::store::postgres::Session::connect(url) {
+                Ok(session) => {
+                    tracing::info!("Maintenance PostgreSQL connection made again.");
+                    *conn = Connection::from_postgres(session);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Maintenance PostgreSQL connection lost; reconnecting failed.")
+                }
+            }
+        }
+        conn
     }
 
     /// Runs `f` on the connection (reads).
@@ -175,12 +213,37 @@ impl Engine {
     }
 
     /// Runs `f` in one transaction, committed if `f` succeeds.
-    pub fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
+    ///
+    /// On PostgreSQL the transaction is SERIALIZABLE: when it conflicts with another
+    /// instance's (a serialization failure, a deadlock, or a unique violation such as a
+    /// second active ticket for one fault), it is rolled back and `f` runs again, up to
+    /// [`WRITE_ATTEMPTS`] times, so read-then-write logic (ticket de-duplication, reminder
+    /// caps, incident grouping) behaves as with one writer. SQLite runs `f` once.
+    pub fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.lock();
+        let mut attempt = 1;
+        loop {
+            conn.begin()?;
+            let result = f(&Transaction::new(&conn)).and_then(|out| {
+                conn.commit()?;
+                Ok(out)
+            });
+            match result {
+                Ok(out) => return Ok(out),
+                Err(e) => {
+                    let _ = conn.rollback();
+                    if attempt >= WRITE_ATTEMPTS || !e.is_retryable() {
+                        return Err(e);
+                    }
+                    tracing::debug!(attempt, error = %e, "Transaction conflicted with another instance's; running it again.");
+                    // A short, growing pause so the two do not collide again at once.
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        (attempt as u64) * 2 + (crate::random_u8() as u64 % 5),
+                    ));
+                    attempt += 1;
+                }
+            }
+        }
     }
 
     // ---- registry ----
@@ -673,11 +736,12 @@ impl Engine {
         due_ts_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<i64>> {
-        let current: Option<(i64, String)> = rusqlite::OptionalExtension::optional(tx.query_row(
-            "SELECT due_ts_ms, state FROM filter_schedules WHERE device_id = ?1 AND slot = ?2",
-            params![device.id, slot],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        ))?;
+        let current: Option<(i64, String)> =
+            crate::store::OptionalExtension::optional(tx.query_row(
+                "SELECT due_ts_ms, state FROM filter_schedules WHERE device_id = ?1 AND slot = ?2",
+                params![device.id, slot],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ))?;
         if current.as_ref().map(|c| c.0) != Some(due_ts_ms) {
             tx.execute(
                 "INSERT INTO filter_schedules (device_id, slot, due_ts_ms, state, updated_ts_ms)
@@ -688,8 +752,11 @@ impl Engine {
             // Reminders for an older due date of this slot no longer apply: they are replaced
             // (sent ones too), so the homeowner sees one reminder per cartridge, not a stack.
             tx.execute(
-                "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
-                 AND status IN ('scheduled', 'sent') AND json_extract(vars, '$.due_ts_ms') != ?3",
+                &format!(
+                    "UPDATE reminders SET status = 'cancelled' WHERE device_id = ?1 AND fault_key = ?2
+                     AND status IN ('scheduled', 'sent') AND {} != ?3",
+                    tx.dialect().json_integer("vars", "due_ts_ms")
+                ),
                 params![device.id, format!("filter_due:{slot}"), due_ts_ms],
             )?;
         } else if current.as_ref().is_some_and(|c| c.1 != "pending") {
@@ -811,10 +878,9 @@ impl Engine {
                 "SELECT id FROM tickets WHERE status IN ('open', 'assigned', 'in_progress')
                  AND deadline_ts_ms <= ?1 AND (next_escalation_ts_ms IS NULL OR next_escalation_ts_ms <= ?1)",
             )?;
-            let ids = stmt
-                .query_map([now_ms], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            ids
+
+            stmt.query_map([now_ms], |r| r.get(0))?
+                .collect::<crate::store::Result<Vec<_>>>()?
         };
         for id in breached {
             tx.execute(
@@ -848,10 +914,9 @@ impl Engine {
             let mut stmt = tx.prepare(
                 "SELECT device_id, slot, due_ts_ms FROM filter_schedules WHERE state = 'pending' AND due_ts_ms <= ?1",
             )?;
-            let rows = stmt
-                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
+
+            stmt.query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<crate::store::Result<Vec<_>>>()?
         };
         for (device_id, slot, due) in due_filters {
             tx.execute(
@@ -881,12 +946,11 @@ impl Engine {
                 "SELECT id, home_id, device_id, reopen_count FROM tickets
                  WHERE status IN ('resolved', 'closed') AND followup_sent = 0 AND followup_due_ts_ms <= ?1",
             )?;
-            let rows = stmt
-                .query_map([now_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
+
+            stmt.query_map([now_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<crate::store::Result<Vec<_>>>()?
         };
         for (id, home_id, device_id, round) in followups {
             tx.execute("UPDATE tickets SET followup_sent = 1 WHERE id = ?1", [id])?;
@@ -912,10 +976,9 @@ impl Engine {
             let mut stmt = tx.prepare(
                 "SELECT id FROM reminders WHERE status = 'scheduled' AND send_at_ts_ms <= ?1 ORDER BY urgent DESC, id",
             )?;
-            let ids = stmt
-                .query_map([now_ms], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            ids
+
+            stmt.query_map([now_ms], |r| r.get(0))?
+                .collect::<crate::store::Result<Vec<_>>>()?
         };
         for id in due_reminders {
             match reminders::try_send(tx, &self.policy, id, now_ms)? {
@@ -1154,7 +1217,7 @@ impl Engine {
                 .query_map([device_id], |r| {
                     Ok(FilterSchedule { device_id: r.get(0)?, slot: r.get(1)?, due_ts_ms: r.get(2)?, state: r.get(3)?, lo_ts_ms: r.get(4)?, hi_ts_ms: r.get(5)?, remaining_l: r.get(6)?, daily_l: r.get(7)?, reported_ts_ms: r.get(8)? })
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<crate::store::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }
@@ -1167,5 +1230,28 @@ impl Engine {
     /// Active tickets per priority, with how many are past their deadline at `now_ms`.
     pub fn backlog_by_priority(&self, now_ms: i64) -> Result<Vec<(Priority, u64, u64)>> {
         self.read(|c| tickets::backlog_by_priority(c, now_ms))
+    }
+}
+
+/// Tests: a new, empty engine in memory, or on a new database of the PostgreSQL server
+/// named by `MAINTENANCE_TEST_POSTGRES` (a URL with the right to create databases), so the
+/// unit tests run on either backend (`tests/common` does the same for the integration tests).
+#[cfg(test)]
+pub(crate) fn test_engine(cfg: EngineConfig) -> Engine {
+    match std::env::var("MAINTENANCE_TEST_POSTGRES") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("maint_unit_{}", crate::random_hex(6));
+            let admin = Connection::from_postgres(
+                crate::store::postgres::Session::connect(&admin_url).expect("postgres admin"),
+            );
+            admin
+                .execute_batch(&format!("CREATE DATABASE {name}"))
+                .expect("create database");
+            let (server, _) = admin_url
+                .rsplit_once('/')
+                .expect("a URL ending in /database");
+            Engine::open_postgres(&format!("{server}/{name}"), cfg).expect("engine on postgres")
+        }
+        _ => Engine::in_memory(cfg).expect("engine"),
     }
 }

@@ -5,9 +5,9 @@ use thiserror::Error;
 /// An error of the maintenance engine.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// The SQLite store failed.
+    /// The database (SQLite or PostgreSQL) failed.
     #[error("store: {0}")]
-    Store(#[from] rusqlite::Error),
+    Store(#[from] crate::store::StoreError),
     /// A JSON column could not be (de)serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -50,6 +50,12 @@ pub enum Error {
     },
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(crate::store::StoreError::Sqlite(e))
+    }
+}
+
 impl Error {
     /// Shorthand for [`Error::Invalid`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
@@ -57,6 +63,12 @@ impl Error {
             field,
             reason: reason.into(),
         }
+    }
+
+    /// Whether running the transaction again may succeed (PostgreSQL: a serialization
+    /// failure, a deadlock or a unique violation from a concurrent transaction).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_retryable())
     }
 
     /// Shorthand for [`Error::NotFound`].

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, Connection};
+use crate::store::{params, Connection};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -138,7 +138,7 @@ pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Res
                 active: r.get::<_, i64>(5)?.max(0) as u64,
             })
         })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
+        rows.collect::<crate::store::Result<Vec<_>>>()?
     };
     Ok(FleetStats {
         from_ms,
@@ -169,5 +169,5 @@ pub fn stats(conn: &Connection, from_ms: i64, to_ms: i64, bucket_ms: i64) -> Res
 pub fn regions(conn: &Connection) -> Result<BTreeMap<String, String>> {
     let mut stmt = conn.prepare("SELECT id, region FROM homes")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?)
+    Ok(rows.collect::<crate::store::Result<BTreeMap<_, _>>>()?)
 }

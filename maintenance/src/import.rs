@@ -34,8 +34,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::store::{Connection, OptionalExtension, Transaction};
 use protocol::message::{CartridgeKind, Model};
-use rusqlite::{Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
@@ -988,11 +988,10 @@ mod tests {
     use super::*;
 
     fn engine() -> Engine {
-        Engine::in_memory(crate::EngineConfig {
+        crate::engine::test_engine(crate::EngineConfig {
             policy: crate::Policy::default(),
             ticket_webhooks: Vec::new(),
         })
-        .expect("engine")
     }
 
     const CSV: &str = "\

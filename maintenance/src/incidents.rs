@@ -13,7 +13,7 @@
 //! closes when every device in it has cleared. The policy says which kinds group and how
 //! (`kinds.<kind>.notify.group = "home" | "site"`); a home without a site groups per home.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -167,12 +167,12 @@ pub fn join(
         )
         .optional()?;
     let Some(incident) = open else {
-        tx.execute(
+        let id: i64 = tx.query_row(
             "INSERT INTO incidents (scope, scope_id, kind, opened_ts_ms, last_ts_ms)
-             VALUES (?1, ?2, ?3, ?4, ?4)",
+             VALUES (?1, ?2, ?3, ?4, ?4) RETURNING id",
             params![scope.as_str(), scope_id, kind, at_ms],
+            |r| r.get(0),
         )?;
-        let id = tx.last_insert_rowid();
         add_member(tx, id, device_id, home_id, at_ms)?;
         return Ok(Joined::Opened(id));
     };
@@ -185,7 +185,7 @@ pub fn join(
         )
         .optional()?;
     tx.execute(
-        "UPDATE incidents SET last_ts_ms = MAX(last_ts_ms, ?2) WHERE id = ?1",
+        "UPDATE incidents SET last_ts_ms = CASE WHEN last_ts_ms > ?2 THEN last_ts_ms ELSE ?2 END WHERE id = ?1",
         params![incident, at_ms],
     )?;
     match member {
@@ -263,7 +263,7 @@ pub fn clear(tx: &Transaction<'_>, device_id: &str, kind: &str, now_ms: i64) -> 
              WHERE m.device_id = ?1 AND m.cleared_ts_ms IS NULL AND i.kind = ?2 AND i.closed_ts_ms IS NULL",
         )?;
         let rows = stmt.query_map(params![device_id, kind], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>()?
+        rows.collect::<crate::store::Result<_>>()?
     };
     let mut closed = Vec::new();
     for incident in open {
@@ -293,7 +293,7 @@ pub fn devices_of_reminder(conn: &Connection, reminder: i64) -> Result<Vec<Strin
         "SELECT device_id FROM incident_members WHERE reminder_id = ?1 ORDER BY joined_ts_ms, device_id",
     )?;
     let rows = stmt.query_map([reminder], |r| r.get(0))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    Ok(rows.collect::<crate::store::Result<_>>()?)
 }
 
 /// Incidents newest first (only open ones if `open_only`), at most `limit`.
@@ -321,7 +321,7 @@ pub fn list(conn: &Connection, open_only: bool, limit: usize) -> Result<Vec<Inci
                 })
             },
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     let mut members = conn.prepare(
         "SELECT device_id, home_id, cleared_ts_ms IS NULL FROM incident_members
          WHERE incident_id = ?1 ORDER BY joined_ts_ms, device_id",
@@ -336,7 +336,7 @@ pub fn list(conn: &Connection, open_only: bool, limit: usize) -> Result<Vec<Inci
                     r.get::<_, bool>(2)?,
                 ))
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<crate::store::Result<Vec<_>>>()?;
         for (device, home, active) in rows {
             if !incident.homes.contains(&home) {
                 incident.homes.push(home);

@@ -22,6 +22,7 @@
 //! - [`page`]: `limit`/`offset` pages with hard caps for every list.
 //! - [`access`]: bearer tokens, roles, the audit log, phone masking.
 //! - [`config`]: the `[maintenance]` table the gateway embeds (raw → checked), the tick loop.
+//! - [`store`]: the database layer, SQLite or PostgreSQL, with queries written once.
 //! - [`api`]: the axum router, one `ApiError`, the OpenAPI document.
 //!
 //! # Invariants
@@ -50,6 +51,7 @@ pub mod policy;
 pub mod provisioning;
 pub mod registry;
 pub mod reminders;
+pub mod store;
 pub mod templates;
 pub mod tickets;
 pub mod unclaimed;
@@ -71,6 +73,13 @@ pub(crate) fn random_hex(n: usize) -> String {
         panic!("OS random source unavailable: {e}");
     }
     hex::encode(buf)
+}
+
+/// One random byte (jitter).
+pub(crate) fn random_u8() -> u8 {
+    let mut buf = [0u8; 1];
+    let _ = getrandom::fill(&mut buf);
+    buf[0]
 }
 
 /// The wall clock, UTC ms; used only by the production loops, never by the engine.

@@ -5,8 +5,14 @@
 //! the receiver, then `delivered`; failures back off exponentially and a row that fails
 //! `max_attempts` times becomes `dead` (kept for an operator). The idempotency key is fixed
 //! when the row is written, so a retry after a crash carries the same key.
+//!
+//! On PostgreSQL, where the instances of a cluster share the outbox, a dispatcher first
+//! claims the rows it sends ([`claim_due`]: `FOR UPDATE SKIP LOCKED`, then a lease on
+//! each row), so any number of dispatchers send each row once; a dispatcher that dies
+//! leaves its rows to the others when their lease runs out. On SQLite (one instance, one
+//! dispatcher) claiming is reading, as before.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, Dialect, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -81,12 +87,12 @@ pub fn enqueue(
     let instance = crate::db::instance_id(tx)?;
     // Insert with a placeholder key, then derive the key from the row id: unique and stable.
     let placeholder = format!("tmp-{}", crate::random_hex(8));
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO outbox (idem_key, channel, target, topic, payload, created_ts_ms, next_attempt_ts_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
         params![placeholder, channel.as_str(), target, topic, payload.to_string(), now_ms],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     tx.execute(
         "UPDATE outbox SET idem_key = ?1 WHERE id = ?2",
         params![format!("{instance}-{id}"), id],
@@ -94,7 +100,7 @@ pub fn enqueue(
     Ok(id)
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+fn row(r: &crate::store::Row<'_>) -> crate::store::Result<OutboxRow> {
     let payload: String = r.get(5)?;
     let channel: String = r.get(2)?;
     Ok(OutboxRow {
@@ -120,7 +126,34 @@ pub fn due(conn: &Connection, now_ms: i64, limit: usize) -> Result<Vec<OutboxRow
     ))?;
     let rows = stmt
         .query_map(params![now_ms, limit as i64], row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Claims up to `limit` pending rows due at `now_ms` for this dispatcher, oldest first,
+/// until `lease_until_ms`: rows that another dispatcher holds (locked by its claim, or
+/// leased and not yet expired) are skipped. On SQLite, the due rows ([`due`]).
+pub fn claim_due(
+    tx: &Transaction<'_>,
+    now_ms: i64,
+    limit: usize,
+    lease_until_ms: i64,
+) -> Result<Vec<OutboxRow>> {
+    if tx.dialect() == Dialect::Sqlite {
+        return due(tx, now_ms, limit);
+    }
+    let mut stmt = tx.prepare(&format!(
+        "UPDATE outbox SET lease_until_ts_ms = ?3 WHERE id IN (
+             SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_ts_ms <= ?1
+             AND (lease_until_ts_ms IS NULL OR lease_until_ts_ms <= ?1)
+             ORDER BY id LIMIT ?2 {})
+         RETURNING {COLUMNS}",
+        tx.dialect().skip_locked()
+    ))?;
+    let mut rows = stmt
+        .query_map(params![now_ms, limit as i64, lease_until_ms], row)?
+        .collect::<crate::store::Result<Vec<_>>>()?;
+    rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
 
@@ -131,7 +164,7 @@ pub fn list(conn: &Connection, limit: usize) -> Result<Vec<OutboxRow>> {
     ))?;
     let rows = stmt
         .query_map(params![limit as i64], row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -169,14 +202,22 @@ pub fn mark_failed(
          status = CASE WHEN ?4 THEN 'dead' ELSE status END WHERE id = ?1",
         params![id, error, retry_at_ms, give_up],
     )?;
+    if conn.dialect() == Dialect::Postgres {
+        // Free for any dispatcher at `retry_at_ms`, not only when the lease runs out.
+        conn.execute(
+            "UPDATE outbox SET lease_until_ts_ms = NULL WHERE id = ?1",
+            [id],
+        )?;
+    }
     Ok(())
 }
 
 /// Counts of rows by status: `(pending, delivered, dead)`.
 pub fn counts(conn: &Connection) -> Result<(u64, u64, u64)> {
     Ok(conn.query_row(
-        "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'delivered'), 0),
-                COALESCE(SUM(status = 'dead'), 0) FROM outbox",
+        "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status = 'delivered' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status = 'dead' THEN 1 ELSE 0 END), 0) FROM outbox",
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?)

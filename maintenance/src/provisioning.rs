@@ -6,7 +6,7 @@
 //! entries, in the same transaction. Passwords are never stored here: the broker keeps
 //! only a salted hash, and the import hands the clear text out once.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Principal;
@@ -166,7 +166,7 @@ impl Engine {
             tx.execute(
                 "INSERT INTO broker_clients (device_id, username, rolename, provisioned_ts_ms, revoked_ts_ms)
                  VALUES (?1, ?1, ?2, ?3, ?3)
-                 ON CONFLICT(device_id) DO UPDATE SET revoked_ts_ms = COALESCE(revoked_ts_ms, ?3)",
+                 ON CONFLICT(device_id) DO UPDATE SET revoked_ts_ms = COALESCE(broker_clients.revoked_ts_ms, ?3)",
                 params![device_id, rolename, now_ms],
             )?;
             audit(
@@ -187,11 +187,10 @@ mod tests {
     use crate::access::Role;
 
     fn engine() -> Engine {
-        Engine::in_memory(crate::EngineConfig {
+        crate::engine::test_engine(crate::EngineConfig {
             policy: crate::Policy::default(),
             ticket_webhooks: Vec::new(),
         })
-        .expect("engine")
     }
 
     fn admin() -> Principal {

@@ -3,8 +3,8 @@
 //! The types double as the API's request and response bodies; [`Home::validate`] and
 //! [`Device::validate`] are the edge checks.
 
+use crate::store::{params, Connection, OptionalExtension};
 use protocol::message::{CartridgeKind, Model};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -284,9 +284,12 @@ impl Technician {
     }
 }
 
-fn enum_parse<T: for<'de> Deserialize<'de>>(s: String) -> rusqlite::Result<T> {
+fn enum_parse<T: for<'de> Deserialize<'de>>(s: String) -> crate::store::Result<T> {
     serde_json::from_value(serde_json::Value::String(s)).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        crate::store::StoreError::Conversion {
+            column: 0,
+            reason: e.to_string(),
+        }
     })
 }
 
@@ -318,7 +321,7 @@ pub fn put_home(conn: &Connection, h: &Home) -> Result<()> {
     Ok(())
 }
 
-fn home_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Home> {
+fn home_row(r: &crate::store::Row<'_>) -> crate::store::Result<Home> {
     let lang: String = r.get(4)?;
     let channels: String = r.get(8)?;
     Ok(Home {
@@ -360,10 +363,10 @@ pub fn list_homes(conn: &Connection, page: crate::page::Page) -> Result<crate::p
     ))?;
     let rows = stmt
         .query_map(
-            rusqlite::params![page.sql_limit(), page.sql_offset()],
+            crate::params![page.sql_limit(), page.sql_offset()],
             home_row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(page.finish(rows))
 }
 
@@ -404,7 +407,7 @@ pub fn put_device(conn: &Connection, d: &Device) -> Result<()> {
     Ok(())
 }
 
-fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+fn device_row(r: &crate::store::Row<'_>) -> crate::store::Result<Device> {
     Ok(Device {
         id: r.get(0)?,
         home_id: r.get(1)?,
@@ -430,7 +433,7 @@ fn with_cartridges(conn: &Connection, mut d: Device) -> Result<Device> {
                 replacements: r.get(5)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(d)
 }
 
@@ -450,11 +453,11 @@ pub fn get_device(conn: &Connection, id: &str) -> Result<Option<Device>> {
 pub fn list_devices(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Device>> {
     let mut stmt = conn.prepare(
         "SELECT id, home_id, model, installed_ts_ms FROM devices
-         WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id",
+         WHERE CAST(?1 AS TEXT) IS NULL OR home_id = ?1 ORDER BY id",
     )?;
     let devices = stmt
         .query_map([home_id], device_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     devices
         .into_iter()
         .map(|d| with_cartridges(conn, d))
@@ -465,8 +468,13 @@ pub fn list_devices(conn: &Connection, home_id: Option<&str>) -> Result<Vec<Devi
 /// ratings, the largest row id): it changes whenever a rating is added, changed or removed,
 /// so a reader can skip [`cartridge_ratings`] while it stays the same.
 pub fn cartridge_ratings_fingerprint(conn: &Connection) -> Result<(i64, i64, i64)> {
+    // The newest row: SQLite's rowid; PostgreSQL's row version (`xmin`, new at every write).
+    let newest = match conn.dialect() {
+        crate::store::Dialect::Sqlite => "rowid",
+        crate::store::Dialect::Postgres => "xmin::text::bigint",
+    };
     Ok(conn.query_row(
-        "SELECT count(*), coalesce(sum(rated_litres * (slot + 1)), 0), coalesce(max(rowid), 0) FROM cartridges",
+        &format!("SELECT count(*), coalesce(sum(rated_litres * (slot + 1)), 0), coalesce(max({newest}), 0) FROM cartridges"),
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?)
@@ -478,7 +486,7 @@ pub fn cartridge_ratings(conn: &Connection) -> Result<Vec<(String, u8, u32)>> {
         .prepare("SELECT device_id, slot, rated_litres FROM cartridges ORDER BY device_id, slot")?;
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -501,18 +509,15 @@ pub fn list_technicians(
         "SELECT id, name, region, skills FROM technicians ORDER BY id LIMIT ?1 OFFSET ?2",
     )?;
     let rows = stmt
-        .query_map(
-            rusqlite::params![page.sql_limit(), page.sql_offset()],
-            |r| {
-                let skills: String = r.get(3)?;
-                Ok(Technician {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    region: r.get(2)?,
-                    skills: serde_json::from_str(&skills).unwrap_or_default(),
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map(crate::params![page.sql_limit(), page.sql_offset()], |r| {
+            let skills: String = r.get(3)?;
+            Ok(Technician {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                region: r.get(2)?,
+                skills: serde_json::from_str(&skills).unwrap_or_default(),
+            })
+        })?
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(page.finish(rows))
 }

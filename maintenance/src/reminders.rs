@@ -6,8 +6,8 @@
 //! again), mark it done (`done`, or `awaiting_confirmation` for a filter until the
 //! cartridge counter resets), or book a visit (`booked`).
 
+use crate::store::{params, Connection, OptionalExtension, Transaction};
 use chrono::{Duration, NaiveTime, TimeZone, Timelike};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -58,7 +58,7 @@ pub struct Reminder {
 const COLS: &str = "id, home_id, device_id, kind, fault_key, template, vars, urgent, status,
     created_ts_ms, send_at_ts_ms, sent_ts_ms, done_ts_ms, ticket_id";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reminder> {
+fn row(r: &crate::store::Row<'_>) -> crate::store::Result<Reminder> {
     let template: String = r.get(5)?;
     let vars: String = r.get(6)?;
     Ok(Reminder {
@@ -117,14 +117,14 @@ pub fn list_page(
     page: crate::page::Page,
 ) -> Result<crate::page::Paged<Reminder>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM reminders WHERE ?1 IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
+        "SELECT {COLS} FROM reminders WHERE CAST(?1 AS TEXT) IS NULL OR home_id = ?1 ORDER BY id DESC LIMIT ?2 OFFSET ?3"
     ))?;
     let rows = stmt
         .query_map(
-            rusqlite::params![home_id, page.sql_limit(), page.sql_offset()],
+            crate::params![home_id, page.sql_limit(), page.sql_offset()],
             row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(page.finish(rows))
 }
 
@@ -150,25 +150,29 @@ pub(crate) fn schedule(
     now_ms: i64,
 ) -> Result<Option<i64>> {
     let template = serde_json::to_value(r.template)?;
-    let n = tx.execute(
-        "INSERT OR IGNORE INTO reminders (home_id, device_id, kind, fault_key, template, vars, urgent,
+    let id: Option<i64> = tx
+        .query_row(
+            "INSERT INTO reminders (home_id, device_id, kind, fault_key, template, vars, urgent,
             status, dedup_key, created_ts_ms, send_at_ts_ms, ticket_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'scheduled', ?8, ?9, ?10, ?11)",
-        params![
-            r.home_id,
-            r.device_id,
-            r.kind,
-            r.fault_key,
-            template.as_str().unwrap_or_default(),
-            r.vars.to_string(),
-            r.urgent,
-            r.dedup_key,
-            now_ms,
-            r.send_at_ts_ms,
-            r.ticket_id
-        ],
-    )?;
-    Ok((n == 1).then(|| tx.last_insert_rowid()))
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'scheduled', ?8, ?9, ?10, ?11)
+         ON CONFLICT DO NOTHING RETURNING id",
+            params![
+                r.home_id,
+                r.device_id,
+                r.kind,
+                r.fault_key,
+                template.as_str().unwrap_or_default(),
+                r.vars.to_string(),
+                r.urgent,
+                r.dedup_key,
+                now_ms,
+                r.send_at_ts_ms,
+                r.ticket_id
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id)
 }
 
 /// If `now_ms` falls in the home's quiet hours, the UTC ms at which they end.

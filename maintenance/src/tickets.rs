@@ -6,7 +6,7 @@
 //! attach evidence. Every function here takes the caller's connection or transaction;
 //! the engine decides the transaction boundaries.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -127,7 +127,7 @@ const COLS: &str = "id, device_id, home_id, kind, fault_key, priority, skill, so
     began_ts_ms, opened_ts_ms, deadline_ts_ms, ack_ts_ms, resolved_ts_ms, closed_ts_ms, assignee,
     escalation_level, breached, reopen_count, linked_ticket_id, recurred, visit_address, satisfaction";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+fn row(r: &crate::store::Row<'_>) -> crate::store::Result<Ticket> {
     let priority: String = r.get(5)?;
     let status: String = r.get(8)?;
     Ok(Ticket {
@@ -237,8 +237,9 @@ pub fn list_page(
     page: crate::page::Page,
 ) -> Result<crate::page::Paged<Ticket>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM tickets WHERE (?1 IS NULL OR home_id = ?1) AND (?2 IS NULL OR assignee = ?2)
-         AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR device_id = ?4) ORDER BY id DESC LIMIT ?5 OFFSET ?6"
+        "SELECT {COLS} FROM tickets WHERE (CAST(?1 AS TEXT) IS NULL OR home_id = ?1)
+         AND (CAST(?2 AS TEXT) IS NULL OR assignee = ?2)
+         AND (CAST(?3 AS TEXT) IS NULL OR status = ?3) AND (CAST(?4 AS TEXT) IS NULL OR device_id = ?4) ORDER BY id DESC LIMIT ?5 OFFSET ?6"
     ))?;
     let rows = stmt
         .query_map(
@@ -252,7 +253,7 @@ pub fn list_page(
             ],
             row,
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(page.finish(rows))
 }
 
@@ -270,7 +271,7 @@ pub fn evidence(conn: &Connection, id: i64) -> Result<Vec<(i64, String, serde_js
                 serde_json::from_str(&e).unwrap_or(serde_json::Value::Null),
             ))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -291,10 +292,10 @@ pub(crate) struct NewTicket<'a> {
 
 /// Inserts an open ticket and its history line.
 pub(crate) fn insert(tx: &Transaction<'_>, t: &NewTicket<'_>, now_ms: i64) -> Result<i64> {
-    tx.execute(
+    let id: i64 = tx.query_row(
         "INSERT INTO tickets (device_id, home_id, kind, fault_key, priority, skill, source, status,
             began_ts_ms, opened_ts_ms, deadline_ts_ms, linked_ticket_id, visit_address)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11, ?12) RETURNING id",
         params![
             t.device_id,
             t.home_id,
@@ -309,8 +310,8 @@ pub(crate) fn insert(tx: &Transaction<'_>, t: &NewTicket<'_>, now_ms: i64) -> Re
             t.linked_ticket_id,
             t.visit_address
         ],
+        |r| r.get(0),
     )?;
-    let id = tx.last_insert_rowid();
     history(
         tx,
         id,
@@ -433,7 +434,7 @@ pub(crate) fn transition(
         TicketStatus::Resolved => {
             tx.execute(
                 "UPDATE tickets SET resolved_ts_ms = ?2, followup_due_ts_ms = ?3,
-                 breached = breached OR ?2 > deadline_ts_ms WHERE id = ?1",
+                 breached = CASE WHEN breached != 0 OR ?2 > deadline_ts_ms THEN 1 ELSE 0 END WHERE id = ?1",
                 params![id, now_ms, now_ms + policy.followup_ms],
             )?;
         }
@@ -498,12 +499,15 @@ pub(crate) fn assign(
         }
         None => tx
             .query_row(
-                "SELECT t.id FROM technicians t, homes h
-                 WHERE h.id = ?1 AND t.region = h.region
-                   AND EXISTS (SELECT 1 FROM json_each(t.skills) WHERE value = ?2)
-                 ORDER BY (SELECT COUNT(*) FROM tickets k WHERE k.assignee = t.id
-                           AND k.status IN ('open', 'assigned', 'in_progress')), t.id
-                 LIMIT 1",
+                &format!(
+                    "SELECT t.id FROM technicians t, homes h
+                     WHERE h.id = ?1 AND t.region = h.region
+                       AND EXISTS (SELECT 1 FROM {} WHERE value = ?2)
+                     ORDER BY (SELECT COUNT(*) FROM tickets k WHERE k.assignee = t.id
+                               AND k.status IN ('open', 'assigned', 'in_progress')), t.id
+                     LIMIT 1",
+                    tx.dialect().json_array_elements("t.skills")
+                ),
                 params![t.home_id, t.skill],
                 |r| r.get(0),
             )
@@ -577,8 +581,9 @@ pub fn kpi(conn: &Connection, policy: &Policy, from_ms: i64, to_ms: i64) -> Resu
         u64,
     ) = conn.query_row(
         "SELECT COUNT(*), AVG(ack_ts_ms - opened_ts_ms), AVG(resolved_ts_ms - opened_ts_ms),
-                COALESCE(SUM(resolved_ts_ms IS NOT NULL OR status = 'closed'), 0),
-                COALESCE(SUM((resolved_ts_ms IS NOT NULL OR status = 'closed') AND reopen_count = 0 AND recurred = 0), 0),
+                COALESCE(SUM(CASE WHEN resolved_ts_ms IS NOT NULL OR status = 'closed' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN (resolved_ts_ms IS NOT NULL OR status = 'closed') AND reopen_count = 0
+                                   AND recurred = 0 THEN 1 ELSE 0 END), 0),
                 COALESCE(SUM(breached), 0)
          FROM tickets WHERE opened_ts_ms >= ?1 AND opened_ts_ms < ?2 AND status != 'cancelled'",
         params![from_ms, to_ms],
@@ -624,7 +629,7 @@ pub fn backlog_by_priority(conn: &Connection, now_ms: i64) -> Result<Vec<(Priori
     .map(|p| (p, 0, 0))
     .collect();
     let mut stmt = conn.prepare(
-        "SELECT priority, COUNT(*), COALESCE(SUM(deadline_ts_ms < ?1), 0) FROM tickets
+        "SELECT priority, COUNT(*), COALESCE(SUM(CASE WHEN deadline_ts_ms < ?1 THEN 1 ELSE 0 END), 0) FROM tickets
          WHERE status IN ('open', 'assigned', 'in_progress') GROUP BY priority",
     )?;
     let rows = stmt.query_map(params![now_ms], |r| {

@@ -7,7 +7,7 @@
 //! find the owner. When the device is registered later ([`claim`]), its tickets move to the
 //! home and the queue entry is marked claimed.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use crate::store::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -71,8 +71,8 @@ pub(crate) fn record(
     tx.execute(
         "INSERT INTO unclaimed_devices (device_id, first_ts_ms, last_ts_ms, findings, critical, last_kind)
          VALUES (?1, ?2, ?2, 1, ?3, ?4)
-         ON CONFLICT(device_id) DO UPDATE SET last_ts_ms = ?2, findings = findings + 1,
-             critical = critical + ?3, last_kind = ?4, claimed_ts_ms = NULL, home_id = NULL",
+         ON CONFLICT(device_id) DO UPDATE SET last_ts_ms = ?2, findings = unclaimed_devices.findings + 1,
+             critical = unclaimed_devices.critical + ?3, last_kind = ?4, claimed_ts_ms = NULL, home_id = NULL",
         params![f.device_id, now_ms, critical, f.kind.policy_key()],
     )?;
     tx.execute(
@@ -112,10 +112,9 @@ pub(crate) fn claim(
     let ids: Vec<i64> = {
         let mut stmt =
             tx.prepare("SELECT id FROM tickets WHERE device_id = ?1 AND home_id = ?2 ORDER BY id")?;
-        let ids = stmt
-            .query_map(params![device_id, NO_HOME], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        ids
+
+        stmt.query_map(params![device_id, NO_HOME], |r| r.get(0))?
+            .collect::<crate::store::Result<Vec<_>>>()?
     };
     for id in &ids {
         tx.execute(
@@ -201,20 +200,19 @@ pub fn queue(conn: &Connection, limit: usize) -> Result<Queue> {
              FROM unclaimed_devices u WHERE u.claimed_ts_ms IS NULL
              ORDER BY u.critical > 0 DESC, u.last_ts_ms DESC, u.device_id LIMIT ?1",
         )?;
-        let rows = stmt
-            .query_map([limit], |r| {
-                Ok(UnclaimedDevice {
-                    device_id: r.get(0)?,
-                    first_ts_ms: r.get(1)?,
-                    last_ts_ms: r.get(2)?,
-                    findings: r.get::<_, i64>(3)?.max(0) as u64,
-                    critical: r.get::<_, i64>(4)?.max(0) as u64,
-                    last_kind: r.get(5)?,
-                    ticket_id: r.get(6)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+
+        stmt.query_map([limit], |r| {
+            Ok(UnclaimedDevice {
+                device_id: r.get(0)?,
+                first_ts_ms: r.get(1)?,
+                last_ts_ms: r.get(2)?,
+                findings: r.get::<_, i64>(3)?.max(0) as u64,
+                critical: r.get::<_, i64>(4)?.max(0) as u64,
+                last_kind: r.get(5)?,
+                ticket_id: r.get(6)?,
+            })
+        })?
+        .collect::<crate::store::Result<Vec<_>>>()?
     };
     let (device_count, finding_count): (i64, i64) = conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(findings), 0) FROM unclaimed_devices WHERE claimed_ts_ms IS NULL",
@@ -232,23 +230,22 @@ pub fn queue(conn: &Connection, limit: usize) -> Result<Queue> {
              FROM unclaimed_findings f JOIN unclaimed_devices u ON u.device_id = f.device_id
              WHERE u.claimed_ts_ms IS NULL ORDER BY f.id DESC LIMIT ?1",
         )?;
-        let rows = stmt
-            .query_map([limit], |r| {
-                let e: String = r.get(7)?;
-                Ok(UnclaimedFinding {
-                    id: r.get(0)?,
-                    device_id: r.get(1)?,
-                    ts_ms: r.get(2)?,
-                    kind: r.get(3)?,
-                    severity: r.get(4)?,
-                    state: r.get(5)?,
-                    began_ts_ms: r.get(6)?,
-                    evidence: serde_json::from_str(&e).unwrap_or(serde_json::Value::Null),
-                    ticket_id: r.get(8)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows
+
+        stmt.query_map([limit], |r| {
+            let e: String = r.get(7)?;
+            Ok(UnclaimedFinding {
+                id: r.get(0)?,
+                device_id: r.get(1)?,
+                ts_ms: r.get(2)?,
+                kind: r.get(3)?,
+                severity: r.get(4)?,
+                state: r.get(5)?,
+                began_ts_ms: r.get(6)?,
+                evidence: serde_json::from_str(&e).unwrap_or(serde_json::Value::Null),
+                ticket_id: r.get(8)?,
+            })
+        })?
+        .collect::<crate::store::Result<Vec<_>>>()?
     };
     Ok(Queue {
         devices,
@@ -278,7 +275,7 @@ pub(crate) fn active_ticket(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Engine, EngineConfig, TicketEffect};
+    use crate::engine::{EngineConfig, TicketEffect};
     use crate::registry::{Channel, Device, Home, Owner};
     use protocol::message::Model;
 
@@ -301,7 +298,7 @@ mod tests {
     #[test]
     fn an_unregistered_device_is_queued_and_its_leak_opens_a_ticket_without_a_contact_until_claimed(
     ) {
-        let e = Engine::in_memory(EngineConfig::default()).unwrap();
+        let e = crate::engine::test_engine(EngineConfig::default());
         let leak = finding(
             "toilet-0042",
             FindingKind::Leak,
@@ -402,7 +399,7 @@ mod tests {
 
     #[test]
     fn the_findings_kept_are_bounded_but_the_counts_are_not() {
-        let e = Engine::in_memory(EngineConfig::default()).unwrap();
+        let e = crate::engine::test_engine(EngineConfig::default());
         let f = finding(
             "shower-0001",
             FindingKind::AbnormalUsage {

@@ -364,7 +364,7 @@ fn notes(e: &Engine, tid: i64) -> Vec<String> {
         )?;
         let rows = stmt
             .query_map([tid], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
+            .collect::<maintenance::store::Result<Vec<String>>>()?;
         Ok(rows)
     })
     .expect("history")

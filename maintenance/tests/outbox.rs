@@ -101,7 +101,7 @@ fn engine_to(base: &str, path: Option<&std::path::Path>) -> Arc<Engine> {
     };
     let e = match path {
         Some(p) => Engine::open(p, cfg),
-        None => Engine::in_memory(cfg),
+        None => Ok(common::new_engine(cfg)),
     }
     .expect("engine");
     Arc::new(e)

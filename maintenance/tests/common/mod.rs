@@ -42,13 +42,55 @@ pub fn home(id: &str, region: &str, phone: &str) -> Home {
 }
 
 pub fn engine_with(policy: Policy) -> Engine {
-    let e = Engine::in_memory(EngineConfig {
+    let e = new_engine(EngineConfig {
         policy,
         ticket_webhooks: vec![WEBHOOK.into()],
-    })
-    .expect("engine");
+    });
     populate(&e);
     e
+}
+
+/// The environment variable naming a PostgreSQL server (a URL with rights to create
+/// databases) on which to run these tests instead of SQLite: each engine gets a new database.
+pub const POSTGRES_ENV: &str = "MAINTENANCE_TEST_POSTGRES";
+
+/// A new, empty engine: SQLite in memory, or a new database on the PostgreSQL server
+/// named by [`POSTGRES_ENV`] when it is set (`tests/tests/maintenance_postgres.rs` runs the
+/// suite so).
+pub fn new_engine(cfg: EngineConfig) -> Engine {
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.is_empty() => {
+            Engine::open_postgres(&fresh_postgres_database(&url), cfg).expect("engine on postgres")
+        }
+        _ => Engine::in_memory(cfg).expect("engine"),
+    }
+}
+
+/// Creates a database with a new name on the server at `admin_url`; its URL.
+pub fn fresh_postgres_database(admin_url: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let name = format!(
+        "maint_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        nanos
+    );
+    let admin = maintenance::store::Connection::from_postgres(
+        maintenance::store::postgres::Session::connect(admin_url)
+            .expect("postgres admin connection"),
+    );
+    admin
+        .execute_batch(&format!("CREATE DATABASE {name}"))
+        .expect("create database");
+    let (server, _) = admin_url
+        .rsplit_once('/')
+        .expect("a URL ending in /database");
+    format!("{server}/{name}")
 }
 
 pub fn engine() -> Engine {
