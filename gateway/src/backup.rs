@@ -95,7 +95,8 @@ fn databases(config: &Config) -> Vec<(&'static str, PathBuf)> {
         dbs.push(("telemetry.db", config.data_dir.join("telemetry.db")));
     }
     dbs.push(("state.db", config.data_dir.join("state.db")));
-    if let Some(m) = &config.maintenance {
+    // Clustered, the maintenance engine is in PostgreSQL: back it up with `pg_dump`.
+    if let (Some(m), None) = (&config.maintenance, &config.cluster) {
         dbs.push(("maintenance.db", m.db_path.clone()));
     }
     dbs

@@ -173,30 +173,21 @@ pub async fn serve(
     listener::serve(listener, app, max_connections, metrics, shutdown).await;
 }
 
-/// Opens the token store: the maintenance database (`[maintenance] db_path`, by default
-/// `{data_dir}/maintenance.db`). Without `[maintenance]` only its tokens and audit tables
-/// are used, so enabling the engine later keeps the tokens.
+/// Opens the token store: the maintenance database ([`crate::open_maintenance`]: the cluster's
+/// PostgreSQL database in clustered mode; otherwise `[maintenance] db_path`, by default
+/// `{data_dir}/maintenance.db`). Without `[maintenance]` only its tokens and audit tables are
+/// used, so enabling the engine later keeps the tokens.
 pub fn open_token_store(
     config: &crate::config::Config,
 ) -> Result<maintenance::Engine, maintenance::Error> {
-    match &config.maintenance {
-        Some(m) => maintenance::Engine::open(&m.db_path, m.engine.clone()),
-        None => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-                maintenance::Error::Config(format!(
-                    "cannot create the data directory {}: {e}",
-                    config.data_dir.display()
-                ))
-            })?;
-            maintenance::Engine::open(
-                config.data_dir.join("maintenance.db"),
-                maintenance::EngineConfig {
-                    policy: maintenance::Policy::default(),
-                    ticket_webhooks: Vec::new(),
-                },
-            )
-        }
-    }
+    let engine = match &config.maintenance {
+        Some(m) => m.engine.clone(),
+        None => maintenance::EngineConfig {
+            policy: maintenance::Policy::default(),
+            ticket_webhooks: Vec::new(),
+        },
+    };
+    crate::open_maintenance(config, engine)
 }
 
 /// Lets the request through if it carries a token of an operator role (admin, agent,

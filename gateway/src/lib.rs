@@ -20,6 +20,10 @@
 //! - [`commands`]: remote commands — the dispatcher publishing the engine's queued commands
 //!   on `fixtures/{id}/cmd`, and the devices' answers on `fixtures/{id}/result` (ingested).
 //!
+//! - In clustered mode the maintenance engine (tickets, reminders, registry, tokens, audit,
+//!   outbox) lives in the cluster's PostgreSQL database, shared by every instance
+//!   ([`open_maintenance`]).
+//!
 //! [`run`] wires them together and returns when `shutdown` resolves.
 
 pub mod analysis;
@@ -130,6 +134,39 @@ async fn open_store(config: &Config) -> Result<TelemetryStore, RunError> {
     })
 }
 
+/// Opens the maintenance engine where this configuration keeps it: single-node, the SQLite
+/// file `[maintenance] db_path` (by default `{data_dir}/maintenance.db`); clustered, the
+/// cluster's PostgreSQL database, so every instance sees the same tickets, registry, tokens
+/// and outbox (a device's ticket stays one ticket when its partition moves, and any number
+/// of instances dispatch the outbox, each message once).
+pub fn open_maintenance(
+    config: &Config,
+    engine: maintenance::EngineConfig,
+) -> Result<maintenance::Engine, maintenance::Error> {
+    match (&config.cluster, &config.maintenance) {
+        (Some(cluster), _) => maintenance::Engine::open_postgres(&cluster.postgres_url, engine),
+        (None, Some(m)) => maintenance::Engine::open(&m.db_path, engine),
+        (None, None) => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+                maintenance::Error::Config(format!(
+                    "cannot create the data directory {}: {e}",
+                    config.data_dir.display()
+                ))
+            })?;
+            maintenance::Engine::open(config.data_dir.join("maintenance.db"), engine)
+        }
+    }
+}
+
+/// Where [`open_maintenance`] keeps the engine, for logs (no password).
+fn maintenance_location(config: &Config) -> String {
+    match (&config.cluster, &config.maintenance) {
+        (Some(_), _) => "the cluster's PostgreSQL database".into(),
+        (None, Some(m)) => m.db_path.display().to_string(),
+        (None, None) => config.data_dir.join("maintenance.db").display().to_string(),
+    }
+}
+
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -183,7 +220,7 @@ pub async fn run(
     let maintenance = match &config.maintenance {
         None => None,
         Some(m) => {
-            let engine = Arc::new(maintenance::Engine::open(&m.db_path, m.engine.clone())?);
+            let engine = Arc::new(open_maintenance(&config, m.engine.clone())?);
             let dispatcher = maintenance::Dispatcher::new(Arc::clone(&engine), m.delivery.clone())?;
             let until = |mut rx: watch::Receiver<bool>| async move {
                 let _ = rx.changed().await;
@@ -200,7 +237,7 @@ pub async fn run(
                 m.tick_interval,
                 shutdown_rx.clone(),
             ));
-            tracing::info!(db = %m.db_path.display(), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
+            tracing::info!(db = %maintenance_location(&config), "Maintenance engine started: tickets and reminders from device faults; API under /api.");
             #[cfg(feature = "demo")]
             if let (true, Some(http)) = (options.demo_fixtures > 0, config.http_listen) {
                 demo::register(

@@ -47,6 +47,8 @@ pub struct Ops {
     client_id: String,
     telemetry_db: Option<PathBuf>,
     maintenance_db: Option<PathBuf>,
+    /// Whether `[maintenance]` is on (its failed device reports make the instance unready).
+    maintenance_on: bool,
     reasons: Mutex<Vec<String>>,
     checked: AtomicBool,
     gap_bursts: AtomicU64,
@@ -97,7 +99,13 @@ impl Ops {
             client_id: config.mqtt.client_id.clone(),
             telemetry_db: matches!(config.store, StoreConfig::Sqlite(_))
                 .then(|| config.data_dir.join("telemetry.db")),
-            maintenance_db: config.maintenance.as_ref().map(|m| m.db_path.clone()),
+            maintenance_on: config.maintenance.is_some(),
+            // Clustered, the engine is in PostgreSQL, which the lease loop watches.
+            maintenance_db: config
+                .maintenance
+                .as_ref()
+                .filter(|_| config.cluster.is_none())
+                .map(|m| m.db_path.clone()),
             reasons: Mutex::new(vec!["starting: first readiness check not done".into()]),
             checked: AtomicBool::new(false),
             gap_bursts: AtomicU64::new(0),
@@ -278,6 +286,8 @@ impl Ops {
                 Ok(Err(e)) => reasons.push(format!("maintenance database: {e}")),
                 Err(e) => reasons.push(format!("maintenance database: {e}")),
             }
+        }
+        if self.maintenance_on {
             let errs = m.maintenance_errors.load(Relaxed);
             if errs > seen.maintenance_errors {
                 reasons.push(format!(

@@ -32,6 +32,7 @@ use protocol::topic::{Channel, Topic};
 pub mod dynsec;
 pub mod registry;
 pub mod smtp;
+pub mod webhook;
 pub use smtp::SmtpServer;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).

@@ -40,6 +40,12 @@ pub fn register_devices(db: &Path, devices: &[(String, Model)]) -> Result<String
             ticket_webhooks: Vec::new(),
         },
     )?;
+    register_in(&engine, devices)
+}
+
+/// As [`register_devices`], in the maintenance database of `engine` (e.g. a clustered
+/// gateway's PostgreSQL database).
+pub fn register_in(engine: &maintenance::Engine, devices: &[(String, Model)]) -> Result<String> {
     let skills = ["plumbing", "electrical", "filter"]
         .map(String::from)
         .to_vec();
