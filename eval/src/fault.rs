@@ -41,9 +41,10 @@
 //! home: the simulator skips every use) and `main_board` windows without a usage
 //! session (the firmware finds failing storage only when it saves, after a session).
 //! On firmware that raises no fault codes (the `silent_firmware` variant), faults only
-//! the device can see (`valve_stuck`, `sensor_dropout`, `main_board`) are left out of
-//! recall too; false findings there still count. A failed or wearing heater is not
-//! among them: the analytics judge it from `water_temp_c` and `heater_wh`.
+//! the device can see (`sensor_dropout`, `main_board`) are left out of recall too; false
+//! findings there still count. A failed or wearing heater is not among them: the
+//! analytics judge it from `water_temp_c` and `heater_wh`; nor is a stuck valve: its
+//! water runs on in the counter after the wash (`analytics::rules::valve`).
 //! An episode still active when a window starts (a disuse that began while
 //! the household was away and went on as an injected `unused`) detects it at once.
 
@@ -524,16 +525,12 @@ pub fn run_configs(
                         // Guests in an empty home use nothing, and a main board that is never
                         // asked to save never notices: no effect to detect.
                         // Firmware that raises no codes hides what only the device sees
-                        // (its storage, a sensor that stops answering, its valve): recall is
-                        // not asked there, precision still is. The heater is judged from
-                        // its temperature and energy (`analytics::rules::heater`).
+                        // (its storage, a sensor that stops answering): recall is not
+                        // asked there, precision still is. The heater is judged from its
+                        // temperature and energy (`analytics::rules::heater`), a stuck
+                        // valve from the water running on (`analytics::rules::valve`).
                         let silent_fw = silent_firmware.contains(&device)
-                            && matches!(
-                                kind,
-                                FaultKind::ValveStuck
-                                    | FaultKind::SensorDropout
-                                    | FaultKind::MainBoard
-                            );
+                            && matches!(kind, FaultKind::SensorDropout | FaultKind::MainBoard);
                         let no_effect = silent_fw
                             || match kind {
                                 FaultKind::HighUsage => away_overlaps(&device, start_ms, end),

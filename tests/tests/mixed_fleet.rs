@@ -93,13 +93,11 @@ fn injections(drawn: &BTreeMap<String, BTreeSet<String>>) -> (Vec<Injection>, Ve
     };
     let mut taken = BTreeSet::new();
     let mut pick = |family: &str, model: Option<Model>| {
-        // Silent firmware only where it is the confounder under test: a stuck valve on a
-        // silent toilet that also runs a cleaning programme went unfound (open on issue 11).
+        // Whatever else the device drew, silent firmware included: the stuck valve lands
+        // on a silent toilet that also runs a cleaning programme (issue 11), found from
+        // the water that ran on after the wash.
         let idx = (0..DEVICES).find(|&i| {
-            has(i, family)
-                && (family == "silent_firmware" || !has(i, "silent_firmware"))
-                && model.is_none_or(|m| model_of(i) == m)
-                && !taken.contains(&(i / 3))
+            has(i, family) && model.is_none_or(|m| model_of(i) == m) && !taken.contains(&(i / 3))
         });
         let idx = idx.unwrap_or_else(|| panic!("no device drew {family} ({model:?}): {drawn:?}"));
         taken.insert(idx / 3);
@@ -245,6 +243,20 @@ fn a_mixed_variant_fleet_yields_the_injected_findings_and_none_for_the_confounde
             _ => None,
         })
         .collect();
+    // Issue 11: the stuck valve is on firmware that raises no fault codes, on a toilet
+    // that also runs a cleaning programme.
+    let stuck: Vec<&str> = faults
+        .iter()
+        .filter(|f| f.1 == FaultKind::ValveStuck)
+        .map(|f| f.0.as_str())
+        .collect();
+    assert!(
+        stuck.iter().all(|d| drawn
+            .get(*d)
+            .is_some_and(|v| { v.contains("silent_firmware") && v.contains("cleaning") }))
+            && !stuck.is_empty(),
+        "stuck valve on {stuck:?}: {drawn:?}"
+    );
     let faulty: BTreeSet<&str> = faults.iter().map(|f| f.0.as_str()).collect();
     // Every confounder family is present on a device with no fault, to stay quiet.
     let quiet_families: BTreeSet<&str> = drawn
@@ -417,8 +429,9 @@ fn a_mixed_variant_fleet_yields_the_injected_findings_and_none_for_the_confounde
         ));
     }
 
+    let injected: Vec<(&str, FaultKind)> = faults.iter().map(|f| (f.0.as_str(), f.1)).collect();
     eprintln!(
-        "{} messages, {} tickets, {} reminders, {} faults; variants: {drawn:?}",
+        "{} messages, {} tickets, {} reminders, {} faults {injected:?}; variants: {drawn:?}",
         total,
         tickets.len(),
         reminders.len(),

@@ -10,7 +10,7 @@
 //! | finding | from the device | from the analytics |
 //! |---|---|---|
 //! | [`FindingKind::Leak`] | `leak` | [`leak`]: metered water no session explains, over hours (lower envelope of the water balance, any telemetry cadence) |
-//! | [`FindingKind::LongWash`] | `valve_stuck` | [`long_session`]: wash/flush longer than the device's median + k·σ (MAD) |
+//! | [`FindingKind::LongWash`] | `valve_stuck` | [`long_session`]: wash/flush longer than the device's median + k·σ (MAD); [`valve`]: water running on (≥ 100 ml/min) after a toilet's session, no session explaining it |
 //! | [`FindingKind::HeaterFault`] | `heater_failure`, `heater_over_temp` | [`heater`]: heater energy going in while the tank stays hours below the device's learnt level |
 //! | [`FindingKind::MainBoardFault`] | `main_board` | |
 //! | [`FindingKind::SensorFault`] | `sensor_error` | [`drift`]: both ends of a shower's temperature range moving the same way (several users) |
@@ -48,6 +48,7 @@ pub mod long_session;
 pub mod pressure;
 pub mod stats;
 pub mod usage;
+pub mod valve;
 
 #[cfg(test)]
 mod tests;
@@ -72,6 +73,7 @@ use long_session::LongSessions;
 use pressure::PressureWatch;
 use stats::SampleWindow;
 use usage::{DailyUsage, UsageJudgement};
+use valve::ValveWatch;
 
 /// Index of each finding kind's [`Latch`] in [`DeviceRules`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,6 +396,8 @@ struct ToiletState {
     /// Previous heater energy counter, Wh (snapshots hold it beside the model's part).
     #[serde(skip)]
     last_energy_wh: Maybe<u32>,
+    #[serde(default)]
+    valve: ValveWatch,
 }
 
 /// Flow trend and pressure (purifier, shower).
@@ -796,11 +800,14 @@ impl DeviceRules {
             Reading::Shower(r) => (r.water_ml, None, Some(r.pressure_kpa)),
         };
 
-        // Leak by flow balance (not while the device reports a stuck valve).
-        let stuck = self
+        // Leak by flow balance (not while a stuck valve explains the flow: the device's
+        // report, or water seen running on after a session).
+        let stuck_reported = self
             .latches
             .get(Slot::LongWash as usize)
             .has_device_source();
+        let stuck =
+            stuck_reported || matches!(&self.per_model, PerModel::Toilet(t) if t.valve.is_active());
         let previous_water_ml = self.last_water_ml.replace(water_ml);
         let previous = previous_ts.zip(previous_water_ml);
         let interval = self.report_interval_ms(cfg);
@@ -818,6 +825,35 @@ impl DeviceRules {
                 || json!({"source": "analytics", "rule": "flow_balance", "unexplained_ml_per_min": rate, "threshold_ml_per_min": threshold}),
                 out,
             );
+        }
+
+        // A valve that did not close (toilets): water running on after a session.
+        if let PerModel::Toilet(toilet) = &mut self.per_model {
+            let anchor_ts = toilet.valve.anchor_ts_ms();
+            // The device's own report explains the water: nothing to judge.
+            if let Some((present, run)) = toilet.valve.on_telemetry(
+                (ts, water_ml),
+                previous,
+                broken || stuck_reported,
+                cfg.max_telemetry_gap_ms,
+            ) {
+                let threshold = valve::RUNNING_ML_PER_MIN;
+                set_analytic(
+                    &mut self.latches,
+                    Slot::LongWash,
+                    present,
+                    anchor_ts.unwrap_or(ts),
+                    ts,
+                    || {
+                        if present {
+                            json!({"source": "analytics", "rule": "water_after_session", "unexplained_ml": run.unexplained_ml, "minutes": run.minutes, "ml_per_min": run.ml_per_min, "threshold_ml_per_min": threshold})
+                        } else {
+                            json!({"source": "analytics", "rule": "water_after_session", "stood_minutes": run.minutes})
+                        }
+                    },
+                    out,
+                );
+            }
         }
 
         // Daily totals.
@@ -960,6 +996,25 @@ impl DeviceRules {
     }
 
     fn on_session(&mut self, cfg: &RulesConfig, ts: i64, s: &Session, out: &mut Vec<Finding>) {
+        if matches!(
+            s.kind,
+            SessionKind::Wash | SessionKind::Flush | SessionKind::Cleaning
+        ) {
+            // The valve opened and closed again: water after it is judged afresh.
+            if let PerModel::Toilet(toilet) = &mut self.per_model {
+                if toilet.valve.on_water_session(s.water_ml) {
+                    set_analytic(
+                        &mut self.latches,
+                        Slot::LongWash,
+                        false,
+                        ts,
+                        ts,
+                        || json!({"source": "analytics", "rule": "water_after_session", "session": s.kind.as_str()}),
+                        out,
+                    );
+                }
+            }
+        }
         // A cleaning programme (contract v1.1) runs by itself: its water is accounted
         // for, but it is nobody's use and no wash or flush to judge.
         if s.kind == SessionKind::Cleaning {

@@ -420,6 +420,97 @@ fn a_stuck_valve_reported_by_the_device_is_not_also_learnt_as_a_long_wash() {
     );
 }
 
+/// A toilet's ordinary day from `from`: telemetry every 15 minutes, a wash and a flush
+/// every two hours, water also running by itself at `drip_ml_min` (0: none). Returns the
+/// findings and the time after the day.
+fn toilet_day(d: &mut Device, from: i64, drip_ml_min: u64) -> (Vec<Finding>, i64) {
+    let mut all = Vec::new();
+    let mut ts = from;
+    for q in 0..96 {
+        if q % 8 == 3 {
+            all.extend(d.session(SessionKind::Wash, ts + 2 * MIN, 35, 250));
+            all.extend(d.session(SessionKind::Flush, ts + 3 * MIN, 40, 5_000));
+        }
+        ts += 15 * MIN;
+        d.water_ml += drip_ml_min * 15;
+        all.extend(d.telemetry(ts));
+    }
+    (all, ts)
+}
+
+#[test]
+fn a_stuck_valve_on_firmware_without_fault_codes_is_found_from_the_water_running_on() {
+    // Issue 11 (toilet-0021): firmware that raises no fault codes, on a toilet with a
+    // weekly cleaning programme. The firmware ends the wash 30 s after it closed the valve
+    // (63 s, an ordinary length), sends no `valve_stuck`, and the wash valve runs on for
+    // 72 minutes at 8 ml/s: only the water counter shows it.
+    let mut d = Device::new(Model::Toilet);
+    let mut all = Vec::new();
+    let mut ts = T0;
+    for day in 0..4 {
+        if day == 2 {
+            all.extend(d.session(SessionKind::Cleaning, ts + MIN, 360, 18_000));
+        }
+        let (f, end) = toilet_day(&mut d, ts, 0);
+        all.extend(f);
+        ts = end;
+    }
+    assert!(all.is_empty(), "{all:?}");
+    all.extend(d.session(SessionKind::Wash, ts + MIN, 63, 3_100));
+    for _ in 0..5 {
+        ts += 15 * MIN;
+        d.water_ml += 480 * 15;
+        all.extend(d.telemetry(ts));
+    }
+    // The valve closes again; the next wash is an ordinary one.
+    for _ in 0..4 {
+        ts += 15 * MIN;
+        all.extend(d.telemetry(ts));
+    }
+    all.extend(d.session(SessionKind::Wash, ts + MIN, 35, 250));
+    assert_eq!(
+        edges(&all),
+        [
+            (FindingKind::LongWash, FindingState::Active),
+            (FindingKind::LongWash, FindingState::Cleared)
+        ],
+        "{all:?}"
+    );
+    assert_eq!(all[0].evidence["rule"], "water_after_session");
+    assert!(all[0].evidence["ml_per_min"].as_f64().unwrap() >= 400.0);
+}
+
+#[test]
+fn water_after_a_session_is_no_stuck_valve_when_it_is_a_session_still_running_or_a_drip() {
+    // Firmware that reports every 30 s while water runs: a 6-minute, 18 l cleaning
+    // programme is counted reading by reading before its session explains it.
+    let mut d = Device::new(Model::Toilet);
+    let (mut all, mut ts) = toilet_day(&mut d, T0, 0);
+    all.extend(d.session(SessionKind::Flush, ts + MIN, 40, 5_000));
+    ts += 5 * MIN;
+    all.extend(d.telemetry(ts));
+    // It starts 6 minutes after the reading that follows the flush, so it still runs
+    // 10 minutes after that reading.
+    ts += 6 * MIN;
+    all.extend(d.telemetry(ts));
+    for _ in 0..12 {
+        ts += 30_000;
+        d.water_ml += 1_500;
+        all.extend(d.telemetry(ts));
+    }
+    d.water_ml -= 18_000; // counted by `session` below
+    all.extend(d.session(SessionKind::Cleaning, ts + 1_000, 360, 18_000));
+    let (f, ts) = toilet_day(&mut d, ts, 0);
+    all.extend(f);
+    assert!(all.is_empty(), "{all:?}");
+    // A leak of 90 ml/min (the largest the simulator injects) after every session: a
+    // leak, not a valve left open.
+    let (f, _) = toilet_day(&mut d, ts, 90);
+    let kinds: Vec<FindingKind> = f.iter().map(|f| f.kind).collect();
+    assert!(!kinds.contains(&FindingKind::LongWash), "{f:?}");
+    assert!(kinds.contains(&FindingKind::Leak), "{f:?}");
+}
+
 #[test]
 fn silence_beyond_the_reporting_interval_raises_once_and_a_message_clears_it() {
     let mut d = Device::new(Model::Purifier);
