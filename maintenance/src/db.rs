@@ -176,6 +176,8 @@ pub fn open_in_memory() -> Result<store::Connection> {
 
 fn prepare(conn: Connection) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // The engine has a few hundred distinct statements; keep the frequent ones prepared.
+    conn.set_prepared_statement_cache_capacity(256);
     // WAL: readers never block the writer; NORMAL sync is durable at each commit in WAL mode
     // except on power loss, which FULL covers; the outbox wants FULL.
     let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;

@@ -189,10 +189,19 @@ impl Engine {
         self.lock().dialect()
     }
 
-    /// Locks the connection (recovering from a poisoned lock: a transaction left open is
-    /// rolled back by the next [`Connection::begin`]); a lost PostgreSQL connection is made again.
+    /// Locks the connection (recovering from a poisoned lock: the transaction a panic left
+    /// open is rolled back); a lost PostgreSQL connection is made again.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = match self.conn.lock() {
+            Ok(conn) => conn,
+            Err(poisoned) => {
+                // A panic inside `write` left its transaction open: roll it back before reuse.
+                let conn = poisoned.into_inner();
+                let _ = conn.rollback();
+                self.conn.clear_poison();
+                conn
+            }
+        };
         if let (true, Some(url)) = (conn.is_closed(), &self.postgres_url) {
             match crate::store::postgres::Session::connect(url) {
                 Ok(session) => {

@@ -2,7 +2,9 @@
 //! gateway instances of a cluster share it (issue #15, "shared state on PostgreSQL"):
 //! two instances racing on the same leak open exactly one ticket (and queue one command,
 //! one reminder, one `ticket.opened` webhook); two dispatchers deliver every outbox row
-//! exactly once to a local receiver that checks the signatures; and a slice of the
+//! exactly once to a local receiver that checks the signatures, and the rows a dead
+//! dispatcher claimed go to another when its lease runs out; two instances grouping one
+//! household's findings send it one reminder; and a slice of the
 //! engine's behaviour (registry, ticket lifecycle, reminders, tick) gives the same
 //! answers on SQLite and PostgreSQL. Real PostgreSQL (`cluster::Postgres`): the tests
 //! fail, not skip, when it is missing.
@@ -258,6 +260,24 @@ async fn receive(
     StatusCode::OK
 }
 
+/// A webhook receiver on a free port of 127.0.0.1, served on `rt`; its base URL.
+fn start_receiver(rt: &tokio::runtime::Runtime, received: &Shared) -> String {
+    let received = Arc::clone(received);
+    rt.block_on(async {
+        let app = Router::new()
+            .route("/{*path}", post(receive))
+            .with_state(received);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    })
+}
+
 fn delivery(base: &str) -> DeliveryConfig {
     DeliveryConfig::try_from(RawDeliveryConfig {
         push_url: Some(format!("{base}/push")),
@@ -283,19 +303,7 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
         .build()
         .expect("runtime");
     let received: Shared = Arc::default();
-    let base = rt.block_on(async {
-        let app = Router::new()
-            .route("/{*path}", post(receive))
-            .with_state(Arc::clone(&received));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        format!("http://{addr}")
-    });
+    let base = start_receiver(&rt, &received);
     let (a, b) = two_engines(&url, &format!("{base}/tickets"));
     populate(&a, DEVICES);
     // Tickets, commands, reminders: webhooks, pushes and SMS in the outbox, half by each.
@@ -551,5 +559,60 @@ fn two_instances_grouping_one_household_send_it_one_reminder() {
     }
     println!(
         "{HOMES} households, two instances each: {named_both} reminders, each naming both fixtures"
+    );
+}
+
+#[test]
+fn rows_claimed_by_a_dispatcher_that_died_go_to_another_when_the_lease_runs_out() {
+    let pg = Postgres::start().expect("PostgreSQL 15");
+    let url = database(&pg, "lease");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let received: Shared = Arc::default();
+    let base = start_receiver(&rt, &received);
+    let (a, b) = two_engines(&url, &format!("{base}/tickets"));
+    populate(&a, 4);
+    for i in 0..4 {
+        a.ingest(&leak(&format!("toilet-{i}"), FindingState::Active), T0)
+            .expect("leak");
+    }
+    let total = a
+        .read(|c| maintenance::outbox::list(c, 1000))
+        .expect("outbox")
+        .len();
+    // Instance a claims three rows for a minute, then dies before sending them.
+    let now = T0 + HOUR;
+    let lease_ms = 60_000;
+    let claimed = a
+        .write(|tx| maintenance::outbox::claim_due(tx, now, 3, now + lease_ms))
+        .expect("claim");
+    assert_eq!(claimed.len(), 3);
+    drop(a);
+    let dispatcher = Dispatcher::new(Arc::clone(&b), delivery(&base)).expect("dispatcher");
+    // Instance b sends everything else at once, and the three only once their lease ran out.
+    let first = rt
+        .block_on(dispatcher.run_once(now, 100))
+        .expect("dispatch");
+    assert_eq!(first.delivered as usize, total - 3);
+    let still = rt
+        .block_on(dispatcher.run_once(now + lease_ms - 1, 100))
+        .expect("dispatch");
+    assert_eq!(still.delivered, 0, "the lease holds");
+    let after = rt
+        .block_on(dispatcher.run_once(now + lease_ms, 100))
+        .expect("dispatch");
+    assert_eq!(after.delivered, 3);
+    let r = received.lock().expect("receiver");
+    assert_eq!(r.by_key.len(), total);
+    assert!(r.by_key.values().all(|n| *n == 1));
+    for row in &claimed {
+        assert_eq!(r.by_key.get(&row.idem_key), Some(&1));
+    }
+    println!(
+        "{total} rows: {} sent at once, 3 after the dead dispatcher's lease",
+        total - 3
     );
 }

@@ -390,12 +390,15 @@ pub struct Statement<'c> {
 
 impl Statement<'_> {
     /// Every row through `f`, in order.
-    pub fn query_map<T, P, F>(&mut self, params: P, f: F) -> Result<std::vec::IntoIter<Result<T>>>
+    pub fn query_map<T, P, F>(
+        &mut self,
+        params: P,
+        mut f: F,
+    ) -> Result<std::vec::IntoIter<Result<T>>>
     where
         P: Params,
         F: FnMut(&Row<'_>) -> Result<T>,
     {
-        let mut f = f;
         let rows = self.conn.query_rows(&self.sql, params.into_values()?)?;
         let mapped: Vec<Result<T>> = (0..rows.rows.len()).map(|i| f(&rows.row(i))).collect();
         Ok(mapped.into_iter())
