@@ -37,75 +37,122 @@ pub enum EncodeError {
     NoFields,
 }
 
-fn check_plain(what: &'static str, s: &str) -> Result<(), EncodeError> {
-    let bad = |why| {
-        Err(EncodeError::Unrepresentable {
-            what,
-            value: s.to_owned(),
-            why,
-        })
-    };
-    if s.is_empty() {
-        return bad("it is empty");
+/// A set of ASCII bytes below 64, as a bit mask (bit `b` for byte `b`).
+const fn byte_set(bytes: &[u8]) -> u64 {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        mask |= 1 << bytes[i];
+        i += 1;
     }
-    if s.bytes().any(|b| b == b'\n' || b == b'\r') {
-        return bad("it contains a line break");
-    }
-    if s.as_bytes().last() == Some(&b'\\') {
-        return bad("it ends in a backslash");
-    }
-    Ok(())
+    mask
 }
 
-/// Appends `s` with a backslash before each of `specials` (all ASCII, so every byte found
-/// is a whole character and the runs between them are pushed as slices).
-fn push_escaped(out: &mut String, s: &str, specials: &[u8]) {
+/// Bytes escaped in a measurement name.
+const MEASUREMENT_SPECIAL: u64 = byte_set(b", ");
+/// Bytes escaped in tag keys, tag values and field keys.
+const KEY_SPECIAL: u64 = byte_set(b",= ");
+/// Line breaks: refused in names and tag values (a line ends there).
+const LINE_BREAK: u64 = byte_set(b"\n\r");
+
+fn in_set(set: u64, b: u8) -> bool {
+    b < 64 && (set >> b) & 1 == 1
+}
+
+/// Appends `s` (a name or tag value) with a backslash before each byte of `special`;
+/// refuses what line protocol cannot carry there: an empty string, a line break, a trailing
+/// backslash. Most names need no escaping: one scan finds that and `s` is copied whole. The
+/// specials are ASCII, so each is a whole character and the runs between them are pushed
+/// as slices. On error `out` may hold part of `s`: the caller cuts it back.
+fn push_plain(
+    out: &mut String,
+    what: &'static str,
+    s: &str,
+    special: u64,
+) -> Result<(), EncodeError> {
+    let bad = |why| EncodeError::Unrepresentable {
+        what,
+        value: s.to_owned(),
+        why,
+    };
+    let bytes = s.as_bytes();
+    match bytes.last() {
+        None => return Err(bad("it is empty")),
+        Some(b'\\') => return Err(bad("it ends in a backslash")),
+        Some(_) => {}
+    }
+    let look_for = special | LINE_BREAK;
+    if !bytes.iter().any(|&b| in_set(look_for, b)) {
+        out.push_str(s);
+        return Ok(());
+    }
     let mut run_start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if specials.contains(&b) {
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_set(LINE_BREAK, b) {
+            return Err(bad("it contains a line break"));
+        }
+        if in_set(special, b) {
             out.push_str(&s[run_start..i]);
             out.push('\\');
             run_start = i;
         }
     }
     out.push_str(&s[run_start..]);
+    Ok(())
+}
+
+/// Appends a string field's value inside double quotes, `"` and `\` escaped.
+fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    if !s.bytes().any(|b| b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    let mut run_start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b == b'"' || b == b'\\' {
+            out.push_str(&s[run_start..i]);
+            out.push('\\');
+            run_start = i;
+        }
+    }
+    out.push_str(&s[run_start..]);
+    out.push('"');
 }
 
 /// Appends one point as a line (with trailing `\n`) to `out`; on error `out` is unchanged.
 pub fn encode_point(out: &mut String, p: &Point) -> Result<(), EncodeError> {
-    check_plain("measurement", &p.measurement)?;
     if p.fields.is_empty() {
         return Err(EncodeError::NoFields);
     }
-    for (k, v) in &p.tags {
-        check_plain("tag key", k)?;
-        check_plain("tag value", v)?;
+    let start = out.len();
+    let result = write_line(out, p);
+    if result.is_err() {
+        out.truncate(start);
     }
-    for (k, v) in &p.fields {
-        check_plain("field key", k)?;
-        match v {
-            FieldValue::Float(x) if !x.is_finite() => {
-                return Err(EncodeError::NotFinite(k.to_string()))
-            }
-            _ => {}
-        }
-    }
+    result
+}
 
-    push_escaped(out, &p.measurement, b", ");
+fn write_line(out: &mut String, p: &Point) -> Result<(), EncodeError> {
+    push_plain(out, "measurement", &p.measurement, MEASUREMENT_SPECIAL)?;
     for (k, v) in &p.tags {
         out.push(',');
-        push_escaped(out, k, b",= ");
+        push_plain(out, "tag key", k, KEY_SPECIAL)?;
         out.push('=');
-        push_escaped(out, v, b",= ");
+        push_plain(out, "tag value", v, KEY_SPECIAL)?;
     }
     for (i, (k, v)) in p.fields.iter().enumerate() {
         out.push(if i == 0 { ' ' } else { ',' });
-        push_escaped(out, k, b",= ");
+        push_plain(out, "field key", k, KEY_SPECIAL)?;
         out.push('=');
         match v {
             FieldValue::Float(x) => {
+                if !x.is_finite() {
+                    return Err(EncodeError::NotFinite(k.to_string()));
+                }
                 // The shortest representation that round-trips, always with a decimal point
-                // or an exponent, so InfluxDB reads it as a float (finite: checked above).
+                // or an exponent, so InfluxDB reads it as a float.
                 out.push_str(ryu::Buffer::new().format_finite(*x));
             }
             FieldValue::Int(i) => {
@@ -113,11 +160,7 @@ pub fn encode_point(out: &mut String, p: &Point) -> Result<(), EncodeError> {
                 out.push('i');
             }
             FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            FieldValue::Str(s) => {
-                out.push('"');
-                push_escaped(out, s, b"\"\\");
-                out.push('"');
-            }
+            FieldValue::Str(s) => push_quoted(out, s),
         }
     }
     out.push(' ');
