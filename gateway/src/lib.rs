@@ -221,6 +221,9 @@ pub async fn run(
         None => None,
         Some(m) => {
             let engine = Arc::new(open_maintenance(&config, m.engine.clone())?);
+            if config.cluster.is_some() {
+                ops.set_shared_maintenance(Arc::clone(&engine));
+            }
             let dispatcher = maintenance::Dispatcher::new(Arc::clone(&engine), m.delivery.clone())?;
             let until = |mut rx: watch::Receiver<bool>| async move {
                 let _ = rx.changed().await;

@@ -59,6 +59,9 @@ pub struct Ops {
     started: Instant,
     /// Clustered mode: the partitions this instance owns, for `/health/ready`.
     cluster: std::sync::OnceLock<(String, watch::Receiver<crate::cluster::Ownership>)>,
+    /// Clustered: the maintenance engine in PostgreSQL, whose audit rows the retention sweep
+    /// deletes through the engine (single-node, through `maintenance_db`).
+    shared_maintenance: std::sync::OnceLock<Arc<maintenance::Engine>>,
 }
 
 /// What the previous check saw, to judge what changed since.
@@ -115,6 +118,7 @@ impl Ops {
             audit_deleted: AtomicU64::new(0),
             started: Instant::now(),
             cluster: std::sync::OnceLock::new(),
+            shared_maintenance: std::sync::OnceLock::new(),
         })
     }
 
@@ -360,11 +364,41 @@ impl Ops {
         }
     }
 
+    /// Clustered mode: the audit retention of `engine` (in PostgreSQL) runs through it.
+    pub fn set_shared_maintenance(&self, engine: Arc<maintenance::Engine>) {
+        let _ = self.shared_maintenance.set(engine);
+    }
+
+    /// Audit retention through the shared engine (clustered mode); every instance may run it.
+    async fn sweep_shared_audit(&self, now_ms: i64) {
+        let (Some(engine), Some(keep)) = (self.shared_maintenance.get(), self.retention.audit)
+        else {
+            return;
+        };
+        let cutoff = now_ms - keep.as_millis() as i64;
+        let engine = Arc::clone(engine);
+        match tokio::task::spawn_blocking(move || engine.delete_audit_before(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                self.audit_deleted.fetch_add(n, Relaxed);
+                tracing::info!(
+                    deleted = n,
+                    store = "audit",
+                    keep_days = keep.as_secs() / 86_400,
+                    "Retention: old rows deleted."
+                );
+            }
+            Ok(Err(e)) => tracing::error!(store = "audit", error = %e, "Retention sweep failed."),
+            Err(e) => tracing::error!(store = "audit", error = %e, "Retention sweep failed."),
+        }
+    }
+
     /// One retention sweep of every store; errors are logged and retried next time.
     pub async fn sweep(&self, now_ms: i64) {
         if let Err(e) = self.state.prune_dead_letters(now_ms).await {
             tracing::error!(error = %e, "Dead-letter retention sweep failed.");
         }
+        self.sweep_shared_audit(now_ms).await;
         let jobs = [
             (
                 self.telemetry_db.clone(),

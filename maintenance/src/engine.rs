@@ -1236,6 +1236,18 @@ impl Engine {
         self.read(|c| tickets::kpi(c, &self.policy, from_ms, to_ms))
     }
 
+    /// Deletes up to 5 000 audit rows older than `cutoff_ms` (retention); how many went.
+    /// Call again while it returns 5 000.
+    pub fn delete_audit_before(&self, cutoff_ms: i64) -> Result<u64> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ts_ms < ?1 LIMIT 5000)",
+                params![cutoff_ms],
+            )?;
+            Ok(n as u64)
+        })
+    }
+
     /// Active tickets per priority, with how many are past their deadline at `now_ms`.
     pub fn backlog_by_priority(&self, now_ms: i64) -> Result<Vec<(Priority, u64, u64)>> {
         self.read(|c| tickets::backlog_by_priority(c, now_ms))

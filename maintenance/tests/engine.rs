@@ -698,3 +698,30 @@ fn a_forecast_interval_in_the_evidence_is_kept_with_the_filter_schedule() {
         Some(None)
     );
 }
+
+#[test]
+fn audit_retention_deletes_only_rows_older_than_the_cutoff() {
+    let e = engine();
+    e.write(|tx| {
+        for ts in [100_i64, 200, 300, 400] {
+            tx.execute(
+                "INSERT INTO audit (ts_ms, actor, action, resource) VALUES (?1, 'agent:a', 'read', 'home:h1')",
+                maintenance::store::params![ts],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(e.delete_audit_before(300).unwrap(), 2);
+    assert_eq!(e.delete_audit_before(300).unwrap(), 0);
+    let left: i64 = e
+        .read(|c| {
+            Ok(
+                c.query_row("SELECT count(*) FROM audit WHERE ts_ms >= 300", [], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
+        .unwrap();
+    assert_eq!(left, 2);
+}
