@@ -18,6 +18,15 @@ pub struct Received {
 }
 
 impl Received {
+    /// Deliveries per idempotency key, whatever the path.
+    pub fn per_key(&self) -> BTreeMap<String, u32> {
+        let mut out: BTreeMap<String, u32> = BTreeMap::new();
+        for ((_, key), n) in &self.by_key {
+            *out.entry(key.clone()).or_default() += n;
+        }
+        out
+    }
+
     /// The keys delivered to `path` with how often each arrived.
     pub fn on_path(&self, path: &str) -> BTreeMap<String, u32> {
         self.by_key
@@ -83,6 +92,11 @@ impl WebhookReceiver {
             });
         });
         Ok(WebhookReceiver { port, seen })
+    }
+
+    /// Its base URL, `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// A copy of what arrived so far.

@@ -10,14 +10,11 @@
 //! fail, not skip, when it is missing.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
 use e2e_tests::cluster::Postgres;
-use maintenance::dispatch::{self, DeliveryConfig, Dispatcher, RawDeliveryConfig};
+use e2e_tests::webhook::WebhookReceiver;
+use maintenance::dispatch::{DeliveryConfig, Dispatcher, RawDeliveryConfig};
 use maintenance::registry::{Channel, Device, Home, Owner, Technician};
 use maintenance::templates::Lang;
 use maintenance::tickets::{TicketFilter, TicketStatus};
@@ -221,63 +218,6 @@ fn two_instances_racing_on_one_leak_open_exactly_one_ticket() {
     );
 }
 
-#[derive(Default)]
-struct Receiver {
-    /// Deliveries per idempotency key.
-    by_key: HashMap<String, u32>,
-    /// Requests whose signature did not verify.
-    bad_signatures: u32,
-}
-
-type Shared = Arc<Mutex<Receiver>>;
-
-async fn receive(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let ts: i64 = header(dispatch::TIMESTAMP_HEADER).parse().unwrap_or(-1);
-    let mut r = s.lock().unwrap_or_else(|e| e.into_inner());
-    if !dispatch::verify(
-        SECRET.as_bytes(),
-        ts,
-        &body,
-        &header(dispatch::SIGNATURE_HEADER),
-    ) {
-        r.bad_signatures += 1;
-        return StatusCode::UNAUTHORIZED;
-    }
-    *r.by_key
-        .entry(header(dispatch::IDEMPOTENCY_HEADER))
-        .or_default() += 1;
-    StatusCode::OK
-}
-
-/// A webhook receiver on a free port of 127.0.0.1, served on `rt`; its base URL.
-fn start_receiver(rt: &tokio::runtime::Runtime, received: &Shared) -> String {
-    let received = Arc::clone(received);
-    rt.block_on(async {
-        let app = Router::new()
-            .route("/{*path}", post(receive))
-            .with_state(received);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        format!("http://{addr}")
-    })
-}
-
 fn delivery(base: &str) -> DeliveryConfig {
     DeliveryConfig::try_from(RawDeliveryConfig {
         push_url: Some(format!("{base}/push")),
@@ -302,8 +242,8 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
         .enable_all()
         .build()
         .expect("runtime");
-    let received: Shared = Arc::default();
-    let base = start_receiver(&rt, &received);
+    let receiver = WebhookReceiver::start(SECRET).expect("webhook receiver");
+    let base = receiver.base_url();
     let (a, b) = two_engines(&url, &format!("{base}/tickets"));
     populate(&a, DEVICES);
     // Tickets, commands, reminders: webhooks, pushes and SMS in the outbox, half by each.
@@ -345,9 +285,10 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
     let (da, db) = (drain(&a), drain(&b));
     let (by_a, by_b) = rt.block_on(async { (da.await.expect("a"), db.await.expect("b")) });
 
-    let r = received.lock().expect("receiver");
+    let r = receiver.received();
     assert_eq!(r.bad_signatures, 0);
-    let keys: HashMap<&str, u32> = r.by_key.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let per_key = r.per_key();
+    let keys: HashMap<&str, u32> = per_key.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let twice: Vec<_> = keys.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "delivered more than once: {twice:?}");
     for row in &rows {
@@ -366,7 +307,7 @@ fn two_dispatchers_deliver_every_outbox_row_exactly_once() {
     );
     println!(
         "{total} outbox rows: {} requests received, dispatcher a sent {by_a}, b sent {by_b}",
-        r.by_key.values().sum::<u32>()
+        per_key.values().sum::<u32>()
     );
 }
 
@@ -571,8 +512,8 @@ fn rows_claimed_by_a_dispatcher_that_died_go_to_another_when_the_lease_runs_out(
         .enable_all()
         .build()
         .expect("runtime");
-    let received: Shared = Arc::default();
-    let base = start_receiver(&rt, &received);
+    let receiver = WebhookReceiver::start(SECRET).expect("webhook receiver");
+    let base = receiver.base_url();
     let (a, b) = two_engines(&url, &format!("{base}/tickets"));
     populate(&a, 4);
     for i in 0..4 {
@@ -605,11 +546,11 @@ fn rows_claimed_by_a_dispatcher_that_died_go_to_another_when_the_lease_runs_out(
         .block_on(dispatcher.run_once(now + lease_ms, 100))
         .expect("dispatch");
     assert_eq!(after.delivered, 3);
-    let r = received.lock().expect("receiver");
-    assert_eq!(r.by_key.len(), total);
-    assert!(r.by_key.values().all(|n| *n == 1));
+    let per_key = receiver.received().per_key();
+    assert_eq!(per_key.len(), total);
+    assert!(per_key.values().all(|n| *n == 1));
     for row in &claimed {
-        assert_eq!(r.by_key.get(&row.idem_key), Some(&1));
+        assert_eq!(per_key.get(&row.idem_key), Some(&1));
     }
     println!(
         "{total} rows: {} sent at once, 3 after the dead dispatcher's lease",
