@@ -693,7 +693,7 @@ fn probe_sqlite(path: &std::path::Path, table: &str) -> Result<(), String> {
     .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Deletes rows of `table` (`points`: by `ts_ms`; `audit`: by `ts_ms`) older than `cutoff_ms`,
+/// Deletes rows of `table` (`points`: the telemetry store's samples; `audit`: by `ts_ms`) older than `cutoff_ms`,
 /// in chunks so the writer is never locked out long.
 fn delete_older(path: &std::path::Path, table: &str, cutoff_ms: i64) -> rusqlite::Result<u64> {
     let conn = rusqlite::Connection::open_with_flags(
@@ -702,10 +702,7 @@ fn delete_older(path: &std::path::Path, table: &str, cutoff_ms: i64) -> rusqlite
     )?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let sql = match table {
-        "points" => {
-            "DELETE FROM points WHERE (measurement, series, ts_ms) IN \
-                     (SELECT measurement, series, ts_ms FROM points WHERE ts_ms < ?1 LIMIT 5000)"
-        }
+        "points" => crate::store::sqlite::DELETE_OLDER_CHUNK,
         _ => "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ts_ms < ?1 LIMIT 5000)",
     };
     let mut total = 0u64;

@@ -174,21 +174,20 @@ fn sqlite_points(
     .map_err(fail)?;
     conn.busy_timeout(std::time::Duration::from_secs(2))
         .map_err(fail)?;
-    // A series is its tag list as JSON, the device id first: `[["device_id","x"]]` for
-    // telemetry, `[["device_id","x"],["code","leak"]]` for a fault. Every series of the
-    // device starts with the prefix below (the closing quote keeps `x1` from `x10`).
-    let prefix = format!("[[\"device_id\",\"{device_id}\"]");
-    let upper = format!("{prefix}\u{10FFFF}");
+    // The device's series (few: its telemetry, one per fault code, per cartridge slot…),
+    // then each one's window by `samples_by_series`, merged in time order.
     let mut stmt = conn
         .prepare(
-            "SELECT ts_ms, series, fields FROM points WHERE measurement = ?1
-             AND series >= ?2 AND series < ?3 AND ts_ms >= ?4 AND ts_ms <= ?5
-             ORDER BY ts_ms LIMIT ?6",
+            "SELECT samples.ts_ms, series.tags, samples.fields
+             FROM series JOIN samples ON samples.series_id = series.id
+             WHERE series.device_id = ?1 AND series.measurement = ?2
+               AND samples.ts_ms >= ?3 AND samples.ts_ms <= ?4
+             ORDER BY samples.ts_ms LIMIT ?5",
         )
         .map_err(fail)?;
     let rows = stmt
         .query_map(
-            params![measurement, prefix, upper, from_ms, to_ms, limit as i64],
+            params![device_id, measurement, from_ms, to_ms, limit as i64],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,

@@ -34,6 +34,10 @@ struct Args {
     /// Gateway batch size ([batch] max_messages); the gateway's default if not given.
     #[arg(long)]
     batch: Option<usize>,
+    /// Another gateway binary (e.g. an earlier commit's `gateway-under-test`) that also
+    /// drains the SQLite burst in this run, so the two rates are compared on one machine state.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
 }
 
 fn step(msg: &str) {
@@ -397,6 +401,25 @@ fn main() -> Result<()> {
         fleet_messages(args.devices, rounds, base + 50_000_000),
     )?;
 
+    let baseline = match &args.baseline {
+        Some(bin) => {
+            let ours = std::env::var_os("GATEWAY_BIN");
+            std::env::set_var("GATEWAY_BIN", bin);
+            let drained = sqlite_drain(
+                work.path(),
+                "bench-baseline-sqlite-tuned",
+                "",
+                fleet_messages(args.devices, rounds, base + 60_000_000),
+            );
+            match ours {
+                Some(v) => std::env::set_var("GATEWAY_BIN", v),
+                None => std::env::remove_var("GATEWAY_BIN"),
+            }
+            Some(drained?)
+        }
+        None => None,
+    };
+
     let latencies = fault_to_ticket_latency(
         &broker,
         &influx,
@@ -467,6 +490,18 @@ fn main() -> Result<()> {
         "  ratio tuned / defaults  : {:>9.2}",
         sqlite_tuned.0 / sqlite_defaults.0
     );
+    if let (Some(bin), Some(b)) = (&args.baseline, baseline) {
+        println!(
+            "  baseline {} : {:>9.0} msg/s, {:.2} µs CPU per message",
+            bin.display(),
+            b.0,
+            b.1
+        );
+        println!(
+            "  ratio this build / baseline (gateway's tuning): {:>5.2}",
+            sqlite_tuned.0 / b.0
+        );
+    }
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     println!(
         "fault-to-ticket latency under the live load ({} leaks): p50 {} ms, p99 {} ms, max {} ms",
