@@ -405,12 +405,22 @@ fn main() -> Result<()> {
         Some(bin) => {
             let ours = std::env::var_os("GATEWAY_BIN");
             std::env::set_var("GATEWAY_BIN", bin);
+            // Its own default settings, then SQLite's defaults (the store as issue 14 found it).
             let drained = sqlite_drain(
                 work.path(),
                 "bench-baseline-sqlite-tuned",
                 "",
                 fleet_messages(args.devices, rounds, base + 60_000_000),
-            );
+            )
+            .and_then(|tuned| {
+                let untuned = sqlite_drain(
+                    work.path(),
+                    "bench-baseline-sqlite-defaults",
+                    "cache_mib = 2\nmmap_mib = 0\nbackground_checkpoint = false",
+                    fleet_messages(args.devices, rounds, base + 70_000_000),
+                )?;
+                Ok((tuned, untuned))
+            });
             match ours {
                 Some(v) => std::env::set_var("GATEWAY_BIN", v),
                 None => std::env::remove_var("GATEWAY_BIN"),
@@ -490,16 +500,23 @@ fn main() -> Result<()> {
         "  ratio tuned / defaults  : {:>9.2}",
         sqlite_tuned.0 / sqlite_defaults.0
     );
-    if let (Some(bin), Some(b)) = (&args.baseline, baseline) {
+    if let (Some(bin), Some((tuned, untuned))) = (&args.baseline, baseline) {
+        println!("  baseline build {}:", bin.display());
         println!(
-            "  baseline {} : {:>9.0} msg/s, {:.2} µs CPU per message",
-            bin.display(),
-            b.0,
-            b.1
+            "    its own defaults      : {:>9.0} msg/s, {:.2} µs CPU per message",
+            tuned.0, tuned.1
         );
         println!(
-            "  ratio this build / baseline (gateway's tuning): {:>5.2}",
-            sqlite_tuned.0 / b.0
+            "    with SQLite's defaults: {:>9.0} msg/s, {:.2} µs CPU per message",
+            untuned.0, untuned.1
+        );
+        println!(
+            "  this build's defaults / baseline's own defaults: {:>5.2}",
+            sqlite_tuned.0 / tuned.0
+        );
+        println!(
+            "  this build's defaults / baseline with SQLite's defaults: {:>5.2}",
+            sqlite_tuned.0 / untuned.0
         );
     }
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
