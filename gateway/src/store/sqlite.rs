@@ -194,7 +194,7 @@ impl SqliteStore {
 
     /// Writes the points in one transaction.
     pub async fn write(&self, points: &[Point]) -> Result<WriteOutcome, WriteError> {
-        let rows = Rows::encode(points);
+        let rows = Rows::encode(points)?;
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || -> rusqlite::Result<()> {
             let mut writer = writer
@@ -242,7 +242,7 @@ struct Row {
 }
 
 impl Rows {
-    fn encode(points: &[Point]) -> Rows {
+    fn encode(points: &[Point]) -> Result<Rows, WriteError> {
         let mut buf: Vec<u8> = Vec::with_capacity(points.len() * 192);
         let mut rows = Vec::with_capacity(points.len());
         for p in points {
@@ -259,11 +259,11 @@ impl Rows {
                 ts_ms: p.ts_ms,
             });
         }
-        // serde_json writes UTF-8 and the names are `str`: this never fails; if it did,
-        // the lossy copy keeps the ranges (each invalid byte becomes 3, so only then shift).
+        // serde_json writes UTF-8 and every name is a `str`: this does not fail, and if it
+        // did the batch is refused (retried, then spooled), never stored half-read.
         let text = String::from_utf8(buf)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        Rows { text, rows }
+            .map_err(|e| WriteError::Unavailable(format!("SQLite batch text is not UTF-8: {e}")))?;
+        Ok(Rows { text, rows })
     }
 }
 
