@@ -334,6 +334,15 @@ fn series_id(tx: &rusqlite::Transaction<'_>, key: &str) -> rusqlite::Result<i64>
 /// `series` + `samples`, in one transaction, and records schema 2.
 fn migrate_schema_1(conn: &Connection, path: &Path) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(format!(
+                "{} is telemetry schema {version}, written by a newer release (this one knows {SCHEMA_VERSION}); run that release, or restore the backup taken before the upgrade",
+                path.display()
+            )),
+        ));
+    }
     let has_points: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'points'",
         [],
@@ -475,6 +484,18 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_file_of_a_newer_schema_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = SqliteStore::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("newer release"), "{err}");
     }
 
     #[tokio::test]
