@@ -32,7 +32,7 @@
 //! backlog delivered newest-first after live traffic) is analysed in device-time order:
 //! the device's rules replay from a checkpoint taken before the hole ([`backfill`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -491,7 +491,7 @@ struct SavedDeviceState {
 #[derive(Debug)]
 pub struct Analyzer {
     cfg: AnalyticsConfig,
-    devices: HashMap<String, DeviceState>,
+    devices: foldhash::HashMap<String, DeviceState>,
     /// The forecasters' parameters (standard cartridge kinds); `None` if they do not
     /// validate, and then nothing is forecast.
     forecast_params: Option<ForecastParams>,
@@ -504,13 +504,13 @@ pub struct Analyzer {
     /// Reused buffer of the devices' newest timestamps (the fleet clock of a sweep).
     heard_scratch: Vec<i64>,
     last_sweep_ms: i64,
-    dirty: HashSet<String>,
+    dirty: foldhash::HashSet<String>,
     late: LateCounts,
     /// Devices with an open backfill and that backfill, held here rather than in every
     /// device's state (`None` once the device's state was replaced, by a new model or a
     /// restore, until the next check lets the device go); and when they were last
     /// checked (gateway time).
-    open_backfills: HashMap<String, Option<Box<Backfill>>>,
+    open_backfills: foldhash::HashMap<String, Option<Box<Backfill>>>,
     backfills_checked_ms: i64,
 }
 
@@ -522,16 +522,16 @@ impl Analyzer {
             .ok();
         Analyzer {
             cfg,
-            devices: HashMap::new(),
+            devices: foldhash::HashMap::default(),
             forecast_params,
             readings: Vec::new(),
             ratings: RatingsView::default(),
             watermark_ms: i64::MIN,
             heard_scratch: Vec::new(),
             last_sweep_ms: i64::MIN,
-            dirty: HashSet::new(),
+            dirty: foldhash::HashSet::default(),
             late: LateCounts::default(),
-            open_backfills: HashMap::new(),
+            open_backfills: foldhash::HashMap::default(),
             backfills_checked_ms: i64::MIN,
         }
     }

@@ -10,7 +10,7 @@
 //! analyzer, the last cartridge counters seen); the driver ([`super::pipeline`]) makes
 //! the batch durable, commits it and acknowledges it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::Inbound;
 use crate::analysis::{Analyzer, Arrival, DeviceFinding};
@@ -97,9 +97,9 @@ pub struct Batch {
 /// The state a batch is built against; see the module docs.
 pub struct BatchBuilder {
     limits: protocol::validate::Limits,
-    devices: HashMap<String, DeviceSeq>,
+    devices: foldhash::HashMap<String, DeviceSeq>,
     /// Last replacement counter seen per device and cartridge slot.
-    cartridges_seen: HashMap<String, Vec<(u8, u32)>>,
+    cartridges_seen: foldhash::HashMap<String, Vec<(u8, u32)>>,
     analyzer: Option<Analyzer>,
     maintenance: bool,
 }
@@ -115,8 +115,8 @@ impl BatchBuilder {
     ) -> BatchBuilder {
         BatchBuilder {
             limits,
-            devices,
-            cartridges_seen: HashMap::new(),
+            devices: devices.into_iter().collect(),
+            cartridges_seen: foldhash::HashMap::default(),
             analyzer,
             maintenance,
         }
@@ -161,7 +161,7 @@ impl BatchBuilder {
             .unwrap_or_default();
         let mut points = Vec::with_capacity(messages.len() * 2);
         let mut dead = Vec::new();
-        let mut touched: HashSet<String> = HashSet::new();
+        let mut touched: foldhash::HashSet<String> = foldhash::HashSet::default();
         let mut tally = Tally::default();
         let mut actions = Vec::new();
         let mut findings: Vec<DeviceFinding> = Vec::new();
