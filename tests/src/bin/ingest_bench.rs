@@ -201,6 +201,10 @@ fn influx_two_writer_ceiling(
     Ok((messages.len() as f64 / secs, points as f64 / secs))
 }
 
+/// `[sqlite]` settings that are SQLite's own defaults (2 MB cache, no memory map, checkpoints
+/// in the writer): the store as issue 14 found it.
+const SQLITE_OWN_DEFAULTS: &str = "cache_mib = 2\nmmap_mib = 0\nbackground_checkpoint = false";
+
 /// The gateway with the SQLite store draining a queued burst: (msg/s, CPU µs per message).
 fn sqlite_drain(
     work: &std::path::Path,
@@ -391,7 +395,7 @@ fn main() -> Result<()> {
     let sqlite_defaults = sqlite_drain(
         work.path(),
         "bench-gateway-sqlite-defaults",
-        "cache_mib = 2\nmmap_mib = 0\nbackground_checkpoint = false",
+        SQLITE_OWN_DEFAULTS,
         fleet_messages(args.devices, rounds, base + 40_000_000),
     )?;
     let sqlite_tuned = sqlite_drain(
@@ -416,7 +420,7 @@ fn main() -> Result<()> {
                 let untuned = sqlite_drain(
                     work.path(),
                     "bench-baseline-sqlite-defaults",
-                    "cache_mib = 2\nmmap_mib = 0\nbackground_checkpoint = false",
+                    SQLITE_OWN_DEFAULTS,
                     fleet_messages(args.devices, rounds, base + 70_000_000),
                 )?;
                 Ok((tuned, untuned))
