@@ -310,7 +310,7 @@ pub async fn run(
                     let dead = refused_to_dead_letters(refused, points, now_ms());
                     let state = state.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = state.commit_batch(dead, Vec::new(), now_ms()).await {
+                        if let Err(e) = state.commit_batch(&dead, &[], now_ms()).await {
                             tracing::error!(error = %e, "Cannot store refused points as dead letters.");
                         }
                     });

@@ -310,9 +310,197 @@ impl DeviceSeq {
     }
 }
 
+/// Version of [`DeviceSeq::encode_binary`]'s layout. A reader refuses another version
+/// (bump it whenever [`DeviceSeq`] or its boots change shape).
+pub const SEQ_BINARY_FORMAT: i64 = 1;
+
+impl DeviceSeq {
+    /// Appends the compact binary form (LEB128 varints, ~15 bytes for a device in order)
+    /// that the state database's per-batch journal keeps; see [`DeviceSeq::decode_binary`].
+    pub fn encode_binary(&self, out: &mut Vec<u8>) {
+        for v in [
+            u64::from(self.boot_id),
+            self.gaps,
+            self.duplicates,
+            self.messages,
+            self.merged,
+            self.boots_dropped,
+            self.dropped_missing,
+            self.boots.len() as u64,
+        ] {
+            put_varint(out, v);
+        }
+        for b in &self.boots {
+            put_varint(out, u64::from(b.boot_id));
+            put_varint(out, b.start.map_or(0, |s| u64::from(s) + 1));
+            put_varint(out, b.ranges.len() as u64);
+            for &(lo, hi) in &b.ranges {
+                put_varint(out, u64::from(lo));
+                put_varint(out, u64::from(hi));
+            }
+            put_varint(out, b.merged_lost);
+        }
+    }
+
+    /// Reads one state written by [`DeviceSeq::encode_binary`] from the front of `input`,
+    /// advancing it; `None` if the bytes are cut short or out of range.
+    pub fn decode_binary(input: &mut &[u8]) -> Option<DeviceSeq> {
+        let mut d = DeviceSeq {
+            boot_id: take_u32(input)?,
+            gaps: take_varint(input)?,
+            duplicates: take_varint(input)?,
+            messages: take_varint(input)?,
+            merged: take_varint(input)?,
+            boots_dropped: take_varint(input)?,
+            dropped_missing: take_varint(input)?,
+            boots: Vec::new(),
+        };
+        let boots = take_len(input)?;
+        d.boots.reserve(boots.min(MAX_BOOTS));
+        for _ in 0..boots {
+            let boot_id = take_u32(input)?;
+            let start = match take_varint(input)? {
+                0 => None,
+                s => Some(u32::try_from(s - 1).ok()?),
+            };
+            let n = take_len(input)?;
+            let mut ranges = Vec::with_capacity(n.min(MAX_RANGES));
+            for _ in 0..n {
+                ranges.push((take_u32(input)?, take_u32(input)?));
+            }
+            d.boots.push(BootRun {
+                boot_id,
+                start,
+                ranges,
+                merged_lost: take_varint(input)?,
+            });
+        }
+        Some(d)
+    }
+}
+
+impl DeviceSeq {
+    /// Steps over one state written by [`DeviceSeq::encode_binary`] without building it
+    /// (no allocation); `None` where [`DeviceSeq::decode_binary`] would refuse the bytes.
+    pub fn skip_binary(input: &mut &[u8]) -> Option<()> {
+        take_u32(input)?;
+        for _ in 0..6 {
+            take_varint(input)?;
+        }
+        for _ in 0..take_len(input)? {
+            take_u32(input)?;
+            u32::try_from(take_varint(input)?.saturating_sub(1)).ok()?;
+            for _ in 0..take_len(input)? {
+                take_u32(input)?;
+                take_u32(input)?;
+            }
+            take_varint(input)?;
+        }
+        Some(())
+    }
+}
+
+/// Appends `v` as an unsigned LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an unsigned LEB128 varint from the front of `input`; `None` if cut short or
+/// wider than 64 bits.
+pub fn take_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        let bits = u64::from(byte & 0x7f);
+        if shift == 63 && bits > 1 {
+            return None;
+        }
+        v |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn take_u32(input: &mut &[u8]) -> Option<u32> {
+    u32::try_from(take_varint(input)?).ok()
+}
+
+/// A length that cannot exceed the bytes left (each element takes at least one byte).
+fn take_len(input: &mut &[u8]) -> Option<usize> {
+    let n = usize::try_from(take_varint(input)?).ok()?;
+    (n <= input.len()).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binary_form_reads_back_exactly_and_refuses_cut_or_foreign_bytes() {
+        let mut d = DeviceSeq::default();
+        for (boot, seq) in [
+            (1, 0),
+            (1, 1),
+            (1, 5),
+            (1, 3),
+            (1, u32::MAX),
+            (2, 7),
+            (2, 9),
+        ] {
+            d.observe(boot, seq);
+        }
+        for boot in 3..10 {
+            d.observe(boot, 1);
+        }
+        assert!(d.boots_dropped > 0 && d.boots.iter().any(|b| b.start.is_some()));
+        let mut bytes = Vec::new();
+        d.encode_binary(&mut bytes);
+        DeviceSeq::default().encode_binary(&mut bytes);
+        let mut input = bytes.as_slice();
+        assert_eq!(DeviceSeq::decode_binary(&mut input), Some(d.clone()));
+        assert_eq!(
+            DeviceSeq::decode_binary(&mut input),
+            Some(DeviceSeq::default())
+        );
+        assert!(input.is_empty());
+        let mut input = bytes.as_slice();
+        assert_eq!(DeviceSeq::skip_binary(&mut input), Some(()));
+        assert_eq!(
+            DeviceSeq::decode_binary(&mut input),
+            Some(DeviceSeq::default())
+        );
+        // Every cut of the first state is refused, never misread or a panic.
+        let mut one = Vec::new();
+        d.encode_binary(&mut one);
+        for cut in 0..one.len() {
+            assert_eq!(
+                DeviceSeq::decode_binary(&mut &one[..cut]),
+                None,
+                "cut at {cut}"
+            );
+            assert_eq!(
+                DeviceSeq::skip_binary(&mut &one[..cut]),
+                None,
+                "cut at {cut}"
+            );
+        }
+        // Foreign bytes: an over-long varint, a length beyond the input.
+        assert_eq!(take_varint(&mut &[0xff; 11][..]), None);
+        assert_eq!(
+            DeviceSeq::decode_binary(&mut &[1, 0, 0, 0, 0, 0, 0, 0x7f][..]),
+            None
+        );
+        let mut wide = Vec::new();
+        put_varint(&mut wide, u64::MAX);
+        assert_eq!(take_varint(&mut wide.as_slice()), Some(u64::MAX));
+    }
 
     #[test]
     fn counts_gaps_fills_duplicates_and_reboots() {

@@ -69,12 +69,12 @@ struct PartitionCommitter {
 impl StateCommitter for PartitionCommitter {
     async fn commit(
         &self,
-        dead: Vec<DeadLetter>,
-        devices: Vec<(String, DeviceSeq)>,
+        dead: &[DeadLetter],
+        devices: &[(String, DeviceSeq)],
         now_ms: i64,
     ) -> Result<(), StateError> {
         self.partition_state
-            .save_sequences(self.partition, self.epoch, &devices)
+            .save_sequences(self.partition, self.epoch, devices)
             .await?;
         self.inner.commit(dead, devices, now_ms).await
     }

@@ -126,8 +126,8 @@ struct FakeCommitter {
 impl StateCommitter for FakeCommitter {
     async fn commit(
         &self,
-        _dead: Vec<DeadLetter>,
-        devices: Vec<(String, DeviceSeq)>,
+        _dead: &[DeadLetter],
+        devices: &[(String, DeviceSeq)],
         _now_ms: i64,
     ) -> Result<(), StateError> {
         let w = &self.world;
@@ -135,7 +135,7 @@ impl StateCommitter for FakeCommitter {
             w.commit_failures.fetch_sub(1, Relaxed);
             return Err(StateError::Sqlite(rusqlite::Error::InvalidQuery));
         }
-        w.committed.lock().unwrap().extend(devices);
+        w.committed.lock().unwrap().extend(devices.iter().cloned());
         Ok(())
     }
 

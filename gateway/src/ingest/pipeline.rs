@@ -244,7 +244,7 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
             while let Err(e) = self
                 .ports
                 .committer
-                .commit(dead.clone(), devices.clone(), received_ms)
+                .commit(&dead, &devices, received_ms)
                 .await
             {
                 tracing::error!(error = %e, "Cannot commit dead letters and sequence state; holding acknowledgements.");

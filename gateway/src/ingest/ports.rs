@@ -36,8 +36,8 @@ pub trait StateCommitter: Send + Sync + 'static {
     /// Commits a batch's dead letters and sequence state, in one transaction.
     fn commit(
         &self,
-        dead: Vec<DeadLetter>,
-        devices: Vec<(String, DeviceSeq)>,
+        dead: &[DeadLetter],
+        devices: &[(String, DeviceSeq)],
         now_ms: i64,
     ) -> impl Future<Output = Result<(), StateError>> + Send;
     /// Applies a batch's maintenance actions; returns those that failed on the

@@ -55,8 +55,8 @@ pub struct StateSink {
 impl StateCommitter for StateSink {
     async fn commit(
         &self,
-        dead: Vec<DeadLetter>,
-        devices: Vec<(String, DeviceSeq)>,
+        dead: &[DeadLetter],
+        devices: &[(String, DeviceSeq)],
         now_ms: i64,
     ) -> Result<(), StateError> {
         self.state.commit_batch(dead, devices, now_ms).await
