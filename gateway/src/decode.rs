@@ -71,7 +71,15 @@ impl Rejection {
 }
 
 fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
-    serde_json::from_slice(payload).map_err(|e| {
+    // One UTF-8 check of the whole payload; read as text, serde_json does not check each
+    // string again (per-string checks were a twentieth of the ingest core's instructions).
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        Rejection::new(
+            "malformed_json",
+            format!("the payload is not UTF-8 text: {e}"),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
         let reason = match e.classify() {
             serde_json::error::Category::Data => "schema_mismatch",
             // A well-formed number too large for any type (1e400) breaks the schema, not JSON.
