@@ -447,6 +447,9 @@ pub async fn run(
     let _ = pipeline_task.await;
     let _ = mqtt_task.await;
     while tasks.join_next().await.is_some() {}
+    if let Err(e) = state.fold_sequence_journal().await {
+        tracing::warn!(error = %e, "Cannot fold the sequence-state journal at stop; the next start folds it.");
+    }
     tracing::info!("Gateway stopped.");
     Ok(())
 }

@@ -253,6 +253,14 @@ impl StateDb {
         Ok(removed)
     }
 
+    /// Folds the sequence-state journal into `devices` now (at a graceful stop, so the
+    /// file holds no journal rows an older release would not read).
+    pub async fn fold_sequence_journal(&self) -> Result<(), StateError> {
+        let journal_rows = Arc::clone(&self.journal_rows);
+        self.with_conn(move |conn| fold_now(conn, &journal_rows))
+            .await
+    }
+
     /// A trivial read, for the readiness check.
     pub async fn ping(&self) -> Result<(), StateError> {
         self.with_conn(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
@@ -663,6 +671,13 @@ mod tests {
         }
         // The fold ran once at FOLD_AFTER_BATCHES: the rest wait in the journal.
         assert_eq!(journal_rows(&db), 5);
+        // What a graceful stop does; the next batch starts a new journal.
+        db.fold_sequence_journal().await.unwrap();
+        assert_eq!(journal_rows(&db), 0);
+        assert_eq!(db.load_devices().await.unwrap(), states);
+        let touched = vec![("dev-2-ü'\"".to_string(), states["dev-2-ü'\""].clone())];
+        db.commit_batch(&[], &touched, 2_000).await.unwrap();
+        assert_eq!(journal_rows(&db), 1);
         // A crash now (no fold): reopening folds, and every device has its newest state.
         drop(db);
         let db = StateDb::open(&path).unwrap();

@@ -148,6 +148,14 @@ impl<A: Acknowledger, W: DurableWriter, C: StateCommitter> Pipeline<A, W, C> {
                 m = rx.recv(), if accepting => match m {
                     Some(m) => {
                         filling.push(m);
+                        // What is queued already joins the batch without another turn of
+                        // the loop (each turn arms and disarms its timers).
+                        while filling.len() < max {
+                            match rx.try_recv() {
+                                Ok(m) => filling.push(m),
+                                Err(_) => break, // empty, or closed: the next recv says which
+                            }
+                        }
                         deadline.get_or_insert_with(|| Instant::now() + self.limits.max_wait);
                     }
                     None => closing = true,
