@@ -62,6 +62,7 @@ fn in_set(set: u64, b: u8) -> bool {
 /// Whether any byte of `bytes` is in `set` (bytes below 64). Eight bytes at a time: a word
 /// with no byte below 64 (letters and `_`, most of every name) is passed over whole, by
 /// the "has a byte less than n" word test (exact for n ≤ 128).
+#[inline]
 fn any_in_set(bytes: &[u8], set: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
@@ -80,10 +81,32 @@ fn any_in_set(bytes: &[u8], set: u64) -> bool {
 
 /// Appends `s` (a name or tag value) with a backslash before each byte of `special`;
 /// refuses what line protocol cannot carry there: an empty string, a line break, a trailing
-/// backslash. Most names need no escaping: one scan finds that and `s` is copied whole. The
-/// specials are ASCII, so each is a whole character and the runs between them are pushed
-/// as slices. On error `out` may hold part of `s`: the caller cuts it back.
+/// backslash. Most names need no escaping: one scan finds that and `s` is copied whole
+/// (inlined into the caller; the rest is [`push_escaped`]). On error `out` may hold part of
+/// `s`: the caller cuts it back.
+#[inline]
 fn push_plain(
+    out: &mut String,
+    what: &'static str,
+    s: &str,
+    special: u64,
+) -> Result<(), EncodeError> {
+    let bytes = s.as_bytes();
+    match bytes.last() {
+        Some(&last) if last != b'\\' && !any_in_set(bytes, special | LINE_BREAK) => {
+            out.push_str(s);
+            Ok(())
+        }
+        _ => push_escaped(out, what, s, special),
+    }
+}
+
+/// [`push_plain`] for a string that is empty, ends in a backslash or holds a byte to escape
+/// or refuse. The specials are ASCII, so each is a whole character and the runs between
+/// them are pushed as slices.
+#[cold]
+#[inline(never)]
+fn push_escaped(
     out: &mut String,
     what: &'static str,
     s: &str,
@@ -99,11 +122,6 @@ fn push_plain(
         None => return Err(bad("it is empty")),
         Some(b'\\') => return Err(bad("it ends in a backslash")),
         Some(_) => {}
-    }
-    let look_for = special | LINE_BREAK;
-    if !any_in_set(bytes, look_for) {
-        out.push_str(s);
-        return Ok(());
     }
     let mut run_start = 0;
     for (i, &b) in bytes.iter().enumerate() {
