@@ -131,15 +131,14 @@ impl std::error::Error for TopicError {}
 impl Topic {
     /// Parses `fixtures/{device_id}/{channel}`.
     pub fn parse(topic: &str) -> Result<Topic, TopicError> {
-        let mut levels = topic.split('/');
-        let (Some(root), Some(id), Some(channel), None) =
-            (levels.next(), levels.next(), levels.next(), levels.next())
-        else {
-            return Err(TopicError::Shape);
-        };
-        if root != ROOT {
-            return Err(TopicError::Shape);
-        }
+        // Exactly three levels, the first `fixtures` (by prefix and two byte searches: this
+        // runs for every message).
+        let (id, channel) = topic
+            .strip_prefix(ROOT)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(_, channel)| !channel.contains('/'))
+            .ok_or(TopicError::Shape)?;
         if !is_valid_device_id(id) {
             return Err(TopicError::DeviceId);
         }
@@ -225,6 +224,52 @@ mod tests {
         assert!(Topic::strip_partition("other/1/a/event").is_none());
         let long = format!("fixtures/1/{}/event", "a".repeat(80));
         assert!(Topic::strip_partition(&long).is_none());
+    }
+
+    /// The shape rule as first written: split on `/`, exactly three levels, root `fixtures`.
+    fn parse_by_split(topic: &str) -> Result<Topic, TopicError> {
+        let mut levels = topic.split('/');
+        let (Some(root), Some(id), Some(channel), None) =
+            (levels.next(), levels.next(), levels.next(), levels.next())
+        else {
+            return Err(TopicError::Shape);
+        };
+        if root != ROOT {
+            return Err(TopicError::Shape);
+        }
+        if !is_valid_device_id(id) {
+            return Err(TopicError::DeviceId);
+        }
+        let channel = Channel::parse(channel).ok_or(TopicError::Channel)?;
+        let device_id = DeviceId::try_from(id).map_err(|_| TopicError::DeviceId)?;
+        Ok(Topic { device_id, channel })
+    }
+
+    #[test]
+    fn parse_agrees_with_splitting_on_every_shape() {
+        // Every string of up to five pieces from this alphabet of topic fragments.
+        let pieces = [
+            "fixtures",
+            "/",
+            "a-1",
+            "telemetry",
+            "",
+            "x",
+            "fixturesx",
+            "//",
+        ];
+        let mut topics = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = topics
+                .iter()
+                .flat_map(|t| pieces.iter().map(move |p| format!("{t}{p}")))
+                .collect();
+            topics.extend(longer);
+        }
+        assert!(topics.len() > 30_000);
+        for t in &topics {
+            assert_eq!(Topic::parse(t), parse_by_split(t), "{t:?}");
+        }
     }
 
     #[test]
