@@ -180,11 +180,10 @@ pub fn decode(
     }
 }
 
-/// Widens an f32 to the f64 with the same shortest decimal form (36.6f32 stays 36.6, not 36.599998...).
+/// A gauge's value: kept as the f32 the device sent, stored as its shortest decimal form
+/// (see [`FieldValue::Gauge`]).
 fn widen(x: f32) -> FieldValue {
-    // Formats on the stack (ryu's shortest round-trip form), no allocation.
-    let mut buf = ryu::Buffer::new();
-    FieldValue::Float(buf.format(x).parse().unwrap_or(f64::from(x)))
+    FieldValue::Gauge(x)
 }
 
 fn int(x: impl Into<i64>) -> FieldValue {

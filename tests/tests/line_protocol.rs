@@ -192,6 +192,8 @@ fn numbers_round_trip_through_influxdb_exactly() {
         -3.75e-300,
     ];
     let ints = [0, -1, i64::MIN, i64::MAX];
+    // The same values as a device's f32 readings (f64::MAX becomes the largest f32).
+    let gauge = |x: f64| Some(x as f32).filter(|g| g.is_finite()).unwrap_or(f32::MAX);
     let points: Vec<Point> = floats
         .iter()
         .zip(ints.iter().cycle())
@@ -202,6 +204,8 @@ fn numbers_round_trip_through_influxdb_exactly() {
             fields: vec![
                 ("x".into(), FieldValue::Float(x)),
                 ("i".into(), FieldValue::Int(i)),
+                // A device's f32 reading: stored as the f64 of its shortest decimal form.
+                ("g".into(), FieldValue::Gauge(gauge(x))),
             ],
             ts_ms: 1_700_000_000_000 + k as i64,
         })
@@ -209,7 +213,7 @@ fn numbers_round_trip_through_influxdb_exactly() {
     let outcome = rt.block_on(store.write(&points)).unwrap();
     assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
     let v = influx
-        .query("numbers", "SELECT \"x\", \"i\" FROM numbers")
+        .query("numbers", "SELECT \"x\", \"i\", \"g\" FROM numbers")
         .unwrap();
     let rows = v
         .pointer("/results/0/series/0/values")
@@ -224,5 +228,10 @@ fn numbers_round_trip_through_influxdb_exactly() {
             "{row}"
         );
         assert_eq!(row[2].as_i64(), Some(i), "{row}");
+        assert_eq!(
+            row[3].as_f64().map(f64::to_bits),
+            Some(gateway::store::widen_f32(gauge(x)).to_bits()),
+            "{row}"
+        );
     }
 }

@@ -192,6 +192,13 @@ fn write_line(out: &mut String, p: &Point) -> Result<(), EncodeError> {
                 // or an exponent, so InfluxDB reads it as a float.
                 out.push_str(ryu::Buffer::new().format_finite(*x));
             }
+            FieldValue::Gauge(x) => {
+                if !x.is_finite() {
+                    return Err(EncodeError::NotFinite(k.to_string()));
+                }
+                // Its shortest decimal form, which InfluxDB parses to `widen_f32(x)`.
+                out.push_str(ryu::Buffer::new().format_finite(*x));
+            }
             FieldValue::Int(i) => {
                 out.push_str(itoa::Buffer::new().format(*i));
                 out.push('i');
@@ -209,6 +216,7 @@ fn write_line(out: &mut String, p: &Point) -> Result<(), EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::widen_f32;
 
     fn point(tags: &[(&str, &str)], fields: Vec<(&str, FieldValue)>) -> Point {
         Point {
@@ -295,6 +303,43 @@ mod tests {
         let mut out = String::from("kept");
         assert!(encode_point(&mut out, &nl).is_err());
         assert_eq!(out, "kept");
+    }
+
+    #[test]
+    fn a_gauge_is_written_as_the_value_it_stands_for() {
+        // f32 values across the whole finite range (every 4 093rd bit pattern, both signs),
+        // and the sensor values of the contract's examples.
+        let mut gauges: Vec<f32> = (0..u32::MAX / 4_093)
+            .map(|k| f32::from_bits(k * 4_093))
+            .filter(|x| x.is_finite())
+            .collect();
+        gauges.extend([
+            36.6,
+            34.0,
+            250.5,
+            0.1,
+            -0.0,
+            1e-7,
+            16_777_217.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+        ]);
+        for x in gauges {
+            let line = encode(&point(&[], vec![("v", FieldValue::Gauge(x))])).unwrap();
+            let text = &line["m v=".len()..line.len() - " 1700000000123\n".len()];
+            assert!(
+                text.contains(['.', 'e']),
+                "{x} as {text:?} would read as an integer"
+            );
+            let read = text.parse::<f64>().unwrap();
+            assert_eq!(read.to_bits(), widen_f32(x).to_bits(), "{x} as {text}");
+            assert_eq!(FieldValue::Gauge(x), FieldValue::Float(read));
+        }
+        assert_eq!(
+            encode(&point(&[], vec![("v", FieldValue::Gauge(36.6))])).unwrap(),
+            "m v=36.6 1700000000123\n"
+        );
+        assert!(encode(&point(&[], vec![("v", FieldValue::Gauge(f32::NAN))])).is_err());
     }
 
     #[test]

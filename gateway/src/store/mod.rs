@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 /// Serialised untagged (the spool and SQLite keep points as JSON): `Int` comes
 /// before `Float` so `300` reads back as an integer, while a float is always
 /// written with a decimal point or exponent (`300.0`) and reads back as a float.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A [`FieldValue::Gauge`] is written as its shortest decimal form and reads back as
+/// the `Float` it stands for; the two compare equal (`PartialEq`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum FieldValue {
     /// A signed integer.
@@ -32,6 +34,34 @@ pub enum FieldValue {
     Bool(bool),
     /// A string (a name from the contract's vocabulary is borrowed, not copied).
     Str(Name),
+    /// A device's f32 sensor reading as it was sent. Its value is [`widen_f32`] of it: the
+    /// f64 of its shortest decimal form (36.6f32 is 36.6, not 36.599998…), and that form is
+    /// what every store is given, formatted once (not formatted, parsed and formatted again).
+    #[serde(skip_deserializing)]
+    Gauge(f32),
+}
+
+impl PartialEq for FieldValue {
+    fn eq(&self, other: &FieldValue) -> bool {
+        use FieldValue::{Bool, Float, Gauge, Int, Str};
+        match (self, other) {
+            (Int(a), Int(b)) => a == b,
+            (Float(a), Float(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (Str(a), Str(b)) => a == b,
+            (Gauge(a), Gauge(b)) => a == b,
+            (Gauge(g), Float(f)) | (Float(f), Gauge(g)) => widen_f32(*g) == *f,
+            _ => false,
+        }
+    }
+}
+
+/// The f64 with the same shortest decimal form as `x` (36.6f32 becomes 36.6, not
+/// 36.599998…): what a [`FieldValue::Gauge`] stands for, and what a store reading its
+/// decimal form back gets.
+pub fn widen_f32(x: f32) -> f64 {
+    // Formats on the stack (ryu's shortest round-trip form), no allocation.
+    ryu::Buffer::new().format(x).parse().unwrap_or(f64::from(x))
 }
 
 /// A measurement, tag key or field key: nearly always a `&'static str` from the
@@ -122,7 +152,23 @@ impl TelemetryStore {
 
 #[cfg(test)]
 mod tests {
-    use super::FieldValue;
+    use super::{widen_f32, FieldValue};
+
+    #[test]
+    fn a_gauge_reads_back_from_json_as_the_float_it_stands_for() {
+        for x in [36.6f32, 0.1, -0.0, 1e-7, 250.5, f32::MAX] {
+            let json = serde_json::to_string(&FieldValue::Gauge(x)).unwrap();
+            let back: FieldValue = serde_json::from_str(&json).unwrap();
+            assert!(
+                matches!(back, FieldValue::Float(f) if f.to_bits() == widen_f32(x).to_bits()),
+                "{x}: {json}"
+            );
+            assert_eq!(back, FieldValue::Gauge(x));
+        }
+        assert_eq!(serde_json::to_string(&FieldValue::Gauge(36.6)).unwrap(), "36.6");
+        assert_ne!(FieldValue::Gauge(36.6), FieldValue::Float(f64::from(36.6f32)));
+        assert_ne!(FieldValue::Gauge(1.0), FieldValue::Int(1));
+    }
 
     #[test]
     fn field_values_keep_their_type_through_json() {
