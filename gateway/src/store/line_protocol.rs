@@ -59,24 +59,31 @@ fn in_set(set: u64, b: u8) -> bool {
     b < 64 && (set >> b) & 1 == 1
 }
 
-/// Whether any byte of `bytes` is in `set` (bytes below 64). Eight bytes at a time: a word
-/// with no byte below 64 (letters and `_`, most of every name) is passed over whole, by
-/// the "has a byte less than n" word test (exact for n ≤ 128).
-#[inline]
+/// Whether any byte of `bytes` is in `set` (bytes below 64). Eight bytes at a time (the
+/// last few padded with 0x80, which is in no set): a word with no byte below 64 (letters
+/// and `_`, most of every name) is passed over whole, by the "has a byte less than n" word
+/// test (exact for n ≤ 128); only a word that has one is looked at byte by byte.
+#[inline(always)]
 fn any_in_set(bytes: &[u8], set: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    let word_has = |word: [u8; 8]| {
+        let w = u64::from_le_bytes(word);
+        let has_byte_below_64 = w.wrapping_sub(ONES * 64) & !w & HIGH_BITS != 0;
+        has_byte_below_64 && word.iter().any(|&b| in_set(set, b))
+    };
     let mut words = bytes.chunks_exact(8);
     for chunk in &mut words {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let has_byte_below_64 = w.wrapping_sub(ONES * 64) & !w & HIGH_BITS != 0;
-        if has_byte_below_64 && chunk.iter().any(|&b| in_set(set, b)) {
+        if word_has(word) {
             return true;
         }
     }
-    words.remainder().iter().any(|&b| in_set(set, b))
+    let tail = words.remainder();
+    let mut word = [0x80u8; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    word_has(word)
 }
 
 /// Appends `s` (a name or tag value) with a backslash before each byte of `special`;
@@ -84,7 +91,7 @@ fn any_in_set(bytes: &[u8], set: u64) -> bool {
 /// backslash. Most names need no escaping: one scan finds that and `s` is copied whole
 /// (inlined into the caller; the rest is [`push_escaped`]). On error `out` may hold part of
 /// `s`: the caller cuts it back.
-#[inline]
+#[inline(always)]
 fn push_plain(
     out: &mut String,
     what: &'static str,

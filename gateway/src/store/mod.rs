@@ -165,8 +165,14 @@ mod tests {
             );
             assert_eq!(back, FieldValue::Gauge(x));
         }
-        assert_eq!(serde_json::to_string(&FieldValue::Gauge(36.6)).unwrap(), "36.6");
-        assert_ne!(FieldValue::Gauge(36.6), FieldValue::Float(f64::from(36.6f32)));
+        assert_eq!(
+            serde_json::to_string(&FieldValue::Gauge(36.6)).unwrap(),
+            "36.6"
+        );
+        assert_ne!(
+            FieldValue::Gauge(36.6),
+            FieldValue::Float(f64::from(36.6f32))
+        );
         assert_ne!(FieldValue::Gauge(1.0), FieldValue::Int(1));
     }
 
