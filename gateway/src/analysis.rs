@@ -32,6 +32,7 @@
 //! backlog delivered newest-first after live traffic) is analysed in device-time order:
 //! the device's rules replay from a checkpoint taken before the hole ([`backfill`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -675,20 +676,21 @@ impl Analyzer {
         findings: &mut Vec<DeviceFinding>,
         points: &mut Vec<Point>,
     ) {
-        self.observe_arrival(device_id, message, None, findings, points);
+        self.observe_arrival(device_id, Cow::Borrowed(message), None, findings, points);
     }
 
     /// Like [`Analyzer::observe`], with where the message stands in its device's
-    /// sequence: a late one is analysed in device-time order (see [`backfill`]).
+    /// sequence: a late one is analysed in device-time order (see [`backfill`]). A message
+    /// an open backfill keeps is moved into it if owned (cloned if borrowed).
     pub fn observe_arrival(
         &mut self,
         device_id: &str,
-        message: &Message,
+        message: Cow<'_, Message>,
         arrival: Option<Arrival>,
         findings: &mut Vec<DeviceFinding>,
         points: &mut Vec<Point>,
     ) {
-        let (model, ts) = match message {
+        let (model, ts) = match &*message {
             Message::Telemetry(t) => (Some(t.reading.model()), t.ts),
             Message::Event(e) => (None, e.ts),
             Message::Status(s) => {
@@ -708,7 +710,7 @@ impl Analyzer {
             }
             (Some(state), _) => state,
             (None, _) => {
-                let model = model.unwrap_or_else(|| guess_model(message));
+                let model = model.unwrap_or_else(|| guess_model(&message));
                 self.devices
                     .entry(device_id.to_owned())
                     .or_insert_with(|| DeviceState::new(model, rules_cfg))
@@ -762,22 +764,18 @@ impl Analyzer {
             }
         }
         // Kept for the replay: every new message after the checkpoint; a late one is
-        // analysed only by it.
-        let mut held = false;
-        if let Some(Some(b)) = self.open_backfills.get_mut(device_id) {
-            let covered = backfill::sequence_of(message).is_some_and(|s| b.covers(s));
-            if covered {
-                let wall_ms = arrival.map_or(i64::MIN, |a| a.received_ms);
-                b.keep(message.clone(), late, hold_until, wall_ms);
-                self.late.kept += 1;
-                held = late;
-            }
-        }
+        // analysed only by it. (Kept once the rules below have seen it, so it is moved,
+        // not copied; nothing in between reads the backfill.)
+        let kept = match self.open_backfills.get(device_id) {
+            Some(Some(b)) => backfill::sequence_of(&message).is_some_and(|s| b.covers(s)),
+            _ => false,
+        };
+        let held = kept && late;
         if late && !held {
             self.late.unordered += 1;
             tracing::debug!(%device_id, ?arrival, "A late message older than the device's checkpoint: the rules skip it.");
         }
-        match message {
+        match &*message {
             Message::Telemetry(t) => {
                 if !held {
                     state.rules.on_telemetry(rules_cfg, t, &mut out);
@@ -813,6 +811,13 @@ impl Analyzer {
                 }
             }
             Message::Status(_) => {}
+        }
+        if kept {
+            if let Some(Some(b)) = self.open_backfills.get_mut(device_id) {
+                let wall_ms = arrival.map_or(i64::MIN, |a| a.received_ms);
+                b.keep(message.into_owned(), late, hold_until, wall_ms);
+                self.late.kept += 1;
+            }
         }
         if let (Some(Some(b)), Some(a)) = (self.open_backfills.get(device_id), arrival) {
             if b.complete(a.missing_after)
@@ -1500,7 +1505,13 @@ mod tests {
                     received_ms: 0,
                 }
             });
-            a.observe_arrival("toilet-0000", m, arrival, &mut findings, &mut points);
+            a.observe_arrival(
+                "toilet-0000",
+                Cow::Borrowed(m),
+                arrival,
+                &mut findings,
+                &mut points,
+            );
         }
         findings
     }
@@ -1620,7 +1631,13 @@ mod tests {
             missing_after: seq.gaps,
             received_ms: 0,
         };
-        blind.observe_arrival("toilet-0000", m, Some(arrival), &mut f, &mut p);
+        blind.observe_arrival(
+            "toilet-0000",
+            Cow::Borrowed(m),
+            Some(arrival),
+            &mut f,
+            &mut p,
+        );
         assert_eq!(blind.late_counts().unordered, 1);
     }
 

@@ -228,7 +228,7 @@ impl BatchBuilder {
                         tally.analysed += 1;
                         analyzer.observe_arrival(
                             accepted.device_id.as_str(),
-                            &accepted.message,
+                            std::borrow::Cow::Owned(accepted.message),
                             arrival,
                             &mut findings,
                             &mut points,

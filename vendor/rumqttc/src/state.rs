@@ -163,6 +163,15 @@ impl MqttState {
         &mut self,
         packet: Incoming,
     ) -> Result<Option<Packet>, StateError> {
+        // Vendored change 2: a publish is moved into `events`, not cloned (upstream copied
+        // its topic for every message); it is still queued before it is handled.
+        if let Incoming::Publish(publish) = packet {
+            let (qos, pkid) = (publish.qos, publish.pkid);
+            self.events.push_back(Event::Incoming(Incoming::Publish(publish)));
+            let outgoing = self.handle_incoming_publish_header(qos, pkid)?;
+            self.last_incoming = Instant::now();
+            return Ok(outgoing);
+        }
         self.events.push_back(Event::Incoming(packet.clone()));
 
         let outgoing = match &packet {
@@ -195,19 +204,25 @@ impl MqttState {
     /// Results in a publish notification in all the QoS cases. Replys with an ack
     /// in case of QoS1 and Replys rec in case of QoS while also storing the message
     fn handle_incoming_publish(&mut self, publish: &Publish) -> Result<Option<Packet>, StateError> {
-        let qos = publish.qos;
+        self.handle_incoming_publish_header(publish.qos, publish.pkid)
+    }
 
+    /// What [`MqttState::handle_incoming_publish`] needs of a publish (vendored change 2).
+    fn handle_incoming_publish_header(
+        &mut self,
+        qos: QoS,
+        pkid: u16,
+    ) -> Result<Option<Packet>, StateError> {
         match qos {
             QoS::AtMostOnce => Ok(None),
             QoS::AtLeastOnce => {
                 if !self.manual_acks {
-                    let puback = PubAck::new(publish.pkid);
+                    let puback = PubAck::new(pkid);
                     return self.outgoing_puback(puback);
                 }
                 Ok(None)
             }
             QoS::ExactlyOnce => {
-                let pkid = publish.pkid;
                 self.incoming_pub.insert(pkid as usize);
 
                 if !self.manual_acks {
