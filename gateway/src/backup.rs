@@ -147,6 +147,15 @@ pub fn backup(config: &Config, dest: &Path) -> Result<Manifest, BackupError> {
             .map_err(sqlite)?;
         conn.backup(rusqlite::MAIN_DB, dest.join(name), None)
             .map_err(sqlite)?;
+        if name == "state.db" {
+            // The copy keeps every device's sequence state in `devices`, none in the journal.
+            crate::state::fold_sequence_journal_file(&dest.join(name)).map_err(|source| {
+                BackupError::Sqlite {
+                    path: dest.join(name),
+                    source,
+                }
+            })?;
+        }
         files.push(entry(dest, name)?);
     }
     let manifest = Manifest {

@@ -542,6 +542,27 @@ fn merge_journal_row(
     true
 }
 
+/// Folds the sequence-state journal of the state database at `path`: a backup's copy, so
+/// that it holds every device's state in `devices` (what an older release reads, and what
+/// a restore compares). A copy without a journal table is left as it is. Returns the
+/// devices written.
+pub fn fold_sequence_journal_file(path: &Path) -> rusqlite::Result<usize> {
+    let mut conn = Connection::open(path)?;
+    let tx = conn.transaction()?;
+    let has_journal: i64 = tx.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'seq_journal'",
+        [],
+        |r| r.get(0),
+    )?;
+    let folded = if has_journal > 0 {
+        fold_journal(&tx)?
+    } else {
+        0
+    };
+    tx.commit()?;
+    Ok(folded)
+}
+
 /// Folds the journal now (in a transaction of its own) if it has rows.
 fn fold_now(conn: &mut Connection, journal_rows: &AtomicU64) -> rusqlite::Result<()> {
     if journal_rows.load(Ordering::Relaxed) == 0 {
