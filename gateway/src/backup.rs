@@ -149,12 +149,19 @@ pub fn backup(config: &Config, dest: &Path) -> Result<Manifest, BackupError> {
             .map_err(sqlite)?;
         if name == "state.db" {
             // The copy keeps every device's sequence state in `devices`, none in the journal.
-            crate::state::fold_sequence_journal_file(&dest.join(name)).map_err(|source| {
-                BackupError::Sqlite {
-                    path: dest.join(name),
-                    source,
-                }
-            })?;
+            let fold =
+                crate::state::fold_sequence_journal_file(&dest.join(name)).map_err(|source| {
+                    BackupError::Sqlite {
+                        path: dest.join(name),
+                        source,
+                    }
+                })?;
+            if fold.unreadable > 0 {
+                tracing::warn!(
+                    rows = fold.unreadable,
+                    "Backup: sequence-state journal rows that do not decode were left out of the copy (logged above)."
+                );
+            }
         }
         files.push(entry(dest, name)?);
     }

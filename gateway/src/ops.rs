@@ -559,6 +559,11 @@ impl Ops {
             self.state.dead_letters_dropped(),
         );
         counter(
+            "sequence_journal_rows_unreadable",
+            "Sequence-state journal rows that did not decode and were removed (their devices kept older state).",
+            self.state.journal_rows_unreadable(),
+        );
+        counter(
             "maintenance_applied",
             "Device faults and cartridge replacements applied by the maintenance engine.",
             s.maintenance_applied,

@@ -140,6 +140,8 @@ pub struct StateDb {
     dropped: Arc<AtomicU64>,
     // Rows in `seq_journal`, kept in step with it (only changed under the connection's lock).
     journal_rows: Arc<AtomicU64>,
+    // Journal rows removed unread by folds since start (their devices kept older state).
+    journal_unreadable: Arc<AtomicU64>,
 }
 
 impl StateDb {
@@ -173,12 +175,10 @@ impl StateDb {
                 states BLOB NOT NULL       -- per device: varint id length, id, DeviceSeq::encode_binary
             );",
         )?;
-        let tx = conn.transaction()?;
-        let folded = fold_journal(&tx)?;
-        tx.commit()?;
-        if folded > 0 {
+        let fold = fold_in_transaction(&mut conn)?;
+        if fold.devices > 0 {
             tracing::info!(
-                devices = folded,
+                devices = fold.devices,
                 "Sequence-state journal folded into the devices table."
             );
         }
@@ -198,6 +198,7 @@ impl StateDb {
             dead_totals: Arc::new(Mutex::new(totals)),
             dropped: Arc::new(AtomicU64::new(0)),
             journal_rows: Arc::new(AtomicU64::new(0)),
+            journal_unreadable: Arc::new(AtomicU64::new(fold.unreadable)),
         })
     }
 
@@ -209,6 +210,12 @@ impl StateDb {
     /// Dead letters removed by the caps or retention since start.
     pub fn dead_letters_dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sequence-state journal rows that did not decode and were removed since start (their
+    /// devices kept their older saved state; each is logged).
+    pub fn journal_rows_unreadable(&self) -> u64 {
+        self.journal_unreadable.load(Ordering::Relaxed)
     }
 
     /// Rows and payload bytes now in the dead-letter store.
@@ -256,8 +263,11 @@ impl StateDb {
     /// Folds the sequence-state journal into `devices` now (at a graceful stop, so the
     /// file holds no journal rows an older release would not read).
     pub async fn fold_sequence_journal(&self) -> Result<(), StateError> {
-        let journal_rows = Arc::clone(&self.journal_rows);
-        self.with_conn(move |conn| fold_now(conn, &journal_rows))
+        let (rows, unreadable) = (
+            Arc::clone(&self.journal_rows),
+            Arc::clone(&self.journal_unreadable),
+        );
+        self.with_conn(move |conn| fold_now(conn, &rows, &unreadable))
             .await
     }
 
@@ -292,6 +302,7 @@ impl StateDb {
         let limits = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let totals = Arc::clone(&self.dead_totals);
         let journal_rows = Arc::clone(&self.journal_rows);
+        let journal_unreadable = Arc::clone(&self.journal_unreadable);
         let dead = dead.to_vec();
         let states = (!devices.is_empty()).then(|| encode_journal(devices));
         let dropped = self
@@ -349,7 +360,8 @@ impl StateDb {
                 .execute(params![now_ms, SEQ_BINARY_FORMAT, states])?;
                 rows += 1;
                 if rows >= FOLD_AFTER_BATCHES {
-                    fold_journal(&tx)?;
+                    let fold = fold_journal(&tx)?;
+                    journal_unreadable.fetch_add(fold.unreadable, Ordering::Relaxed);
                     rows = 0;
                 }
             }
@@ -396,9 +408,12 @@ impl StateDb {
 
     /// Loads every device's sequence state.
     pub async fn load_devices(&self) -> Result<HashMap<String, DeviceSeq>, StateError> {
-        let journal_rows = Arc::clone(&self.journal_rows);
+        let (rows, unreadable) = (
+            Arc::clone(&self.journal_rows),
+            Arc::clone(&self.journal_unreadable),
+        );
         self.with_conn(move |conn| {
-            fold_now(conn, &journal_rows)?;
+            fold_now(conn, &rows, &unreadable)?;
             let mut stmt = conn.prepare("SELECT device_id, seq_state FROM devices")?;
             let rows =
                 stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
@@ -422,9 +437,12 @@ impl StateDb {
 
     /// How many devices have ever been seen, and how many of them since `since_ms`.
     pub async fn devices_seen(&self, since_ms: i64) -> Result<(u64, u64), StateError> {
-        let journal_rows = Arc::clone(&self.journal_rows);
+        let (rows, unreadable) = (
+            Arc::clone(&self.journal_rows),
+            Arc::clone(&self.journal_unreadable),
+        );
         self.with_conn(move |conn| {
-            fold_now(conn, &journal_rows)?;
+            fold_now(conn, &rows, &unreadable)?;
             conn.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(last_seen_ms >= ?1), 0) FROM devices",
                 [since_ms],
@@ -480,9 +498,12 @@ impl StateDb {
 
     /// One device's sequence state.
     pub async fn device(&self, device_id: String) -> Result<Option<DeviceSeq>, StateError> {
-        let journal_rows = Arc::clone(&self.journal_rows);
+        let (rows, unreadable) = (
+            Arc::clone(&self.journal_rows),
+            Arc::clone(&self.journal_unreadable),
+        );
         self.with_conn(move |conn| {
-            fold_now(conn, &journal_rows)?;
+            fold_now(conn, &rows, &unreadable)?;
             conn.query_row(
                 "SELECT seq_state FROM devices WHERE device_id = ?1",
                 [device_id],
@@ -546,33 +567,49 @@ fn merge_journal_row(
 /// that it holds every device's state in `devices` (what an older release reads, and what
 /// a restore compares). A copy without a journal table is left as it is. Returns the
 /// devices written.
-pub fn fold_sequence_journal_file(path: &Path) -> rusqlite::Result<usize> {
+pub fn fold_sequence_journal_file(path: &Path) -> rusqlite::Result<Fold> {
     let mut conn = Connection::open(path)?;
-    let tx = conn.transaction()?;
-    let has_journal: i64 = tx.query_row(
+    let has_journal: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'seq_journal'",
         [],
         |r| r.get(0),
     )?;
-    let folded = if has_journal > 0 {
-        fold_journal(&tx)?
-    } else {
-        0
-    };
-    tx.commit()?;
-    Ok(folded)
+    if has_journal == 0 {
+        return Ok(Fold::default());
+    }
+    fold_in_transaction(&mut conn)
 }
 
-/// Folds the journal now (in a transaction of its own) if it has rows.
-fn fold_now(conn: &mut Connection, journal_rows: &AtomicU64) -> rusqlite::Result<()> {
+/// Folds the journal now if it has rows, counting the rows it could not read.
+fn fold_now(
+    conn: &mut Connection,
+    journal_rows: &AtomicU64,
+    unreadable: &AtomicU64,
+) -> rusqlite::Result<()> {
     if journal_rows.load(Ordering::Relaxed) == 0 {
         return Ok(());
     }
-    let tx = conn.transaction()?;
-    fold_journal(&tx)?;
-    tx.commit()?;
+    let fold = fold_in_transaction(conn)?;
+    unreadable.fetch_add(fold.unreadable, Ordering::Relaxed);
     journal_rows.store(0, Ordering::Relaxed);
     Ok(())
+}
+
+/// What a fold did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fold {
+    /// Devices written to `devices`.
+    pub devices: usize,
+    /// Journal rows removed unread (logged each).
+    pub unreadable: u64,
+}
+
+/// [`fold_journal`] in a transaction of its own.
+fn fold_in_transaction(conn: &mut Connection) -> rusqlite::Result<Fold> {
+    let tx = conn.transaction()?;
+    let fold = fold_journal(&tx)?;
+    tx.commit()?;
+    Ok(fold)
 }
 
 /// Moves every journal row into `devices` (each device gets its newest state and the
@@ -580,9 +617,10 @@ fn fold_now(conn: &mut Connection, journal_rows: &AtomicU64) -> rusqlite::Result
 /// read newest first, so a device's older states are stepped over, not built. A row that
 /// does not decode (another format, damaged) is logged and removed: its devices keep the
 /// state of the other rows or their previous saved state. Call inside a transaction.
-fn fold_journal(conn: &Connection) -> rusqlite::Result<usize> {
+fn fold_journal(conn: &Connection) -> rusqlite::Result<Fold> {
     let mut newest: HashMap<String, (DeviceSeq, i64)> = HashMap::new();
     let mut last_row = None;
+    let mut unreadable = 0;
     {
         let mut stmt = conn.prepare_cached(
             "SELECT id, received_ms, format, states FROM seq_journal ORDER BY id DESC",
@@ -598,6 +636,7 @@ fn fold_journal(conn: &Connection) -> rusqlite::Result<usize> {
                 _ => false,
             };
             if !merged {
+                unreadable += 1;
                 tracing::warn!(
                     row,
                     format,
@@ -607,7 +646,7 @@ fn fold_journal(conn: &Connection) -> rusqlite::Result<usize> {
         }
     }
     let Some(last_row) = last_row else {
-        return Ok(0);
+        return Ok(Fold::default());
     };
     let mut up = conn.prepare_cached(
         "INSERT INTO devices (device_id, seq_state, last_seen_ms) VALUES (?1, ?2, ?3)
@@ -619,7 +658,10 @@ fn fold_journal(conn: &Connection) -> rusqlite::Result<usize> {
         up.execute(params![id, json, received_ms])?;
     }
     conn.execute("DELETE FROM seq_journal WHERE id <= ?1", [last_row])?;
-    Ok(newest.len())
+    Ok(Fold {
+        devices: newest.len(),
+        unreadable,
+    })
 }
 
 #[cfg(test)]
@@ -727,6 +769,7 @@ mod tests {
         drop(db);
         let db = StateDb::open(&path).unwrap();
         assert_eq!(journal_rows(&db), 0);
+        assert_eq!(db.journal_rows_unreadable(), 1);
         assert_eq!(db.load_devices().await.unwrap(), before);
         // A newer row cut short does not hide the state of an older, whole one.
         let mut seq = before["dev-1-ü'\""].clone();
@@ -747,6 +790,7 @@ mod tests {
             .unwrap();
         drop(db);
         let db = StateDb::open(&path).unwrap();
+        assert_eq!(db.journal_rows_unreadable(), 1);
         assert_eq!(db.device("dev-1-ü'\"".into()).await.unwrap(), Some(seq));
         assert_eq!(db.devices_seen(6_000).await.unwrap(), (10, 1));
     }
