@@ -51,8 +51,17 @@ pub struct NatsCluster {
     /// The login of the start-up probe (`None`: anonymous).
     probe_login: Option<(String, String)>,
     _dir: tempfile::TempDir,
-    _turn: std::sync::MutexGuard<'static, ()>,
+    /// Held while the cluster runs (`None` only inside a start attempt).
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
 }
+
+/// Attempts at starting a cluster before the test fails.
+const START_ATTEMPTS: u32 = 3;
+/// How long one attempt waits for each node's first MQTT session (JetStream forms in a few
+/// seconds here; a cluster that has not after this will not).
+const FIRST_START_WAIT: Duration = Duration::from_secs(90);
+/// How long a restarted node may take to accept MQTT again.
+const RESTART_WAIT: Duration = Duration::from_secs(120);
 
 impl NatsCluster {
     /// Starts three nodes and waits until each accepts an MQTT session (JetStream up).
@@ -78,6 +87,32 @@ impl NatsCluster {
         let turn = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A cluster that does not come up (a node that could not start, or JetStream that
+        // never placed the MQTT streams) is stopped and started again on new ports and a new
+        // directory, twice at most; each failed attempt's reason and logs are printed.
+        let mut last_failure = None;
+        for attempt in 1..=START_ATTEMPTS {
+            match NatsCluster::start_once(auth.clone()) {
+                Ok(mut cluster) => {
+                    cluster._turn = Some(turn);
+                    return Ok(cluster);
+                }
+                Err(e) => {
+                    eprintln!("nats cluster start, attempt {attempt} of {START_ATTEMPTS}: {e:#}");
+                    last_failure = Some(e);
+                }
+            }
+        }
+        let last = last_failure.map_or_else(String::new, |e| format!("{e:#}"));
+        bail!(
+            "the 3-node NATS cluster did not start in {START_ATTEMPTS} attempts (each printed \
+             above); the last: {last}"
+        )
+    }
+
+    /// One attempt: three nodes on fresh ports in a fresh directory (stopped when it fails:
+    /// the cluster is dropped).
+    fn start_once(auth: Option<(String, (String, String))>) -> Result<NatsCluster> {
         let dir = tempfile::tempdir()?;
         let nodes: Vec<NatsNode> = (1..=3)
             .map(|i| NatsNode {
@@ -104,13 +139,13 @@ impl NatsCluster {
             config,
             probe_login,
             _dir: dir,
-            _turn: turn,
+            _turn: None,
         };
         for i in 0..3 {
             c.launch(i)?;
         }
         for i in 0..3 {
-            c.wait_mqtt(i)?;
+            c.wait_mqtt(i, FIRST_START_WAIT)?;
         }
         Ok(c)
     }
@@ -152,14 +187,47 @@ impl NatsCluster {
     }
 
     /// Waits until node `i` completes an MQTT CONNECT (its session stream is reachable).
-    fn wait_mqtt(&self, i: usize) -> Result<()> {
+    /// Fails at once when a node's process has exited, with every node's log tail.
+    fn wait_mqtt(&mut self, i: usize, timeout: Duration) -> Result<()> {
         let port = self.nodes[i].mqtt_port;
-        wait_until(
-            Duration::from_secs(120),
-            &format!("nats node {} to accept MQTT", self.nodes[i].name),
-            || mqtt_connects(port, self.probe_login.as_ref()).then_some(()),
-        )
-        .map_err(|e| anyhow!("{e}; log:\n{}", self.log_tail(i)))
+        let start = Instant::now();
+        loop {
+            if mqtt_connects(port, self.probe_login.as_ref()) {
+                return Ok(());
+            }
+            let exited: Vec<String> = self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| {
+                    let status = n.child.as_mut()?.try_wait().ok()??;
+                    Some(format!("{} exited ({status})", n.name))
+                })
+                .collect();
+            if !exited.is_empty() {
+                bail!(
+                    "while waiting for nats node {} to accept MQTT: {}; logs:\n{}",
+                    self.nodes[i].name,
+                    exited.join(", "),
+                    self.all_log_tails()
+                );
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "timed out after {timeout:?} waiting for nats node {} to accept MQTT; logs:\n{}",
+                    self.nodes[i].name,
+                    self.all_log_tails()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of every node's log, each under its name.
+    fn all_log_tails(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| format!("--- {} ---\n{}", self.nodes[i].name, self.log_tail(i)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The process ids of the running nodes.
@@ -183,7 +251,7 @@ impl NatsCluster {
     /// Starts node `i` again (same ports and storage) and waits for its MQTT listener.
     pub fn restart(&mut self, i: usize) -> Result<()> {
         self.launch(i)?;
-        self.wait_mqtt(i)
+        self.wait_mqtt(i, RESTART_WAIT)
     }
 
     /// Every line of the three nodes' logs that contains `needle`, prefixed by the node's name

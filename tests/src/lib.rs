@@ -35,12 +35,50 @@ pub mod smtp;
 pub mod webhook;
 pub use smtp::SmtpServer;
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released), never the same twice in one test
+/// process.
+///
+/// It is taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), so no
+/// outgoing connection can be given it as its source port between this call and the service
+/// binding it: a NATS node dialling its peers' routes before they listen once took the port
+/// meant for a peer, which then could not start (CI: "no suitable peers for placement" for
+/// the whole start-up wait). Falls back to a port the kernel picks when that range is empty.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    const LOWEST: u16 = 20_000;
+
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let random = RandomState::new();
+    if ephemeral_low > LOWEST + 100 {
+        let span = u64::from(ephemeral_low - LOWEST);
+        for attempt in 0u64..1_000 {
+            let port = LOWEST + (random.hash_one(attempt) % span) as u16;
+            if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                handed_out.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        if port == 0 || handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Finds a service binary on PATH or in /usr/sbin, or says how to install it.
