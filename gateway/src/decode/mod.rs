@@ -12,6 +12,8 @@
 //! [`Accepted::invalid_gauges`] and logged at debug; the analytics see it as missing
 //! (NaN). The counters of the message are stored and analysed as usual.
 
+mod fast_telemetry;
+
 use protocol::message::{
     Cartridge, Event, EventKind, FaultState, Presence, Reading, Status, Telemetry,
 };
@@ -70,15 +72,23 @@ impl Rejection {
     }
 }
 
-fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
-    // One UTF-8 check of the whole payload; read as text, serde_json does not check each
-    // string again (per-string checks were a twentieth of the ingest core's instructions).
-    let text = std::str::from_utf8(payload).map_err(|e| {
+/// The payload as text: one UTF-8 check of the whole payload, after which serde_json does
+/// not check each string again (per-string checks were a twentieth of the ingest core's
+/// instructions).
+fn text(payload: &[u8]) -> Result<&str, Rejection> {
+    std::str::from_utf8(payload).map_err(|e| {
         Rejection::new(
             "malformed_json",
             format!("the payload is not UTF-8 text: {e}"),
         )
-    })?;
+    })
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Rejection> {
+    parse_text(text(payload)?)
+}
+
+fn parse_text<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, Rejection> {
     serde_json::from_str(text).map_err(|e| {
         let reason = match e.classify() {
             serde_json::error::Category::Data => "schema_mismatch",
@@ -110,7 +120,13 @@ pub fn decode(
     let topic = Topic::parse(topic).map_err(|e| Rejection::new(e.code(), e.to_string()))?;
     match topic.channel {
         Channel::Telemetry => {
-            let mut msg: Telemetry = parse(payload)?;
+            // The common shape is read by the fast path; anything it is not sure of, serde_json
+            // reads (and names the rejection).
+            let text = text(payload)?;
+            let mut msg: Telemetry = match fast_telemetry::telemetry(text) {
+                Some(msg) => msg,
+                None => parse_text(text)?,
+            };
             let invalid_gauges = validate::sanitize_telemetry(&mut msg);
             validate::check_telemetry(&msg, &topic, now_ms, limits).map_err(invalid)?;
             if !invalid_gauges.is_empty() {
