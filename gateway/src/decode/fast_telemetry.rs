@@ -1,17 +1,22 @@
-//! A fast path for the payload fixtures send most: telemetry.
+//! A fast path for the payload fixtures send most: telemetry, as their firmware writes it.
 //!
-//! [`telemetry`] reads a telemetry payload in one pass over its bytes, without serde's
-//! generic machinery (serde_json into the contract's types was a third of the gateway's
-//! instructions per message). It is a shortcut, never a judge: it returns `None` whenever it
-//! is not certain the payload is one serde_json reads, and then the caller hands the same
-//! text to serde_json, which decides and names any rejection. So it may only return what
-//! `serde_json::from_str::<Telemetry>` returns for the same text; the tests below hold it to
-//! that, field by field and bit by bit, on valid payloads and on every small damage to them.
+//! [`telemetry`] reads a telemetry payload laid out as serializers write it (compact, the
+//! fields in the order of the contract's types, as serde-json-core on the firmware and
+//! serde_json on the simulator write them) in one pass: each key is matched as part of a
+//! fixed literal (`,"boot_id":`), each value read in place, with no key lookup and no serde
+//! machinery (serde_json into the contract's types was a third of the gateway's instructions
+//! per message). It is a shortcut, never a judge: it returns `None` whenever the payload is
+//! not in that layout or it is not certain serde_json reads it, and then the caller hands the
+//! same text to serde_json, which decides and names any rejection. So it may only return
+//! what `serde_json::from_str::<Telemetry>` returns for the same text; the tests below hold
+//! it to that, field by field and bit by bit, on valid payloads and on every small damage to
+//! them.
 //!
-//! What it leaves to serde_json (returns `None`): escapes or control characters in a
-//! string, an unknown, duplicate or missing field, a string longer than its field holds, a
-//! sign on a counter, a number with an exponent or more than 15 digits, more than
-//! [`MAX_CARTRIDGES`] cartridges, anything after the object but whitespace.
+//! What it leaves to serde_json (returns `None`): whitespace anywhere but at the end,
+//! another order of the fields, an absent gauge, an escape or a control character in a
+//! string, a string longer than its field holds, a sign on a counter, a number with an
+//! exponent or more than 15 digits (gauges), a counter above `u64::MAX`, more than
+//! [`MAX_CARTRIDGES`] cartridges, anything unknown.
 //!
 //! Gauges are computed as serde_json 1.x does without its `float_roundtrip` feature (the
 //! gateway does not enable it): the digits as one integer `m` below 10^15, then
@@ -26,12 +31,14 @@ use protocol::message::{
 pub(crate) fn telemetry(text: &str) -> Option<Telemetry> {
     let mut cursor = Cursor {
         text,
-        bytes: text.as_bytes(),
-        at: 0,
+        rest: text.as_bytes(),
     };
     let telemetry = cursor.telemetry()?;
-    cursor.end()?;
-    Some(telemetry)
+    cursor
+        .rest
+        .iter()
+        .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .then_some(telemetry)
 }
 
 /// Powers of ten exact in `f64`, as many as a 15-digit decimal needs.
@@ -41,6 +48,10 @@ const POW10: [f64; 16] = [
 
 /// Most digits of a gauge read here (their integer stays below 2^53, so exact in `f64`).
 const MAX_GAUGE_DIGITS: usize = 15;
+
+/// Most digits of a counter read here (`u64::MAX` has 20; only a 20th is checked for
+/// overflow, since 19 nines fit).
+const MAX_COUNTER_DIGITS: usize = 20;
 
 /// Index of the first `"`, `\` or control character (below 0x20) in `bytes`: eight bytes
 /// at a time ("has a zero byte" word tests; the lowest flagged byte of each test is always a
@@ -75,164 +86,65 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
-/// Where `key` is in `fields`, trying `hint` first (the field after the previous one: the
-/// order serializers write them in).
-fn field_index(fields: &[&str], key: &str, hint: usize) -> Option<usize> {
-    if fields.get(hint) == Some(&key) {
-        return Some(hint);
-    }
-    fields.iter().position(|field| *field == key)
-}
-
-/// The bits of the first `n` fields.
-const fn first(n: u32) -> u32 {
-    (1 << n) - 1
-}
-
 struct Cursor<'a> {
     text: &'a str,
-    bytes: &'a [u8],
-    at: usize,
+    /// What is left of `text`.
+    rest: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
-            self.at += 1;
-        }
+    /// Consumes `expected`, or `None`.
+    #[inline(always)]
+    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+        self.rest = self.rest.strip_prefix(expected)?;
+        Some(())
     }
 
-    /// The next byte after whitespace, not consumed.
-    #[inline]
-    fn peek(&mut self) -> Option<u8> {
-        self.skip_whitespace();
-        self.bytes.get(self.at).copied()
-    }
-
-    /// Consumes `byte` (after whitespace), or `None`.
-    #[inline]
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.at += 1)
-    }
-
-    /// Only whitespace is left.
-    fn end(&mut self) -> Option<()> {
-        self.skip_whitespace();
-        (self.at == self.bytes.len()).then_some(())
-    }
-
-    /// Consumes `literal` if it comes next.
-    #[inline]
-    fn literal(&mut self, literal: &[u8]) -> bool {
-        self.skip_whitespace();
-        let found = self
-            .bytes
-            .get(self.at..)
-            .is_some_and(|rest| rest.starts_with(literal));
-        if found {
-            self.at += literal.len();
-        }
-        found
-    }
-
-    /// A string with no escape and no control character.
-    #[inline]
-    fn string(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.at;
-        let len = string_end(self.bytes.get(start..)?)?;
-        if self.bytes[start + len] != b'"' {
-            return None;
-        }
-        self.at = start + len + 1;
-        // The quotes are ASCII, so both ends are character boundaries.
-        self.text.get(start..start + len)
-    }
-
-    /// Consumes the key `fields[hint]` (the one a serializer writes next) if it comes next,
-    /// compared in place; `None` leaves the cursor where it was. Field names have no quote,
-    /// backslash or control character, so the bytes `"name"` are that key and no other.
-    #[inline]
-    fn expected_key(&mut self, fields: &[&str], hint: usize) -> Option<usize> {
-        let name = fields.get(hint)?.as_bytes();
-        self.skip_whitespace();
-        let rest = self.bytes.get(self.at..)?;
-        let found = rest.len() > name.len() + 1
-            && rest[0] == b'"'
-            && rest[name.len() + 1] == b'"'
-            && &rest[1..=name.len()] == name;
-        if found {
-            self.at += name.len() + 2;
-            return Some(hint);
-        }
-        None
-    }
-
-    /// An object whose keys are `fields` (each at most once): `field` is called with each
-    /// key's index, the cursor before its value. Returns the fields seen, one bit each.
-    fn object(
-        &mut self,
-        fields: &[&str],
-        mut field: impl FnMut(&mut Self, usize) -> Option<()>,
-    ) -> Option<u32> {
-        let mut seen = 0u32;
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(seen);
-        }
-        let mut hint = 0;
-        loop {
-            let index = match self.expected_key(fields, hint) {
-                Some(index) => index,
-                None => field_index(fields, self.string()?, hint)?,
-            };
-            let bit = 1 << index;
-            if seen & bit != 0 {
-                return None;
+    /// Consumes `expected` if it comes next.
+    #[inline(always)]
+    fn try_literal(&mut self, expected: &[u8]) -> bool {
+        match self.rest.strip_prefix(expected) {
+            Some(rest) => {
+                self.rest = rest;
+                true
             }
-            seen |= bit;
-            hint = index + 1;
-            self.eat(b':')?;
-            field(self, index)?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(seen);
-                }
-                _ => return None,
-            }
+            None => false,
         }
     }
 
     /// Decimal digits as an integer and their count; `None` for none, a leading zero
-    /// followed by a digit, or more than `u64` holds.
-    #[inline]
-    fn digits(&mut self) -> Option<(u64, usize)> {
-        let start = self.at;
-        let mut value: u64 = 0;
-        while let Some(&b) = self.bytes.get(self.at) {
+    /// followed by a digit, or more than `max` digits.
+    #[inline(always)]
+    fn digits(&mut self, max: usize) -> Option<(u64, usize)> {
+        let mut value = 0u64;
+        let mut count = 0;
+        while let Some(&b) = self.rest.get(count) {
             if !b.is_ascii_digit() {
                 break;
             }
-            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-            self.at += 1;
+            count += 1;
+            if count > max {
+                return None;
+            }
+            let digit = u64::from(b - b'0');
+            value = if count < 20 {
+                value * 10 + digit
+            } else {
+                value.checked_mul(10)?.checked_add(digit)?
+            };
         }
-        let count = self.at - start;
-        if count == 0 || (count > 1 && self.bytes[start] == b'0') {
+        if count == 0 || (count > 1 && self.rest[0] == b'0') {
             return None;
         }
+        self.rest = &self.rest[count..];
         Some((value, count))
     }
 
     /// A counter: digits only (no sign, fraction or exponent).
     #[inline]
     fn unsigned(&mut self) -> Option<u64> {
-        self.skip_whitespace();
-        let (value, _) = self.digits()?;
-        match self.bytes.get(self.at) {
+        let (value, _) = self.digits(MAX_COUNTER_DIGITS)?;
+        match self.rest.first() {
             Some(b'.' | b'e' | b'E') => None,
             _ => Some(value),
         }
@@ -242,47 +154,25 @@ impl<'a> Cursor<'a> {
         u8::try_from(self.unsigned()?).ok()
     }
 
-    fn u16(&mut self) -> Option<u16> {
-        u16::try_from(self.unsigned()?).ok()
-    }
-
     fn u32(&mut self) -> Option<u32> {
         u32::try_from(self.unsigned()?).ok()
-    }
-
-    fn i64(&mut self) -> Option<i64> {
-        i64::try_from(self.unsigned()?).ok()
     }
 
     /// A float gauge: `null` (missing, NaN) or a decimal of at most 15 digits without an
     /// exponent, computed as serde_json computes it (module docs).
     fn gauge(&mut self) -> Option<f32> {
-        if self.literal(b"null") {
+        if self.try_literal(b"null") {
             return Some(f32::NAN);
         }
-        let negative = self.bytes.get(self.at) == Some(&b'-');
-        if negative {
-            self.at += 1;
+        let negative = self.try_literal(b"-");
+        let (whole, whole_digits) = self.digits(MAX_GAUGE_DIGITS)?;
+        let (mut mantissa, mut scale) = (whole, 0);
+        if self.try_literal(b".") {
+            let (fraction, fraction_digits) = self.fraction(MAX_GAUGE_DIGITS - whole_digits)?;
+            mantissa = mantissa * POW10_U64[fraction_digits] + fraction;
+            scale = fraction_digits;
         }
-        let (mut mantissa, mut digits) = self.digits()?;
-        let mut scale = 0;
-        if self.bytes.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            let start = self.at;
-            while let Some(&b) = self.bytes.get(self.at) {
-                if !b.is_ascii_digit() {
-                    break;
-                }
-                mantissa = mantissa.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-                self.at += 1;
-            }
-            scale = self.at - start;
-            if scale == 0 {
-                return None;
-            }
-            digits += scale;
-        }
-        if digits > MAX_GAUGE_DIGITS || matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+        if matches!(self.rest.first(), Some(b'e' | b'E')) {
             return None;
         }
         // Below 10^15 < 2^53: the conversion is exact, the division rounds once.
@@ -293,243 +183,244 @@ impl<'a> Cursor<'a> {
         Some(value as f32)
     }
 
-    /// A TDS gauge: `null` (missing) or a `u16`.
-    fn ppm_gauge(&mut self) -> Option<u16> {
-        if self.literal(b"null") {
-            return Some(INVALID_PPM);
+    /// The digits after a decimal point (at least one, at most `max`; leading zeros are
+    /// digits here) as an integer and their count.
+    #[inline(always)]
+    fn fraction(&mut self, max: usize) -> Option<(u64, usize)> {
+        let mut value = 0u64;
+        let mut count = 0;
+        while let Some(&b) = self.rest.get(count) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            count += 1;
+            if count > max {
+                return None;
+            }
+            value = value * 10 + u64::from(b - b'0');
         }
-        self.u16()
+        if count == 0 {
+            return None;
+        }
+        self.rest = &self.rest[count..];
+        Some((value, count))
     }
 
-    /// A heapless string of at most `N` bytes.
-    fn bounded_string<const N: usize>(&mut self) -> Option<heapless::String<N>> {
+    /// A TDS gauge: `null` (missing) or a `u16`.
+    fn ppm_gauge(&mut self) -> Option<u16> {
+        if self.try_literal(b"null") {
+            return Some(INVALID_PPM);
+        }
+        u16::try_from(self.unsigned()?).ok()
+    }
+
+    /// The rest of a string whose opening quote was consumed, through its closing quote:
+    /// no escape, no control character, at most `N` bytes.
+    fn string_rest<const N: usize>(&mut self) -> Option<heapless::String<N>> {
+        let len = string_end(self.rest)?;
+        if self.rest[len] != b'"' {
+            return None;
+        }
+        let start = self.text.len() - self.rest.len();
+        // The quote is ASCII, and `start` follows one: both are character boundaries.
         let mut s = heapless::String::new();
-        s.push_str(self.string()?).ok()?;
+        s.push_str(self.text.get(start..start + len)?).ok()?;
+        self.rest = &self.rest[len + 1..];
         Some(s)
     }
 
-    /// `null` (absent) or what `value` reads.
-    fn optional<T>(&mut self, value: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
-        if self.literal(b"null") {
-            return Some(None);
-        }
-        value(self).map(Some)
-    }
-
     fn telemetry(&mut self) -> Option<Telemetry> {
-        // In the order of `Telemetry`'s fields (a serializer's order); all but `fw` required.
-        const FIELDS: [&str; 7] = ["v", "device_id", "boot_id", "seq", "ts", "fw", "reading"];
-        const REQUIRED: u32 = first(7) & !(1 << 5);
-        let mut t = Telemetry {
-            v: 0,
-            device_id: heapless::String::new(),
-            boot_id: 0,
-            seq: 0,
-            ts: 0,
-            fw: None,
-            reading: Reading::Toilet(ToiletReading {
-                seat_sessions: 0,
-                washes: 0,
-                wash_seconds: 0,
-                flushes: 0,
-                water_ml: 0,
-                heater_wh: 0,
-                water_temp_c: f32::NAN,
-                seat_temp_c: f32::NAN,
-            }),
+        self.literal(b"{\"v\":")?;
+        let v = self.u8()?;
+        self.literal(b",\"device_id\":\"")?;
+        let device_id = self.string_rest()?;
+        self.literal(b",\"boot_id\":")?;
+        let boot_id = self.u32()?;
+        self.literal(b",\"seq\":")?;
+        let seq = self.u32()?;
+        self.literal(b",\"ts\":")?;
+        let ts = i64::try_from(self.unsigned()?).ok()?;
+        let fw = if self.try_literal(b",\"fw\":\"") {
+            Some(self.string_rest()?)
+        } else {
+            self.try_literal(b",\"fw\":null");
+            None
         };
-        let seen = self.object(&FIELDS, |c, field| {
-            match field {
-                0 => t.v = c.u8()?,
-                1 => t.device_id = c.bounded_string()?,
-                2 => t.boot_id = c.u32()?,
-                3 => t.seq = c.u32()?,
-                4 => t.ts = c.i64()?,
-                5 => t.fw = c.optional(Self::bounded_string)?,
-                _ => t.reading = c.reading()?,
-            }
-            Some(())
-        })?;
-        (seen & REQUIRED == REQUIRED).then_some(t)
-    }
-
-    /// `{"toilet": {...}}`, `{"purifier": {...}}` or `{"shower": {...}}`.
-    fn reading(&mut self) -> Option<Reading> {
-        self.eat(b'{')?;
-        let model = self.string()?;
-        self.eat(b':')?;
-        let reading = match model {
-            "toilet" => Reading::Toilet(self.toilet()?),
-            "purifier" => Reading::Purifier(self.purifier()?),
-            "shower" => Reading::Shower(self.shower()?),
-            _ => return None,
+        self.literal(b",\"reading\":{\"")?;
+        let reading = if self.try_literal(b"toilet\":{") {
+            Reading::Toilet(self.toilet()?)
+        } else if self.try_literal(b"purifier\":{") {
+            Reading::Purifier(self.purifier()?)
+        } else if self.try_literal(b"shower\":{") {
+            Reading::Shower(self.shower()?)
+        } else {
+            return None;
         };
-        self.eat(b'}')?;
-        Some(reading)
+        // The model's object is closed; then `reading`'s and the message's.
+        self.literal(b"}}")?;
+        Some(Telemetry {
+            v,
+            device_id,
+            boot_id,
+            seq,
+            ts,
+            fw,
+            reading,
+        })
     }
 
     fn toilet(&mut self) -> Option<ToiletReading> {
-        // `ToiletReading`'s order; the two gauges (last) may be absent.
-        const FIELDS: [&str; 8] = [
-            "seat_sessions",
-            "washes",
-            "wash_seconds",
-            "flushes",
-            "water_ml",
-            "heater_wh",
-            "water_temp_c",
-            "seat_temp_c",
-        ];
-        let mut r = ToiletReading {
-            seat_sessions: 0,
-            washes: 0,
-            wash_seconds: 0,
-            flushes: 0,
-            water_ml: 0,
-            heater_wh: 0,
-            water_temp_c: f32::NAN,
-            seat_temp_c: f32::NAN,
-        };
-        let seen = self.object(&FIELDS, |c, field| {
-            match field {
-                0 => r.seat_sessions = c.u32()?,
-                1 => r.washes = c.u32()?,
-                2 => r.wash_seconds = c.u32()?,
-                3 => r.flushes = c.u32()?,
-                4 => r.water_ml = c.unsigned()?,
-                5 => r.heater_wh = c.u32()?,
-                6 => r.water_temp_c = c.gauge()?,
-                _ => r.seat_temp_c = c.gauge()?,
-            }
-            Some(())
-        })?;
-        (seen & first(6) == first(6)).then_some(r)
+        self.literal(b"\"seat_sessions\":")?;
+        let seat_sessions = self.u32()?;
+        self.literal(b",\"washes\":")?;
+        let washes = self.u32()?;
+        self.literal(b",\"wash_seconds\":")?;
+        let wash_seconds = self.u32()?;
+        self.literal(b",\"flushes\":")?;
+        let flushes = self.u32()?;
+        self.literal(b",\"water_ml\":")?;
+        let water_ml = self.unsigned()?;
+        self.literal(b",\"heater_wh\":")?;
+        let heater_wh = self.u32()?;
+        self.literal(b",\"water_temp_c\":")?;
+        let water_temp_c = self.gauge()?;
+        self.literal(b",\"seat_temp_c\":")?;
+        let seat_temp_c = self.gauge()?;
+        self.literal(b"}")?;
+        Some(ToiletReading {
+            seat_sessions,
+            washes,
+            wash_seconds,
+            flushes,
+            water_ml,
+            heater_wh,
+            water_temp_c,
+            seat_temp_c,
+        })
     }
 
     fn purifier(&mut self) -> Option<PurifierReading> {
-        // `PurifierReading`'s order; the three gauges may be absent.
-        const FIELDS: [&str; 6] = [
-            "dispensed_ml",
-            "tds_in_ppm",
-            "tds_out_ppm",
-            "inlet_pressure_kpa",
-            "pump_seconds",
-            "cartridges",
-        ];
-        const REQUIRED: u32 = 1 | 1 << 4 | 1 << 5;
-        let mut r = PurifierReading {
-            dispensed_ml: 0,
-            tds_in_ppm: INVALID_PPM,
-            tds_out_ppm: INVALID_PPM,
-            inlet_pressure_kpa: f32::NAN,
-            pump_seconds: 0,
-            cartridges: heapless::Vec::new(),
-        };
-        let seen = self.object(&FIELDS, |c, field| {
-            match field {
-                0 => r.dispensed_ml = c.unsigned()?,
-                1 => r.tds_in_ppm = c.ppm_gauge()?,
-                2 => r.tds_out_ppm = c.ppm_gauge()?,
-                3 => r.inlet_pressure_kpa = c.gauge()?,
-                4 => r.pump_seconds = c.u32()?,
-                _ => r.cartridges = c.cartridges()?,
-            }
-            Some(())
-        })?;
-        (seen & REQUIRED == REQUIRED).then_some(r)
+        self.literal(b"\"dispensed_ml\":")?;
+        let dispensed_ml = self.unsigned()?;
+        self.literal(b",\"tds_in_ppm\":")?;
+        let tds_in_ppm = self.ppm_gauge()?;
+        self.literal(b",\"tds_out_ppm\":")?;
+        let tds_out_ppm = self.ppm_gauge()?;
+        self.literal(b",\"inlet_pressure_kpa\":")?;
+        let inlet_pressure_kpa = self.gauge()?;
+        self.literal(b",\"pump_seconds\":")?;
+        let pump_seconds = self.u32()?;
+        self.literal(b",\"cartridges\":")?;
+        let cartridges = self.cartridges()?;
+        self.literal(b"}")?;
+        Some(PurifierReading {
+            dispensed_ml,
+            tds_in_ppm,
+            tds_out_ppm,
+            inlet_pressure_kpa,
+            pump_seconds,
+            cartridges,
+        })
     }
 
     fn shower(&mut self) -> Option<ShowerReading> {
-        // `ShowerReading`'s order; the two gauges may be absent.
-        const FIELDS: [&str; 6] = [
-            "showers",
-            "water_ml",
-            "shower_seconds",
-            "temp_c",
-            "pressure_kpa",
-            "cartridges",
-        ];
-        const REQUIRED: u32 = first(3) | 1 << 5;
-        let mut r = ShowerReading {
-            showers: 0,
-            water_ml: 0,
-            shower_seconds: 0,
-            temp_c: f32::NAN,
-            pressure_kpa: f32::NAN,
-            cartridges: heapless::Vec::new(),
-        };
-        let seen = self.object(&FIELDS, |c, field| {
-            match field {
-                0 => r.showers = c.u32()?,
-                1 => r.water_ml = c.unsigned()?,
-                2 => r.shower_seconds = c.u32()?,
-                3 => r.temp_c = c.gauge()?,
-                4 => r.pressure_kpa = c.gauge()?,
-                _ => r.cartridges = c.cartridges()?,
-            }
-            Some(())
-        })?;
-        (seen & REQUIRED == REQUIRED).then_some(r)
+        self.literal(b"\"showers\":")?;
+        let showers = self.u32()?;
+        self.literal(b",\"water_ml\":")?;
+        let water_ml = self.unsigned()?;
+        self.literal(b",\"shower_seconds\":")?;
+        let shower_seconds = self.u32()?;
+        self.literal(b",\"temp_c\":")?;
+        let temp_c = self.gauge()?;
+        self.literal(b",\"pressure_kpa\":")?;
+        let pressure_kpa = self.gauge()?;
+        self.literal(b",\"cartridges\":")?;
+        let cartridges = self.cartridges()?;
+        self.literal(b"}")?;
+        Some(ShowerReading {
+            showers,
+            water_ml,
+            shower_seconds,
+            temp_c,
+            pressure_kpa,
+            cartridges,
+        })
     }
 
-    /// An array of at most [`MAX_CARTRIDGES`] cartridges.
+    /// `[]` or `[{...},...]`: at most [`MAX_CARTRIDGES`] cartridges.
     fn cartridges(&mut self) -> Option<heapless::Vec<Cartridge, MAX_CARTRIDGES>> {
         let mut list = heapless::Vec::new();
-        self.eat(b'[')?;
-        if self.peek()? == b']' {
-            self.at += 1;
+        self.literal(b"[")?;
+        if self.try_literal(b"]") {
             return Some(list);
         }
         loop {
             list.push(self.cartridge()?).ok()?;
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(list);
-                }
-                _ => return None,
+            if self.try_literal(b"]") {
+                return Some(list);
             }
+            self.literal(b",")?;
         }
     }
 
     fn cartridge(&mut self) -> Option<Cartridge> {
-        // `Cartridge`'s order; `rated_l` may be absent.
-        const FIELDS: [&str; 5] = [
-            "slot",
-            "kind",
-            "ml_since_replacement",
-            "replacements",
-            "rated_l",
-        ];
-        let mut cartridge = Cartridge {
-            slot: 0,
-            kind: CartridgeKind::Sediment,
-            ml_since_replacement: 0,
-            replacements: 0,
-            rated_l: None,
+        self.literal(b"{\"slot\":")?;
+        let slot = self.u8()?;
+        self.literal(b",\"kind\":\"")?;
+        let kind = if self.try_literal(b"sediment\"") {
+            CartridgeKind::Sediment
+        } else if self.try_literal(b"carbon\"") {
+            CartridgeKind::Carbon
+        } else if self.try_literal(b"reverse_osmosis\"") {
+            CartridgeKind::ReverseOsmosis
+        } else if self.try_literal(b"shower\"") {
+            CartridgeKind::Shower
+        } else {
+            return None;
         };
-        let seen = self.object(&FIELDS, |c, field| {
-            match field {
-                0 => cartridge.slot = c.u8()?,
-                1 => {
-                    cartridge.kind = match c.string()? {
-                        "sediment" => CartridgeKind::Sediment,
-                        "carbon" => CartridgeKind::Carbon,
-                        "reverse_osmosis" => CartridgeKind::ReverseOsmosis,
-                        "shower" => CartridgeKind::Shower,
-                        _ => return None,
-                    }
-                }
-                2 => cartridge.ml_since_replacement = c.unsigned()?,
-                3 => cartridge.replacements = c.u32()?,
-                _ => cartridge.rated_l = c.optional(Self::u32)?,
+        self.literal(b",\"ml_since_replacement\":")?;
+        let ml_since_replacement = self.unsigned()?;
+        self.literal(b",\"replacements\":")?;
+        let replacements = self.u32()?;
+        let rated_l = if self.try_literal(b",\"rated_l\":") {
+            if self.try_literal(b"null") {
+                None
+            } else {
+                Some(self.u32()?)
             }
-            Some(())
-        })?;
-        (seen & first(4) == first(4)).then_some(cartridge)
+        } else {
+            None
+        };
+        self.literal(b"}")?;
+        Some(Cartridge {
+            slot,
+            kind,
+            ml_since_replacement,
+            replacements,
+            rated_l,
+        })
     }
 }
+
+/// Powers of ten as integers, for joining a gauge's whole and fractional digits.
+const POW10_U64: [u64; 16] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+    10_000_000_000,
+    100_000_000_000,
+    1_000_000_000_000,
+    10_000_000_000_000,
+    100_000_000_000_000,
+    1_000_000_000_000_000,
+];
 
 #[cfg(test)]
 mod tests {
@@ -662,19 +553,20 @@ mod tests {
     }
 
     #[test]
-    fn takes_every_message_the_contract_writes_and_reads_what_serde_json_reads() {
+    fn takes_every_compact_message_and_reads_what_serde_json_reads() {
         let mut seq = Sequence(1);
         for _ in 0..20_000 {
             let msg = message(&mut seq);
-            for text in [
-                serde_json::to_string(&msg).expect("serialises"),
-                serde_json::to_string_pretty(&msg).expect("serialises"),
-            ] {
-                assert!(
-                    agrees(&text),
-                    "the fast path left a plain message to serde_json: {text}"
-                );
-            }
+            let compact = serde_json::to_string(&msg).expect("serialises");
+            assert!(
+                agrees(&compact),
+                "the fast path left a compact message to serde_json: {compact}"
+            );
+            assert!(agrees(&format!("{compact} \n")), "trailing whitespace");
+            // Another layout is serde_json's to read (if the fast path took it, alike).
+            assert!(!agrees(
+                &serde_json::to_string_pretty(&msg).expect("serialises")
+            ));
         }
     }
 
@@ -760,8 +652,9 @@ mod tests {
                 }
             }
         }
-        // Not vacuous: some damage is harmless (whitespace, a digit more), most is not.
+        // Not vacuous: some damage is harmless (a digit more, trailing whitespace), most is not.
         assert!(variants > 50_000, "{variants} variants");
+        eprintln!("damage: {taken} of {variants} variants taken by the fast path");
         assert!(
             taken > variants / 20 && taken < variants / 2,
             "{taken} of {variants} taken"
@@ -838,14 +731,44 @@ mod tests {
     }
 
     #[test]
-    fn fields_in_any_order_are_read() {
+    fn fields_in_another_order_are_left_to_serde_json() {
         let mut seq = Sequence(5);
         for _ in 0..2_000 {
             let msg = message(&mut seq);
             let value = serde_json::to_value(&msg).expect("serialises");
             let mut text = String::new();
             write_reversed(&value, &mut text);
-            assert!(agrees(&text), "{text}");
+            assert!(!agrees(&text), "{text}");
+            assert!(serde_json::from_str::<Telemetry>(&text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn counters_up_to_u64_max_are_read_and_none_above() {
+        let template = |x: &str| {
+            format!(
+                r#"{{"v":1,"device_id":"d","boot_id":1,"seq":1,"ts":1,"reading":{{"shower":{{"showers":1,"water_ml":{x},"shower_seconds":1,"temp_c":1.5,"pressure_kpa":1.5,"cartridges":[]}}}}}}"#
+            )
+        };
+        for taken in [
+            "0",
+            "7",
+            "9999999999999999999",
+            "10000000000000000000",
+            "18446744073709551615",
+        ] {
+            assert!(agrees(&template(taken)), "{taken}");
+        }
+        for refused in [
+            "18446744073709551616",
+            "99999999999999999999",
+            "100000000000000000000",
+            "00",
+            "-1",
+            "1.0",
+            "1e3",
+        ] {
+            assert!(telemetry(&template(refused)).is_none(), "{refused}");
         }
     }
 

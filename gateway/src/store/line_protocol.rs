@@ -59,18 +59,37 @@ fn in_set(set: u64, b: u8) -> bool {
     b < 64 && (set >> b) & 1 == 1
 }
 
-/// Whether any byte of `bytes` is in `set` (bytes below 64). Eight bytes at a time (the
-/// last few padded with 0x80, which is in no set): a word with no byte below 64 (letters
-/// and `_`, most of every name) is passed over whole, by the "has a byte less than n" word
-/// test (exact for n ≤ 128); only a word that has one is looked at byte by byte.
+/// Bytes below this one, and `=`, are the only ones a set may hold ([`any_in_set`]'s word
+/// test looks for no other).
+const WORD_TEST_BELOW: u8 = b'-';
+const _: () = assert!(
+    (MEASUREMENT_SPECIAL | KEY_SPECIAL | LINE_BREAK)
+        & !(((1u64 << WORD_TEST_BELOW) - 1) | (1 << b'='))
+        == 0,
+    "a special byte the word test does not look for"
+);
+
+/// Whether any byte of `bytes` is in `set`. Eight bytes at a time (the last few padded with
+/// 0x80, which is in no set): a word with no byte below `-` and no `=` (letters, digits,
+/// `_`, `-`, `.`: most of every name and tag value) is passed over whole, by the "has a
+/// byte less than n" and "has a zero byte" word tests (exact for the lowest flagged byte,
+/// and never missing one); only a word that may hold one is looked at byte by byte.
 #[inline(always)]
 fn any_in_set(bytes: &[u8], set: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+    const EQUALS: u64 = ONES * b'=' as u64;
+    let may_have_equals = set & (1 << b'=') != 0;
     let word_has = |word: [u8; 8]| {
         let w = u64::from_le_bytes(word);
-        let has_byte_below_64 = w.wrapping_sub(ONES * 64) & !w & HIGH_BITS != 0;
-        has_byte_below_64 && word.iter().any(|&b| in_set(set, b))
+        let below = w.wrapping_sub(ONES * WORD_TEST_BELOW as u64) & !w;
+        let x = w ^ EQUALS;
+        let equals = if may_have_equals {
+            x.wrapping_sub(ONES) & !x
+        } else {
+            0
+        };
+        (below | equals) & HIGH_BITS != 0 && word.iter().any(|&b| in_set(set, b))
     };
     let mut words = bytes.chunks_exact(8);
     for chunk in &mut words {
@@ -247,24 +266,30 @@ mod tests {
 
     #[test]
     fn the_word_scan_finds_exactly_the_bytes_of_the_set() {
-        let set = KEY_SPECIAL | LINE_BREAK;
-        // Every byte value at every position of strings of 0 to 19 bytes.
-        for len in 0..20usize {
-            for at in 0..len {
-                for b in 0..=255u8 {
-                    let mut bytes = vec![b'a'; len];
-                    bytes[at] = b;
-                    assert_eq!(
-                        any_in_set(&bytes, set),
-                        in_set(set, b),
-                        "byte {b} at {at} of {len}"
-                    );
+        // Every byte value at every position of strings of 0 to 19 bytes, for both sets, in
+        // a filler the word test passes over (`a`, `0`) and one it stops at (`!`).
+        for set in [KEY_SPECIAL | LINE_BREAK, MEASUREMENT_SPECIAL | LINE_BREAK] {
+            for filler in [b'a', b'0', b'!'] {
+                for len in 0..20usize {
+                    for at in 0..len {
+                        for b in 0..=255u8 {
+                            let mut bytes = vec![filler; len];
+                            bytes[at] = b;
+                            assert_eq!(
+                                any_in_set(&bytes, set),
+                                in_set(set, b),
+                                "byte {b} at {at} of {len} in {filler}"
+                            );
+                        }
+                    }
+                    assert!(!any_in_set(&vec![filler; len], set));
                 }
             }
-            assert!(!any_in_set(&vec![b'_'; len], set));
+            // Bytes below 64 that are not in the set (digits, '-', '.') are not found.
+            assert!(!any_in_set(b"toilet-0042.v1/x:y", set));
         }
-        // Bytes below 64 that are not in the set (digits, '-', '.') are not found.
-        assert!(!any_in_set(b"toilet-0042.v1/x:y", set));
+        assert!(any_in_set(b"a=b", KEY_SPECIAL));
+        assert!(!any_in_set(b"a=b", MEASUREMENT_SPECIAL));
     }
 
     #[test]
