@@ -985,13 +985,19 @@ impl Witness {
 
 /// CPU time (user + system) the process `pid` has used so far, seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_user_system_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// CPU time the process `pid` has used so far in user space and in the kernel, seconds.
+pub fn cpu_user_system_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks_per_second())
+    let ticks = clock_ticks_per_second();
+    Some((utime / ticks, stime / ticks))
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`; 100 if it cannot tell).

@@ -347,7 +347,11 @@ fn main() -> Result<()> {
     wait_spool_empty(&gw)?;
     let rss = gw.pid().and_then(peak_rss_kib);
     // The whole process's CPU since its start (start-up included, so a slight overestimate).
-    let gw_cpu = gw.pid().and_then(cpu_seconds).unwrap_or(f64::NAN);
+    let (gw_user, gw_system) = gw
+        .pid()
+        .and_then(cpu_user_system_seconds)
+        .unwrap_or((f64::NAN, f64::NAN));
+    let gw_cpu = gw_user + gw_system;
     let stored = influx.sum_counts("bench", COUNT_TELEMETRY)?;
     let gw_rate = total as f64 / drained.as_secs_f64();
     let m = gw.metrics()?;
@@ -456,8 +460,10 @@ fn main() -> Result<()> {
     );
     println!("  ratio gateway / bare    : {:>9.2}", gw_rate / bare_rate);
     println!(
-        "  gateway CPU per message : {:>9.2} µs (user + system, analytics on)",
-        gw_cpu * 1e6 / total as f64
+        "  gateway CPU per message : {:>9.2} µs (user {:.2} + system {:.2}, analytics on)",
+        gw_cpu * 1e6 / total as f64,
+        gw_user * 1e6 / total as f64,
+        gw_system * 1e6 / total as f64
     );
     println!(
         "  InfluxDB two-writer ceiling, same points: {ceiling_msgs:.0} msg/s ({ceiling_points:.0} points/s)"
