@@ -86,6 +86,23 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
         .map(|i| offset + i)
 }
 
+/// Reads the rest of an object, `"first":…,"second":…}` (the keys in the order written here,
+/// which is the type's field order, the order serializers write), each value with its field's
+/// reader, and builds `$ty` from them; `None` (returned from the enclosing function) at the
+/// first thing out of place.
+macro_rules! object_in_order {
+    ($cursor:expr, $ty:ident { $first:ident: $first_read:ident $(, $field:ident: $read:ident)* $(,)? }) => {{
+        $cursor.literal(concat!("\"", stringify!($first), "\":").as_bytes())?;
+        let $first = $cursor.$first_read()?;
+        $(
+            $cursor.literal(concat!(",\"", stringify!($field), "\":").as_bytes())?;
+            let $field = $cursor.$read()?;
+        )*
+        $cursor.literal(b"}")?;
+        $ty { $first $(, $field)* }
+    }};
+}
+
 struct Cursor<'a> {
     text: &'a str,
     /// What is left of `text`.
@@ -112,10 +129,10 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Decimal digits as an integer and their count; `None` for none, a leading zero
-    /// followed by a digit, or more than `max` digits.
+    /// A run of decimal digits, consumed, as an integer and its length (0 if none); `None`
+    /// if it is longer than `max` or above `u64::MAX` (only a 20th digit can overflow).
     #[inline(always)]
-    fn digits(&mut self, max: usize) -> Option<(u64, usize)> {
+    fn digit_run(&mut self, max: usize) -> Option<(u64, usize)> {
         let mut value = 0u64;
         let mut count = 0;
         while let Some(&b) = self.rest.get(count) {
@@ -133,11 +150,17 @@ impl<'a> Cursor<'a> {
                 value.checked_mul(10)?.checked_add(digit)?
             };
         }
-        if count == 0 || (count > 1 && self.rest[0] == b'0') {
-            return None;
-        }
         self.rest = &self.rest[count..];
         Some((value, count))
+    }
+
+    /// A JSON integer's digits as an integer and their count; `None` for none, a leading
+    /// zero followed by a digit, or more than `max` digits.
+    #[inline(always)]
+    fn digits(&mut self, max: usize) -> Option<(u64, usize)> {
+        let leading_zero = self.rest.first() == Some(&b'0');
+        let (value, count) = self.digit_run(max)?;
+        (count > 0 && !(leading_zero && count > 1)).then_some((value, count))
     }
 
     /// A counter: digits only (no sign, fraction or exponent).
@@ -168,7 +191,11 @@ impl<'a> Cursor<'a> {
         let (whole, whole_digits) = self.digits(MAX_GAUGE_DIGITS)?;
         let (mut mantissa, mut scale) = (whole, 0);
         if self.try_literal(b".") {
-            let (fraction, fraction_digits) = self.fraction(MAX_GAUGE_DIGITS - whole_digits)?;
+            // At least one digit; leading zeros are digits here.
+            let (fraction, fraction_digits) = self.digit_run(MAX_GAUGE_DIGITS - whole_digits)?;
+            if fraction_digits == 0 {
+                return None;
+            }
             mantissa = mantissa * POW10_U64[fraction_digits] + fraction;
             scale = fraction_digits;
         }
@@ -181,29 +208,6 @@ impl<'a> Cursor<'a> {
         let value = if negative { -magnitude } else { magnitude };
         #[allow(clippy::cast_possible_truncation)]
         Some(value as f32)
-    }
-
-    /// The digits after a decimal point (at least one, at most `max`; leading zeros are
-    /// digits here) as an integer and their count.
-    #[inline(always)]
-    fn fraction(&mut self, max: usize) -> Option<(u64, usize)> {
-        let mut value = 0u64;
-        let mut count = 0;
-        while let Some(&b) = self.rest.get(count) {
-            if !b.is_ascii_digit() {
-                break;
-            }
-            count += 1;
-            if count > max {
-                return None;
-            }
-            value = value * 10 + u64::from(b - b'0');
-        }
-        if count == 0 {
-            return None;
-        }
-        self.rest = &self.rest[count..];
-        Some((value, count))
     }
 
     /// A TDS gauge: `null` (missing) or a `u16`.
@@ -270,81 +274,47 @@ impl<'a> Cursor<'a> {
     }
 
     fn toilet(&mut self) -> Option<ToiletReading> {
-        self.literal(b"\"seat_sessions\":")?;
-        let seat_sessions = self.u32()?;
-        self.literal(b",\"washes\":")?;
-        let washes = self.u32()?;
-        self.literal(b",\"wash_seconds\":")?;
-        let wash_seconds = self.u32()?;
-        self.literal(b",\"flushes\":")?;
-        let flushes = self.u32()?;
-        self.literal(b",\"water_ml\":")?;
-        let water_ml = self.unsigned()?;
-        self.literal(b",\"heater_wh\":")?;
-        let heater_wh = self.u32()?;
-        self.literal(b",\"water_temp_c\":")?;
-        let water_temp_c = self.gauge()?;
-        self.literal(b",\"seat_temp_c\":")?;
-        let seat_temp_c = self.gauge()?;
-        self.literal(b"}")?;
-        Some(ToiletReading {
-            seat_sessions,
-            washes,
-            wash_seconds,
-            flushes,
-            water_ml,
-            heater_wh,
-            water_temp_c,
-            seat_temp_c,
-        })
+        Some(object_in_order!(
+            self,
+            ToiletReading {
+                seat_sessions: u32,
+                washes: u32,
+                wash_seconds: u32,
+                flushes: u32,
+                water_ml: unsigned,
+                heater_wh: u32,
+                water_temp_c: gauge,
+                seat_temp_c: gauge,
+            }
+        ))
     }
 
     fn purifier(&mut self) -> Option<PurifierReading> {
-        self.literal(b"\"dispensed_ml\":")?;
-        let dispensed_ml = self.unsigned()?;
-        self.literal(b",\"tds_in_ppm\":")?;
-        let tds_in_ppm = self.ppm_gauge()?;
-        self.literal(b",\"tds_out_ppm\":")?;
-        let tds_out_ppm = self.ppm_gauge()?;
-        self.literal(b",\"inlet_pressure_kpa\":")?;
-        let inlet_pressure_kpa = self.gauge()?;
-        self.literal(b",\"pump_seconds\":")?;
-        let pump_seconds = self.u32()?;
-        self.literal(b",\"cartridges\":")?;
-        let cartridges = self.cartridges()?;
-        self.literal(b"}")?;
-        Some(PurifierReading {
-            dispensed_ml,
-            tds_in_ppm,
-            tds_out_ppm,
-            inlet_pressure_kpa,
-            pump_seconds,
-            cartridges,
-        })
+        Some(object_in_order!(
+            self,
+            PurifierReading {
+                dispensed_ml: unsigned,
+                tds_in_ppm: ppm_gauge,
+                tds_out_ppm: ppm_gauge,
+                inlet_pressure_kpa: gauge,
+                pump_seconds: u32,
+                cartridges: cartridges,
+            }
+        ))
     }
 
     fn shower(&mut self) -> Option<ShowerReading> {
-        self.literal(b"\"showers\":")?;
-        let showers = self.u32()?;
-        self.literal(b",\"water_ml\":")?;
-        let water_ml = self.unsigned()?;
-        self.literal(b",\"shower_seconds\":")?;
-        let shower_seconds = self.u32()?;
-        self.literal(b",\"temp_c\":")?;
-        let temp_c = self.gauge()?;
-        self.literal(b",\"pressure_kpa\":")?;
-        let pressure_kpa = self.gauge()?;
-        self.literal(b",\"cartridges\":")?;
-        let cartridges = self.cartridges()?;
-        self.literal(b"}")?;
-        Some(ShowerReading {
-            showers,
-            water_ml,
-            shower_seconds,
-            temp_c,
-            pressure_kpa,
-            cartridges,
-        })
+        Some(object_in_order!(
+            self,
+            ShowerReading {
+                showers: u32,
+                water_ml: unsigned,
+                shower_seconds: u32,
+                temp_c: gauge,
+                pressure_kpa: gauge,
+                cartridges: cartridges,
+            }
+        ))
     }
 
     /// `[]` or `[{...},...]`: at most [`MAX_CARTRIDGES`] cartridges.
