@@ -541,6 +541,30 @@ mod tests {
     }
 
     #[test]
+    fn takes_the_telemetry_the_firmware_writes() {
+        // The simulator runs the firmware, which writes with serde-json-core: every model,
+        // faults and failed sensors included.
+        let cfg = simulator::FleetConfig {
+            devices: 60,
+            days: 2,
+            seed: 11,
+            mix: simulator::FaultMix::default_mix(),
+            ..simulator::FleetConfig::default()
+        };
+        let (messages, _) = simulator::Fleet::generate_all(cfg).expect("fleet");
+        let mut telemetry_seen = 0;
+        for m in messages.iter().filter(|m| m.topic.ends_with("/telemetry")) {
+            let text = std::str::from_utf8(&m.payload).expect("UTF-8");
+            assert!(agrees(text), "left to serde_json: {text}");
+            telemetry_seen += 1;
+        }
+        assert!(
+            telemetry_seen > 1_000,
+            "{telemetry_seen} telemetry messages"
+        );
+    }
+
+    #[test]
     fn every_small_damage_to_a_message_is_read_as_serde_json_reads_it_or_left_to_it() {
         const BYTES: &[u8] = b" \n0159-.eE+\"\\{}[],:nulx\x01\x7f";
         const INSERTS: &[&str] = &[
