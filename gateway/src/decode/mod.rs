@@ -5,6 +5,10 @@
 //! contract's types, then the contract's validation. Each rejection carries a
 //! stable reason code that is counted and stored with the raw bytes.
 //!
+//! Telemetry in the layout the firmware writes is read by [`fast_telemetry`] without
+//! serde; whatever that shortcut is not sure of, and every other channel, is read by
+//! serde_json, which alone decides a rejection and its reason.
+//!
 //! Contract v1.1: a telemetry gauge (temperature, pressure, TDS) that is missing,
 //! `null`, non-finite or out of its physical range no longer rejects the message: it is
 //! marked invalid ([`protocol::validate::sanitize_telemetry`]), left out of the stored
