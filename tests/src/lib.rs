@@ -249,6 +249,11 @@ pub struct Influx {
 }
 
 impl Influx {
+    /// The process id of `influxd`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts a server.
     pub fn start() -> Result<Influx> {
         let dir = tempfile::tempdir()?;

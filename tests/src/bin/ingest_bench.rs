@@ -148,12 +148,13 @@ fn bare_subscriber_register(port: u16) -> Result<()> {
 
 /// InfluxDB's own ceiling for the gateway's points: the same messages decoded and
 /// encoded as the gateway does, in batches of `batch` messages, written by two
-/// parallel writers straight to `/write`. Returns (messages/s, points/s).
+/// parallel writers straight to `/write`. Returns (messages/s, points/s, the cores InfluxDB
+/// used meanwhile).
 fn influx_two_writer_ceiling(
     influx: &Influx,
     messages: &[(String, Vec<u8>)],
     batch: usize,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, f64)> {
     influx.create_db("ceiling")?;
     let limits = protocol::validate::Limits::default();
     let now = gateway::clock::now_ms();
@@ -176,6 +177,7 @@ fn influx_two_writer_ceiling(
         .into_iter()
         .enumerate()
         .partition(|(i, _)| i % 2 == 0);
+    let influx_cpu_before = influx.pid().and_then(cpu_seconds).unwrap_or(f64::NAN);
     let start = Instant::now();
     let writers: Vec<_> = [even, odd]
         .into_iter()
@@ -198,7 +200,13 @@ fn influx_two_writer_ceiling(
             .map_err(|_| anyhow::anyhow!("ceiling writer panicked"))??;
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok((messages.len() as f64 / secs, points as f64 / secs))
+    let influx_cores =
+        (influx.pid().and_then(cpu_seconds).unwrap_or(f64::NAN) - influx_cpu_before) / secs;
+    Ok((
+        messages.len() as f64 / secs,
+        points as f64 / secs,
+        influx_cores,
+    ))
 }
 
 /// `[sqlite]` settings that are SQLite's own defaults (2 MB cache, no memory map, checkpoints
@@ -326,6 +334,10 @@ fn main() -> Result<()> {
         bail!("the broker acknowledged {acked} of {total} publishes");
     }
     step("draining with the gateway into InfluxDB");
+    // The CPU InfluxDB and Mosquitto use during the drain, to set against InfluxDB's during
+    // its own ceiling: on two cores, what the gateway and the broker use is not InfluxDB's.
+    let cpu_of = |pid: Option<u32>| pid.and_then(cpu_seconds).unwrap_or(f64::NAN);
+    let (influx_cpu_before, broker_cpu_before) = (cpu_of(influx.pid()), cpu_of(broker.pid()));
     let start = Instant::now();
     gw.restart()?;
     let mut last_report = Instant::now();
@@ -343,6 +355,8 @@ fn main() -> Result<()> {
         },
     )
     .with_context(|| gw.log_tail())?;
+    let influx_cores = (cpu_of(influx.pid()) - influx_cpu_before) / drained.as_secs_f64();
+    let broker_cores = (cpu_of(broker.pid()) - broker_cpu_before) / drained.as_secs_f64();
     // Durable includes spooled: count what InfluxDB holds once the spool is replayed.
     wait_spool_empty(&gw)?;
     let rss = gw.pid().and_then(peak_rss_kib);
@@ -391,7 +405,7 @@ fn main() -> Result<()> {
 
     // (d) InfluxDB's own two-writer ceiling for the same points, and (e) the SQLite store.
     step("InfluxDB's own ceiling: the same points from two parallel writers");
-    let (ceiling_msgs, ceiling_points) = influx_two_writer_ceiling(
+    let (ceiling_msgs, ceiling_points, ceiling_influx_cores) = influx_two_writer_ceiling(
         &influx,
         &fleet_messages(args.devices, rounds, base + 30_000_000),
         batch,
@@ -471,6 +485,10 @@ fn main() -> Result<()> {
     println!(
         "  ratio gateway / ceiling : {:>9.2}",
         gw_rate / ceiling_msgs
+    );
+    println!(
+        "  CPU cores, drain         : InfluxDB {influx_cores:.2}, Mosquitto {broker_cores:.2}, gateway {:.2} (ceiling: InfluxDB {ceiling_influx_cores:.2})",
+        gw_cpu / drained.as_secs_f64()
     );
     println!("  loss (published - stored): {}", total as i64 - stored);
     println!("  batches through the spool: {}", m["spooled_batches"]);
