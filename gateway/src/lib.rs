@@ -48,6 +48,7 @@ pub mod sequence;
 pub mod service_kpi;
 pub mod state;
 pub mod store;
+mod word_scan;
 
 #[cfg(test)]
 mod test_support;

@@ -41,10 +41,17 @@ pub(crate) fn telemetry(text: &str) -> Option<Telemetry> {
         .then_some(telemetry)
 }
 
-/// Powers of ten exact in `f64`, as many as a 15-digit decimal needs.
-const POW10: [f64; 16] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-];
+/// Powers of ten exact in `f64`, as many as a 15-digit decimal needs ([`POW10_U64`], each
+/// below 2^53 and so converted exactly).
+const POW10: [f64; 16] = {
+    let mut powers = [0.0; 16];
+    let mut i = 0;
+    while i < powers.len() {
+        powers[i] = POW10_U64[i] as f64;
+        i += 1;
+    }
+    powers
+};
 
 /// Most digits of a gauge read here (their integer stays below 2^53, so exact in `f64`).
 const MAX_GAUGE_DIGITS: usize = 15;
@@ -53,37 +60,14 @@ const MAX_GAUGE_DIGITS: usize = 15;
 /// overflow, since 19 nines fit).
 const MAX_COUNTER_DIGITS: usize = 20;
 
-/// Index of the first `"`, `\` or control character (below 0x20) in `bytes`: eight bytes
-/// at a time ("has a zero byte" word tests; the lowest flagged byte of each test is always a
-/// true match, so the lowest of the three is the first).
+/// Index of the first `"`, `\` or control character (below 0x20) in `bytes`, eight bytes
+/// at a time ([`crate::word_scan`]).
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const QUOTES: u64 = ONES * b'"' as u64;
-    const BACKSLASHES: u64 = ONES * b'\\' as u64;
-    const SPACES: u64 = ONES * 0x20;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
-        let quote = w ^ QUOTES;
-        let backslash = w ^ BACKSLASHES;
-        let found = (quote.wrapping_sub(ONES) & !quote
-            | backslash.wrapping_sub(ONES) & !backslash
-            | w.wrapping_sub(SPACES) & !w)
-            & HIGH;
-        if found != 0 {
-            return Some(offset + (found.trailing_zeros() / 8) as usize);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|i| offset + i)
+    use crate::word_scan::{below, equal_to, find_in_words, first_flagged};
+    find_in_words(bytes, |offset, w| {
+        let found = equal_to(w, b'"') | equal_to(w, b'\\') | below(w, 0x20);
+        (found != 0).then(|| offset + first_flagged(found))
+    })
 }
 
 /// Reads the rest of an object, `"first":…,"second":…}` (the keys in the order written here,

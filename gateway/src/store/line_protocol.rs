@@ -69,40 +69,25 @@ const _: () = assert!(
     "a special byte the word test does not look for"
 );
 
-/// Whether any byte of `bytes` is in `set`. Eight bytes at a time (the last few padded with
-/// 0x80, which is in no set): a word with no byte below `-` and no `=` (letters, digits,
-/// `_`, `-`, `.`: most of every name and tag value) is passed over whole, by the "has a
-/// byte less than n" and "has a zero byte" word tests (exact for the lowest flagged byte,
-/// and never missing one); only a word that may hold one is looked at byte by byte.
+/// Whether any byte of `bytes` is in `set`. Eight bytes at a time ([`crate::word_scan`]):
+/// a word with no byte below `-` and no `=` (letters, digits, `_`, `-`, `.`: most of every
+/// name and tag value) is passed over whole; only a word that may hold one is looked at
+/// byte by byte.
 #[inline(always)]
 fn any_in_set(bytes: &[u8], set: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    const EQUALS: u64 = ONES * b'=' as u64;
+    use crate::word_scan::{below, equal_to, find_in_words};
     let may_have_equals = set & (1 << b'=') != 0;
-    let word_has = |word: [u8; 8]| {
-        let w = u64::from_le_bytes(word);
-        let below = w.wrapping_sub(ONES * WORD_TEST_BELOW as u64) & !w;
-        let x = w ^ EQUALS;
+    find_in_words(bytes, |_, w| {
         let equals = if may_have_equals {
-            x.wrapping_sub(ONES) & !x
+            equal_to(w, b'=')
         } else {
             0
         };
-        (below | equals) & HIGH_BITS != 0 && word.iter().any(|&b| in_set(set, b))
-    };
-    let mut words = bytes.chunks_exact(8);
-    for chunk in &mut words {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        if word_has(word) {
-            return true;
-        }
-    }
-    let tail = words.remainder();
-    let mut word = [0x80u8; 8];
-    word[..tail.len()].copy_from_slice(tail);
-    word_has(word)
+        ((below(w, WORD_TEST_BELOW) | equals) != 0
+            && w.to_le_bytes().iter().any(|&b| in_set(set, b)))
+        .then_some(())
+    })
+    .is_some()
 }
 
 /// Appends `s` (a name or tag value) with a backslash before each byte of `special`;
