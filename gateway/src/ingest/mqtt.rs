@@ -134,7 +134,13 @@ pub async fn run(
     // A refused subscription is retried, 1 s after the first refusal, up to a minute apart.
     let mut subscribe_backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
+        // The event loop is polled first (most polls return a publish already read), so the
+        // stop is looked at here too: seen at once even while a backlog keeps it busy.
+        if shutdown.has_changed().unwrap_or(true) {
+            break;
+        }
         let event = tokio::select! {
+            biased;
             e = eventloop.poll() => e,
             _ = shutdown.changed() => break,
         };
