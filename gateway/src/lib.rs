@@ -414,13 +414,16 @@ pub async fn run(
         Duration::from_secs(config.analytics.snapshot_every_s.max(1)),
     );
     let pipeline_task = tokio::spawn(pipeline.run(rx, shutdown_rx.clone()));
+    // The connection has a stop of its own: it keeps polling while the pipeline finishes the
+    // batches in hand, so that their acknowledgements go out before it disconnects.
+    let (mqtt_stop, mqtt_stop_rx) = watch::channel(false);
     let mqtt_task = tokio::spawn(ingest::mqtt::run(
         client,
         eventloop,
         tx,
         generation,
         Arc::clone(&metrics),
-        shutdown_rx.clone(),
+        mqtt_stop_rx,
         ingest::mqtt::Session::single_node(),
     ));
 
@@ -446,6 +449,7 @@ pub async fn run(
     tracing::info!("Shutting down: flushing the batch in hand.");
     let _ = shutdown_tx.send(true);
     let _ = pipeline_task.await;
+    let _ = mqtt_stop.send(true);
     let _ = mqtt_task.await;
     while tasks.join_next().await.is_some() {}
     if let Err(e) = state.fold_sequence_journal().await {

@@ -1,7 +1,8 @@
-//! The final analytics snapshot on SIGTERM (issue 13): with periodic snapshots far
-//! away, every device the gateway learnt is saved to `state.db` by the final snapshot
-//! of a graceful stop, the process exits by itself with status 0, and a restarted
-//! gateway restores each device's state rather than relearning it.
+//! A graceful stop (SIGTERM). The final analytics snapshot (issue 13): with periodic
+//! snapshots far away, every device the gateway learnt is saved to `state.db` by the final
+//! snapshot, the process exits by itself with status 0, and a restarted gateway restores
+//! each device's state rather than relearning it. The batch in hand: it is stored and
+//! acknowledged before the connection closes, so the broker has nothing to deliver again.
 
 use std::time::Duration;
 
@@ -73,5 +74,66 @@ fn sigterm_saves_every_devices_analytics_state_before_exit() {
         m["analytics_devices"].as_u64(),
         Some(DEVICES as u64),
         "restored on start: {m}"
+    );
+}
+
+#[test]
+fn sigterm_acknowledges_the_batch_in_hand_before_disconnecting() {
+    const MESSAGES: usize = 500;
+    let broker = Mosquitto::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // A batch that neither fills (3 000 messages) nor times out (a minute) during the test:
+    // what is published stays in hand until the stop.
+    let mut gw = GatewayProcess::spawn(
+        work.path(),
+        broker.port,
+        &StoreTarget::Sqlite,
+        "ops-shutdown-acks",
+        "[batch]\nmax_messages = 3000\nmax_wait_ms = 60000\n",
+    )
+    .unwrap();
+    let messages = fleet_messages(MESSAGES / 2, 2, base_ts());
+    assert_eq!(messages.len(), MESSAGES);
+    assert_eq!(
+        publish_all(broker.port, "pub-ops-shutdown-acks", messages, None, None).unwrap(),
+        MESSAGES
+    );
+    wait_until(Duration::from_secs(60), "every message received", || {
+        let m = gw.metrics().ok()?;
+        (m["received"].as_u64()? >= MESSAGES as u64).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        gw.metrics().unwrap()["acked"].as_u64(),
+        Some(0),
+        "the batch is in hand, nothing acknowledged yet"
+    );
+
+    let status = gw.stop_with_status();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "a clean exit within 15 s of SIGTERM: {status:?}\n{}",
+        gw.log_tail()
+    );
+
+    // A new process on the same session: the broker delivers what was not acknowledged at
+    // once after the CONNACK. Nothing comes.
+    gw.restart().unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted gateway connected",
+        || {
+            let m = gw.metrics().ok()?;
+            (m["mqtt_connects"].as_u64()? >= 1).then_some(())
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let m = gw.metrics().unwrap();
+    assert_eq!(
+        (m["received"].as_u64(), m["duplicates"].as_u64()),
+        (Some(0), Some(0)),
+        "the broker had nothing to deliver again: the stop acknowledged the batch it stored\n{}",
+        gw.log_tail()
     );
 }
