@@ -41,8 +41,20 @@ pub(crate) fn telemetry(text: &str) -> Option<Telemetry> {
         .then_some(telemetry)
 }
 
-/// Powers of ten exact in `f64`, as many as a 15-digit decimal needs ([`POW10_U64`], each
-/// below 2^53 and so converted exactly).
+/// Powers of ten as integers, 10^0 to 10^15, for joining a gauge's whole and fractional
+/// digits.
+const POW10_U64: [u64; 16] = {
+    let mut powers = [1u64; 16];
+    let mut i = 1;
+    while i < powers.len() {
+        powers[i] = powers[i - 1] * 10;
+        i += 1;
+    }
+    powers
+};
+
+/// The same powers in `f64`, as many as a 15-digit decimal needs (each below 2^53, so
+/// converted exactly).
 const POW10: [f64; 16] = {
     let mut powers = [0.0; 16];
     let mut i = 0;
@@ -355,26 +367,6 @@ impl<'a> Cursor<'a> {
         })
     }
 }
-
-/// Powers of ten as integers, for joining a gauge's whole and fractional digits.
-const POW10_U64: [u64; 16] = [
-    1,
-    10,
-    100,
-    1_000,
-    10_000,
-    100_000,
-    1_000_000,
-    10_000_000,
-    100_000_000,
-    1_000_000_000,
-    10_000_000_000,
-    100_000_000_000,
-    1_000_000_000_000,
-    10_000_000_000_000,
-    100_000_000_000_000,
-    1_000_000_000_000_000,
-];
 
 #[cfg(test)]
 mod tests {
